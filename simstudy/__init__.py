@@ -1,0 +1,51 @@
+"""simstudy: simulation studies with reproducible parallel random numbers.
+
+Public API: :class:`Study`, :func:`load_study`, :func:`run`,
+:func:`open_results` and the error classes. Everything else is internal.
+Heavy names are resolved lazily so ``import simstudy.batch`` on a worker
+stays light.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from simstudy.errors import (
+    FingerprintMismatch,
+    SimstudyError,
+    StoreError,
+    StudyError,
+    UsageError,
+)
+from simstudy.loader import load_study
+from simstudy.study import Study
+
+if TYPE_CHECKING:
+    from simstudy.runner import run
+    from simstudy.store import open_results
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "FingerprintMismatch",
+    "SimstudyError",
+    "StoreError",
+    "Study",
+    "StudyError",
+    "UsageError",
+    "load_study",
+    "open_results",
+    "run",
+]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "run":
+        from simstudy.runner import run
+
+        return run
+    if name == "open_results":
+        from simstudy.store import open_results
+
+        return open_results
+    raise AttributeError(f"module 'simstudy' has no attribute {name!r}")

@@ -1,0 +1,216 @@
+"""Command line: argparse, one-line errors with a hint, exit codes, progress.
+
+Exit codes: 0 all tasks ok; 3 finished with failed tasks; 2 bad input
+(nothing written); 130 interrupted (store consistent, resumable).
+
+Layers: imports ``runner, loader, store, errors``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import time
+import traceback
+from collections.abc import Sequence
+from pathlib import Path
+from types import FrameType
+from typing import Any, NoReturn, TextIO
+
+from simstudy.errors import SimstudyError, UsageError
+
+__all__ = ["main"]
+
+EXIT_OK, EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INTERRUPTED = 0, 2, 3, 130
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{self.prog}: {message}.", hint=f"see `{self.prog} --help`")
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}")
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a number >= 1, got {value}")
+    return value
+
+
+def _parser() -> argparse.ArgumentParser:
+    top = _Parser(prog="python -m simstudy",
+                  description="Run simulation studies with reproducible streams.")
+    top.add_argument("--debug", action="store_true", help="show tracebacks")
+    sub = top.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    run = sub.add_parser("run", help="run or resume a study")
+    run.add_argument("study", help="the study file (.py)")
+    run.add_argument("--store", help="zarr store (default ./<study-stem>.zarr)")
+    where = run.add_mutually_exclusive_group()
+    where.add_argument("--scheduler", default="distributed",
+                       choices=["distributed", "processes", "threads", "synchronous"])
+    where.add_argument("--address", help="tcp://HOST:PORT of a Dask scheduler")
+    run.add_argument("--insecure", action="store_true",
+                     help="allow plain tcp:// to a non-loopback scheduler")
+    run.add_argument("--workers", type=_positive, help="worker processes (default: cores)")
+    run.add_argument("--rng", choices=["spawn", "pcg64-jump", "mt19937-jump"],
+                     help="override the study's stream scheme")
+    run.add_argument("--batch-size", type=_positive, help="replicates per batch")
+    run.add_argument("--max-errors", type=_positive,
+                     help="stop cleanly after N failed tasks")
+    run.add_argument("--retry-failed", action="store_true", help="rerun failed tasks")
+    run.add_argument("--restart", action="store_true",
+                     help="discard the store's contents and start over")
+    run.add_argument("--no-progress", action="store_true", help="no progress output")
+    run.add_argument("--debug", action="store_true", help="show tracebacks")
+    status = sub.add_parser("status", help="show a store's progress")
+    status.add_argument("target", help="a study file (.py) or a store (.zarr)")
+    status.add_argument("--store", help="the store, when TARGET is a study file")
+    status.add_argument("--debug", action="store_true", help="show tracebacks")
+    return top
+
+
+class _ProgressPrinter:
+    """A live line on a terminal, a plain line every 10 s otherwise."""
+
+    def __init__(self, out: TextIO) -> None:
+        self.out = out
+        self.tty = out.isatty()
+        self.last = 0.0
+
+    def __call__(self, ev: Any) -> None:
+        now = time.monotonic()
+        final = ev.done >= ev.total
+        if not final and now - self.last < (0.2 if self.tty else 10.0):
+            return
+        self.last = now
+        rate = ev.done / ev.elapsed if ev.elapsed > 0 else 0.0
+        eta = (ev.total - ev.done) / rate if rate > 0 else float("nan")
+        line = (f"{ev.done:,}/{ev.total:,} tasks  {100 * ev.done / ev.total:5.1f}%  "
+                f"{rate:,.0f}/s  ETA {_duration(eta)}  failed {ev.failed:,}")
+        if ev.stopping:
+            line += "  (stopping after batches in flight; Ctrl-C again to stop now)"
+        if self.tty:
+            self.out.write("\r\x1b[2K" + line)
+            if final:
+                self.out.write("\n")
+        else:
+            self.out.write(line + "\n")
+        self.out.flush()
+
+    def close(self) -> None:
+        if self.tty and self.last:
+            self.out.write("\n")
+            self.out.flush()
+
+
+def _duration(seconds: float) -> str:
+    if seconds != seconds:
+        return "--"
+    s = int(round(seconds))
+    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}" if s >= 3600 else \
+        f"{s // 60}:{s % 60:02d}"
+
+
+def _sigterm(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from simstudy.loader import load_study
+    from simstudy.runner import run
+
+    study = load_study(args.study)
+    if args.rng is not None and args.rng != study.scheme:
+        study.scheme = args.rng
+    err = sys.stderr
+    printer = None if args.no_progress else _ProgressPrinter(err)
+
+    def started(description: str) -> None:
+        if not args.no_progress:
+            err.write(f"simstudy: running on {description}\n")
+
+    old = signal.signal(signal.SIGTERM, _sigterm)
+    try:
+        report = run(study, store=args.store, scheduler=args.scheduler,
+                     workers=args.workers, address=args.address,
+                     insecure=args.insecure, batch_size=args.batch_size,
+                     max_errors=args.max_errors, retry_failed=args.retry_failed,
+                     restart=args.restart, on_progress=printer, on_start=started)
+    finally:
+        signal.signal(signal.SIGTERM, old)
+        if printer is not None:
+            printer.close()
+    print(f"{report.store}: {report.ok:,} ok, {report.failed:,} failed, "
+          f"{report.pending:,} pending of {report.tasks:,} tasks; "
+          f"computed {report.computed:,} in {report.seconds:.1f} s")
+    if report.interrupted:
+        print("interrupted: the store is consistent; run the same command to resume.",
+              file=err)
+    elif report.stopped_on_errors:
+        print(f"stopped after {args.max_errors} failed tasks (--max-errors).", file=err)
+    if report.failed and not report.interrupted:
+        print("hint: some tasks failed; rerun with --retry-failed after fixing them.",
+              file=err)
+    return report.exit_code
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from simstudy.store import open_results
+
+    target = Path(args.target)
+    if target.suffix == ".py":
+        from simstudy.loader import load_study
+        from simstudy.runner import default_store
+
+        store = Path(args.store) if args.store else default_store(load_study(target))
+    else:
+        store = target
+    ds = open_results(store)
+    status = ds["status"].values
+    factors = [d for d in ds["status"].dims if d not in ("replicate", "method")]
+    total = status.size
+    counts = [int((status == c).sum()) for c in (1, 2, 0)]
+    print(f"{store}: {counts[0]:,} ok, {counts[1]:,} failed, {counts[2]:,} pending "
+          f"of {total:,} tasks ({100 * counts[0] / max(total, 1):.1f}% ok)")
+    for idx in np.ndindex(*status.shape[: len(factors)]):
+        cell = status[idx]
+        label = ", ".join(f"{f}={ds[f].values[i]}" for f, i in zip(factors, idx,
+                                                                     strict=True))
+        print(f"  {label or 'all'}: {int((cell == 1).sum()):,} ok, "
+              f"{int((cell == 2).sum()):,} failed, {int((cell == 0).sum()):,} pending")
+    ds.close()
+    return EXIT_FAILED if counts[1] else EXIT_OK
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; return the exit code."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    try:
+        args = _parser().parse_args(argv)
+        command = {"run": _cmd_run, "status": _cmd_status}[args.command]
+        return command(args)
+    except SimstudyError as exc:
+        if debug:
+            traceback.print_exc()
+        print(f"error: {exc.message}", file=sys.stderr)
+        if exc.hint:
+            print(f"hint: {exc.hint}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print("interrupted.", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except SystemExit as exc:  # --help
+        return int(exc.code or 0)
+    except Exception as exc:
+        if debug:
+            raise
+        print(f"error: internal error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        print("hint: rerun with --debug for the traceback and report it",
+              file=sys.stderr)
+        return 1

@@ -1,0 +1,119 @@
+"""Study file path -> Study, with clear errors.
+
+Layers: imports ``simstudy.study`` and ``simstudy.errors``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+import sys
+import traceback
+from pathlib import Path
+
+from simstudy.errors import StudyError
+from simstudy.study import Study
+
+__all__ = ["load_study"]
+
+
+def _user_frames(exc: BaseException, path: Path) -> str:
+    """Return the last frame of the user's file as 'file:line'."""
+    frames = [
+        f
+        for f in traceback.extract_tb(exc.__traceback__)
+        if os.path.abspath(f.filename) == str(path)
+    ]
+    if frames:
+        return f"{path.name}:{frames[-1].lineno}"
+    return path.name
+
+
+def load_study(path: str | os.PathLike[str]) -> Study:
+    """Load the single Study declared in a study file.
+
+    Parameters
+    ----------
+    path : str or PathLike
+        A Python file that creates exactly one ``simstudy.Study`` (as module
+        attribute ``study``, or as the only Study instance).
+
+    Returns
+    -------
+    Study
+        The validated study; ``study.source_file`` is the absolute path.
+
+    Raises
+    ------
+    StudyError
+        The file is missing, fails to import, declares no or several Studies,
+        or its Study is invalid.
+    """
+    p = Path(path).resolve()
+    if not p.is_file():
+        raise StudyError(
+            f"{path}: no such study file.", hint="check the path to the .py file"
+        )
+    if p.suffix != ".py":
+        raise StudyError(
+            f"{path}: a study file must be a Python file ending in .py.",
+            hint="pass the study's .py file (a store is a .zarr directory)",
+        )
+    digest = hashlib.sha256(str(p).encode()).hexdigest()[:10]
+    modname = f"simstudy_study_{p.stem if p.stem.isidentifier() else 'file'}_{digest}"
+    spec = importlib.util.spec_from_file_location(modname, p)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[modname] = module
+    try:
+        spec.loader.exec_module(module)
+    except StudyError as exc:
+        sys.modules.pop(modname, None)
+        raise StudyError(
+            f"{_user_frames(exc, p)}: {exc.message}", hint=exc.hint
+        ) from exc
+    except SyntaxError as exc:
+        sys.modules.pop(modname, None)
+        raise StudyError(
+            f"{p.name}:{exc.lineno}: syntax error: {exc.msg}.",
+            hint="fix the line shown; run `python FILE` to check it alone",
+        ) from exc
+    except BaseException as exc:
+        sys.modules.pop(modname, None)
+        if isinstance(exc, KeyboardInterrupt | SystemExit):
+            raise
+        raise StudyError(
+            f"{_user_frames(exc, p)}: importing the study file raised "
+            f"{type(exc).__name__}: {exc}",
+            hint="run `python FILE` to see the full traceback, or add --debug",
+        ) from exc
+    found = getattr(module, "study", None)
+    if not isinstance(found, Study):
+        studies = [v for v in vars(module).values() if isinstance(v, Study)]
+        unique = {id(s): s for s in studies}
+        if not unique:
+            raise StudyError(
+                f"{p.name}: no Study found; a study file must create one.",
+                hint='write study = Study("name", factors=..., replicates=..., seed=...)',
+            )
+        if len(unique) > 1:
+            names = sorted(s.name for s in unique.values())
+            raise StudyError(
+                f"{p.name}: {len(unique)} Studies found ({', '.join(names)}); "
+                "a study file declares exactly one.",
+                hint="keep one Study per file, or name the one to run `study`",
+            )
+        found = next(iter(unique.values()))
+    try:
+        found.validate()
+    except StudyError as exc:
+        raise StudyError(f"{p.name}: {exc.message}", hint=exc.hint) from exc
+    found.source_file = str(p)
+    try:
+        import cloudpickle
+
+        cloudpickle.register_pickle_by_value(module)
+    except ImportError:  # pragma: no cover - cloudpickle comes with dask
+        pass
+    return found

@@ -1,0 +1,524 @@
+"""The zarr result cube: create, open, extend, write a batch, lock, fingerprint.
+
+The only module that writes a store. A batch's outputs are written before
+its status: status is the commit mark. Failure details live in
+``<store>/.simstudy/failures/*.json``; the lock is ``<store>/.simstudy/lock``.
+
+Layers: imports ``study, grid, batch, errors`` (and xarray, zarr, numpy).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import platform
+import socket
+import time
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import zarr
+from zarr.codecs import Crc32cCodec, ZstdCodec
+
+from simstudy.batch import FAILED, OK, BatchResult
+from simstudy.errors import FingerprintMismatch, StoreError
+from simstudy.grid import CHUNK_METHODS, CHUNK_REPLICATES, points
+from simstudy.study import Level, Study
+
+if TYPE_CHECKING:
+    import xarray as xr
+
+__all__ = ["Store", "open_results"]
+
+FIXED_VARS = {
+    "status": ("int8", 0),
+    "seconds": ("float32", np.nan),
+    "started": ("float64", np.nan),
+    "worker": ("int16", -1),
+}
+META = ".simstudy"
+
+
+def _versions() -> dict[str, str]:
+    import dask
+    import xarray
+
+    from simstudy import __version__
+
+    return {
+        "simstudy": __version__,
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "zarr": zarr.__version__,
+        "xarray": xarray.__version__,
+        "dask": dask.__version__,
+        "platform": platform.platform(),
+    }
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class _Lock:
+    """An exclusive lock file; a lock of a dead process on this host is stale."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.held = False
+
+    def acquire(self, store: Path) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        me = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.time()}
+        for _ in range(2):
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            except FileExistsError:
+                try:
+                    other = json.loads(self.path.read_text() or "{}")
+                except (OSError, ValueError):
+                    other = {}
+                stale = other.get("host") == me["host"] and not _pid_alive(
+                    int(other.get("pid", 0))
+                )
+                if stale or not other:
+                    self.path.unlink(missing_ok=True)
+                    continue
+                raise StoreError(
+                    f"store {store} is in use by process {other.get('pid')} on "
+                    f"{other.get('host')}; two runs cannot write one store.",
+                    hint="wait for that run to finish, or use another --store",
+                ) from None
+            with os.fdopen(fd, "w") as f:
+                json.dump(me, f)
+            self.held = True
+            return
+        raise StoreError(f"could not take the lock {self.path}.")  # pragma: no cover
+
+    def release(self) -> None:
+        if self.held:
+            self.path.unlink(missing_ok=True)
+            self.held = False
+
+
+def _compare(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """Return the changes between fingerprints that would change numbers."""
+    changes = []
+    for part, label in [
+        ("seed", "seed"),
+        ("scheme", "rng scheme"),
+        ("data", "data function"),
+    ]:
+        if old[part] != new[part]:
+            changes.append(f"{label} changed ({old[part]!r} -> {new[part]!r})")
+    if old["fixed"] != new["fixed"]:
+        changes.append("fixed inputs changed")
+    if set(old["factors"]) != set(new["factors"]):
+        changes.append(
+            f"factor names changed ({list(old['factors'])} -> {list(new['factors'])})"
+        )
+    for name, h in new["methods"].items():
+        if name in old["methods"] and old["methods"][name] != h:
+            changes.append(f"method {name!r} changed")
+    if new["scheme"] != "spawn" and not changes:
+        same = (
+            old["factors"] == new["factors"]
+            and old["replicates"] == new["replicates"]
+            and list(old["methods"]) == list(new["methods"])
+        )
+        if not same:
+            changes.append(
+                f"the design changed under the positional {new['scheme']!r} scheme, "
+                "which renumbers every stream"
+            )
+    return changes
+
+
+class Store:
+    """An open, locked result cube on disk."""
+
+    def __init__(self, path: Path, root: zarr.Group, lock: _Lock) -> None:
+        self.path = path
+        self.root = root
+        self.lock = lock
+        meta = dict(root.attrs["simstudy"])  # type: ignore[arg-type]
+        self.meta = meta
+        self.factor_names: list[str] = list(meta["factor_order"])
+        self.levels: dict[str, list[Level]] = {
+            f: list(meta["fingerprint"]["factors"][f]) for f in self.factor_names
+        }
+        self.methods: list[str] = list(meta["fingerprint"]["methods"])
+        self.replicates: int = int(meta["fingerprint"]["replicates"])
+        self.workers: list[str] = list(meta.get("workers", []))
+        self._arrays: dict[str, Any] = {}
+        self._vars: list[str] | None = None
+        self._specs: dict[str, tuple[int, ...]] | None = None
+
+    # ---- opening -----------------------------------------------------
+    @classmethod
+    def open_for_run(cls, path: str | os.PathLike[str], study: Study, *,
+                     restart: bool = False) -> Store:
+        """Create or reopen the store for a study; lock it; extend if needed."""
+        p = Path(path).resolve()
+        if not p.parent.is_dir():
+            raise StoreError(
+                f"cannot create store {p}: directory {p.parent} does not exist.",
+                hint="create the directory first or choose another --store",
+            )
+        if p.exists() and not (p / "zarr.json").exists() and any(p.iterdir()):
+            if not (p / META).exists():
+                raise StoreError(
+                    f"{p} exists and is not a simstudy store; refusing to touch it.",
+                    hint="choose another --store path",
+                )
+        lock = _Lock(p / META / "lock")
+        try:
+            p.mkdir(exist_ok=True)
+            lock.acquire(p)
+        except PermissionError:
+            raise StoreError(
+                f"cannot write store {p}: permission denied.",
+                hint="choose a writable --store path",
+            ) from None
+        try:
+            if restart and (p / "zarr.json").exists():
+                _wipe(p)
+            for leftover in p.rglob("*.partial"):
+                leftover.unlink(missing_ok=True)
+            if (p / "zarr.json").exists():
+                store = cls(p, zarr.open_group(str(p), mode="r+"), lock)
+                store._reconcile(study)
+            else:
+                store = cls._create(p, study, lock)
+            store._save_truth(study)
+            return store
+        except BaseException:
+            lock.release()
+            raise
+
+    @classmethod
+    def _create(cls, p: Path, study: Study, lock: _Lock) -> Store:
+        fp = study.fingerprint()
+        root = zarr.open_group(str(p), mode="w", zarr_format=3)
+        (p / META).mkdir(exist_ok=True)
+        factor_order = list(study.factors)
+        meta = {
+            "format": 1,
+            "study": study.name,
+            "factor_order": factor_order,
+            "fingerprint": fp,
+            "workers": [],
+            "versions": _versions(),
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        }
+        root.attrs.update(
+            {
+                "simstudy": meta,
+                "study": study.name,
+                "seed": study.seed,
+                "rng": study.scheme,
+                "simstudy_version": meta["versions"]["simstudy"],
+            }
+        )
+        for f in factor_order:
+            _coord(root, f, list(study.factors[f]))
+        _coord(root, "replicate", list(range(study.replicates)))
+        _coord(root, "method", study.method_names)
+        store = cls(p, root, lock)
+        for name, (dtype, fill) in FIXED_VARS.items():
+            store._new_var(name, dtype, fill, ())
+        store._consolidate()
+        return store
+
+    def _reconcile(self, study: Study) -> None:
+        """Compare fingerprints; extend the cube with new levels/methods/replicates."""
+        old = self.meta["fingerprint"]
+        new = study.fingerprint()
+        changes = _compare(old, new)
+        if changes:
+            raise FingerprintMismatch(
+                f"store {self.path} was made by a different study: "
+                + "; ".join(changes) + ".",
+                hint="run with --restart to discard it, or choose a new --store",
+            )
+        grew = False
+        for f in self.factor_names:
+            extra = [lv for lv in study.factors[f] if lv not in self.levels[f]]
+            if extra:
+                self.levels[f] += extra
+                grew = True
+        extra_m = [m for m in study.method_names if m not in self.methods]
+        self.methods += extra_m
+        methods_fp = {**old["methods"], **new["methods"]}
+        replicates = max(self.replicates, study.replicates)
+        grew = grew or bool(extra_m) or replicates > self.replicates
+        if not grew:
+            return
+        self.replicates = replicates
+        for f in self.factor_names:
+            _coord(self.root, f, self.levels[f], overwrite=True)
+        _coord(self.root, "replicate", list(range(replicates)), overwrite=True)
+        _coord(self.root, "method", self.methods, overwrite=True)
+        for name in self._var_names():
+            arr = self.root[name]
+            arr.resize((*self.cube_shape, *arr.shape[len(self.cube_shape):]))  # type: ignore[union-attr]
+        fp = dict(old)
+        fp["factors"] = self.levels
+        fp["methods"] = methods_fp
+        fp["replicates"] = replicates
+        self.meta["fingerprint"] = fp
+        self._save_meta()
+
+    # ---- layout ------------------------------------------------------
+    @property
+    def cube_shape(self) -> tuple[int, ...]:
+        return (
+            *(len(self.levels[f]) for f in self.factor_names),
+            self.replicates,
+            len(self.methods),
+        )
+
+    def _var_names(self) -> list[str]:
+        if self._vars is None:
+            skip = {*self.factor_names, "replicate", "method"}
+            with warnings.catch_warnings():
+                # our .simstudy folder (lock, failures) is not a zarr node
+                warnings.simplefilter("ignore")
+                self._vars = [k for k in self.root.array_keys() if k not in skip]
+        return self._vars
+
+    def _new_var(self, name: str, dtype: str, fill: Any, shape: tuple[int, ...]) -> None:
+        dims = [*self.factor_names, "replicate", "method"]
+        dims += [f"{name}_dim_{i}" for i in range(len(shape))]
+        chunks = (
+            *([1] * len(self.factor_names)),
+            CHUNK_REPLICATES,
+            CHUNK_METHODS,
+            *shape,
+        )
+        self.root.create_array(
+            name,
+            shape=(*self.cube_shape, *shape),
+            chunks=tuple(max(1, c) for c in chunks),
+            dtype=dtype,
+            fill_value=fill,
+            dimension_names=dims,
+            compressors=[ZstdCodec(level=1), Crc32cCodec()],
+        )
+        if self._vars is not None:
+            self._vars.append(name)
+
+    def _array(self, name: str) -> Any:
+        arr = self._arrays.get(name)
+        if arr is None:
+            arr = self._arrays[name] = self.root[name]
+        return arr
+
+    def output_specs(self) -> dict[str, tuple[int, ...]]:
+        """Return output name -> per-task shape of the outputs seen so far."""
+        n = len(self.cube_shape)
+        if self._specs is not None:
+            return dict(self._specs)
+        self._specs = {
+            k: tuple(self._array(k).shape[n:])
+            for k in self._var_names()
+            if k not in FIXED_VARS
+        }
+        return dict(self._specs)
+
+    def point_index(self, point: dict[str, Level]) -> tuple[int, ...]:
+        """Return the store index of a design point."""
+        return tuple(self.levels[f].index(point[f]) for f in self.factor_names)
+
+    def method_index(self, names: list[str]) -> np.ndarray[Any, Any]:
+        return np.array([self.methods.index(n) for n in names], dtype=np.intp)
+
+    # ---- reading -----------------------------------------------------
+    def status_of(self, pidx: tuple[int, ...], replicates: int,
+                  methods: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+        """Return the status (replicates x methods) of one point."""
+        arr = self._array("status")
+        out: np.ndarray[Any, Any] = arr.get_orthogonal_selection(
+            (*pidx, slice(0, replicates), methods)
+        )
+        return out
+
+    def failures(self) -> list[dict[str, Any]]:
+        """Return every recorded failure (of tasks whose status is failed)."""
+        out: list[dict[str, Any]] = []
+        folder = self.path / META / "failures"
+        for f in sorted(folder.glob("*.json")) if folder.exists() else []:
+            out.extend(json.loads(f.read_text()))
+        return out
+
+    # ---- writing -----------------------------------------------------
+    def write(self, result: BatchResult, pidx: tuple[int, ...],
+              midx: np.ndarray[Any, Any]) -> BatchResult:
+        """Write a finished batch: outputs, timings, failures, then status."""
+        b = result.batch
+        status = result.status.copy()
+        specs = self.output_specs()
+        n = len(self.cube_shape)
+        failures = list(result.failures)
+        names = [self.methods[i] for i in midx]
+        for name, values in result.outputs.items():
+            shape = values.shape[2:]
+            if name in specs and specs[name] != shape:
+                bad = np.argwhere((status == OK) & ~np.isnan(values).all(
+                    axis=tuple(range(2, values.ndim))))
+                for i, j in bad:
+                    status[i, j] = FAILED
+                    failures.append({
+                        "replicate": b.start + int(i), "method": names[j],
+                        "type": "OutputShapeError",
+                        "message": f"method {names[j]!r} output {name!r} has shape "
+                        f"{shape}; expected {specs[name]} (from the store).",
+                        "traceback": "",
+                    })
+        for name, values in result.outputs.items():
+            shape = values.shape[2:]
+            if name not in specs:
+                self._new_var(name, "float64", np.nan, shape)
+                self._consolidate()
+                specs[name] = shape
+                self._specs = dict(specs)
+            if specs[name] != shape:
+                continue
+            values = np.where(
+                (status == OK).reshape(status.shape + (1,) * len(shape)), values, np.nan
+            )
+            sel = (*pidx, slice(b.start, b.stop), midx)
+            self._array(name).set_orthogonal_selection(sel, values)
+        assert n == len(pidx) + 2
+        sel = (*pidx, slice(b.start, b.stop), midx)
+        if result.worker not in self.workers:
+            self.workers.append(result.worker)
+            self._save_meta()
+        wid = self.workers.index(result.worker)
+        self._array("seconds").set_orthogonal_selection(sel, result.seconds)
+        self._array("started").set_orthogonal_selection(sel, result.started)
+        self._array("worker").set_orthogonal_selection(
+            sel, np.full(status.shape, wid, np.int16)
+        )
+        self._write_failures(pidx, b.start, b.stop, names, failures)
+        self._array("status").set_orthogonal_selection(sel, status)
+        result.status = status
+        result.failures = failures
+        return result
+
+    def _write_failures(self, pidx: tuple[int, ...], start: int, stop: int,
+                        names: list[str], failures: list[dict[str, Any]]) -> None:
+        folder = self.path / META / "failures"
+        chunk = start // CHUNK_REPLICATES
+        f = folder / f"{'-'.join(map(str, pidx)) or 'p'}_c{chunk}.json"
+        old = json.loads(f.read_text()) if f.exists() else []
+        if not old and not failures:
+            return
+        keep = [
+            e for e in old
+            if not (start <= e["replicate"] < stop and e["method"] in names)
+        ]
+        point = {k: self.levels[k][i] for k, i in zip(self.factor_names, pidx,
+                                                       strict=True)}
+        keep += [{**point, **e} for e in failures]
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp = f.with_suffix(".json.partial")
+        tmp.write_text(json.dumps(keep))
+        tmp.replace(f)
+
+    def _save_truth(self, study: Study) -> None:
+        truths = {}
+        for point in points(study):
+            t = study.truth_for(point)
+            if t:
+                truths[json.dumps(point, sort_keys=True)] = t
+        if truths != self.meta.get("truth"):
+            self.meta["truth"] = truths
+            self._save_meta()
+
+    def _save_meta(self) -> None:
+        self.meta["workers"] = self.workers
+        self.root.attrs["simstudy"] = self.meta
+        self._consolidate()
+
+    def _consolidate(self) -> None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            zarr.consolidate_metadata(str(self.path))
+
+    def close(self) -> None:
+        """Release the lock."""
+        self.lock.release()
+
+
+def _coord(root: zarr.Group, name: str, values: list[Any], *,
+           overwrite: bool = False) -> None:
+    data = np.array(values)
+    if data.dtype.kind == "U":
+        arr = root.create_array(name, shape=data.shape, dtype=str,
+                                dimension_names=[name], overwrite=overwrite)
+        arr[:] = data
+    else:
+        root.create_array(name, data=data, dimension_names=[name],
+                          overwrite=overwrite)
+
+
+def _wipe(p: Path) -> None:
+    import shutil
+
+    for child in p.iterdir():
+        if child.name == META:
+            for sub in child.iterdir():
+                if sub.name != "lock":
+                    shutil.rmtree(sub) if sub.is_dir() else sub.unlink()
+        elif child.is_dir():
+            shutil.rmtree(child)
+        else:
+            child.unlink()
+
+
+def open_results(path: str | os.PathLike[str]) -> xr.Dataset:
+    """Open a result cube as an ``xarray.Dataset`` (lazy, read-only).
+
+    Parameters
+    ----------
+    path : str or PathLike
+        The store directory (``<study>.zarr``).
+
+    Raises
+    ------
+    StoreError
+        If ``path`` is not a simstudy store.
+    """
+    import xarray as xr
+
+    p = Path(path)
+    if not (p / "zarr.json").is_file():
+        raise StoreError(
+            f"{path} is not a simstudy store (no zarr.json).",
+            hint="pass the .zarr directory that `simstudy run` wrote",
+        )
+    return xr.open_zarr(str(p), consolidated=True)
+
+
+@contextlib.contextmanager
+def read_store(path: str | os.PathLike[str]) -> Iterator[zarr.Group]:
+    """Open a store's zarr group read-only."""
+    p = Path(path)
+    if not (p / "zarr.json").is_file():
+        raise StoreError(
+            f"{path} is not a simstudy store (no zarr.json).",
+            hint="pass the .zarr directory that `simstudy run` wrote",
+        )
+    yield zarr.open_group(str(p), mode="r")
+

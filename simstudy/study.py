@@ -1,0 +1,401 @@
+"""The Study declaration and all load-time validation. Runs nothing.
+
+Layers: imports only ``simstudy.errors`` (and numpy).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import math
+import numbers
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, overload
+
+import numpy as np
+
+from simstudy.errors import StudyError
+
+__all__ = ["SCHEMES", "Method", "Study"]
+
+SCHEMES = ("spawn", "pcg64-jump", "mt19937-jump")
+RESERVED = frozenset(
+    {"replicate", "method", "rng", "key", "status", "seconds", "worker", "started"}
+)
+Level = int | float | str | bool
+
+
+@dataclass(frozen=True, slots=True)
+class Method:
+    """A method: its name, function and the parameters it asks for."""
+
+    name: str
+    func: Callable[..., Any]
+    params: tuple[str, ...]  # injected parameters after the data argument
+
+    @property
+    def takes_rng(self) -> bool:
+        return "rng" in self.params
+
+
+def _source_hash(func: Callable[..., Any]) -> str:
+    """Hash a function's source (or its bytecode when there is no source)."""
+    try:
+        text = inspect.getsource(func)
+    except (OSError, TypeError):
+        code = getattr(func, "__code__", None)
+        text = repr(code.co_code if code is not None else func)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _array_hash(value: Any) -> str:
+    """Hash a fixed input by content."""
+    arr = np.asarray(value)
+    if arr.dtype == object:
+        import pickle
+
+        data = pickle.dumps(value)
+    else:
+        data = arr.dtype.str.encode() + repr(arr.shape).encode() + arr.tobytes()
+    return hashlib.sha256(data).hexdigest()[:16]
+
+
+def _normalize_level(factor: str, level: Any) -> Level:
+    """Turn a level into a plain Python scalar or raise StudyError."""
+    if isinstance(level, np.generic):
+        level = level.item()
+    if isinstance(level, bool | str):
+        return level
+    if isinstance(level, numbers.Integral):
+        return int(level)
+    if isinstance(level, numbers.Real):
+        value = float(level)
+        if not math.isfinite(value):
+            raise StudyError(
+                f"factor {factor!r} has a non-finite level {level!r}; "
+                "levels must be finite numbers, strings or booleans.",
+                hint="use a finite number or a string label such as 'inf'",
+            )
+        return value
+    raise StudyError(
+        f"factor {factor!r} has level {level!r} of type {type(level).__name__}; "
+        "levels must be int, float, str or bool.",
+        hint="use a scalar level and look up bigger objects inside the data function",
+    )
+
+
+def _validate_factors(factors: Any) -> dict[str, tuple[Level, ...]]:
+    if not isinstance(factors, Mapping):
+        raise StudyError(
+            f"factors must be a dict of name -> list of levels, got {factors!r}.",
+            hint='write factors={"n": [20, 100]}',
+        )
+    out: dict[str, tuple[Level, ...]] = {}
+    for name, levels in factors.items():
+        if not isinstance(name, str) or not name.isidentifier():
+            raise StudyError(
+                f"factor name {name!r} is not a valid Python identifier.",
+                hint="name factors like function parameters, e.g. 'n' or 'eps'",
+            )
+        if name in RESERVED:
+            raise StudyError(
+                f"factor {name!r} clashes with a reserved name; reserved: "
+                f"{sorted(RESERVED)}.",
+                hint=f"rename the factor, e.g. {name + '_'!r}",
+            )
+        if isinstance(levels, str | bytes) or not isinstance(levels, Sequence | range):
+            if isinstance(levels, np.ndarray):
+                levels = levels.tolist()
+            else:
+                raise StudyError(
+                    f"factor {name!r} must be a list of levels, got {levels!r}.",
+                    hint=f"write {name}=[{levels!r}] for a single level",
+                )
+        norm = [_normalize_level(name, lv) for lv in levels]
+        if not norm:
+            raise StudyError(
+                f"factor {name!r} has no levels; give at least one.",
+                hint="remove the factor or list its levels",
+            )
+        kinds = {type(v) for v in norm}
+        if kinds == {int, float}:
+            norm = [float(v) for v in norm]
+        elif len(kinds) > 1:
+            raise StudyError(
+                f"factor {name!r} mixes level types "
+                f"{sorted(k.__name__ for k in kinds)}: {norm!r}; "
+                "levels of one factor must share a type.",
+                hint="use all numbers or all strings",
+            )
+        dups = sorted({repr(v) for v in norm if norm.count(v) > 1})
+        if dups:
+            raise StudyError(
+                f"factor {name!r} has duplicate levels {norm!r} "
+                f"(repeated: {', '.join(dups)}); levels must be distinct.",
+                hint="remove the repeated levels",
+            )
+        out[name] = tuple(norm)
+    return out
+
+
+class Study:
+    """A simulation study: factors x replicates x methods, with a seed.
+
+    Parameters
+    ----------
+    name : str
+        The study's name.
+    factors : dict of str -> list
+        Factor name -> levels (int, float, str or bool). The design points are
+        the Cartesian product of the levels, first factor slowest.
+    replicates : int
+        Replicates per design point (>= 1).
+    seed : int
+        Non-negative integer seed of every stream.
+    rng : {"spawn", "pcg64-jump", "mt19937-jump"}
+        The stream scheme; see docs/streams.md.
+
+    Raises
+    ------
+    StudyError
+        On any invalid argument, with one clear message.
+
+    Examples
+    --------
+    >>> study = Study("demo", factors={"n": [10, 20]}, replicates=5, seed=1)
+    >>> @study.data
+    ... def normal(rng, n):
+    ...     return rng.standard_normal(n)
+    >>> @study.method
+    ... def mean(x):
+    ...     return {"estimate": x.mean()}
+    >>> study.n_tasks
+    10
+    """
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        factors: Mapping[str, Sequence[Any]] | None = None,
+        replicates: int,
+        seed: int,
+        rng: str = "spawn",
+    ) -> None:
+        if not isinstance(name, str) or not name.strip():
+            raise StudyError(
+                f"study name must be a non-empty string, got {name!r}.",
+                hint='write Study("my_study", ...)',
+            )
+        self.name = name
+        self.factors = _validate_factors({} if factors is None else factors)
+        if isinstance(replicates, bool) or not isinstance(replicates, numbers.Integral):
+            raise StudyError(
+                f"replicates must be an integer >= 1, got {replicates!r}.",
+                hint="write replicates=1000",
+            )
+        if replicates < 1:
+            raise StudyError(
+                f"replicates must be >= 1, got {replicates!r}.",
+                hint="write replicates=1000",
+            )
+        self.replicates = int(replicates)
+        if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
+            raise StudyError(
+                f"seed must be a non-negative integer, got {seed!r}.",
+                hint="write seed=2026 (any fixed non-negative integer)",
+            )
+        self.seed = int(seed)
+        if rng not in SCHEMES:
+            raise StudyError(
+                f"rng scheme {rng!r} is unknown; expected one of {list(SCHEMES)}.",
+                hint='use rng="spawn" unless you need the jump recipe',
+            )
+        self.scheme = rng
+        self.fixed_inputs: dict[str, Any] = {}
+        self.data_func: Callable[..., Any] | None = None
+        self.data_params: tuple[str, ...] = ()
+        self.methods: list[Method] = []
+        self.truth_values: dict[str, float] | Callable[..., Any] | None = None
+        self.source_file: str | None = None
+
+    # ---- declaration -------------------------------------------------
+    def fixed(self, **inputs: Any) -> None:
+        """Declare large fixed inputs, injected by name like factors."""
+        for name, value in inputs.items():
+            if name in RESERVED or name in self.factors:
+                raise StudyError(
+                    f"fixed input {name!r} clashes with a factor or reserved name.",
+                    hint="give the fixed input another name",
+                )
+            self.fixed_inputs[name] = value
+
+    def data(self, func: Callable[..., Any]) -> Callable[..., Any]:
+        """Register the data function: ``f(rng, **factors) -> data``."""
+        if self.data_func is not None:
+            raise StudyError(
+                f"a second data function {func.__name__!r} was declared "
+                f"(first: {self.data_func.__name__!r}); a study has exactly one.",
+                hint="remove one of the @study.data functions",
+            )
+        self.data_params = self._params(func, skip_first=False, what="data function")
+        self.data_func = func
+        return func
+
+    @overload
+    def method(self, func: Callable[..., Any], /) -> Callable[..., Any]: ...
+    @overload
+    def method(
+        self, func: None = None, /, *, name: str | None = None
+    ) -> Callable[[Callable[..., Any]], Callable[..., Any]]: ...
+    def method(
+        self, func: Callable[..., Any] | None = None, /, *, name: str | None = None
+    ) -> Any:
+        """Register a method: ``f(data, [rng], [factors...]) -> {output: value}``."""
+
+        def register(f: Callable[..., Any]) -> Callable[..., Any]:
+            mname = f.__name__ if name is None else name
+            if not isinstance(mname, str) or not mname:
+                raise StudyError(
+                    f"method name must be a non-empty string, got {mname!r}.",
+                    hint='write @study.method(name="median")',
+                )
+            if any(m.name == mname for m in self.methods):
+                raise StudyError(
+                    f"method {mname!r} is declared twice; method names must be "
+                    "distinct.",
+                    hint='rename one, e.g. @study.method(name="median2")',
+                )
+            params = self._params(f, skip_first=True, what=f"method {mname!r}")
+            self.methods.append(Method(mname, f, params))
+            return f
+
+        if func is not None:
+            return register(func)
+        return register
+
+    def truth(self, func: Callable[..., Any] | None = None, /, **values: Any) -> Any:
+        """Declare the true values: ``study.truth(estimate=0.0)`` or a decorator."""
+        if func is not None:
+            self._params(func, skip_first=False, what="truth function")
+            self.truth_values = func
+            return func
+        for key, value in values.items():
+            if not isinstance(value, numbers.Real):
+                raise StudyError(
+                    f"truth {key}={value!r} is not a number.",
+                    hint="use @study.truth on a function for point-dependent truths",
+                )
+        self.truth_values = {k: float(v) for k, v in values.items()}
+        return None
+
+    # ---- introspection -----------------------------------------------
+    def _params(
+        self, func: Callable[..., Any], *, skip_first: bool, what: str
+    ) -> tuple[str, ...]:
+        if not callable(func):
+            raise StudyError(f"{what} {func!r} is not callable.", hint="decorate a def")
+        try:
+            sig = inspect.signature(func)
+        except (TypeError, ValueError) as exc:
+            raise StudyError(f"cannot read the signature of {what}: {exc}") from None
+        params = list(sig.parameters.values())
+        if skip_first:
+            if not params or params[0].kind not in (
+                inspect.Parameter.POSITIONAL_ONLY,
+                inspect.Parameter.POSITIONAL_OR_KEYWORD,
+            ):
+                raise StudyError(
+                    f"{what} must take the data as its first parameter.",
+                    hint=f"write def {getattr(func, '__name__', 'method')}(x): ...",
+                )
+            params = params[1:]
+        names = []
+        for p in params:
+            if p.kind in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD):
+                continue
+            names.append(p.name)
+        return tuple(names)
+
+    def validate(self) -> None:
+        """Check the finished declaration; raise StudyError on the first problem."""
+        if self.data_func is None:
+            raise StudyError(
+                f"study {self.name!r} has no data function.",
+                hint="decorate a function with @study.data",
+            )
+        if not self.methods:
+            raise StudyError(
+                f"study {self.name!r} has no method.",
+                hint="decorate at least one function with @study.method",
+            )
+        known = {"rng", *self.factors, *self.fixed_inputs}
+        self._check_params(self.data_func, self.data_params, known, "data function")
+        for m in self.methods:
+            self._check_params(m.func, m.params, known, f"method {m.name!r}")
+        if callable(self.truth_values):
+            params = self._params(self.truth_values, skip_first=False, what="truth")
+            self._check_params(
+                self.truth_values, params, set(self.factors), "truth function"
+            )
+
+    def _check_params(
+        self,
+        func: Callable[..., Any],
+        params: tuple[str, ...],
+        known: set[str],
+        what: str,
+    ) -> None:
+        sig = inspect.signature(func).parameters
+        for p in params:
+            if p not in known and sig[p].default is inspect.Parameter.empty:
+                raise StudyError(
+                    f"{what} {getattr(func, '__name__', '?')!r} asks for parameter "
+                    f"{p!r}, which is not a factor, fixed input or 'rng'; "
+                    f"known names: {sorted(known)}.",
+                    hint="rename the parameter to a factor name or give it a default",
+                )
+
+    # ---- derived -----------------------------------------------------
+    @property
+    def method_names(self) -> list[str]:
+        return [m.name for m in self.methods]
+
+    @property
+    def n_points(self) -> int:
+        return math.prod(len(v) for v in self.factors.values())
+
+    @property
+    def n_tasks(self) -> int:
+        return self.n_points * self.replicates * len(self.methods)
+
+    def truth_for(self, point: Mapping[str, Level]) -> dict[str, float]:
+        """Return the true values at one design point (empty if none declared)."""
+        if self.truth_values is None:
+            return {}
+        if callable(self.truth_values):
+            params = inspect.signature(self.truth_values).parameters
+            out = self.truth_values(**{k: v for k, v in point.items() if k in params})
+            return {k: float(v) for k, v in dict(out).items()}
+        return dict(self.truth_values)
+
+    def fingerprint(self) -> dict[str, Any]:
+        """Return what identifies the numbers this study makes (JSON-able)."""
+        assert self.data_func is not None
+        return {
+            "seed": self.seed,
+            "scheme": self.scheme,
+            "factors": {k: list(v) for k, v in self.factors.items()},
+            "replicates": self.replicates,
+            "methods": {m.name: _source_hash(m.func) for m in self.methods},
+            "data": _source_hash(self.data_func),
+            "fixed": {k: _array_hash(v) for k, v in sorted(self.fixed_inputs.items())},
+        }
+
+    def __repr__(self) -> str:
+        return (
+            f"Study({self.name!r}, factors={dict(self.factors)!r}, "
+            f"replicates={self.replicates}, seed={self.seed}, rng={self.scheme!r}, "
+            f"methods={self.method_names!r})"
+        )
