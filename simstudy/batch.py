@@ -56,13 +56,22 @@ def worker_name() -> str:
     return name
 
 
-def _user_traceback(exc: BaseException) -> str:
-    """Format a traceback without simstudy's own frames."""
+def _user_traceback(exc: BaseException, source_file: str | None) -> str:
+    """Format a traceback without simstudy's own frames.
+
+    Functions shipped by value report their file as ``<dynamic-code>``; put
+    the study file's path back so the user sees file, line and code.
+    """
     tb = traceback.TracebackException.from_exception(exc)
     here = os.path.dirname(os.path.abspath(__file__))
-    tb.stack = traceback.StackSummary.from_list(
-        [f for f in tb.stack if not os.path.abspath(f.filename).startswith(here)]
-    )
+    frames = []
+    for f in tb.stack:
+        if os.path.abspath(f.filename).startswith(here):
+            continue
+        if f.filename == "<dynamic-code>" and source_file:
+            f = traceback.FrameSummary(source_file, f.lineno, f.name)
+        frames.append(f)
+    tb.stack = traceback.StackSummary.from_list(frames)
     return "".join(tb.format())[-4000:]
 
 
@@ -204,7 +213,7 @@ def run_batch(
                         "message": f"{where}: {exc}"[:2000],
                         "traceback": ""
                         if isinstance(exc, _TaskFailure)
-                        else _user_traceback(exc),
+                        else _user_traceback(exc, study.source_file),
                     }
                 )
             elapsed = time.perf_counter() - c1 + (data_time if j == 0 else 0.0)

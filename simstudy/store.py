@@ -209,7 +209,7 @@ class Store:
     @classmethod
     def _create(cls, p: Path, study: Study, lock: _Lock) -> Store:
         fp = study.fingerprint()
-        root = zarr.open_group(str(p), mode="w", zarr_format=3)
+        root = zarr.open_group(str(p), mode="a", zarr_format=3)
         (p / META).mkdir(exist_ok=True)
         factor_order = list(study.factors)
         meta = {
@@ -278,6 +278,9 @@ class Store:
         fp["replicates"] = replicates
         self.meta["fingerprint"] = fp
         self._save_meta()
+        # the group was opened from consolidated metadata: reopen after resizing
+        self.root = zarr.open_group(str(self.path), mode="r+")
+        self._arrays.clear()
 
     # ---- layout ------------------------------------------------------
     @property
@@ -306,7 +309,7 @@ class Store:
             CHUNK_METHODS,
             *shape,
         )
-        self.root.create_array(
+        self._arrays[name] = self.root.create_array(
             name,
             shape=(*self.cube_shape, *shape),
             chunks=tuple(max(1, c) for c in chunks),
@@ -355,11 +358,7 @@ class Store:
 
     def failures(self) -> list[dict[str, Any]]:
         """Return every recorded failure (of tasks whose status is failed)."""
-        out: list[dict[str, Any]] = []
-        folder = self.path / META / "failures"
-        for f in sorted(folder.glob("*.json")) if folder.exists() else []:
-            out.extend(json.loads(f.read_text()))
-        return out
+        return read_failures(self.path)
 
     # ---- writing -----------------------------------------------------
     def write(self, result: BatchResult, pidx: tuple[int, ...],
@@ -487,6 +486,16 @@ def _wipe(p: Path) -> None:
             child.unlink()
 
 
+def read_failures(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
+    """Return the failure records of a store: point levels, replicate, method,
+    type, message, traceback (plain JSON; nothing is unpickled)."""
+    out: list[dict[str, Any]] = []
+    folder = Path(path) / META / "failures"
+    for f in sorted(folder.glob("*.json")) if folder.exists() else []:
+        out.extend(json.loads(f.read_text()))
+    return out
+
+
 def open_results(path: str | os.PathLike[str]) -> xr.Dataset:
     """Open a result cube as an ``xarray.Dataset`` (lazy, read-only).
 
@@ -508,6 +517,8 @@ def open_results(path: str | os.PathLike[str]) -> xr.Dataset:
             f"{path} is not a simstudy store (no zarr.json).",
             hint="pass the .zarr directory that `simstudy run` wrote",
         )
+    # NB: select methods with ds.sel({"method": "median"}): xarray's own
+    # ``sel(method=...)`` keyword (nearest-neighbour lookup) shadows the dim.
     return xr.open_zarr(str(p), consolidated=True)
 
 

@@ -1,0 +1,66 @@
+"""Shared test helpers: the store invariant checker and cube digests."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import xarray as xr
+
+from simstudy.store import open_results
+
+FIXED = ("status", "seconds", "started", "worker")
+
+
+def assert_store_consistent(path: str | Path) -> xr.Dataset:
+    """Check dims, dtypes, status codes; outputs set only where status == ok."""
+    ds = open_results(path).load()
+    meta = ds.attrs["simstudy"]
+    factors = meta["factor_order"]
+    cube_dims = (*factors, "replicate", "method")
+    assert ds["status"].dims == cube_dims
+    assert ds["status"].dtype == np.int8
+    assert ds["seconds"].dtype == np.float32
+    assert ds["worker"].dtype == np.int16
+    status = ds["status"].values
+    assert set(np.unique(status)) <= {0, 1, 2}
+    done = status != 0
+    assert not np.isnan(ds["seconds"].values[status == 1]).any()
+    assert (ds["worker"].values[done] >= 0).all()
+    assert (ds["worker"].values[done] < len(meta["workers"])).all()
+    for name in ds.data_vars:
+        if name in FIXED:
+            continue
+        values = ds[name].values
+        assert ds[name].dims[: len(cube_dims)] == cube_dims
+        extra = tuple(range(len(cube_dims), values.ndim))
+        set_any = ~np.isnan(values).all(axis=extra) if extra else ~np.isnan(values)
+        assert not (set_any & (status != 1)).any(), f"{name} set where not ok"
+    assert not list(Path(path).rglob("*.partial")), "leftover partial files"
+    failures = []
+    for f in (Path(path) / ".simstudy" / "failures").glob("*.json"):
+        failures += json.loads(f.read_text())
+    assert len(failures) == int((status == 2).sum())
+    return ds
+
+
+def cube_digest(path: str | Path) -> str:
+    """Hash the numbers of a cube (outputs and status) by coordinate label.
+
+    Timings and worker names differ between runs by nature; the numbers
+    (outputs, status) must not.
+    """
+    ds = open_results(path)
+    factors = ds.attrs["simstudy"]["factor_order"]
+    ds = ds.sortby([*factors, "method"])
+    h = hashlib.sha256()
+    for name in sorted(ds.data_vars):
+        if name in ("seconds", "started", "worker"):
+            continue
+        h.update(name.encode())
+        h.update(np.ascontiguousarray(ds[name].values).tobytes())
+    for c in [*factors, "method"]:
+        h.update(repr(ds[c].values.tolist()).encode())
+    return h.hexdigest()

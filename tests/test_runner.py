@@ -1,0 +1,266 @@
+"""End-to-end runs on real Dask schedulers into real zarr stores."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import simstudy
+from simstudy.errors import FingerprintMismatch, StoreError
+from simstudy.store import read_failures
+from tests.helpers import assert_store_consistent, cube_digest
+
+SOURCE = """
+import numpy as np
+from simstudy import Study
+
+study = Study("small", factors={{"n": {n}, "eps": [0.0, 0.5]}},
+              replicates={replicates}, seed={seed})
+
+@study.data
+def gen(rng, n, eps):
+    return rng.standard_normal(n) + eps
+
+{methods}
+"""
+METHODS = {
+    "mean": '@study.method\ndef mean(x):\n    return {"estimate": x.mean()}\n',
+    "median": '@study.method\ndef median(x):\n    return {"estimate": np.median(x)}\n',
+    "boot": (
+        "@study.method\ndef boot(x, rng):\n"
+        "    idx = rng.integers(0, len(x), len(x))\n"
+        '    return {"estimate": x[idx].mean(), "q": np.quantile(x, [0.25, 0.75])}\n'
+    ),
+    "flaky": (
+        "@study.method\ndef flaky(x, rng):\n"
+        "    if rng.random() < 0.3:\n"
+        '        raise ValueError("did not converge")\n'
+        '    return {"estimate": x.max()}\n'
+    ),
+}
+
+
+def write(tmp_path: Path, *, n=(5, 10), replicates=6, seed=1,
+          methods=("mean", "median", "boot"), name="study.py") -> Path:
+    src = SOURCE.format(n=list(n), replicates=replicates, seed=seed,
+                        methods="\n".join(METHODS[m] for m in methods))
+    path = tmp_path / name
+    path.write_text(textwrap.dedent(src))
+    return path
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory: pytest.TempPathFactory) -> str:
+    tmp = tmp_path_factory.mktemp("ref")
+    path = write(tmp)
+    report = simstudy.run(path, store=tmp / "ref.zarr", scheduler="synchronous",
+                          batch_size=1)
+    assert report.exit_code == 0
+    assert_store_consistent(tmp / "ref.zarr")
+    return cube_digest(tmp / "ref.zarr")
+
+
+@pytest.mark.parametrize(
+    ("scheduler", "workers", "batch_size"),
+    [
+        ("synchronous", 1, 4),
+        ("threads", 2, 3),
+        ("processes", 2, 2),
+        ("distributed", 1, None),
+        ("distributed", 2, 5),
+    ],
+    ids=["sync-b4", "threads-2w", "processes-2w", "distributed-1w", "distributed-2w"],
+)
+def test_same_cube_on_every_scheduler(tmp_path, reference, scheduler, workers,
+                                      batch_size):
+    path = write(tmp_path)
+    store = tmp_path / "s.zarr"
+    report = simstudy.run(path, store=store, scheduler=scheduler, workers=workers,
+                          batch_size=batch_size)
+    assert report.exit_code == 0
+    assert report.computed == report.tasks == 2 * 2 * 6 * 3
+    assert_store_consistent(store)
+    assert cube_digest(store) == reference
+
+
+def test_cube_shape_and_values(tmp_path):
+    path = write(tmp_path)
+    store = tmp_path / "s.zarr"
+    simstudy.run(path, store=store, scheduler="synchronous")
+    ds = simstudy.open_results(store)
+    assert dict(ds.sizes) == {"n": 2, "eps": 2, "replicate": 6, "method": 3,
+                              "q_dim_0": 2}
+    assert list(ds.method.values) == ["mean", "median", "boot"]
+    assert ds.attrs["seed"] == 1 and ds.attrs["rng"] == "spawn"
+    # q is produced by boot only: NaN for the others
+    assert np.isnan(ds.q.sel({"method": "mean"})).all()
+    assert not np.isnan(ds.q.sel({"method": "boot"})).any()
+    # common random numbers: every method saw the same data
+    rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence(
+        1, spawn_key=(simstudy.streams.key({"n": 10, "eps": 0.5}), 3))))
+    x = rng.standard_normal(10) + 0.5
+    cell = ds.estimate.sel(n=10, eps=0.5, replicate=3)
+    assert cell.sel({"method": "mean"}) == x.mean()
+    assert cell.sel({"method": "median"}) == np.median(x)
+
+
+def test_resume_computes_only_missing(tmp_path):
+    path = write(tmp_path, replicates=6)
+    store = tmp_path / "s.zarr"
+    first = simstudy.run(path, store=store, scheduler="synchronous")
+    again = simstudy.run(path, store=store, scheduler="synchronous")
+    assert first.computed == 72
+    assert again.computed == 0 and again.already_done == 72
+    assert again.executor == "nothing to run"
+
+
+def test_adding_replicates_levels_methods_changes_no_number(tmp_path):
+    small = write(tmp_path, n=(5,), replicates=4, methods=("mean", "boot"))
+    store = tmp_path / "s.zarr"
+    simstudy.run(small, store=store, scheduler="synchronous")
+    before = simstudy.open_results(store).load()
+    big = write(tmp_path, n=(7, 5), replicates=9, methods=("median", "boot", "mean"))
+    report = simstudy.run(big, store=store, scheduler="synchronous")
+    assert report.already_done == 1 * 2 * 4 * 2
+    assert report.computed == report.tasks - report.already_done
+    after = assert_store_consistent(store)
+    old = after.sel({"n": [5], "replicate": range(4), "method": ["mean", "boot"]})
+    np.testing.assert_array_equal(old.estimate.values,
+                                  before.estimate.sel(n=[5]).values)
+    # a from-scratch run of the big study has the same numbers
+    fresh = tmp_path / "fresh.zarr"
+    simstudy.run(big, store=fresh, scheduler="synchronous")
+    assert cube_digest(fresh) == cube_digest(store)
+
+
+def test_reordering_levels_and_methods_changes_no_number(tmp_path):
+    a = write(tmp_path, n=(5, 10), methods=("mean", "boot"), name="a.py")
+    b = write(tmp_path, n=(10, 5), methods=("boot", "mean"), name="b.py")
+    simstudy.run(a, store=tmp_path / "a.zarr", scheduler="synchronous")
+    simstudy.run(b, store=tmp_path / "b.zarr", scheduler="synchronous")
+    assert cube_digest(tmp_path / "a.zarr") == cube_digest(tmp_path / "b.zarr")
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"seed": 2}, r"seed changed \(1 -> 2\)"),
+        ({"method_body": True}, r"method 'mean' changed"),
+        ({"factor": True}, r"factor names changed"),
+    ],
+    ids=["seed", "method-body", "factor-list"],
+)
+def test_changed_study_is_refused_then_restart(tmp_path, change, message):
+    path = write(tmp_path)
+    store = tmp_path / "s.zarr"
+    simstudy.run(path, store=store, scheduler="synchronous")
+    digest = cube_digest(store)
+    if "seed" in change:
+        write(tmp_path, seed=change["seed"])
+    elif "method_body" in change:
+        path.write_text(path.read_text().replace("x.mean()", "x.mean() + 0"))
+    else:
+        path.write_text(path.read_text().replace('"eps"', '"delta"').replace(
+            "n, eps", "n, delta").replace("+ eps", "+ delta"))
+    with pytest.raises(FingerprintMismatch, match=message):
+        simstudy.run(path, store=store, scheduler="synchronous")
+    assert cube_digest(store) == digest
+    report = simstudy.run(path, store=store, scheduler="synchronous", restart=True)
+    assert report.computed == report.tasks
+    assert_store_consistent(store)
+
+
+def test_failing_method_is_recorded_and_others_complete(tmp_path):
+    path = write(tmp_path, replicates=20, methods=("mean", "flaky"))
+    store = tmp_path / "s.zarr"
+    report = simstudy.run(path, store=store, scheduler="synchronous")
+    assert report.exit_code == 3
+    ds = assert_store_consistent(store)
+    status = ds.status
+    assert (status.sel({"method": "mean"}) == 1).all()
+    n_failed = int((status.sel({"method": "flaky"}) == 2).sum())
+    assert 0 < n_failed == report.failed
+    failures = read_failures(store)
+    assert all(f["method"] == "flaky" for f in failures)
+    assert all(f["type"] == "ValueError" for f in failures)
+    assert all("did not converge" in f["message"] for f in failures)
+    assert all("raise ValueError" in f["traceback"] for f in failures)
+    # retry: the failures are deterministic, so they fail again identically
+    again = simstudy.run(path, store=store, scheduler="synchronous",
+                         retry_failed=True)
+    assert again.computed == n_failed and again.failed == n_failed
+
+
+def test_max_errors_stops_cleanly(tmp_path):
+    path = write(tmp_path, replicates=200, methods=("flaky",))
+    store = tmp_path / "s.zarr"
+    report = simstudy.run(path, store=store, scheduler="synchronous", max_errors=3,
+                          batch_size=1)
+    assert report.stopped_on_errors and report.exit_code == 3
+    assert report.pending > 0
+    assert_store_consistent(store)
+    rest = simstudy.run(path, store=store, scheduler="synchronous")
+    assert rest.pending == 0
+
+
+def test_bad_output_shape_is_a_task_failure(tmp_path):
+    src = SOURCE.format(n=[5, 10], replicates=3, seed=1, methods=(
+        "@study.method\ndef grow(x):\n    return {'v': x[: len(x) // 5]}\n"))
+    path = tmp_path / "s.py"
+    path.write_text(src)
+    store = tmp_path / "s.zarr"
+    report = simstudy.run(path, store=store, scheduler="synchronous", batch_size=1)
+    assert report.exit_code == 3
+    ds = assert_store_consistent(store)
+    assert (ds.status.sel(n=5) == 1).all() and (ds.status.sel(n=10) == 2).all()
+    failures = read_failures(store)
+    assert "output 'v' has shape (2,); expected (1,)" in failures[0]["message"]
+
+
+def test_second_run_on_a_locked_store_is_refused(tmp_path):
+    path = write(tmp_path)
+    store = tmp_path / "s.zarr"
+    study = simstudy.load_study(path)
+    held = simstudy.store.Store.open_for_run(store, study)
+    try:
+        with pytest.raises(StoreError, match="is in use by process"):
+            simstudy.run(path, store=store, scheduler="synchronous")
+    finally:
+        held.close()
+    assert simstudy.run(path, store=store, scheduler="synchronous").exit_code == 0
+
+
+def test_stale_lock_of_a_dead_process_is_taken_over(tmp_path):
+    path = write(tmp_path)
+    store = tmp_path / "s.zarr"
+    (store / ".simstudy").mkdir(parents=True)
+    import socket
+
+    (store / ".simstudy" / "lock").write_text(
+        '{"pid": 999999999, "host": "%s", "since": 0}' % socket.gethostname())
+    assert simstudy.run(path, store=store, scheduler="synchronous").exit_code == 0
+
+
+@pytest.mark.parametrize("scheme", ["pcg64-jump", "mt19937-jump"])
+def test_jump_schemes_same_cube_any_batching(tmp_path, scheme):
+    path = write(tmp_path)
+    path.write_text(path.read_text().replace("seed=1)", f"seed=1, rng={scheme!r})"))
+    simstudy.run(path, store=tmp_path / "a.zarr", scheduler="synchronous",
+                 batch_size=1)
+    simstudy.run(path, store=tmp_path / "b.zarr", scheduler="processes",
+                 batch_size=4, workers=2)
+    assert cube_digest(tmp_path / "a.zarr") == cube_digest(tmp_path / "b.zarr")
+    ds = assert_store_consistent(tmp_path / "a.zarr")
+    assert ds.attrs["rng"] == scheme
+
+
+def test_jump_scheme_refuses_extension(tmp_path):
+    path = write(tmp_path, replicates=3)
+    path.write_text(path.read_text().replace("seed=1)", "seed=1, rng='pcg64-jump')"))
+    simstudy.run(path, store=tmp_path / "s.zarr", scheduler="synchronous")
+    path.write_text(path.read_text().replace("replicates=3", "replicates=4"))
+    with pytest.raises(FingerprintMismatch, match="positional 'pcg64-jump' scheme"):
+        simstudy.run(path, store=tmp_path / "s.zarr", scheduler="synchronous")
