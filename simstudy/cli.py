@@ -9,13 +9,11 @@ Layers: imports ``runner, loader, store, errors``.
 from __future__ import annotations
 
 import argparse
-import signal
 import sys
 import time
 import traceback
 from collections.abc import Sequence
 from pathlib import Path
-from types import FrameType
 from typing import Any, NoReturn, TextIO
 
 from simstudy.errors import SimstudyError, UsageError
@@ -114,10 +112,6 @@ def _duration(seconds: float) -> str:
         f"{s // 60}:{s % 60:02d}"
 
 
-def _sigterm(signum: int, frame: FrameType | None) -> None:
-    raise KeyboardInterrupt
-
-
 def _cmd_run(args: argparse.Namespace) -> int:
     from simstudy.loader import load_study
     from simstudy.runner import run
@@ -132,7 +126,6 @@ def _cmd_run(args: argparse.Namespace) -> int:
         if not args.no_progress:
             err.write(f"simstudy: running on {description}\n")
 
-    old = signal.signal(signal.SIGTERM, _sigterm)
     try:
         report = run(study, store=args.store, scheduler=args.scheduler,
                      workers=args.workers, address=args.address,
@@ -140,7 +133,6 @@ def _cmd_run(args: argparse.Namespace) -> int:
                      max_errors=args.max_errors, retry_failed=args.retry_failed,
                      restart=args.restart, on_progress=printer, on_start=started)
     finally:
-        signal.signal(signal.SIGTERM, old)
         if printer is not None:
             printer.close()
     print(f"{report.store}: {report.ok:,} ok, {report.failed:,} failed, "

@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import math
 import os
+import signal
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 import numpy as np
@@ -174,13 +177,19 @@ def _run_open(study: Study, st: Store, t0: float, *, scheduler: str, workers: in
     report.executor = executor.description
     if on_start is not None:
         on_start(executor.description + _dashboard(executor))
-    interrupts = 0
     failed_now = 0
+    signals = _Signals()
     try:
         results = executor.results(_batches(study, grid, pending, size),
                                    st.output_specs)
         while True:
             try:
+                if signals.count and not report.interrupted:
+                    report.interrupted = True
+                    executor.stop_submitting()
+                    if on_progress is not None:
+                        on_progress(Progress(report.computed, total, failed_now,
+                                             time.perf_counter() - t0, True))
                 result = next(results, None)
                 if result is None:
                     break
@@ -199,26 +208,45 @@ def _run_open(study: Study, st: Store, t0: float, *, scheduler: str, workers: in
                 if on_progress is not None:
                     on_progress(Progress(report.computed, total, failed_now,
                                          time.perf_counter() - t0,
-                                         executor_stopping(report, interrupts)))
+                                         report.interrupted
+                                         or report.stopped_on_errors))
             except KeyboardInterrupt:
-                interrupts += 1
+                # raised by the signal handler outside a store write
                 report.interrupted = True
-                if interrupts >= 2:
+                signals.count = max(signals.count, 1)
+                if signals.count >= 2:
                     raise
-                executor.stop_submitting()
-                if on_progress is not None:
-                    on_progress(Progress(report.computed, total, failed_now,
-                                         time.perf_counter() - t0, True))
     except KeyboardInterrupt:
         report.interrupted = True
     finally:
+        signals.restore()
         executor.close()
     report.seconds = time.perf_counter() - t0
     return report
 
 
-def executor_stopping(report: RunReport, interrupts: int) -> bool:
-    return interrupts > 0 or report.stopped_on_errors
+class _Signals:
+    """SIGINT/SIGTERM once: finish the batches in flight; twice: stop now.
+
+    The first signal only sets a flag, so a batch being written is never cut
+    between its outputs and its status.
+    """
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.saved: dict[int, Any] = {}
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self.saved[sig] = signal.signal(sig, self._handle)
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        self.count += 1
+        if self.count >= 2:
+            raise KeyboardInterrupt
+
+    def restore(self) -> None:
+        for sig, handler in self.saved.items():
+            signal.signal(sig, handler)
 
 
 def _dashboard(executor: Any) -> str:

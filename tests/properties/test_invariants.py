@@ -1,0 +1,80 @@
+"""Same numbers for any worker count, scheduler, batch size and interruption."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import numpy as np
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import simstudy
+from simstudy import grid
+from simstudy.batch import run_batch
+from tests.helpers import assert_store_consistent, cube_digest
+
+SOURCE = """
+import numpy as np
+from simstudy import Study
+
+study = Study("prop", factors={{"a": {levels}}}, replicates={replicates}, seed={seed},
+              rng={scheme!r})
+
+@study.data
+def gen(rng, a):
+    return rng.standard_normal(3) * a
+
+@study.method
+def first(x):
+    return {{"estimate": x[0]}}
+
+@study.method
+def noisy(x, rng):
+    return {{"estimate": x.sum() + rng.random()}}
+"""
+
+studies = st.fixed_dictionaries({
+    "levels": st.lists(st.integers(1, 9), min_size=1, max_size=3, unique=True),
+    "replicates": st.integers(1, 12),
+    "seed": st.integers(0, 2**32),
+    "scheme": st.sampled_from(["spawn", "pcg64-jump", "mt19937-jump"]),
+})
+
+
+def _write(folder: Path, spec: dict) -> Path:
+    path = folder / f"prop_{abs(hash(repr(spec)))}.py"
+    path.write_text(textwrap.dedent(SOURCE.format(**spec)))
+    return path
+
+
+@settings(max_examples=15, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(spec=studies, sizes=st.lists(st.integers(1, 13), min_size=2, max_size=2),
+       stop_after=st.integers(0, 5))
+def test_batch_size_and_interruption_change_no_number(tmp_path, spec, sizes,
+                                                      stop_after):
+    path = _write(tmp_path, spec)
+    key = abs(hash((repr(spec), tuple(sizes), stop_after)))
+    a, b = tmp_path / f"a{key}.zarr", tmp_path / f"b{key}.zarr"
+    simstudy.run(path, store=a, scheduler="synchronous", batch_size=sizes[0],
+                 restart=True)
+    # b: interrupted after `stop_after` batches (as --max-errors would), resumed
+    # with another batch size on another scheduler
+    study = simstudy.load_study(path)
+    store = simstudy.store.Store.open_for_run(b, study, restart=True)
+    try:
+        pidx = [store.point_index(p) for p in grid.points(study)]
+        midx = store.method_index(study.method_names)
+        pending = [np.ones((study.replicates, 2), bool) for _ in pidx]
+        batches = simstudy.runner._batches(study, grid.points(study), pending,
+                                           sizes[1])
+        for _, batch in zip(range(stop_after), batches, strict=False):
+            result = run_batch(study, batch)
+            store.write(result, pidx[batch.point], midx[list(batch.methods)])
+    finally:
+        store.close()
+    simstudy.run(path, store=b, scheduler="threads", workers=2,
+                 batch_size=sizes[1])
+    assert_store_consistent(b)
+    assert cube_digest(a) == cube_digest(b)

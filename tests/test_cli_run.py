@@ -1,0 +1,161 @@
+"""``python -m simstudy`` in real processes: exit codes, signals, kill -9."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import psutil
+import pytest
+
+import simstudy
+from tests.helpers import assert_store_consistent, cube_digest
+
+SLOW = """
+import time
+import numpy as np
+from simstudy import Study
+
+study = Study("slow", factors={"n": [10, 20]}, replicates=60, seed=5)
+
+@study.data
+def gen(rng, n):
+    return rng.standard_normal(n)
+
+@study.method
+def mean(x):
+    time.sleep(0.01)
+    return {"estimate": x.mean()}
+
+@study.method
+def boot(x, rng):
+    return {"estimate": x[rng.integers(0, len(x), len(x))].mean()}
+"""
+
+
+def _cmd(*args: str) -> list[str]:
+    return [sys.executable, "-m", "simstudy", *args]
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[1])
+    return env
+
+
+def _write(tmp_path: Path, source: str = SLOW) -> Path:
+    path = tmp_path / "slow.py"
+    path.write_text(textwrap.dedent(source))
+    return path
+
+
+def _ok_count(store: Path) -> int:
+    try:
+        return int((simstudy.open_results(store).status.values == 1).sum())
+    except Exception:
+        return 0
+
+
+def _wait_progress(store: Path, proc: subprocess.Popen[bytes], least: int) -> None:
+    deadline = time.monotonic() + 60
+    while _ok_count(store) < least:
+        assert proc.poll() is None, "run ended before it could be interrupted"
+        assert time.monotonic() < deadline, "no progress within 60 s"
+        time.sleep(0.05)
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory: pytest.TempPathFactory) -> str:
+    tmp = tmp_path_factory.mktemp("ref")
+    path = _write(tmp)
+    simstudy.run(path, store=tmp / "ref.zarr", scheduler="threads", workers=2)
+    return cube_digest(tmp / "ref.zarr")
+
+
+def test_exit_0_default_local_cluster(tmp_path, reference):
+    path = _write(tmp_path)
+    proc = subprocess.run(_cmd("run", str(path), "--no-progress"), cwd=tmp_path,
+                          env=_env(), capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "240 ok, 0 failed, 0 pending" in proc.stdout
+    store = tmp_path / "slow.zarr"  # the default store: ./<stem>.zarr
+    assert_store_consistent(store)
+    assert cube_digest(store) == reference
+
+
+def test_exit_3_when_tasks_fail(tmp_path):
+    path = _write(tmp_path, SLOW.replace(
+        "time.sleep(0.01)", "if x[0] > 1.5:\n        raise RuntimeError('boom')"))
+    proc = subprocess.run(_cmd("run", str(path), "--scheduler", "processes"),
+                          cwd=tmp_path, env=_env(), capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 3, proc.stderr
+    assert "hint: some tasks failed" in proc.stderr
+    ds = assert_store_consistent(tmp_path / "slow.zarr")
+    assert int((ds.status.values == 2).sum()) > 0
+
+
+def test_exit_2_bad_study_writes_nothing(tmp_path):
+    path = _write(tmp_path, SLOW.replace("replicates=60", "replicates=0"))
+    proc = subprocess.run(_cmd("run", str(path)), cwd=tmp_path, env=_env(),
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("error: slow.py:")
+    assert "replicates must be >= 1" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "slow.zarr").exists()
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["int", "term"])
+def test_exit_130_on_signal_then_resume(tmp_path, reference, sig):
+    path = _write(tmp_path)
+    store = tmp_path / "slow.zarr"
+    proc = subprocess.Popen(_cmd("run", str(path), "--scheduler", "processes",
+                                 "--workers", "2", "--batch-size", "2"),
+                            cwd=tmp_path, env=_env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    _wait_progress(store, proc, 20)
+    proc.send_signal(sig)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err.decode()
+    assert b"run the same command to resume" in err
+    ds = assert_store_consistent(store)
+    done = int((ds.status.values == 1).sum())
+    assert 20 <= done < 240
+    again = subprocess.run(_cmd("run", str(path), "--scheduler", "synchronous"),
+                           cwd=tmp_path, env=_env(), capture_output=True, text=True,
+                           timeout=120)
+    assert again.returncode == 0, again.stderr
+    assert f"computed {240 - done:,}" in again.stdout
+    assert cube_digest(store) == reference
+
+
+def test_kill_9_then_resume_gives_the_same_cube(tmp_path, reference):
+    path = _write(tmp_path)
+    store = tmp_path / "slow.zarr"
+    proc = subprocess.Popen(_cmd("run", str(path), "--batch-size", "2"),
+                            cwd=tmp_path, env=_env(), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    _wait_progress(store, proc, 30)
+    children = psutil.Process(proc.pid).children(recursive=True)
+    proc.kill()
+    proc.wait(timeout=30)
+    done_at_kill = _ok_count(store)
+    # the workers of a killed driver do not run on forever
+    gone, alive = psutil.wait_procs(children, timeout=30)
+    assert not alive, f"orphaned workers still running: {alive}"
+    again = subprocess.run(_cmd("run", str(path)), cwd=tmp_path, env=_env(),
+                           capture_output=True, text=True, timeout=120)
+    assert again.returncode == 0, again.stderr
+    ds = assert_store_consistent(store)
+    assert (ds.status.values == 1).all()
+    computed = int(again.stdout.split("computed ")[1].split(" ")[0].replace(",", ""))
+    assert computed == 240 - done_at_kill
+    assert cube_digest(store) == reference
+    assert np.isfinite(ds.estimate.values).all()
