@@ -103,11 +103,15 @@ def _to_outputs(
     out: dict[str, np.ndarray[Any, Any]] = {}
     for name, v in value.items():
         if not isinstance(name, str) or not name.isidentifier():
-            raise _TaskFailure(f"method {method!r} returned output name {name!r}; "
-                               "output names must be identifiers.")
+            raise _TaskFailure(
+                f"method {method!r} returned output name {name!r}; "
+                "output names must be identifiers."
+            )
         if name in RESERVED or name in factors:
-            raise _TaskFailure(f"method {method!r} output {name!r} clashes with a "
-                               "factor or reserved name.")
+            raise _TaskFailure(
+                f"method {method!r} output {name!r} clashes with a "
+                "factor or reserved name."
+            )
         try:
             arr = np.asarray(v)
             if arr.dtype.kind not in "biuf":

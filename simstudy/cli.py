@@ -9,6 +9,7 @@ Layers: imports ``runner, loader, store, errors``.
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import time
 import traceback
@@ -32,35 +33,54 @@ def _positive(text: str) -> int:
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}")
+        raise argparse.ArgumentTypeError(
+            f"expected a whole number, got {text!r}"
+        ) from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a number >= 1, got {value}")
     return value
 
 
 def _parser() -> argparse.ArgumentParser:
-    top = _Parser(prog="python -m simstudy",
-                  description="Run simulation studies with reproducible streams.")
+    top = _Parser(
+        prog="python -m simstudy",
+        description="Run simulation studies with reproducible streams.",
+    )
     top.add_argument("--debug", action="store_true", help="show tracebacks")
     sub = top.add_subparsers(dest="command", required=True, parser_class=_Parser)
     run = sub.add_parser("run", help="run or resume a study")
     run.add_argument("study", help="the study file (.py)")
     run.add_argument("--store", help="zarr store (default ./<study-stem>.zarr)")
     where = run.add_mutually_exclusive_group()
-    where.add_argument("--scheduler", default="distributed",
-                       choices=["distributed", "processes", "threads", "synchronous"])
+    where.add_argument(
+        "--scheduler",
+        default="distributed",
+        choices=["distributed", "processes", "threads", "synchronous"],
+    )
     where.add_argument("--address", help="tcp://HOST:PORT of a Dask scheduler")
-    run.add_argument("--insecure", action="store_true",
-                     help="allow plain tcp:// to a non-loopback scheduler")
-    run.add_argument("--workers", type=_positive, help="worker processes (default: cores)")
-    run.add_argument("--rng", choices=["spawn", "pcg64-jump", "mt19937-jump"],
-                     help="override the study's stream scheme")
+    run.add_argument(
+        "--insecure",
+        action="store_true",
+        help="allow plain tcp:// to a non-loopback scheduler",
+    )
+    run.add_argument(
+        "--workers", type=_positive, help="worker processes (default: cores)"
+    )
+    run.add_argument(
+        "--rng",
+        choices=["spawn", "pcg64-jump", "mt19937-jump"],
+        help="override the study's stream scheme",
+    )
     run.add_argument("--batch-size", type=_positive, help="replicates per batch")
-    run.add_argument("--max-errors", type=_positive,
-                     help="stop cleanly after N failed tasks")
+    run.add_argument(
+        "--max-errors", type=_positive, help="stop cleanly after N failed tasks"
+    )
     run.add_argument("--retry-failed", action="store_true", help="rerun failed tasks")
-    run.add_argument("--restart", action="store_true",
-                     help="discard the store's contents and start over")
+    run.add_argument(
+        "--restart",
+        action="store_true",
+        help="discard the store's contents and start over",
+    )
     run.add_argument("--no-progress", action="store_true", help="no progress output")
     run.add_argument("--debug", action="store_true", help="show tracebacks")
     status = sub.add_parser("status", help="show a store's progress")
@@ -86,8 +106,10 @@ class _ProgressPrinter:
         self.last = now
         rate = ev.done / ev.elapsed if ev.elapsed > 0 else 0.0
         eta = (ev.total - ev.done) / rate if rate > 0 else float("nan")
-        line = (f"{ev.done:,}/{ev.total:,} tasks  {100 * ev.done / ev.total:5.1f}%  "
-                f"{rate:,.0f}/s  ETA {_duration(eta)}  failed {ev.failed:,}")
+        line = (
+            f"{ev.done:,}/{ev.total:,} tasks  {100 * ev.done / ev.total:5.1f}%  "
+            f"{rate:,.0f}/s  ETA {_duration(eta)}  failed {ev.failed:,}"
+        )
         if ev.stopping:
             line += "  (stopping after batches in flight; Ctrl-C again to stop now)"
         if self.tty:
@@ -105,11 +127,14 @@ class _ProgressPrinter:
 
 
 def _duration(seconds: float) -> str:
-    if seconds != seconds:
+    if math.isnan(seconds):
         return "--"
-    s = int(round(seconds))
-    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}" if s >= 3600 else \
-        f"{s // 60}:{s % 60:02d}"
+    s = round(seconds)
+    return (
+        f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
+        if s >= 3600
+        else f"{s // 60}:{s % 60:02d}"
+    )
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
@@ -127,25 +152,40 @@ def _cmd_run(args: argparse.Namespace) -> int:
             err.write(f"simstudy: running on {description}\n")
 
     try:
-        report = run(study, store=args.store, scheduler=args.scheduler,
-                     workers=args.workers, address=args.address,
-                     insecure=args.insecure, batch_size=args.batch_size,
-                     max_errors=args.max_errors, retry_failed=args.retry_failed,
-                     restart=args.restart, on_progress=printer, on_start=started)
+        report = run(
+            study,
+            store=args.store,
+            scheduler=args.scheduler,
+            workers=args.workers,
+            address=args.address,
+            insecure=args.insecure,
+            batch_size=args.batch_size,
+            max_errors=args.max_errors,
+            retry_failed=args.retry_failed,
+            restart=args.restart,
+            on_progress=printer,
+            on_start=started,
+        )
     finally:
         if printer is not None:
             printer.close()
-    print(f"{report.store}: {report.ok:,} ok, {report.failed:,} failed, "
-          f"{report.pending:,} pending of {report.tasks:,} tasks; "
-          f"computed {report.computed:,} in {report.seconds:.1f} s")
+    print(
+        f"{report.store}: {report.ok:,} ok, {report.failed:,} failed, "
+        f"{report.pending:,} pending of {report.tasks:,} tasks; "
+        f"computed {report.computed:,} in {report.seconds:.1f} s"
+    )
     if report.interrupted:
-        print("interrupted: the store is consistent; run the same command to resume.",
-              file=err)
+        print(
+            "interrupted: the store is consistent; run the same command to resume.",
+            file=err,
+        )
     elif report.stopped_on_errors:
         print(f"stopped after {args.max_errors} failed tasks (--max-errors).", file=err)
     if report.failed and not report.interrupted:
-        print("hint: some tasks failed; rerun with --retry-failed after fixing them.",
-              file=err)
+        print(
+            "hint: some tasks failed; rerun with --retry-failed after fixing them.",
+            file=err,
+        )
     return report.exit_code
 
 
@@ -167,14 +207,19 @@ def _cmd_status(args: argparse.Namespace) -> int:
     factors = [d for d in ds["status"].dims if d not in ("replicate", "method")]
     total = status.size
     counts = [int((status == c).sum()) for c in (1, 2, 0)]
-    print(f"{store}: {counts[0]:,} ok, {counts[1]:,} failed, {counts[2]:,} pending "
-          f"of {total:,} tasks ({100 * counts[0] / max(total, 1):.1f}% ok)")
+    print(
+        f"{store}: {counts[0]:,} ok, {counts[1]:,} failed, {counts[2]:,} pending "
+        f"of {total:,} tasks ({100 * counts[0] / max(total, 1):.1f}% ok)"
+    )
     for idx in np.ndindex(*status.shape[: len(factors)]):
         cell = status[idx]
-        label = ", ".join(f"{f}={ds[f].values[i]}" for f, i in zip(factors, idx,
-                                                                     strict=True))
-        print(f"  {label or 'all'}: {int((cell == 1).sum()):,} ok, "
-              f"{int((cell == 2).sum()):,} failed, {int((cell == 0).sum()):,} pending")
+        label = ", ".join(
+            f"{f}={ds[f].values[i]}" for f, i in zip(factors, idx, strict=True)
+        )
+        print(
+            f"  {label or 'all'}: {int((cell == 1).sum()):,} ok, "
+            f"{int((cell == 2).sum()):,} failed, {int((cell == 0).sum()):,} pending"
+        )
     ds.close()
     return EXIT_FAILED if counts[1] else EXIT_OK
 
@@ -203,6 +248,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if debug:
             raise
         print(f"error: internal error: {type(exc).__name__}: {exc}", file=sys.stderr)
-        print("hint: rerun with --debug for the traceback and report it",
-              file=sys.stderr)
+        print(
+            "hint: rerun with --debug for the traceback and report it", file=sys.stderr
+        )
         return 1

@@ -67,7 +67,7 @@ def batch_runs(
     chunk boundary (so a chunk is written by one batch at a time).
     """
     n = pending.shape[0]
-    rows = pending.any(axis=1)
+    rows: np.ndarray[Any, Any] = np.asarray(pending.any(axis=1))
     for c0 in range(0, n, chunk):
         c1 = min(c0 + chunk, n)
         r = c0

@@ -63,7 +63,8 @@ def load_study(path: str | os.PathLike[str]) -> Study:
     digest = hashlib.sha256(str(p).encode()).hexdigest()[:10]
     modname = f"simstudy_study_{p.stem if p.stem.isidentifier() else 'file'}_{digest}"
     spec = importlib.util.spec_from_file_location(modname, p)
-    assert spec is not None and spec.loader is not None
+    assert spec is not None
+    assert spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     sys.modules[modname] = module
     try:

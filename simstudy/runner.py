@@ -129,29 +129,53 @@ def run(
         )
     for name, value in [("workers", workers), ("batch_size", batch_size)]:
         if value is not None and value < 1:
-            raise UsageError(f"--{name.replace('_', '-')} must be >= 1, got {value}.",
-                             hint=f"drop --{name.replace('_', '-')} for the default")
+            raise UsageError(
+                f"--{name.replace('_', '-')} must be >= 1, got {value}.",
+                hint=f"drop --{name.replace('_', '-')} for the default",
+            )
     if max_errors is not None and max_errors < 1:
-        raise UsageError(f"--max-errors must be >= 1, got {max_errors}.",
-                         hint="drop --max-errors to never stop on failures")
+        raise UsageError(
+            f"--max-errors must be >= 1, got {max_errors}.",
+            hint="drop --max-errors to never stop on failures",
+        )
     n_workers = workers or os.cpu_count() or 1
     path = Path(store) if store is not None else default_store(study)
     t0 = time.perf_counter()
     st = Store.open_for_run(path, study, restart=restart)
     try:
-        return _run_open(study, st, t0, scheduler=scheduler, workers=n_workers,
-                         address=address, insecure=insecure, batch_size=batch_size,
-                         max_errors=max_errors, retry_failed=retry_failed,
-                         on_progress=on_progress, on_start=on_start)
+        return _run_open(
+            study,
+            st,
+            t0,
+            scheduler=scheduler,
+            workers=n_workers,
+            address=address,
+            insecure=insecure,
+            batch_size=batch_size,
+            max_errors=max_errors,
+            retry_failed=retry_failed,
+            on_progress=on_progress,
+            on_start=on_start,
+        )
     finally:
         st.close()
 
 
-def _run_open(study: Study, st: Store, t0: float, *, scheduler: str, workers: int,
-              address: str | None, insecure: bool, batch_size: int | None,
-              max_errors: int | None, retry_failed: bool,
-              on_progress: Callable[[Progress], None] | None,
-              on_start: Callable[[str], None] | None) -> RunReport:
+def _run_open(
+    study: Study,
+    st: Store,
+    t0: float,
+    *,
+    scheduler: str,
+    workers: int,
+    address: str | None,
+    insecure: bool,
+    batch_size: int | None,
+    max_errors: int | None,
+    retry_failed: bool,
+    on_progress: Callable[[Progress], None] | None,
+    on_start: Callable[[str], None] | None,
+) -> RunReport:
     grid = points(study)
     pidx = [st.point_index(p) for p in grid]
     midx = st.method_index(study.method_names)
@@ -167,29 +191,49 @@ def _run_open(study: Study, st: Store, t0: float, *, scheduler: str, workers: in
         failed_before = 0
     rows = int(sum(int(m.any(axis=1).sum()) for m in pending))
     size = batch_size or _auto_batch_size(rows, workers, len(study.methods))
-    report = RunReport(st.path, study.n_tasks, done_before, 0, done_before,
-                       failed_before, total, False, False, 0.0, "nothing to run")
+    report = RunReport(
+        st.path,
+        study.n_tasks,
+        done_before,
+        0,
+        done_before,
+        failed_before,
+        total,
+        False,
+        False,
+        0.0,
+        "nothing to run",
+    )
     if total == 0:
         report.seconds = time.perf_counter() - t0
         return report
-    executor = make_executor(scheduler, study=study, workers=workers,
-                             address=address, insecure=insecure)
+    executor = make_executor(
+        scheduler, study=study, workers=workers, address=address, insecure=insecure
+    )
     report.executor = executor.description
     if on_start is not None:
         on_start(executor.description + _dashboard(executor))
     failed_now = 0
     signals = _Signals()
     try:
-        results = executor.results(_batches(study, grid, pending, size),
-                                   st.output_specs)
+        results = executor.results(
+            _batches(study, grid, pending, size), st.output_specs
+        )
         while True:
             try:
                 if signals.count and not report.interrupted:
                     report.interrupted = True
                     executor.stop_submitting()
                     if on_progress is not None:
-                        on_progress(Progress(report.computed, total, failed_now,
-                                             time.perf_counter() - t0, True))
+                        on_progress(
+                            Progress(
+                                report.computed,
+                                total,
+                                failed_now,
+                                time.perf_counter() - t0,
+                                True,
+                            )
+                        )
                 result = next(results, None)
                 if result is None:
                     break
@@ -206,10 +250,15 @@ def _run_open(study: Study, st: Store, t0: float, *, scheduler: str, workers: in
                     report.stopped_on_errors = True
                     executor.stop_submitting()
                 if on_progress is not None:
-                    on_progress(Progress(report.computed, total, failed_now,
-                                         time.perf_counter() - t0,
-                                         report.interrupted
-                                         or report.stopped_on_errors))
+                    on_progress(
+                        Progress(
+                            report.computed,
+                            total,
+                            failed_now,
+                            time.perf_counter() - t0,
+                            report.interrupted or report.stopped_on_errors,
+                        )
+                    )
             except KeyboardInterrupt:
                 # raised by the signal handler outside a store write
                 report.interrupted = True
@@ -254,8 +303,12 @@ def _dashboard(executor: Any) -> str:
     return f"; dashboard {link}" if link else ""
 
 
-def _batches(study: Study, grid: list[dict[str, Any]],
-             pending: list[np.ndarray[Any, Any]], size: int) -> Iterator[Batch]:
+def _batches(
+    study: Study,
+    grid: list[dict[str, Any]],
+    pending: list[np.ndarray[Any, Any]],
+    size: int,
+) -> Iterator[Batch]:
     """Yield batches point by point; mt19937 states are chained forward once."""
     chain = streams.MTChain(study.seed) if study.scheme == "mt19937-jump" else None
     nm = len(study.methods)
@@ -265,8 +318,7 @@ def _batches(study: Study, grid: list[dict[str, Any]],
             states = None
             if chain is not None:
                 ks = [
-                    streams.jump_index(p, r, s, replicates=study.replicates,
-                                       methods=nm)
+                    streams.jump_index(p, r, s, replicates=study.replicates, methods=nm)
                     for r in range(start, stop)
                     for s in range(nm + 1)
                 ]

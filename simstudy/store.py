@@ -47,15 +47,15 @@ def _versions() -> dict[str, str]:
     import dask
     import xarray
 
-    from simstudy import __version__
+    from importlib.metadata import version
 
     return {
-        "simstudy": __version__,
+        "simstudy": version("simstudy"),
         "python": platform.python_version(),
         "numpy": np.__version__,
         "zarr": zarr.__version__,
         "xarray": xarray.__version__,
-        "dask": dask.__version__,
+        "dask": str(getattr(dask, "__version__", "?")),
         "platform": platform.platform(),
     }
 
@@ -151,7 +151,7 @@ class Store:
         self.path = path
         self.root = root
         self.lock = lock
-        meta = dict(root.attrs["simstudy"])  # type: ignore[arg-type]
+        meta: dict[str, Any] = dict(root.attrs.asdict()["simstudy"])  # type: ignore[arg-type]
         self.meta = meta
         self.factor_names: list[str] = list(meta["factor_order"])
         self.levels: dict[str, list[Level]] = {
@@ -166,8 +166,9 @@ class Store:
 
     # ---- opening -----------------------------------------------------
     @classmethod
-    def open_for_run(cls, path: str | os.PathLike[str], study: Study, *,
-                     restart: bool = False) -> Store:
+    def open_for_run(
+        cls, path: str | os.PathLike[str], study: Study, *, restart: bool = False
+    ) -> Store:
         """Create or reopen the store for a study; lock it; extend if needed."""
         p = Path(path).resolve()
         if not p.parent.is_dir():
@@ -175,12 +176,16 @@ class Store:
                 f"cannot create store {p}: directory {p.parent} does not exist.",
                 hint="create the directory first or choose another --store",
             )
-        if p.exists() and not (p / "zarr.json").exists() and any(p.iterdir()):
-            if not (p / META).exists():
-                raise StoreError(
-                    f"{p} exists and is not a simstudy store; refusing to touch it.",
-                    hint="choose another --store path",
-                )
+        if (
+            p.exists()
+            and not (p / "zarr.json").exists()
+            and any(p.iterdir())
+            and not (p / META).exists()
+        ):
+            raise StoreError(
+                f"{p} exists and is not a simstudy store; refusing to touch it.",
+                hint="choose another --store path",
+            )
         lock = _Lock(p / META / "lock")
         try:
             p.mkdir(exist_ok=True)
@@ -212,7 +217,7 @@ class Store:
         root = zarr.open_group(str(p), mode="a", zarr_format=3)
         (p / META).mkdir(exist_ok=True)
         factor_order = list(study.factors)
-        meta = {
+        meta: dict[str, Any] = {
             "format": 1,
             "study": study.name,
             "factor_order": factor_order,
@@ -248,7 +253,8 @@ class Store:
         if changes:
             raise FingerprintMismatch(
                 f"store {self.path} was made by a different study: "
-                + "; ".join(changes) + ".",
+                + "; ".join(changes)
+                + ".",
                 hint="run with --restart to discard it, or choose a new --store",
             )
         grew = False
@@ -271,7 +277,7 @@ class Store:
         _coord(self.root, "method", self.methods, overwrite=True)
         for name in self._var_names():
             arr = self.root[name]
-            arr.resize((*self.cube_shape, *arr.shape[len(self.cube_shape):]))  # type: ignore[union-attr]
+            arr.resize((*self.cube_shape, *arr.shape[len(self.cube_shape) :]))  # type: ignore[union-attr]
         fp = dict(old)
         fp["factors"] = self.levels
         fp["methods"] = methods_fp
@@ -300,7 +306,9 @@ class Store:
                 self._vars = [k for k in self.root.array_keys() if k not in skip]
         return self._vars
 
-    def _new_var(self, name: str, dtype: str, fill: Any, shape: tuple[int, ...]) -> None:
+    def _new_var(
+        self, name: str, dtype: str, fill: Any, shape: tuple[int, ...]
+    ) -> None:
         dims = [*self.factor_names, "replicate", "method"]
         dims += [f"{name}_dim_{i}" for i in range(len(shape))]
         chunks = (
@@ -347,8 +355,9 @@ class Store:
         return np.array([self.methods.index(n) for n in names], dtype=np.intp)
 
     # ---- reading -----------------------------------------------------
-    def status_of(self, pidx: tuple[int, ...], replicates: int,
-                  methods: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+    def status_of(
+        self, pidx: tuple[int, ...], replicates: int, methods: np.ndarray[Any, Any]
+    ) -> np.ndarray[Any, Any]:
         """Return the status (replicates x methods) of one point."""
         arr = self._array("status")
         out: np.ndarray[Any, Any] = arr.get_orthogonal_selection(
@@ -361,8 +370,9 @@ class Store:
         return read_failures(self.path)
 
     # ---- writing -----------------------------------------------------
-    def write(self, result: BatchResult, pidx: tuple[int, ...],
-              midx: np.ndarray[Any, Any]) -> BatchResult:
+    def write(
+        self, result: BatchResult, pidx: tuple[int, ...], midx: np.ndarray[Any, Any]
+    ) -> BatchResult:
         """Write a finished batch: outputs, timings, failures, then status."""
         b = result.batch
         status = result.status.copy()
@@ -373,17 +383,22 @@ class Store:
         for name, values in result.outputs.items():
             shape = values.shape[2:]
             if name in specs and specs[name] != shape:
-                bad = np.argwhere((status == OK) & ~np.isnan(values).all(
-                    axis=tuple(range(2, values.ndim))))
+                bad = np.argwhere(
+                    (status == OK)
+                    & ~np.isnan(values).all(axis=tuple(range(2, values.ndim)))
+                )
                 for i, j in bad:
                     status[i, j] = FAILED
-                    failures.append({
-                        "replicate": b.start + int(i), "method": names[j],
-                        "type": "OutputShapeError",
-                        "message": f"method {names[j]!r} output {name!r} has shape "
-                        f"{shape}; expected {specs[name]} (from the store).",
-                        "traceback": "",
-                    })
+                    failures.append(
+                        {
+                            "replicate": b.start + int(i),
+                            "method": names[j],
+                            "type": "OutputShapeError",
+                            "message": f"method {names[j]!r} output {name!r} has shape "
+                            f"{shape}; expected {specs[name]} (from the store).",
+                            "traceback": "",
+                        }
+                    )
         for name, values in result.outputs.items():
             shape = values.shape[2:]
             if name not in specs:
@@ -415,8 +430,14 @@ class Store:
         result.failures = failures
         return result
 
-    def _write_failures(self, pidx: tuple[int, ...], start: int, stop: int,
-                        names: list[str], failures: list[dict[str, Any]]) -> None:
+    def _write_failures(
+        self,
+        pidx: tuple[int, ...],
+        start: int,
+        stop: int,
+        names: list[str],
+        failures: list[dict[str, Any]],
+    ) -> None:
         folder = self.path / META / "failures"
         chunk = start // CHUNK_REPLICATES
         f = folder / f"{'-'.join(map(str, pidx)) or 'p'}_c{chunk}.json"
@@ -424,11 +445,13 @@ class Store:
         if not old and not failures:
             return
         keep = [
-            e for e in old
+            e
+            for e in old
             if not (start <= e["replicate"] < stop and e["method"] in names)
         ]
-        point = {k: self.levels[k][i] for k, i in zip(self.factor_names, pidx,
-                                                       strict=True)}
+        point = {
+            k: self.levels[k][i] for k, i in zip(self.factor_names, pidx, strict=True)
+        }
         keep += [{**point, **e} for e in failures]
         folder.mkdir(parents=True, exist_ok=True)
         tmp = f.with_suffix(".json.partial")
@@ -460,16 +483,21 @@ class Store:
         self.lock.release()
 
 
-def _coord(root: zarr.Group, name: str, values: list[Any], *,
-           overwrite: bool = False) -> None:
+def _coord(
+    root: zarr.Group, name: str, values: list[Any], *, overwrite: bool = False
+) -> None:
     data = np.array(values)
     if data.dtype.kind == "U":
-        arr = root.create_array(name, shape=data.shape, dtype=str,
-                                dimension_names=[name], overwrite=overwrite)
+        arr = root.create_array(
+            name,
+            shape=data.shape,
+            dtype=str,
+            dimension_names=[name],
+            overwrite=overwrite,
+        )
         arr[:] = data
     else:
-        root.create_array(name, data=data, dimension_names=[name],
-                          overwrite=overwrite)
+        root.create_array(name, data=data, dimension_names=[name], overwrite=overwrite)
 
 
 def _wipe(p: Path) -> None:
@@ -519,7 +547,8 @@ def open_results(path: str | os.PathLike[str]) -> xr.Dataset:
         )
     # NB: select methods with ds.sel({"method": "median"}): xarray's own
     # ``sel(method=...)`` keyword (nearest-neighbour lookup) shadows the dim.
-    return xr.open_zarr(str(p), consolidated=True)
+    ds: xr.Dataset = xr.open_zarr(str(p), consolidated=True)
+    return ds
 
 
 @contextlib.contextmanager
@@ -532,4 +561,3 @@ def read_store(path: str | os.PathLike[str]) -> Iterator[zarr.Group]:
             hint="pass the .zarr directory that `simstudy run` wrote",
         )
     yield zarr.open_group(str(p), mode="r")
-

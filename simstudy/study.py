@@ -139,6 +139,11 @@ def _validate_factors(factors: Any) -> dict[str, tuple[Level, ...]]:
     return out
 
 
+def _unchecked(*values: Any) -> Any:
+    """Return values typed as Any, for validation of user input."""
+    return values
+
+
 class Study:
     """A simulation study: factors x replicates x methods, with a seed.
 
@@ -183,36 +188,44 @@ class Study:
         seed: int,
         rng: str = "spawn",
     ) -> None:
-        if not isinstance(name, str) or not name.strip():
+        # user input: check types at run time whatever the annotations say
+        name_, replicates_, seed_, rng_ = _unchecked(name, replicates, seed, rng)
+        if not isinstance(name_, str) or not name_.strip():
             raise StudyError(
-                f"study name must be a non-empty string, got {name!r}.",
+                f"study name must be a non-empty string, got {name_!r}.",
                 hint='write Study("my_study", ...)',
             )
-        self.name = name
+        self.name: str = name_
         self.factors = _validate_factors({} if factors is None else factors)
-        if isinstance(replicates, bool) or not isinstance(replicates, numbers.Integral):
+        if isinstance(replicates_, bool) or not isinstance(
+            replicates_, numbers.Integral
+        ):
             raise StudyError(
-                f"replicates must be an integer >= 1, got {replicates!r}.",
+                f"replicates must be an integer >= 1, got {replicates_!r}.",
                 hint="write replicates=1000",
             )
-        if replicates < 1:
+        if replicates_ < 1:
             raise StudyError(
-                f"replicates must be >= 1, got {replicates!r}.",
+                f"replicates must be >= 1, got {replicates_!r}.",
                 hint="write replicates=1000",
             )
-        self.replicates = int(replicates)
-        if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
+        self.replicates: int = int(replicates_)
+        if (
+            isinstance(seed_, bool)
+            or not isinstance(seed_, numbers.Integral)
+            or seed_ < 0
+        ):
             raise StudyError(
-                f"seed must be a non-negative integer, got {seed!r}.",
+                f"seed must be a non-negative integer, got {seed_!r}.",
                 hint="write seed=2026 (any fixed non-negative integer)",
             )
-        self.seed = int(seed)
-        if rng not in SCHEMES:
+        self.seed: int = int(seed_)
+        if rng_ not in SCHEMES:
             raise StudyError(
-                f"rng scheme {rng!r} is unknown; expected one of {list(SCHEMES)}.",
+                f"rng scheme {rng_!r} is unknown; expected one of {list(SCHEMES)}.",
                 hint='use rng="spawn" unless you need the jump recipe',
             )
-        self.scheme = rng
+        self.scheme: str = rng_
         self.fixed_inputs: dict[str, Any] = {}
         self.data_func: Callable[..., Any] | None = None
         self.data_params: tuple[str, ...] = ()
@@ -255,7 +268,7 @@ class Study:
         """Register a method: ``f(data, [rng], [factors...]) -> {output: value}``."""
 
         def register(f: Callable[..., Any]) -> Callable[..., Any]:
-            mname = f.__name__ if name is None else name
+            mname: Any = f.__name__ if name is None else name
             if not isinstance(mname, str) or not mname:
                 raise StudyError(
                     f"method name must be a non-empty string, got {mname!r}.",
@@ -313,7 +326,10 @@ class Study:
             params = params[1:]
         names = []
         for p in params:
-            if p.kind in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD):
+            if p.kind in (
+                inspect.Parameter.VAR_POSITIONAL,
+                inspect.Parameter.VAR_KEYWORD,
+            ):
                 continue
             names.append(p.name)
         return tuple(names)

@@ -80,8 +80,14 @@ def reference(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 def test_exit_0_default_local_cluster(tmp_path, reference):
     path = _write(tmp_path)
-    proc = subprocess.run(_cmd("run", str(path), "--no-progress"), cwd=tmp_path,
-                          env=_env(), capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        _cmd("run", str(path), "--no-progress"),
+        cwd=tmp_path,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr
     assert "240 ok, 0 failed, 0 pending" in proc.stdout
     store = tmp_path / "slow.zarr"  # the default store: ./<stem>.zarr
@@ -90,11 +96,20 @@ def test_exit_0_default_local_cluster(tmp_path, reference):
 
 
 def test_exit_3_when_tasks_fail(tmp_path):
-    path = _write(tmp_path, SLOW.replace(
-        "time.sleep(0.01)", "if x[0] > 1.5:\n        raise RuntimeError('boom')"))
-    proc = subprocess.run(_cmd("run", str(path), "--scheduler", "processes"),
-                          cwd=tmp_path, env=_env(), capture_output=True, text=True,
-                          timeout=120)
+    path = _write(
+        tmp_path,
+        SLOW.replace(
+            "time.sleep(0.01)", "if x[0] > 1.5:\n        raise RuntimeError('boom')"
+        ),
+    )
+    proc = subprocess.run(
+        _cmd("run", str(path), "--scheduler", "processes"),
+        cwd=tmp_path,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 3, proc.stderr
     assert "hint: some tasks failed" in proc.stderr
     ds = assert_store_consistent(tmp_path / "slow.zarr")
@@ -103,8 +118,14 @@ def test_exit_3_when_tasks_fail(tmp_path):
 
 def test_exit_2_bad_study_writes_nothing(tmp_path):
     path = _write(tmp_path, SLOW.replace("replicates=60", "replicates=0"))
-    proc = subprocess.run(_cmd("run", str(path)), cwd=tmp_path, env=_env(),
-                          capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        _cmd("run", str(path)),
+        cwd=tmp_path,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 2
     assert proc.stderr.startswith("error: slow.py:")
     assert "replicates must be >= 1" in proc.stderr
@@ -116,21 +137,38 @@ def test_exit_2_bad_study_writes_nothing(tmp_path):
 def test_exit_130_on_signal_then_resume(tmp_path, reference, sig):
     path = _write(tmp_path)
     store = tmp_path / "slow.zarr"
-    proc = subprocess.Popen(_cmd("run", str(path), "--scheduler", "processes",
-                                 "--workers", "2", "--batch-size", "2"),
-                            cwd=tmp_path, env=_env(), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        _cmd(
+            "run",
+            str(path),
+            "--scheduler",
+            "processes",
+            "--workers",
+            "2",
+            "--batch-size",
+            "2",
+        ),
+        cwd=tmp_path,
+        env=_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     _wait_progress(store, proc, 20)
     proc.send_signal(sig)
-    out, err = proc.communicate(timeout=60)
+    _out, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err.decode()
     assert b"run the same command to resume" in err
     ds = assert_store_consistent(store)
     done = int((ds.status.values == 1).sum())
     assert 20 <= done < 240
-    again = subprocess.run(_cmd("run", str(path), "--scheduler", "synchronous"),
-                           cwd=tmp_path, env=_env(), capture_output=True, text=True,
-                           timeout=120)
+    again = subprocess.run(
+        _cmd("run", str(path), "--scheduler", "synchronous"),
+        cwd=tmp_path,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert again.returncode == 0, again.stderr
     assert f"computed {240 - done:,}" in again.stdout
     assert cube_digest(store) == reference
@@ -139,19 +177,29 @@ def test_exit_130_on_signal_then_resume(tmp_path, reference, sig):
 def test_kill_9_then_resume_gives_the_same_cube(tmp_path, reference):
     path = _write(tmp_path)
     store = tmp_path / "slow.zarr"
-    proc = subprocess.Popen(_cmd("run", str(path), "--batch-size", "2"),
-                            cwd=tmp_path, env=_env(), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        _cmd("run", str(path), "--batch-size", "2"),
+        cwd=tmp_path,
+        env=_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     _wait_progress(store, proc, 30)
     children = psutil.Process(proc.pid).children(recursive=True)
     proc.kill()
     proc.wait(timeout=30)
     done_at_kill = _ok_count(store)
     # the workers of a killed driver do not run on forever
-    gone, alive = psutil.wait_procs(children, timeout=30)
+    _gone, alive = psutil.wait_procs(children, timeout=30)
     assert not alive, f"orphaned workers still running: {alive}"
-    again = subprocess.run(_cmd("run", str(path)), cwd=tmp_path, env=_env(),
-                           capture_output=True, text=True, timeout=120)
+    again = subprocess.run(
+        _cmd("run", str(path)),
+        cwd=tmp_path,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert again.returncode == 0, again.stderr
     ds = assert_store_consistent(store)
     assert (ds.status.values == 1).all()

@@ -10,15 +10,17 @@ import pytest
 HEAVY = ("xarray", "zarr", "matplotlib", "jax", "dask", "distributed")
 
 
-@pytest.mark.parametrize("module", ["simstudy", "simstudy.batch"],
-                         ids=["package", "batch"])
+@pytest.mark.parametrize(
+    "module", ["simstudy", "simstudy.batch"], ids=["package", "batch"]
+)
 def test_light_imports(module):
     code = (
         f"import sys, {module}\n"
         f"print(','.join(m for m in {HEAVY!r} if m in sys.modules))"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
     assert out.stdout.strip() == ""
 
 

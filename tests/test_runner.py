@@ -43,10 +43,21 @@ METHODS = {
 }
 
 
-def write(tmp_path: Path, *, n=(5, 10), replicates=6, seed=1,
-          methods=("mean", "median", "boot"), name="study.py") -> Path:
-    src = SOURCE.format(n=list(n), replicates=replicates, seed=seed,
-                        methods="\n".join(METHODS[m] for m in methods))
+def write(
+    tmp_path: Path,
+    *,
+    n=(5, 10),
+    replicates=6,
+    seed=1,
+    methods=("mean", "median", "boot"),
+    name="study.py",
+) -> Path:
+    src = SOURCE.format(
+        n=list(n),
+        replicates=replicates,
+        seed=seed,
+        methods="\n".join(METHODS[m] for m in methods),
+    )
     path = tmp_path / name
     path.write_text(textwrap.dedent(src))
     return path
@@ -56,8 +67,9 @@ def write(tmp_path: Path, *, n=(5, 10), replicates=6, seed=1,
 def reference(tmp_path_factory: pytest.TempPathFactory) -> str:
     tmp = tmp_path_factory.mktemp("ref")
     path = write(tmp)
-    report = simstudy.run(path, store=tmp / "ref.zarr", scheduler="synchronous",
-                          batch_size=1)
+    report = simstudy.run(
+        path, store=tmp / "ref.zarr", scheduler="synchronous", batch_size=1
+    )
     assert report.exit_code == 0
     assert_store_consistent(tmp / "ref.zarr")
     return cube_digest(tmp / "ref.zarr")
@@ -74,12 +86,14 @@ def reference(tmp_path_factory: pytest.TempPathFactory) -> str:
     ],
     ids=["sync-b4", "threads-2w", "processes-2w", "distributed-1w", "distributed-2w"],
 )
-def test_same_cube_on_every_scheduler(tmp_path, reference, scheduler, workers,
-                                      batch_size):
+def test_same_cube_on_every_scheduler(
+    tmp_path, reference, scheduler, workers, batch_size
+):
     path = write(tmp_path)
     store = tmp_path / "s.zarr"
-    report = simstudy.run(path, store=store, scheduler=scheduler, workers=workers,
-                          batch_size=batch_size)
+    report = simstudy.run(
+        path, store=store, scheduler=scheduler, workers=workers, batch_size=batch_size
+    )
     assert report.exit_code == 0
     assert report.computed == report.tasks == 2 * 2 * 6 * 3
     assert_store_consistent(store)
@@ -91,16 +105,27 @@ def test_cube_shape_and_values(tmp_path):
     store = tmp_path / "s.zarr"
     simstudy.run(path, store=store, scheduler="synchronous")
     ds = simstudy.open_results(store)
-    assert dict(ds.sizes) == {"n": 2, "eps": 2, "replicate": 6, "method": 3,
-                              "q_dim_0": 2}
+    assert dict(ds.sizes) == {
+        "n": 2,
+        "eps": 2,
+        "replicate": 6,
+        "method": 3,
+        "q_dim_0": 2,
+    }
     assert list(ds.method.values) == ["mean", "median", "boot"]
-    assert ds.attrs["seed"] == 1 and ds.attrs["rng"] == "spawn"
+    assert ds.attrs["seed"] == 1
+    assert ds.attrs["rng"] == "spawn"
     # q is produced by boot only: NaN for the others
     assert np.isnan(ds.q.sel({"method": "mean"})).all()
     assert not np.isnan(ds.q.sel({"method": "boot"})).any()
     # common random numbers: every method saw the same data
-    rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence(
-        1, spawn_key=(simstudy.streams.key({"n": 10, "eps": 0.5}), 3))))
+    rng = np.random.Generator(
+        np.random.PCG64(
+            np.random.SeedSequence(
+                1, spawn_key=(simstudy.streams.key({"n": 10, "eps": 0.5}), 3)
+            )
+        )
+    )
     x = rng.standard_normal(10) + 0.5
     cell = ds.estimate.sel(n=10, eps=0.5, replicate=3)
     assert cell.sel({"method": "mean"}) == x.mean()
@@ -113,7 +138,8 @@ def test_resume_computes_only_missing(tmp_path):
     first = simstudy.run(path, store=store, scheduler="synchronous")
     again = simstudy.run(path, store=store, scheduler="synchronous")
     assert first.computed == 72
-    assert again.computed == 0 and again.already_done == 72
+    assert again.computed == 0
+    assert again.already_done == 72
     assert again.executor == "nothing to run"
 
 
@@ -128,8 +154,9 @@ def test_adding_replicates_levels_methods_changes_no_number(tmp_path):
     assert report.computed == report.tasks - report.already_done
     after = assert_store_consistent(store)
     old = after.sel({"n": [5], "replicate": range(4), "method": ["mean", "boot"]})
-    np.testing.assert_array_equal(old.estimate.values,
-                                  before.estimate.sel(n=[5]).values)
+    np.testing.assert_array_equal(
+        old.estimate.values, before.estimate.sel(n=[5]).values
+    )
     # a from-scratch run of the big study has the same numbers
     fresh = tmp_path / "fresh.zarr"
     simstudy.run(big, store=fresh, scheduler="synchronous")
@@ -163,8 +190,12 @@ def test_changed_study_is_refused_then_restart(tmp_path, change, message):
     elif "method_body" in change:
         path.write_text(path.read_text().replace("x.mean()", "x.mean() + 0"))
     else:
-        path.write_text(path.read_text().replace('"eps"', '"delta"').replace(
-            "n, eps", "n, delta").replace("+ eps", "+ delta"))
+        path.write_text(
+            path.read_text()
+            .replace('"eps"', '"delta"')
+            .replace("n, eps", "n, delta")
+            .replace("+ eps", "+ delta")
+        )
     with pytest.raises(FingerprintMismatch, match=message):
         simstudy.run(path, store=store, scheduler="synchronous")
     assert cube_digest(store) == digest
@@ -189,17 +220,19 @@ def test_failing_method_is_recorded_and_others_complete(tmp_path):
     assert all("did not converge" in f["message"] for f in failures)
     assert all("raise ValueError" in f["traceback"] for f in failures)
     # retry: the failures are deterministic, so they fail again identically
-    again = simstudy.run(path, store=store, scheduler="synchronous",
-                         retry_failed=True)
-    assert again.computed == n_failed and again.failed == n_failed
+    again = simstudy.run(path, store=store, scheduler="synchronous", retry_failed=True)
+    assert again.computed == n_failed
+    assert again.failed == n_failed
 
 
 def test_max_errors_stops_cleanly(tmp_path):
     path = write(tmp_path, replicates=200, methods=("flaky",))
     store = tmp_path / "s.zarr"
-    report = simstudy.run(path, store=store, scheduler="synchronous", max_errors=3,
-                          batch_size=1)
-    assert report.stopped_on_errors and report.exit_code == 3
+    report = simstudy.run(
+        path, store=store, scheduler="synchronous", max_errors=3, batch_size=1
+    )
+    assert report.stopped_on_errors
+    assert report.exit_code == 3
     assert report.pending > 0
     assert_store_consistent(store)
     rest = simstudy.run(path, store=store, scheduler="synchronous")
@@ -207,15 +240,20 @@ def test_max_errors_stops_cleanly(tmp_path):
 
 
 def test_bad_output_shape_is_a_task_failure(tmp_path):
-    src = SOURCE.format(n=[5, 10], replicates=3, seed=1, methods=(
-        "@study.method\ndef grow(x):\n    return {'v': x[: len(x) // 5]}\n"))
+    src = SOURCE.format(
+        n=[5, 10],
+        replicates=3,
+        seed=1,
+        methods=("@study.method\ndef grow(x):\n    return {'v': x[: len(x) // 5]}\n"),
+    )
     path = tmp_path / "s.py"
     path.write_text(src)
     store = tmp_path / "s.zarr"
     report = simstudy.run(path, store=store, scheduler="synchronous", batch_size=1)
     assert report.exit_code == 3
     ds = assert_store_consistent(store)
-    assert (ds.status.sel(n=5) == 1).all() and (ds.status.sel(n=10) == 2).all()
+    assert (ds.status.sel(n=5) == 1).all()
+    assert (ds.status.sel(n=10) == 2).all()
     failures = read_failures(store)
     assert "output 'v' has shape (2,); expected (1,)" in failures[0]["message"]
 
@@ -240,7 +278,8 @@ def test_stale_lock_of_a_dead_process_is_taken_over(tmp_path):
     import socket
 
     (store / ".simstudy" / "lock").write_text(
-        '{"pid": 999999999, "host": "%s", "since": 0}' % socket.gethostname())
+        f'{{"pid": 999999999, "host": "{socket.gethostname()}", "since": 0}}'
+    )
     assert simstudy.run(path, store=store, scheduler="synchronous").exit_code == 0
 
 
@@ -248,10 +287,10 @@ def test_stale_lock_of_a_dead_process_is_taken_over(tmp_path):
 def test_jump_schemes_same_cube_any_batching(tmp_path, scheme):
     path = write(tmp_path)
     path.write_text(path.read_text().replace("seed=1)", f"seed=1, rng={scheme!r})"))
-    simstudy.run(path, store=tmp_path / "a.zarr", scheduler="synchronous",
-                 batch_size=1)
-    simstudy.run(path, store=tmp_path / "b.zarr", scheduler="processes",
-                 batch_size=4, workers=2)
+    simstudy.run(path, store=tmp_path / "a.zarr", scheduler="synchronous", batch_size=1)
+    simstudy.run(
+        path, store=tmp_path / "b.zarr", scheduler="processes", batch_size=4, workers=2
+    )
     assert cube_digest(tmp_path / "a.zarr") == cube_digest(tmp_path / "b.zarr")
     ds = assert_store_consistent(tmp_path / "a.zarr")
     assert ds.attrs["rng"] == scheme

@@ -74,4 +74,5 @@ def make_executor(name: str, **options: Any) -> Executor:
     """Build the executor registered under ``name``."""
     from simstudy.executors import dask as dask_executors
 
-    return dask_executors.EXECUTORS[name](**options)
+    executor: Executor = dask_executors.EXECUTORS[name](**options)
+    return executor

@@ -1,3 +1,5 @@
+# distributed ships no type hints for these calls
+# mypy: disable-error-code="no-untyped-call"
 """Dask executors: a LocalCluster or an external cluster (``distributed``), and
 Dask's local schedulers (``processes``, ``threads``, ``synchronous``).
 
@@ -31,8 +33,13 @@ from simstudy.study import Study
 
 __all__ = ["EXECUTORS"]
 
-THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
-               "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS")
+THREAD_VARS = (
+    "OMP_NUM_THREADS",
+    "OPENBLAS_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "VECLIB_MAXIMUM_THREADS",
+    "NUMEXPR_NUM_THREADS",
+)
 Specs = Callable[[], dict[str, tuple[int, ...]]]
 
 
@@ -113,8 +120,15 @@ class _WindowedExecutor:
 class LocalSchedulerExecutor(_WindowedExecutor):
     """Dask's local schedulers, each batch a one-task graph on a reused pool."""
 
-    def __init__(self, study: Study, *, scheduler: str, workers: int,
-                 window: int | None = None, **_: Any) -> None:
+    def __init__(
+        self,
+        study: Study,
+        *,
+        scheduler: str,
+        workers: int,
+        window: int | None = None,
+        **_: Any,
+    ) -> None:
         n = 1 if scheduler == "synchronous" else workers
         super().__init__(study, window=window or 2 * n)
         self.scheduler = scheduler
@@ -171,8 +185,16 @@ class LocalSchedulerExecutor(_WindowedExecutor):
 class DistributedExecutor(_WindowedExecutor):
     """A dask.distributed Client on a LocalCluster (loopback) or at ``address``."""
 
-    def __init__(self, study: Study, *, workers: int, address: str | None = None,
-                 window: int | None = None, insecure: bool = False, **_: Any) -> None:
+    def __init__(
+        self,
+        study: Study,
+        *,
+        workers: int,
+        address: str | None = None,
+        window: int | None = None,
+        insecure: bool = False,
+        **_: Any,
+    ) -> None:
         from distributed import Client, LocalCluster, as_completed
 
         self.cluster: Any = None
@@ -232,7 +254,8 @@ def _check_address(address: str, insecure: bool) -> None:
     if url.scheme not in ("tcp", "tls"):
         raise UsageError(
             f"--address {address!r} has scheme {url.scheme!r}; expected tcp:// or "
-            "tls://.", hint="write --address tcp://127.0.0.1:8786",
+            "tls://.",
+            hint="write --address tcp://127.0.0.1:8786",
         )
     loopback = url.hostname in ("127.0.0.1", "localhost", "::1")
     if url.scheme == "tcp" and not loopback and not insecure:

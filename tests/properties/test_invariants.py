@@ -34,12 +34,14 @@ def noisy(x, rng):
     return {{"estimate": x.sum() + rng.random()}}
 """
 
-studies = st.fixed_dictionaries({
-    "levels": st.lists(st.integers(1, 9), min_size=1, max_size=3, unique=True),
-    "replicates": st.integers(1, 12),
-    "seed": st.integers(0, 2**32),
-    "scheme": st.sampled_from(["spawn", "pcg64-jump", "mt19937-jump"]),
-})
+studies = st.fixed_dictionaries(
+    {
+        "levels": st.lists(st.integers(1, 9), min_size=1, max_size=3, unique=True),
+        "replicates": st.integers(1, 12),
+        "seed": st.integers(0, 2**32),
+        "scheme": st.sampled_from(["spawn", "pcg64-jump", "mt19937-jump"]),
+    }
+)
 
 
 def _write(folder: Path, spec: dict) -> Path:
@@ -48,17 +50,25 @@ def _write(folder: Path, spec: dict) -> Path:
     return path
 
 
-@settings(max_examples=15, deadline=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(spec=studies, sizes=st.lists(st.integers(1, 13), min_size=2, max_size=2),
-       stop_after=st.integers(0, 5))
-def test_batch_size_and_interruption_change_no_number(tmp_path, spec, sizes,
-                                                      stop_after):
+@settings(
+    max_examples=15,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(
+    spec=studies,
+    sizes=st.lists(st.integers(1, 13), min_size=2, max_size=2),
+    stop_after=st.integers(0, 5),
+)
+def test_batch_size_and_interruption_change_no_number(
+    tmp_path, spec, sizes, stop_after
+):
     path = _write(tmp_path, spec)
     key = abs(hash((repr(spec), tuple(sizes), stop_after)))
     a, b = tmp_path / f"a{key}.zarr", tmp_path / f"b{key}.zarr"
-    simstudy.run(path, store=a, scheduler="synchronous", batch_size=sizes[0],
-                 restart=True)
+    simstudy.run(
+        path, store=a, scheduler="synchronous", batch_size=sizes[0], restart=True
+    )
     # b: interrupted after `stop_after` batches (as --max-errors would), resumed
     # with another batch size on another scheduler
     study = simstudy.load_study(path)
@@ -67,14 +77,12 @@ def test_batch_size_and_interruption_change_no_number(tmp_path, spec, sizes,
         pidx = [store.point_index(p) for p in grid.points(study)]
         midx = store.method_index(study.method_names)
         pending = [np.ones((study.replicates, 2), bool) for _ in pidx]
-        batches = simstudy.runner._batches(study, grid.points(study), pending,
-                                           sizes[1])
+        batches = simstudy.runner._batches(study, grid.points(study), pending, sizes[1])
         for _, batch in zip(range(stop_after), batches, strict=False):
             result = run_batch(study, batch)
             store.write(result, pidx[batch.point], midx[list(batch.methods)])
     finally:
         store.close()
-    simstudy.run(path, store=b, scheduler="threads", workers=2,
-                 batch_size=sizes[1])
+    simstudy.run(path, store=b, scheduler="threads", workers=2, batch_size=sizes[1])
     assert_store_consistent(b)
     assert cube_digest(a) == cube_digest(b)
