@@ -56,7 +56,7 @@ def cube_digest(path: str | Path) -> str:
     factors = ds.attrs["simstudy"]["factor_order"]
     ds = ds.sortby([*factors, "method"])
     h = hashlib.sha256()
-    for name in sorted(ds.data_vars):
+    for name in sorted(str(v) for v in ds.data_vars):
         if name in ("seconds", "started", "worker"):
             continue
         h.update(name.encode())

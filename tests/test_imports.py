@@ -30,4 +30,4 @@ def test_lazy_names_resolve():
     assert callable(simstudy.run)
     assert callable(simstudy.open_results)
     with pytest.raises(AttributeError, match="has no attribute 'nope'"):
-        _ = simstudy.nope  # type: ignore[attr-defined]
+        _ = simstudy.nope

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import textwrap
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -44,14 +43,14 @@ METHODS = {
 
 
 def write(
-    tmp_path: Path,
+    tmp_path,
     *,
     n=(5, 10),
     replicates=6,
     seed=1,
     methods=("mean", "median", "boot"),
     name="study.py",
-) -> Path:
+):
     src = SOURCE.format(
         n=list(n),
         replicates=replicates,

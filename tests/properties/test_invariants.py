@@ -44,7 +44,7 @@ studies = st.fixed_dictionaries(
 )
 
 
-def _write(folder: Path, spec: dict) -> Path:
+def _write(folder: Path, spec: dict[str, object]) -> Path:
     path = folder / f"prop_{abs(hash(repr(spec)))}.py"
     path.write_text(textwrap.dedent(SOURCE.format(**spec)))
     return path
