@@ -23,6 +23,7 @@ from simstudy import streams
 from simstudy.batch import FAILED, OK
 from simstudy.errors import UsageError
 from simstudy.executors import SCHEDULERS, make_executor
+from simstudy.executors.dask import check_address
 from simstudy.grid import CHUNK_REPLICATES, Batch, batch_runs, points
 from simstudy.loader import load_study
 from simstudy.store import Store
@@ -138,6 +139,13 @@ def run(
             f"--max-errors must be >= 1, got {max_errors}.",
             hint="drop --max-errors to never stop on failures",
         )
+    if address is not None:
+        if scheduler != "distributed":
+            raise UsageError(
+                f"--address needs the distributed scheduler, not {scheduler!r}.",
+                hint="drop --scheduler when you pass --address",
+            )
+        check_address(address, insecure)  # before anything is written
     n_workers = workers or os.cpu_count() or 1
     path = Path(store) if store is not None else default_store(study)
     t0 = time.perf_counter()

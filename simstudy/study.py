@@ -347,13 +347,21 @@ class Study:
                 hint="decorate at least one function with @study.method",
             )
         known = {"rng", *self.factors, *self.fixed_inputs}
-        self._check_params(self.data_func, self.data_params, known, "data function")
+        self._check_params(
+            self.data_func,
+            self.data_params,
+            known,
+            f"data function {self.data_func.__name__!r}",
+        )
         for m in self.methods:
             self._check_params(m.func, m.params, known, f"method {m.name!r}")
         if callable(self.truth_values):
             params = self._params(self.truth_values, skip_first=False, what="truth")
             self._check_params(
-                self.truth_values, params, set(self.factors), "truth function"
+                self.truth_values,
+                params,
+                set(self.factors),
+                f"truth function {getattr(self.truth_values, '__name__', '?')!r}",
             )
 
     def _check_params(
@@ -367,7 +375,7 @@ class Study:
         for p in params:
             if p not in known and sig[p].default is inspect.Parameter.empty:
                 raise StudyError(
-                    f"{what} {getattr(func, '__name__', '?')!r} asks for parameter "
+                    f"{what} asks for parameter "
                     f"{p!r}, which is not a factor, fixed input or 'rng'; "
                     f"known names: {sorted(known)}.",
                     hint="rename the parameter to a factor name or give it a default",

@@ -211,7 +211,7 @@ class DistributedExecutor(_WindowedExecutor):
                 )
             self.client = Client(self.cluster)
         else:
-            _check_address(address, insecure)
+            check_address(address, insecure)
             try:
                 self.client = Client(address, timeout="10s")
             except OSError as exc:
@@ -247,7 +247,8 @@ class DistributedExecutor(_WindowedExecutor):
                 self.cluster.close(timeout=5)
 
 
-def _check_address(address: str, insecure: bool) -> None:
+def check_address(address: str, insecure: bool) -> None:
+    """Refuse a bad scheme, or plain tcp off loopback without ``insecure``."""
     from urllib.parse import urlparse
 
     url = urlparse(address if "://" in address else f"tcp://{address}")

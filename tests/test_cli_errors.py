@@ -1,0 +1,161 @@
+"""Bad input on the command line: exit 2, ``error:`` + ``hint:``, nothing written."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from simstudy.cli import main
+from tests.conftest import WriteStudy
+from tests.studies import GOOD_STUDY
+
+BAD_SYNTAX = "from simstudy import Study\nstudy = Study(\n"
+NO_STUDY = "x = 1\n"
+DUP_LEVELS = GOOD_STUDY.replace('"n": [5, 10]', '"n": [5, 5]')
+UNKNOWN_PARAM = GOOD_STUDY.replace("def gen(rng, n, eps)", "def gen(rng, n, eps, k)")
+IMPORT_RAISES = "from simstudy import Study\nraise ValueError('nope')\n"
+BAD_SEED = GOOD_STUDY.replace("seed=1", "seed=-1")
+NO_METHOD = GOOD_STUDY.split("@study.method")[0]
+
+# (study source written to study.py or None, argv, text expected in the error line)
+CASES = [
+    (BAD_SYNTAX, ["run", "study.py"], "study.py:2: syntax error"),
+    (NO_STUDY, ["run", "study.py"], "no Study found"),
+    (DUP_LEVELS, ["run", "study.py"], "duplicate levels"),
+    (UNKNOWN_PARAM, ["run", "study.py"], "asks for parameter 'k'"),
+    (IMPORT_RAISES, ["run", "study.py"], "study.py:2: importing the study file"),
+    (BAD_SEED, ["run", "study.py"], "seed must be a non-negative integer"),
+    (NO_METHOD, ["run", "study.py"], "has no method"),
+    (GOOD_STUDY, ["run", "study.txt"], "must be a Python file ending in .py"),
+    (GOOD_STUDY, ["run", "missing.py"], "no such study file"),
+    (GOOD_STUDY, ["bogus", "study.py"], "invalid choice: 'bogus'"),
+    (GOOD_STUDY, ["run"], "the following arguments are required: study"),
+    (GOOD_STUDY, ["run", "study.py", "--workers", "0"], "expected a number >= 1"),
+    (GOOD_STUDY, ["run", "study.py", "--workers", "abc"], "expected a whole number"),
+    (GOOD_STUDY, ["run", "study.py", "--batch-size", "-1"], "expected a number >= 1"),
+    (GOOD_STUDY, ["run", "study.py", "--max-errors", "0"], "expected a number >= 1"),
+    (GOOD_STUDY, ["run", "study.py", "--scheduler", "bogus"], "invalid choice"),
+    (GOOD_STUDY, ["run", "study.py", "--rng", "bogus"], "invalid choice"),
+    (
+        GOOD_STUDY,
+        [
+            "run",
+            "study.py",
+            "--scheduler",
+            "threads",
+            "--address",
+            "tcp://127.0.0.1:8786",
+        ],
+        "not allowed with argument",
+    ),
+    pytest.param(
+        GOOD_STUDY,
+        ["run", "study.py", "--address", "http://x:1"],
+        "has scheme 'http'",
+    ),
+    pytest.param(
+        GOOD_STUDY,
+        ["run", "study.py", "--address", "tcp://10.1.2.3:8786"],
+        "plain tcp to a non-loopback host",
+    ),
+    (GOOD_STUDY, ["status", "nowhere.zarr"], "is not a simstudy store"),
+    (GOOD_STUDY, ["status", "."], "is not a simstudy store"),
+    (GOOD_STUDY, ["status", "study.py"], "is not a simstudy store"),
+]
+
+IDS = [
+    "syntax-error",
+    "no-study",
+    "duplicate-levels",
+    "unknown-parameter",
+    "import-raises",
+    "negative-seed",
+    "no-method",
+    "not-py",
+    "missing-study",
+    "unknown-subcommand",
+    "missing-study-arg",
+    "workers-zero",
+    "workers-abc",
+    "batch-size-negative",
+    "max-errors-zero",
+    "scheduler-bogus",
+    "rng-bogus",
+    "address-with-scheduler",
+    "address-http",
+    "address-plain-tcp-remote",
+    "status-missing-store",
+    "status-not-a-store",
+    "status-study-without-store",
+]
+
+
+def _check_bad_input(
+    code: int, err: str, expected: str, cwd: Path, *, check_store: bool = True
+) -> None:
+    assert code == 2, err
+    lines = err.splitlines()
+    assert lines, "nothing on stderr"
+    assert lines[0].startswith("error: "), err
+    assert expected in lines[0], err
+    assert any(line.startswith("hint: ") for line in lines[1:]), err
+    assert "Traceback" not in err
+    if check_store:
+        assert not list(cwd.glob("*.zarr")), "a store was written on bad input"
+
+
+@pytest.mark.parametrize(("source", "argv", "expected"), CASES, ids=IDS)
+def test_bad_input_exits_2_with_error_and_hint(
+    write_study: WriteStudy,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    source: str,
+    argv: list[str],
+    expected: str,
+) -> None:
+    write_study(source)
+    write_study(source, name="study.txt")
+    monkeypatch.chdir(tmp_path)
+    code = main(argv)
+    out, err = capsys.readouterr()
+    _check_bad_input(code, err, expected, tmp_path)
+    assert "Traceback" not in out
+
+
+@pytest.mark.parametrize(
+    ("address", "expected"),
+    [
+        ("http://x:1", "has scheme 'http'"),
+        ("tcp://10.1.2.3:8786", "plain tcp to a non-loopback host"),
+    ],
+    ids=["http", "plain-tcp-remote"],
+)
+def test_bad_address_is_refused_without_connecting(
+    write_study: WriteStudy,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    address: str,
+    expected: str,
+) -> None:
+    write_study(GOOD_STUDY)
+    monkeypatch.chdir(tmp_path)
+    code = main(["run", "study.py", "--no-progress", "--address", address])
+    _, err = capsys.readouterr()
+    _check_bad_input(code, err, expected, tmp_path, check_store=False)
+
+
+def test_debug_shows_traceback(
+    write_study: WriteStudy,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    write_study(NO_STUDY)
+    monkeypatch.chdir(tmp_path)
+    assert main(["run", "study.py", "--debug"]) == 2
+    _, err = capsys.readouterr()
+    assert "Traceback" in err
+    assert "error: study.py: no Study found" in err
