@@ -44,10 +44,10 @@ META = ".simstudy"
 
 
 def _versions() -> dict[str, str]:
+    from importlib.metadata import version
+
     import dask
     import xarray
-
-    from importlib.metadata import version
 
     return {
         "simstudy": version("simstudy"),
