@@ -1,0 +1,179 @@
+"""docs/streams.md's recipes recompute real cubes bit for bit (STYLE B2.10)."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import json
+import re
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import simstudy
+from simstudy.streams import key as engine_key
+
+ROOT = Path(__file__).resolve().parents[1]
+DOC = ROOT / "docs" / "streams.md"
+GOLDEN = Path(__file__).parent / "data" / "golden_streams.json"
+SCHEMES = ("spawn", "pcg64-jump", "mt19937-jump")
+
+# A 2x2-point, 3-replicate, 2-method study; "noisy" takes rng.
+SMALL_SEED, SMALL_R = 7, 3
+SMALL_POINTS = [{"n": n, "mu": mu} for n in (5, 8) for mu in (0.0, 1.5)]
+SMALL_METHODS = ("mean", "noisy")
+SMALL_STUDY = """\
+from simstudy import Study
+
+study = Study(
+    "small",
+    factors={{"n": [5, 8], "mu": [0.0, 1.5]}},
+    replicates=3,
+    seed=7,
+    rng={scheme!r},
+)
+
+
+@study.data
+def normal(rng, n, mu):
+    return rng.normal(mu, 1.0, n)
+
+
+@study.method
+def mean(x):
+    return {{"estimate": x.mean()}}
+
+
+@study.method
+def noisy(x, rng):
+    return {{"estimate": x.mean() + rng.standard_normal()}}
+"""
+
+
+def doc_key(obj: object) -> int:
+    """The key recipe exactly as docs/streams.md prints it."""
+    text = json.dumps(obj, sort_keys=True, separators=(",", ":"))
+    digest = hashlib.blake2b(text.encode("utf-8"), digest_size=8).digest()
+    return int.from_bytes(digest, "little")
+
+
+def recipe_block() -> str:
+    text = DOC.read_text()
+    head = text.index("## Recompute any cell with plain numpy")
+    m = re.search(r"```python\n(.*?)```", text[head:], re.DOTALL)
+    assert m, "no python block under the recompute heading"
+    return m.group(1)
+
+
+def run_small(tmp_path: Path, scheme: str) -> tuple[np.ndarray, np.ndarray]:
+    path = tmp_path / f"small_{scheme}.py"
+    path.write_text(SMALL_STUDY.format(scheme=scheme))
+    store = tmp_path / f"{scheme}.zarr"
+    simstudy.run(path, store=store, scheduler="synchronous")
+    ds = simstudy.open_results(store).load()
+    assert ds["estimate"].dims == ("n", "mu", "replicate", "method")
+    assert list(ds["method"].values) == list(SMALL_METHODS)
+    return ds["status"].values, ds["estimate"].values
+
+
+def cube_sha256(status: np.ndarray, estimate: np.ndarray) -> str:
+    """SHA-256 of the int8 status and float64 estimate arrays, C order."""
+    h = hashlib.sha256()
+    h.update(np.ascontiguousarray(status, dtype=np.int8).tobytes())
+    h.update(np.ascontiguousarray(estimate, dtype="<f8").tobytes())
+    return h.hexdigest()
+
+
+def recompute_small(scheme: str) -> np.ndarray:
+    """Every cell of the small study from plain numpy, following the doc."""
+    seed, nr, nm = SMALL_SEED, SMALL_R, len(SMALL_METHODS)
+    out = np.empty((2, 2, nr, nm))
+    gens: dict[int, np.random.Generator] = {}
+    if scheme == "pcg64-jump":
+
+        def stream(k: int) -> np.random.Generator:
+            return np.random.Generator(np.random.PCG64(seed).jumped(k))
+
+    elif scheme == "mt19937-jump":
+        # chain single jumps upward, as the doc says
+        bg = np.random.MT19937(seed)
+        for k in range(len(SMALL_POINTS) * nr * (nm + 1)):
+            gens[k] = np.random.Generator(bg)
+            bg = bg.jumped(1)
+
+        def stream(k: int) -> np.random.Generator:
+            return gens[k]
+
+    for p, point in enumerate(SMALL_POINTS):
+        i, j = divmod(p, 2)
+        for r in range(nr):
+            if scheme == "spawn":
+                ss = np.random.SeedSequence(seed, spawn_key=(doc_key(point), r))
+                data_rng = np.random.Generator(np.random.PCG64(ss))
+                ss = np.random.SeedSequence(
+                    seed, spawn_key=(doc_key(point), r, doc_key("noisy"))
+                )
+                noisy_rng = np.random.Generator(np.random.PCG64(ss))
+            else:
+                data_rng = stream(((p * nr + r) * (nm + 1)) + 0)
+                noisy_rng = stream(((p * nr + r) * (nm + 1)) + 1 + 1)
+            x = data_rng.normal(point["mu"], 1.0, int(point["n"]))
+            out[i, j, r, 0] = x.mean()
+            out[i, j, r, 1] = x.mean() + noisy_rng.standard_normal()
+    return out
+
+
+def test_doc_recipe_matches_real_store(tmp_path: Path) -> None:
+    source = (ROOT / "studies" / "location.py").read_text()
+    assert "replicates=2000," in source
+    path = tmp_path / "location.py"
+    path.write_text(source.replace("replicates=2000,", "replicates=20,"))
+    store = tmp_path / "s.zarr"
+    simstudy.run(path, store=store, scheduler="synchronous")
+    ds = simstudy.open_results(store)
+    # a dict: the keyword method= would be xarray's sel(method=...) argument
+    cell = ds.sel({"n": 100, "eps": 0.1, "replicate": 17, "method": "median"})
+    assert int(cell["status"]) == 1
+    stored = float(cell["estimate"].values)
+
+    code = recipe_block()
+    imports = set(re.findall(r"^(?:import|from) (\w+)", code, re.MULTILINE))
+    assert imports <= {"numpy", "json", "hashlib", "scipy"}
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        exec(compile(code, str(DOC), "exec"), {"__name__": "__doc__"})  # noqa: S102 (runs the doc recipe)
+    printed = float(buf.getvalue().strip())
+    assert printed == stored
+
+
+def test_doc_key_recipe_is_the_engines() -> None:
+    text = DOC.read_text()
+    block = textwrap.dedent(
+        """\
+        def key(obj) -> int:   # obj: plain Python values (int, float, str, bool)
+            text = json.dumps(obj, sort_keys=True, separators=(",", ":"))
+        """
+    )
+    assert block in text
+    for obj in ("median", {"n": 100, "eps": 0.1}, {"n": 5, "mu": 0.0}, 3):
+        assert doc_key(obj) == engine_key(obj)
+
+
+@pytest.mark.parametrize("scheme", SCHEMES)
+def test_every_cell_recomputes_with_plain_numpy(tmp_path: Path, scheme: str) -> None:
+    status, estimate = run_small(tmp_path, scheme)
+    assert (status == 1).all()
+    expected = recompute_small(scheme)
+    assert estimate.tobytes() == expected.tobytes()
+    np.testing.assert_array_equal(estimate, expected)
+
+
+@pytest.mark.parametrize("scheme", SCHEMES)
+def test_small_cube_matches_golden(tmp_path: Path, scheme: str) -> None:
+    golden = json.loads(GOLDEN.read_text())["schemes"][scheme]["cube"]
+    status, estimate = run_small(tmp_path, scheme)
+    assert estimate.ravel().tolist() == golden["estimate"]
+    assert cube_sha256(status, estimate) == golden["sha256"]
