@@ -153,7 +153,7 @@ def test_doc_key_recipe_is_the_engines() -> None:
     text = DOC.read_text()
     block = textwrap.dedent(
         """\
-        def key(obj) -> int:   # obj: plain Python values (int, float, str, bool)
+        def key(obj) -> int:  # obj: plain Python values (int, float, str, bool)
             text = json.dumps(obj, sort_keys=True, separators=(",", ":"))
         """
     )
