@@ -223,6 +223,14 @@ def _run_open(
         on_start(executor.description + _dashboard(executor))
     failed_now = 0
     signals = _Signals()
+
+    def emit() -> None:
+        if on_progress is not None:
+            stopping = report.interrupted or report.stopped_on_errors
+            elapsed = time.perf_counter() - t0
+            failed = report.failed - failed_before
+            on_progress(Progress(report.computed, total, failed, elapsed, stopping))
+
     try:
         results = executor.results(
             _batches(study, grid, pending, size), st.output_specs
@@ -232,16 +240,7 @@ def _run_open(
                 if signals.count and not report.interrupted:
                     report.interrupted = True
                     executor.stop_submitting()
-                    if on_progress is not None:
-                        on_progress(
-                            Progress(
-                                report.computed,
-                                total,
-                                failed_now,
-                                time.perf_counter() - t0,
-                                True,
-                            )
-                        )
+                    emit()
                 result = next(results, None)
                 if result is None:
                     break
@@ -257,16 +256,7 @@ def _run_open(
                 if max_errors is not None and failed_now >= max_errors:
                     report.stopped_on_errors = True
                     executor.stop_submitting()
-                if on_progress is not None:
-                    on_progress(
-                        Progress(
-                            report.computed,
-                            total,
-                            failed_now,
-                            time.perf_counter() - t0,
-                            report.interrupted or report.stopped_on_errors,
-                        )
-                    )
+                emit()
             except KeyboardInterrupt:
                 # raised by the signal handler outside a store write
                 report.interrupted = True
