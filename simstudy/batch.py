@@ -241,7 +241,6 @@ def _load(payload: bytes) -> Study:
 
 def install(token: str, payload: bytes) -> None:
     """Unpickle a study once in this process (a pool initializer)."""
-    os.environ.setdefault("SIMSTUDY_WORKER", "1")
     _installed[token] = _load(payload)
 
 
