@@ -208,13 +208,18 @@ def run_batch(
                     rows[name][i, j] = arr
             except Exception as exc:
                 status[i, j] = FAILED
-                where = "data function" if exc is data_error else "method"
+                if isinstance(exc, _TaskFailure):
+                    message = str(exc)
+                elif exc is data_error:
+                    message = f"data function: {exc}"
+                else:
+                    message = f"method {method.name!r}: {exc}"
                 failures.append(
                     {
                         "replicate": r,
                         "method": method.name,
                         "type": type(exc).__name__,
-                        "message": f"{where}: {exc}"[:2000],
+                        "message": message[:2000],
                         "traceback": ""
                         if isinstance(exc, _TaskFailure)
                         else _user_traceback(exc, study.source_file),

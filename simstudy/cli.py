@@ -183,7 +183,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
         print(f"stopped after {args.max_errors} failed tasks (--max-errors).", file=err)
     if report.failed and not report.interrupted:
         print(
-            "hint: some tasks failed; rerun with --retry-failed after fixing them.",
+            f"hint: some tasks failed; details in {report.store}/.simstudy/failures/. "
+            "--retry-failed reruns them; after editing the study use --restart.",
             file=err,
         )
     return report.exit_code
