@@ -1,7 +1,7 @@
 """simstudy: simulation studies with reproducible parallel random numbers.
 
 Public API: :class:`Study`, :func:`load_study`, :func:`run`,
-:func:`open_results` and the error classes. Everything else is internal.
+:func:`open_results`, :func:`summarize` and the error classes. Everything else is internal.
 Heavy names are resolved lazily so ``import simstudy.batch`` on a worker
 stays light.
 """
@@ -23,6 +23,7 @@ from simstudy.study import Study
 if TYPE_CHECKING:
     from simstudy.runner import run
     from simstudy.store import open_results
+    from simstudy.summary import summarize
 
 __version__ = "0.1.0"
 
@@ -36,6 +37,7 @@ __all__ = [
     "load_study",
     "open_results",
     "run",
+    "summarize",
 ]
 
 
@@ -48,4 +50,8 @@ def __getattr__(name: str) -> Any:
         from simstudy.store import open_results
 
         return open_results
+    if name == "summarize":
+        from simstudy.summary import summarize
+
+        return summarize
     raise AttributeError(f"module 'simstudy' has no attribute {name!r}")

@@ -29,5 +29,6 @@ def test_lazy_names_resolve():
 
     assert callable(simstudy.run)
     assert callable(simstudy.open_results)
+    assert callable(simstudy.summarize)
     with pytest.raises(AttributeError, match="has no attribute 'nope'"):
         _ = simstudy.nope

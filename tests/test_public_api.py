@@ -14,4 +14,4 @@ def test_all_is_sorted_and_complete():
         and not isinstance(getattr(simstudy, name, None), type(simstudy))
     }
     assert simstudy.__all__ == sorted(simstudy.__all__)
-    assert set(simstudy.__all__) == public | {"run", "open_results"}
+    assert set(simstudy.__all__) == public | {"run", "open_results", "summarize"}

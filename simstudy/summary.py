@@ -1,0 +1,226 @@
+"""Performance measures of a result cube, each with its Monte Carlo SE.
+
+``summarize(cube)`` reduces a cube with dims ``(*factors, replicate, method)``
+over ``replicate`` into an ``xr.Dataset`` with dims ``(*factors, method)``
+holding the measures of Morris, White & Crowther (2019, Stat Med 38:2074,
+Table 6) and ``n_ok, n_failed, n_pending``. Only tasks with status 1 (ok)
+count. Measures that cannot be computed are absent and listed, with the
+reason, in ``result.attrs["skipped"]``.
+
+Layers: imports ``errors`` only (plus numpy and xarray).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+
+import numpy as np
+import xarray as xr
+
+from simstudy.errors import UsageError
+
+__all__ = ["summarize"]
+
+REP = "replicate"
+METHOD = "method"
+OK, FAILED, PENDING = 1, 2, 0
+
+Truth = float | Mapping[str, float] | None
+
+
+def summarize(
+    cube: xr.Dataset,
+    *,
+    estimate: str = "estimate",
+    truth: Truth = None,
+    se: str | None = None,
+    ci: tuple[str, str] | None = None,
+    p: str | None = None,
+    alpha: float = 0.05,
+    level: float = 0.95,
+    reference: str | None = None,
+) -> xr.Dataset:
+    """Return per design point x method performance measures and their MCSEs."""
+    for name in (estimate, se, p, *(ci or ())):
+        _check_output(cube, name)
+    methods = [str(m) for m in cube[METHOD].values]
+    if reference is not None and reference not in methods:
+        raise UsageError(
+            f"unknown reference method {reference!r}",
+            hint=f"choose one of: {', '.join(methods)}",
+        )
+    cube = cube.load()
+    factors = [str(d) for d in cube[estimate].dims if d not in (REP, METHOD)]
+    ok = cube["status"] == OK
+    out: dict[str, xr.DataArray] = _counts(cube["status"])
+    skipped: dict[str, str] = {}
+    theta = _truth(cube, estimate, truth, factors)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        x = cube[estimate]
+        n = out["n_ok"].astype(np.float64)
+        mean, sd = _mean_sd(x, ok, n)
+        out["mean"], out["mean_mcse"] = mean, sd / _sqrt(n)
+        out["empse"], out["empse_mcse"] = sd, sd / _sqrt(2.0 * (n - 1.0))
+        if theta is None:
+            why = f"no truth for output {estimate!r} (pass truth= or study.truth)"
+            for m in ("bias", "relbias", "mse", "rmse", "coverage"):
+                skipped[m] = why
+        else:
+            out.update(_bias_measures(x, ok, n, mean, sd, theta))
+        if se is None:
+            for m in ("modelse", "relerr_modelse"):
+                skipped[m] = "no standard-error output declared (pass se=)"
+        else:
+            out.update(_modelse(cube[se], ok, n, sd))
+        if ci is None:
+            for m in ("coverage", "becoverage"):
+                skipped[m] = "no interval outputs declared (pass ci=(lo, hi))"
+        else:
+            lo, hi = cube[ci[0]], cube[ci[1]]
+            if theta is not None:
+                out.update(_share("coverage", (lo <= theta) & (theta <= hi), ok, n))
+            out.update(_share("becoverage", (lo <= mean) & (mean <= hi), ok, n))
+        if p is None:
+            skipped["power"] = "no p-value output declared (pass p=)"
+        else:
+            out.update(_share("power", cube[p] < alpha, ok, n))
+        if reference is None:
+            skipped["relprec"] = "no reference method (pass reference=)"
+        else:
+            out.update(_relprec(x, ok, reference))
+    order = [*factors, METHOD]
+    data = {k: v.transpose(*order) for k, v in out.items()}
+    attrs = {
+        "estimate": estimate,
+        "alpha": alpha,
+        "level": level,
+        "reference": reference,
+        "skipped": skipped,
+    }
+    return xr.Dataset(data, attrs=attrs)
+
+
+def _sqrt(a: xr.DataArray) -> xr.DataArray:
+    return a**0.5
+
+
+def _check_output(cube: xr.Dataset, name: str | None) -> None:
+    if name is None or name in cube.data_vars:
+        return
+    outputs = [str(v) for v in cube.data_vars if REP in cube[v].dims]
+    raise UsageError(
+        f"unknown output {name!r}",
+        hint=f"the cube's outputs are: {', '.join(sorted(outputs))}",
+    )
+
+
+def _counts(status: xr.DataArray) -> dict[str, xr.DataArray]:
+    return {
+        key: (status == code).sum(REP).astype(np.int64)
+        for key, code in (("n_ok", OK), ("n_failed", FAILED), ("n_pending", PENDING))
+    }
+
+
+def _mean_sd(
+    x: xr.DataArray, ok: xr.DataArray, n: xr.DataArray
+) -> tuple[xr.DataArray, xr.DataArray]:
+    """Mean and sample SD (divisor n-1) of ``x`` over ok replicates."""
+    mean = x.where(ok, 0.0).sum(REP) / n
+    ss = ((x - mean).where(ok, 0.0) ** 2).sum(REP)
+    return mean, (ss / (n - 1.0)) ** 0.5
+
+
+def _truth(
+    cube: xr.Dataset, estimate: str, truth: Truth, factors: list[str]
+) -> xr.DataArray | None:
+    """The true value per design point, or None when none is known."""
+    if isinstance(truth, Mapping):
+        value = truth.get(estimate)
+        return None if value is None else xr.DataArray(float(value))
+    if truth is not None:
+        return xr.DataArray(float(truth))
+    meta = cube.attrs.get("simstudy", {})
+    stored = meta.get("truth") if isinstance(meta, Mapping) else None
+    if not stored:
+        return None
+    coords = {f: cube[f] for f in factors}
+    shape = tuple(cube.sizes[f] for f in factors)
+    values = np.full(shape, np.nan)
+    for idx in np.ndindex(*shape):
+        point = {f: cube[f].values[i].item() for f, i in zip(factors, idx, strict=True)}
+        entry = stored.get(json.dumps(point, sort_keys=True), {})
+        if entry.get(estimate) is not None:
+            values[idx] = float(entry[estimate])
+    if np.isnan(values).all():
+        return None
+    return xr.DataArray(values, dims=factors, coords=coords)
+
+
+def _bias_measures(
+    x: xr.DataArray,
+    ok: xr.DataArray,
+    n: xr.DataArray,
+    mean: xr.DataArray,
+    sd: xr.DataArray,
+    theta: xr.DataArray,
+) -> dict[str, xr.DataArray]:
+    bias, bias_mcse = mean - theta, sd / _sqrt(n)
+    sq = (x - theta) ** 2
+    mse = sq.where(ok, 0.0).sum(REP) / n
+    mse_ss = ((sq - mse).where(ok, 0.0) ** 2).sum(REP)
+    mse_mcse = _sqrt(mse_ss / (n * (n - 1.0)))
+    rmse = _sqrt(mse)
+    zero = theta == 0
+    return {
+        "bias": bias,
+        "bias_mcse": bias_mcse,
+        "relbias": (bias / theta).where(~zero),
+        "relbias_mcse": (bias_mcse / abs(theta)).where(~zero),
+        "mse": mse,
+        "mse_mcse": mse_mcse,
+        "rmse": rmse,
+        "rmse_mcse": mse_mcse / (2.0 * rmse),
+    }
+
+
+def _modelse(
+    se: xr.DataArray, ok: xr.DataArray, n: xr.DataArray, empse: xr.DataArray
+) -> dict[str, xr.DataArray]:
+    v_mean, v_sd = _mean_sd(se**2, ok, n)
+    modelse = _sqrt(v_mean)
+    var_v = v_sd**2
+    ratio = modelse / empse
+    rel_var = var_v / (4.0 * n * modelse**4) + 1.0 / (2.0 * (n - 1.0))
+    return {
+        "modelse": modelse,
+        "modelse_mcse": _sqrt(var_v / (4.0 * n * v_mean)),
+        "relerr_modelse": 100.0 * (ratio - 1.0),
+        "relerr_modelse_mcse": 100.0 * ratio * _sqrt(rel_var),
+    }
+
+
+def _share(
+    name: str, hit: xr.DataArray, ok: xr.DataArray, n: xr.DataArray
+) -> dict[str, xr.DataArray]:
+    share = hit.where(ok, False).sum(REP) / n
+    return {name: share, f"{name}_mcse": _sqrt(share * (1.0 - share) / n)}
+
+
+def _relprec(
+    x: xr.DataArray, ok: xr.DataArray, reference: str
+) -> dict[str, xr.DataArray]:
+    """Relative % precision vs ``reference`` over replicates where both are ok."""
+    both = ok & ok.sel({METHOD: reference}, drop=True)
+    n = both.sum(REP).astype(np.float64)
+    mean, sd = _mean_sd(x, both, n)
+    ref = x.sel({METHOD: reference}, drop=True)
+    ref_mean, ref_sd = _mean_sd(ref, both, n)
+    cross = ((x - mean) * (ref - ref_mean)).where(both, 0.0).sum(REP)
+    rho = cross / (n - 1.0) / (sd * ref_sd)
+    ratio2 = (ref_sd / sd) ** 2
+    one_minus = (1.0 - rho**2).clip(min=0.0)
+    return {
+        "relprec": 100.0 * (ratio2 - 1.0),
+        "relprec_mcse": 200.0 * ratio2 * _sqrt(one_minus / (n - 1.0)),
+    }
