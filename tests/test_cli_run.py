@@ -49,6 +49,18 @@ def _env() -> dict[str, str]:
     return env
 
 
+def _simstudy(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m simstudy ARGS`` in tmp_path to completion."""
+    return subprocess.run(
+        _cmd(*args),
+        cwd=tmp_path,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
 def _write(tmp_path: Path, source: str = SLOW) -> Path:
     path = tmp_path / "slow.py"
     path.write_text(textwrap.dedent(source))
@@ -80,14 +92,7 @@ def reference(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 def test_exit_0_default_local_cluster(tmp_path, reference):
     path = _write(tmp_path)
-    proc = subprocess.run(
-        _cmd("run", str(path), "--no-progress"),
-        cwd=tmp_path,
-        env=_env(),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    proc = _simstudy(tmp_path, "run", str(path), "--no-progress")
     assert proc.returncode == 0, proc.stderr
     assert "240 ok, 0 failed, 0 pending" in proc.stdout
     store = tmp_path / "slow.zarr"  # the default store: ./<stem>.zarr
@@ -102,14 +107,7 @@ def test_exit_3_when_tasks_fail(tmp_path):
             "time.sleep(0.01)", "if x[0] > 1.5:\n        raise RuntimeError('boom')"
         ),
     )
-    proc = subprocess.run(
-        _cmd("run", str(path), "--scheduler", "processes"),
-        cwd=tmp_path,
-        env=_env(),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    proc = _simstudy(tmp_path, "run", str(path), "--scheduler", "processes")
     assert proc.returncode == 3, proc.stderr
     assert "hint: some tasks failed" in proc.stderr
     ds = assert_store_consistent(tmp_path / "slow.zarr")
@@ -118,14 +116,7 @@ def test_exit_3_when_tasks_fail(tmp_path):
 
 def test_exit_2_bad_study_writes_nothing(tmp_path):
     path = _write(tmp_path, SLOW.replace("replicates=60", "replicates=0"))
-    proc = subprocess.run(
-        _cmd("run", str(path)),
-        cwd=tmp_path,
-        env=_env(),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    proc = _simstudy(tmp_path, "run", str(path))
     assert proc.returncode == 2
     assert proc.stderr.startswith("error: slow.py:")
     assert "replicates must be >= 1" in proc.stderr
@@ -161,14 +152,7 @@ def test_exit_130_on_signal_then_resume(tmp_path, reference, sig):
     ds = assert_store_consistent(store)
     done = int((ds.status.values == 1).sum())
     assert 20 <= done < 240
-    again = subprocess.run(
-        _cmd("run", str(path), "--scheduler", "synchronous"),
-        cwd=tmp_path,
-        env=_env(),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    again = _simstudy(tmp_path, "run", str(path), "--scheduler", "synchronous")
     assert again.returncode == 0, again.stderr
     assert f"computed {240 - done:,}" in again.stdout
     assert cube_digest(store) == reference
@@ -192,14 +176,7 @@ def test_kill_9_then_resume_gives_the_same_cube(tmp_path, reference):
     # the workers of a killed driver do not run on forever
     _gone, alive = psutil.wait_procs(children, timeout=30)
     assert not alive, f"orphaned workers still running: {alive}"
-    again = subprocess.run(
-        _cmd("run", str(path)),
-        cwd=tmp_path,
-        env=_env(),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    again = _simstudy(tmp_path, "run", str(path))
     assert again.returncode == 0, again.stderr
     ds = assert_store_consistent(store)
     assert (ds.status.values == 1).all()
