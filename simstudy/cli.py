@@ -18,10 +18,9 @@ from pathlib import Path
 from typing import Any, NoReturn, TextIO
 
 from simstudy.errors import SimstudyError, UsageError
+from simstudy.runner import EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_OK
 
 __all__ = ["main"]
-
-EXIT_OK, EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INTERRUPTED = 0, 2, 3, 130
 
 
 class _Parser(argparse.ArgumentParser):

@@ -29,7 +29,19 @@ from simstudy.loader import load_study
 from simstudy.store import Store
 from simstudy.study import Study
 
-__all__ = ["Progress", "RunReport", "default_store", "run"]
+__all__ = [
+    "EXIT_BAD_INPUT",
+    "EXIT_FAILED",
+    "EXIT_INTERRUPTED",
+    "EXIT_OK",
+    "Progress",
+    "RunReport",
+    "default_store",
+    "run",
+]
+
+# the CLI's exit codes (DESIGN §6), decided here because a run's outcome is
+EXIT_OK, EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INTERRUPTED = 0, 2, 3, 130
 
 
 @dataclass(slots=True)
@@ -62,8 +74,8 @@ class RunReport:
     @property
     def exit_code(self) -> int:
         if self.interrupted:
-            return 130
-        return 3 if self.failed or self.stopped_on_errors else 0
+            return EXIT_INTERRUPTED
+        return EXIT_FAILED if self.failed or self.stopped_on_errors else EXIT_OK
 
 
 def default_store(study: Study) -> Path:

@@ -9,14 +9,12 @@ Layers: imports ``study, grid, batch, errors`` (and xarray, zarr, numpy).
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import platform
 import socket
 import time
 import warnings
-from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -365,10 +363,6 @@ class Store:
         )
         return out
 
-    def failures(self) -> list[dict[str, Any]]:
-        """Return every recorded failure (of tasks whose status is failed)."""
-        return read_failures(self.path)
-
     # ---- writing -----------------------------------------------------
     def write(
         self, result: BatchResult, pidx: tuple[int, ...], midx: np.ndarray[Any, Any]
@@ -549,15 +543,3 @@ def open_results(path: str | os.PathLike[str]) -> xr.Dataset:
     # ``sel(method=...)`` keyword (nearest-neighbour lookup) shadows the dim.
     ds: xr.Dataset = xr.open_zarr(str(p), consolidated=True)
     return ds
-
-
-@contextlib.contextmanager
-def read_store(path: str | os.PathLike[str]) -> Iterator[zarr.Group]:
-    """Open a store's zarr group read-only."""
-    p = Path(path)
-    if not (p / "zarr.json").is_file():
-        raise StoreError(
-            f"{path} is not a simstudy store (no zarr.json).",
-            hint="pass the .zarr directory that `simstudy run` wrote",
-        )
-    yield zarr.open_group(str(p), mode="r")

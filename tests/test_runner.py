@@ -302,3 +302,16 @@ def test_jump_scheme_refuses_extension(tmp_path):
     path.write_text(path.read_text().replace("replicates=3", "replicates=4"))
     with pytest.raises(FingerprintMismatch, match="positional 'pcg64-jump' scheme"):
         simstudy.run(path, store=tmp_path / "s.zarr", scheduler="synchronous")
+
+
+def test_task_numbering_is_point_major_method_minor():
+    from simstudy.grid import task_index, task_of
+
+    seen = []
+    for p in range(3):
+        for r in range(4):
+            for m in range(2):
+                t = task_index(p, r, m, replicates=4, methods=2)
+                assert task_of(t, replicates=4, methods=2) == (p, r, m)
+                seen.append(t)
+    assert seen == list(range(24))
