@@ -8,7 +8,6 @@ Layers: imports ``study, grid, streams, errors`` (and numpy).
 
 from __future__ import annotations
 
-import math
 import numbers
 import os
 import socket
@@ -135,99 +134,235 @@ def _to_outputs(
 
 
 class _Streams:
-    """Give the data and method Generators of one batch under its scheme."""
+    """Give the data and method Generators of one batch under its scheme.
+
+    States for the whole batch are derived up front (vectorised for spawn);
+    each stream is then a state reset on a reused bit generator. One
+    Reseeder serves the data stream and one the method streams, so a
+    method's Generator never disturbs the replicate's data Generator.
+    """
 
     def __init__(self, study: Study, batch: Batch) -> None:
         self.study = study
         self.batch = batch
-        self.pkey = streams.point_key(dict(batch.levels))
-        self.mkeys = [streams.key(m.name) for m in study.methods]
         self.nm = len(study.methods)
+        self.data_src = streams.Reseeder()
+        self.method_src = streams.Reseeder()
+        self.spawn: dict[int, list[tuple[int, int]]] = {}
+        if study.scheme == "spawn":
+            self.pkey = streams.point_key(dict(batch.levels))
+            self.reps = np.arange(batch.start, batch.stop)
+            if "rng" in study.data_params:
+                self.spawn[-1] = streams.spawn_states(
+                    study.seed, (self.pkey,), self.reps
+                )
+        elif study.scheme == "pcg64-jump":
+            self.base = streams.pcg64_base(study.seed)
 
-    def _slot(self, r: int, slot: int) -> Any:
-        s = self.study
+    def _method_states(self, m: int) -> list[tuple[int, int]]:
+        states = self.spawn.get(m)
+        if states is None:
+            mkey = streams.key(self.study.methods[m].name)
+            states = self.spawn[m] = streams.spawn_states(
+                self.study.seed, (self.pkey,), self.reps, (mkey,)
+            )
+        return states
+
+    def _slot(self, src: streams.Reseeder, i: int, slot: int) -> Any:
+        s, b = self.study, self.batch
         if s.scheme == "pcg64-jump":
             k = streams.jump_index(
-                self.batch.point, r, slot, replicates=s.replicates, methods=self.nm
+                b.point, b.start + i, slot, replicates=s.replicates, methods=self.nm
             )
-            return streams.pcg64_jumped(s.seed, k)
-        row = (r - self.batch.start) * (self.nm + 1) + slot
-        return streams.mt_generator(self.batch.mt_states[row])
+            return src.pcg64_jumped(self.base, k)
+        return src.mt19937(b.mt_states[i * (self.nm + 1) + slot])
 
-    def data(self, r: int) -> Any:
+    def data(self, i: int) -> Any:
+        """The data Generator of the batch's ``i``-th replicate."""
         if self.study.scheme == "spawn":
-            return streams.data_generator(self.study.seed, self.pkey, r)
-        return self._slot(r, 0)
+            return self.data_src.pcg64(self.spawn[-1][i])
+        return self._slot(self.data_src, i, 0)
 
-    def method(self, r: int, m: int) -> Any:
+    def method(self, i: int, m: int) -> Any:
+        """The Generator of method ``m`` in the batch's ``i``-th replicate."""
         if self.study.scheme == "spawn":
-            return streams.method_generator(
-                self.study.seed, self.pkey, r, self.mkeys[m]
-            )
-        return self._slot(r, 1 + m)
+            return self.method_src.pcg64(self._method_states(m)[i])
+        return self._slot(self.method_src, i, 1 + m)
+
+
+def _failure(
+    r: int, method: str, exc: BaseException, message: str, source: str | None
+) -> dict[str, Any]:
+    return {
+        "replicate": r,
+        "method": method,
+        "type": type(exc).__name__,
+        "message": message[:2000],
+        "traceback": ""
+        if isinstance(exc, _TaskFailure)
+        else _user_traceback(exc, source),
+    }
 
 
 def run_batch(
     study: Study, batch: Batch, specs: dict[str, tuple[int, ...]] | None = None
 ) -> BatchResult:
-    """Run every task of a batch; failures become records, never exceptions."""
+    """Run every task of a batch; failures become records, never exceptions.
+
+    The loop only calls user code and keeps raw return values; checking and
+    converting them happens afterwards per method, vectorised when every
+    value has the same form (see ``_collect``).
+    """
     specs = dict(specs or {})
     b, k = batch.stop - batch.start, len(batch.methods)
     status = np.zeros((b, k), np.int8)
-    seconds = np.full((b, k), np.nan, np.float32)
+    seconds = np.full((b, k), np.nan, np.float64)
     started = np.full((b, k), np.nan, np.float64)
-    rows: dict[str, np.ndarray[Any, Any]] = {}
-    failures: list[dict[str, Any]] = []
+    raw: list[list[Any]] = [[None] * b for _ in range(k)]
+    failures: list[tuple[int, int, dict[str, Any]]] = []  # (i, j, record)
     levels = dict(batch.levels)
     values = {**levels, **study.fixed_inputs}
     src = _Streams(study, batch)
     data_func: Callable[..., Any] = study.data_func  # type: ignore[assignment]
-    for i, r in enumerate(range(batch.start, batch.stop)):
-        t0 = time.time()
-        c0 = time.perf_counter()
+    data_kw = _kwargs(study.data_params, values, None)
+    data_rng = "rng" in study.data_params
+    methods = [study.methods[m] for m in batch.methods]
+    method_kw = [_kwargs(m.params, values, None) for m in methods]
+    perf = time.perf_counter
+    wall0, perf0 = time.time(), perf()
+    for i in range(b):
+        c0 = perf()
+        data_error: BaseException | None = None
         try:
-            data = data_func(**_kwargs(study.data_params, values, src.data(r)))
-            data_error: BaseException | None = None
+            if data_rng:
+                data_kw["rng"] = src.data(i)
+            data = data_func(**data_kw)
         except Exception as exc:
             data_error = exc
-        data_time = time.perf_counter() - c0
-        for j, m in enumerate(batch.methods):
-            method = study.methods[m]
-            started[i, j] = t0 if j == 0 else time.time()
-            c1 = time.perf_counter()
+        c1 = c0
+        for j, method in enumerate(methods):
             try:
                 if data_error is not None:
                     raise data_error
-                rng = src.method(r, m) if method.takes_rng else None
-                value = method.func(data, **_kwargs(method.params, values, rng))
-                outs = _to_outputs(method.name, value, specs, levels)
+                kw = method_kw[j]
+                if method.takes_rng:
+                    kw["rng"] = src.method(i, batch.methods[j])
+                raw[j][i] = method.func(data, **kw)
                 status[i, j] = OK
-                for name, arr in outs.items():
-                    if name not in rows:
-                        rows[name] = np.full((b, k, *arr.shape), np.nan)
-                    rows[name][i, j] = arr
             except Exception as exc:
                 status[i, j] = FAILED
-                if isinstance(exc, _TaskFailure):
-                    message = str(exc)
-                elif exc is data_error:
+                if exc is data_error:
                     message = f"data function: {exc}"
                 else:
                     message = f"method {method.name!r}: {exc}"
-                failures.append(
-                    {
-                        "replicate": r,
-                        "method": method.name,
-                        "type": type(exc).__name__,
-                        "message": message[:2000],
-                        "traceback": ""
-                        if isinstance(exc, _TaskFailure)
-                        else _user_traceback(exc, study.source_file),
-                    }
+                record = _failure(
+                    batch.start + i, method.name, exc, message, study.source_file
                 )
-            elapsed = time.perf_counter() - c1 + (data_time if j == 0 else 0.0)
-            seconds[i, j] = elapsed if math.isfinite(elapsed) else np.nan
-    return BatchResult(batch, status, seconds, started, rows, failures, worker_name())
+                failures.append((i, j, record))
+            c2 = perf()
+            started[i, j] = c1
+            seconds[i, j] = c2 - c1  # the first method also carries the data time
+            c1 = c2
+    started += wall0 - perf0
+    rows: dict[str, np.ndarray[Any, Any]] = {}
+    for j, method in enumerate(methods):
+        _collect(method.name, j, raw[j], status, rows, specs, levels, failures, batch)
+    seconds[~np.isfinite(seconds)] = np.nan
+    failures.sort(key=lambda f: (f[0], f[1]))
+    return BatchResult(
+        batch,
+        status,
+        seconds.astype(np.float32),
+        started,
+        rows,
+        [f[2] for f in failures],
+        worker_name(),
+    )
+
+
+def _collect(
+    name: str,
+    j: int,
+    values: list[Any],
+    status: np.ndarray[Any, Any],
+    rows: dict[str, np.ndarray[Any, Any]],
+    specs: dict[str, tuple[int, ...]],
+    levels: Mapping[str, Any],
+    failures: list[tuple[int, int, dict[str, Any]]],
+    batch: Batch,
+) -> None:
+    """Check method ``j``'s return values and place them in ``rows``.
+
+    Fast path: every value is a number, or every value a dict with the same
+    keys, and each output stacks into one numeric array of the expected
+    shape. Anything else goes value by value through ``_to_outputs`` (the
+    same rules), which names the task, output and problem.
+    """
+    ok = np.flatnonzero(status[:, j] == OK)
+    if len(ok) == 0:
+        return
+    b, k = status.shape
+    vals = [values[i] for i in ok]
+    stacked = _stack(name, vals, specs, levels)
+    if stacked is not None:
+        for out, arr in stacked.items():
+            if out not in rows:
+                rows[out] = np.full((b, k, *arr.shape[1:]), np.nan)
+            rows[out][ok, j] = arr
+        return
+    for i, value in zip(ok, vals, strict=True):
+        try:
+            outs = _to_outputs(name, value, specs, levels)
+        except _TaskFailure as exc:
+            status[i, j] = FAILED
+            record = _failure(batch.start + int(i), name, exc, str(exc), None)
+            failures.append((int(i), j, record))
+            continue
+        for out, arr in outs.items():
+            if out not in rows:
+                rows[out] = np.full((b, k, *arr.shape), np.nan)
+            rows[out][i, j] = arr
+
+
+def _stack(
+    name: str,
+    vals: list[Any],
+    specs: dict[str, tuple[int, ...]],
+    levels: Mapping[str, Any],
+) -> dict[str, np.ndarray[Any, Any]] | None:
+    """Stack uniform return values, or None to take the per-value path."""
+    first = vals[0]
+    if type(first) is dict:
+        keys = tuple(first)
+        if not all(type(v) is dict and tuple(v) == keys for v in vals):
+            return None
+        columns = {out: [v[out] for v in vals] for out in keys}
+    elif isinstance(first, float | int | np.floating | np.integer) and not isinstance(
+        first, bool
+    ):
+        columns = {"value": vals}
+    else:
+        return None
+    new: dict[str, tuple[int, ...]] = {}
+    stacked: dict[str, np.ndarray[Any, Any]] = {}
+    for out, column in columns.items():
+        if not (isinstance(out, str) and out.isidentifier()):
+            return None
+        if out in RESERVED or out in levels:
+            return None
+        try:
+            arr = np.asarray(column)
+        except (TypeError, ValueError):
+            return None
+        if arr.dtype.kind not in "biuf" or arr.ndim < 1 or len(arr) != len(vals):
+            return None
+        shape = arr.shape[1:]
+        if specs.get(out, shape) != shape:
+            return None
+        new[out] = shape
+        stacked[out] = arr.astype(np.float64)
+    specs.update(new)
+    return stacked
 
 
 # ---- worker-side study cache (the study travels once per worker) -----------

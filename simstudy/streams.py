@@ -16,13 +16,25 @@ from numpy.random import MT19937, PCG64, Generator, SeedSequence
 
 __all__ = [
     "MTChain",
+    "Reseeder",
     "data_generator",
     "jump_index",
     "key",
     "method_generator",
+    "pcg64_base",
     "pcg64_jumped",
+    "spawn_states",
 ]
 
+# numpy's SeedSequence constants (numpy/random/bit_generator.pyx)
+_MASK32 = 0xFFFFFFFF
+_INIT_A, _MULT_A = 0x43B0D7E5, 0x931E8875
+_INIT_B, _MULT_B = 0x8B51F9DD, 0x58F38DED
+_MIX_MULT_L, _MIX_MULT_R = 0xCA01F9DD, 0x4973F715
+_POOL_SIZE = 4
+# PCG64's 128-bit LCG multiplier (numpy/random/src/pcg64/pcg64.h)
+_PCG_MULT = 0x2360ED051FC65DA44385DF649FCCF645
+_MASK128 = (1 << 128) - 1
 # numpy's PCG64.jump_inplace step: (phi - 1) * 2**128, rounded to odd.
 _PCG64_JUMP_STEP = 0x9E3779B97F4A7C15F39CC0605CEDC835
 
@@ -55,42 +67,151 @@ def method_generator(seed: int, pkey: int, replicate: int, mkey: int) -> Generat
     return Generator(PCG64(SeedSequence(seed, spawn_key=(pkey, replicate, mkey))))
 
 
+def _words(n: int) -> list[int]:
+    """Split a non-negative int into 32-bit words, least significant first."""
+    if n == 0:
+        return [0]
+    out = []
+    while n > 0:
+        out.append(n & _MASK32)
+        n >>= 32
+    return out
+
+
+def spawn_states(
+    seed: int,
+    before: tuple[int, ...],
+    replicates: np.ndarray[Any, Any],
+    after: tuple[int, ...] = (),
+) -> list[tuple[int, int]]:
+    """Return the PCG64 ``(state, inc)`` of a block of spawn-scheme streams.
+
+    Entry ``i`` is the state of
+    ``PCG64(SeedSequence(seed, spawn_key=(*before, replicates[i], *after)))``,
+    bit for bit: numpy's SeedSequence hash and PCG64 seeding, redone in
+    vectorised uint32 arithmetic over the block (~1 µs a stream instead of
+    ~11 µs). tests/test_streams.py checks it against numpy itself.
+    """
+    reps = np.asarray(replicates, dtype=np.uint32)
+
+    def col(word: int) -> np.ndarray[Any, Any]:
+        return np.full(reps.shape, word, dtype=np.uint32)
+
+    run = _words(seed)
+    run += [0] * (_POOL_SIZE - len(run))  # padded because the spawn key is not empty
+    entropy = [col(w) for w in run]
+    entropy += [col(w) for k in before for w in _words(k)]
+    entropy.append(reps)
+    entropy += [col(w) for k in after for w in _words(k)]
+    hash_const = _INIT_A
+
+    def hashmix(value: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+        nonlocal hash_const
+        value = value ^ np.uint32(hash_const)
+        hash_const = (hash_const * _MULT_A) & _MASK32
+        value = value * np.uint32(hash_const)
+        return value ^ (value >> np.uint32(16))
+
+    def mix(x: np.ndarray[Any, Any], y: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+        result: np.ndarray[Any, Any] = np.uint32(_MIX_MULT_L) * x
+        result -= np.uint32(_MIX_MULT_R) * y
+        mixed: np.ndarray[Any, Any] = result ^ (result >> np.uint32(16))
+        return mixed
+
+    pool = [hashmix(entropy[i]) for i in range(_POOL_SIZE)]
+    for src in range(_POOL_SIZE):
+        for dst in range(_POOL_SIZE):
+            if src != dst:
+                pool[dst] = mix(pool[dst], hashmix(pool[src]))
+    for src in range(_POOL_SIZE, len(entropy)):
+        for dst in range(_POOL_SIZE):
+            pool[dst] = mix(pool[dst], hashmix(entropy[src]))
+    # generate_state(4, np.uint64): 8 words cycling over the pool
+    hash_const = _INIT_B
+    words = []
+    for i in range(8):
+        value = pool[i % _POOL_SIZE] ^ np.uint32(hash_const)
+        hash_const = (hash_const * _MULT_B) & _MASK32
+        value = value * np.uint32(hash_const)
+        words.append((value ^ (value >> np.uint32(16))).astype(np.uint64))
+    w64 = [words[2 * j] | (words[2 * j + 1] << np.uint64(32)) for j in range(4)]
+    out: list[tuple[int, int]] = []
+    for s_hi, s_lo, i_hi, i_lo in zip(*(w.tolist() for w in w64), strict=True):
+        # pcg_setseq_128_srandom_r: inc = seq << 1 | 1; state = (inc + init) * a + inc
+        inc = ((((i_hi << 64) | i_lo) << 1) | 1) & _MASK128
+        state = ((inc + ((s_hi << 64) | s_lo)) * _PCG_MULT + inc) & _MASK128
+        out.append((state, inc))
+    return out
+
+
+class Reseeder:
+    """Hand out Generators by resetting one reused bit generator's state.
+
+    Building a PCG64 or MT19937 costs ~7 µs; setting a state costs ~1.4 µs.
+    Each ``generator`` call invalidates the previous Generator of this
+    Reseeder, so a batch keeps one Reseeder per concurrently live stream.
+    """
+
+    def __init__(self) -> None:
+        self.pcg = PCG64(0)
+        self.mt: MT19937 | None = None
+
+    def pcg64(self, state: tuple[int, int]) -> Generator:
+        """Return a Generator at PCG64 ``(state, inc)``."""
+        self.pcg.state = {
+            "bit_generator": "PCG64",
+            "state": {"state": state[0], "inc": state[1]},
+            "has_uint32": 0,
+            "uinteger": 0,
+        }
+        return Generator(self.pcg)
+
+    def pcg64_jumped(self, base: Any, k: int) -> Generator:
+        """Return ``Generator(PCG64(seed).jumped(k))`` from the seed's ``base`` state."""
+        self.pcg.state = base
+        self.pcg.advance(_PCG64_JUMP_STEP * k)
+        return Generator(self.pcg)
+
+    def mt19937(self, row: np.ndarray[Any, Any]) -> Generator:
+        """Return a Generator on an MT19937 state row (624 key words + position)."""
+        if self.mt is None:
+            self.mt = MT19937(0)
+        self.mt.state = _mt_state(row)
+        return Generator(self.mt)
+
+
+_pcg_cache: dict[int, Any] = {}
+
+
+def pcg64_base(seed: int) -> Any:
+    """Return the state of ``PCG64(seed)`` (cached), the origin of its jumps."""
+    base = _pcg_cache.get(seed)
+    if base is None:
+        base = _pcg_cache[seed] = PCG64(seed).state
+    return base
+
+
 def jump_index(p: int, r: int, slot: int, *, replicates: int, methods: int) -> int:
     """Return the jump count of a stream slot (0 = data, 1 + m = method m)."""
     return (p * replicates + r) * (methods + 1) + slot
 
 
-class _PCG64Base:
-    """Cache the seeded PCG64 state so each jumped stream costs one advance."""
-
-    def __init__(self, seed: int) -> None:
-        self.state = PCG64(seed).state
-
-    def jumped(self, k: int) -> PCG64:
-        bg = PCG64(0)
-        bg.state = self.state
-        bg.advance(_PCG64_JUMP_STEP * k)
-        return bg
-
-
-_pcg_cache: dict[int, _PCG64Base] = {}
-
-
 def pcg64_jumped(seed: int, k: int) -> Generator:
     """Return ``Generator(PCG64(seed).jumped(k))`` without rebuilding from entropy."""
-    base = _pcg_cache.get(seed)
-    if base is None:
-        base = _pcg_cache[seed] = _PCG64Base(seed)
-    return Generator(base.jumped(k))
+    return Reseeder().pcg64_jumped(pcg64_base(seed), k)
+
+
+def _mt_state(row: np.ndarray[Any, Any]) -> Any:
+    return {
+        "bit_generator": "MT19937",
+        "state": {"key": row[:624].astype(np.uint32), "pos": int(row[624])},
+    }
 
 
 def mt_generator(state: np.ndarray[Any, Any]) -> Generator:
     """Return a Generator on an MT19937 state row (624 key words + position)."""
     bg = MT19937(0)
-    bg.state = {
-        "bit_generator": "MT19937",
-        "state": {"key": state[:624].astype(np.uint32), "pos": int(state[624])},
-    }
+    bg.state = _mt_state(state)
     return Generator(bg)
 
 

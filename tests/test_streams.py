@@ -9,17 +9,22 @@ from typing import Any
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from numpy.random import MT19937, PCG64, Generator, SeedSequence
 
 from simstudy.streams import (
     MTChain,
+    Reseeder,
     data_generator,
     jump_index,
     key,
     method_generator,
     mt_generator,
+    pcg64_base,
     pcg64_jumped,
     point_key,
+    spawn_states,
 )
 
 GOLDEN = json.loads(
@@ -64,6 +69,42 @@ def test_point_key_ignores_factor_order_but_not_level_type() -> None:
 
 
 # ---- spawn ------------------------------------------------------------------
+
+
+def _numpy_state(seed: int, spawn_key: tuple[int, ...]) -> tuple[int, int]:
+    st = PCG64(SeedSequence(seed, spawn_key=spawn_key)).state["state"]
+    return st["state"], st["inc"]
+
+
+@given(
+    seed=st.one_of(st.integers(0, 2**32), st.integers(0, 2**300)),
+    before=st.lists(st.integers(0, 2**64 - 1), min_size=1, max_size=3),
+    reps=st.lists(st.integers(0, 2**32 - 1), min_size=1, max_size=20),
+    after=st.lists(st.integers(0, 2**64 - 1), max_size=2),
+)
+def test_spawn_states_equal_numpy_seedsequence(
+    seed: int, before: list[int], reps: list[int], after: list[int]
+) -> None:
+    """The vectorised hash is numpy's SeedSequence + PCG64 seeding, bit for bit,
+    for seeds of 1 to 10 words (pool padding and overflow words both)."""
+    ours = spawn_states(seed, tuple(before), np.array(reps), tuple(after))
+    assert ours == [_numpy_state(seed, (*before, r, *after)) for r in reps]
+
+
+def test_reseeder_streams_draw_like_fresh_generators() -> None:
+    pk, mk = point_key({"n": 5}), key("median")
+    src = Reseeder()
+    states = spawn_states(9, (pk,), np.arange(3), (mk,))
+    for r, state in enumerate(states):
+        ours = src.pcg64(state).standard_normal(5)
+        expected = method_generator(9, pk, r, mk).standard_normal(5)
+        np.testing.assert_array_equal(ours, expected)
+    for k in (0, 1, 37):
+        ours = src.pcg64_jumped(pcg64_base(4), k).random(3)
+        np.testing.assert_array_equal(ours, Generator(PCG64(4).jumped(k)).random(3))
+    row = _state_row(MT19937(3).jumped(2))
+    expected = Generator(MT19937(3).jumped(2)).random(3)
+    np.testing.assert_array_equal(src.mt19937(row).random(3), expected)
 
 
 @pytest.mark.parametrize(("seed", "r"), [(2026, 17), (0, 0), (12345, 999)])
