@@ -24,7 +24,15 @@ from simstudy import streams
 from simstudy.grid import Batch
 from simstudy.study import RESERVED, Study
 
-__all__ = ["BatchResult", "install", "run_batch", "run_installed", "worker_name"]
+__all__ = [
+    "BatchResult",
+    "install",
+    "install_worker",
+    "ready",
+    "run_batch",
+    "run_installed",
+    "worker_name",
+]
 
 OK, FAILED = 1, 2
 
@@ -53,6 +61,11 @@ def worker_name() -> str:
     if thread is not threading.main_thread():
         name += f"/{thread.name}"
     return name
+
+
+def ready(_: object = None) -> str:
+    """Answer a warm-up call: this worker process is up (study installed)."""
+    return worker_name()
 
 
 def _user_traceback(exc: BaseException, source_file: str | None) -> str:
@@ -382,6 +395,22 @@ def _load(payload: bytes) -> Study:
 def install(token: str, payload: bytes) -> None:
     """Unpickle a study once in this process (a pool initializer)."""
     _installed[token] = _load(payload)
+
+
+def install_worker(token: str, payload: bytes) -> None:
+    """Initialise a pool worker process: install the study, and exit when
+    the driver dies (even by ``kill -9``), instead of waiting forever for
+    work that will never come."""
+    install(token, payload)
+    parent = os.getppid()
+
+    def watch() -> None:
+        while True:
+            time.sleep(0.5)
+            if os.getppid() != parent:
+                os._exit(1)
+
+    threading.Thread(target=watch, name="simstudy-parent-watch", daemon=True).start()
 
 
 def run_installed(

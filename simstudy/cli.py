@@ -53,8 +53,9 @@ def _parser() -> argparse.ArgumentParser:
     where = run.add_mutually_exclusive_group()
     where.add_argument(
         "--scheduler",
-        default="distributed",
-        choices=["distributed", "processes", "threads", "synchronous"],
+        default=None,
+        choices=["processes", "distributed", "threads", "synchronous"],
+        help="where tasks run (default: processes, one worker process per core)",
     )
     where.add_argument("--address", help="tcp://HOST:PORT of a Dask scheduler")
     run.add_argument(
@@ -172,6 +173,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
         f"{report.store}: {report.ok:,} ok, {report.failed:,} failed, "
         f"{report.pending:,} pending of {report.tasks:,} tasks; "
         f"computed {report.computed:,} in {report.seconds:.1f} s"
+        + (
+            f" ({report.startup:.1f} s to start the workers, then "
+            f"{report.tasks_per_second:,.0f} tasks/s)"
+            if report.computed
+            else ""
+        )
     )
     if report.interrupted:
         print(

@@ -6,7 +6,7 @@ Layers: imports ``simstudy.study`` and ``simstudy.errors`` (and numpy).
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,8 +16,20 @@ from simstudy.study import Level, Study
 
 __all__ = ["Batch", "batch_runs", "points", "task_index", "task_of"]
 
-CHUNK_REPLICATES = 1024  # replicate chunk of every store array
+CHUNK_REPLICATES = 8192  # replicate chunk of status, timings and scalar outputs
 CHUNK_METHODS = 8  # method chunk of every store array
+CHUNK_BYTES = 4 * 2**20  # array outputs get fewer replicates per chunk, to fit
+
+
+def chunk_replicates(shape: tuple[int, ...], itemsize: int = 8) -> int:
+    """Return the replicate chunk of an output of per-task ``shape``: the
+    largest power of two <= CHUNK_REPLICATES whose chunk fits CHUNK_BYTES
+    (powers of two, so output chunks nest inside the status chunk)."""
+    per = CHUNK_METHODS * itemsize * int(np.prod(shape, dtype=np.int64))
+    rc = CHUNK_REPLICATES
+    while rc > 1 and rc * per > CHUNK_BYTES:
+        rc //= 2
+    return rc
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -58,25 +70,37 @@ def task_of(task: int, *, replicates: int, methods: int) -> tuple[int, int, int]
 
 
 def batch_runs(
-    pending: np.ndarray[Any, Any], *, size: int, chunk: int = CHUNK_REPLICATES
+    pending: np.ndarray[Any, Any],
+    *,
+    size: int | Callable[[], int],
+    chunk: int = CHUNK_REPLICATES,
 ) -> Iterator[tuple[int, int, tuple[int, ...]]]:
     """Split a point's pending mask (replicates x methods) into batches.
 
     Yields ``(start, stop, methods)``: runs of consecutive replicates with the
     same pending methods, at most ``size`` replicates long, never crossing a
-    chunk boundary (so a chunk is written by one batch at a time).
+    chunk boundary. ``size`` may be a callable, asked before each batch (the
+    runner sizes batches from the task times measured so far).
     """
+    size_now = size if callable(size) else lambda: size
     n = pending.shape[0]
-    rows: np.ndarray[Any, Any] = np.asarray(pending.any(axis=1))
+    if n == 0:
+        return
+    active = np.asarray(pending.any(axis=1))
+    # one code per distinct row: runs are where the code stays the same
+    _, code = np.unique(pending, axis=0, return_inverse=True)
+    code = np.asarray(code).reshape(n)
     for c0 in range(0, n, chunk):
         c1 = min(c0 + chunk, n)
-        r = c0
-        while r < c1:
-            if not rows[r]:
-                r += 1
-                continue
-            mask = pending[r]
-            s = r
-            while r < c1 and r - s < size and np.array_equal(pending[r], mask):
-                r += 1
-            yield s, r, tuple(int(i) for i in np.flatnonzero(mask))
+        idx = np.flatnonzero(active[c0:c1]) + c0
+        if len(idx) == 0:
+            continue
+        cut = (np.diff(idx) != 1) | (np.diff(code[idx]) != 0)
+        for run in np.split(idx, np.flatnonzero(cut) + 1):
+            s, e = int(run[0]), int(run[-1]) + 1
+            methods = tuple(int(i) for i in np.flatnonzero(pending[s]))
+            a = s
+            while a < e:
+                b = min(a + max(1, size_now()), e)
+                yield a, b, methods
+                a = b

@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -24,7 +25,7 @@ from simstudy.batch import FAILED, OK
 from simstudy.errors import UsageError
 from simstudy.executors import SCHEDULERS, make_executor
 from simstudy.executors.dask import check_address
-from simstudy.grid import CHUNK_REPLICATES, Batch, batch_runs, points
+from simstudy.grid import Batch, batch_runs, points
 from simstudy.loader import load_study
 from simstudy.store import Store
 from simstudy.study import Study
@@ -70,6 +71,13 @@ class RunReport:
     stopped_on_errors: bool
     seconds: float
     executor: str
+    startup: float = 0.0  # seconds until the workers were ready
+
+    @property
+    def tasks_per_second(self) -> float:
+        """Tasks computed per second once the workers were ready."""
+        busy = self.seconds - self.startup
+        return self.computed / busy if busy > 0 else 0.0
 
     @property
     def exit_code(self) -> int:
@@ -84,18 +92,55 @@ def default_store(study: Study) -> Path:
     return Path.cwd() / f"{stem}.zarr"
 
 
-def _auto_batch_size(rows: int, workers: int, methods: int) -> int:
-    """Aim for ~16 batches per worker but at least ~200 tasks per batch."""
-    per = math.ceil(rows / max(1, 16 * workers))
-    floor = math.ceil(200 / max(1, methods))
-    return int(min(CHUNK_REPLICATES, max(1, min(rows, max(per, floor)))))
+class BatchSizer:
+    """Replicates per batch: a small pilot, then sized from measured task times.
+
+    A batch aims at ``TARGET`` seconds of work, so the ~1-5 ms a batch costs
+    in shipping and bookkeeping stays under 5% of it; near the end batches
+    shrink (at most a quarter of each worker's share of what is left) so no
+    worker idles while another finishes a long one. Task times are tracked
+    per design point, so cheap and expensive points get their own sizes.
+    """
+
+    TARGET = 0.1  # seconds of work per batch
+    PILOT = 4  # replicates per batch before any task has been timed
+
+    def __init__(self, *, fixed: int | None, workers: int, rows: int, chunk: int):
+        self.fixed = fixed
+        self.workers = workers
+        self.rows_left = rows
+        self.chunk = chunk
+        self.points: dict[int, tuple[float, int]] = {}  # seconds, replicates
+        self.total = (0.0, 0)
+
+    def observe(self, batch: Batch, seconds: np.ndarray[Any, Any]) -> None:
+        """Account a finished batch and its per-task seconds."""
+        reps = batch.stop - batch.start
+        spent = float(np.nansum(seconds))
+        s, n = self.points.get(batch.point, (0.0, 0))
+        self.points[batch.point] = (s + spent, n + reps)
+        self.total = (self.total[0] + spent, self.total[1] + reps)
+
+    def issued(self, batch: Batch) -> None:
+        self.rows_left -= batch.stop - batch.start
+
+    def size(self, point: int) -> int:
+        """Replicates for the next batch of ``point``."""
+        if self.fixed is not None:
+            return self.fixed
+        s, n = self.points.get(point, self.total)
+        if n == 0:
+            return self.PILOT
+        per_replicate = max(s / n, 1e-7)
+        tail = math.ceil(self.rows_left / (4 * self.workers))
+        return int(min(self.chunk, max(1, min(self.TARGET / per_replicate, tail))))
 
 
 def run(
     study: Study | str | os.PathLike[str],
     *,
     store: str | os.PathLike[str] | None = None,
-    scheduler: str = "distributed",
+    scheduler: str | None = None,
     workers: int | None = None,
     address: str | None = None,
     insecure: bool = False,
@@ -114,9 +159,11 @@ def run(
         The study, or the path of its study file.
     store : path, optional
         The zarr store; default ``./<study-file-stem>.zarr``.
-    scheduler : {"distributed", "processes", "threads", "synchronous"}
-        Where batches run. ``distributed`` starts a loopback LocalCluster,
-        or connects to ``address``.
+    scheduler : {"processes", "distributed", "threads", "synchronous"}, optional
+        Where batches run. Default: ``processes`` (Dask's local scheduler on
+        a reused pool of worker processes, the fastest on one machine; see
+        docs/benchmarks.md), or ``distributed`` when ``address`` is given.
+        ``distributed`` without ``address`` starts a loopback LocalCluster.
     workers : int, optional
         Worker processes (default: the number of cores).
     batch_size : int, optional
@@ -135,10 +182,12 @@ def run(
     """
     if not isinstance(study, Study):
         study = load_study(study)
+    if scheduler is None:
+        scheduler = "processes" if address is None else "distributed"
     if scheduler not in SCHEDULERS:
         raise UsageError(
             f"unknown scheduler {scheduler!r}; expected one of {list(SCHEDULERS)}.",
-            hint="use --scheduler distributed (the default)",
+            hint="use --scheduler processes (the default)",
         )
     for name, value in [("workers", workers), ("batch_size", batch_size)]:
         if value is not None and value < 1:
@@ -210,7 +259,11 @@ def _run_open(
     if retry_failed:
         failed_before = 0
     rows = int(sum(int(m.any(axis=1).sum()) for m in pending))
-    size = batch_size or _auto_batch_size(rows, workers, len(study.methods))
+    sizer = BatchSizer(
+        fixed=batch_size, workers=workers, rows=rows, chunk=st.group_rows
+    )
+    for p, mask in enumerate(pending):
+        st.expect(pidx[p], mask)
     report = RunReport(
         st.path,
         study.n_tasks,
@@ -231,6 +284,7 @@ def _run_open(
         scheduler, study=study, workers=workers, address=address, insecure=insecure
     )
     report.executor = executor.description
+    report.startup = time.perf_counter() - t0
     if on_start is not None:
         on_start(executor.description + _dashboard(executor))
     failed_now = 0
@@ -245,7 +299,7 @@ def _run_open(
 
     try:
         results = executor.results(
-            _batches(study, grid, pending, size), st.output_specs
+            _batches(study, grid, pending, sizer), st.output_specs
         )
         while True:
             try:
@@ -257,6 +311,7 @@ def _run_open(
                 if result is None:
                     break
                 b = result.batch
+                sizer.observe(b, result.seconds)
                 result = st.write(result, pidx[b.point], midx[list(b.methods)])
                 n_ok = int((result.status == OK).sum())
                 n_bad = int((result.status == FAILED).sum())
@@ -317,14 +372,15 @@ def _batches(
     study: Study,
     grid: list[dict[str, Any]],
     pending: list[np.ndarray[Any, Any]],
-    size: int,
+    sizer: BatchSizer,
 ) -> Iterator[Batch]:
     """Yield batches point by point; mt19937 states are chained forward once."""
     chain = streams.MTChain(study.seed) if study.scheme == "mt19937-jump" else None
     nm = len(study.methods)
     for p, point in enumerate(grid):
         levels = tuple(point.items())
-        for start, stop, methods in batch_runs(pending[p], size=size):
+        runs = batch_runs(pending[p], size=partial(sizer.size, p), chunk=sizer.chunk)
+        for start, stop, methods in runs:
             states = None
             if chain is not None:
                 ks = [
@@ -333,4 +389,6 @@ def _batches(
                     for s in range(nm + 1)
                 ]
                 states = chain.states(ks)
-            yield Batch(p, levels, start, stop, methods, states)
+            batch = Batch(p, levels, start, stop, methods, states)
+            sizer.issued(batch)
+            yield batch

@@ -23,8 +23,9 @@ import zarr
 from zarr.codecs import Crc32cCodec, ZstdCodec
 
 from simstudy.batch import FAILED, OK, BatchResult
+from simstudy.chunkio import ChunkCache, ChunkedArray
 from simstudy.errors import FingerprintMismatch, StoreError
-from simstudy.grid import CHUNK_METHODS, CHUNK_REPLICATES, points
+from simstudy.grid import CHUNK_METHODS, CHUNK_REPLICATES, chunk_replicates, points
 from simstudy.study import Level, Study
 
 if TYPE_CHECKING:
@@ -39,21 +40,19 @@ FIXED_VARS = {
     "worker": ("int16", -1),
 }
 META = ".simstudy"
+FLUSH_SECONDS = 5.0  # buffered results reach the disk at least this often
 
 
 def _versions() -> dict[str, str]:
     from importlib.metadata import version
 
-    import dask
-    import xarray
-
-    return {
+    return {  # from package metadata: importing xarray and dask costs ~0.4 s
         "simstudy": version("simstudy"),
         "python": platform.python_version(),
         "numpy": np.__version__,
         "zarr": zarr.__version__,
-        "xarray": xarray.__version__,
-        "dask": str(getattr(dask, "__version__", "?")),
+        "xarray": version("xarray"),
+        "dask": version("dask"),
         "platform": platform.platform(),
     }
 
@@ -159,6 +158,13 @@ class Store:
         self.replicates: int = int(meta["fingerprint"]["replicates"])
         self.workers: list[str] = list(meta.get("workers", []))
         self._arrays: dict[str, Any] = {}
+        self._chunked: dict[str, ChunkedArray] = {}
+        self._cache = ChunkCache()
+        # buffered writes: per group (point index, status chunk), the tasks
+        # still expected this run, failure updates, and the first dirty time
+        self._expected: dict[tuple[tuple[int, ...], int], int] = {}
+        self._failure_updates: dict[tuple[tuple[int, ...], int], list[Any]] = {}
+        self._dirty_since: float | None = None
         self._vars: list[str] | None = None
         self._specs: dict[str, tuple[int, ...]] | None = None
 
@@ -309,9 +315,10 @@ class Store:
     ) -> None:
         dims = [*self.factor_names, "replicate", "method"]
         dims += [f"{name}_dim_{i}" for i in range(len(shape))]
+        rows = CHUNK_REPLICATES if name in FIXED_VARS else chunk_replicates(shape)
         chunks = (
             *([1] * len(self.factor_names)),
-            CHUNK_REPLICATES,
+            min(rows, self.group_rows),
             CHUNK_METHODS,
             *shape,
         )
@@ -323,9 +330,18 @@ class Store:
             fill_value=fill,
             dimension_names=dims,
             compressors=[ZstdCodec(level=1), Crc32cCodec()],
+            # "c.0.3.0" files side by side: a new chunk costs no mkdir
+            chunk_key_encoding={"name": "default", "separator": "."},
         )
         if self._vars is not None:
             self._vars.append(name)
+
+    @property
+    def group_rows(self) -> int:
+        """Replicates per status chunk: the unit of buffering and of failures files."""
+        if "status" in self._arrays or "status" in self._var_names():
+            return int(self._array("status").chunks[len(self.factor_names)])
+        return CHUNK_REPLICATES
 
     def _array(self, name: str) -> Any:
         arr = self._arrays.get(name)
@@ -405,51 +421,114 @@ class Store:
             values = np.where(
                 (status == OK).reshape(status.shape + (1,) * len(shape)), values, np.nan
             )
-            sel = (*pidx, slice(b.start, b.stop), midx)
-            self._array(name).set_orthogonal_selection(sel, values)
+            self._put(name, pidx, b.start, b.stop, midx, values)
         assert n == len(pidx) + 2
-        sel = (*pidx, slice(b.start, b.stop), midx)
         if result.worker not in self.workers:
             self.workers.append(result.worker)
             self._save_meta()
         wid = self.workers.index(result.worker)
-        self._array("seconds").set_orthogonal_selection(sel, result.seconds)
-        self._array("started").set_orthogonal_selection(sel, result.started)
-        self._array("worker").set_orthogonal_selection(
-            sel, np.full(status.shape, wid, np.int16)
-        )
-        self._write_failures(pidx, b.start, b.stop, names, failures)
-        self._array("status").set_orthogonal_selection(sel, status)
+        self._put("seconds", pidx, b.start, b.stop, midx, result.seconds)
+        self._put("started", pidx, b.start, b.stop, midx, result.started)
+        worker = np.full(status.shape, wid, np.int16)
+        self._put("worker", pidx, b.start, b.stop, midx, worker)
+        self._put("status", pidx, b.start, b.stop, midx, status)
+        group = (pidx, b.start // self.group_rows)
+        if failures or self._failures_file(group).exists():
+            self._failure_updates.setdefault(group, []).append(
+                (b.start, b.stop, names, failures)
+            )
+        now = time.monotonic()
+        if self._dirty_since is None:
+            self._dirty_since = now
+        stale = now - self._dirty_since > FLUSH_SECONDS
+        left = self._expected.get(group)
+        if left is not None:
+            left -= status.size
+            self._expected[group] = left
+            if left <= 0:
+                del self._expected[group]
+                self.flush({group})
+        if stale or self._cache.over_budget:
+            self.flush()
         result.status = status
         result.failures = failures
         return result
 
-    def _write_failures(
+    def expect(self, point: tuple[int, ...], pending: np.ndarray[Any, Any]) -> None:
+        """Note the tasks this run will compute at a point (replicates x methods),
+        so each status chunk is written once, when its last batch arrives."""
+        rows = self.group_rows
+        counts = np.add.reduceat(pending.sum(axis=1), np.arange(0, len(pending), rows))
+        for c, count in enumerate(counts.tolist()):
+            if count:
+                self._expected[(point, c)] = count
+
+    def flush(self, groups: set[tuple[tuple[int, ...], int]] | None = None) -> None:
+        """Write buffered chunks: outputs and timings, failures, then status.
+
+        Status goes last, so on disk a task is never marked ok before its
+        outputs are there, however the process dies.
+        """
+        n = len(self.factor_names)
+        rows = self.group_rows
+        keys = [
+            k
+            for k in self._cache.dirty
+            if groups is None
+            or (k[1][:n], k[1][n] * self._chunked[k[0]].chunks[n] // rows) in groups
+        ]
+        self._cache.flush([k for k in keys if k[0] != "status"])
+        for group in list(self._failure_updates):
+            if groups is None or group in groups:
+                self._write_failures(group, self._failure_updates.pop(group))
+        self._cache.flush([k for k in keys if k[0] == "status"])
+        if not self._cache.dirty:
+            self._dirty_since = None
+
+    def _put(
         self,
+        name: str,
         pidx: tuple[int, ...],
         start: int,
         stop: int,
-        names: list[str],
-        failures: list[dict[str, Any]],
+        midx: np.ndarray[Any, Any],
+        values: np.ndarray[Any, Any],
     ) -> None:
-        folder = self.path / META / "failures"
-        chunk = start // CHUNK_REPLICATES
-        f = folder / f"{'-'.join(map(str, pidx)) or 'p'}_c{chunk}.json"
-        old = json.loads(f.read_text()) if f.exists() else []
-        if not old and not failures:
-            return
-        keep = [
-            e
-            for e in old
-            if not (start <= e["replicate"] < stop and e["method"] in names)
-        ]
+        """Set a (replicates x methods x ...) block in the chunk buffer."""
+        array = self._chunked.get(name)
+        if array is None:
+            array = self._chunked[name] = ChunkedArray(
+                self.path, name, self._array(name)
+            )
+        self._cache.put(array, pidx, start, stop, midx, values)
+
+    def _failures_file(self, group: tuple[tuple[int, ...], int]) -> Path:
+        pidx, chunk = group
+        name = f"{'-'.join(map(str, pidx)) or 'p'}_c{chunk}.json"
+        return self.path / META / "failures" / name
+
+    def _write_failures(
+        self, group: tuple[tuple[int, ...], int], updates: list[Any]
+    ) -> None:
+        """Apply (start, stop, methods, failures) updates to a group's file."""
+        f = self._failures_file(group)
+        records = json.loads(f.read_text()) if f.exists() else []
         point = {
-            k: self.levels[k][i] for k, i in zip(self.factor_names, pidx, strict=True)
+            k: self.levels[k][i]
+            for k, i in zip(self.factor_names, group[0], strict=True)
         }
-        keep += [{**point, **e} for e in failures]
-        folder.mkdir(parents=True, exist_ok=True)
+        for start, stop, names, failures in updates:
+            records = [
+                e
+                for e in records
+                if not (start <= e["replicate"] < stop and e["method"] in names)
+            ]
+            records += [{**point, **e} for e in failures]
+        if not records and not f.exists():
+            return
+        f.parent.mkdir(parents=True, exist_ok=True)
         tmp = f.with_suffix(".json.partial")
-        tmp.write_text(json.dumps(keep))
+        tmp.write_text(json.dumps(records))
         tmp.replace(f)
 
     def _save_truth(self, study: Study) -> None:
@@ -473,8 +552,11 @@ class Store:
             zarr.consolidate_metadata(str(self.path))
 
     def close(self) -> None:
-        """Release the lock."""
-        self.lock.release()
+        """Write what is buffered, then release the lock."""
+        try:
+            self.flush()
+        finally:
+            self.lock.release()
 
 
 def _coord(

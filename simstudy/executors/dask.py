@@ -140,9 +140,12 @@ class LocalSchedulerExecutor(_WindowedExecutor):
                 self.pool = cf.ProcessPoolExecutor(
                     max_workers=n,
                     mp_context=multiprocessing.get_context("spawn"),
-                    initializer=batch_mod.install,
+                    initializer=batch_mod.install_worker,
                     initargs=(self.token, payload),
                 )
+                # start the workers now, so a broken environment fails here
+                # and the start line means "workers ready"
+                list(self.pool.map(batch_mod.ready, range(n)))
         else:
             batch_mod.install(self.token, payload)
             if scheduler == "threads":

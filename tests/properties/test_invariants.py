@@ -77,7 +77,10 @@ def test_batch_size_and_interruption_change_no_number(
         pidx = [store.point_index(p) for p in grid.points(study)]
         midx = store.method_index(study.method_names)
         pending = [np.ones((study.replicates, 2), bool) for _ in pidx]
-        batches = simstudy.runner._batches(study, grid.points(study), pending, sizes[1])
+        sizer = simstudy.runner.BatchSizer(
+            fixed=sizes[1], workers=1, rows=study.replicates, chunk=store.group_rows
+        )
+        batches = simstudy.runner._batches(study, grid.points(study), pending, sizer)
         for _, batch in zip(range(stop_after), batches, strict=False):
             result = run_batch(study, batch)
             store.write(result, pidx[batch.point], midx[list(batch.methods)])
