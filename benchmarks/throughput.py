@@ -9,6 +9,7 @@ Sections (all by default):
   delayed  20,000 tiny tasks: one dask.delayed per task vs simstudy
   small    a 100-task study, end to end
   memory   a 10^6-task study: driver peak RSS, then a resume of the finished store
+  store    results/s the store takes (in-process, no workers)
   mt       mt19937-jump stream setup: cost per stream, and a resume that needs
            only the last chunk
 
@@ -204,6 +205,36 @@ def memory(repeat: int, extra: list[str]) -> None:
     row("memory (n=1,000,000)", "resume of the finished store: seconds", resumes)
 
 
+def store_writes(repeat: int, extra: list[str]) -> None:
+    """Results/s the store takes: 200,000 tiny-task results, computed first,
+    then written as the runner writes them (buffered, flushed per chunk)."""
+    os.environ["SIMSTUDY_BENCH_REPLICATES"] = "200000"
+    from simstudy import grid, runner
+    from simstudy.batch import run_batch
+    from simstudy.loader import load_study
+    from simstudy.store import Store
+
+    study = load_study(HERE / "studies" / "tiny.py")
+    pending = [np.ones((study.replicates, 1), bool)]
+    points = grid.points(study)
+    sizer = runner.BatchSizer(fixed=1024, workers=1, rows=study.replicates, chunk=8192)
+    results = [
+        run_batch(study, b) for b in runner._batches(study, points, pending, sizer)
+    ]
+    runs = []
+    for _ in range(repeat):
+        with tempfile.TemporaryDirectory() as tmp:
+            st = Store.open_for_run(Path(tmp) / "s.zarr", study)
+            st.expect(st.point_index(points[0]), pending[0])
+            midx = st.method_index(study.method_names)
+            t0 = time.perf_counter()
+            for res in results:
+                st.write(res, st.point_index(points[0]), midx)
+            st.close()
+            runs.append(len(results) * 1024 / (time.perf_counter() - t0))
+    row("store", "results/s written (batches of 1,024)", runs)
+
+
 def mt(repeat: int, extra: list[str]) -> None:
     per_stream = []
     for _ in range(repeat):
@@ -229,7 +260,7 @@ def mt(repeat: int, extra: list[str]) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--only", default="tiny,heavy,delayed,small,memory,mt")
+    parser.add_argument("--only", default="tiny,heavy,delayed,small,memory,store,mt")
     args, extra = parser.parse_known_args()
     extra = [a for a in extra if a != "--"]
     only = set(args.only.split(","))
@@ -244,6 +275,8 @@ def main() -> None:
         small(r, extra)
     if "memory" in only:
         memory(r, extra)
+    if "store" in only:
+        store_writes(r, extra)
     if "mt" in only:
         mt(r, extra)
     print(f"\n{CORES} cores; medians of {r} run(s)")

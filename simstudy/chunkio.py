@@ -111,7 +111,7 @@ class ChunkCache:
     for reuse while they fit in ``budget`` bytes.
     """
 
-    def __init__(self, budget: int = 256 * 2**20) -> None:
+    def __init__(self, budget: int = 64 * 2**20) -> None:
         self.budget = budget
         self.used = 0
         self.chunks: OrderedDict[Key, np.ndarray[Any, Any]] = OrderedDict()

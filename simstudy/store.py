@@ -9,6 +9,7 @@ Layers: imports ``study, grid, batch, errors`` (and xarray, zarr, numpy).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import platform
@@ -530,6 +531,38 @@ class Store:
         tmp = f.with_suffix(".json.partial")
         tmp.write_text(json.dumps(records))
         tmp.replace(f)
+
+    # ---- mt19937-jump chain checkpoints ---------------------------------
+    def _mt_folder(self, seed: int) -> Path:
+        tag = hashlib.blake2b(str(seed).encode(), digest_size=8).hexdigest()
+        return self.path / META / "mt19937" / tag
+
+    def mt_checkpoints(self, seed: int) -> dict[int, np.ndarray[Any, Any]]:
+        """Return the saved states of ``MT19937(seed).jumped(k)``, by k.
+
+        They depend on the seed and k only, so they stay valid whatever the
+        design; files that do not load as a (625,) int64 array are ignored.
+        """
+        out = {}
+        folder = self._mt_folder(seed)
+        for f in folder.glob("*.npy") if folder.exists() else []:
+            try:
+                row = np.load(f, allow_pickle=False)
+                k = int(f.stem)
+            except (OSError, ValueError):
+                continue
+            if row.shape == (625,) and row.dtype == np.int64:
+                out[k] = row
+        return out
+
+    def save_mt_checkpoint(self, seed: int, k: int, row: np.ndarray[Any, Any]) -> None:
+        """Save the state of ``MT19937(seed).jumped(k)`` (atomically)."""
+        folder = self._mt_folder(seed)
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp = folder / f"{k}.npy.partial"
+        with open(tmp, "wb") as f:
+            np.save(f, np.asarray(row, dtype=np.int64), allow_pickle=False)
+        tmp.replace(folder / f"{k}.npy")
 
     def _save_truth(self, study: Study) -> None:
         truths = {}

@@ -218,13 +218,30 @@ def mt_generator(state: np.ndarray[Any, Any]) -> Generator:
 class MTChain:
     """Walk ``MT19937(seed).jumped(k)`` forward by chaining single jumps.
 
-    ``MT19937.jumped(k)`` costs O(k) (about 2 ms per unit), so streams are
+    ``MT19937.jumped(k)`` costs O(k) (about 1-2 ms per unit), so streams are
     derived in increasing order from the previous one, never from scratch.
+    With ``every``, the states at multiples of ``every`` passed on the way
+    are kept in ``marks`` (the runner saves them, so a resume can ``seek``).
     """
 
-    def __init__(self, seed: int) -> None:
+    def __init__(self, seed: int, *, every: int = 0) -> None:
         self.k = 0
         self.bg = MT19937(seed)
+        self.every = every
+        self.marks: dict[int, np.ndarray[Any, Any]] = {}  # k -> state, every k
+
+    @staticmethod
+    def _row(bg: MT19937) -> np.ndarray[Any, Any]:
+        st = bg.state["state"]
+        return np.append(np.asarray(st["key"], dtype=np.int64), st["pos"])
+
+    def seek(self, k: int, row: np.ndarray[Any, Any]) -> None:
+        """Continue from a saved state: ``row`` is the state of stream ``k``."""
+        if k < self.k:
+            raise ValueError(f"MTChain moves forward only ({k} < {self.k})")
+        self.bg = MT19937(0)
+        self.bg.state = _mt_state(row)
+        self.k = k
 
     def states(self, ks: list[int]) -> np.ndarray[Any, Any]:
         """Return the states of streams ``ks`` (ascending, >= the last asked)."""
@@ -235,7 +252,7 @@ class MTChain:
             while self.k < k:
                 self.bg = self.bg.jumped(1)
                 self.k += 1
-            st = self.bg.state["state"]
-            out[i, :624] = st["key"]
-            out[i, 624] = st["pos"]
+                if self.every and self.k % self.every == 0:
+                    self.marks[self.k] = self._row(self.bg)
+            out[i] = self._row(self.bg)
         return out

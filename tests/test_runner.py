@@ -315,3 +315,44 @@ def test_task_numbering_is_point_major_method_minor():
                 assert task_of(t, replicates=4, methods=2) == (p, r, m)
                 seen.append(t)
     assert seen == list(range(24))
+
+
+def test_mt19937_resume_starts_from_a_saved_state(tmp_path, monkeypatch):
+    """The chain is walked once: a resume seeks to the last saved state before
+    the first pending stream instead of jumping from the seed."""
+    import zarr
+
+    monkeypatch.setattr(simstudy.store, "CHUNK_REPLICATES", 4)  # small chunks
+    monkeypatch.setattr(simstudy.runner, "MT_CHECKPOINT_EVERY", 3)  # per replicate
+    path = write(tmp_path, replicates=10, methods=("mean", "boot"))
+    path.write_text(path.read_text().replace("seed=1)", "seed=1, rng='mt19937-jump')"))
+    ref, store = tmp_path / "ref.zarr", tmp_path / "s.zarr"
+    simstudy.run(path, store=ref, scheduler="synchronous")
+    simstudy.run(path, store=store, scheduler="synchronous")
+    status = zarr.open_array(store / "status", mode="r+")
+    assert status.chunks[2] == 4
+    status[1, 1, 8:, :] = 0  # as if the run died before the last chunk of n=10, eps=.5
+    seeks: list[int] = []
+    real_seek = simstudy.streams.MTChain.seek
+
+    def seek(self, k, row):
+        seeks.append(k)
+        real_seek(self, k, row)
+
+    monkeypatch.setattr(simstudy.streams.MTChain, "seek", seek)
+    report = simstudy.run(path, store=store, scheduler="synchronous")
+    assert report.computed == 2 * 2
+    # point 3 (n=10, eps=0.5), replicate 8, data slot; 3 slots per replicate
+    assert seeks == [(3 * 10 + 8) * 3]
+    assert cube_digest(store) == cube_digest(ref)
+    # the saved states are the states numpy's own jumped() gives
+    from numpy.random import MT19937
+
+    saved = simstudy.store.Store.open_for_run(store, simstudy.load_study(path))
+    try:
+        states = saved.mt_checkpoints(1)
+    finally:
+        saved.close()
+    assert sorted(states) == list(range(3, 4 * 10 * 3, 3))
+    st = MT19937(1).jumped(12)
+    np.testing.assert_array_equal(states[12][:624], st.state["state"]["key"])
