@@ -97,15 +97,26 @@ class _ProgressPrinter:
         self.out = out
         self.tty = out.isatty()
         self.last = 0.0
+        self.first: tuple[float, int] | None = None  # (time, done) at the first event
 
     def __call__(self, ev: Any) -> None:
         now = time.monotonic()
+        if self.first is None:
+            self.first = (now, ev.done)
         final = ev.done >= ev.total
         if not final and now - self.last < (0.2 if self.tty else 10.0):
             return
         self.last = now
-        rate = ev.done / ev.elapsed if ev.elapsed > 0 else 0.0
-        eta = (ev.total - ev.done) / rate if rate > 0 else float("nan")
+        # rate and ETA from the first result on: start-up and the small
+        # pilot batches would make the first ETA absurd; "--" until 1 s of data
+        t1, d1 = self.first
+        span = now - t1
+        if final or span < 1.0 or ev.done <= d1:
+            rate = ev.done / ev.elapsed if ev.elapsed > 0 else 0.0
+            eta = 0.0 if final else float("nan")
+        else:
+            rate = (ev.done - d1) / span
+            eta = (ev.total - ev.done) / rate
         line = (
             f"{ev.done:,}/{ev.total:,} tasks  {100 * ev.done / ev.total:5.1f}%  "
             f"{rate:,.0f}/s  ETA {_duration(eta)}  failed {ev.failed:,}"

@@ -90,3 +90,24 @@ def test_rng_option_overrides_the_scheme(tmp_path, capsys, monkeypatch):
     assert "computed 0" in capsys.readouterr().out
     assert main(["run", str(path), "--scheduler", "threads"]) == 2
     assert "rng scheme changed ('mt19937-jump' -> 'spawn')" in capsys.readouterr().err
+
+
+def test_progress_eta_ignores_the_start_up(monkeypatch):
+    """The first line says ETA -- (no data yet); later ones estimate from the
+    rate since the first result, not since the process started."""
+    import io
+
+    from simstudy import cli
+    from simstudy.runner import Progress
+
+    clock = [100.0]
+    monkeypatch.setattr(cli.time, "monotonic", lambda: clock[0])
+    out = io.StringIO()
+    printer = cli._ProgressPrinter(out)
+    printer(Progress(done=12, total=1012, failed=0, elapsed=1.5))
+    clock[0] += 10.0
+    printer(Progress(done=512, total=1012, failed=0, elapsed=11.5))
+    first, second = out.getvalue().splitlines()
+    assert "ETA --" in first
+    assert "50/s" in second  # 500 tasks in the 10 s since the first result
+    assert "ETA 0:10" in second
