@@ -96,12 +96,13 @@ def test_progress_eta_ignores_the_start_up(monkeypatch):
     """The first line says ETA -- (no data yet); later ones estimate from the
     rate since the first result, not since the process started."""
     import io
+    import time
 
     from simstudy import cli
     from simstudy.runner import Progress
 
     clock = [100.0]
-    monkeypatch.setattr(cli.time, "monotonic", lambda: clock[0])
+    monkeypatch.setattr(time, "monotonic", lambda: clock[0])
     out = io.StringIO()
     printer = cli._ProgressPrinter(out)
     printer(Progress(done=12, total=1012, failed=0, elapsed=1.5))
