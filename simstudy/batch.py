@@ -280,7 +280,6 @@ def run_batch(
     rows: dict[str, np.ndarray[Any, Any]] = {}
     for j, method in enumerate(methods):
         _collect(method.name, j, raw[j], status, rows, specs, levels, failures, batch)
-    seconds[~np.isfinite(seconds)] = np.nan
     failures.sort(key=lambda f: (f[0], f[1]))
     return BatchResult(
         batch,

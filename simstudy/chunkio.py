@@ -124,7 +124,6 @@ class ChunkCache:
         if chunk is None:
             chunk = array.read(coords)
             self.chunks[key] = chunk
-            self.arrays[array.name] = array
             self.used += chunk.nbytes
             self._evict()
         else:
@@ -153,6 +152,7 @@ class ChunkCache:
     ) -> None:
         """Set ``values`` (replicates x methods x ...) at point ``index``,
         replicates ``start:stop`` and the given method indices, in memory."""
+        self.arrays.setdefault(array.name, array)
         n = len(index)
         rc, mc = array.chunks[n], array.chunks[n + 1]
         head = tuple(i // c for i, c in zip(index, array.chunks[:n], strict=True))

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, NoReturn, TextIO
 
 from simstudy.errors import SimstudyError, UsageError
+from simstudy.executors import SCHEDULERS
 from simstudy.runner import EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_OK
 
 __all__ = ["main"]
@@ -54,7 +55,7 @@ def _parser() -> argparse.ArgumentParser:
     where.add_argument(
         "--scheduler",
         default=None,
-        choices=["processes", "distributed", "threads", "synchronous"],
+        choices=SCHEDULERS,
         help="where tasks run (default: processes, one worker process per core)",
     )
     where.add_argument("--address", help="tcp://HOST:PORT of a Dask scheduler")

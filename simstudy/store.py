@@ -14,6 +14,7 @@ import json
 import os
 import platform
 import socket
+import threading
 import time
 import warnings
 from pathlib import Path
@@ -41,7 +42,8 @@ FIXED_VARS = {
     "worker": ("int16", -1),
 }
 META = ".simstudy"
-FLUSH_SECONDS = 5.0  # buffered results reach the disk at least this often
+FLUSH_SECONDS = 5.0  # buffered results reach the disk within this time
+Group = tuple[tuple[int, ...], int]  # (point index, status chunk)
 
 
 def _versions() -> dict[str, str]:
@@ -159,13 +161,17 @@ class Store:
         self.replicates: int = int(meta["fingerprint"]["replicates"])
         self.workers: list[str] = list(meta.get("workers", []))
         self._arrays: dict[str, Any] = {}
-        self._chunked: dict[str, ChunkedArray] = {}
         self._cache = ChunkCache()
         # buffered writes: per group (point index, status chunk), the tasks
-        # still expected this run, failure updates, and the first dirty time
-        self._expected: dict[tuple[tuple[int, ...], int], int] = {}
-        self._failure_updates: dict[tuple[tuple[int, ...], int], list[Any]] = {}
-        self._dirty_since: float | None = None
+        # still expected this run and the failure updates; a timer flushes
+        # whatever waits longer than FLUSH_SECONDS, under the lock
+        self._expected: dict[Group, int] = {}
+        self._failure_updates: dict[Group, list[Any]] = {}
+        folder = path / META / "failures"
+        self._failure_files = {f.name for f in folder.glob("*.json")}
+        self._group_rows: int | None = None
+        self._timer: threading.Timer | None = None
+        self._lock = threading.RLock()
         self._vars: list[str] | None = None
         self._specs: dict[str, tuple[int, ...]] | None = None
 
@@ -340,9 +346,12 @@ class Store:
     @property
     def group_rows(self) -> int:
         """Replicates per status chunk: the unit of buffering and of failures files."""
-        if "status" in self._arrays or "status" in self._var_names():
-            return int(self._array("status").chunks[len(self.factor_names)])
-        return CHUNK_REPLICATES
+        if self._group_rows is None:
+            if "status" not in self._var_names():
+                return CHUNK_REPLICATES  # creating the store
+            n = len(self.factor_names)
+            self._group_rows = int(self._array("status").chunks[n])
+        return self._group_rows
 
     def _array(self, name: str) -> Any:
         arr = self._arrays.get(name)
@@ -384,7 +393,13 @@ class Store:
     def write(
         self, result: BatchResult, pidx: tuple[int, ...], midx: np.ndarray[Any, Any]
     ) -> BatchResult:
-        """Write a finished batch: outputs, timings, failures, then status."""
+        """Take a finished batch into the buffer (see ``flush`` for the order)."""
+        with self._lock:
+            return self._write(result, pidx, midx)
+
+    def _write(
+        self, result: BatchResult, pidx: tuple[int, ...], midx: np.ndarray[Any, Any]
+    ) -> BatchResult:
         b = result.batch
         status = result.status.copy()
         specs = self.output_specs()
@@ -434,14 +449,10 @@ class Store:
         self._put("worker", pidx, b.start, b.stop, midx, worker)
         self._put("status", pidx, b.start, b.stop, midx, status)
         group = (pidx, b.start // self.group_rows)
-        if failures or self._failures_file(group).exists():
+        if failures or self._failures_file(group).name in self._failure_files:
             self._failure_updates.setdefault(group, []).append(
                 (b.start, b.stop, names, failures)
             )
-        now = time.monotonic()
-        if self._dirty_since is None:
-            self._dirty_since = now
-        stale = now - self._dirty_since > FLUSH_SECONDS
         left = self._expected.get(group)
         if left is not None:
             left -= status.size
@@ -449,8 +460,12 @@ class Store:
             if left <= 0:
                 del self._expected[group]
                 self.flush({group})
-        if stale or self._cache.over_budget:
+        if self._cache.over_budget:
             self.flush()
+        elif self._cache.dirty and self._timer is None:
+            self._timer = threading.Timer(FLUSH_SECONDS, self._flush_on_timer)
+            self._timer.daemon = True
+            self._timer.start()
         result.status = status
         result.failures = failures
         return result
@@ -464,27 +479,35 @@ class Store:
             if count:
                 self._expected[(point, c)] = count
 
-    def flush(self, groups: set[tuple[tuple[int, ...], int]] | None = None) -> None:
+    def _flush_on_timer(self) -> None:
+        with self._lock:
+            self._timer = None
+            self.flush()
+
+    def flush(self, groups: set[Group] | None = None) -> None:
         """Write buffered chunks: outputs and timings, failures, then status.
 
         Status goes last, so on disk a task is never marked ok before its
         outputs are there, however the process dies.
         """
+        with self._lock:
+            self._flush(groups)
+
+    def _flush(self, groups: set[Group] | None) -> None:
         n = len(self.factor_names)
         rows = self.group_rows
         keys = [
             k
             for k in self._cache.dirty
             if groups is None
-            or (k[1][:n], k[1][n] * self._chunked[k[0]].chunks[n] // rows) in groups
+            or (k[1][:n], k[1][n] * self._cache.arrays[k[0]].chunks[n] // rows)
+            in groups
         ]
         self._cache.flush([k for k in keys if k[0] != "status"])
         for group in list(self._failure_updates):
             if groups is None or group in groups:
                 self._write_failures(group, self._failure_updates.pop(group))
         self._cache.flush([k for k in keys if k[0] == "status"])
-        if not self._cache.dirty:
-            self._dirty_since = None
 
     def _put(
         self,
@@ -496,24 +519,21 @@ class Store:
         values: np.ndarray[Any, Any],
     ) -> None:
         """Set a (replicates x methods x ...) block in the chunk buffer."""
-        array = self._chunked.get(name)
+        array = self._cache.arrays.get(name)
         if array is None:
-            array = self._chunked[name] = ChunkedArray(
-                self.path, name, self._array(name)
-            )
+            array = ChunkedArray(self.path, name, self._array(name))
         self._cache.put(array, pidx, start, stop, midx, values)
 
-    def _failures_file(self, group: tuple[tuple[int, ...], int]) -> Path:
+    def _failures_file(self, group: Group) -> Path:
         pidx, chunk = group
         name = f"{'-'.join(map(str, pidx)) or 'p'}_c{chunk}.json"
         return self.path / META / "failures" / name
 
-    def _write_failures(
-        self, group: tuple[tuple[int, ...], int], updates: list[Any]
-    ) -> None:
+    def _write_failures(self, group: Group, updates: list[Any]) -> None:
         """Apply (start, stop, methods, failures) updates to a group's file."""
         f = self._failures_file(group)
-        records = json.loads(f.read_text()) if f.exists() else []
+        known = f.name in self._failure_files
+        records = json.loads(f.read_text()) if known else []
         point = {
             k: self.levels[k][i]
             for k, i in zip(self.factor_names, group[0], strict=True)
@@ -525,12 +545,13 @@ class Store:
                 if not (start <= e["replicate"] < stop and e["method"] in names)
             ]
             records += [{**point, **e} for e in failures]
-        if not records and not f.exists():
+        if not records and not known:
             return
         f.parent.mkdir(parents=True, exist_ok=True)
         tmp = f.with_suffix(".json.partial")
         tmp.write_text(json.dumps(records))
         tmp.replace(f)
+        self._failure_files.add(f.name)
 
     # ---- mt19937-jump chain checkpoints ---------------------------------
     def _mt_folder(self, seed: int) -> Path:
@@ -587,7 +608,11 @@ class Store:
     def close(self) -> None:
         """Write what is buffered, then release the lock."""
         try:
-            self.flush()
+            with self._lock:
+                if self._timer is not None:
+                    self._timer.cancel()
+                    self._timer = None
+                self._flush(None)
         finally:
             self.lock.release()
 

@@ -20,7 +20,7 @@ from simstudy.grid import Batch
 
 __all__ = ["SCHEDULERS", "Executor", "failed_result"]
 
-SCHEDULERS = ("distributed", "processes", "threads", "synchronous")
+SCHEDULERS = ("processes", "distributed", "threads", "synchronous")  # default first
 
 
 class Executor(Protocol):
