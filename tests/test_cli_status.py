@@ -112,3 +112,20 @@ def test_progress_eta_ignores_the_start_up(monkeypatch):
     assert "ETA --" in first
     assert "50/s" in second  # 500 tasks in the 10 s since the first result
     assert "ETA 0:10" in second
+
+
+def test_status_into_a_closed_pipe_stops_quietly(tmp_path, capsys, monkeypatch):
+    """`simstudy status STORE | head -1`: the reader leaves early; that is not
+    an internal error and prints nothing on stderr."""
+    import io
+    import os
+    import sys
+
+    path = _write(tmp_path)
+    simstudy.run(path, store=tmp_path / "s.zarr", scheduler="synchronous")
+    read, write = os.pipe()
+    os.close(read)  # nobody reads: the first write raises BrokenPipeError
+    out = io.TextIOWrapper(os.fdopen(write, "wb"), line_buffering=True)
+    monkeypatch.setattr(sys, "stdout", out)
+    assert main(["status", str(tmp_path / "s.zarr")]) == 0
+    assert capsys.readouterr().err == ""
