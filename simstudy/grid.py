@@ -69,6 +69,16 @@ def task_of(task: int, *, replicates: int, methods: int) -> tuple[int, int, int]
     return p, r, m
 
 
+def _row_codes(pending: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+    """Return one integer per row, equal exactly for equal rows."""
+    m = pending.shape[1]
+    if m <= 62:  # the row's bits as a number (np.unique on rows costs ~70 ms/200k)
+        weights = np.left_shift(np.int64(1), np.arange(m, dtype=np.int64))
+        return np.asarray(pending.astype(np.int64) @ weights)
+    _, code = np.unique(pending, axis=0, return_inverse=True)
+    return np.asarray(code).reshape(pending.shape[0])
+
+
 def batch_runs(
     pending: np.ndarray[Any, Any],
     *,
@@ -87,9 +97,7 @@ def batch_runs(
     if n == 0:
         return
     active = np.asarray(pending.any(axis=1))
-    # one code per distinct row: runs are where the code stays the same
-    _, code = np.unique(pending, axis=0, return_inverse=True)
-    code = np.asarray(code).reshape(n)
+    code = _row_codes(pending)  # equal rows, equal codes: runs keep one code
     for c0 in range(0, n, chunk):
         c1 = min(c0 + chunk, n)
         idx = np.flatnonzero(active[c0:c1]) + c0

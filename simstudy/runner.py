@@ -23,7 +23,7 @@ import numpy as np
 from simstudy import streams
 from simstudy.batch import FAILED, OK
 from simstudy.errors import UsageError
-from simstudy.executors import SCHEDULERS, make_executor
+from simstudy.executors import SCHEDULERS, Executor, make_executor
 from simstudy.executors.dask import check_address
 from simstudy.grid import Batch, batch_runs, points
 from simstudy.loader import load_study
@@ -213,12 +213,23 @@ def run(
     n_workers = workers or os.cpu_count() or 1
     path = Path(store) if store is not None else default_store(study)
     t0 = time.perf_counter()
-    st = Store.open_for_run(path, study, restart=restart)
+    early = None
+    if scheduler == "processes" and (restart or not path.exists()):
+        # a new store always has work: spawn the workers first, so they
+        # import and install the study while the store is being created
+        early = make_executor(scheduler, study=study, workers=n_workers)
+    try:
+        st = Store.open_for_run(path, study, restart=restart)
+    except BaseException:
+        if early is not None:
+            early.close()
+        raise
     try:
         return _run_open(
             study,
             st,
             t0,
+            executor=early,
             scheduler=scheduler,
             workers=n_workers,
             address=address,
@@ -231,6 +242,8 @@ def run(
         )
     finally:
         st.close()
+        if early is not None:
+            early.close()  # closing twice is harmless
 
 
 def _run_open(
@@ -238,6 +251,7 @@ def _run_open(
     st: Store,
     t0: float,
     *,
+    executor: Executor | None,
     scheduler: str,
     workers: int,
     address: str | None,
@@ -283,9 +297,11 @@ def _run_open(
     if total == 0:
         report.seconds = time.perf_counter() - t0
         return report
-    executor = make_executor(
-        scheduler, study=study, workers=workers, address=address, insecure=insecure
-    )
+    if executor is None:
+        executor = make_executor(
+            scheduler, study=study, workers=workers, address=address, insecure=insecure
+        )
+    executor.wait()
     report.executor = executor.description
     report.startup = time.perf_counter() - t0
     if on_start is not None:

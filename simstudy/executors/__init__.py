@@ -34,6 +34,10 @@ class Executor(Protocol):
         """Submit batches (a bounded window at a time), yield finished results."""
         ...
 
+    def wait(self) -> None:
+        """Return when the workers are up (they may start in the background)."""
+        ...
+
     def stop_submitting(self) -> None:
         """Finish the batches in flight but submit no new ones."""
         ...
