@@ -214,7 +214,8 @@ def run(
     path = Path(store) if store is not None else default_store(study)
     t0 = time.perf_counter()
     early = None
-    if scheduler == "processes" and (restart or not path.exists()):
+    fresh = restart or not path.exists()
+    if scheduler == "processes" and fresh and os.access(path.parent, os.W_OK):
         # a new store always has work: spawn the workers first, so they
         # import and install the study while the store is being created
         early = make_executor(scheduler, study=study, workers=n_workers)

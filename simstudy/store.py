@@ -187,6 +187,11 @@ class Store:
                 f"cannot create store {p}: directory {p.parent} does not exist.",
                 hint="create the directory first or choose another --store",
             )
+        if p.exists() and not p.is_dir():
+            raise StoreError(
+                f"{p} is a file, not a store (a store is a directory).",
+                hint="choose another --store path, e.g. results.zarr",
+            )
         if (
             p.exists()
             and not (p / "zarr.json").exists()

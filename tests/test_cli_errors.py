@@ -59,6 +59,12 @@ CASES = [
         ["run", "study.py", "--address", "tcp://10.1.2.3:8786"],
         "plain tcp to a non-loopback host",
     ),
+    (
+        GOOD_STUDY,
+        ["run", "study.py", "--store", "missing/dir/s.zarr"],
+        "directory",
+    ),
+    (GOOD_STUDY, ["run", "study.py", "--store", "study.txt"], "is a file, not a store"),
     (GOOD_STUDY, ["status", "nowhere.zarr"], "is not a simstudy store"),
     (GOOD_STUDY, ["status", "."], "is not a simstudy store"),
     (GOOD_STUDY, ["status", "study.py"], "is not a simstudy store"),
@@ -85,6 +91,8 @@ IDS = [
     "address-with-scheduler",
     "address-http",
     "address-plain-tcp-remote",
+    "store-in-missing-directory",
+    "store-is-a-file",
     "status-missing-store",
     "status-not-a-store",
     "status-study-without-store",
@@ -105,6 +113,15 @@ def _check_bad_input(
         assert not list(cwd.glob("*.zarr")), "a store was written on bad input"
 
 
+def _snapshot(root: Path) -> dict[str, bytes]:
+    """Every file and directory under root (Python's caches aside), with contents."""
+    return {
+        str(p.relative_to(root)): p.read_bytes() if p.is_file() else b"<dir>"
+        for p in sorted(root.rglob("*"))
+        if "__pycache__" not in p.parts
+    }
+
+
 @pytest.mark.parametrize(("source", "argv", "expected"), CASES, ids=IDS)
 def test_bad_input_exits_2_with_error_and_hint(
     write_study: WriteStudy,
@@ -118,10 +135,12 @@ def test_bad_input_exits_2_with_error_and_hint(
     write_study(source)
     write_study(source, name="study.txt")
     monkeypatch.chdir(tmp_path)
+    before = _snapshot(tmp_path)
     code = main(argv)
     out, err = capsys.readouterr()
     _check_bad_input(code, err, expected, tmp_path)
     assert "Traceback" not in out
+    assert _snapshot(tmp_path) == before, "bad input changed files on disk"
 
 
 @pytest.mark.parametrize(
