@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -27,8 +27,10 @@ from simstudy.executors import SCHEDULERS, Executor, make_executor
 from simstudy.executors.dask import check_address
 from simstudy.grid import Batch, batch_runs, points
 from simstudy.loader import load_study
-from simstudy.store import Store
 from simstudy.study import Study
+
+if TYPE_CHECKING:
+    from simstudy.store import Store
 
 __all__ = [
     "EXIT_BAD_INPUT",
@@ -220,6 +222,9 @@ def run(
         # import and install the study while the store is being created
         early = make_executor(scheduler, study=study, workers=n_workers)
     try:
+        # imported here: zarr's ~0.15 s import overlaps the workers' start
+        from simstudy.store import Store
+
         st = Store.open_for_run(path, study, restart=restart)
     except BaseException:
         if early is not None:

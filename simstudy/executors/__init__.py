@@ -35,7 +35,7 @@ class Executor(Protocol):
         ...
 
     def wait(self) -> None:
-        """Return when the workers are up (they may start in the background)."""
+        """Return when workers are up to take batches (others may still start)."""
         ...
 
     def stop_submitting(self) -> None:

@@ -168,9 +168,13 @@ class LocalSchedulerExecutor(_WindowedExecutor):
         self.description = f"dask {scheduler} scheduler, {n} worker(s)"
 
     def wait(self) -> None:
-        for future in self.warming:
-            future.result()
-        self.warming = []
+        """Return once one worker is up: batches start there while the others
+        finish starting (a broken environment fails here, on the first)."""
+        if self.warming:
+            done, _ = cf.wait(self.warming, return_when=cf.FIRST_COMPLETED)
+            for future in done:
+                future.result()
+            self.warming = []
 
     def _compute(self, batch: Batch, specs: dict[str, tuple[int, ...]]) -> BatchResult:
         key = f"batch-{batch.point}-{batch.start}"
