@@ -379,7 +379,6 @@ def _stack(
 
 # ---- worker-side study cache (the study travels once per worker) -----------
 _installed: dict[str, Study] = {}
-_by_payload: dict[int, tuple[bytes, Study]] = {}
 
 
 def _load(payload: bytes) -> Study:
@@ -417,14 +416,3 @@ def run_installed(
 ) -> BatchResult:
     """Run a batch of the study installed under ``token``."""
     return run_batch(_installed[token], batch, specs)
-
-
-def run_payload(
-    payload: bytes, batch: Batch, specs: dict[str, tuple[int, ...]]
-) -> BatchResult:
-    """Run a batch of a pickled study, unpickling it once per process."""
-    hit = _by_payload.get(id(payload))
-    if hit is None or hit[0] is not payload:
-        _by_payload.clear()
-        hit = _by_payload[id(payload)] = (payload, _load(payload))
-    return run_batch(hit[1], batch, specs)

@@ -47,6 +47,31 @@ class Batch:
     def size(self) -> int:
         return (self.stop - self.start) * len(self.methods)
 
+    def split(self) -> tuple[Batch, Batch]:
+        """Halve a batch: its replicates, or its methods when it has one
+        replicate (mt19937 states follow the replicates)."""
+        if self.stop - self.start == 1:
+            half = len(self.methods) // 2
+            a, b = self.methods[:half], self.methods[half:]
+            return (
+                Batch(
+                    self.point, self.levels, self.start, self.stop, a, self.mt_states
+                ),
+                Batch(
+                    self.point, self.levels, self.start, self.stop, b, self.mt_states
+                ),
+            )
+        mid = (self.start + self.stop) // 2
+        states: list[Any] = [None, None]
+        if self.mt_states is not None:
+            per = len(self.mt_states) // (self.stop - self.start)
+            cut = (mid - self.start) * per
+            states = [self.mt_states[:cut], self.mt_states[cut:]]
+        return (
+            Batch(self.point, self.levels, self.start, mid, self.methods, states[0]),
+            Batch(self.point, self.levels, mid, self.stop, self.methods, states[1]),
+        )
+
 
 def points(study: Study) -> list[dict[str, Level]]:
     """Return the design points in grid order (first factor slowest)."""

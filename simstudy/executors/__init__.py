@@ -18,9 +18,24 @@ import numpy as np
 from simstudy.batch import FAILED, BatchResult, worker_name
 from simstudy.grid import Batch
 
-__all__ = ["SCHEDULERS", "Executor", "failed_result"]
+__all__ = ["MAX_ATTEMPTS", "SCHEDULERS", "Executor", "WorkerDied", "failed_result"]
 
 SCHEDULERS = ("processes", "distributed", "threads", "synchronous")  # default first
+
+
+MAX_ATTEMPTS = 3  # a task that kills its worker this often is recorded failed
+
+
+class WorkerDied(Exception):
+    """The worker process died while running a task, on every attempt."""
+
+    def __init__(self, cause: BaseException, attempts: int) -> None:
+        what = f"{type(cause).__name__}: {cause}"
+        super().__init__(
+            f"the worker process died while running this task ({attempts} "
+            f"attempt(s)); the task may crash the interpreter, run out of "
+            f"memory or call os._exit ({what})"
+        )
 
 
 class Executor(Protocol):
@@ -52,7 +67,11 @@ def failed_result(
 ) -> BatchResult:
     """Record every task of a batch as failed because its worker failed."""
     b, k = batch.stop - batch.start, len(batch.methods)
-    text = "".join(traceback.format_exception_only(type(exc), exc)).strip()
+    if isinstance(exc, WorkerDied):
+        message = str(exc)
+    else:
+        text = "".join(traceback.format_exception_only(type(exc), exc)).strip()
+        message = f"the worker running this batch failed: {text}"
     return BatchResult(
         batch,
         np.full((b, k), FAILED, np.int8),
@@ -64,7 +83,7 @@ def failed_result(
                 "replicate": r,
                 "method": method_names[m],
                 "type": type(exc).__name__,
-                "message": f"the worker running this batch failed: {text}"[:2000],
+                "message": message[:2000],
                 "traceback": "",
             }
             for r in range(batch.start, batch.stop)

@@ -3,7 +3,7 @@
 """Dask executors: a LocalCluster or an external cluster (``distributed``), and
 Dask's local schedulers (``processes``, ``threads``, ``synchronous``).
 
-The study travels to each worker once (scattered, or a pool initializer),
+The study travels to each worker once (a worker plugin, or a pool initializer),
 never once per batch. Workers run with BLAS/OpenMP threads = 1 unless the
 user set those variables.
 
@@ -19,7 +19,9 @@ import multiprocessing
 import os
 import signal
 import uuid
+from collections import deque
 from collections.abc import Callable, Iterator
+from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
 import cloudpickle
@@ -27,7 +29,7 @@ import cloudpickle
 from simstudy import batch as batch_mod
 from simstudy.batch import BatchResult
 from simstudy.errors import UsageError
-from simstudy.executors import failed_result
+from simstudy.executors import MAX_ATTEMPTS, WorkerDied, failed_result
 from simstudy.grid import Batch
 from simstudy.study import Study
 
@@ -76,11 +78,16 @@ class _WindowedExecutor:
 
     description = ""
 
+    precise_deaths = False  # True: the scheduler names the batch a death hit
+    max_attempts = MAX_ATTEMPTS  # attempts of a one-task batch before it fails
+    deaths_per_attempt = 1  # worker deaths behind one failed attempt
+
     def __init__(self, study: Study, *, window: int) -> None:
         self.study = study
         self.window = max(1, window)
         self.stopping = False
         self.names = study.method_names
+        self.generation = 0
 
     def _submit(self, batch: Batch, specs: dict[str, tuple[int, ...]]) -> Any:
         raise NotImplementedError
@@ -89,26 +96,66 @@ class _WindowedExecutor:
         done, _ = cf.wait(futures, return_when=cf.FIRST_COMPLETED)
         return done
 
-    def _result(self, future: Any, batch: Batch) -> BatchResult:
-        try:
-            result: BatchResult = future.result()
-        except Exception as exc:
-            result = failed_result(batch, exc, self.names)
-        return result
+    def _died(self, exc: BaseException) -> bool:
+        """Whether ``exc`` says the worker process running the batch died."""
+        return False
+
+    def _restart(self) -> None:
+        """Replace dead workers (after ``_died``); bump ``generation``."""
+        self.generation += 1
 
     def results(self, batches: Iterator[Batch], specs: Specs) -> Iterator[BatchResult]:
-        inflight: dict[Any, Batch] = {}
+        """Keep ``window`` batches in flight; yield results as they finish.
+
+        A batch whose worker process dies is not recorded as failed at once:
+        the batches that were in flight are rerun one at a time, so a death
+        names its batch; that batch is halved until one replicate is left,
+        which is recorded as failed once it has killed its worker
+        ``max_attempts`` times. Tasks
+        that merely shared a worker with it are computed normally.
+        """
+        # future -> (batch, attempts, pool generation, rerun after a death)
+        inflight: dict[Any, tuple[Batch, int, int, bool]] = {}
+        retry: deque[tuple[Batch, int]] = deque()
         it = iter(batches)
         while True:
-            while not self.stopping and len(inflight) < self.window:
-                b = next(it, None)
-                if b is None:
+            alone = bool(retry) or any(v[3] for v in inflight.values())
+            while not self.stopping and len(inflight) < (1 if alone else self.window):
+                if retry:
+                    b, attempts = retry.popleft()
+                elif alone:
                     break
-                inflight[self._submit(b, specs())] = b
+                else:
+                    nxt = next(it, None)
+                    if nxt is None:
+                        break
+                    b, attempts = nxt, 0
+                future = self._submit(b, specs())
+                inflight[future] = (b, attempts, self.generation, alone)
             if not inflight:
                 return
             for f in self._wait(set(inflight)):
-                yield self._result(f, inflight.pop(f))
+                b, attempts, gen, _ = inflight.pop(f)
+                try:
+                    result: BatchResult = f.result()
+                except Exception as exc:
+                    if not self._died(exc):
+                        yield failed_result(b, exc, self.names)
+                        continue
+                    others = any(v[2] == gen for v in inflight.values())
+                    if gen == self.generation:
+                        self._restart()
+                    if others and not self.precise_deaths:
+                        retry.append((b, attempts))  # a suspect: rerun alone
+                    elif b.size > 1:
+                        retry.extend((half, attempts) for half in b.split())
+                    elif attempts + 1 >= self.max_attempts:
+                        deaths = (attempts + 1) * self.deaths_per_attempt
+                        yield failed_result(b, WorkerDied(exc, deaths), self.names)
+                    else:
+                        retry.append((b, attempts + 1))
+                    continue
+                yield result
 
     def wait(self) -> None:
         pass
@@ -146,26 +193,54 @@ class LocalSchedulerExecutor(_WindowedExecutor):
         self.token = uuid.uuid4().hex
         self.pool: cf.Executor | None = None
         self.warming: list[cf.Future[str]] = []
-        payload = cloudpickle.dumps(study)
+        self.n = n
+        self.payload = cloudpickle.dumps(study)
         if scheduler == "processes":
-            with _spawn_env():
-                self.pool = cf.ProcessPoolExecutor(
-                    max_workers=n,
-                    mp_context=multiprocessing.get_context("spawn"),
-                    initializer=_init_worker,
-                    initargs=(self.token, payload),
-                )
-                # spawn the workers now (they import and install the study
-                # while the driver goes on, e.g. creating the store); wait()
-                # waits for them, so a broken environment fails there
-                self.warming = [self.pool.submit(batch_mod.ready) for _ in range(n)]
+            self._start_pool()
             import dask.multiprocessing  # noqa: F401  (here, not in the first batch)
         else:
+            payload = self.payload
             batch_mod.install(self.token, payload)
             if scheduler == "threads":
                 self.pool = cf.ThreadPoolExecutor(max_workers=n)
         self.feeders = cf.ThreadPoolExecutor(max_workers=self.window)
         self.description = f"dask {scheduler} scheduler, {n} worker(s)"
+
+    def _start_pool(self) -> None:
+        with _spawn_env():
+            self.pool = cf.ProcessPoolExecutor(
+                max_workers=self.n,
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=_init_worker,
+                initargs=(self.token, self.payload),
+            )
+            # spawn the workers now (they import and install the study while
+            # the driver goes on, e.g. creating the store); wait() waits for
+            # the first, so a broken environment fails there
+            self.warming = [self.pool.submit(batch_mod.ready) for _ in range(self.n)]
+
+    def _died(self, exc: BaseException) -> bool:
+        return isinstance(exc, BrokenProcessPool)
+
+    def _restart(self) -> None:
+        super()._restart()
+        if self.scheduler == "processes":
+            self._stop_pool()
+            self._start_pool()
+
+    def _stop_pool(self) -> None:
+        """Stop the workers at once: nothing they hold is worth waiting for
+        (Python's exit handler would otherwise join each ~0.2 s teardown)."""
+        pool = self.pool
+        if isinstance(pool, cf.ProcessPoolExecutor):
+            procs = list((getattr(pool, "_processes", None) or {}).values())
+            pool.shutdown(wait=False, cancel_futures=True)
+            for proc in procs:
+                proc.terminate()
+            for proc in procs:
+                proc.join(timeout=5)
+        elif pool is not None:
+            pool.shutdown(wait=False, cancel_futures=True)
 
     def wait(self) -> None:
         """Return once one worker is up: batches start there while the others
@@ -203,18 +278,7 @@ class LocalSchedulerExecutor(_WindowedExecutor):
 
     def close(self) -> None:
         self.feeders.shutdown(wait=False, cancel_futures=True)
-        if isinstance(self.pool, cf.ProcessPoolExecutor):
-            # the workers hold nothing worth keeping once we close: stop them
-            # at once instead of waiting ~0.2 s for each interpreter to tear
-            # down (Python's exit handler joins them)
-            procs = list((getattr(self.pool, "_processes", None) or {}).values())
-            self.pool.shutdown(wait=False, cancel_futures=True)
-            for proc in procs:
-                proc.terminate()
-            for proc in procs:
-                proc.join(timeout=5)
-        elif self.pool is not None:
-            self.pool.shutdown(wait=False, cancel_futures=True)
+        self._stop_pool()
         batch_mod._installed.pop(self.token, None)
 
 
@@ -231,23 +295,35 @@ class DistributedExecutor(_WindowedExecutor):
         insecure: bool = False,
         **_: Any,
     ) -> None:
+        import dask
         from distributed import Client, LocalCluster, as_completed
 
         self.cluster: Any = None
         if address is None:
-            with _spawn_env():
+            # our LocalCluster's scheduler gives up on a task at its first
+            # worker death; results() retries and isolates the task itself
+            with (
+                _spawn_env(),
+                dask.config.set({"distributed.scheduler.allowed-failures": 0}),
+            ):
                 self.cluster = LocalCluster(
                     n_workers=workers,
                     threads_per_worker=1,
                     processes=True,
                     host="127.0.0.1",
                     dashboard_address="127.0.0.1:0",
-                    silence_logs=logging.ERROR,
+                    silence_logs=logging.CRITICAL,  # deaths are handled
                     env=worker_env(),
                 )
             self.client = Client(self.cluster)
         else:
             check_address(address, insecure)
+            # an external scheduler retries a task on other workers up to its
+            # allowed-failures, then raises KilledWorker: fail it then
+            self.max_attempts = 1
+            self.deaths_per_attempt = 1 + int(
+                dask.config.get("distributed.scheduler.allowed-failures", 3)
+            )
             try:
                 self.client = Client(address, timeout="10s")
             except OSError as exc:
@@ -257,9 +333,11 @@ class DistributedExecutor(_WindowedExecutor):
                 ) from None
         n = max(1, len(self.client.scheduler_info().get("workers", {})) or workers)
         super().__init__(study, window=window or 2 * n + 1)
-        self.payload = self.client.scatter(
-            cloudpickle.dumps(study), broadcast=True, hash=False
-        )
+        from simstudy.executors._plugin import InstallStudy
+
+        self.token = uuid.uuid4().hex
+        self.plugin = InstallStudy(self.token, cloudpickle.dumps(study))
+        self.client.register_plugin(self.plugin)
         where = "LocalCluster" if address is None else address
         self.description = f"dask distributed ({where}, {n} worker(s))"
         self.dashboard = getattr(self.client, "dashboard_link", None)
@@ -267,7 +345,7 @@ class DistributedExecutor(_WindowedExecutor):
 
     def _submit(self, batch: Batch, specs: dict[str, tuple[int, ...]]) -> Any:
         future = self.client.submit(
-            batch_mod.run_payload, self.payload, batch, specs, pure=False
+            batch_mod.run_installed, self.token, batch, specs, pure=False
         )
         self.finished.add(future)
         return future
@@ -275,7 +353,19 @@ class DistributedExecutor(_WindowedExecutor):
     def _wait(self, futures: set[Any]) -> set[Any]:
         return {next(self.finished)}
 
+    # Dask reruns a task whose worker died on other workers and gives up
+    # (KilledWorker) after distributed.scheduler.allowed-failures deaths, so a
+    # death always names its batch
+    precise_deaths = True
+
+    def _died(self, exc: BaseException) -> bool:
+        from distributed import KilledWorker
+
+        return isinstance(exc, KilledWorker)
+
     def close(self) -> None:
+        with contextlib.suppress(Exception):  # leave long-lived workers clean
+            self.client.unregister_worker_plugin(self.plugin.name)
         with contextlib.suppress(Exception):
             self.client.close(timeout=5)
         if self.cluster is not None:
