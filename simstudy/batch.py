@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numbers
 import os
+import signal
 import socket
 import threading
 import time
@@ -52,6 +53,42 @@ class BatchResult:
 
 class _TaskFailure(Exception):
     """An output problem found by the engine (not raised by user code)."""
+
+
+class TaskTimeout(Exception):
+    """A data function or method call ran past ``--task-timeout``."""
+
+
+class _Alarm:
+    """A deadline for each user call, by SIGALRM.
+
+    Works in the main thread of a POSIX process (the ``processes`` and
+    ``synchronous`` schedulers); the runner refuses ``--task-timeout`` for the
+    others. A call stuck inside C code that never returns to Python is not
+    interrupted.
+    """
+
+    def __init__(self, seconds: float | None) -> None:
+        self.seconds = seconds
+        self.saved: Any = None
+        if seconds:
+            self.saved = signal.signal(signal.SIGALRM, self._fire)
+
+    def _fire(self, signum: int, frame: Any) -> None:
+        raise TaskTimeout(f"took longer than --task-timeout {self.seconds:g} s")
+
+    def arm(self) -> None:
+        if self.seconds:
+            signal.setitimer(signal.ITIMER_REAL, self.seconds)
+
+    def disarm(self) -> None:
+        if self.seconds:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+
+    def close(self) -> None:
+        if self.seconds:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, self.saved)
 
 
 def worker_name() -> str:
@@ -242,40 +279,50 @@ def run_batch(
     methods = [study.methods[m] for m in batch.methods]
     method_kw = [_kwargs(m.params, values, None) for m in methods]
     perf = time.perf_counter
+    alarm = _Alarm(batch.timeout)
     wall0, perf0 = time.time(), perf()
-    for i in range(b):
-        c0 = perf()
-        data_error: BaseException | None = None
-        try:
-            if data_rng:
-                data_kw["rng"] = src.data(i)
-            data = data_func(**data_kw)
-        except Exception as exc:
-            data_error = exc
-        c1 = c0
-        for j, method in enumerate(methods):
+    try:
+        for i in range(b):
+            c0 = perf()
+            data_error: BaseException | None = None
             try:
-                if data_error is not None:
-                    raise data_error
-                kw = method_kw[j]
-                if method.takes_rng:
-                    kw["rng"] = src.method(i, batch.methods[j])
-                raw[j][i] = method.func(data, **kw)
-                status[i, j] = OK
+                if data_rng:
+                    data_kw["rng"] = src.data(i)
+                alarm.arm()
+                data = data_func(**data_kw)
+                alarm.disarm()
             except Exception as exc:
-                status[i, j] = FAILED
-                if exc is data_error:
-                    message = f"data function: {exc}"
-                else:
-                    message = f"method {method.name!r}: {exc}"
-                record = _failure(
-                    batch.start + i, method.name, exc, message, study.source_file
-                )
-                failures.append((i, j, record))
-            c2 = perf()
-            started[i, j] = c1
-            seconds[i, j] = c2 - c1  # the first method also carries the data time
-            c1 = c2
+                alarm.disarm()
+                data_error = exc
+            c1 = c0
+            for j, method in enumerate(methods):
+                try:
+                    if data_error is not None:
+                        raise data_error
+                    kw = method_kw[j]
+                    if method.takes_rng:
+                        kw["rng"] = src.method(i, batch.methods[j])
+                    alarm.arm()
+                    raw[j][i] = method.func(data, **kw)
+                    alarm.disarm()
+                    status[i, j] = OK
+                except Exception as exc:
+                    alarm.disarm()
+                    status[i, j] = FAILED
+                    if exc is data_error:
+                        message = f"data function: {exc}"
+                    else:
+                        message = f"method {method.name!r}: {exc}"
+                    record = _failure(
+                        batch.start + i, method.name, exc, message, study.source_file
+                    )
+                    failures.append((i, j, record))
+                c2 = perf()
+                started[i, j] = c1
+                seconds[i, j] = c2 - c1  # the first method also carries the data time
+                c1 = c2
+    finally:
+        alarm.close()
     started += wall0 - perf0
     rows: dict[str, np.ndarray[Any, Any]] = {}
     for j, method in enumerate(methods):

@@ -42,6 +42,18 @@ def _positive(text: str) -> int:
     return value
 
 
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a number of seconds, got {text!r}"
+        ) from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected seconds > 0, got {text}")
+    return value
+
+
 def _parser() -> argparse.ArgumentParser:
     top = _Parser(
         prog="python -m simstudy",
@@ -76,6 +88,13 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--batch-size", type=_positive, help="replicates per batch")
     run.add_argument(
         "--max-errors", type=_positive, help="stop cleanly after N failed tasks"
+    )
+    run.add_argument(
+        "--task-timeout",
+        type=_seconds,
+        metavar="SECONDS",
+        help="record a data/method call running longer as a failed task "
+        "(processes and synchronous schedulers)",
     )
     run.add_argument("--retry-failed", action="store_true", help="rerun failed tasks")
     run.add_argument(
@@ -174,6 +193,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
             insecure=args.insecure,
             batch_size=args.batch_size,
             max_errors=args.max_errors,
+            task_timeout=args.task_timeout,
             retry_failed=args.retry_failed,
             restart=args.restart,
             on_progress=printer,

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -42,6 +42,7 @@ class Batch:
     stop: int  # one past the last replicate
     methods: tuple[int, ...]  # indices into study.methods
     mt_states: Any = field(default=None)  # (n, 625) int64 rows, mt19937-jump only
+    timeout: float | None = None  # seconds allowed per user call (--task-timeout)
 
     @property
     def size(self) -> int:
@@ -52,14 +53,9 @@ class Batch:
         replicate (mt19937 states follow the replicates)."""
         if self.stop - self.start == 1:
             half = len(self.methods) // 2
-            a, b = self.methods[:half], self.methods[half:]
             return (
-                Batch(
-                    self.point, self.levels, self.start, self.stop, a, self.mt_states
-                ),
-                Batch(
-                    self.point, self.levels, self.start, self.stop, b, self.mt_states
-                ),
+                replace(self, methods=self.methods[:half]),
+                replace(self, methods=self.methods[half:]),
             )
         mid = (self.start + self.stop) // 2
         states: list[Any] = [None, None]
@@ -68,8 +64,8 @@ class Batch:
             cut = (mid - self.start) * per
             states = [self.mt_states[:cut], self.mt_states[cut:]]
         return (
-            Batch(self.point, self.levels, self.start, mid, self.methods, states[0]),
-            Batch(self.point, self.levels, mid, self.stop, self.methods, states[1]),
+            replace(self, stop=mid, mt_states=states[0]),
+            replace(self, start=mid, mt_states=states[1]),
         )
 
 

@@ -23,7 +23,7 @@ import numpy as np
 from simstudy import streams
 from simstudy.batch import FAILED, OK
 from simstudy.errors import UsageError
-from simstudy.executors import SCHEDULERS, Executor, make_executor
+from simstudy.executors import SCHEDULERS, Executor, make_executor, study_payload
 from simstudy.executors.dask import check_address
 from simstudy.grid import Batch, batch_runs, points
 from simstudy.loader import load_study
@@ -151,6 +151,7 @@ def run(
     insecure: bool = False,
     batch_size: int | None = None,
     max_errors: int | None = None,
+    task_timeout: float | None = None,
     retry_failed: bool = False,
     restart: bool = False,
     on_progress: Callable[[Progress], None] | None = None,
@@ -173,6 +174,10 @@ def run(
         Worker processes (default: the number of cores).
     batch_size : int, optional
         Replicates per batch (default: automatic).
+    task_timeout : float, optional
+        Seconds a data function or method call may run; a call running
+        longer is interrupted and recorded as a failed task (``TaskTimeout``).
+        Needs the ``processes`` or ``synchronous`` scheduler.
     max_errors : int, optional
         Stop cleanly once this many tasks have failed in this run.
     retry_failed : bool
@@ -205,6 +210,19 @@ def run(
             f"--max-errors must be >= 1, got {max_errors}.",
             hint="drop --max-errors to never stop on failures",
         )
+    if task_timeout is not None:
+        if not task_timeout > 0:
+            raise UsageError(
+                f"--task-timeout must be > 0 seconds, got {task_timeout}.",
+                hint="drop --task-timeout to let tasks run as long as they need",
+            )
+        if scheduler not in ("processes", "synchronous"):
+            raise UsageError(
+                f"--task-timeout works with the processes and synchronous "
+                f"schedulers, not {scheduler!r} (it interrupts a task with a "
+                "signal, which only a process's main thread receives).",
+                hint="drop --scheduler (processes is the default) or --task-timeout",
+            )
     if address is not None:
         if scheduler != "distributed":
             raise UsageError(
@@ -212,6 +230,7 @@ def run(
                 hint="drop --scheduler when you pass --address",
             )
         check_address(address, insecure)  # before anything is written
+    payload = study_payload(study)  # an unpicklable input fails here, first
     n_workers = workers or os.cpu_count() or 1
     path = Path(store) if store is not None else default_store(study)
     t0 = time.perf_counter()
@@ -220,7 +239,9 @@ def run(
     if scheduler == "processes" and fresh and os.access(path.parent, os.W_OK):
         # a new store always has work: spawn the workers first, so they
         # import and install the study while the store is being created
-        early = make_executor(scheduler, study=study, workers=n_workers)
+        early = make_executor(
+            scheduler, study=study, workers=n_workers, payload=payload
+        )
     try:
         # imported here: zarr's ~0.15 s import overlaps the workers' start
         from simstudy.store import Store
@@ -236,12 +257,14 @@ def run(
             st,
             t0,
             executor=early,
+            payload=payload,
             scheduler=scheduler,
             workers=n_workers,
             address=address,
             insecure=insecure,
             batch_size=batch_size,
             max_errors=max_errors,
+            task_timeout=task_timeout,
             retry_failed=retry_failed,
             on_progress=on_progress,
             on_start=on_start,
@@ -258,12 +281,14 @@ def _run_open(
     t0: float,
     *,
     executor: Executor | None,
+    payload: bytes,
     scheduler: str,
     workers: int,
     address: str | None,
     insecure: bool,
     batch_size: int | None,
     max_errors: int | None,
+    task_timeout: float | None,
     retry_failed: bool,
     on_progress: Callable[[Progress], None] | None,
     on_start: Callable[[str], None] | None,
@@ -305,7 +330,12 @@ def _run_open(
         return report
     if executor is None:
         executor = make_executor(
-            scheduler, study=study, workers=workers, address=address, insecure=insecure
+            scheduler,
+            study=study,
+            workers=workers,
+            address=address,
+            insecure=insecure,
+            payload=payload,
         )
     executor.wait()
     report.executor = executor.description
@@ -329,6 +359,7 @@ def _run_open(
                 grid,
                 pending,
                 sizer,
+                task_timeout,
                 st.mt_checkpoints(study.seed),
                 partial(st.save_mt_checkpoint, study.seed),
             ),
@@ -406,6 +437,7 @@ def _batches(
     grid: list[dict[str, Any]],
     pending: list[np.ndarray[Any, Any]],
     sizer: BatchSizer,
+    timeout: float | None = None,
     checkpoints: dict[int, np.ndarray[Any, Any]] | None = None,
     save: Callable[[int, np.ndarray[Any, Any]], None] | None = None,
 ) -> Iterator[Batch]:
@@ -441,6 +473,6 @@ def _batches(
                         save(k, row)
                     known[k] = row
                 chain.marks.clear()
-            batch = Batch(p, levels, start, stop, methods, states)
+            batch = Batch(p, levels, start, stop, methods, states, timeout)
             sizer.issued(batch)
             yield batch

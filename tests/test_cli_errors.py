@@ -17,6 +17,19 @@ UNKNOWN_PARAM = GOOD_STUDY.replace("def gen(rng, n, eps)", "def gen(rng, n, eps,
 IMPORT_RAISES = "from simstudy import Study\nraise ValueError('nope')\n"
 BAD_SEED = GOOD_STUDY.replace("seed=1", "seed=-1")
 NO_METHOD = GOOD_STUDY.split("@study.method")[0]
+UNPICKLABLE_FIXED = (
+    GOOD_STUDY + "\nimport threading\nstudy.fixed(lock=threading.Lock())\n"
+)
+UNPICKLABLE_METHOD = GOOD_STUDY + (
+    "\nimport threading\n_lock = threading.Lock()\n\n@study.method\n"
+    "def locked(x):\n    with _lock:\n        return x.mean()\n"
+)
+EMPTY_LEVELS = GOOD_STUDY.replace('"n": [5, 10]', '"n": []')
+FACTOR_RESERVED = GOOD_STUDY.replace('"n": [5, 10]', '"replicate": [5, 10]')
+ZERO_REPLICATES = GOOD_STUDY.replace("replicates=4", "replicates=0")
+BAD_SCHEME = GOOD_STUDY.replace("seed=1)", "seed=1, rng='xorshift')")
+DUP_METHOD = GOOD_STUDY.replace("def median(x)", "def mean(x)")
+NO_DATA = GOOD_STUDY.replace("@study.data\n", "")
 
 # (study source written to study.py or None, argv, text expected in the error line)
 CASES = [
@@ -27,6 +40,21 @@ CASES = [
     (IMPORT_RAISES, ["run", "study.py"], "study.py:2: importing the study file"),
     (BAD_SEED, ["run", "study.py"], "seed must be a non-negative integer"),
     (NO_METHOD, ["run", "study.py"], "has no method"),
+    (UNPICKLABLE_FIXED, ["run", "study.py"], "fixed input 'lock' cannot be sent"),
+    (UNPICKLABLE_METHOD, ["run", "study.py"], "method 'locked' cannot be sent"),
+    (EMPTY_LEVELS, ["run", "study.py"], "'n'"),
+    (FACTOR_RESERVED, ["run", "study.py"], "'replicate'"),
+    (ZERO_REPLICATES, ["run", "study.py"], "replicates"),
+    (BAD_SCHEME, ["run", "study.py"], "xorshift"),
+    (DUP_METHOD, ["run", "study.py"], "'mean'"),
+    (NO_DATA, ["run", "study.py"], "data function"),
+    (GOOD_STUDY, ["run", "study.py", "--task-timeout", "0"], "expected seconds > 0"),
+    (GOOD_STUDY, ["run", "study.py", "--task-timeout", "abc"], "number of seconds"),
+    (
+        GOOD_STUDY,
+        ["run", "study.py", "--task-timeout", "5", "--scheduler", "threads"],
+        "--task-timeout works with the processes and synchronous",
+    ),
     (GOOD_STUDY, ["run", "study.txt"], "must be a Python file ending in .py"),
     (GOOD_STUDY, ["run", "missing.py"], "no such study file"),
     (GOOD_STUDY, ["bogus", "study.py"], "invalid choice: 'bogus'"),
@@ -78,6 +106,17 @@ IDS = [
     "import-raises",
     "negative-seed",
     "no-method",
+    "unpicklable-fixed-input",
+    "unpicklable-method",
+    "empty-levels",
+    "factor-named-replicate",
+    "zero-replicates",
+    "unknown-rng-scheme",
+    "duplicate-method",
+    "no-data-function",
+    "task-timeout-zero",
+    "task-timeout-abc",
+    "task-timeout-with-threads",
     "not-py",
     "missing-study",
     "unknown-subcommand",

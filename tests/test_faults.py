@@ -96,3 +96,44 @@ def test_a_task_that_kills_its_worker_every_time_fails_alone(
     assert {f["method"] for f in failures} == {"crashy"}
     assert all(f["type"] == "WorkerDied" for f in failures)
     assert all("worker process died" in f["message"] for f in failures)
+
+
+HANGS = """
+import time
+from simstudy import Study
+
+study = Study("hangs", factors={"n": [5]}, replicates=12, seed=3)
+
+@study.data
+def gen(rng, n):
+    return rng.standard_normal(n)
+
+@study.method
+def mean(x):
+    return x.mean()
+
+@study.method
+def stuck(x):
+    if x[0] > 0.8:
+        time.sleep(3600)  # hangs
+    return x.max()
+"""
+
+
+@pytest.mark.parametrize("scheduler", ["processes", "synchronous"])
+def test_a_hung_task_times_out_and_the_study_goes_on(tmp_path, scheduler):
+    path = tmp_path / "hangs.py"
+    path.write_text(textwrap.dedent(HANGS))
+    store = tmp_path / "s.zarr"
+    report = simstudy.run(
+        path, store=store, scheduler=scheduler, workers=2, task_timeout=0.3
+    )
+    assert report.exit_code == 3
+    ds = assert_store_consistent(store)
+    x0_big = ds.status.sel({"method": "stuck"}).values == 2
+    assert 0 < x0_big.sum() < 12  # some hung, some did not
+    assert (ds.status.sel({"method": "mean"}).values == 1).all()
+    failures = read_failures(store)
+    assert {f["method"] for f in failures} == {"stuck"}
+    assert all(f["type"] == "TaskTimeout" for f in failures)
+    assert all("--task-timeout 0.3 s" in f["message"] for f in failures)

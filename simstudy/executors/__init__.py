@@ -16,9 +16,18 @@ from typing import Any, Protocol
 import numpy as np
 
 from simstudy.batch import FAILED, BatchResult, worker_name
+from simstudy.errors import StudyError
 from simstudy.grid import Batch
+from simstudy.study import Study
 
-__all__ = ["MAX_ATTEMPTS", "SCHEDULERS", "Executor", "WorkerDied", "failed_result"]
+__all__ = [
+    "MAX_ATTEMPTS",
+    "SCHEDULERS",
+    "Executor",
+    "WorkerDied",
+    "failed_result",
+    "study_payload",
+]
 
 SCHEDULERS = ("processes", "distributed", "threads", "synchronous")  # default first
 
@@ -91,6 +100,42 @@ def failed_result(
         ],
         worker_name(),
     )
+
+
+def study_payload(study: Study) -> bytes:
+    """Pickle the study for the workers, or say which part cannot travel.
+
+    Called before anything is written or scheduled, so an unpicklable fixed
+    input or function is a clear error, not a failure in a worker.
+    """
+    import cloudpickle
+
+    try:
+        return bytes(cloudpickle.dumps(study))
+    except Exception as exc:
+        error = exc
+    where = f"{study.source_file}: " if study.source_file else ""
+    parts: list[tuple[str, Any]] = [
+        (f"fixed input {name!r}", value) for name, value in study.fixed_inputs.items()
+    ]
+    parts += [(f"method {m.name!r}", m.func) for m in study.methods]
+    parts += [("the data function", study.data_func)]
+    for what, obj in parts:
+        try:
+            cloudpickle.dumps(obj)
+        except Exception as exc:
+            raise StudyError(
+                f"{where}{what} cannot be sent to the worker processes: "
+                f"{type(exc).__name__}: {exc}",
+                hint="workers get the study by pickling; use data (arrays, numbers, "
+                "tables) there, and open files, locks or connections inside the "
+                "data function or method instead",
+            ) from None
+    raise StudyError(
+        f"{where}the study cannot be sent to the worker processes: "
+        f"{type(error).__name__}: {error}",
+        hint="check fixed inputs and functions for open files, locks or connections",
+    ) from None
 
 
 def make_executor(name: str, **options: Any) -> Executor:

@@ -24,12 +24,10 @@ from collections.abc import Callable, Iterator
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
-import cloudpickle
-
 from simstudy import batch as batch_mod
 from simstudy.batch import BatchResult
 from simstudy.errors import UsageError
-from simstudy.executors import MAX_ATTEMPTS, WorkerDied, failed_result
+from simstudy.executors import MAX_ATTEMPTS, WorkerDied, failed_result, study_payload
 from simstudy.grid import Batch
 from simstudy.study import Study
 
@@ -185,6 +183,7 @@ class LocalSchedulerExecutor(_WindowedExecutor):
         scheduler: str,
         workers: int,
         window: int | None = None,
+        payload: bytes | None = None,
         **_: Any,
     ) -> None:
         n = 1 if scheduler == "synchronous" else workers
@@ -194,7 +193,7 @@ class LocalSchedulerExecutor(_WindowedExecutor):
         self.pool: cf.Executor | None = None
         self.warming: list[cf.Future[str]] = []
         self.n = n
-        self.payload = cloudpickle.dumps(study)
+        self.payload = payload or study_payload(study)
         if scheduler == "processes":
             self._start_pool()
             import dask.multiprocessing  # noqa: F401  (here, not in the first batch)
@@ -293,6 +292,7 @@ class DistributedExecutor(_WindowedExecutor):
         address: str | None = None,
         window: int | None = None,
         insecure: bool = False,
+        payload: bytes | None = None,
         **_: Any,
     ) -> None:
         import dask
@@ -336,7 +336,7 @@ class DistributedExecutor(_WindowedExecutor):
         from simstudy.executors._plugin import InstallStudy
 
         self.token = uuid.uuid4().hex
-        self.plugin = InstallStudy(self.token, cloudpickle.dumps(study))
+        self.plugin = InstallStudy(self.token, payload or study_payload(study))
         self.client.register_plugin(self.plugin)
         where = "LocalCluster" if address is None else address
         self.description = f"dask distributed ({where}, {n} worker(s))"
