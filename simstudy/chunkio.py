@@ -61,6 +61,33 @@ class ChunkedArray:
     def empty(self) -> np.ndarray[Any, Any]:
         return np.full(self.chunks, self.fill, dtype=self.dtype)
 
+    def chunk_files(self) -> list[Path]:
+        """This array's chunk files ("c.0.3.0", or "c/0/3/0" in older stores)."""
+        files = [f for f in self.dir.glob("c.*") if not f.name.endswith(".partial")]
+        nested = self.dir / "c"
+        if nested.is_dir():
+            files += [
+                f
+                for f in nested.rglob("*")
+                if f.is_file() and not f.name.endswith(".partial")
+            ]
+        return files
+
+    def coords_of(self, path: Path) -> tuple[int, ...]:
+        """The chunk coordinates of one of this array's chunk files."""
+        rel = path.relative_to(self.dir).as_posix()
+        parts = rel.split("/") if "/" in rel else rel.split(".")
+        return tuple(int(x) for x in parts[1:])
+
+    def intact(self, path: Path) -> bool:
+        """Whether a chunk file's crc32c matches its content (no decoding)."""
+        try:
+            blob = path.read_bytes()
+        except OSError:
+            return False
+        body, crc = blob[:-4], blob[-4:]
+        return len(blob) >= 4 and google_crc32c.value(body).to_bytes(4, "little") == crc
+
     def read(self, coords: tuple[int, ...]) -> np.ndarray[Any, Any]:
         """Return a whole chunk (the fill value where never written)."""
         path = self.path(coords)
@@ -88,14 +115,14 @@ class ChunkedArray:
         blob = self.encode(chunk)
         tmp = path.with_name(f"{path.name}.{uuid.uuid4().hex}.partial")
         try:
-            tmp.write_bytes(blob)
-        except FileNotFoundError:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp.write_bytes(blob)
-        try:
+            try:
+                tmp.write_bytes(blob)
+            except FileNotFoundError:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                tmp.write_bytes(blob)
             os.replace(tmp, path)
         except BaseException:
-            tmp.unlink(missing_ok=True)
+            tmp.unlink(missing_ok=True)  # e.g. disk full halfway through
             raise
 
 

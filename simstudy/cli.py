@@ -213,6 +213,15 @@ def _cmd_run(args: argparse.Namespace) -> int:
             else ""
         )
     )
+    if report.repaired:
+        shown = ", ".join(report.repaired[:5]) + (
+            " ..." if len(report.repaired) > 5 else ""
+        )
+        print(
+            f"warning: {len(report.repaired)} damaged chunk file(s) in the store "
+            f"(checksum mismatch: {shown}); their tasks were computed again.",
+            file=err,
+        )
     if report.interrupted:
         print(
             "interrupted: the store is consistent; run the same command to resume.",

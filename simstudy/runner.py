@@ -74,6 +74,7 @@ class RunReport:
     seconds: float
     executor: str
     startup: float = 0.0  # seconds until the workers were ready
+    repaired: tuple[str, ...] = ()  # damaged chunks found on open, recomputed
 
     @property
     def tasks_per_second(self) -> float:
@@ -325,6 +326,7 @@ def _run_open(
         0.0,
         "nothing to run",
     )
+    report.repaired = tuple(st.repaired)
     if total == 0:
         report.seconds = time.perf_counter() - t0
         return report

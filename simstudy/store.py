@@ -171,6 +171,7 @@ class Store:
         self._failure_files = {f.name for f in folder.glob("*.json")}
         self._group_rows: int | None = None
         self._timer: threading.Timer | None = None
+        self.repaired: list[str] = []  # damaged chunks found on open (dropped)
         self._lock = threading.RLock()
         self._vars: list[str] | None = None
         self._specs: dict[str, tuple[int, ...]] | None = None
@@ -219,6 +220,7 @@ class Store:
             if (p / "zarr.json").exists():
                 store = cls(p, zarr.open_group(str(p), mode="r+"), lock)
                 store._reconcile(study)
+                store.repaired = store._drop_damaged_chunks()
             else:
                 store = cls._create(p, study, lock)
             store._save_truth(study)
@@ -499,6 +501,16 @@ class Store:
             self._flush(groups)
 
     def _flush(self, groups: set[Group] | None) -> None:
+        try:
+            self._flush_unguarded(groups)
+        except OSError as exc:
+            raise StoreError(
+                f"cannot write the store {self.path}: {exc.strerror or exc}.",
+                hint="free disk space or fix the permissions (or choose another "
+                "--store), then run the same command: it resumes where it stopped",
+            ) from exc
+
+    def _flush_unguarded(self, groups: set[Group] | None) -> None:
         n = len(self.factor_names)
         rows = self.group_rows
         keys = [
@@ -611,7 +623,11 @@ class Store:
             zarr.consolidate_metadata(str(self.path))
 
     def close(self) -> None:
-        """Write what is buffered, then release the lock."""
+        """Write what is buffered, then release the lock.
+
+        If writing fails (disk full), the error is raised once; what was not
+        written is simply computed again by the next run.
+        """
         try:
             with self._lock:
                 if self._timer is not None:
@@ -619,7 +635,50 @@ class Store:
                     self._timer = None
                 self._flush(None)
         finally:
+            self._cache.dirty.clear()  # never retried: status stays the commit mark
             self.lock.release()
+
+    def _drop_damaged_chunks(self) -> list[str]:
+        """Check every chunk's crc32c; make the tasks of a damaged one pending.
+
+        The status of the tasks a damaged chunk covers is set to 0 first, then
+        the chunk file is removed, so a resume recomputes exactly those tasks.
+        Returns the damaged chunk files, relative to the store.
+        """
+        n = len(self.factor_names)
+        damaged: list[tuple[str, tuple[int, ...]]] = []
+        for name in self._var_names():
+            array = ChunkedArray(self.path, name, self._array(name))
+            self._cache.arrays.setdefault(name, array)
+            damaged += [
+                (name, array.coords_of(f))
+                for f in array.chunk_files()
+                if not array.intact(f)
+            ]
+        if not damaged:
+            return []
+        status = self._cache.arrays["status"]
+        for name, coords in damaged:  # a missing status chunk reads as pending
+            if name == "status":
+                status.path(coords).unlink(missing_ok=True)
+        for name, coords in damaged:
+            array = self._cache.arrays[name]
+            rows, cols = array.chunks[n], array.chunks[n + 1]
+            start = coords[n] * rows
+            stop = min(start + rows, self.replicates)
+            methods = np.arange(coords[n + 1] * cols, (coords[n + 1] + 1) * cols)
+            methods = methods[methods < len(self.methods)]
+            if name != "status" and start < stop and len(methods):
+                pending = np.zeros((stop - start, len(methods)), np.int8)
+                self._cache.put(status, coords[:n], start, stop, methods, pending)
+        self._flush(None)
+        for name, coords in damaged:
+            self._cache.arrays[name].path(coords).unlink(missing_ok=True)
+            self._cache.chunks.pop((name, coords), None)
+        return [
+            str(self._cache.arrays[name].path(coords).relative_to(self.path))
+            for name, coords in damaged
+        ]
 
 
 def _coord(

@@ -15,7 +15,13 @@ FIXED = ("status", "seconds", "started", "worker")
 
 
 def assert_store_consistent(path: str | Path) -> xr.Dataset:
-    """Check dims, dtypes, status codes; outputs set only where status == ok."""
+    """Check dims, dtypes, status codes, and that status is the commit mark.
+
+    A failed task has no outputs and has a failure record; an ok task has
+    no failure record. A pending task may hold outputs or a record written
+    before its status by a run that was killed or hit a full disk: they are
+    not committed, and a resume writes them again, identically.
+    """
     ds = open_results(path).load()
     meta = ds.attrs["simstudy"]
     factors = meta["factor_order"]
@@ -37,12 +43,22 @@ def assert_store_consistent(path: str | Path) -> xr.Dataset:
         assert ds[name].dims[: len(cube_dims)] == cube_dims
         extra = tuple(range(len(cube_dims), values.ndim))
         set_any = ~np.isnan(values).all(axis=extra) if extra else ~np.isnan(values)
-        assert not (set_any & (status != 1)).any(), f"{name} set where not ok"
+        assert not (set_any & (status == 2)).any(), f"{name} set for a failed task"
     assert not list(Path(path).rglob("*.partial")), "leftover partial files"
-    failures = []
+    records = []
     for f in (Path(path) / ".simstudy" / "failures").glob("*.json"):
-        failures += json.loads(f.read_text())
-    assert len(failures) == int((status == 2).sum())
+        records += json.loads(f.read_text())
+    keys = {(*(r[k] for k in factors), r["replicate"], r["method"]) for r in records}
+    assert len(keys) == len(records), "a task has two failure records"
+    failed = set()
+    for idx in zip(*np.nonzero(status != 0), strict=True):
+        levels = [ds[f].values[i].item() for f, i in zip(factors, idx, strict=False)]
+        key = (*levels, int(idx[-2]), str(ds["method"].values[idx[-1]]))
+        if status[idx] == 2:
+            failed.add(key)
+        else:
+            assert key not in keys, f"an ok task has a failure record: {key}"
+    assert failed <= keys, "a failed task has no failure record"
     return ds
 
 
