@@ -26,7 +26,7 @@ from zarr.codecs import Crc32cCodec, ZstdCodec
 
 from simstudy.batch import FAILED, OK, BatchResult
 from simstudy.chunkio import ChunkCache, ChunkedArray
-from simstudy.errors import FingerprintMismatch, StoreError
+from simstudy.errors import FingerprintMismatch, StoreError, UsageError
 from simstudy.grid import CHUNK_METHODS, CHUNK_REPLICATES, chunk_replicates, points
 from simstudy.study import Level, Study
 
@@ -42,7 +42,27 @@ FIXED_VARS = {
     "worker": ("int16", -1),
 }
 META = ".simstudy"
-FLUSH_SECONDS = 5.0  # buffered results reach the disk within this time
+# buffered results reach the disk within this time (a kill -9 loses at most
+# that much work); the SIMSTUDY_FLUSH_SECONDS environment variable overrides it
+FLUSH_SECONDS = 5.0
+
+
+def _flush_seconds() -> float:
+    text = os.environ.get("SIMSTUDY_FLUSH_SECONDS")
+    if text is None:
+        return FLUSH_SECONDS
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0 < value < float("inf"):
+        raise UsageError(
+            f"SIMSTUDY_FLUSH_SECONDS must be a number of seconds > 0, got {text!r}.",
+            hint="unset it for the default (5 s)",
+        )
+    return value
+
+
 Group = tuple[tuple[int, ...], int]  # (point index, status chunk)
 
 
@@ -172,6 +192,7 @@ class Store:
         self._group_rows: int | None = None
         self._timer: threading.Timer | None = None
         self.repaired: list[str] = []  # damaged chunks found on open (dropped)
+        self.flush_seconds = _flush_seconds()
         self._lock = threading.RLock()
         self._vars: list[str] | None = None
         self._specs: dict[str, tuple[int, ...]] | None = None
@@ -182,6 +203,7 @@ class Store:
         cls, path: str | os.PathLike[str], study: Study, *, restart: bool = False
     ) -> Store:
         """Create or reopen the store for a study; lock it; extend if needed."""
+        _flush_seconds()  # a bad setting fails before anything is written
         p = Path(path).resolve()
         if not p.parent.is_dir():
             raise StoreError(
@@ -470,7 +492,7 @@ class Store:
         if self._cache.over_budget:
             self.flush()
         elif self._cache.dirty and self._timer is None:
-            self._timer = threading.Timer(FLUSH_SECONDS, self._flush_on_timer)
+            self._timer = threading.Timer(self.flush_seconds, self._flush_on_timer)
             self._timer.daemon = True
             self._timer.start()
         result.status = status

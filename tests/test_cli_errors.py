@@ -217,3 +217,19 @@ def test_debug_shows_traceback(
     _, err = capsys.readouterr()
     assert "Traceback" in err
     assert "error: study.py: no Study found" in err
+
+
+def test_bad_flush_seconds_setting_is_refused_before_writing(
+    write_study: WriteStudy,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    write_study(GOOD_STUDY)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("SIMSTUDY_FLUSH_SECONDS", "soon")
+    before = _snapshot(tmp_path)
+    code = main(["run", "study.py", "--no-progress"])
+    _, err = capsys.readouterr()
+    _check_bad_input(code, err, "SIMSTUDY_FLUSH_SECONDS must be a number", tmp_path)
+    assert _snapshot(tmp_path) == before

@@ -90,7 +90,7 @@ def reference(tmp_path_factory: pytest.TempPathFactory) -> str:
     return cube_digest(tmp / "ref.zarr")
 
 
-def test_exit_0_default_local_cluster(tmp_path, reference):
+def test_exit_0_default_scheduler(tmp_path, reference):
     path = _write(tmp_path)
     proc = _simstudy(tmp_path, "run", str(path), "--no-progress")
     assert proc.returncode == 0, proc.stderr
@@ -184,3 +184,42 @@ def test_kill_9_then_resume_gives_the_same_cube(tmp_path, reference):
     assert computed == 240 - done_at_kill
     assert cube_digest(store) == reference
     assert np.isfinite(ds.estimate.values).all()
+
+
+def test_kill_9_at_20_points_then_resume_gives_the_same_cube(tmp_path, reference):
+    """Start, SIGKILL after a random delay, repeat 20 times, then finish: the
+    cube is the uninterrupted one, no temporary files are left, and no task
+    committed by one run is computed again by a later one."""
+    path = _write(tmp_path, SLOW.replace("time.sleep(0.01)", "time.sleep(0.02)"))
+    store = tmp_path / "slow.zarr"
+    rng = np.random.Generator(np.random.PCG64(20261125))
+    env = {**_env(), "SIMSTUDY_FLUSH_SECONDS": "0.2"}  # commits every 0.2 s
+    committed: dict[tuple[int, ...], float] = {}  # task -> its start time
+    partial = 0  # kills that left some, not all, tasks committed
+    for _ in range(20):
+        proc = subprocess.Popen(
+            _cmd("run", str(path), "--no-progress"),
+            cwd=tmp_path,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        time.sleep(rng.uniform(0.2, 2.5))
+        proc.kill()
+        proc.wait(timeout=30)
+        if not store.exists():
+            continue  # killed before the store was created
+        ds = assert_store_consistent(store)
+        status, started = ds.status.values, ds.started.values
+        partial += 0 < int((status == 1).sum()) < status.size
+        for idx in zip(*np.nonzero(status == 1), strict=True):
+            if idx in committed:  # committed earlier: never computed again
+                assert started[idx] == committed[idx], f"task {idx} ran twice"
+            committed[idx] = float(started[idx])
+    assert partial >= 3, f"only {partial} kills landed mid-run: the test tests little"
+    final = _simstudy(tmp_path, "run", str(path), "--no-progress")
+    assert final.returncode == 0, final.stderr
+    ds = assert_store_consistent(store)
+    for idx, t in committed.items():
+        assert ds.started.values[idx] == t, f"task {idx} ran twice"
+    assert cube_digest(store) == reference
