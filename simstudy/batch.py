@@ -36,6 +36,15 @@ __all__ = [
 ]
 
 OK, FAILED = 1, 2
+MAX_OUTPUT_VALUES = 1_000_000  # values of one output of one task
+# output name -> per-task shape, and "method:<name>" -> that method's output
+# names (sorted); learned from the first task, then passed from the store
+Specs = dict[str, tuple[Any, ...]]
+
+
+def keys_spec(method: str) -> str:
+    """The specs entry holding a method's output names."""
+    return f"method:{method}"
 
 
 @dataclass(slots=True)
@@ -49,6 +58,7 @@ class BatchResult:
     outputs: dict[str, np.ndarray[Any, Any]]
     failures: list[dict[str, Any]] = field(default_factory=list)
     worker: str = ""
+    keys: dict[str, tuple[str, ...]] = field(default_factory=dict)  # per method
 
 
 class _TaskFailure(Exception):
@@ -136,7 +146,7 @@ def _kwargs(
 def _to_outputs(
     method: str,
     value: Any,
-    specs: dict[str, tuple[int, ...]],
+    specs: Specs,
     factors: Mapping[str, Any],
 ) -> dict[str, np.ndarray[Any, Any]]:
     """Check a method's return value and turn it into float64 arrays."""
@@ -171,6 +181,19 @@ def _to_outputs(
                 f"method {method!r} output {name!r} is not numeric: "
                 f"got {type(v).__name__} {str(v)[:60]!r}."
             ) from None
+        if arr.size > MAX_OUTPUT_VALUES:
+            raise _TaskFailure(
+                f"method {method!r} output {name!r} has {arr.size:,} values; "
+                f"expected at most {MAX_OUTPUT_VALUES:,} per task (return a "
+                "summary of it, not the data)."
+            )
+        if not np.isfinite(arr).all():
+            got = f"{arr.item()}" if arr.ndim == 0 else "an array with NaN/inf"
+            raise _TaskFailure(
+                f"method {method!r} output {name!r} is not finite: got {got}; "
+                "expected finite numbers (raise an exception to record a "
+                "failure, or leave the output out)."
+            )
         expected = specs.get(name)
         if expected is None:
             specs[name] = arr.shape
@@ -180,6 +203,13 @@ def _to_outputs(
                 f"expected {expected} (from the first task)."
             )
         out[name] = arr
+    names = tuple(sorted(out))
+    known = specs.setdefault(keys_spec(method), names)
+    if known != names:
+        raise _TaskFailure(
+            f"method {method!r} returned outputs {list(names)}; expected "
+            f"{list(known)} (from its first task)."
+        )
     return out
 
 
@@ -254,9 +284,7 @@ def _failure(
     }
 
 
-def run_batch(
-    study: Study, batch: Batch, specs: dict[str, tuple[int, ...]] | None = None
-) -> BatchResult:
+def run_batch(study: Study, batch: Batch, specs: Specs | None = None) -> BatchResult:
     """Run every task of a batch; failures become records, never exceptions.
 
     The loop only calls user code and keeps raw return values; checking and
@@ -336,6 +364,11 @@ def run_batch(
         rows,
         [f[2] for f in failures],
         worker_name(),
+        {
+            m.name: specs[keys_spec(m.name)]
+            for m in methods
+            if keys_spec(m.name) in specs
+        },
     )
 
 
@@ -345,7 +378,7 @@ def _collect(
     values: list[Any],
     status: np.ndarray[Any, Any],
     rows: dict[str, np.ndarray[Any, Any]],
-    specs: dict[str, tuple[int, ...]],
+    specs: Specs,
     levels: Mapping[str, Any],
     failures: list[tuple[int, int, dict[str, Any]]],
     batch: Batch,
@@ -386,7 +419,7 @@ def _collect(
 def _stack(
     name: str,
     vals: list[Any],
-    specs: dict[str, tuple[int, ...]],
+    specs: Specs,
     levels: Mapping[str, Any],
 ) -> dict[str, np.ndarray[Any, Any]] | None:
     """Stack uniform return values, or None to take the per-value path."""
@@ -402,7 +435,10 @@ def _stack(
         columns = {"value": vals}
     else:
         return None
-    new: dict[str, tuple[int, ...]] = {}
+    names = tuple(sorted(columns))
+    if specs.get(keys_spec(name), names) != names:
+        return None
+    new: Specs = {keys_spec(name): names}
     stacked: dict[str, np.ndarray[Any, Any]] = {}
     for out, column in columns.items():
         if not (isinstance(out, str) and out.isidentifier()):
@@ -417,6 +453,8 @@ def _stack(
             return None
         shape = arr.shape[1:]
         if specs.get(out, shape) != shape:
+            return None
+        if arr.size > MAX_OUTPUT_VALUES * len(vals) or not np.isfinite(arr).all():
             return None
         new[out] = shape
         stacked[out] = arr.astype(np.float64)
@@ -458,8 +496,6 @@ def install_worker(token: str, payload: bytes) -> None:
     threading.Thread(target=watch, name="simstudy-parent-watch", daemon=True).start()
 
 
-def run_installed(
-    token: str, batch: Batch, specs: dict[str, tuple[int, ...]]
-) -> BatchResult:
+def run_installed(token: str, batch: Batch, specs: Specs) -> BatchResult:
     """Run a batch of the study installed under ``token``."""
     return run_batch(_installed[token], batch, specs)

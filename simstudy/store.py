@@ -24,7 +24,7 @@ import numpy as np
 import zarr
 from zarr.codecs import Crc32cCodec, ZstdCodec
 
-from simstudy.batch import FAILED, OK, BatchResult
+from simstudy.batch import FAILED, OK, BatchResult, Specs, keys_spec
 from simstudy.chunkio import ChunkCache, ChunkedArray
 from simstudy.errors import FingerprintMismatch, StoreError, UsageError
 from simstudy.grid import CHUNK_METHODS, CHUNK_REPLICATES, chunk_replicates, points
@@ -195,7 +195,7 @@ class Store:
         self.flush_seconds = _flush_seconds()
         self._lock = threading.RLock()
         self._vars: list[str] | None = None
-        self._specs: dict[str, tuple[int, ...]] | None = None
+        self._specs: Specs | None = None
 
     # ---- opening -----------------------------------------------------
     @classmethod
@@ -388,8 +388,9 @@ class Store:
             arr = self._arrays[name] = self.root[name]
         return arr
 
-    def output_specs(self) -> dict[str, tuple[int, ...]]:
-        """Return output name -> per-task shape of the outputs seen so far."""
+    def output_specs(self) -> Specs:
+        """Return output name -> per-task shape of the outputs seen so far,
+        and each method's output names (``keys_spec(method)``)."""
         n = len(self.cube_shape)
         if self._specs is not None:
             return dict(self._specs)
@@ -398,6 +399,8 @@ class Store:
             for k in self._var_names()
             if k not in FIXED_VARS
         }
+        for method, names in self.meta.get("outputs", {}).items():
+            self._specs[keys_spec(method)] = tuple(names)
         return dict(self._specs)
 
     def point_index(self, point: dict[str, Level]) -> tuple[int, ...]:
@@ -435,6 +438,29 @@ class Store:
         n = len(self.cube_shape)
         failures = list(result.failures)
         names = [self.methods[i] for i in midx]
+        outputs = self.meta.setdefault("outputs", {})
+        for j, method in enumerate(names):
+            keys = result.keys.get(method)
+            if keys is None:
+                continue
+            if method not in outputs:
+                outputs[method] = list(keys)
+                self._specs = None
+                self._save_meta()
+            elif tuple(outputs[method]) != keys:
+                for i in np.flatnonzero(status[:, j] == OK):
+                    status[i, j] = FAILED
+                    failures.append(
+                        {
+                            "replicate": b.start + int(i),
+                            "method": method,
+                            "type": "OutputKeysError",
+                            "message": f"method {method!r} returned outputs "
+                            f"{list(keys)}; expected {outputs[method]} (from the "
+                            "store).",
+                            "traceback": "",
+                        }
+                    )
         for name, values in result.outputs.items():
             shape = values.shape[2:]
             if name in specs and specs[name] != shape:

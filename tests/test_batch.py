@@ -58,6 +58,11 @@ CASES = {
     "a None": [1.0, None, 2.0],
     "a complex": [1.0, 2 + 1j],
     "a reserved name": [{"method": 1.0}],
+    "a NaN": [1.0, float("nan"), 2.0],
+    "an inf in an array": [{"v": np.ones(2)}, {"v": np.array([1.0, np.inf])}],
+    "a huge array": [{"v": np.zeros(3)}, {"v": np.zeros(2_000_000)}],
+    "keys that change": [{"a": 1.0, "b": 2.0}, {"a": 1.0}, {"b": 2.0, "a": 3.0}],
+    "a number, then a dict": [1.0, {"value": 2.0, "extra": 3.0}],
     "a factor name": [{"n": 1.0}],
 }
 

@@ -356,3 +356,30 @@ def test_mt19937_resume_starts_from_a_saved_state(tmp_path, monkeypatch):
     assert sorted(states) == list(range(3, 4 * 10 * 3, 3))
     st = MT19937(1).jumped(12)
     np.testing.assert_array_equal(states[12][:624], st.state["state"]["key"])
+
+
+def test_outputs_that_change_between_batches_are_task_failures(tmp_path):
+    """A method's output names are fixed by its first task and kept in the store:
+    a later batch that returns other names fails those tasks, by name."""
+    src = SOURCE.format(
+        n=[5],
+        replicates=6,
+        seed=1,
+        methods=(
+            "@study.method\ndef shifty(x):\n"
+            "    if x[0] > 0:\n        return {'a': x[0], 'b': x[1]}\n"
+            "    return {'a': x[0]}\n"
+        ),
+    )
+    path = tmp_path / "s.py"
+    path.write_text(src)
+    store = tmp_path / "s.zarr"
+    report = simstudy.run(path, store=store, scheduler="synchronous", batch_size=1)
+    ds = assert_store_consistent(store)
+    first = ds.attrs["simstudy"]["outputs"]["shifty"]
+    assert first in (["a"], ["a", "b"])
+    failures = read_failures(store)
+    assert report.failed == len(failures) > 0
+    for f in failures:
+        assert f["method"] == "shifty"
+        assert f"expected {first}" in f["message"]

@@ -15,7 +15,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from simstudy.batch import FAILED, BatchResult, worker_name
+from simstudy.batch import FAILED, BatchResult, Specs, worker_name
 from simstudy.errors import StudyError
 from simstudy.grid import Batch
 from simstudy.study import Study
@@ -53,7 +53,7 @@ class Executor(Protocol):
     description: str
 
     def results(
-        self, batches: Iterator[Batch], specs: Callable[[], dict[str, tuple[int, ...]]]
+        self, batches: Iterator[Batch], specs: Callable[[], Specs]
     ) -> Iterator[BatchResult]:
         """Submit batches (a bounded window at a time), yield finished results."""
         ...

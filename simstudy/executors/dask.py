@@ -25,7 +25,7 @@ from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
 from simstudy import batch as batch_mod
-from simstudy.batch import BatchResult
+from simstudy.batch import BatchResult, Specs
 from simstudy.errors import UsageError
 from simstudy.executors import MAX_ATTEMPTS, WorkerDied, failed_result, study_payload
 from simstudy.grid import Batch
@@ -40,7 +40,7 @@ THREAD_VARS = (
     "VECLIB_MAXIMUM_THREADS",
     "NUMEXPR_NUM_THREADS",
 )
-Specs = Callable[[], dict[str, tuple[int, ...]]]
+SpecsFn = Callable[[], Specs]
 
 
 def worker_env() -> dict[str, str]:
@@ -87,7 +87,7 @@ class _WindowedExecutor:
         self.names = study.method_names
         self.generation = 0
 
-    def _submit(self, batch: Batch, specs: dict[str, tuple[int, ...]]) -> Any:
+    def _submit(self, batch: Batch, specs: Specs) -> Any:
         raise NotImplementedError
 
     def _wait(self, futures: set[Any]) -> set[Any]:
@@ -102,7 +102,9 @@ class _WindowedExecutor:
         """Replace dead workers (after ``_died``); bump ``generation``."""
         self.generation += 1
 
-    def results(self, batches: Iterator[Batch], specs: Specs) -> Iterator[BatchResult]:
+    def results(
+        self, batches: Iterator[Batch], specs: SpecsFn
+    ) -> Iterator[BatchResult]:
         """Keep ``window`` batches in flight; yield results as they finish.
 
         A batch whose worker process dies is not recorded as failed at once:
@@ -250,7 +252,7 @@ class LocalSchedulerExecutor(_WindowedExecutor):
                 future.result()
             self.warming = []
 
-    def _compute(self, batch: Batch, specs: dict[str, tuple[int, ...]]) -> BatchResult:
+    def _compute(self, batch: Batch, specs: Specs) -> BatchResult:
         key = f"batch-{batch.point}-{batch.start}"
         dsk = {key: (batch_mod.run_installed, self.token, batch, specs)}
         if self.scheduler == "processes":
@@ -265,7 +267,7 @@ class LocalSchedulerExecutor(_WindowedExecutor):
 
         return dask.local.get_sync(dsk, key)  # type: ignore[no-any-return]
 
-    def _submit(self, batch: Batch, specs: dict[str, tuple[int, ...]]) -> Any:
+    def _submit(self, batch: Batch, specs: Specs) -> Any:
         if self.scheduler == "synchronous":
             f: cf.Future[BatchResult] = cf.Future()
             try:
@@ -343,7 +345,7 @@ class DistributedExecutor(_WindowedExecutor):
         self.dashboard = getattr(self.client, "dashboard_link", None)
         self.finished = as_completed()
 
-    def _submit(self, batch: Batch, specs: dict[str, tuple[int, ...]]) -> Any:
+    def _submit(self, batch: Batch, specs: Specs) -> Any:
         future = self.client.submit(
             batch_mod.run_installed, self.token, batch, specs, pure=False
         )
