@@ -240,6 +240,7 @@ class Store:
             for leftover in p.rglob("*.partial"):
                 leftover.unlink(missing_ok=True)
             if (p / "zarr.json").exists():
+                _check_codecs(p)
                 store = cls(p, zarr.open_group(str(p), mode="r+"), lock)
                 store._reconcile(study)
                 store.repaired = store._drop_damaged_chunks()
@@ -770,6 +771,34 @@ def read_failures(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
     return out
 
 
+SAFE_CODECS = {"bytes", "zstd", "crc32c", "vlen-utf8"}  # all simstudy writes
+
+
+def _check_codecs(p: Path) -> None:
+    """Refuse a store whose metadata names a codec simstudy never writes.
+
+    Reading runs every codec an array declares; some (a pickle codec) would
+    execute code from the store. So the metadata - plain JSON - is checked
+    first, and only bytes, zstd, crc32c and vlen-utf8 are read.
+    """
+    metas: list[tuple[str, Any]] = []
+    root = json.loads((p / "zarr.json").read_text())
+    consolidated = (root.get("consolidated_metadata") or {}).get("metadata") or {}
+    metas += list(consolidated.items())
+    metas += [(f.parent.name, json.loads(f.read_text())) for f in p.glob("*/zarr.json")]
+    for name, meta in metas:
+        codecs = meta.get("codecs") or []
+        for codec in codecs:
+            if not isinstance(codec, dict) or codec.get("name") not in SAFE_CODECS:
+                raise StoreError(
+                    f"{p}: array {name!r} declares codec {codec!r}, which simstudy "
+                    "never writes; refusing to read it (codecs such as pickle run "
+                    "code from the store).",
+                    hint="only open stores written by simstudy, or inspect this "
+                    "one by hand",
+                )
+
+
 def open_results(path: str | os.PathLike[str]) -> xr.Dataset:
     """Open a result cube as an ``xarray.Dataset`` (lazy, read-only).
 
@@ -791,6 +820,7 @@ def open_results(path: str | os.PathLike[str]) -> xr.Dataset:
             f"{path} is not a simstudy store (no zarr.json).",
             hint="pass the .zarr directory that `simstudy run` wrote",
         )
+    _check_codecs(p)
     # NB: select methods with ds.sel({"method": "median"}): xarray's own
     # ``sel(method=...)`` keyword (nearest-neighbour lookup) shadows the dim.
     ds: xr.Dataset = xr.open_zarr(str(p), consolidated=True)
