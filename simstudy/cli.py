@@ -90,6 +90,12 @@ def _parser() -> argparse.ArgumentParser:
         "--max-errors", type=_positive, help="stop cleanly after N failed tasks"
     )
     run.add_argument(
+        "--accept-version-change",
+        action="store_true",
+        help="go on although numpy/jax changed and finished tasks recompute "
+        "differently (the cube then mixes both versions)",
+    )
+    run.add_argument(
         "--task-timeout",
         type=_seconds,
         metavar="SECONDS",
@@ -194,6 +200,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
             batch_size=args.batch_size,
             max_errors=args.max_errors,
             task_timeout=args.task_timeout,
+            accept_version_change=args.accept_version_change,
             retry_failed=args.retry_failed,
             restart=args.restart,
             on_progress=printer,
@@ -213,6 +220,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
             else ""
         )
     )
+    for warning in report.warnings:
+        print(f"warning: {warning}", file=err)
     if report.repaired:
         shown = ", ".join(report.repaired[:5]) + (
             " ..." if len(report.repaired) > 5 else ""

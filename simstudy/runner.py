@@ -22,7 +22,7 @@ import numpy as np
 
 from simstudy import streams
 from simstudy.batch import FAILED, OK
-from simstudy.errors import UsageError
+from simstudy.errors import StoreError, UsageError
 from simstudy.executors import SCHEDULERS, Executor, make_executor, study_payload
 from simstudy.executors.dask import check_address
 from simstudy.grid import Batch, batch_runs, points
@@ -75,6 +75,7 @@ class RunReport:
     executor: str
     startup: float = 0.0  # seconds until the workers were ready
     repaired: tuple[str, ...] = ()  # damaged chunks found on open, recomputed
+    warnings: tuple[str, ...] = ()  # said once, e.g. a library version changed
 
     @property
     def tasks_per_second(self) -> float:
@@ -153,6 +154,7 @@ def run(
     batch_size: int | None = None,
     max_errors: int | None = None,
     task_timeout: float | None = None,
+    accept_version_change: bool = False,
     retry_failed: bool = False,
     restart: bool = False,
     on_progress: Callable[[Progress], None] | None = None,
@@ -181,6 +183,9 @@ def run(
         Needs the ``processes`` or ``synchronous`` scheduler.
     max_errors : int, optional
         Stop cleanly once this many tasks have failed in this run.
+    accept_version_change : bool
+        Go on when numpy/jax changed since the store was made even if
+        recomputed finished tasks differ (they are compared either way).
     retry_failed : bool
         Run failed tasks again.
     restart : bool
@@ -266,6 +271,7 @@ def run(
             batch_size=batch_size,
             max_errors=max_errors,
             task_timeout=task_timeout,
+            accept_version_change=accept_version_change,
             retry_failed=retry_failed,
             on_progress=on_progress,
             on_start=on_start,
@@ -290,6 +296,7 @@ def _run_open(
     batch_size: int | None,
     max_errors: int | None,
     task_timeout: float | None,
+    accept_version_change: bool,
     retry_failed: bool,
     on_progress: Callable[[Progress], None] | None,
     on_start: Callable[[str], None] | None,
@@ -327,6 +334,11 @@ def _run_open(
         "nothing to run",
     )
     report.repaired = tuple(st.repaired)
+    changes = st.version_changes()
+    if changes:
+        report.warnings += _recheck_versions(
+            study, st, grid, pidx, midx, changes, accept=accept_version_change
+        )
     if total == 0:
         report.seconds = time.perf_counter() - t0
         return report
@@ -403,6 +415,78 @@ def _run_open(
         executor.close()
     report.seconds = time.perf_counter() - t0
     return report
+
+
+RECHECK_TASKS = 3  # finished tasks recomputed when numpy/jax changed
+
+
+def _recheck_versions(
+    study: Study,
+    st: Store,
+    grid: list[dict[str, Any]],
+    pidx: list[tuple[int, ...]],
+    midx: np.ndarray[Any, Any],
+    changes: dict[str, tuple[str, str]],
+    *,
+    accept: bool,
+) -> tuple[str, ...]:
+    """Recompute a few finished tasks; refuse if they no longer come out the same.
+
+    A new numpy (or jax) may change generated numbers or results; mixing
+    the two in one cube would be silent. Up to RECHECK_TASKS replicates whose
+    every method finished are recomputed here and compared bit for bit.
+    """
+    from simstudy.batch import run_batch
+
+    what = ", ".join(f"{k} {a} -> {b}" for k, (a, b) in changes.items())
+    nm = len(study.methods)
+    checked, differ = 0, []
+    for p, point in enumerate(grid):
+        status = st.status_of(pidx[p], study.replicates, midx)
+        for r in np.flatnonzero((status == OK).all(axis=1))[: RECHECK_TASKS - checked]:
+            r = int(r)
+            ks = [
+                streams.jump_index(p, r, s, replicates=study.replicates, methods=nm)
+                for s in range(nm + 1)
+            ]
+            if study.scheme == "mt19937-jump" and ks[-1] > 2000:
+                continue  # too far along the chain to recompute cheaply
+            states = None
+            if study.scheme == "mt19937-jump":
+                states = streams.MTChain(study.seed).states(ks)
+            batch = Batch(p, tuple(point.items()), r, r + 1, tuple(range(nm)), states)
+            result = run_batch(study, batch, st.output_specs())
+            stored = st.read_task_outputs(pidx[p], r)
+            for name, values in result.outputs.items():
+                old = stored.get(name)
+                if old is None or not np.array_equal(
+                    values[0], old[midx], equal_nan=True
+                ):
+                    differ.append(f"{point}, replicate {r}, output {name!r}")
+            checked += 1
+        if checked >= RECHECK_TASKS:
+            break
+    if differ and not accept:
+        raise StoreError(
+            f"{what} since this store was made, and finished tasks no longer "
+            f"come out the same ({differ[0]}); refusing to mix numbers from both "
+            "versions in one cube.",
+            hint="run with the old version, or --restart to recompute everything, "
+            "or --accept-version-change to go on anyway",
+        )
+    st.accept_versions()
+    if differ:
+        message = (
+            f"{what}: {len(differ)} recomputed result(s) differ from the stored "
+            "ones; going on as --accept-version-change asks (the cube now mixes "
+            "both versions)."
+        )
+    else:
+        message = (
+            f"{what} since this store was made; {checked} finished task(s) "
+            "recomputed bit for bit identical, so the run goes on."
+        )
+    return (message,)
 
 
 class _Signals:

@@ -66,6 +66,16 @@ def _flush_seconds() -> float:
 Group = tuple[tuple[int, ...], int]  # (point index, status chunk)
 
 
+def _installed(package: str) -> bool:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        version(package)
+    except PackageNotFoundError:
+        return False
+    return True
+
+
 def _versions() -> dict[str, str]:
     from importlib.metadata import version
 
@@ -76,6 +86,7 @@ def _versions() -> dict[str, str]:
         "zarr": zarr.__version__,
         "xarray": version("xarray"),
         "dask": version("dask"),
+        **({"jax": version("jax")} if _installed("jax") else {}),
         "platform": platform.platform(),
     }
 
@@ -660,6 +671,36 @@ class Store:
         if truths != self.meta.get("truth"):
             self.meta["truth"] = truths
             self._save_meta()
+
+    def read_task_outputs(
+        self, pidx: tuple[int, ...], replicate: int
+    ) -> dict[str, np.ndarray[Any, Any]]:
+        """Return each output's stored values at one (point, replicate):
+        arrays (methods, *output shape)."""
+        return {
+            name: np.asarray(self._array(name)[(*pidx, replicate)])
+            for name in self._var_names()
+            if name not in FIXED_VARS
+        }
+
+    def version_changes(self) -> dict[str, tuple[str, str]]:
+        """Libraries whose version differs from the one that made the store
+        (or last accepted a change): name -> (then, now). Only the ones that
+        make numbers: numpy and, when present, jax."""
+        now = _versions()
+        then = self.meta.get("versions", {})
+        return {
+            k: (then[k], now[k])
+            for k in ("numpy", "jax")
+            if k in then and k in now and then[k] != now[k]
+        }
+
+    def accept_versions(self) -> None:
+        """Record the current versions, keeping the old ones in a history."""
+        history = self.meta.setdefault("versions_history", [])
+        history.append(self.meta.get("versions", {}))
+        self.meta["versions"] = _versions()
+        self._save_meta()
 
     def _save_meta(self) -> None:
         self.meta["workers"] = self.workers

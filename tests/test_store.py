@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import time
+import warnings
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -115,3 +119,57 @@ def test_a_failing_write_is_a_clear_error_and_the_run_resumes(
     assert 0 < int((ds.status.values == 1).sum()) < ds.status.size
     simstudy.run(path, store=store, scheduler="synchronous")
     assert cube_digest(store) == cube_digest(reference)
+
+
+def _meta(store: Path) -> Any:
+    return json.loads((store / "zarr.json").read_text())["attributes"]["simstudy"]
+
+
+def _pretend_made_with_numpy(store: Path, version: str) -> None:
+    """Rewrite the recorded numpy version, as an older install would have."""
+    group = zarr.open_group(store, mode="r+")
+    meta = _meta(store)
+    meta["versions"] = {**meta["versions"], "numpy": version}
+    group.attrs["simstudy"] = meta
+    with warnings.catch_warnings():  # .simstudy/ is not a zarr node
+        warnings.simplefilter("ignore")
+        zarr.consolidate_metadata(store)
+
+
+def test_a_numpy_change_is_checked_by_recomputing_finished_tasks(tmp_path, write_study):
+    path = write_study(GOOD_STUDY.replace("replicates=4", "replicates=6"))
+    store = tmp_path / "s.zarr"
+    simstudy.run(path, store=store, scheduler="synchronous")
+    status = zarr.open_array(store / "status", mode="r+")
+    status[1, 1, 3:, :] = 0  # a few tasks left to do
+    _pretend_made_with_numpy(store, "1.0.0")
+    report = simstudy.run(path, store=store, scheduler="synchronous")
+    assert report.computed == 3 * 2
+    assert len(report.warnings) == 1
+    assert f"numpy 1.0.0 -> {np.__version__}" in report.warnings[0]
+    assert "3 finished task(s) recomputed bit for bit identical" in report.warnings[0]
+    meta = _meta(store)
+    assert meta["versions"]["numpy"] == np.__version__  # accepted, with history
+    assert meta["versions_history"][-1]["numpy"] == "1.0.0"
+    again = simstudy.run(path, store=store, scheduler="synchronous")
+    assert again.warnings == ()
+
+
+def test_a_numpy_change_that_changes_numbers_is_refused(tmp_path, write_study):
+    from simstudy.errors import StoreError
+
+    path = write_study(GOOD_STUDY)
+    store = tmp_path / "s.zarr"
+    simstudy.run(path, store=store, scheduler="synchronous")
+    estimate = zarr.open_array(store / "estimate", mode="r+")
+    estimate[0, 0, 0, 0] = 123.0  # as if the old numpy had drawn other numbers
+    zarr.open_array(store / "status", mode="r+")[1, 1, 3, :] = 0
+    _pretend_made_with_numpy(store, "1.0.0")
+    with pytest.raises(StoreError, match="no longer come out the same"):
+        simstudy.run(path, store=store, scheduler="synchronous")
+    assert _meta(store)["versions"]["numpy"] == "1.0.0"  # refused: none accepted
+    report = simstudy.run(
+        path, store=store, scheduler="synchronous", accept_version_change=True
+    )
+    assert report.computed == 2
+    assert "differ from the stored ones" in report.warnings[0]
