@@ -223,3 +223,29 @@ def test_kill_9_at_20_points_then_resume_gives_the_same_cube(tmp_path, reference
     for idx, t in committed.items():
         assert ds.started.values[idx] == t, f"task {idx} ran twice"
     assert cube_digest(store) == reference
+
+
+def test_a_second_sigint_stops_at_once_and_the_store_resumes(tmp_path, reference):
+    path = _write(tmp_path, SLOW.replace("time.sleep(0.01)", "time.sleep(0.05)"))
+    store = tmp_path / "slow.zarr"
+    env = {**_env(), "SIMSTUDY_FLUSH_SECONDS": "0.2"}
+    proc = subprocess.Popen(
+        _cmd("run", str(path), "--no-progress"),
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    _wait_progress(store, proc, 10)
+    t0 = time.monotonic()
+    proc.send_signal(signal.SIGINT)
+    time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err.decode()
+    assert time.monotonic() - t0 < 5, "the second Ctrl-C did not stop the run at once"
+    ds = assert_store_consistent(store)
+    assert int((ds.status.values == 1).sum()) < 240
+    again = _simstudy(tmp_path, "run", str(path), "--no-progress")
+    assert again.returncode == 0, again.stderr
+    assert cube_digest(store) == reference

@@ -88,8 +88,17 @@ def test_damaged_chunks_are_found_on_resume_and_only_their_tasks_rerun(
     assert again.computed == 0
 
 
+@pytest.mark.parametrize(
+    ("code", "text"),
+    [
+        ("ENOSPC", "No space left on device"),
+        ("EROFS", "Read-only file system"),
+        ("EACCES", "Permission denied"),
+    ],
+    ids=["disk-full", "read-only", "no-permission"],
+)
 def test_a_failing_write_is_a_clear_error_and_the_run_resumes(
-    tmp_path, write_study, monkeypatch
+    tmp_path, write_study, monkeypatch, code, text
 ):
     """Disk full (or read-only) mid-run: a StoreError naming the cause, a
     consistent store, and a later run finishes with the reference cube."""
@@ -108,11 +117,11 @@ def test_a_failing_write_is_a_clear_error_and_the_run_resumes(
     def write(self, coords, chunk):
         writes["n"] += 1
         if writes["n"] > 12:
-            raise OSError(errno.ENOSPC, "No space left on device")
+            raise OSError(getattr(errno, code), text)
         real_write(self, coords, chunk)
 
     monkeypatch.setattr(ChunkedArray, "write", write)
-    with pytest.raises(StoreError, match="No space left on device"):
+    with pytest.raises(StoreError, match=text):
         simstudy.run(path, store=store, scheduler="synchronous", batch_size=1)
     monkeypatch.setattr(ChunkedArray, "write", real_write)
     ds = assert_store_consistent(store)
