@@ -668,8 +668,12 @@ class Store:
             t = study.truth_for(point)
             if t:
                 truths[json.dumps(point, sort_keys=True)] = t
-        if truths != self.meta.get("truth"):
+        # what summaries read, per method (not part of the fingerprint: it
+        # changes no number)
+        measures = {m.name: m.measures for m in study.methods if m.measures}
+        if truths != self.meta.get("truth") or measures != self.meta.get("measures"):
             self.meta["truth"] = truths
+            self.meta["measures"] = measures
             self._save_meta()
 
     def read_task_outputs(

@@ -10,7 +10,7 @@ import inspect
 import math
 import numbers
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, overload
 
 import numpy as np
@@ -33,10 +33,37 @@ class Method:
     name: str
     func: Callable[..., Any]
     params: tuple[str, ...]  # injected parameters after the data argument
+    # which outputs summaries read: {"estimate": ..., "se": ..., "ci": [lo, hi], "p": ...}
+    measures: dict[str, Any] = field(default_factory=dict)
 
     @property
     def takes_rng(self) -> bool:
         return "rng" in self.params
+
+
+def _measures(method: str | None, **declared: Any) -> dict[str, Any]:
+    """Check a method's measure declarations; return the ones given."""
+    out: dict[str, Any] = {}
+    where = f"method {method!r}" if method else "@study.method"
+    for key, value in declared.items():
+        if value is None:
+            continue
+        names = (
+            list(value) if key == "ci" and isinstance(value, tuple | list) else [value]
+        )
+        if key == "ci" and len(names) != 2:
+            raise StudyError(
+                f"{where}: ci must be two output names (lower, upper), got {value!r}.",
+                hint='write ci=("lo", "hi")',
+            )
+        for v in names:
+            if not isinstance(v, str) or not v.isidentifier():
+                raise StudyError(
+                    f"{where}: {key}= must name an output (an identifier), got {v!r}.",
+                    hint='write e.g. se="se" for a method returning {"se": ...}',
+                )
+        out[key] = names if key == "ci" else value
+    return out
 
 
 def _source_hash(func: Callable[..., Any]) -> str:
@@ -260,12 +287,34 @@ class Study:
     def method(self, func: Callable[..., Any], /) -> Callable[..., Any]: ...
     @overload
     def method(
-        self, func: None = None, /, *, name: str | None = None
+        self,
+        func: None = None,
+        /,
+        *,
+        name: str | None = None,
+        estimate: str | None = None,
+        se: str | None = None,
+        ci: tuple[str, str] | None = None,
+        p: str | None = None,
     ) -> Callable[[Callable[..., Any]], Callable[..., Any]]: ...
     def method(
-        self, func: Callable[..., Any] | None = None, /, *, name: str | None = None
+        self,
+        func: Callable[..., Any] | None = None,
+        /,
+        *,
+        name: str | None = None,
+        estimate: str | None = None,
+        se: str | None = None,
+        ci: tuple[str, str] | None = None,
+        p: str | None = None,
     ) -> Any:
-        """Register a method: ``f(data, [rng], [factors...]) -> {output: value}``."""
+        """Register a method: ``f(data, [rng], [factors...]) -> {output: value}``.
+
+        ``estimate``, ``se``, ``ci=(lo, hi)`` and ``p`` name the outputs that
+        ``simstudy summarize`` reads for this method (default estimate:
+        ``"estimate"``, or ``"value"`` for a method returning a bare number).
+        """
+        measures = _measures(name, estimate=estimate, se=se, ci=ci, p=p)
 
         def register(f: Callable[..., Any]) -> Callable[..., Any]:
             mname: Any = f.__name__ if name is None else name
@@ -281,7 +330,7 @@ class Study:
                     hint='rename one, e.g. @study.method(name="median2")',
                 )
             params = self._params(f, skip_first=True, what=f"method {mname!r}")
-            self.methods.append(Method(mname, f, params))
+            self.methods.append(Method(mname, f, params, measures))
             return f
 
         if func is not None:

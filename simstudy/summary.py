@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 import xarray as xr
@@ -32,7 +33,7 @@ Truth = float | Mapping[str, float] | None
 def summarize(
     cube: xr.Dataset,
     *,
-    estimate: str = "estimate",
+    estimate: str | None = None,
     truth: Truth = None,
     se: str | None = None,
     ci: tuple[str, str] | None = None,
@@ -41,7 +42,116 @@ def summarize(
     level: float = 0.95,
     reference: str | None = None,
 ) -> xr.Dataset:
-    """Return per design point x method performance measures and their MCSEs."""
+    """Return per design point x method performance measures and their MCSEs.
+
+    Which outputs are the estimate, its SE, the interval bounds and the
+    p-value comes from the arguments, else from each method's declaration
+    (``@study.method(estimate=..., se=..., ci=(lo, hi), p=...)``, stored in
+    the cube), else the estimate is ``estimate`` (``value`` for methods that
+    return a bare number). Methods declaring the same outputs are summarised
+    together; the results are joined along ``method``.
+    """
+    methods = [str(m) for m in cube[METHOD].values]
+    decls = _declarations(cube, methods, estimate=estimate, se=se, ci=ci, p=p)
+    groups: dict[str, list[str]] = {}
+    for m in methods:
+        groups.setdefault(json.dumps(decls[m], sort_keys=True), []).append(m)
+    if reference is not None and reference not in methods:
+        raise UsageError(
+            f"unknown reference method {reference!r}",
+            hint=f"choose one of: {', '.join(methods)}",
+        )
+    parts: list[xr.Dataset] = []
+    skipped: dict[str, dict[str, str]] = {}
+    used: dict[str, dict[str, Any]] = {}
+    for key, names in groups.items():
+        d = json.loads(key)
+        sub = cube if len(groups) == 1 else cube.sel({METHOD: names})
+        ref = reference if reference in names else None
+        part = _summarize(
+            sub,
+            estimate=d["estimate"],
+            truth=truth,
+            se=d.get("se"),
+            ci=tuple(d["ci"]) if d.get("ci") else None,
+            p=d.get("p"),
+            alpha=alpha,
+            level=level,
+            reference=ref,
+        )
+        if reference is not None and ref is None:
+            part.attrs["skipped"]["relprec"] = (
+                f"reference {reference!r} declares other outputs than {names}"
+            )
+        for measure, why in part.attrs["skipped"].items():
+            skipped.setdefault(measure, {}).update(dict.fromkeys(names, why))
+        used.update(dict.fromkeys(names, d))
+        parts.append(part)
+    names = {v for part in parts for v in part.data_vars}
+    parts = [  # a measure one group cannot compute is NaN for its methods
+        part.assign(
+            {
+                v: xr.full_like(part["n_ok"], np.nan, dtype=np.float64)
+                for v in names - set(part.data_vars)
+            }
+        )
+        for part in parts
+    ]
+    out = parts[0] if len(parts) == 1 else xr.concat(parts, dim=METHOD)
+    out = out.sel({METHOD: methods})
+    out.attrs = {
+        "alpha": alpha,
+        "level": level,
+        "reference": reference,
+        "outputs": used,  # method -> the outputs summarised
+        # measure -> reason, or measure -> {method: reason} when it varies
+        "skipped": {
+            k: next(iter(v.values()))
+            if len(set(v.values())) == 1 and len(v) == len(methods)
+            else v
+            for k, v in skipped.items()
+        },
+    }
+    return out
+
+
+def _declarations(
+    cube: xr.Dataset,
+    methods: list[str],
+    **given: Any,
+) -> dict[str, dict[str, Any]]:
+    """Per method: the outputs to summarise (arguments win over declarations)."""
+    meta = cube.attrs.get("simstudy", {})
+    stored = meta.get("measures", {}) if isinstance(meta, Mapping) else {}
+    out = {}
+    for m in methods:
+        d = {k: v for k, v in dict(stored.get(m, {})).items() if v is not None}
+        d.update(
+            {
+                k: (list(v) if k == "ci" else v)
+                for k, v in given.items()
+                if v is not None
+            }
+        )
+        if "estimate" not in d:
+            d["estimate"] = "estimate" if "estimate" in cube.data_vars else "value"
+        out[m] = d
+    return out
+
+
+def _summarize(
+    cube: xr.Dataset,
+    *,
+    estimate: str,
+    truth: Truth,
+    se: str | None,
+    ci: tuple[str, str] | None,
+    p: str | None,
+    alpha: float,
+    level: float,
+    reference: str | None,
+) -> xr.Dataset:
+    """Summarise methods that share one output declaration."""
     for name in (estimate, se, p, *(ci or ())):
         _check_output(cube, name)
     methods = [str(m) for m in cube[METHOD].values]

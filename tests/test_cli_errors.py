@@ -30,6 +30,12 @@ ZERO_REPLICATES = GOOD_STUDY.replace("replicates=4", "replicates=0")
 BAD_SCHEME = GOOD_STUDY.replace("seed=1)", "seed=1, rng='xorshift')")
 DUP_METHOD = GOOD_STUDY.replace("def median(x)", "def mean(x)")
 NO_DATA = GOOD_STUDY.replace("@study.data\n", "")
+BAD_CI = GOOD_STUDY.replace(
+    "@study.method\ndef median", '@study.method(ci=("lo",))\ndef median'
+)
+BAD_SE = GOOD_STUDY.replace(
+    "@study.method\ndef median", "@study.method(se=3)\ndef median"
+)
 
 # (study source written to study.py or None, argv, text expected in the error line)
 CASES = [
@@ -48,6 +54,8 @@ CASES = [
     (BAD_SCHEME, ["run", "study.py"], "xorshift"),
     (DUP_METHOD, ["run", "study.py"], "'mean'"),
     (NO_DATA, ["run", "study.py"], "data function"),
+    (BAD_CI, ["run", "study.py"], "ci must be two output names"),
+    (BAD_SE, ["run", "study.py"], "se= must name an output"),
     (GOOD_STUDY, ["run", "study.py", "--task-timeout", "0"], "expected seconds > 0"),
     (GOOD_STUDY, ["run", "study.py", "--task-timeout", "abc"], "number of seconds"),
     (
@@ -114,6 +122,8 @@ IDS = [
     "unknown-rng-scheme",
     "duplicate-method",
     "no-data-function",
+    "ci-one-name",
+    "se-not-a-name",
     "task-timeout-zero",
     "task-timeout-abc",
     "task-timeout-with-threads",

@@ -276,3 +276,56 @@ def test_end_to_end_with_stored_truth(tmp_path: Path) -> None:
     assert got == pytest.approx(est.mean() - 2.0)
     assert np.isnan(res["relbias"].sel({"mu": 0.0})).all()
     assert float(res["relprec"].sel({"mu": 0.0, "method": "mean"})) == 0.0
+
+
+def test_declared_outputs_are_summarised_per_method(tmp_path):
+    """`@study.method(estimate=, se=, ci=, p=)` is stored in the cube; summarize
+    uses each method's own outputs, and measures a method cannot have are NaN
+    and listed, per method, as skipped."""
+    source = textwrap.dedent(
+        """
+        import numpy as np
+        from scipy import stats
+        from simstudy import Study
+
+        study = Study("decl", factors={"n": [20]}, replicates=400, seed=4)
+        study.truth(est=0.0, value=0.0)
+
+        @study.data
+        def gen(rng, n):
+            return rng.standard_normal(n)
+
+        @study.method(estimate="est", se="se", ci=("lo", "hi"), p="pval")
+        def t_test(x):
+            m, s = x.mean(), x.std(ddof=1) / np.sqrt(len(x))
+            q = stats.t.ppf(0.975, len(x) - 1)
+            p = 2 * stats.t.sf(abs(m / s), len(x) - 1)
+            return {"est": m, "se": s, "lo": m - q * s, "hi": m + q * s, "pval": p}
+
+        @study.method
+        def median(x):
+            return np.median(x)
+        """
+    )
+    path = tmp_path / "decl.py"
+    path.write_text(source)
+    simstudy.run(path, store=tmp_path / "d.zarr", scheduler="synchronous")
+    cube = simstudy.open_results(tmp_path / "d.zarr")
+    out = simstudy.summarize(cube)
+    assert out.attrs["outputs"]["t_test"] == {
+        "estimate": "est",
+        "se": "se",
+        "ci": ["lo", "hi"],
+        "p": "pval",
+    }
+    assert out.attrs["outputs"]["median"] == {"estimate": "value"}
+    t = out.sel({"method": "t_test", "n": 20})
+    cov, mcse = float(t.coverage), float(t.coverage_mcse)
+    assert abs(cov - 0.95) < 3 * mcse  # the t-interval covers 95%
+    assert abs(float(t.power) - 0.05) < 3 * float(t.power_mcse)  # size under H0
+    med = out.sel({"method": "median", "n": 20})
+    assert np.isnan(float(med.coverage))
+    assert out.attrs["skipped"]["coverage"] == {
+        "median": "no interval outputs declared (pass ci=(lo, hi))"
+    }
+    assert abs(float(med.bias)) < 3 * float(med.bias_mcse)
