@@ -87,12 +87,12 @@ def summarize(
             skipped.setdefault(measure, {}).update(dict.fromkeys(names, why))
         used.update(dict.fromkeys(names, d))
         parts.append(part)
-    names = {v for part in parts for v in part.data_vars}
+    measures = {str(v) for part in parts for v in part.data_vars}
     parts = [  # a measure one group cannot compute is NaN for its methods
         part.assign(
             {
                 v: xr.full_like(part["n_ok"], np.nan, dtype=np.float64)
-                for v in names - set(part.data_vars)
+                for v in measures - {str(x) for x in part.data_vars}
             }
         )
         for part in parts
