@@ -114,6 +114,20 @@ def _parser() -> argparse.ArgumentParser:
     status.add_argument("target", help="a study file (.py) or a store (.zarr)")
     status.add_argument("--store", help="the store, when TARGET is a study file")
     status.add_argument("--debug", action="store_true", help="show tracebacks")
+    summ = sub.add_parser("summarize", help="performance measures with Monte Carlo SEs")
+    summ.add_argument("store", help="the store (.zarr)")
+    summ.add_argument(
+        "--format",
+        choices=["table", "csv", "json", "netcdf"],
+        default=None,
+        help="default: table, or from the -o file's suffix",
+    )
+    summ.add_argument("-o", "--output", help="write to this file (netcdf needs it)")
+    summ.add_argument("--reference", help="method for relative precision")
+    summ.add_argument(
+        "--alpha", type=float, default=0.05, help="test level for power (0.05)"
+    )
+    summ.add_argument("--debug", action="store_true", help="show tracebacks")
     return top
 
 
@@ -282,13 +296,114 @@ def _cmd_status(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+SUFFIX_FORMATS = {".csv": "csv", ".json": "json", ".nc": "netcdf", ".txt": "table"}
+
+
+def _cmd_summarize(args: argparse.Namespace) -> int:
+    import json
+
+    from simstudy.store import open_results
+    from simstudy.summary import summarize, to_records
+
+    fmt = args.format
+    if fmt is None:
+        suffix = Path(args.output).suffix if args.output else ""
+        fmt = SUFFIX_FORMATS.get(suffix, "table")
+    if fmt == "netcdf" and not args.output:
+        raise UsageError(
+            "--format netcdf writes a binary file; give it a name with -o.",
+            hint="write -o summary.nc",
+        )
+    if not 0 < args.alpha < 1:
+        raise UsageError(
+            f"--alpha must be between 0 and 1, got {args.alpha}.",
+            hint="write --alpha 0.05",
+        )
+    cube = open_results(args.store)
+    result = summarize(cube, reference=args.reference, alpha=args.alpha)
+    records = to_records(result)
+    if fmt == "netcdf":
+        out = result.copy()
+        out.attrs = {k: json.dumps(v) for k, v in result.attrs.items()}
+        out.to_netcdf(args.output)
+        print(f"wrote {args.output}")
+        return EXIT_OK
+    if fmt == "json":
+        text = json.dumps(
+            {
+                "measures": records,
+                "skipped": result.attrs["skipped"],
+                "outputs": result.attrs["outputs"],
+            },
+            indent=1,
+        )
+    elif fmt == "csv":
+        import csv
+        import io
+
+        buf = io.StringIO()
+        if records:
+            writer = csv.DictWriter(buf, fieldnames=list(records[0]))
+            writer.writeheader()
+            writer.writerows(records)
+        text = buf.getvalue()
+    else:
+        text = _table(records, result.attrs["skipped"])
+    if args.output:
+        Path(args.output).write_text(text)
+        print(f"wrote {args.output}")
+    else:
+        print(text, end="" if text.endswith("\n") else "\n")
+    return EXIT_OK
+
+
+def _table(records: list[dict[str, Any]], skipped: dict[str, Any]) -> str:
+    """Records as an aligned text table, one block per design point."""
+    lines: list[str] = []
+    last = None
+    fixed = {"method", "n_ok", "n_failed", "n_pending", "measure", "value", "mcse"}
+    for r in records:
+        point = ", ".join(f"{k}={v}" for k, v in r.items() if k not in fixed)
+        if point != last:
+            lines += ["", point or "all"]
+            lines.append(
+                f"  {'method':<14} {'measure':<15} {'value':>12} {'MCSE':>10}  n_ok"
+            )
+            last = point
+        mcse = "" if r["mcse"] is None else f"{r['mcse']:10.4g}"
+        pending = r["n_failed"] + r["n_pending"]
+        note = (
+            f"  ({r['n_failed']:,} failed, {r['n_pending']:,} pending)"
+            if pending
+            else ""
+        )
+        lines.append(
+            f"  {r['method']:<14} {r['measure']:<15} {r['value']:12.5g} "
+            f"{mcse:>10}  {r['n_ok']:,}{note}"
+        )
+    if skipped:
+        lines += ["", "not computed:"]
+        for measure, why in skipped.items():
+            text = (
+                why
+                if isinstance(why, str)
+                else "; ".join(f"{m}: {w}" for m, w in why.items())
+            )
+            lines.append(f"  {measure}: {text}")
+    return "\n".join(lines).lstrip("\n") + "\n"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
     try:
         args = _parser().parse_args(argv)
-        command = {"run": _cmd_run, "status": _cmd_status}[args.command]
+        command = {
+            "run": _cmd_run,
+            "status": _cmd_status,
+            "summarize": _cmd_summarize,
+        }[args.command]
         return command(args)
     except SimstudyError as exc:
         if debug:

@@ -21,13 +21,66 @@ import xarray as xr
 
 from simstudy.errors import UsageError
 
-__all__ = ["summarize"]
+__all__ = ["MEASURES", "summarize", "to_records"]
 
 REP = "replicate"
 METHOD = "method"
 OK, FAILED, PENDING = 1, 2, 0
 
 Truth = float | Mapping[str, float] | None
+MEASURES = (
+    "mean",
+    "bias",
+    "relbias",
+    "empse",
+    "mse",
+    "rmse",
+    "modelse",
+    "relerr_modelse",
+    "coverage",
+    "becoverage",
+    "power",
+    "relprec",
+)
+
+
+def to_records(summary: xr.Dataset) -> list[dict[str, Any]]:
+    """Flatten a summary: one record per design point x method x measure.
+
+    Each record holds the factor levels, ``method``, ``n_ok``, ``n_failed``,
+    ``n_pending``, ``measure``, ``value`` and ``mcse`` (NaN -> None). Measures
+    follow ``MEASURES``; a measure that is NaN for a cell is left out.
+    """
+    factors = [str(d) for d in summary["n_ok"].dims if d != METHOD]
+    present = [m for m in MEASURES if m in summary.data_vars]
+    records = []
+    for idx in np.ndindex(*(summary.sizes[f] for f in factors)):
+        point = {
+            f: summary[f].values[i].item() for f, i in zip(factors, idx, strict=True)
+        }
+        for method in summary[METHOD].values:
+            cell = summary.sel({METHOD: method, **point})
+            counts = {k: int(cell[k]) for k in ("n_ok", "n_failed", "n_pending")}
+            for measure in present:
+                value = float(cell[measure])
+                if np.isnan(value):
+                    continue
+                mcse = (
+                    float(cell[f"{measure}_mcse"])
+                    if f"{measure}_mcse" in cell
+                    else float("nan")
+                )
+                records.append(
+                    {
+                        **point,
+                        "method": str(method),
+                        **counts,
+                        "measure": measure,
+                        "value": value,
+                        "mcse": None if np.isnan(mcse) else mcse,
+                    }
+                )
+    return records
 
 
 def summarize(
@@ -173,30 +226,30 @@ def _summarize(
         out["mean"], out["mean_mcse"] = mean, sd / _sqrt(n)
         out["empse"], out["empse_mcse"] = sd, sd / _sqrt(2.0 * (n - 1.0))
         if theta is None:
-            why = f"no truth for output {estimate!r} (pass truth= or study.truth)"
+            why = f"no truth for output {estimate!r} (declare study.truth(...) or pass truth=)"
             for m in ("bias", "relbias", "mse", "rmse", "coverage"):
                 skipped[m] = why
         else:
             out.update(_bias_measures(x, ok, n, mean, sd, theta))
         if se is None:
             for m in ("modelse", "relerr_modelse"):
-                skipped[m] = "no standard-error output declared (pass se=)"
+                skipped[m] = "no standard-error output declared (@study.method(se=...))"
         else:
             out.update(_modelse(cube[se], ok, n, sd))
         if ci is None:
             for m in ("coverage", "becoverage"):
-                skipped[m] = "no interval outputs declared (pass ci=(lo, hi))"
+                skipped[m] = "no interval outputs declared (@study.method(ci=(lo, hi)))"
         else:
             lo, hi = cube[ci[0]], cube[ci[1]]
             if theta is not None:
                 out.update(_share("coverage", (lo <= theta) & (theta <= hi), ok, n))
             out.update(_share("becoverage", (lo <= mean) & (mean <= hi), ok, n))
         if p is None:
-            skipped["power"] = "no p-value output declared (pass p=)"
+            skipped["power"] = "no p-value output declared (@study.method(p=...))"
         else:
             out.update(_share("power", cube[p] < alpha, ok, n))
         if reference is None:
-            skipped["relprec"] = "no reference method (pass reference=)"
+            skipped["relprec"] = "no reference method (--reference / reference=)"
         else:
             out.update(_relprec(x, ok, reference))
     order = [*factors, METHOD]

@@ -326,6 +326,6 @@ def test_declared_outputs_are_summarised_per_method(tmp_path):
     med = out.sel({"method": "median", "n": 20})
     assert np.isnan(float(med.coverage))
     assert out.attrs["skipped"]["coverage"] == {
-        "median": "no interval outputs declared (pass ci=(lo, hi))"
+        "median": "no interval outputs declared (@study.method(ci=(lo, hi)))"
     }
     assert abs(float(med.bias)) < 3 * float(med.bias_mcse)
