@@ -128,6 +128,12 @@ def _parser() -> argparse.ArgumentParser:
         "--alpha", type=float, default=0.05, help="test level for power (0.05)"
     )
     summ.add_argument("--debug", action="store_true", help="show tracebacks")
+    rep = sub.add_parser("report", help="write a self-contained HTML report")
+    rep.add_argument("store", help="the store (.zarr)")
+    rep.add_argument(
+        "-o", "--output", default="report.html", help="the HTML file (report.html)"
+    )
+    rep.add_argument("--debug", action="store_true", help="show tracebacks")
     return top
 
 
@@ -296,6 +302,20 @@ def _cmd_status(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_report(args: argparse.Namespace) -> int:
+    from simstudy.report import write_report
+
+    target = Path(args.output)
+    if not target.parent.is_dir():
+        raise UsageError(
+            f"cannot write {target}: directory {target.parent} does not exist.",
+            hint="create it first or choose another -o",
+        )
+    path = write_report(args.store, target)
+    print(f"wrote {path} ({path.stat().st_size / 1024:,.0f} kB); open it in a browser")
+    return EXIT_OK
+
+
 SUFFIX_FORMATS = {".csv": "csv", ".json": "json", ".nc": "netcdf", ".txt": "table"}
 
 
@@ -403,6 +423,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "run": _cmd_run,
             "status": _cmd_status,
             "summarize": _cmd_summarize,
+            "report": _cmd_report,
         }[args.command]
         return command(args)
     except SimstudyError as exc:

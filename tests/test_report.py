@@ -1,0 +1,117 @@
+"""`simstudy report`: one self-contained HTML file that Chromium renders."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import textwrap
+from pathlib import Path
+
+import pytest
+
+import simstudy
+from simstudy.cli import main
+
+STUDY = """
+import numpy as np
+from simstudy import Study
+
+study = Study("rep", factors={"n": [10, 40], "shift": [0.0, 1.0]}, replicates=60, seed=2)
+study.truth(est=0.0)
+
+@study.data
+def gen(rng, n, shift):
+    return rng.standard_normal(n)
+
+@study.method(estimate="est", se="se", ci=("lo", "hi"))
+def mean(x):
+    m, s = x.mean(), x.std(ddof=1) / np.sqrt(len(x))
+    return {"est": m, "se": s, "lo": m - 2 * s, "hi": m + 2 * s}
+
+@study.method(estimate="est")
+def fragile(x, shift):
+    if x[0] > 1.5:
+        raise ArithmeticError("did not converge")
+    return {"est": np.median(x) + 0 * shift}
+"""
+
+
+def _chromium() -> str:
+    found = shutil.which("chromium") or shutil.which("chromium-browser")
+    assert found, (
+        "headless Chromium is needed (Debian package chromium; .ci/run installs it)"
+    )
+    return found
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    tmp = tmp_path_factory.mktemp("report")
+    path = tmp / "rep.py"
+    path.write_text(textwrap.dedent(STUDY))
+    simstudy.run(path, store=tmp / "rep.zarr", scheduler="synchronous")
+    out = tmp / "report.html"
+    assert main(["report", str(tmp / "rep.zarr"), "-o", str(out)]) == 0
+    return out
+
+
+def test_the_report_is_one_self_contained_file(report):
+    text = report.read_text()
+    assert "<script" not in text  # nothing to run
+    assert not re.search(r"""(src|href)=["']?(https?:|//)""", text)  # nothing to fetch
+    for section in (
+        "Study and provenance",
+        "Performance measures",
+        "Measures against factors",
+        "Workers: tasks over time",
+        "Failures (",
+    ):
+        assert section in text
+    assert text.count("<svg") >= 4 * 2 + 1  # plots (measures x factors) + timeline
+    assert "ArithmeticError: method &#x27;fragile&#x27;: did not converge" in text
+    assert "coverage" in text
+    assert "± " in text
+
+
+def test_chromium_renders_the_report_without_errors(report, tmp_path):
+    chromium = _chromium()
+    flags = ["--headless=new", "--no-sandbox", "--disable-gpu", "--hide-scrollbars"]
+    dom = subprocess.run(
+        [chromium, *flags, "--enable-logging=stderr", "--dump-dom", report.as_uri()],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    assert "Performance measures" in dom.stdout
+    assert dom.stdout.count("<svg") >= 9
+    console = [line for line in dom.stderr.splitlines() if "CONSOLE" in line]
+    assert not console, console
+    shot = tmp_path / "report.png"
+    subprocess.run(
+        [
+            chromium,
+            *flags,
+            "--window-size=1200,2000",
+            f"--screenshot={shot}",
+            report.as_uri(),
+        ],
+        capture_output=True,
+        timeout=120,
+        check=True,
+    )
+    assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert shot.stat().st_size > 50_000  # a page with tables and plots, not blank
+
+
+def test_report_of_a_non_store_exits_2(tmp_path, capsys):
+    assert main(["report", str(tmp_path), "-o", str(tmp_path / "r.html")]) == 2
+    assert "is not a simstudy store" in capsys.readouterr().err
+    assert not (tmp_path / "r.html").exists()
+
+
+def test_report_into_a_missing_directory_exits_2(report, tmp_path, capsys):
+    store = report.parent / "rep.zarr"
+    assert main(["report", str(store), "-o", str(tmp_path / "no" / "r.html")]) == 2
+    assert "does not exist" in capsys.readouterr().err
