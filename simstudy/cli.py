@@ -171,7 +171,9 @@ class _ProgressPrinter:
         if ev.stopping:
             line += "  (stopping after batches in flight; Ctrl-C again to stop now)"
         if self.tty:
-            self.out.write("\r\x1b[2K" + line)
+            filled = int(24 * ev.done / max(ev.total, 1))
+            bar = "[" + "#" * filled + "-" * (24 - filled) + "] "
+            self.out.write("\r\x1b[2K" + bar + line)
             if final:
                 self.out.write("\n")
         else:

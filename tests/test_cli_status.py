@@ -129,3 +129,28 @@ def test_status_into_a_closed_pipe_stops_quietly(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(sys, "stdout", out)
     assert main(["status", str(tmp_path / "s.zarr")]) == 0
     assert capsys.readouterr().err == ""
+
+
+def test_progress_on_a_terminal_is_one_live_bar(monkeypatch):
+    import io
+    import time
+
+    from simstudy import cli
+    from simstudy.runner import Progress
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    clock = [0.0]
+    monkeypatch.setattr(time, "monotonic", lambda: clock[0])
+    out = Terminal()
+    printer = cli._ProgressPrinter(out)
+    for done in (0, 250, 500, 1000):
+        clock[0] += 1.0
+        printer(Progress(done=done, total=1000, failed=2, elapsed=clock[0]))
+    text = out.getvalue()
+    assert text.count("\r\x1b[2K") == 4  # redrawn in place
+    assert "[############------------] 500/1,000 tasks" in text
+    assert "failed 2" in text
+    assert text.endswith("\n")  # the finished bar stays
