@@ -14,13 +14,14 @@ import os
 import sys
 import time
 import traceback
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn, TextIO
 
 from simstudy.errors import SimstudyError, UsageError
 from simstudy.executors import SCHEDULERS
-from simstudy.runner import EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_OK
+from simstudy.runner import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK
 
 __all__ = ["main"]
 
@@ -128,6 +129,31 @@ def _parser() -> argparse.ArgumentParser:
         "--alpha", type=float, default=0.05, help="test level for power (0.05)"
     )
     summ.add_argument("--debug", action="store_true", help="show tracebacks")
+    rpl = sub.add_parser("replay", help="rerun one task here, with its streams")
+    rpl.add_argument("study", help="the study file (.py)")
+    rpl.add_argument(
+        "--task",
+        required=True,
+        help="every factor, the replicate and the method: "
+        "n=100,eps=0.1,replicate=17,method=median",
+    )
+    rpl.add_argument("--store", help="compare with this store (default ./<stem>.zarr)")
+    rpl.add_argument("--pdb", action="store_true", help="debug the task's exception")
+    rpl.add_argument("--debug", action="store_true", help="show tracebacks")
+    err_p = sub.add_parser("errors", help="failed tasks, grouped, with replay commands")
+    err_p.add_argument("store", help="the store (.zarr)")
+    err_p.add_argument("--debug", action="store_true", help="show tracebacks")
+    ver = sub.add_parser("verify", help="recompute finished tasks, compare bit for bit")
+    ver.add_argument("store", help="the store (.zarr)")
+    ver.add_argument(
+        "--study", help="the study file (default: the one that made the store)"
+    )
+    ver.add_argument("--sample", type=_positive, default=20, help="replicates (20)")
+    ver.add_argument(
+        "--scheduler", choices=SCHEDULERS, default="synchronous", help="(synchronous)"
+    )
+    ver.add_argument("--workers", type=_positive, help="worker processes")
+    ver.add_argument("--debug", action="store_true", help="show tracebacks")
     rep = sub.add_parser("report", help="write a self-contained HTML report")
     rep.add_argument("store", help="the store (.zarr)")
     rep.add_argument(
@@ -262,7 +288,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
         print(f"stopped after {args.max_errors} failed tasks (--max-errors).", file=err)
     if report.failed and not report.interrupted:
         print(
-            f"hint: some tasks failed; details in {report.store}/.simstudy/failures/. "
+            f"hint: some tasks failed; python -m simstudy errors {report.store} groups "
+            "them, with replay commands. "
             "--retry-failed reruns them; after editing the study use --restart.",
             file=err,
         )
@@ -302,6 +329,104 @@ def _cmd_status(args: argparse.Namespace) -> int:
         )
     ds.close()
     return EXIT_OK
+
+
+def _cmd_replay(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from simstudy.batch import _user_traceback
+    from simstudy.loader import load_study
+    from simstudy.replay import replay
+    from simstudy.runner import default_store
+
+    study = load_study(args.study)
+    store = Path(args.store) if args.store else default_store(study)
+    if args.store and not store.exists():
+        raise UsageError(f"--store {store}: no such store.", hint="check the path")
+    result = replay(
+        study, args.task, store=store if store.exists() else None, debugger=args.pdb
+    )
+    print(f"task {args.task}")
+    if result.error is not None:
+        print(_user_traceback(result.error, study.source_file), end="")
+        print(f"the task raises {type(result.error).__name__}: {result.error}")
+        return EXIT_FAILED
+    print(f"data: {type(result.data).__name__} {np.shape(result.data)}")
+    assert result.outputs is not None
+    for name, value in result.outputs.items():
+        print(f"  {name} = {value.tolist()!r}")
+    if result.same is None:
+        where = "no store" if not store.exists() else f"status {result.stored_status}"
+        print(f"stored: nothing to compare ({where})")
+        return EXIT_OK
+    if result.same:
+        print(f"stored in {store}: identical, bit for bit")
+        return EXIT_OK
+    assert result.stored is not None
+    for name in result.differing:
+        stored = result.stored.get(name)
+        shown = "missing" if stored is None else repr(stored.tolist())
+        print(f"  stored {name} = {shown}")
+    print(f"stored in {store}: DIFFERENT ({', '.join(result.differing)})")
+    return EXIT_FAILED
+
+
+def _cmd_errors(args: argparse.Namespace) -> int:
+    from simstudy.replay import error_groups, task_spec
+    from simstudy.store import open_results
+
+    groups = error_groups(args.store)
+    if not groups:
+        print(f"{args.store}: no failed task.")
+        return EXIT_OK
+    meta = open_results(args.store).attrs["simstudy"]
+    source = meta.get("source_file") or "STUDY.py"
+    total = sum(g.count for g in groups)
+    print(f"{args.store}: {total:,} failed task(s) in {len(groups)} group(s)")
+    for g in groups:
+        cell = ", ".join(f"{k}={v}" for k, v in g.point.items())
+        shown = ", ".join(map(str, g.replicates[:5])) + (" ..." if g.count > 5 else "")
+        print(f"\n{g.count:,} x {g.type} in method {g.method!r} at {cell}")
+        print(f"  first: {g.message[:300]}")
+        print(f"  replicates: {shown}")
+        spec = task_spec(g.point, g.replicates[0], g.method)
+        print(f"  replay: python -m simstudy replay {source} --task {spec} --pdb")
+    return EXIT_OK
+
+
+def _cmd_verify(args: argparse.Namespace) -> int:
+    from simstudy.replay import verify
+    from simstudy.store import open_results
+
+    study_file = args.study
+    if study_file is None:
+        study_file = open_results(args.store).attrs["simstudy"].get("source_file")
+        if not study_file or not Path(study_file).is_file():
+            raise UsageError(
+                f"{args.store} does not say which study file made it.",
+                hint="pass --study STUDY.py",
+            )
+    result = verify(
+        study_file,
+        args.store,
+        sample=args.sample,
+        scheduler=args.scheduler,
+        workers=args.workers,
+    )
+    if not result.differ:
+        print(f"{args.store}: {result.tasks:,} finished task(s) recomputed: identical")
+        return EXIT_OK
+    for method, tasks in result.differ.items():
+        print(
+            f"method {method!r} is not reproducible: {len(tasks)} recomputed "
+            f"task(s) differ, e.g. --task {tasks[0]}"
+        )
+    print(
+        "hint: use the rng argument for every random draw (not np.random.* or "
+        "random.*, not a generator you seed yourself), and no clock or thread order",
+        file=sys.stderr,
+    )
+    return EXIT_FAILED
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
@@ -415,10 +540,23 @@ def _table(records: list[dict[str, Any]], skipped: dict[str, Any]) -> str:
     return "\n".join(lines).lstrip("\n") + "\n"
 
 
+def _show_warning(
+    message: Warning | str,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    file: TextIO | None = None,
+    line: str | None = None,
+) -> None:
+    """Print a warning as the CLI's one ``warning:`` line."""
+    print(f"warning: {message}", file=sys.stderr)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
+    warnings.showwarning = _show_warning
     try:
         args = _parser().parse_args(argv)
         command = {
@@ -426,6 +564,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             "status": _cmd_status,
             "summarize": _cmd_summarize,
             "report": _cmd_report,
+            "replay": _cmd_replay,
+            "errors": _cmd_errors,
+            "verify": _cmd_verify,
         }[args.command]
         return command(args)
     except SimstudyError as exc:

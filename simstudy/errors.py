@@ -48,3 +48,7 @@ class StoreError(SimstudyError):
 
 class FingerprintMismatch(StoreError):
     """The store was made by a study that differs in a way that changes numbers."""
+
+
+class ReproducibilityWarning(UserWarning):
+    """A study function draws random numbers outside its task's stream."""

@@ -11,6 +11,7 @@ import os
 import signal
 import threading
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import partial
@@ -22,10 +23,11 @@ import numpy as np
 
 from simstudy import streams
 from simstudy.batch import FAILED, OK
-from simstudy.errors import StoreError, UsageError
+from simstudy.errors import ReproducibilityWarning, StoreError, UsageError
 from simstudy.executors import SCHEDULERS, Executor, make_executor, study_payload
 from simstudy.executors.dask import check_address
 from simstudy.grid import Batch, batch_runs, points
+from simstudy.lint import lint_study
 from simstudy.loader import load_study
 from simstudy.study import Study
 
@@ -198,6 +200,8 @@ def run(
     """
     if not isinstance(study, Study):
         study = load_study(study)
+    for message in lint_study(study):
+        warnings.warn(message, ReproducibilityWarning, stacklevel=2)
     if scheduler is None:
         scheduler = "processes" if address is None else "distributed"
     if scheduler not in SCHEDULERS:

@@ -632,26 +632,11 @@ class Store:
 
     # ---- mt19937-jump chain checkpoints ---------------------------------
     def _mt_folder(self, seed: int) -> Path:
-        tag = hashlib.blake2b(str(seed).encode(), digest_size=8).hexdigest()
-        return self.path / META / "mt19937" / tag
+        return _mt_folder(self.path, seed)
 
     def mt_checkpoints(self, seed: int) -> dict[int, np.ndarray[Any, Any]]:
-        """Return the saved states of ``MT19937(seed).jumped(k)``, by k.
-
-        They depend on the seed and k only, so they stay valid whatever the
-        design; files that do not load as a (625,) int64 array are ignored.
-        """
-        out = {}
-        folder = self._mt_folder(seed)
-        for f in folder.glob("*.npy") if folder.exists() else []:
-            try:
-                row = np.load(f, allow_pickle=False)
-                k = int(f.stem)
-            except (OSError, ValueError):
-                continue
-            if row.shape == (625,) and row.dtype == np.int64:
-                out[k] = row
-        return out
+        """Return the saved states of ``MT19937(seed).jumped(k)``, by k."""
+        return read_mt_checkpoints(self.path, seed)
 
     def save_mt_checkpoint(self, seed: int, k: int, row: np.ndarray[Any, Any]) -> None:
         """Save the state of ``MT19937(seed).jumped(k)`` (atomically)."""
@@ -671,9 +656,15 @@ class Store:
         # what summaries read, per method (not part of the fingerprint: it
         # changes no number)
         measures = {m.name: m.measures for m in study.methods if m.measures}
-        if truths != self.meta.get("truth") or measures != self.meta.get("measures"):
+        source = study.source_file
+        if (
+            truths != self.meta.get("truth")
+            or measures != self.meta.get("measures")
+            or source != self.meta.get("source_file")
+        ):
             self.meta["truth"] = truths
             self.meta["measures"] = measures
+            self.meta["source_file"] = source  # for `errors`' replay commands
             self._save_meta()
 
     def read_task_outputs(
@@ -842,6 +833,33 @@ def _check_codecs(p: Path) -> None:
                     hint="only open stores written by simstudy, or inspect this "
                     "one by hand",
                 )
+
+
+def _mt_folder(path: Path, seed: int) -> Path:
+    tag = hashlib.blake2b(str(seed).encode(), digest_size=8).hexdigest()
+    return path / META / "mt19937" / tag
+
+
+def read_mt_checkpoints(
+    path: str | os.PathLike[str], seed: int
+) -> dict[int, np.ndarray[Any, Any]]:
+    """Return the saved states of ``MT19937(seed).jumped(k)`` in a store, by k.
+
+    They depend on the seed and k only, so they stay valid whatever the
+    design; files that do not load as a (625,) int64 array are ignored, and
+    nothing is ever unpickled.
+    """
+    out = {}
+    folder = _mt_folder(Path(path), seed)
+    for f in folder.glob("*.npy") if folder.exists() else []:
+        try:
+            row = np.load(f, allow_pickle=False)
+            k = int(f.stem)
+        except (OSError, ValueError):
+            continue
+        if row.shape == (625,) and row.dtype == np.int64:
+            out[k] = row
+    return out
 
 
 def open_results(path: str | os.PathLike[str]) -> xr.Dataset:
