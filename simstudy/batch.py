@@ -15,6 +15,7 @@ import socket
 import threading
 import time
 import traceback
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -59,6 +60,8 @@ class BatchResult:
     failures: list[dict[str, Any]] = field(default_factory=list)
     worker: str = ""
     keys: dict[str, tuple[str, ...]] = field(default_factory=dict)  # per method
+    warnings: Any = None  # (replicate, method) int16: warnings each task emitted
+    warned: list[dict[str, Any]] = field(default_factory=list)  # first of each
 
 
 class _TaskFailure(Exception):
@@ -308,11 +311,19 @@ def run_batch(study: Study, batch: Batch, specs: Specs | None = None) -> BatchRe
     method_kw = [_kwargs(m.params, values, None) for m in methods]
     perf = time.perf_counter
     alarm = _Alarm(batch.timeout)
+    counts = np.zeros((b, k), np.int16)
+    first: dict[tuple[int, int], tuple[str, str]] = {}
+    log: list[warnings.WarningMessage] = []
+    capture = warnings.catch_warnings(record=True) if batch.warnings else None
+    if capture is not None:
+        log = capture.__enter__()  # the list every warning is appended to
+        warnings.simplefilter("error" if batch.warnings == "error" else "always")
     wall0, perf0 = time.time(), perf()
     try:
         for i in range(b):
             c0 = perf()
             data_error: BaseException | None = None
+            seen = len(log)
             try:
                 if data_rng:
                     data_kw["rng"] = src.data(i)
@@ -322,8 +333,10 @@ def run_batch(study: Study, batch: Batch, specs: Specs | None = None) -> BatchRe
             except Exception as exc:
                 alarm.disarm()
                 data_error = exc
+            data_warnings = log[seen:]  # counted for every task of the replicate
             c1 = c0
             for j, method in enumerate(methods):
+                seen = len(log)
                 try:
                     if data_error is not None:
                         raise data_error
@@ -345,12 +358,19 @@ def run_batch(study: Study, batch: Batch, specs: Specs | None = None) -> BatchRe
                         batch.start + i, method.name, exc, message, study.source_file
                     )
                     failures.append((i, j, record))
+                if data_warnings or len(log) > seen:
+                    mine = [*data_warnings, *log[seen:]]
+                    counts[i, j] = min(len(mine), 32767)
+                    w = mine[0]
+                    first[(i, j)] = (w.category.__name__, str(w.message)[:500])
                 c2 = perf()
                 started[i, j] = c1
                 seconds[i, j] = c2 - c1  # the first method also carries the data time
                 c1 = c2
     finally:
         alarm.close()
+        if capture is not None:
+            capture.__exit__(None, None, None)
     started += wall0 - perf0
     rows: dict[str, np.ndarray[Any, Any]] = {}
     for j, method in enumerate(methods):
@@ -369,6 +389,17 @@ def run_batch(study: Study, batch: Batch, specs: Specs | None = None) -> BatchRe
             for m in methods
             if keys_spec(m.name) in specs
         },
+        counts,
+        [
+            {
+                "replicate": batch.start + i,
+                "method": methods[j].name,
+                "category": category,
+                "message": message,
+                "count": int(counts[i, j]),
+            }
+            for (i, j), (category, message) in sorted(first.items())
+        ],
     )
 
 

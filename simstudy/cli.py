@@ -91,6 +91,11 @@ def _parser() -> argparse.ArgumentParser:
         "--max-errors", type=_positive, help="stop cleanly after N failed tasks"
     )
     run.add_argument(
+        "--warnings-as-errors",
+        action="store_true",
+        help="a task that emits a warning is a failed task",
+    )
+    run.add_argument(
         "--accept-version-change",
         action="store_true",
         help="go on although numpy/jax changed and finished tasks recompute "
@@ -249,6 +254,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
             max_errors=args.max_errors,
             task_timeout=args.task_timeout,
             accept_version_change=args.accept_version_change,
+            warnings_as_errors=args.warnings_as_errors,
             retry_failed=args.retry_failed,
             restart=args.restart,
             on_progress=printer,

@@ -43,6 +43,7 @@ class Batch:
     methods: tuple[int, ...]  # indices into study.methods
     mt_states: Any = field(default=None)  # (n, 625) int64 rows, mt19937-jump only
     timeout: float | None = None  # seconds allowed per user call (--task-timeout)
+    warnings: str | None = None  # "record" or "error" (--warnings-as-errors)
 
     @property
     def size(self) -> int:

@@ -197,15 +197,13 @@ def replay(
 
 
 def _stored_specs(store: Path) -> dict[str, tuple[Any, ...]]:
-    from simstudy.store import open_results
+    from simstudy.store import FIXED_VARS, open_results
 
     ds = open_results(store)
     meta = ds.attrs["simstudy"]
     n = len(meta["factor_order"]) + 2
     specs: dict[str, tuple[Any, ...]] = {
-        str(v): tuple(ds[v].shape[n:])
-        for v in ds.data_vars
-        if v not in ("status", "seconds", "started", "worker")
+        str(v): tuple(ds[v].shape[n:]) for v in ds.data_vars if v not in FIXED_VARS
     }
     for method, names in meta.get("outputs", {}).items():
         specs[keys_spec(method)] = tuple(names)
@@ -214,7 +212,7 @@ def _stored_specs(store: Path) -> dict[str, tuple[Any, ...]]:
 
 
 def _load_stored(out: Replay, store: Path, study: Study) -> None:
-    from simstudy.store import open_results
+    from simstudy.store import FIXED_VARS, open_results
 
     ds = open_results(store)
     try:
@@ -231,8 +229,7 @@ def _load_stored(out: Replay, store: Path, study: Study) -> None:
             out.stored = {
                 str(v): np.asarray(ds[v].sel(where).values)
                 for v in ds.data_vars
-                if v not in ("status", "seconds", "started", "worker")
-                and (names is None or v in names)
+                if v not in FIXED_VARS and (names is None or v in names)
             }
     finally:
         ds.close()

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from simstudy.store import open_results, read_failures
+from simstudy.store import open_results, read_failures, read_warnings
 from simstudy.summary import MEASURES, summarize, to_records
 
 __all__ = ["write_report"]
@@ -54,6 +54,7 @@ def write_report(store: str | os.PathLike[str], output: str | os.PathLike[str]) 
         _plots(summary),
         _timeline(cube, meta),
         _failures_section(failures, cube),
+        _warnings_section(read_warnings(store), cube),
         "</body></html>",
     ]
     path = Path(output)
@@ -328,4 +329,28 @@ def _failures_section(failures: list[dict[str, Any]], cube: xr.Dataset) -> str:
         f"<h2>Failures ({len(failures):,} tasks)</h2><table><tr>"
         "<th class=l>design point</th><th class=l>method</th><th>failed</th>"
         f"<th class=l>first message</th></tr>{body}</table>"
+    )
+
+
+def _warnings_section(warned: list[dict[str, Any]], cube: xr.Dataset) -> str:
+    if not warned:
+        return "<h2>Warnings</h2><p>No task emitted a warning.</p>"
+    factors = list(cube.attrs["simstudy"]["factor_order"])
+    tasks: dict[tuple[str, str], int] = {}
+    total: dict[tuple[str, str], int] = {}
+    first: dict[tuple[str, str], str] = {}
+    for w in warned:
+        key = (", ".join(f"{k}={w.get(k)}" for k in factors), w["method"])
+        tasks[key] = tasks.get(key, 0) + 1
+        total[key] = total.get(key, 0) + int(w["count"])
+        first.setdefault(key, f"{w['category']}: {w['message']}")
+    body = "".join(
+        f"<tr><td class=l>{_e(p)}</td><td class=l>{_e(m)}</td><td>{tasks[(p, m)]:,}"
+        f"</td><td>{total[(p, m)]:,}</td><td class=l>{_e(first[(p, m)][:300])}</td></tr>"
+        for p, m in sorted(tasks)
+    )
+    return (
+        f"<h2>Warnings ({len(warned):,} tasks)</h2><table><tr>"
+        "<th class=l>design point</th><th class=l>method</th><th>tasks</th>"
+        f"<th>warnings</th><th class=l>first message</th></tr>{body}</table>"
     )

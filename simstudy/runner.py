@@ -157,6 +157,7 @@ def run(
     max_errors: int | None = None,
     task_timeout: float | None = None,
     accept_version_change: bool = False,
+    warnings_as_errors: bool = False,
     retry_failed: bool = False,
     restart: bool = False,
     on_progress: Callable[[Progress], None] | None = None,
@@ -185,6 +186,9 @@ def run(
         Needs the ``processes`` or ``synchronous`` scheduler.
     max_errors : int, optional
         Stop cleanly once this many tasks have failed in this run.
+    warnings_as_errors : bool
+        A warning a task emits makes it a failed task (default: warnings are
+        counted per task, see ``warnings`` in the cube).
     accept_version_change : bool
         Go on when numpy/jax changed since the store was made even if
         recomputed finished tasks differ (they are compared either way).
@@ -219,6 +223,12 @@ def run(
         raise UsageError(
             f"--max-errors must be >= 1, got {max_errors}.",
             hint="drop --max-errors to never stop on failures",
+        )
+    if warnings_as_errors and scheduler == "threads":
+        raise UsageError(
+            "--warnings-as-errors does not work with the threads scheduler "
+            "(Python's warning filters are shared by all threads).",
+            hint="drop --scheduler threads (processes is the default)",
         )
     if task_timeout is not None:
         if not task_timeout > 0:
@@ -276,6 +286,7 @@ def run(
             max_errors=max_errors,
             task_timeout=task_timeout,
             accept_version_change=accept_version_change,
+            warnings_mode=_warnings_mode(scheduler, warnings_as_errors),
             retry_failed=retry_failed,
             on_progress=on_progress,
             on_start=on_start,
@@ -301,6 +312,7 @@ def _run_open(
     max_errors: int | None,
     task_timeout: float | None,
     accept_version_change: bool,
+    warnings_mode: str | None,
     retry_failed: bool,
     on_progress: Callable[[Progress], None] | None,
     on_start: Callable[[str], None] | None,
@@ -378,6 +390,7 @@ def _run_open(
                 pending,
                 sizer,
                 task_timeout,
+                warnings_mode,
                 st.mt_checkpoints(study.seed),
                 partial(st.save_mt_checkpoint, study.seed),
             ),
@@ -419,6 +432,14 @@ def _run_open(
         executor.close()
     report.seconds = time.perf_counter() - t0
     return report
+
+
+def _warnings_mode(scheduler: str, as_errors: bool) -> str | None:
+    """How batches treat warnings: counted per task ("record"), or as errors.
+    Not with threads: warning filters are process-wide, not per thread."""
+    if as_errors:
+        return "error"
+    return None if scheduler == "threads" else "record"
 
 
 RECHECK_TASKS = 3  # finished tasks recomputed when numpy/jax changed
@@ -528,6 +549,7 @@ def _batches(
     pending: list[np.ndarray[Any, Any]],
     sizer: BatchSizer,
     timeout: float | None = None,
+    warnings_mode: str | None = None,
     checkpoints: dict[int, np.ndarray[Any, Any]] | None = None,
     save: Callable[[int, np.ndarray[Any, Any]], None] | None = None,
 ) -> Iterator[Batch]:
@@ -563,6 +585,8 @@ def _batches(
                         save(k, row)
                     known[k] = row
                 chain.marks.clear()
-            batch = Batch(p, levels, start, stop, methods, states, timeout)
+            batch = Batch(
+                p, levels, start, stop, methods, states, timeout, warnings_mode
+            )
             sizer.issued(batch)
             yield batch

@@ -40,7 +40,9 @@ FIXED_VARS = {
     "seconds": ("float32", np.nan),
     "started": ("float64", np.nan),
     "worker": ("int16", -1),
+    "warnings": ("int16", 0),  # warnings the task emitted
 }
+RECORD_KINDS = ("failures", "warnings")  # JSON records under <store>/.simstudy/
 META = ".simstudy"
 # buffered results reach the disk within this time (a kill -9 loses at most
 # that much work); the SIMSTUDY_FLUSH_SECONDS environment variable overrides it
@@ -197,9 +199,15 @@ class Store:
         # still expected this run and the failure updates; a timer flushes
         # whatever waits longer than FLUSH_SECONDS, under the lock
         self._expected: dict[Group, int] = {}
-        self._failure_updates: dict[Group, list[Any]] = {}
-        folder = path / META / "failures"
-        self._failure_files = {f.name for f in folder.glob("*.json")}
+        # per kind of record file ("failures", "warnings"): buffered updates
+        # and the files that exist
+        self._record_updates: dict[str, dict[Group, list[Any]]] = {
+            kind: {} for kind in RECORD_KINDS
+        }
+        self._record_files = {
+            kind: {f.name for f in (path / META / kind).glob("*.json")}
+            for kind in RECORD_KINDS
+        }
         self._group_rows: int | None = None
         self._timer: threading.Timer | None = None
         self.repaired: list[str] = []  # damaged chunks found on open (dropped)
@@ -514,12 +522,23 @@ class Store:
         self._put("started", pidx, b.start, b.stop, midx, result.started)
         worker = np.full(status.shape, wid, np.int16)
         self._put("worker", pidx, b.start, b.stop, midx, worker)
+        if "warnings" not in self._var_names():  # stores made before warnings
+            self._new_var("warnings", *FIXED_VARS["warnings"], ())
+            self._consolidate()
+        counts = result.warnings
+        if counts is None:  # a batch whose worker failed emitted none
+            counts = np.zeros(status.shape, np.int16)
+        self._put("warnings", pidx, b.start, b.stop, midx, counts)
         self._put("status", pidx, b.start, b.stop, midx, status)
         group = (pidx, b.start // self.group_rows)
-        if failures or self._failures_file(group).name in self._failure_files:
-            self._failure_updates.setdefault(group, []).append(
-                (b.start, b.stop, names, failures)
-            )
+        for kind, records in (("failures", failures), ("warnings", result.warned)):
+            if (
+                records
+                or self._records_file(kind, group).name in self._record_files[kind]
+            ):
+                self._record_updates[kind].setdefault(group, []).append(
+                    (b.start, b.stop, names, records)
+                )
         left = self._expected.get(group)
         if left is not None:
             left -= status.size
@@ -581,9 +600,10 @@ class Store:
             in groups
         ]
         self._cache.flush([k for k in keys if k[0] != "status"])
-        for group in list(self._failure_updates):
-            if groups is None or group in groups:
-                self._write_failures(group, self._failure_updates.pop(group))
+        for kind, updates in self._record_updates.items():
+            for group in list(updates):
+                if groups is None or group in groups:
+                    self._write_records(kind, group, updates.pop(group))
         self._cache.flush([k for k in keys if k[0] == "status"])
 
     def _put(
@@ -601,15 +621,16 @@ class Store:
             array = ChunkedArray(self.path, name, self._array(name))
         self._cache.put(array, pidx, start, stop, midx, values)
 
-    def _failures_file(self, group: Group) -> Path:
+    def _records_file(self, kind: str, group: Group) -> Path:
         pidx, chunk = group
         name = f"{'-'.join(map(str, pidx)) or 'p'}_c{chunk}.json"
-        return self.path / META / "failures" / name
+        return self.path / META / kind / name
 
-    def _write_failures(self, group: Group, updates: list[Any]) -> None:
-        """Apply (start, stop, methods, failures) updates to a group's file."""
-        f = self._failures_file(group)
-        known = f.name in self._failure_files
+    def _write_records(self, kind: str, group: Group, updates: list[Any]) -> None:
+        """Apply (start, stop, methods, records) updates to a group's file of
+        failures or warnings: a rerun task's old records are replaced."""
+        f = self._records_file(kind, group)
+        known = f.name in self._record_files[kind]
         records = json.loads(f.read_text()) if known else []
         point = {
             k: self.levels[k][i]
@@ -628,7 +649,7 @@ class Store:
         tmp = f.with_suffix(".json.partial")
         tmp.write_text(json.dumps(records))
         tmp.replace(f)
-        self._failure_files.add(f.name)
+        self._record_files[kind].add(f.name)
 
     # ---- mt19937-jump chain checkpoints ---------------------------------
     def _mt_folder(self, seed: int) -> Path:
@@ -800,8 +821,18 @@ def _wipe(p: Path) -> None:
 def read_failures(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
     """Return the failure records of a store: point levels, replicate, method,
     type, message, traceback (plain JSON; nothing is unpickled)."""
+    return _read_records(path, "failures")
+
+
+def read_warnings(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
+    """Return the warning records of a store: point levels, replicate, method,
+    category, message (the first) and count of each task that warned."""
+    return _read_records(path, "warnings")
+
+
+def _read_records(path: str | os.PathLike[str], kind: str) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
-    folder = Path(path) / META / "failures"
+    folder = Path(path) / META / kind
     for f in sorted(folder.glob("*.json")) if folder.exists() else []:
         out.extend(json.loads(f.read_text()))
     return out

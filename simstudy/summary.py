@@ -41,6 +41,8 @@ MEASURES = (
     "becoverage",
     "power",
     "relprec",
+    "failure_rate",
+    "warning_rate",
 )
 
 
@@ -218,6 +220,15 @@ def _summarize(
     ok = cube["status"] == OK
     out: dict[str, xr.DataArray] = _counts(cube["status"])
     skipped: dict[str, str] = {}
+    ran = cube["status"] != PENDING  # tasks that finished, ok or failed
+    n_ran = ran.sum(REP).astype(np.float64)
+    out.update(_share("failure_rate", cube["status"] == FAILED, ran, n_ran))
+    if "warnings" in cube.data_vars:
+        out.update(_share("warning_rate", cube["warnings"] > 0, ran, n_ran))
+    else:
+        skipped["warning_rate"] = (
+            "the cube has no per-task warning counts (a store made before them)"
+        )
     theta = _truth(cube, estimate, truth, factors)
     with np.errstate(divide="ignore", invalid="ignore"):
         x = cube[estimate]

@@ -11,7 +11,7 @@ import xarray as xr
 
 from simstudy.store import open_results
 
-FIXED = ("status", "seconds", "started", "worker")
+FIXED = ("status", "seconds", "started", "worker", "warnings")
 
 
 def assert_store_consistent(path: str | Path) -> xr.Dataset:

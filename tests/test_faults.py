@@ -137,3 +137,57 @@ def test_a_hung_task_times_out_and_the_study_goes_on(tmp_path, scheduler):
     assert {f["method"] for f in failures} == {"stuck"}
     assert all(f["type"] == "TaskTimeout" for f in failures)
     assert all("--task-timeout 0.3 s" in f["message"] for f in failures)
+
+
+WARNS = """
+import warnings
+import numpy as np
+from simstudy import Study
+
+study = Study("warns", factors={"n": [6]}, replicates=40, seed=9)
+
+@study.data
+def gen(rng, n):
+    return rng.standard_normal(n)
+
+@study.method
+def logmean(x):
+    if x[0] < 0:
+        warnings.warn("did not converge in 50 iterations", RuntimeWarning)
+        warnings.warn("did not converge in 50 iterations", RuntimeWarning)
+    return float(np.mean(x))
+"""
+
+
+@pytest.mark.parametrize("scheduler", ["processes", "synchronous"])
+def test_warnings_are_counted_per_task_and_can_be_errors(tmp_path, scheduler):
+    from simstudy.store import read_warnings
+
+    path = tmp_path / "warns.py"
+    path.write_text(textwrap.dedent(WARNS))
+    store = tmp_path / "w.zarr"
+    report = simstudy.run(path, store=store, scheduler=scheduler, workers=2)
+    assert report.exit_code == 0
+    ds = assert_store_consistent(store)
+    counts = ds.warnings.values[0, :, 0]
+    x0_negative = counts > 0
+    assert 0 < x0_negative.sum() < 40
+    assert set(counts.tolist()) == {0, 2}  # the same warning twice is counted twice
+    records = read_warnings(store)
+    assert len(records) == int(x0_negative.sum())
+    assert all(r["category"] == "RuntimeWarning" for r in records)
+    assert all("did not converge" in r["message"] for r in records)
+    assert all(r["count"] == 2 for r in records)
+    summary = simstudy.summarize(simstudy.open_results(store))
+    rate = float(summary.warning_rate.sel({"n": 6, "method": "logmean"}))
+    assert rate == pytest.approx(x0_negative.mean())
+    # --warnings-as-errors: the same tasks fail, with the warning as the reason
+    strict = tmp_path / "strict.zarr"
+    report = simstudy.run(
+        path, store=strict, scheduler=scheduler, workers=2, warnings_as_errors=True
+    )
+    assert report.exit_code == 3
+    ds = assert_store_consistent(strict)
+    np.testing.assert_array_equal(ds.status.values[0, :, 0] == 2, x0_negative)
+    failures = read_failures(strict)
+    assert {f["type"] for f in failures} == {"RuntimeWarning"}
