@@ -1,7 +1,8 @@
 """simstudy: simulation studies with reproducible parallel random numbers.
 
 Public API: :class:`Study`, :func:`load_study`, :func:`run`,
-:func:`open_results`, :func:`summarize` and the error classes. Everything else is internal.
+:func:`open_results`, :func:`summarize`, :func:`replay`, :func:`verify`,
+:func:`write_report` and the error classes. Everything else is internal.
 Heavy names are resolved lazily so ``import simstudy.batch`` on a worker
 stays light.
 """
@@ -21,6 +22,8 @@ from simstudy.loader import load_study
 from simstudy.study import Study
 
 if TYPE_CHECKING:
+    from simstudy.debugging import replay, verify
+    from simstudy.report import write_report
     from simstudy.runner import run
     from simstudy.store import open_results
     from simstudy.summary import summarize
@@ -36,8 +39,11 @@ __all__ = [
     "UsageError",
     "load_study",
     "open_results",
+    "replay",
     "run",
     "summarize",
+    "verify",
+    "write_report",
 ]
 
 
@@ -54,4 +60,12 @@ def __getattr__(name: str) -> Any:
         from simstudy.summary import summarize
 
         return summarize
+    if name in ("replay", "verify"):
+        from simstudy import debugging
+
+        return getattr(debugging, name)
+    if name == "write_report":
+        from simstudy.report import write_report
+
+        return write_report
     raise AttributeError(f"module 'simstudy' has no attribute {name!r}")

@@ -341,8 +341,8 @@ def _cmd_replay(args: argparse.Namespace) -> int:
     import numpy as np
 
     from simstudy.batch import _user_traceback
+    from simstudy.debugging import replay
     from simstudy.loader import load_study
-    from simstudy.replay import replay
     from simstudy.runner import default_store
 
     study = load_study(args.study)
@@ -378,7 +378,7 @@ def _cmd_replay(args: argparse.Namespace) -> int:
 
 
 def _cmd_errors(args: argparse.Namespace) -> int:
-    from simstudy.replay import error_groups, task_spec
+    from simstudy.debugging import error_groups, task_spec
     from simstudy.store import open_results
 
     groups = error_groups(args.store)
@@ -401,7 +401,7 @@ def _cmd_errors(args: argparse.Namespace) -> int:
 
 
 def _cmd_verify(args: argparse.Namespace) -> int:
-    from simstudy.replay import verify
+    from simstudy.debugging import verify
     from simstudy.store import open_results
 
     study_file = args.study

@@ -14,4 +14,5 @@ def test_all_is_sorted_and_complete():
         and not isinstance(getattr(simstudy, name, None), type(simstudy))
     }
     assert simstudy.__all__ == sorted(simstudy.__all__)
-    assert set(simstudy.__all__) == public | {"run", "open_results", "summarize"}
+    lazy = {"run", "open_results", "summarize", "replay", "verify", "write_report"}
+    assert set(simstudy.__all__) == public | lazy

@@ -14,8 +14,12 @@ import pytest
 
 import simstudy
 from simstudy.cli import main
+from simstudy.debugging import (  # == simstudy.replay, .verify
+    error_groups,
+    replay,
+    verify,
+)
 from simstudy.errors import ReproducibilityWarning, UsageError
-from simstudy.replay import error_groups, replay, verify
 
 FRAGILE = """
 import numpy as np

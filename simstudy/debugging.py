@@ -27,6 +27,7 @@ from simstudy.loader import load_study
 from simstudy.study import Level, Study
 
 __all__ = ["Replay", "error_groups", "parse_task", "replay", "task_spec", "verify"]
+# simstudy.replay / simstudy.verify are these functions (the package exports them)
 
 
 @dataclass
