@@ -311,6 +311,7 @@ def run_batch(study: Study, batch: Batch, specs: Specs | None = None) -> BatchRe
     method_kw = [_kwargs(m.params, values, None) for m in methods]
     perf = time.perf_counter
     alarm = _Alarm(batch.timeout)
+    timed = bool(batch.timeout)  # checked inline: the loop is the hot path
     counts = np.zeros((b, k), np.int16)
     first: dict[tuple[int, int], tuple[str, str]] = {}
     log: list[warnings.WarningMessage] = []
@@ -327,28 +328,34 @@ def run_batch(study: Study, batch: Batch, specs: Specs | None = None) -> BatchRe
             try:
                 if data_rng:
                     data_kw["rng"] = src.data(i)
-                alarm.arm()
+                if timed:
+                    alarm.arm()
                 data = data_func(**data_kw)
-                alarm.disarm()
+                if timed:
+                    alarm.disarm()
             except Exception as exc:
-                alarm.disarm()
+                if timed:
+                    alarm.disarm()
                 data_error = exc
-            data_warnings = log[seen:]  # counted for every task of the replicate
+            data_end = len(log)  # data warnings count for every task of the replicate
             c1 = c0
             for j, method in enumerate(methods):
-                seen = len(log)
+                before = len(log)
                 try:
                     if data_error is not None:
                         raise data_error
                     kw = method_kw[j]
                     if method.takes_rng:
                         kw["rng"] = src.method(i, batch.methods[j])
-                    alarm.arm()
+                    if timed:
+                        alarm.arm()
                     raw[j][i] = method.func(data, **kw)
-                    alarm.disarm()
+                    if timed:
+                        alarm.disarm()
                     status[i, j] = OK
                 except Exception as exc:
-                    alarm.disarm()
+                    if timed:
+                        alarm.disarm()
                     status[i, j] = FAILED
                     if exc is data_error:
                         message = f"data function: {exc}"
@@ -358,8 +365,8 @@ def run_batch(study: Study, batch: Batch, specs: Specs | None = None) -> BatchRe
                         batch.start + i, method.name, exc, message, study.source_file
                     )
                     failures.append((i, j, record))
-                if data_warnings or len(log) > seen:
-                    mine = [*data_warnings, *log[seen:]]
+                if data_end > seen or len(log) > before:
+                    mine = log[seen:data_end] + log[before:]
                     counts[i, j] = min(len(mine), 32767)
                     w = mine[0]
                     first[(i, j)] = (w.category.__name__, str(w.message)[:500])
