@@ -255,12 +255,26 @@ def error_groups(store: str | os.PathLike[str]) -> list[ErrorGroup]:
 
     ds = open_results(store)
     factors = list(ds.attrs["simstudy"]["factor_order"])
-    status = ds["status"]
+    status = ds["status"].values  # one read, then plain indexing per record
+    index = {
+        name: {
+            v.item() if hasattr(v, "item") else v: i
+            for i, v in enumerate(ds[name].values)
+        }
+        for name in (*factors, "method")
+    }
     groups: dict[tuple[Any, ...], ErrorGroup] = {}
     for f in sorted(read_failures(store), key=lambda f: f["replicate"]):
         point = {k: f[k] for k in factors}
-        where = {**point, "replicate": f["replicate"], "method": f["method"]}
-        if int(status.sel(where)) != 2:
+        try:
+            at = (
+                *(index[k][f[k]] for k in factors),
+                int(f["replicate"]),
+                index["method"][f["method"]],
+            )
+        except (KeyError, IndexError):
+            continue
+        if status[at] != 2:
             continue  # a record not committed (the run stopped before its status)
         key = (*point.values(), f["method"], f["type"])
         group = groups.get(key)
