@@ -91,6 +91,12 @@ def _parser() -> argparse.ArgumentParser:
         "--max-errors", type=_positive, help="stop cleanly after N failed tasks"
     )
     run.add_argument(
+        "--replicates",
+        type=_positive,
+        metavar="N",
+        help="override the study's replicate count (more extends the store)",
+    )
+    run.add_argument(
         "--warnings-as-errors",
         action="store_true",
         help="a task that emits a warning is a failed task",
@@ -255,6 +261,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
             task_timeout=args.task_timeout,
             accept_version_change=args.accept_version_change,
             warnings_as_errors=args.warnings_as_errors,
+            replicates=args.replicates,
             retry_failed=args.retry_failed,
             restart=args.restart,
             on_progress=printer,

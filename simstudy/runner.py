@@ -158,6 +158,7 @@ def run(
     task_timeout: float | None = None,
     accept_version_change: bool = False,
     warnings_as_errors: bool = False,
+    replicates: int | None = None,
     retry_failed: bool = False,
     restart: bool = False,
     on_progress: Callable[[Progress], None] | None = None,
@@ -186,6 +187,9 @@ def run(
         Needs the ``processes`` or ``synchronous`` scheduler.
     max_errors : int, optional
         Stop cleanly once this many tasks have failed in this run.
+    replicates : int, optional
+        Override the study's replicate count (more extends the store; fewer
+        computes only those and keeps the rest of the store as it is).
     warnings_as_errors : bool
         A warning a task emits makes it a failed task (default: warnings are
         counted per task, see ``warnings`` in the cube).
@@ -204,6 +208,13 @@ def run(
     """
     if not isinstance(study, Study):
         study = load_study(study)
+    if replicates is not None:
+        if isinstance(replicates, bool) or replicates < 1:
+            raise UsageError(
+                f"--replicates must be >= 1, got {replicates}.",
+                hint="drop --replicates to use the study file's count",
+            )
+        study.replicates = int(replicates)
     for message in lint_study(study):
         warnings.warn(message, ReproducibilityWarning, stacklevel=2)
     if scheduler is None:

@@ -56,6 +56,7 @@ CASES = [
     (NO_DATA, ["run", "study.py"], "data function"),
     (BAD_CI, ["run", "study.py"], "ci must be two output names"),
     (BAD_SE, ["run", "study.py"], "se= must name an output"),
+    (GOOD_STUDY, ["run", "study.py", "--replicates", "0"], "expected a number >= 1"),
     (GOOD_STUDY, ["run", "study.py", "--task-timeout", "0"], "expected seconds > 0"),
     (GOOD_STUDY, ["run", "study.py", "--task-timeout", "abc"], "number of seconds"),
     (
@@ -124,6 +125,7 @@ IDS = [
     "no-data-function",
     "ci-one-name",
     "se-not-a-name",
+    "replicates-zero",
     "task-timeout-zero",
     "task-timeout-abc",
     "task-timeout-with-threads",

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import simstudy
-from simstudy.errors import FingerprintMismatch, StoreError
+from simstudy.errors import FingerprintMismatch, StoreError, UsageError
 from simstudy.store import read_failures
 from tests.helpers import assert_store_consistent, cube_digest
 
@@ -383,3 +383,20 @@ def test_outputs_that_change_between_batches_are_task_failures(tmp_path):
     for f in failures:
         assert f["method"] == "shifty"
         assert f"expected {first}" in f["message"]
+
+
+def test_replicates_override_extends_and_matches_a_from_scratch_run(tmp_path):
+    path = write(tmp_path, replicates=4)
+    store, scratch = tmp_path / "s.zarr", tmp_path / "scratch.zarr"
+    first = simstudy.run(path, store=store, scheduler="synchronous")
+    assert first.computed == 4 * 4 * 3
+    more = simstudy.run(path, store=store, scheduler="synchronous", replicates=10)
+    assert more.computed == 4 * 6 * 3  # only the new replicates ran
+    big = write(tmp_path, replicates=10, name="big.py")
+    simstudy.run(big, store=scratch, scheduler="synchronous")
+    assert cube_digest(store) == cube_digest(scratch)
+    fewer = simstudy.run(path, store=store, scheduler="synchronous", replicates=2)
+    assert fewer.computed == 0
+    assert fewer.tasks == 4 * 2 * 3
+    with pytest.raises(UsageError, match="--replicates must be >= 1"):
+        simstudy.run(path, store=store, scheduler="synchronous", replicates=0)
