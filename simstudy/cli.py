@@ -165,6 +165,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     ver.add_argument("--workers", type=_positive, help="worker processes")
     ver.add_argument("--debug", action="store_true", help="show tracebacks")
+    pln = sub.add_parser("plan", help="what a run would do: tasks, size, time")
+    pln.add_argument("study", help="the study file (.py)")
+    pln.add_argument("--store", help="the store (default ./<stem>.zarr)")
+    pln.add_argument("--replicates", type=_positive, metavar="N", help="as for run")
+    pln.add_argument("--workers", type=_positive, help="worker processes (cores)")
+    pln.add_argument("--debug", action="store_true", help="show tracebacks")
     rep = sub.add_parser("report", help="write a self-contained HTML report")
     rep.add_argument("store", help="the store (.zarr)")
     rep.add_argument(
@@ -442,6 +448,41 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     return EXIT_FAILED
 
 
+def _cmd_plan(args: argparse.Namespace) -> int:
+    from simstudy.debugging import plan
+    from simstudy.lint import lint_study
+    from simstudy.loader import load_study
+    from simstudy.runner import default_store
+
+    study = load_study(args.study)
+    if args.replicates:
+        study.replicates = args.replicates
+    for message in lint_study(study):
+        print(f"warning: {message}", file=sys.stderr)
+    store = Path(args.store) if args.store else default_store(study)
+    p = plan(study, store=store, workers=args.workers)
+    levels = " x ".join(f"{f}: {len(v)}" for f, v in study.factors.items())
+    print(f"study {study.name!r} ({args.study})")
+    print(
+        f"  grid: {levels} = {study.n_points} design point(s); "
+        f"{study.replicates:,} replicates; {len(study.methods)} method(s)"
+    )
+    where = f"done in {store}" if store.exists() else f"done: {store} not created yet"
+    print(f"  tasks: {p.tasks:,} ({p.done:,} {where}; {p.tasks - p.done:,} to run)")
+    print(
+        f"  cube: {p.shape}, {p.values_per_task} output value(s) a task: about "
+        f"{p.bytes / 2**20:,.1f} MB before compression"
+    )
+    per = p.pilot_seconds / max(p.pilot_tasks, 1)
+    print(
+        f"  pilot: {p.pilot_tasks} task(s) here in {p.pilot_seconds:.2f} s "
+        f"({per * 1e3:.3g} ms a task); the rest would take about "
+        f"{_duration(p.estimate)} on {p.workers} worker(s), plus ~1 s to start"
+    )
+    print("nothing was written.")
+    return EXIT_OK
+
+
 def _cmd_report(args: argparse.Namespace) -> int:
     from simstudy.report import write_report
 
@@ -580,6 +621,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "replay": _cmd_replay,
             "errors": _cmd_errors,
             "verify": _cmd_verify,
+            "plan": _cmd_plan,
         }[args.command]
         return command(args)
     except SimstudyError as exc:

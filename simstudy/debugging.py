@@ -20,13 +20,22 @@ from typing import Any
 import numpy as np
 
 from simstudy import streams
-from simstudy.batch import OK, _kwargs, _Streams, _to_outputs, keys_spec
+from simstudy.batch import OK, _kwargs, _Streams, _to_outputs, keys_spec, run_batch
 from simstudy.errors import StoreError, UsageError
 from simstudy.grid import Batch, points
 from simstudy.loader import load_study
 from simstudy.study import Level, Study
 
-__all__ = ["Replay", "error_groups", "parse_task", "replay", "task_spec", "verify"]
+__all__ = [
+    "Plan",
+    "Replay",
+    "error_groups",
+    "parse_task",
+    "plan",
+    "replay",
+    "task_spec",
+    "verify",
+]
 # simstudy.replay / simstudy.verify are these functions (the package exports them)
 
 
@@ -385,3 +394,99 @@ def verify(
         executor.close()
         ds.close()
     return Verification(tasks, differ)
+
+
+# ---- plan --------------------------------------------------------------------
+@dataclass
+class Plan:
+    """What a run of a study would do, measured without writing anything."""
+
+    tasks: int
+    done: int  # ok in the store already
+    shape: tuple[int, ...]
+    values_per_task: int  # output values per task, from the pilot
+    bytes: int  # uncompressed size of the cube
+    pilot_tasks: int
+    pilot_seconds: float
+    seconds_per_task: dict[int, float]  # per design point
+    estimate: float  # seconds of work, spread over ``workers``
+    workers: int
+
+
+def plan(
+    study: Study | str | os.PathLike[str],
+    *,
+    store: str | os.PathLike[str] | None = None,
+    workers: int | None = None,
+    pilot_seconds: float = 2.0,
+) -> Plan:
+    """Count tasks (new vs done), size the cube and time a short pilot here.
+
+    The pilot runs a few replicates of every design point in this process
+    (their numbers are the real ones, but nothing is stored).
+    """
+    import time
+
+    if not isinstance(study, Study):
+        study = load_study(study)
+    grid = points(study)
+    nm = len(study.methods)
+    done_at = [0] * len(grid)
+    if store is not None and Path(store).exists():
+        from simstudy.store import open_results
+
+        ds = open_results(store)
+        names = [m for m in study.method_names if m in ds["method"].values]
+        for p, point in enumerate(grid):
+            try:
+                st = ds["status"].sel({**point, "method": names}).values
+            except KeyError:
+                continue
+            done_at[p] = int((st[: study.replicates] == OK).sum())
+        ds.close()
+    spent = [0.0] * len(grid)
+    ran = [0] * len(grid)
+    values = 0
+    t0 = time.perf_counter()
+    r = 0
+    while r < min(3, study.replicates) and (
+        r == 0 or time.perf_counter() - t0 < pilot_seconds
+    ):
+        for p, point in enumerate(grid):
+            far = streams.jump_index(p, r, nm, replicates=study.replicates, methods=nm)
+            if study.scheme == "mt19937-jump" and far > 2000:
+                continue  # its chain is too long to walk for a pilot
+            states = _mt_states(study, p, r, None)
+            batch = Batch(p, tuple(point.items()), r, r + 1, tuple(range(nm)), states)
+            result = run_batch(study, batch)
+            spent[p] += float(np.nansum(result.seconds))
+            ran[p] += nm
+            values = max(
+                values,
+                sum(
+                    int(np.prod(a.shape[2:], dtype=np.int64))
+                    for a in result.outputs.values()
+                ),
+            )
+        r += 1
+    per_task = {p: spent[p] / ran[p] for p in range(len(grid)) if ran[p]}
+    typical = sum(spent) / max(sum(ran), 1)  # for points the pilot skipped
+    n_workers = workers or os.cpu_count() or 1
+    todo = [study.replicates * nm - done_at[p] for p in range(len(grid))]
+    work = sum(per_task.get(p, typical) * todo[p] for p in range(len(grid)))
+    shape = (*(len(v) for v in study.factors.values()), study.replicates, nm)
+    per_task_bytes = (
+        1 + 4 + 8 + 2 + 2 + 8 * max(values, 1)
+    )  # status..warnings + outputs
+    return Plan(
+        tasks=study.n_tasks,
+        done=sum(done_at),
+        shape=shape,
+        values_per_task=values,
+        bytes=study.n_tasks * per_task_bytes,
+        pilot_tasks=sum(ran),
+        pilot_seconds=time.perf_counter() - t0,
+        seconds_per_task=per_task,
+        estimate=work / n_workers,
+        workers=n_workers,
+    )

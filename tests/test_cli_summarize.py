@@ -94,3 +94,22 @@ def test_bad_summarize_arguments_exit_2(store, capsys, argv, expected):
 def test_summarize_of_a_non_store_exits_2(tmp_path, capsys):
     assert main(["summarize", str(tmp_path)]) == 2
     assert "is not a simstudy store" in capsys.readouterr().err
+
+
+def test_plan_counts_tasks_and_writes_nothing(
+    tmp_path, write_study, capsys, monkeypatch
+):
+    path = write_study(TRUTH)
+    monkeypatch.chdir(tmp_path)
+    before = sorted(p.name for p in tmp_path.iterdir())
+    assert main(["plan", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "tasks: 32 (0 done: " in out  # 4 points x 4 replicates x 2 methods
+    assert "cube: (2, 2, 4, 2)" in out
+    assert "nothing was written." in out
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+    simstudy.run(path, store=tmp_path / "study.zarr", scheduler="synchronous")
+    assert main(["plan", str(path), "--replicates", "10"]) == 0
+    out = capsys.readouterr().out
+    assert "tasks: 80 (32 done in " in out
+    assert "48 to run" in out
