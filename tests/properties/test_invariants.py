@@ -89,3 +89,62 @@ def test_batch_size_and_interruption_change_no_number(
     simstudy.run(path, store=b, scheduler="threads", workers=2, batch_size=sizes[1])
     assert_store_consistent(b)
     assert cube_digest(a) == cube_digest(b)
+
+
+GROW = """
+import numpy as np
+from simstudy import Study
+
+study = Study("grow", factors={{"a": {levels}}}, replicates={replicates}, seed=11)
+
+@study.data
+def gen(rng, a):
+    return rng.standard_normal(3) * a
+
+@study.method
+def first(x):
+    return {{"estimate": x[0]}}
+{extra}"""
+
+EXTRA = """
+@study.method
+def noisy(x, rng):
+    return {"estimate": x.sum() + rng.random()}
+"""
+
+steps = st.lists(
+    st.tuples(
+        st.lists(st.integers(1, 9), min_size=1, max_size=4, unique=True),
+        st.integers(1, 10),
+        st.booleans(),
+    ),
+    min_size=1,
+    max_size=3,
+)
+
+
+@settings(
+    max_examples=10,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(history=steps)
+def test_growing_a_study_step_by_step_equals_running_the_final_study(tmp_path, history):
+    """Levels only added, replicates only raised, a method added at some step:
+    the store grown run by run is the from-scratch store of the final study."""
+    levels: list[int] = []
+    replicates, extra = 0, False
+    key = abs(hash(repr(history)))
+    grown, scratch = tmp_path / f"g{key}.zarr", tmp_path / f"s{key}.zarr"
+    for new_levels, more, add_method in history:
+        levels += [lv for lv in new_levels if lv not in levels]
+        replicates += more
+        extra = extra or add_method
+        source = GROW.format(levels=levels, replicates=replicates, extra=EXTRA * extra)
+        path = tmp_path / f"grow_{key}.py"
+        path.write_text(textwrap.dedent(source))
+        before = simstudy.run(path, store=grown, scheduler="synchronous")
+        assert before.computed == before.tasks - before.already_done
+    assert_store_consistent(grown)
+    simstudy.run(path, store=scratch, scheduler="synchronous", restart=True)
+    assert cube_digest(grown) == cube_digest(scratch)
