@@ -116,6 +116,20 @@ def _parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--retry-failed", action="store_true", help="rerun failed tasks")
     run.add_argument(
+        "--recompute",
+        action="append",
+        default=[],
+        metavar="METHOD",
+        help="discard METHOD's stored results and compute them again (after "
+        "its code changed); repeat for several methods",
+    )
+    run.add_argument(
+        "--prune",
+        action="store_true",
+        help="delete stored levels and methods the study no longer has "
+        "(default: kept, hidden from status/summarize/report)",
+    )
+    run.add_argument(
         "--restart",
         action="store_true",
         help="discard the store's contents and start over",
@@ -270,6 +284,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
             replicates=args.replicates,
             retry_failed=args.retry_failed,
             restart=args.restart,
+            recompute=args.recompute,
+            prune=args.prune,
             on_progress=printer,
             on_start=started,
         )
@@ -289,6 +305,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     )
     for warning in report.warnings:
         print(f"warning: {warning}", file=err)
+    for note in report.notes:
+        print(f"note: {note}", file=err)
     if report.repaired:
         shown = ", ".join(report.repaired[:5]) + (
             " ..." if len(report.repaired) > 5 else ""

@@ -78,6 +78,7 @@ class RunReport:
     startup: float = 0.0  # seconds until the workers were ready
     repaired: tuple[str, ...] = ()  # damaged chunks found on open, recomputed
     warnings: tuple[str, ...] = ()  # said once, e.g. a library version changed
+    notes: tuple[str, ...] = ()  # e.g. results hidden because the study dropped them
 
     @property
     def tasks_per_second(self) -> float:
@@ -161,6 +162,8 @@ def run(
     replicates: int | None = None,
     retry_failed: bool = False,
     restart: bool = False,
+    recompute: tuple[str, ...] | list[str] = (),
+    prune: bool = False,
     on_progress: Callable[[Progress], None] | None = None,
     on_start: Callable[[str], None] | None = None,
 ) -> RunReport:
@@ -200,6 +203,12 @@ def run(
         Run failed tasks again.
     restart : bool
         Discard the store's contents first.
+    recompute : list of str
+        Methods whose stored results are discarded and computed again (after
+        their code changed; every other result is kept).
+    prune : bool
+        Delete the stored levels and methods the study no longer has (by
+        default they are kept, hidden from summaries).
 
     Returns
     -------
@@ -215,6 +224,12 @@ def run(
                 hint="drop --replicates to use the study file's count",
             )
         study.replicates = int(replicates)
+    unknown = [m for m in recompute if m not in study.method_names]
+    if unknown:
+        raise UsageError(
+            f"--recompute {unknown[0]}: the study has no method {unknown[0]!r}.",
+            hint=f"methods: {', '.join(study.method_names)}",
+        )
     for message in lint_study(study):
         warnings.warn(message, ReproducibilityWarning, stacklevel=2)
     if scheduler is None:
@@ -277,7 +292,9 @@ def run(
         # imported here: zarr's ~0.15 s import overlaps the workers' start
         from simstudy.store import Store
 
-        st = Store.open_for_run(path, study, restart=restart)
+        st = Store.open_for_run(
+            path, study, restart=restart, recompute=tuple(recompute), prune=prune
+        )
     except BaseException:
         if early is not None:
             early.close()
@@ -361,6 +378,7 @@ def _run_open(
         "nothing to run",
     )
     report.repaired = tuple(st.repaired)
+    report.notes = _hidden_notes(st.hidden)
     changes = st.version_changes()
     if changes:
         report.warnings += _recheck_versions(
@@ -443,6 +461,24 @@ def _run_open(
         executor.close()
     report.seconds = time.perf_counter() - t0
     return report
+
+
+def _hidden_notes(hidden: dict[str, Any]) -> tuple[str, ...]:
+    """Say which stored levels and methods the study no longer has."""
+    parts = [
+        f"{f} = {', '.join(map(str, levels))}" for f, levels in hidden["levels"].items()
+    ]
+    if hidden["methods"]:
+        parts.append(f"method {', '.join(hidden['methods'])}")
+    if not parts:
+        return ()
+    note = (
+        f"the store holds results the study no longer has ({'; '.join(parts)}): "
+        "they are kept but hidden from status, summarize and report "
+        "(open_results(..., include_hidden=True) shows them; "
+        "run --prune deletes them)."
+    )
+    return (note,)
 
 
 def _warnings_mode(scheduler: str, as_errors: bool) -> str | None:

@@ -144,8 +144,11 @@ class _Lock:
             self.held = False
 
 
-def _compare(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
-    """Return the changes between fingerprints that would change numbers."""
+def _compare(
+    old: dict[str, Any], new: dict[str, Any], *, ignore_methods: set[str] | None = None
+) -> list[str]:
+    """Return the changes between fingerprints that would change numbers
+    (leaving out changed methods in ``ignore_methods``)."""
     changes = []
     for part, label in [
         ("seed", "seed"),
@@ -161,7 +164,11 @@ def _compare(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
             f"factor names changed ({list(old['factors'])} -> {list(new['factors'])})"
         )
     for name, h in new["methods"].items():
-        if name in old["methods"] and old["methods"][name] != h:
+        if (
+            name in old["methods"]
+            and old["methods"][name] != h
+            and name not in (ignore_methods or ())
+        ):
             changes.append(f"method {name!r} changed")
     if new["scheme"] != "spawn" and not changes:
         same = (
@@ -211,6 +218,8 @@ class Store:
         self._group_rows: int | None = None
         self._timer: threading.Timer | None = None
         self.repaired: list[str] = []  # damaged chunks found on open (dropped)
+        # levels and methods in the store that the current study does not have
+        self.hidden: dict[str, Any] = {"levels": {}, "methods": []}
         self.flush_seconds = _flush_seconds()
         self._lock = threading.RLock()
         self._vars: list[str] | None = None
@@ -219,9 +228,20 @@ class Store:
     # ---- opening -----------------------------------------------------
     @classmethod
     def open_for_run(
-        cls, path: str | os.PathLike[str], study: Study, *, restart: bool = False
+        cls,
+        path: str | os.PathLike[str],
+        study: Study,
+        *,
+        restart: bool = False,
+        recompute: tuple[str, ...] = (),
+        prune: bool = False,
     ) -> Store:
-        """Create or reopen the store for a study; lock it; extend if needed."""
+        """Create or reopen the store for a study; lock it; extend if needed.
+
+        ``recompute`` names methods whose stored results are discarded (their
+        column made pending), e.g. after their code changed. ``prune`` deletes
+        the levels and methods the study no longer has (else they are hidden).
+        """
         _flush_seconds()  # a bad setting fails before anything is written
         p = Path(path).resolve()
         if not p.parent.is_dir():
@@ -244,6 +264,7 @@ class Store:
                 f"{p} exists and is not a simstudy store; refusing to touch it.",
                 hint="choose another --store path",
             )
+        _finish_prune(p)
         lock = _Lock(p / META / "lock")
         try:
             p.mkdir(exist_ok=True)
@@ -261,11 +282,16 @@ class Store:
             if (p / "zarr.json").exists():
                 _check_codecs(p)
                 store = cls(p, zarr.open_group(str(p), mode="r+"), lock)
-                store._reconcile(study)
+                store._reconcile(study, recompute)
                 store.repaired = store._drop_damaged_chunks()
             else:
                 store = cls._create(p, study, lock)
             store._save_truth(study)
+            store._set_active(study)
+            if prune and (store.hidden["levels"] or store.hidden["methods"]):
+                store._prune(study)
+                store = cls(p, zarr.open_group(str(p), mode="r+"), lock)
+                store._set_active(study)
             return store
         except BaseException:
             lock.release()
@@ -305,18 +331,43 @@ class Store:
         store._consolidate()
         return store
 
-    def _reconcile(self, study: Study) -> None:
-        """Compare fingerprints; extend the cube with new levels/methods/replicates."""
+    def _reconcile(self, study: Study, recompute: tuple[str, ...] = ()) -> None:
+        """Compare fingerprints; extend the cube with new levels/methods/replicates;
+        discard the results of the ``recompute`` methods."""
         old = self.meta["fingerprint"]
         new = study.fingerprint()
-        changes = _compare(old, new)
+        unknown = [m for m in recompute if m not in study.method_names]
+        if unknown:
+            raise UsageError(
+                f"--recompute {unknown[0]}: the study has no method {unknown[0]!r}.",
+                hint=f"methods: {', '.join(study.method_names)}",
+            )
+        changed = [
+            m
+            for m, h in new["methods"].items()
+            if m in old["methods"] and old["methods"][m] != h
+        ]
+        changes = _compare(old, new, ignore_methods=set(recompute))
         if changes:
+            only_methods = all(c.startswith("method ") for c in changes)
+            names = " ".join(f"--recompute {m}" for m in changed)
             raise FingerprintMismatch(
                 f"store {self.path} was made by a different study: "
                 + "; ".join(changes)
                 + ".",
-                hint="run with --restart to discard it, or choose a new --store",
+                hint=(
+                    f"run with {names} to recompute only that method's results "
+                    "(the rest is kept), or --restart to discard everything"
+                    if only_methods
+                    else "run with --restart to discard it, or choose a new --store"
+                ),
             )
+        reset = [m for m in recompute if m in self.methods]
+        if reset:
+            self._reset_methods(reset)
+            old = self.meta["fingerprint"]
+            old["methods"] = {**old["methods"], **{m: new["methods"][m] for m in reset}}
+            self._save_meta()  # the new code's hash: only after the reset is on disk
         grew = False
         for f in self.factor_names:
             extra = [lv for lv in study.factors[f] if lv not in self.levels[f]]
@@ -347,6 +398,153 @@ class Store:
         # the group was opened from consolidated metadata: reopen after resizing
         self.root = zarr.open_group(str(self.path), mode="r+")
         self._arrays.clear()
+
+    def _reset_methods(self, names: list[str]) -> None:
+        """Make every task of these methods pending and forget their results.
+
+        Order matters for a crash in between: status first (the tasks become
+        pending), then outputs, records and the methods' output names; the
+        caller saves the methods' new fingerprint last.
+        """
+        cols = sorted(self.methods.index(m) for m in names)
+        nf = len(self.factor_names)
+        order = ["status"] + [v for v in self._var_names() if v != "status"]
+        for var in order:
+            arr = self._array(var)
+            fill = FIXED_VARS[var][1] if var in FIXED_VARS else np.nan
+            for c in cols:
+                arr[(*([slice(None)] * (nf + 1)), c)] = fill
+        for kind in RECORD_KINDS:
+            for f in (self.path / META / kind).glob("*.json"):
+                records = json.loads(f.read_text())
+                kept = [r for r in records if r["method"] not in names]
+                if len(kept) != len(records):
+                    tmp = f.with_suffix(".json.partial")
+                    tmp.write_text(json.dumps(kept))
+                    tmp.replace(f)
+        outputs = self.meta.get("outputs", {})
+        for m in names:
+            outputs.pop(m, None)
+        self._specs = None
+        self._save_meta()
+
+    def _set_active(self, study: Study) -> None:
+        """Record which levels and methods the current study has: the others
+        stay in the store but are hidden from summaries (``open_results``)."""
+        hidden_levels = {
+            f: [lv for lv in self.levels[f] if lv not in study.factors[f]]
+            for f in self.factor_names
+        }
+        hidden_levels = {f: v for f, v in hidden_levels.items() if v}
+        hidden_methods = [m for m in self.methods if m not in study.method_names]
+        self.hidden = {
+            "levels": hidden_levels,
+            "methods": hidden_methods,
+        }
+        active = None
+        if hidden_levels or hidden_methods:
+            active = {
+                "factors": {f: list(study.factors[f]) for f in self.factor_names},
+                "methods": list(study.method_names),
+            }
+        if active != self.meta.get("active"):
+            if active is None:
+                self.meta.pop("active")
+            else:
+                self.meta["active"] = active
+            self._save_meta()
+
+    def _prune(self, study: Study) -> None:
+        """Rewrite the store without the levels and methods the study dropped.
+
+        The pruned copy is built beside the store (``<store>.pruning``),
+        marked complete, then swapped in; ``_finish_prune`` completes or
+        discards a swap a crash interrupted, so the store is never half pruned.
+        """
+        import shutil
+
+        self.flush()
+        keep = {
+            f: [i for i, lv in enumerate(self.levels[f]) if lv in study.factors[f]]
+            for f in self.factor_names
+        }
+        methods = [i for i, m in enumerate(self.methods) if m in study.method_names]
+        tmp = self.path.with_name(self.path.name + ".pruning")
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        root = zarr.open_group(str(tmp), mode="w", zarr_format=3)
+        meta = json.loads(json.dumps(self.meta))
+        levels = {f: [self.levels[f][i] for i in keep[f]] for f in self.factor_names}
+        names = [self.methods[i] for i in methods]
+        fp = meta["fingerprint"]
+        fp["factors"] = levels
+        fp["methods"] = {m: fp["methods"][m] for m in names}
+        meta["outputs"] = {
+            m: v for m, v in meta.get("outputs", {}).items() if m in names
+        }
+        meta.pop("active", None)
+        attrs = dict(self.root.attrs.asdict())
+        attrs["simstudy"] = meta
+        root.attrs.update(attrs)
+        for f in self.factor_names:
+            _coord(root, f, levels[f])
+        _coord(root, "replicate", list(range(self.replicates)))
+        _coord(root, "method", names)
+        nf = len(self.factor_names)
+        old_points = list(np.ndindex(*(len(keep[f]) for f in self.factor_names)))
+        for var in self._var_names():
+            src = self._array(var)
+            extra = tuple(src.shape[nf + 2 :])
+            dest = root.create_array(
+                var,
+                shape=(
+                    *(len(levels[f]) for f in self.factor_names),
+                    self.replicates,
+                    len(names),
+                    *extra,
+                ),
+                chunks=src.chunks,
+                dtype=src.dtype,
+                fill_value=src.fill_value,
+                dimension_names=src.metadata.dimension_names,
+                compressors=[ZstdCodec(level=1), Crc32cCodec()],
+                chunk_key_encoding={"name": "default", "separator": "."},
+            )
+            for new in old_points:
+                old = tuple(
+                    keep[f][i] for f, i in zip(self.factor_names, new, strict=True)
+                )
+                block = src.get_orthogonal_selection(
+                    (
+                        *old,
+                        slice(None),
+                        np.array(methods, dtype=np.intp),
+                        *(slice(None),) * len(extra),
+                    )
+                )
+                dest[(*new, slice(None), slice(None))] = block
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            zarr.consolidate_metadata(str(tmp))
+        for kind in RECORD_KINDS:
+            grouped: dict[str, list[Any]] = {}
+            for rf in sorted((self.path / META / kind).glob("*.json")):
+                for r in json.loads(rf.read_text()):
+                    if r["method"] not in names or any(
+                        r[k] not in levels[k] for k in self.factor_names
+                    ):
+                        continue
+                    pidx = tuple(levels[k].index(r[k]) for k in self.factor_names)
+                    group = (pidx, r["replicate"] // self.group_rows)
+                    grouped.setdefault(_records_name(group), []).append(r)
+            if grouped:
+                (tmp / META / kind).mkdir(parents=True)
+                for name, records in grouped.items():
+                    (tmp / META / kind / name).write_text(json.dumps(records))
+        (tmp / META).mkdir(exist_ok=True)
+        shutil.copy(self.lock.path, tmp / META / "lock")
+        (tmp / META / "pruned").write_text("complete\n")
+        _finish_prune(self.path)
 
     # ---- layout ------------------------------------------------------
     @property
@@ -622,9 +820,7 @@ class Store:
         self._cache.put(array, pidx, start, stop, midx, values)
 
     def _records_file(self, kind: str, group: Group) -> Path:
-        pidx, chunk = group
-        name = f"{'-'.join(map(str, pidx)) or 'p'}_c{chunk}.json"
-        return self.path / META / kind / name
+        return self.path / META / kind / _records_name(group)
 
     def _write_records(self, kind: str, group: Group, updates: list[Any]) -> None:
         """Apply (start, stop, methods, records) updates to a group's file of
@@ -804,6 +1000,35 @@ def _coord(
         root.create_array(name, data=data, dimension_names=[name], overwrite=overwrite)
 
 
+def _records_name(group: Group) -> str:
+    pidx, chunk = group
+    return f"{'-'.join(map(str, pidx)) or 'p'}_c{chunk}.json"
+
+
+def _finish_prune(p: Path) -> None:
+    """Swap in a complete pruned copy (``<store>.pruning``); drop leftovers.
+
+    Crash-safe order: the store moves to ``<store>.pruned-old``, the copy
+    takes its place, the old one is deleted. At any point either the old or
+    the new store is complete under one of these names.
+    """
+    import shutil
+
+    tmp = p.with_name(p.name + ".pruning")
+    old = p.with_name(p.name + ".pruned-old")
+    complete = (tmp / META / "pruned").is_file()
+    if complete:
+        if p.exists() and not old.exists():
+            p.rename(old)
+        if not p.exists():
+            tmp.rename(p)
+            (p / META / "pruned").unlink()
+    if tmp.exists():
+        shutil.rmtree(tmp)  # incomplete: the store itself is untouched
+    if old.exists() and p.exists():
+        shutil.rmtree(old)
+
+
 def _wipe(p: Path) -> None:
     import shutil
 
@@ -893,13 +1118,19 @@ def read_mt_checkpoints(
     return out
 
 
-def open_results(path: str | os.PathLike[str]) -> xr.Dataset:
+def open_results(
+    path: str | os.PathLike[str], *, include_hidden: bool = False
+) -> xr.Dataset:
     """Open a result cube as an ``xarray.Dataset`` (lazy, read-only).
 
     Parameters
     ----------
     path : str or PathLike
         The store directory (``<study>.zarr``).
+    include_hidden : bool
+        Also show the levels and methods the study no longer has (removed
+        from the study file after they ran; kept in the store, hidden by
+        default, in the study's order otherwise).
 
     Raises
     ------
@@ -918,4 +1149,7 @@ def open_results(path: str | os.PathLike[str]) -> xr.Dataset:
     # NB: select methods with ds.sel({"method": "median"}): xarray's own
     # ``sel(method=...)`` keyword (nearest-neighbour lookup) shadows the dim.
     ds: xr.Dataset = xr.open_zarr(str(p), consolidated=True)
+    active = ds.attrs.get("simstudy", {}).get("active")
+    if active and not include_hidden:
+        ds = ds.sel({**active["factors"], "method": active["methods"]})
     return ds

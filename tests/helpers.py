@@ -22,7 +22,7 @@ def assert_store_consistent(path: str | Path) -> xr.Dataset:
     before its status by a run that was killed or hit a full disk: they are
     not committed, and a resume writes them again, identically.
     """
-    ds = open_results(path).load()
+    ds = open_results(path, include_hidden=True).load()
     meta = ds.attrs["simstudy"]
     factors = meta["factor_order"]
     cube_dims = (*factors, "replicate", "method")
@@ -62,13 +62,13 @@ def assert_store_consistent(path: str | Path) -> xr.Dataset:
     return ds
 
 
-def cube_digest(path: str | Path) -> str:
+def cube_digest(path: str | Path, *, include_hidden: bool = False) -> str:
     """Hash the numbers of a cube (outputs and status) by coordinate label.
 
     Timings and worker names differ between runs by nature; the numbers
     (outputs, status) must not.
     """
-    ds = open_results(path)
+    ds = open_results(path, include_hidden=include_hidden)
     factors = ds.attrs["simstudy"]["factor_order"]
     ds = ds.sortby([*factors, "method"])
     h = hashlib.sha256()

@@ -57,6 +57,11 @@ CASES = [
     (BAD_CI, ["run", "study.py"], "ci must be two output names"),
     (BAD_SE, ["run", "study.py"], "se= must name an output"),
     (GOOD_STUDY, ["run", "study.py", "--replicates", "0"], "expected a number >= 1"),
+    (
+        GOOD_STUDY,
+        ["run", "study.py", "--recompute", "nosuch"],
+        "the study has no method 'nosuch'",
+    ),
     (GOOD_STUDY, ["run", "study.py", "--task-timeout", "0"], "expected seconds > 0"),
     (GOOD_STUDY, ["run", "study.py", "--task-timeout", "abc"], "number of seconds"),
     (
@@ -126,6 +131,7 @@ IDS = [
     "ci-one-name",
     "se-not-a-name",
     "replicates-zero",
+    "recompute-unknown-method",
     "task-timeout-zero",
     "task-timeout-abc",
     "task-timeout-with-threads",
