@@ -55,6 +55,23 @@ def _seconds(text: str) -> float:
     return value
 
 
+def _targets(text: str) -> dict[str, float]:
+    """``bias=0.005`` or ``bias=0.005,coverage=0.01``."""
+    out: dict[str, float] = {}
+    for part in text.split(","):
+        name, sep, value = part.partition("=")
+        try:
+            goal = float(value)
+        except ValueError:
+            goal = float("nan")
+        if not sep or not name.strip() or not (0 < goal < float("inf")):
+            raise argparse.ArgumentTypeError(
+                f"expected MEASURE=MCSE with MCSE > 0 (e.g. bias=0.005), got {part!r}"
+            )
+        out[name.strip()] = goal
+    return out
+
+
 def _parser() -> argparse.ArgumentParser:
     top = _Parser(
         prog="python -m simstudy",
@@ -95,6 +112,22 @@ def _parser() -> argparse.ArgumentParser:
         type=_positive,
         metavar="N",
         help="override the study's replicate count (more extends the store)",
+    )
+    run.add_argument(
+        "--target-mcse",
+        type=_targets,
+        action="append",
+        metavar="MEASURE=MCSE",
+        help="run replicates in rounds (the first: the study's count) until "
+        "every method's Monte Carlo SE of MEASURE is <= MCSE at each design "
+        "point, e.g. bias=0.005; repeat or comma-separate for several",
+    )
+    run.add_argument(
+        "--max-replicates",
+        type=_positive,
+        metavar="M",
+        help="with --target-mcse: stop a design point at M replicates "
+        "(default 100 x the first round)",
     )
     run.add_argument(
         "--warnings-as-errors",
@@ -286,6 +319,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
             restart=args.restart,
             recompute=args.recompute,
             prune=args.prune,
+            target_mcse=(
+                {k: v for d in args.target_mcse for k, v in d.items()}
+                if args.target_mcse
+                else None
+            ),
+            max_replicates=args.max_replicates,
             on_progress=printer,
             on_start=started,
         )
@@ -347,23 +386,39 @@ def _cmd_status(args: argparse.Namespace) -> int:
     else:
         store = target
     ds = open_results(store)
+    from simstudy.summary import planned
+
     status = ds["status"].values
     factors = [d for d in ds["status"].dims if d not in ("replicate", "method")]
-    total = status.size
-    counts = [int((status == c).sum()) for c in (1, 2, 0)]
+    # pending = planned and not done (a --target-mcse run plans per point)
+    dims = ds["status"].dims
+    wanted = planned(ds).broadcast_like(ds["status"]).transpose(*dims).values
+    total = int(((status != 0) | wanted).sum())
+    counts = [int((status == 1).sum()), int((status == 2).sum())]
+    counts.append(int(((status == 0) & wanted).sum()))
     print(
         f"{store}: {counts[0]:,} ok, {counts[1]:,} failed, {counts[2]:,} pending "
         f"of {total:,} tasks ({100 * counts[0] / max(total, 1):.1f}% ok)"
     )
+    target = ds.attrs["simstudy"].get("target_mcse")
+    if target:
+        goals = ", ".join(f"{k} <= {v:g}" for k, v in target["targets"].items())
+        print(f"  target MCSE: {goals} (max {target['max_replicates']:,} replicates)")
     for idx in np.ndindex(*status.shape[: len(factors)]):
-        cell = status[idx]
+        cell, want = status[idx], wanted[idx]
         label = ", ".join(
             f"{f}={ds[f].values[i]}" for f, i in zip(factors, idx, strict=True)
         )
-        print(
+        line = (
             f"  {label or 'all'}: {int((cell == 1).sum()):,} ok, "
-            f"{int((cell == 2).sum()):,} failed, {int((cell == 0).sum()):,} pending"
+            f"{int((cell == 2).sum()):,} failed, "
+            f"{int(((cell == 0) & want).sum()):,} pending"
         )
+        if target:
+            n = int(ds["target_replicates"].values[idx])
+            state = "target met" if bool(ds["target_met"].values[idx]) else "not met"
+            line += f"; {state} at {n:,} replicates" if n else ""
+        print(line)
     ds.close()
     return EXIT_OK
 

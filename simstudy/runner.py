@@ -12,8 +12,8 @@ import signal
 import threading
 import time
 import warnings
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from types import FrameType
@@ -102,6 +102,89 @@ def default_store(study: Study) -> Path:
 MT_CHECKPOINT_EVERY = 1024  # mt19937 jumps between saved chain states (~1-2 s)
 
 
+@dataclass(slots=True)
+class TargetRule:
+    """Run replicates in rounds until every method meets an MCSE target.
+
+    After each round, at each design point still running, the Monte Carlo
+    SE of every target measure is computed (``summarize``) for every method
+    over the point's first ``counts[p]`` replicates, and only those, so a
+    resumed run takes the same decisions. The point stops when every
+    method meets every target; else its count grows to the projection
+    ``n * (mcse / target)**2`` (MCSE shrinks like 1/sqrt(n)) but at most
+    ``2 n`` (an early MCSE is itself noisy, so a far projection is not
+    trusted), at least ``n + step``, rounded up to a multiple of ``step``
+    (the first round's size), at most ``max_replicates``.
+    """
+
+    targets: dict[str, float]
+    max_replicates: int
+    step: int
+    last: list[dict[str, Any]] = field(default_factory=list)  # the last decisions
+
+    def next_counts(
+        self, st: Store, grid: list[dict[str, Any]], counts: list[int]
+    ) -> tuple[list[int], bool]:
+        """Return the next round's replicates per point, and whether any grew."""
+        from simstudy.store import open_results
+        from simstudy.summary import summarize
+
+        cube = open_results(st.path)
+        new, more, entries = list(counts), False, []
+        for p, point in enumerate(grid):
+            sub = cube.sel({f: [v] for f, v in point.items()})
+            summary = summarize(sub.isel(replicate=slice(0, counts[p])))
+            worst, mcse = 0.0, {}
+            for measure, goal in self.targets.items():
+                key = f"{measure}_mcse"
+                if key not in summary:
+                    why = summary.attrs["skipped"].get(measure, "not computed")
+                    raise UsageError(
+                        f"--target-mcse {measure}: the measure cannot be computed "
+                        f"for this study ({why}).",
+                        hint="choose a measure `simstudy summarize` shows",
+                    )
+                values = summary[key].values.ravel()
+                finite = values[~np.isnan(values)]
+                top = float(finite.max()) if finite.size else math.nan
+                mcse[measure] = None if math.isnan(top) else top
+                worst = max(worst, top / goal) if not math.isnan(top) else math.inf
+            if worst <= 1.0:
+                state = "met"
+            elif counts[p] >= self.max_replicates:
+                state = "max"
+            else:
+                state = "running"
+                # the projection, but at most double: an early MCSE is noisy
+                need = 2 * counts[p]
+                if math.isfinite(worst):
+                    need = min(need, math.ceil(counts[p] * worst**2))
+                need = max(need, counts[p] + self.step)
+                need = math.ceil(need / self.step) * self.step
+                new[p] = min(self.max_replicates, need)
+                more = True
+            entries.append(
+                {
+                    "point": point,
+                    "replicates": new[p],
+                    "state": state,
+                    "mcse": mcse,
+                    "at": counts[p],
+                }
+            )
+        cube.close()
+        self.last = entries
+        st.record_target(
+            {
+                "targets": self.targets,
+                "max_replicates": self.max_replicates,
+                "step": self.step,
+                "points": entries,
+            }
+        )
+        return new, more
+
+
 class BatchSizer:
     """Replicates per batch: a small pilot, then sized from measured task times.
 
@@ -164,6 +247,8 @@ def run(
     restart: bool = False,
     recompute: tuple[str, ...] | list[str] = (),
     prune: bool = False,
+    target_mcse: Mapping[str, float] | None = None,
+    max_replicates: int | None = None,
     on_progress: Callable[[Progress], None] | None = None,
     on_start: Callable[[str], None] | None = None,
 ) -> RunReport:
@@ -209,6 +294,14 @@ def run(
     prune : bool
         Delete the stored levels and methods the study no longer has (by
         default they are kept, hidden from summaries).
+    target_mcse : mapping of measure -> MCSE, optional
+        Run replicates in rounds (the first of the study's ``replicates``)
+        until, at each design point, every method's Monte Carlo SE of each
+        measure (any of ``summarize``'s but relprec) is at most the target;
+        see ``TargetRule``. Needs the spawn scheme.
+    max_replicates : int, optional
+        Stop a point at this many replicates even if its target is not met
+        (default 100 x the first round).
 
     Returns
     -------
@@ -224,6 +317,7 @@ def run(
                 hint="drop --replicates to use the study file's count",
             )
         study.replicates = int(replicates)
+    target = _target_rule(study, target_mcse, max_replicates)
     unknown = [m for m in recompute if m not in study.method_names]
     if unknown:
         raise UsageError(
@@ -318,6 +412,7 @@ def run(
             retry_failed=retry_failed,
             on_progress=on_progress,
             on_start=on_start,
+            target=target,
         )
     finally:
         st.close()
@@ -344,39 +439,13 @@ def _run_open(
     retry_failed: bool,
     on_progress: Callable[[Progress], None] | None,
     on_start: Callable[[str], None] | None,
+    target: TargetRule | None = None,
 ) -> RunReport:
     grid = points(study)
     pidx = [st.point_index(p) for p in grid]
     midx = st.method_index(study.method_names)
-    pending: list[np.ndarray[Any, Any]] = []
-    done_before = failed_before = 0
-    for p in range(len(grid)):
-        status = st.status_of(pidx[p], study.replicates, midx)
-        done_before += int((status == OK).sum())
-        failed_before += int((status == FAILED).sum())
-        pending.append(status != OK if retry_failed else status == 0)
-    total = int(sum(int(m.sum()) for m in pending))
-    if retry_failed:
-        failed_before = 0
-    rows = int(sum(int(m.any(axis=1).sum()) for m in pending))
-    sizer = BatchSizer(
-        fixed=batch_size, workers=workers, rows=rows, chunk=st.group_rows
-    )
-    for p, mask in enumerate(pending):
-        st.expect(pidx[p], mask)
-    report = RunReport(
-        st.path,
-        study.n_tasks,
-        done_before,
-        0,
-        done_before,
-        failed_before,
-        total,
-        False,
-        False,
-        0.0,
-        "nothing to run",
-    )
+    counts = [study.replicates] * len(grid)  # replicates per point this round
+    report = RunReport(st.path, 0, 0, 0, 0, 0, 0, False, False, 0.0, "nothing to run")
     report.repaired = tuple(st.repaired)
     report.notes = _hidden_notes(st.hidden)
     changes = st.version_changes()
@@ -384,83 +453,250 @@ def _run_open(
         report.warnings += _recheck_versions(
             study, st, grid, pidx, midx, changes, accept=accept_version_change
         )
-    if total == 0:
-        report.seconds = time.perf_counter() - t0
-        return report
-    if executor is None:
-        executor = make_executor(
-            scheduler,
-            study=study,
-            workers=workers,
-            address=address,
-            insecure=insecure,
-            payload=payload,
-        )
-    executor.wait()
-    report.executor = executor.description
-    report.startup = time.perf_counter() - t0
-    if on_start is not None:
-        on_start(executor.description + _dashboard(executor))
-    failed_now = 0
+    record = st.meta.get("target_mcse")
+    if target is None and record:
+        planned = min(e["replicates"] for e in record["points"])
+        if study.replicates > planned:  # a plain run past the rule's counts
+            st.record_target(None)
     signals = _Signals()
+    failed_now = 0
+    first = True
+    try:
+        while True:
+            # the tasks of this round: what is not done within `counts`
+            pending: list[np.ndarray[Any, Any]] = []
+            done = failed = 0
+            for p in range(len(grid)):
+                status = st.status_of(pidx[p], counts[p], midx)
+                done += int((status == OK).sum())
+                failed += int((status == FAILED).sum())
+                pending.append(status != OK if retry_failed else status == 0)
+            total = int(sum(int(m.sum()) for m in pending))
+            report.tasks = sum(counts) * len(study.methods)
+            report.ok = done
+            report.failed = 0 if retry_failed and first else failed
+            report.pending = total
+            if first:
+                report.already_done = done
+                failed_before = report.failed
+                retry_failed = False  # failed tasks rerun once, in round one
+            first = False
+            if total:
+                if executor is None:
+                    executor = make_executor(
+                        scheduler,
+                        study=study,
+                        workers=workers,
+                        address=address,
+                        insecure=insecure,
+                        payload=payload,
+                    )
+                if report.executor == "nothing to run":
+                    executor.wait()
+                    report.executor = executor.description
+                    report.startup = time.perf_counter() - t0
+                    if on_start is not None:
+                        on_start(executor.description + _dashboard(executor))
+                failed_now = _run_round(
+                    study,
+                    st,
+                    executor,
+                    grid,
+                    pidx,
+                    midx,
+                    pending,
+                    report,
+                    signals,
+                    t0=t0,
+                    total=total,
+                    failed_before=failed_before,
+                    failed_now=failed_now,
+                    batch_size=batch_size,
+                    workers=workers,
+                    max_errors=max_errors,
+                    task_timeout=task_timeout,
+                    warnings_mode=warnings_mode,
+                    on_progress=on_progress,
+                )
+            if target is None or report.interrupted or report.stopped_on_errors:
+                break
+            st.flush()
+            counts, more = target.next_counts(st, grid, counts)
+            if not more:
+                short = [e for e in target.last if e["state"] == "max"]
+                if short:
+                    message = (
+                        f"the MCSE target is not met at {len(short)} of {len(grid)} "
+                        f"design point(s), stopped at --max-replicates "
+                        f"{target.max_replicates:,} (e.g. {short[0]['point']}: "
+                        f"{short[0]['mcse']})."
+                    )
+                    report.warnings += (message,)
+                break
+            st.extend_replicates(max(counts))
+    except KeyboardInterrupt:
+        report.interrupted = True
+    finally:
+        signals.restore()
+        if executor is not None:
+            executor.close()
+    report.seconds = time.perf_counter() - t0
+    return report
+
+
+def _run_round(
+    study: Study,
+    st: Store,
+    executor: Executor,
+    grid: list[dict[str, Any]],
+    pidx: list[tuple[int, ...]],
+    midx: np.ndarray[Any, Any],
+    pending: list[np.ndarray[Any, Any]],
+    report: RunReport,
+    signals: _Signals,
+    *,
+    t0: float,
+    total: int,
+    failed_before: int,
+    failed_now: int,
+    batch_size: int | None,
+    workers: int,
+    max_errors: int | None,
+    task_timeout: float | None,
+    warnings_mode: str | None,
+    on_progress: Callable[[Progress], None] | None,
+) -> int:
+    """Compute the pending tasks; update ``report``; return the failures so far."""
+    rows = int(sum(int(m.any(axis=1).sum()) for m in pending))
+    sizer = BatchSizer(
+        fixed=batch_size, workers=workers, rows=rows, chunk=st.group_rows
+    )
+    for p, mask in enumerate(pending):
+        st.expect(pidx[p], mask)
+    base = report.computed  # computed in earlier rounds
 
     def emit() -> None:
         if on_progress is not None:
             stopping = report.interrupted or report.stopped_on_errors
             elapsed = time.perf_counter() - t0
             failed = report.failed - failed_before
-            on_progress(Progress(report.computed, total, failed, elapsed, stopping))
+            on_progress(
+                Progress(report.computed, base + total, failed, elapsed, stopping)
+            )
 
-    try:
-        results = executor.results(
-            _batches(
-                study,
-                grid,
-                pending,
-                sizer,
-                task_timeout,
-                warnings_mode,
-                st.mt_checkpoints(study.seed),
-                partial(st.save_mt_checkpoint, study.seed),
-            ),
-            st.output_specs,
-        )
-        while True:
-            try:
-                if signals.count and not report.interrupted:
-                    report.interrupted = True
-                    executor.stop_submitting()
-                    emit()
-                result = next(results, None)
-                if result is None:
-                    break
-                b = result.batch
-                sizer.observe(b, result.seconds)
-                result = st.write(result, pidx[b.point], midx[list(b.methods)])
-                n_ok = int((result.status == OK).sum())
-                n_bad = int((result.status == FAILED).sum())
-                report.computed += n_ok + n_bad
-                report.ok += n_ok
-                failed_now += n_bad
-                report.failed = failed_before + failed_now
-                report.pending -= n_ok + n_bad
-                if max_errors is not None and failed_now >= max_errors:
-                    report.stopped_on_errors = True
-                    executor.stop_submitting()
-                emit()
-            except KeyboardInterrupt:
-                # raised by the signal handler outside a store write
+    results = executor.results(
+        _batches(
+            study,
+            grid,
+            pending,
+            sizer,
+            task_timeout,
+            warnings_mode,
+            st.mt_checkpoints(study.seed),
+            partial(st.save_mt_checkpoint, study.seed),
+        ),
+        st.output_specs,
+    )
+    while True:
+        try:
+            if signals.count and not report.interrupted:
                 report.interrupted = True
-                signals.count = max(signals.count, 1)
-                if signals.count >= 2:
-                    raise
-    except KeyboardInterrupt:
-        report.interrupted = True
-    finally:
-        signals.restore()
-        executor.close()
-    report.seconds = time.perf_counter() - t0
-    return report
+                executor.stop_submitting()
+                emit()
+            result = next(results, None)
+            if result is None:
+                break
+            b = result.batch
+            sizer.observe(b, result.seconds)
+            result = st.write(result, pidx[b.point], midx[list(b.methods)])
+            n_ok = int((result.status == OK).sum())
+            n_bad = int((result.status == FAILED).sum())
+            report.computed += n_ok + n_bad
+            report.ok += n_ok
+            failed_now += n_bad
+            report.failed = failed_before + failed_now
+            report.pending -= n_ok + n_bad
+            if max_errors is not None and failed_now >= max_errors:
+                report.stopped_on_errors = True
+                executor.stop_submitting()
+            emit()
+        except KeyboardInterrupt:
+            # raised by the signal handler outside a store write
+            report.interrupted = True
+            signals.count = max(signals.count, 1)
+            if signals.count >= 2:
+                raise
+    return failed_now
+
+
+# measures a target may name: all of summarize's with an MCSE, and what each needs
+TARGET_NEEDS = {
+    "mean": (),
+    "empse": (),
+    "bias": ("truth",),
+    "relbias": ("truth",),
+    "mse": ("truth",),
+    "rmse": ("truth",),
+    "coverage": ("truth", "ci"),
+    "becoverage": ("ci",),
+    "modelse": ("se",),
+    "relerr_modelse": ("se",),
+    "power": ("p",),
+    "failure_rate": (),
+    "warning_rate": (),
+}
+
+
+def _target_rule(
+    study: Study,
+    targets: Mapping[str, float] | None,
+    max_replicates: int | None,
+) -> TargetRule | None:
+    """Check --target-mcse / --max-replicates before anything is written."""
+    if not targets:
+        if max_replicates is not None:
+            raise UsageError(
+                "--max-replicates only applies to a --target-mcse run.",
+                hint="add --target-mcse MEASURE=MCSE, or use --replicates N",
+            )
+        return None
+    for measure, goal in targets.items():
+        if measure not in TARGET_NEEDS:
+            raise UsageError(
+                f"--target-mcse {measure}: not a measure with a Monte Carlo SE.",
+                hint=f"choose one of: {', '.join(TARGET_NEEDS)}",
+            )
+        if isinstance(goal, bool) or not (0 < goal < math.inf):
+            raise UsageError(
+                f"--target-mcse {measure}={goal}: the target must be a number > 0.",
+                hint=f"e.g. --target-mcse {measure}=0.005",
+            )
+        for need in TARGET_NEEDS[measure]:
+            if need == "truth" and study.truth_values is None:
+                raise UsageError(
+                    f"--target-mcse {measure}: the study declares no true value.",
+                    hint="add study.truth(...) to the study file, or target "
+                    "mean or empse",
+                )
+            if need != "truth" and not any(m.measures.get(need) for m in study.methods):
+                raise UsageError(
+                    f"--target-mcse {measure}: no method declares {need}=.",
+                    hint=f"declare @study.method({need}=...) or choose another measure",
+                )
+    if study.scheme != "spawn":
+        raise UsageError(
+            f"--target-mcse adds replicates, which renumbers every stream of the "
+            f"positional {study.scheme!r} scheme.",
+            hint="use the spawn scheme (the default) for precision-driven runs",
+        )
+    limit = 100 * study.replicates if max_replicates is None else max_replicates
+    if isinstance(limit, bool) or limit < study.replicates:
+        raise UsageError(
+            f"--max-replicates {limit} is below the first round's "
+            f"{study.replicates} replicates.",
+            hint="raise --max-replicates or lower --replicates",
+        )
+    return TargetRule(dict(targets), int(limit), study.replicates)
 
 
 def _hidden_notes(hidden: dict[str, Any]) -> tuple[str, ...]:

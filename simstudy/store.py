@@ -399,6 +399,32 @@ class Store:
         self.root = zarr.open_group(str(self.path), mode="r+")
         self._arrays.clear()
 
+    def extend_replicates(self, replicates: int) -> None:
+        """Grow the replicate dimension (mid-run, between rounds)."""
+        with self._lock:
+            if replicates <= self.replicates:
+                return
+            self._flush(None)
+            self.replicates = replicates
+            _coord(self.root, "replicate", list(range(replicates)), overwrite=True)
+            for name in self._var_names():
+                arr = self._array(name)
+                arr.resize((*self.cube_shape, *arr.shape[len(self.cube_shape) :]))
+            self.meta["fingerprint"]["replicates"] = replicates
+            self._save_meta()
+            self.root = zarr.open_group(str(self.path), mode="r+")
+            self._arrays.clear()
+            self._cache = ChunkCache()
+
+    def record_target(self, record: dict[str, Any] | None) -> None:
+        """Keep what a --target-mcse run decided, per design point (None:
+        forget it, when a plain run gives every point more replicates)."""
+        if record is None:
+            self.meta.pop("target_mcse", None)
+        else:
+            self.meta["target_mcse"] = record
+        self._save_meta()
+
     def _reset_methods(self, names: list[str]) -> None:
         """Make every task of these methods pending and forget their results.
 
@@ -1149,7 +1175,35 @@ def open_results(
     # NB: select methods with ds.sel({"method": "median"}): xarray's own
     # ``sel(method=...)`` keyword (nearest-neighbour lookup) shadows the dim.
     ds: xr.Dataset = xr.open_zarr(str(p), consolidated=True)
-    active = ds.attrs.get("simstudy", {}).get("active")
+    meta = ds.attrs.get("simstudy", {})
+    active = meta.get("active")
     if active and not include_hidden:
         ds = ds.sel({**active["factors"], "method": active["methods"]})
+    if meta.get("target_mcse"):
+        ds = _with_target_counts(ds, meta["factor_order"], meta["target_mcse"])
     return ds
+
+
+def _with_target_counts(
+    ds: xr.Dataset, factors: list[str], record: dict[str, Any]
+) -> xr.Dataset:
+    """Add ``target_replicates`` (replicates the --target-mcse rule gave each
+    design point; 0 where it did not run) and ``target_met`` (the target was
+    met there, as opposed to stopping at --max-replicates)."""
+    import xarray as xr
+
+    shape = tuple(ds.sizes[f] for f in factors)
+    reps = np.zeros(shape, np.int64)
+    met = np.zeros(shape, bool)
+    index = {f: {v: i for i, v in enumerate(ds[f].values.tolist())} for f in factors}
+    for entry in record["points"]:
+        point = entry["point"]
+        if all(point[f] in index[f] for f in factors):
+            at = tuple(index[f][point[f]] for f in factors)
+            reps[at] = entry["replicates"]
+            met[at] = entry["state"] == "met"
+    coords = {f: ds[f] for f in factors}
+    return ds.assign(
+        target_replicates=xr.DataArray(reps, coords=coords, dims=factors),
+        target_met=xr.DataArray(met, coords=coords, dims=factors),
+    )

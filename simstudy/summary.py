@@ -218,7 +218,7 @@ def _summarize(
     cube = cube.load()
     factors = [str(d) for d in cube[estimate].dims if d not in (REP, METHOD)]
     ok = cube["status"] == OK
-    out: dict[str, xr.DataArray] = _counts(cube["status"])
+    out: dict[str, xr.DataArray] = _counts(cube["status"], planned(cube))
     skipped: dict[str, str] = {}
     ran = cube["status"] != PENDING  # tasks that finished, ok or failed
     n_ran = ran.sum(REP).astype(np.float64)
@@ -289,11 +289,24 @@ def _check_output(cube: xr.Dataset, name: str | None) -> None:
     )
 
 
-def _counts(status: xr.DataArray) -> dict[str, xr.DataArray]:
+def _counts(status: xr.DataArray, planned: xr.DataArray) -> dict[str, xr.DataArray]:
+    """Tasks ok, failed, and pending among the ``planned`` ones."""
     return {
-        key: (status == code).sum(REP).astype(np.int64)
-        for key, code in (("n_ok", OK), ("n_failed", FAILED), ("n_pending", PENDING))
+        "n_ok": (status == OK).sum(REP).astype(np.int64),
+        "n_failed": (status == FAILED).sum(REP).astype(np.int64),
+        "n_pending": ((status == PENDING) & planned).sum(REP).astype(np.int64),
     }
+
+
+def planned(cube: xr.Dataset) -> xr.DataArray:
+    """The replicates a design point is meant to have: all of them, except
+    after a --target-mcse run, which stops each point at its own count
+    (``target_replicates``); replicates past it are not pending work."""
+    reps = cube[REP]
+    if "target_replicates" not in cube.data_vars:
+        return xr.ones_like(reps, dtype=bool)
+    target = cube["target_replicates"]
+    return (reps < target) | (target == 0)
 
 
 def _mean_sd(
