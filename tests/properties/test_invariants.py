@@ -148,3 +148,47 @@ def test_growing_a_study_step_by_step_equals_running_the_final_study(tmp_path, h
     assert_store_consistent(grown)
     simstudy.run(path, store=scratch, scheduler="synchronous", restart=True)
     assert cube_digest(grown) == cube_digest(scratch)
+
+
+edits = st.lists(
+    st.tuples(
+        st.lists(st.integers(1, 6), min_size=1, max_size=4, unique=True),
+        st.integers(1, 8),
+        st.booleans(),  # the study has the extra method
+        st.booleans(),  # run with --prune
+    ),
+    min_size=2,
+    max_size=4,
+)
+
+
+@settings(
+    max_examples=10,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(history=edits)
+def test_any_sequence_of_edits_shows_the_final_studys_cube(tmp_path, history):
+    """Levels added and removed, replicates raised, the extra method added and
+    dropped, sometimes --prune: each run computes exactly the tasks the store
+    does not hold, and the store as shown equals the final study run from
+    scratch."""
+    key = abs(hash(repr(history)))
+    grown, scratch = tmp_path / f"e{key}.zarr", tmp_path / f"f{key}.zarr"
+    held: set[tuple[int, int, str]] = set()  # (level, replicate, method) stored
+    replicates = 0
+    for levels, more, extra, prune in history:
+        replicates = max(replicates, more)
+        methods = ["first", "noisy"] if extra else ["first"]
+        source = GROW.format(levels=levels, replicates=replicates, extra=EXTRA * extra)
+        path = tmp_path / f"edit_{key}.py"
+        path.write_text(textwrap.dedent(source))
+        report = simstudy.run(path, store=grown, scheduler="synchronous", prune=prune)
+        tasks = {(a, r, m) for a in levels for r in range(replicates) for m in methods}
+        assert report.computed == len(tasks - held)
+        held = tasks if prune else held | tasks
+        hidden = simstudy.open_results(grown, include_hidden=True)
+        assert set(hidden["a"].values.tolist()) == {a for a, _, _ in held}
+    assert_store_consistent(grown)
+    simstudy.run(path, store=scratch, scheduler="synchronous", restart=True)
+    assert cube_digest(grown) == cube_digest(scratch)
