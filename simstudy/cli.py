@@ -416,8 +416,18 @@ def _cmd_status(args: argparse.Namespace) -> int:
         )
         if target:
             n = int(ds["target_replicates"].values[idx])
-            state = "target met" if bool(ds["target_met"].values[idx]) else "not met"
-            line += f"; {state} at {n:,} replicates" if n else ""
+            point = {
+                f: ds[f].values[i].item() for f, i in zip(factors, idx, strict=True)
+            }
+            state = next(
+                (e["state"] for e in target["points"] if e["point"] == point), None
+            )
+            if state == "met":
+                line += f"; target met at {n:,} replicates"
+            elif state == "max":
+                line += f"; target not met at the cap, {n:,} replicates"
+            elif state == "running":
+                line += f"; target not met yet: next round to {n:,} replicates"
         print(line)
     ds.close()
     return EXIT_OK

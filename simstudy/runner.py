@@ -126,25 +126,38 @@ class TargetRule:
         self, st: Store, grid: list[dict[str, Any]], counts: list[int]
     ) -> tuple[list[int], bool]:
         """Return the next round's replicates per point, and whether any grew."""
+        import xarray as xr
+
         from simstudy.store import open_results
         from simstudy.summary import summarize
 
         cube = open_results(st.path)
-        new, more, entries = list(counts), False, []
+        factors = list(grid[0]) if grid else []
+        # each point's first counts[p] replicates, the others masked as pending
+        shape = tuple(cube.sizes[f] for f in factors)
+        limit = np.zeros(shape, np.int64)
         for p, point in enumerate(grid):
-            sub = cube.sel({f: [v] for f, v in point.items()})
-            summary = summarize(sub.isel(replicate=slice(0, counts[p])))
+            limit[tuple(cube.indexes[f].get_loc(point[f]) for f in factors)] = counts[p]
+        cube = cube.isel(replicate=slice(0, max(counts)))
+        inside = cube["replicate"] < xr.DataArray(
+            limit, coords={f: cube[f] for f in factors}, dims=factors
+        )
+        cube = cube.assign(status=cube["status"].where(inside, 0))
+        summary = summarize(cube)
+        new, more, entries = list(counts), False, []
+        for measure in self.targets:
+            if f"{measure}_mcse" not in summary:
+                why = summary.attrs["skipped"].get(measure, "not computed")
+                raise UsageError(
+                    f"--target-mcse {measure}: the measure cannot be computed "
+                    f"for this study ({why}).",
+                    hint="choose a measure `simstudy summarize` shows",
+                )
+        for p, point in enumerate(grid):
+            cell = summary.sel(point)
             worst, mcse = 0.0, {}
             for measure, goal in self.targets.items():
-                key = f"{measure}_mcse"
-                if key not in summary:
-                    why = summary.attrs["skipped"].get(measure, "not computed")
-                    raise UsageError(
-                        f"--target-mcse {measure}: the measure cannot be computed "
-                        f"for this study ({why}).",
-                        hint="choose a measure `simstudy summarize` shows",
-                    )
-                values = summary[key].values.ravel()
+                values = np.asarray(cell[f"{measure}_mcse"].values).ravel()
                 finite = values[~np.isnan(values)]
                 top = float(finite.max()) if finite.size else math.nan
                 mcse[measure] = None if math.isnan(top) else top
@@ -461,6 +474,8 @@ def _run_open(
     signals = _Signals()
     failed_now = 0
     first = True
+    # one sizer for all rounds: task times measured in one round size the next
+    sizer = BatchSizer(fixed=batch_size, workers=workers, rows=0, chunk=st.group_rows)
     try:
         while True:
             # the tasks of this round: what is not done within `counts`
@@ -507,12 +522,11 @@ def _run_open(
                     pending,
                     report,
                     signals,
+                    sizer,
                     t0=t0,
                     total=total,
                     failed_before=failed_before,
                     failed_now=failed_now,
-                    batch_size=batch_size,
-                    workers=workers,
                     max_errors=max_errors,
                     task_timeout=task_timeout,
                     warnings_mode=warnings_mode,
@@ -554,23 +568,19 @@ def _run_round(
     pending: list[np.ndarray[Any, Any]],
     report: RunReport,
     signals: _Signals,
+    sizer: BatchSizer,
     *,
     t0: float,
     total: int,
     failed_before: int,
     failed_now: int,
-    batch_size: int | None,
-    workers: int,
     max_errors: int | None,
     task_timeout: float | None,
     warnings_mode: str | None,
     on_progress: Callable[[Progress], None] | None,
 ) -> int:
     """Compute the pending tasks; update ``report``; return the failures so far."""
-    rows = int(sum(int(m.any(axis=1).sum()) for m in pending))
-    sizer = BatchSizer(
-        fixed=batch_size, workers=workers, rows=rows, chunk=st.group_rows
-    )
+    sizer.rows_left = int(sum(int(m.any(axis=1).sum()) for m in pending))
     for p, mask in enumerate(pending):
         st.expect(pidx[p], mask)
     base = report.computed  # computed in earlier rounds

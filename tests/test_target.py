@@ -105,7 +105,7 @@ def test_max_replicates_caps_and_says_so(tmp_path, capsys):
     main(["status", str(store)])
     out = capsys.readouterr().out
     assert "0 pending" in out
-    assert "not met at 300 replicates" in out
+    assert "target not met at the cap, 300 replicates" in out
     # a looser target later needs no new task
     again = simstudy.run(
         path, store=store, scheduler="synchronous", target_mcse={"bias": 0.2}
@@ -198,3 +198,27 @@ def test_targets_need_truth_and_the_spawn_scheme(tmp_path):
     with pytest.raises(UsageError, match="renumbers every stream"):
         simstudy.run(jump, store=tmp_path / "j.zarr", target_mcse={"empse": 0.1})
     assert not (tmp_path / "j.zarr").exists()
+
+
+def test_status_says_which_points_are_still_running(tmp_path, capsys):
+    path = write(tmp_path)
+    store = tmp_path / "s.zarr"
+    seen = []
+
+    def interrupt(progress):
+        seen.append(progress.done)
+        if len(seen) == 30:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    report = simstudy.run(
+        path,
+        store=store,
+        scheduler="synchronous",
+        batch_size=10,
+        target_mcse={"bias": 0.05},
+        on_progress=interrupt,
+    )
+    assert report.interrupted
+    main(["status", str(store)])
+    out = capsys.readouterr().out
+    assert "target not met yet: next round to" in out
