@@ -62,6 +62,22 @@ CASES = [
         ["run", "study.py", "--recompute", "nosuch"],
         "the study has no method 'nosuch'",
     ),
+    (GOOD_STUDY, ["run", "study.py", "--target-mcse", "bias"], "expected MEASURE=MCSE"),
+    (
+        GOOD_STUDY,
+        ["run", "study.py", "--target-mcse", "empse=-1"],
+        "expected MEASURE=MCSE with MCSE > 0",
+    ),
+    (
+        GOOD_STUDY,
+        ["run", "study.py", "--target-mcse", "bias=0.1"],
+        "the study declares no true value",
+    ),
+    (
+        GOOD_STUDY,
+        ["run", "study.py", "--max-replicates", "100"],
+        "--max-replicates only applies to a --target-mcse run",
+    ),
     (GOOD_STUDY, ["run", "study.py", "--task-timeout", "0"], "expected seconds > 0"),
     (GOOD_STUDY, ["run", "study.py", "--task-timeout", "abc"], "number of seconds"),
     (
@@ -132,6 +148,10 @@ IDS = [
     "se-not-a-name",
     "replicates-zero",
     "recompute-unknown-method",
+    "target-without-value",
+    "target-negative",
+    "target-needs-truth",
+    "max-replicates-alone",
     "task-timeout-zero",
     "task-timeout-abc",
     "task-timeout-with-threads",
