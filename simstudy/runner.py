@@ -631,8 +631,10 @@ def _run_round(
                 executor.stop_submitting()
             emit()
         except KeyboardInterrupt:
-            # raised by the signal handler outside a store write
+            # raised by the signal handler outside a store write, or by the
+            # caller's code (an on_progress callback): finish what is in flight
             report.interrupted = True
+            executor.stop_submitting()
             signals.count = max(signals.count, 1)
             if signals.count >= 2:
                 raise
