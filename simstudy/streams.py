@@ -24,6 +24,7 @@ __all__ = [
     "pcg64_base",
     "pcg64_jumped",
     "spawn_states",
+    "spawn_words",
 ]
 
 # numpy's SeedSequence constants (numpy/random/bit_generator.pyx)
@@ -78,19 +79,21 @@ def _words(n: int) -> list[int]:
     return out
 
 
-def spawn_states(
+def spawn_words(
     seed: int,
     before: tuple[int, ...],
     replicates: np.ndarray[Any, Any],
     after: tuple[int, ...] = (),
-) -> list[tuple[int, int]]:
-    """Return the PCG64 ``(state, inc)`` of a block of spawn-scheme streams.
+    *,
+    words: int,
+) -> np.ndarray[Any, Any]:
+    """Return ``generate_state(words, np.uint32)`` of a block of SeedSequences.
 
-    Entry ``i`` is the state of
-    ``PCG64(SeedSequence(seed, spawn_key=(*before, replicates[i], *after)))``,
-    bit for bit: numpy's SeedSequence hash and PCG64 seeding, redone in
-    vectorised uint32 arithmetic over the block (~1 µs a stream instead of
-    ~11 µs). tests/test_streams.py checks it against numpy itself.
+    Row ``i`` equals
+    ``SeedSequence(seed, spawn_key=(*before, replicates[i], *after))
+    .generate_state(words, np.uint32)``, bit for bit: numpy's SeedSequence
+    hash redone in vectorised uint32 arithmetic over the block.
+    tests/test_streams.py checks it against numpy itself.
     """
     reps = np.asarray(replicates, dtype=np.uint32)
 
@@ -126,17 +129,34 @@ def spawn_states(
     for src in range(_POOL_SIZE, len(entropy)):
         for dst in range(_POOL_SIZE):
             pool[dst] = mix(pool[dst], hashmix(entropy[src]))
-    # generate_state(4, np.uint64): 8 words cycling over the pool
+    # generate_state: words cycling over the pool
     hash_const = _INIT_B
-    words = []
-    for i in range(8):
+    out = np.empty((len(reps), words), dtype=np.uint32)
+    for i in range(words):
         value = pool[i % _POOL_SIZE] ^ np.uint32(hash_const)
         hash_const = (hash_const * _MULT_B) & _MASK32
         value = value * np.uint32(hash_const)
-        words.append((value ^ (value >> np.uint32(16))).astype(np.uint64))
-    w64 = [words[2 * j] | (words[2 * j + 1] << np.uint64(32)) for j in range(4)]
+        out[:, i] = value ^ (value >> np.uint32(16))
+    return out
+
+
+def spawn_states(
+    seed: int,
+    before: tuple[int, ...],
+    replicates: np.ndarray[Any, Any],
+    after: tuple[int, ...] = (),
+) -> list[tuple[int, int]]:
+    """Return the PCG64 ``(state, inc)`` of a block of spawn-scheme streams.
+
+    Entry ``i`` is the state of
+    ``PCG64(SeedSequence(seed, spawn_key=(*before, replicates[i], *after)))``,
+    bit for bit (~1 µs a stream instead of ~11 µs): PCG64 seeds itself from
+    ``generate_state(4, np.uint64)``, i.e. 8 words (``spawn_words``).
+    """
+    w = spawn_words(seed, before, replicates, after, words=8).astype(np.uint64)
+    w64 = [w[:, 2 * j] | (w[:, 2 * j + 1] << np.uint64(32)) for j in range(4)]
     out: list[tuple[int, int]] = []
-    for s_hi, s_lo, i_hi, i_lo in zip(*(w.tolist() for w in w64), strict=True):
+    for s_hi, s_lo, i_hi, i_lo in zip(*(c.tolist() for c in w64), strict=True):
         # pcg_setseq_128_srandom_r: inc = seq << 1 | 1; state = (inc + init) * a + inc
         inc = ((((i_hi << 64) | i_lo) << 1) | 1) & _MASK128
         state = ((inc + ((s_hi << 64) | s_lo)) * _PCG_MULT + inc) & _MASK128
