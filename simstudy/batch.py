@@ -64,6 +64,16 @@ class BatchResult:
     warned: list[dict[str, Any]] = field(default_factory=list)  # first of each
 
 
+def nonfinite_message(method: str, output: str, arr: np.ndarray[Any, Any]) -> str:
+    """Say that one task's output holds NaN or inf."""
+    got = f"{arr.item()}" if arr.ndim == 0 else "an array with NaN/inf"
+    return (
+        f"method {method!r} output {output!r} is not finite: got {got}; "
+        "expected finite numbers (raise an exception to record a "
+        "failure, or leave the output out)."
+    )
+
+
 class _TaskFailure(Exception):
     """An output problem found by the engine (not raised by user code)."""
 
@@ -191,12 +201,7 @@ def _to_outputs(
                 "summary of it, not the data)."
             )
         if not np.isfinite(arr).all():
-            got = f"{arr.item()}" if arr.ndim == 0 else "an array with NaN/inf"
-            raise _TaskFailure(
-                f"method {method!r} output {name!r} is not finite: got {got}; "
-                "expected finite numbers (raise an exception to record a "
-                "failure, or leave the output out)."
-            )
+            raise _TaskFailure(nonfinite_message(method, name, arr))
         expected = specs.get(name)
         if expected is None:
             specs[name] = arr.shape

@@ -87,7 +87,8 @@ def _parser() -> argparse.ArgumentParser:
         "--scheduler",
         default=None,
         choices=SCHEDULERS,
-        help="where tasks run (default: processes, one worker process per core)",
+        help="where tasks run (default: processes, one worker process per core; "
+        "jax, in this process, for backend='jax' studies)",
     )
     where.add_argument("--address", help="tcp://HOST:PORT of a Dask scheduler")
     run.add_argument(
@@ -104,6 +105,11 @@ def _parser() -> argparse.ArgumentParser:
         help="override the study's stream scheme",
     )
     run.add_argument("--batch-size", type=_positive, help="replicates per batch")
+    run.add_argument(
+        "--device",
+        choices=["cpu", "gpu"],
+        help="backend='jax' studies: the JAX device (default: JAX's, a GPU if any)",
+    )
     run.add_argument(
         "--max-errors", type=_positive, help="stop cleanly after N failed tasks"
     )
@@ -325,6 +331,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
                 else None
             ),
             max_replicates=args.max_replicates,
+            device=args.device,
             on_progress=printer,
             on_start=started,
         )
@@ -457,6 +464,11 @@ def _cmd_replay(args: argparse.Namespace) -> int:
     assert result.outputs is not None
     for name, value in result.outputs.items():
         print(f"  {name} = {value.tolist()!r}")
+    if result.eager_difference is not None:
+        print(
+            "jax: the engine's vmapped kernel gave these; computed eagerly, "
+            f"unvectorised, they differ by at most {result.eager_difference:.3g}"
+        )
     if result.same is None:
         where = "no store" if not store.exists() else f"status {result.stored_status}"
         print(f"stored: nothing to compare ({where})")

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from simstudy import streams
-from simstudy.batch import OK, _kwargs, _Streams, _to_outputs, keys_spec, run_batch
+from simstudy.batch import OK, _kwargs, _Streams, _to_outputs, keys_spec
 from simstudy.errors import StoreError, UsageError
 from simstudy.grid import Batch, points
 from simstudy.loader import load_study
@@ -55,6 +55,9 @@ class Replay:
         None  # outputs == stored, bit for bit (None: nothing to compare)
     )
     differing: list[str] = field(default_factory=list)
+    # jax studies: the largest difference between the engine's vmapped kernel
+    # and the cell computed eagerly, unvectorised (float tolerance, not bits)
+    eager_difference: float | None = None
 
 
 def task_spec(point: dict[str, Any], replicate: int, method: str) -> str:
@@ -173,6 +176,8 @@ def replay(
     if not isinstance(study, Study):
         study = load_study(study)
     p, point, r, m = parse_task(study, task)
+    if study.backend == "jax":
+        return _replay_jax(study, p, point, r, m, store, debugger)
     method = study.methods[m]
     where = Path(store) if store is not None else None
     batch = Batch(
@@ -198,6 +203,58 @@ def replay(
 
             pdb.post_mortem(exc.__traceback__)
     if out.stored is not None and out.outputs is not None:
+        for name in sorted(set(out.outputs) | set(out.stored)):
+            a, b = out.outputs.get(name), out.stored.get(name)
+            if a is None or b is None or not np.array_equal(a, b, equal_nan=True):
+                out.differing.append(name)
+        out.same = not out.differing
+    return out
+
+
+def _replay_jax(
+    study: Study,
+    p: int,
+    point: dict[str, Level],
+    r: int,
+    m: int,
+    store: str | os.PathLike[str] | None,
+    debugger: bool,
+) -> Replay:
+    """Replay a jax task: eagerly, unvectorised (where prints and ``--pdb``
+    work), then through the engine's kernel, whose outputs are compared with
+    the store bit for bit."""
+    from simstudy.executors.jax import replay_cell, run_jax_batch
+
+    out = Replay(point, r, study.methods[m].name)
+    where = Path(store) if store is not None else None
+    specs: dict[str, tuple[Any, ...]] = {}
+    if where is not None:
+        _load_stored(out, where, study)
+        specs = _stored_specs(where)
+    try:
+        out.data, eager = replay_cell(study, point, r, m)
+    except Exception as exc:
+        out.error = exc
+        if debugger:
+            import pdb  # noqa: T100  (--pdb asks for the debugger)
+
+            pdb.post_mortem(exc.__traceback__)
+        return out
+    result = run_jax_batch(study, Batch(p, tuple(point.items()), r, r + 1, (m,)), specs)
+    if result.status[0, 0] != OK:
+        failure = result.failures[0]
+        out.error = RuntimeError(f"{failure['type']}: {failure['message']}")
+        return out
+    out.outputs = {name: values[0, 0] for name, values in result.outputs.items()}
+    out.eager_difference = max(
+        (
+            float(np.max(np.abs(np.asarray(eager[n], np.float64) - v), initial=0.0))
+            for n, v in out.outputs.items()
+            if n in eager
+        ),
+        default=0.0,
+    )
+    if out.stored is not None:
         for name in sorted(set(out.outputs) | set(out.stored)):
             a, b = out.outputs.get(name), out.stored.get(name)
             if a is None or b is None or not np.array_equal(a, b, equal_nan=True):
@@ -325,6 +382,8 @@ def verify(
 
     if not isinstance(study, Study):
         study = load_study(study)
+    if study.backend == "jax" and scheduler == "synchronous":
+        scheduler = "jax"  # in this process, like synchronous for numpy
     if scheduler not in SCHEDULERS:
         raise UsageError(
             f"unknown scheduler {scheduler!r}; expected one of {list(SCHEDULERS)}.",
@@ -427,8 +486,11 @@ def plan(
     """
     import time
 
+    from simstudy.executors import batch_runner
+
     if not isinstance(study, Study):
         study = load_study(study)
+    run = batch_runner(study)
     grid = points(study)
     nm = len(study.methods)
     done_at = [0] * len(grid)
@@ -458,7 +520,7 @@ def plan(
                 continue  # its chain is too long to walk for a pilot
             states = _mt_states(study, p, r, None)
             batch = Batch(p, tuple(point.items()), r, r + 1, tuple(range(nm)), states)
-            result = run_batch(study, batch)
+            result = run(study, batch, None)
             spent[p] += float(np.nansum(result.seconds))
             ran[p] += nm
             values = max(

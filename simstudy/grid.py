@@ -44,6 +44,7 @@ class Batch:
     mt_states: Any = field(default=None)  # (n, 625) int64 rows, mt19937-jump only
     timeout: float | None = None  # seconds allowed per user call (--task-timeout)
     warnings: str | None = None  # "record" or "error" (--warnings-as-errors)
+    device: str | None = None  # jax backend: the platform to run on (--device)
 
     @property
     def size(self) -> int:
@@ -106,13 +107,16 @@ def batch_runs(
     *,
     size: int | Callable[[], int],
     chunk: int = CHUNK_REPLICATES,
+    align: int = 1,
 ) -> Iterator[tuple[int, int, tuple[int, ...]]]:
     """Split a point's pending mask (replicates x methods) into batches.
 
     Yields ``(start, stop, methods)``: runs of consecutive replicates with the
     same pending methods, at most ``size`` replicates long, never crossing a
     chunk boundary. ``size`` may be a callable, asked before each batch (the
-    runner sizes batches from the task times measured so far).
+    runner sizes batches from the task times measured so far). With
+    ``align``, a batch that stops inside a run stops at a multiple of it
+    (jax kernels compute whole blocks of ``align`` replicates).
     """
     size_now = size if callable(size) else lambda: size
     n = pending.shape[0]
@@ -131,6 +135,9 @@ def batch_runs(
             methods = tuple(int(i) for i in np.flatnonzero(pending[s]))
             a = s
             while a < e:
-                b = min(a + max(1, size_now()), e)
+                b = a + max(1, size_now())
+                if align > 1 and b < e:
+                    b = max(a + 1, b - b % align)
+                b = min(b, e)
                 yield a, b, methods
                 a = b

@@ -211,8 +211,17 @@ class BatchSizer:
     TARGET = 0.2  # seconds of work per batch
     PILOT = 4  # replicates per batch before any task has been timed
 
-    def __init__(self, *, fixed: int | None, workers: int, rows: int, chunk: int):
+    def __init__(
+        self,
+        *,
+        fixed: int | None,
+        workers: int,
+        rows: int,
+        chunk: int,
+        quantum: int = 1,
+    ):
         self.fixed = fixed
+        self.quantum = quantum  # sizes are multiples of it (a jax block)
         self.workers = workers
         self.rows_left = rows
         self.chunk = chunk
@@ -236,10 +245,12 @@ class BatchSizer:
             return self.fixed
         s, n = self.points.get(point, self.total)
         if n == 0:
-            return self.PILOT
+            return max(self.PILOT, self.quantum)
         per_replicate = max(s / n, 1e-7)
         tail = math.ceil(self.rows_left / (4 * self.workers))
-        return int(min(self.chunk, max(1, min(self.TARGET / per_replicate, tail))))
+        size = int(min(self.chunk, max(1, min(self.TARGET / per_replicate, tail))))
+        q = self.quantum
+        return min(max(self.chunk, q), math.ceil(size / q) * q)
 
 
 def run(
@@ -262,6 +273,7 @@ def run(
     prune: bool = False,
     target_mcse: Mapping[str, float] | None = None,
     max_replicates: int | None = None,
+    device: str | None = None,
     on_progress: Callable[[Progress], None] | None = None,
     on_start: Callable[[str], None] | None = None,
 ) -> RunReport:
@@ -273,11 +285,13 @@ def run(
         The study, or the path of its study file.
     store : path, optional
         The zarr store; default ``./<study-file-stem>.zarr``.
-    scheduler : {"processes", "distributed", "threads", "synchronous"}, optional
+    scheduler : {"processes", "distributed", "threads", "synchronous", "jax"}, optional
         Where batches run. Default: ``processes`` (Dask's local scheduler on
         a reused pool of worker processes, the fastest on one machine; see
         docs/benchmarks.md), or ``distributed`` when ``address`` is given.
         ``distributed`` without ``address`` starts a loopback LocalCluster.
+        A ``backend="jax"`` study runs in this process (``jax``, its
+        default) or on Dask workers (``distributed``).
     workers : int, optional
         Worker processes (default: the number of cores).
     batch_size : int, optional
@@ -315,6 +329,9 @@ def run(
     max_replicates : int, optional
         Stop a point at this many replicates even if its target is not met
         (default 100 x the first round).
+    device : {"cpu", "gpu"}, optional
+        jax backend: the JAX platform to run on (default: JAX's default
+        device, a GPU when there is one).
 
     Returns
     -------
@@ -340,12 +357,14 @@ def run(
     for message in lint_study(study):
         warnings.warn(message, ReproducibilityWarning, stacklevel=2)
     if scheduler is None:
-        scheduler = "processes" if address is None else "distributed"
+        local = "jax" if study.backend == "jax" else "processes"
+        scheduler = local if address is None else "distributed"
     if scheduler not in SCHEDULERS:
         raise UsageError(
             f"unknown scheduler {scheduler!r}; expected one of {list(SCHEDULERS)}.",
             hint="use --scheduler processes (the default)",
         )
+    _check_backend(study, scheduler, device=device, task_timeout=task_timeout)
     for name, value in [("workers", workers), ("batch_size", batch_size)]:
         if value is not None and value < 1:
             raise UsageError(
@@ -357,10 +376,11 @@ def run(
             f"--max-errors must be >= 1, got {max_errors}.",
             hint="drop --max-errors to never stop on failures",
         )
-    if warnings_as_errors and scheduler == "threads":
+    if warnings_as_errors and scheduler in ("threads", "jax"):
         raise UsageError(
-            "--warnings-as-errors does not work with the threads scheduler "
-            "(Python's warning filters are shared by all threads).",
+            f"--warnings-as-errors does not work with the {scheduler} scheduler "
+            "(threads share Python's warning filters; jax kernels run no Python "
+            "per task).",
             hint="drop --scheduler threads (processes is the default)",
         )
     if task_timeout is not None:
@@ -400,7 +420,12 @@ def run(
         from simstudy.store import Store
 
         st = Store.open_for_run(
-            path, study, restart=restart, recompute=tuple(recompute), prune=prune
+            path,
+            study,
+            restart=restart,
+            recompute=tuple(recompute),
+            prune=prune,
+            provenance=_provenance(study, scheduler, device),
         )
     except BaseException:
         if early is not None:
@@ -422,6 +447,7 @@ def run(
             task_timeout=task_timeout,
             accept_version_change=accept_version_change,
             warnings_mode=_warnings_mode(scheduler, warnings_as_errors),
+            device=device,
             retry_failed=retry_failed,
             on_progress=on_progress,
             on_start=on_start,
@@ -449,6 +475,7 @@ def _run_open(
     task_timeout: float | None,
     accept_version_change: bool,
     warnings_mode: str | None,
+    device: str | None,
     retry_failed: bool,
     on_progress: Callable[[Progress], None] | None,
     on_start: Callable[[str], None] | None,
@@ -475,7 +502,13 @@ def _run_open(
     failed_now = 0
     first = True
     # one sizer for all rounds: task times measured in one round size the next
-    sizer = BatchSizer(fixed=batch_size, workers=workers, rows=0, chunk=st.group_rows)
+    sizer = BatchSizer(
+        fixed=batch_size,
+        workers=1 if scheduler == "jax" else workers,
+        rows=0,
+        chunk=st.group_rows,
+        quantum=study.vmap_width or 1,
+    )
     try:
         while True:
             # the tasks of this round: what is not done within `counts`
@@ -505,6 +538,7 @@ def _run_open(
                         address=address,
                         insecure=insecure,
                         payload=payload,
+                        device=device,
                     )
                 if report.executor == "nothing to run":
                     executor.wait()
@@ -530,6 +564,7 @@ def _run_open(
                     max_errors=max_errors,
                     task_timeout=task_timeout,
                     warnings_mode=warnings_mode,
+                    device=device,
                     on_progress=on_progress,
                 )
             if target is None or report.interrupted or report.stopped_on_errors:
@@ -577,12 +612,20 @@ def _run_round(
     max_errors: int | None,
     task_timeout: float | None,
     warnings_mode: str | None,
+    device: str | None,
     on_progress: Callable[[Progress], None] | None,
 ) -> int:
     """Compute the pending tasks; update ``report``; return the failures so far."""
     sizer.rows_left = int(sum(int(m.any(axis=1).sum()) for m in pending))
     for p, mask in enumerate(pending):
         st.expect(pidx[p], mask)
+    executor.prepare(
+        [
+            (p, tuple(int(m) for m in np.flatnonzero(mask.any(axis=0))))
+            for p, mask in enumerate(pending)
+            if mask.any()
+        ]
+    )
     base = report.computed  # computed in earlier rounds
 
     def emit() -> None:
@@ -604,6 +647,8 @@ def _run_round(
             warnings_mode,
             st.mt_checkpoints(study.seed),
             partial(st.save_mt_checkpoint, study.seed),
+            device,
+            align=1 if sizer.fixed else sizer.quantum,
         ),
         st.output_specs,
     )
@@ -729,12 +774,78 @@ def _hidden_notes(hidden: dict[str, Any]) -> tuple[str, ...]:
     return (note,)
 
 
+def _check_backend(
+    study: Study, scheduler: str, *, device: str | None, task_timeout: float | None
+) -> None:
+    """Refuse a scheduler or option the study's backend cannot use."""
+    if study.backend != "jax":
+        if scheduler == "jax":
+            raise UsageError(
+                f"--scheduler jax runs studies declared with backend='jax'; "
+                f"study {study.name!r} uses numpy.",
+                hint='declare Study(..., backend="jax") with jax.numpy functions, '
+                "or drop --scheduler jax",
+            )
+        if device is not None:
+            raise UsageError(
+                f"--device {device} applies to backend='jax' studies; study "
+                f"{study.name!r} uses numpy.",
+                hint="drop --device",
+            )
+        return
+    if scheduler not in ("jax", "distributed"):
+        raise UsageError(
+            f"study {study.name!r} uses backend='jax', which runs in this process "
+            f"(--scheduler jax, the default) or on Dask workers (--scheduler "
+            f"distributed or --address), not on {scheduler!r}.",
+            hint="drop --scheduler",
+        )
+    if study.scheme != "spawn":
+        raise UsageError(
+            f"backend='jax' takes its keys from the spawn scheme, not "
+            f"{study.scheme!r}.",
+            hint="drop --rng",
+        )
+    if device not in (None, "cpu", "gpu"):
+        raise UsageError(
+            f"--device {device!r} is unknown; expected cpu or gpu.",
+            hint="drop --device for JAX's default device",
+        )
+    if task_timeout is not None:
+        raise UsageError(
+            "--task-timeout cannot interrupt a jitted jax kernel.",
+            hint="drop --task-timeout",
+        )
+    if scheduler == "jax":
+        from simstudy.executors.jax import device as jax_device
+
+        jax_device(device)  # a missing GPU is refused before anything is written
+
+
+def _provenance(study: Study, scheduler: str, device: str | None) -> dict[str, str]:
+    """What besides the library versions makes a jax study's numbers: the
+    device kind and the x64 setting (recorded; a change triggers a recheck)."""
+    if study.backend != "jax":
+        return {}
+    from simstudy.executors.jax import devices
+
+    info = devices()
+    if scheduler == "jax":
+        from simstudy.executors.jax import device as jax_device
+
+        dev = jax_device(device)
+        info["jax-device"] = f"{dev.platform}:{getattr(dev, 'device_kind', '')}"
+    else:
+        info["jax-device"] = f"dask workers ({device or 'default'})"
+    return info
+
+
 def _warnings_mode(scheduler: str, as_errors: bool) -> str | None:
     """How batches treat warnings: counted per task ("record"), or as errors.
     Not with threads: warning filters are process-wide, not per thread."""
     if as_errors:
         return "error"
-    return None if scheduler == "threads" else "record"
+    return None if scheduler in ("threads", "jax") else "record"
 
 
 RECHECK_TASKS = 3  # finished tasks recomputed when numpy/jax changed
@@ -756,8 +867,9 @@ def _recheck_versions(
     the two in one cube would be silent. Up to RECHECK_TASKS replicates whose
     every method finished are recomputed here and compared bit for bit.
     """
-    from simstudy.batch import run_batch
+    from simstudy.executors import batch_runner
 
+    run_batch = batch_runner(study)
     what = ", ".join(f"{k} {a} -> {b}" for k, (a, b) in changes.items())
     nm = len(study.methods)
     checked, differ = 0, []
@@ -847,6 +959,9 @@ def _batches(
     warnings_mode: str | None = None,
     checkpoints: dict[int, np.ndarray[Any, Any]] | None = None,
     save: Callable[[int, np.ndarray[Any, Any]], None] | None = None,
+    device: str | None = None,
+    *,
+    align: int = 1,
 ) -> Iterator[Batch]:
     """Yield batches point by point.
 
@@ -862,7 +977,9 @@ def _batches(
     nm = len(study.methods)
     for p, point in enumerate(grid):
         levels = tuple(point.items())
-        runs = batch_runs(pending[p], size=partial(sizer.size, p), chunk=sizer.chunk)
+        runs = batch_runs(
+            pending[p], size=partial(sizer.size, p), chunk=sizer.chunk, align=align
+        )
         for start, stop, methods in runs:
             states = None
             if chain is not None:
@@ -881,7 +998,7 @@ def _batches(
                     known[k] = row
                 chain.marks.clear()
             batch = Batch(
-                p, levels, start, stop, methods, states, timeout, warnings_mode
+                p, levels, start, stop, methods, states, timeout, warnings_mode, device
             )
             sizer.issued(batch)
             yield batch

@@ -17,6 +17,7 @@ import socket
 import threading
 import time
 import warnings
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -89,8 +90,14 @@ def _versions() -> dict[str, str]:
         "xarray": version("xarray"),
         "dask": version("dask"),
         **({"jax": version("jax")} if _installed("jax") else {}),
+        **({"jaxlib": version("jaxlib")} if _installed("jaxlib") else {}),
         "platform": platform.platform(),
     }
+
+
+# recorded versions and settings that can change numbers: a change since the
+# store was made makes a run recompute a few finished tasks and compare
+NUMBER_MAKERS = ("numpy", "jax", "jaxlib", "jax-device", "jax-x64")
 
 
 def _pid_alive(pid: int) -> bool:
@@ -150,6 +157,9 @@ def _compare(
     """Return the changes between fingerprints that would change numbers
     (leaving out changed methods in ``ignore_methods``)."""
     changes = []
+    backends = [fp.get("backend", {"name": "numpy"}) for fp in (old, new)]
+    if backends[0] != backends[1]:
+        changes.append(f"backend changed ({backends[0]!r} -> {backends[1]!r})")
     for part, label in [
         ("seed", "seed"),
         ("scheme", "rng scheme"),
@@ -224,6 +234,7 @@ class Store:
         self._lock = threading.RLock()
         self._vars: list[str] | None = None
         self._specs: Specs | None = None
+        self.provenance: dict[str, str] = {}  # joins _versions() (open_for_run)
 
     # ---- opening -----------------------------------------------------
     @classmethod
@@ -235,12 +246,15 @@ class Store:
         restart: bool = False,
         recompute: tuple[str, ...] = (),
         prune: bool = False,
+        provenance: Mapping[str, str] | None = None,
     ) -> Store:
         """Create or reopen the store for a study; lock it; extend if needed.
 
         ``recompute`` names methods whose stored results are discarded (their
         column made pending), e.g. after their code changed. ``prune`` deletes
         the levels and methods the study no longer has (else they are hidden).
+        ``provenance`` joins the recorded library versions (for jax studies:
+        the device kind and x64 setting), compared like them on resume.
         """
         _flush_seconds()  # a bad setting fails before anything is written
         p = Path(path).resolve()
@@ -282,15 +296,17 @@ class Store:
             if (p / "zarr.json").exists():
                 _check_codecs(p)
                 store = cls(p, zarr.open_group(str(p), mode="r+"), lock)
+                store.provenance = dict(provenance or {})
                 store._reconcile(study, recompute)
                 store.repaired = store._drop_damaged_chunks()
             else:
-                store = cls._create(p, study, lock)
+                store = cls._create(p, study, lock, dict(provenance or {}))
             store._save_truth(study)
             store._set_active(study)
             if prune and (store.hidden["levels"] or store.hidden["methods"]):
                 store._prune(study)
                 store = cls(p, zarr.open_group(str(p), mode="r+"), lock)
+                store.provenance = dict(provenance or {})
                 store._set_active(study)
             return store
         except BaseException:
@@ -298,7 +314,9 @@ class Store:
             raise
 
     @classmethod
-    def _create(cls, p: Path, study: Study, lock: _Lock) -> Store:
+    def _create(
+        cls, p: Path, study: Study, lock: _Lock, provenance: dict[str, str]
+    ) -> Store:
         fp = study.fingerprint()
         root = zarr.open_group(str(p), mode="a", zarr_format=3)
         (p / META).mkdir(exist_ok=True)
@@ -309,7 +327,7 @@ class Store:
             "factor_order": factor_order,
             "fingerprint": fp,
             "workers": [],
-            "versions": _versions(),
+            "versions": {**_versions(), **provenance},
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }
         root.attrs.update(
@@ -326,6 +344,7 @@ class Store:
         _coord(root, "replicate", list(range(study.replicates)))
         _coord(root, "method", study.method_names)
         store = cls(p, root, lock)
+        store.provenance = provenance
         for name, (dtype, fill) in FIXED_VARS.items():
             store._new_var(name, dtype, fill, ())
         store._consolidate()
@@ -924,12 +943,13 @@ class Store:
     def version_changes(self) -> dict[str, tuple[str, str]]:
         """Libraries whose version differs from the one that made the store
         (or last accepted a change): name -> (then, now). Only the ones that
-        make numbers: numpy and, when present, jax."""
-        now = _versions()
+        make numbers (``NUMBER_MAKERS``): numpy, jax and jaxlib, and for jax
+        studies the device kind and x64 setting."""
+        now = {**_versions(), **self.provenance}
         then = self.meta.get("versions", {})
         return {
             k: (then[k], now[k])
-            for k in ("numpy", "jax")
+            for k in NUMBER_MAKERS
             if k in then and k in now and then[k] != now[k]
         }
 
@@ -937,7 +957,7 @@ class Store:
         """Record the current versions, keeping the old ones in a history."""
         history = self.meta.setdefault("versions_history", [])
         history.append(self.meta.get("versions", {}))
-        self.meta["versions"] = _versions()
+        self.meta["versions"] = {**_versions(), **self.provenance}
         self._save_meta()
 
     def _save_meta(self) -> None:

@@ -17,9 +17,12 @@ import numpy as np
 
 from simstudy.errors import StudyError
 
-__all__ = ["SCHEMES", "Method", "Study"]
+__all__ = ["BACKENDS", "SCHEMES", "Method", "Study"]
 
 SCHEMES = ("spawn", "pcg64-jump", "mt19937-jump")
+BACKENDS = ("numpy", "jax")
+DEFAULT_VMAP_WIDTH = 1024  # lanes of every jax kernel (numbers depend on it)
+MAX_VMAP_WIDTH = 8192  # a store chunk's replicates: one kernel call per chunk at most
 RESERVED = frozenset(
     {"replicate", "method", "rng", "key", "status", "seconds", "worker", "started"}
 )
@@ -39,6 +42,10 @@ class Method:
     @property
     def takes_rng(self) -> bool:
         return "rng" in self.params
+
+    @property
+    def takes_key(self) -> bool:
+        return "key" in self.params
 
 
 def _measures(method: str | None, **declared: Any) -> dict[str, Any]:
@@ -166,6 +173,38 @@ def _validate_factors(factors: Any) -> dict[str, tuple[Level, ...]]:
     return out
 
 
+def _vmap_width(backend: str, width: Any, scheme: Any) -> int | None:
+    """Check the jax-only options; return the kernel width (None for numpy)."""
+    if backend != "jax":
+        if width is not None:
+            raise StudyError(
+                f"vmap_width={width!r} applies to backend='jax' only.",
+                hint='drop vmap_width, or declare Study(..., backend="jax")',
+            )
+        return None
+    if scheme != "spawn":
+        raise StudyError(
+            f"backend='jax' takes its keys from the spawn scheme, not {scheme!r} "
+            "(the jump schemes are numpy bit generators).",
+            hint='drop rng=... (rng="spawn" is the default)',
+        )
+    if width is None:
+        return DEFAULT_VMAP_WIDTH
+    if (
+        isinstance(width, bool)
+        or not isinstance(width, numbers.Integral)
+        or not 1 <= int(width) <= MAX_VMAP_WIDTH
+        or int(width) & (int(width) - 1)
+    ):
+        raise StudyError(
+            f"vmap_width must be a power of two from 1 to {MAX_VMAP_WIDTH}, "
+            f"got {width!r}.",
+            hint=f"drop it for the default {DEFAULT_VMAP_WIDTH}, or write e.g. "
+            "vmap_width=4096",
+        )
+    return int(width)
+
+
 def _unchecked(*values: Any) -> Any:
     """Return values typed as Any, for validation of user input."""
     return values
@@ -187,6 +226,15 @@ class Study:
         Non-negative integer seed of every stream.
     rng : {"spawn", "pcg64-jump", "mt19937-jump"}
         The stream scheme; see docs/streams.md.
+    backend : {"numpy", "jax"}
+        ``"numpy"``: data functions and methods take ``rng`` (a numpy
+        Generator) and run one task at a time. ``"jax"``: they take ``key``
+        (a JAX PRNG key), are written in ``jax.numpy``, and run jitted and
+        vmapped over blocks of replicates; see docs/jax.md.
+    vmap_width : int, optional
+        jax backend only: the lanes of every compiled kernel (a power of two
+        up to 8192; default 1024). Numbers depend on it at float rounding
+        level, so it is part of the fingerprint.
 
     Raises
     ------
@@ -214,9 +262,12 @@ class Study:
         replicates: int,
         seed: int,
         rng: str = "spawn",
+        backend: str = "numpy",
+        vmap_width: int | None = None,
     ) -> None:
         # user input: check types at run time whatever the annotations say
         name_, replicates_, seed_, rng_ = _unchecked(name, replicates, seed, rng)
+        backend_, width_ = _unchecked(backend, vmap_width)
         if not isinstance(name_, str) or not name_.strip():
             raise StudyError(
                 f"study name must be a non-empty string, got {name_!r}.",
@@ -253,6 +304,13 @@ class Study:
                 hint='use rng="spawn" unless you need the jump recipe',
             )
         self.scheme: str = rng_
+        if backend_ not in BACKENDS:
+            raise StudyError(
+                f"backend {backend_!r} is unknown; expected one of {list(BACKENDS)}.",
+                hint='use backend="numpy" (the default) or backend="jax"',
+            )
+        self.backend: str = backend_
+        self.vmap_width: int | None = _vmap_width(backend_, width_, rng_)
         self.fixed_inputs: dict[str, Any] = {}
         self.data_func: Callable[..., Any] | None = None
         self.data_params: tuple[str, ...] = ()
@@ -383,6 +441,11 @@ class Study:
             names.append(p.name)
         return tuple(names)
 
+    @property
+    def stream_param(self) -> str:
+        """The parameter that receives a task's stream: ``rng`` or ``key``."""
+        return "key" if self.backend == "jax" else "rng"
+
     def validate(self) -> None:
         """Check the finished declaration; raise StudyError on the first problem."""
         if self.data_func is None:
@@ -395,7 +458,7 @@ class Study:
                 f"study {self.name!r} has no method.",
                 hint="decorate at least one function with @study.method",
             )
-        known = {"rng", *self.factors, *self.fixed_inputs}
+        known = {self.stream_param, *self.factors, *self.fixed_inputs}
         self._check_params(
             self.data_func,
             self.data_params,
@@ -421,11 +484,24 @@ class Study:
         what: str,
     ) -> None:
         sig = inspect.signature(func).parameters
+        other = {"rng": "key", "key": "rng"}[self.stream_param]
+        if other in params and other not in known:
+            if self.backend == "jax":
+                raise StudyError(
+                    f"{what} asks for 'rng', but study {self.name!r} uses "
+                    "backend='jax', whose functions take 'key' (a JAX PRNG key).",
+                    hint="rename the parameter to key and draw with jax.random",
+                )
+            raise StudyError(
+                f"{what} asks for 'key', which only backend='jax' studies give.",
+                hint='take rng (a numpy Generator), or declare Study(..., backend="jax")',
+            )
         for p in params:
             if p not in known and sig[p].default is inspect.Parameter.empty:
                 raise StudyError(
                     f"{what} asks for parameter "
-                    f"{p!r}, which is not a factor, fixed input or 'rng'; "
+                    f"{p!r}, which is not a factor, fixed input or "
+                    f"{self.stream_param!r}; "
                     f"known names: {sorted(known)}.",
                     hint="rename the parameter to a factor name or give it a default",
                 )
@@ -456,7 +532,7 @@ class Study:
     def fingerprint(self) -> dict[str, Any]:
         """Return what identifies the numbers this study makes (JSON-able)."""
         assert self.data_func is not None
-        return {
+        fp: dict[str, Any] = {
             "seed": self.seed,
             "scheme": self.scheme,
             "factors": {k: list(v) for k, v in self.factors.items()},
@@ -465,10 +541,14 @@ class Study:
             "data": _source_hash(self.data_func),
             "fixed": {k: _array_hash(v) for k, v in sorted(self.fixed_inputs.items())},
         }
+        if self.backend != "numpy":  # numpy stores keep their fingerprint
+            fp["backend"] = {"name": self.backend, "vmap_width": self.vmap_width}
+        return fp
 
     def __repr__(self) -> str:
         return (
             f"Study({self.name!r}, factors={dict(self.factors)!r}, "
             f"replicates={self.replicates}, seed={self.seed}, rng={self.scheme!r}, "
-            f"methods={self.method_names!r})"
+            + (f"backend={self.backend!r}, " if self.backend != "numpy" else "")
+            + f"methods={self.method_names!r})"
         )

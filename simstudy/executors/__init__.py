@@ -1,10 +1,12 @@
 """Executors: run batches, yield their results, a bounded window in flight.
 
-Every executor implements :class:`Executor`; ``EXECUTORS`` maps the
-``--scheduler`` name to its factory. No plugin entry points.
+Every executor implements :class:`Executor`; each executor module's
+``EXECUTORS`` maps the ``--scheduler`` names it serves to factories. No
+plugin entry points.
 
 Layers: imports ``batch`` and ``grid``; the dask executors import dask
-inside ``simstudy.executors.dask``.
+inside ``simstudy.executors.dask``, the jax executor jax inside
+``simstudy.executors.jax``.
 """
 
 from __future__ import annotations
@@ -25,11 +27,17 @@ __all__ = [
     "SCHEDULERS",
     "Executor",
     "WorkerDied",
+    "batch_runner",
     "failed_result",
+    "installed_runner",
     "study_payload",
 ]
 
-SCHEDULERS = ("processes", "distributed", "threads", "synchronous")  # default first
+SCHEDULERS = ("processes", "distributed", "threads", "synchronous", "jax")
+# the module that serves each scheduler name (imported only when used)
+_MODULES = dict.fromkeys(SCHEDULERS[:4], "simstudy.executors.dask")
+_MODULES["jax"] = "simstudy.executors.jax"
+BatchRunner = Callable[[Study, Batch, Specs | None], BatchResult]
 
 
 MAX_ATTEMPTS = 3  # a task that kills its worker this often is recorded failed
@@ -60,6 +68,11 @@ class Executor(Protocol):
 
     def wait(self) -> None:
         """Return when workers are up to take batches (others may still start)."""
+        ...
+
+    def prepare(self, work: list[tuple[int, tuple[int, ...]]]) -> None:
+        """Hear which (design point, methods) batches will come, in order
+        (the jax executor compiles their kernels ahead)."""
         ...
 
     def stop_submitting(self) -> None:
@@ -140,7 +153,30 @@ def study_payload(study: Study) -> bytes:
 
 def make_executor(name: str, **options: Any) -> Executor:
     """Build the executor registered under ``name``."""
-    from simstudy.executors import dask as dask_executors
+    import importlib
 
-    executor: Executor = dask_executors.EXECUTORS[name](**options)
+    module = importlib.import_module(_MODULES[name])
+    executor: Executor = module.EXECUTORS[name](**options)
     return executor
+
+
+def batch_runner(study: Study) -> BatchRunner:
+    """Return the function that runs one batch of ``study`` in this process."""
+    if study.backend == "jax":
+        from simstudy.executors.jax import run_jax_batch
+
+        return run_jax_batch
+    from simstudy.batch import run_batch
+
+    return run_batch
+
+
+def installed_runner(study: Study) -> Callable[[str, Batch, Specs], BatchResult]:
+    """Return the function a Dask worker calls to run a batch of ``study``."""
+    if study.backend == "jax":
+        from simstudy.executors.jax import run_installed
+
+        return run_installed
+    from simstudy.batch import run_installed
+
+    return run_installed

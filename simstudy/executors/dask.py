@@ -27,7 +27,13 @@ from typing import Any
 from simstudy import batch as batch_mod
 from simstudy.batch import BatchResult, Specs
 from simstudy.errors import UsageError
-from simstudy.executors import MAX_ATTEMPTS, WorkerDied, failed_result, study_payload
+from simstudy.executors import (
+    MAX_ATTEMPTS,
+    WorkerDied,
+    failed_result,
+    installed_runner,
+    study_payload,
+)
 from simstudy.grid import Batch
 from simstudy.study import Study
 
@@ -158,6 +164,9 @@ class _WindowedExecutor:
                 yield result
 
     def wait(self) -> None:
+        pass
+
+    def prepare(self, work: list[tuple[int, tuple[int, ...]]]) -> None:
         pass
 
     def stop_submitting(self) -> None:
@@ -338,6 +347,7 @@ class DistributedExecutor(_WindowedExecutor):
         from simstudy.executors._plugin import InstallStudy
 
         self.token = uuid.uuid4().hex
+        self.run_installed = installed_runner(study)  # numpy or jax batches
         self.plugin = InstallStudy(self.token, payload or study_payload(study))
         self.client.register_plugin(self.plugin)
         where = "LocalCluster" if address is None else address
@@ -347,7 +357,7 @@ class DistributedExecutor(_WindowedExecutor):
 
     def _submit(self, batch: Batch, specs: Specs) -> Any:
         future = self.client.submit(
-            batch_mod.run_installed, self.token, batch, specs, pure=False
+            self.run_installed, self.token, batch, specs, pure=False
         )
         self.finished.add(future)
         return future
