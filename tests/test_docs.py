@@ -177,3 +177,28 @@ def test_small_cube_matches_golden(tmp_path: Path, scheme: str) -> None:
     status, estimate = run_small(tmp_path, scheme)
     assert estimate.ravel().tolist() == golden["estimate"]
     assert cube_sha256(status, estimate) == golden["sha256"]
+
+
+@pytest.mark.jax
+def test_jax_doc_recipe_matches_real_store(tmp_path: Path) -> None:
+    """docs/jax.md's plain-JAX recipe gives the stored cell to float tolerance."""
+    pytest.importorskip("jax")
+    doc = ROOT / "docs" / "jax.md"
+    text = doc.read_text()
+    head = text.index("## Recompute a cell with plain JAX")
+    m = re.search(r"```python\n(.*?)```", text[head:], re.DOTALL)
+    assert m, "no python block under the recompute heading"
+    source = (ROOT / "studies" / "location_jax.py").read_text()
+    assert "replicates=2000," in source
+    path = tmp_path / "location_jax.py"
+    path.write_text(source.replace("replicates=2000,", "replicates=20,"))
+    store = tmp_path / "s.zarr"
+    simstudy.run(path, store=store)
+    ds = simstudy.open_results(store)
+    cell = ds.sel({"n": 100, "eps": 0.1, "replicate": 17, "method": "median"})
+    assert int(cell["status"]) == 1
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        exec(compile(m.group(1), str(doc), "exec"), {"__name__": "__doc__"})  # noqa: S102 (runs the doc recipe)
+    printed = float(buf.getvalue().strip())
+    assert printed == pytest.approx(float(cell["estimate"]), rel=1e-6, abs=1e-7)
