@@ -74,7 +74,9 @@ def main() -> None:
         )
         if not args.skip_distributed:
             times.setdefault("numpy, LocalCluster", []).append(
-                run("location.py", r, "--scheduler", "distributed", env=dict(os.environ))
+                run(
+                    "location.py", r, "--scheduler", "distributed", env=dict(os.environ)
+                )
             )
     tasks = 6 * r * 3
     base = statistics.median(times["numpy, processes (default)"])

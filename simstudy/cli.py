@@ -569,11 +569,20 @@ def _cmd_plan(args: argparse.Namespace) -> int:
         f"{p.bytes / 2**20:,.1f} MB before compression"
     )
     per = p.pilot_seconds / max(p.pilot_tasks, 1)
-    print(
-        f"  pilot: {p.pilot_tasks} task(s) here in {p.pilot_seconds:.2f} s "
-        f"({per * 1e3:.3g} ms a task); the rest would take about "
-        f"{_duration(p.estimate)} on {p.workers} worker(s), plus ~1 s to start"
-    )
+    if study.backend == "jax":
+        per = sum(p.seconds_per_task.values()) / max(len(p.seconds_per_task), 1)
+        print(
+            f"  pilot: {p.pilot_tasks:,} task(s) here in {p.pilot_seconds:.2f} s, "
+            f"compiling included ({per * 1e6:.3g} µs a task once compiled); the "
+            f"rest would take about {_duration(p.estimate)} of kernel time in one "
+            "process, plus ~1 s to start and the compiles"
+        )
+    else:
+        print(
+            f"  pilot: {p.pilot_tasks} task(s) here in {p.pilot_seconds:.2f} s "
+            f"({per * 1e3:.3g} ms a task); the rest would take about "
+            f"{_duration(p.estimate)} on {p.workers} worker(s), plus ~1 s to start"
+        )
     print("nothing was written.")
     return EXIT_OK
 

@@ -511,18 +511,23 @@ def plan(
     values = 0
     t0 = time.perf_counter()
     r = 0
-    while r < min(3, study.replicates) and (
-        r == 0 or time.perf_counter() - t0 < pilot_seconds
-    ):
+    # a jax kernel computes a whole block whatever the batch: pilot one block
+    # per point (its kernel time per task excludes the compile)
+    width = study.vmap_width or 1
+    rounds = 1 if study.backend == "jax" else min(3, study.replicates)
+    while r < rounds and (r == 0 or time.perf_counter() - t0 < pilot_seconds):
         for p, point in enumerate(grid):
             far = streams.jump_index(p, r, nm, replicates=study.replicates, methods=nm)
             if study.scheme == "mt19937-jump" and far > 2000:
                 continue  # its chain is too long to walk for a pilot
             states = _mt_states(study, p, r, None)
-            batch = Batch(p, tuple(point.items()), r, r + 1, tuple(range(nm)), states)
+            stop = min(width, study.replicates) if width > 1 else r + 1
+            batch = Batch(p, tuple(point.items()), r, stop, tuple(range(nm)), states)
             result = run(study, batch, None)
+            if study.backend == "jax":  # time the second call: the first warms up
+                result = run(study, batch, None)
             spent[p] += float(np.nansum(result.seconds))
-            ran[p] += nm
+            ran[p] += nm * (stop - r)
             values = max(
                 values,
                 sum(
@@ -533,7 +538,8 @@ def plan(
         r += 1
     per_task = {p: spent[p] / ran[p] for p in range(len(grid)) if ran[p]}
     typical = sum(spent) / max(sum(ran), 1)  # for points the pilot skipped
-    n_workers = workers or os.cpu_count() or 1
+    # jax: one process, whose kernels already use every core
+    n_workers = 1 if study.backend == "jax" else workers or os.cpu_count() or 1
     todo = [study.replicates * nm - done_at[p] for p in range(len(grid))]
     work = sum(per_task.get(p, typical) * todo[p] for p in range(len(grid)))
     shape = (*(len(v) for v in study.factors.values()), study.replicates, nm)

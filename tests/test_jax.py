@@ -398,3 +398,15 @@ def test_status_and_summarize_read_a_jax_cube(tmp_path, capsys):
     assert len(means) == 4
     for (n, eps), value in means.items():
         assert value == pytest.approx(float(expected.sel({"n": n, "eps": eps})))
+
+
+def test_plan_pilots_one_block_per_point_and_writes_nothing(tmp_path, capsys):
+    path = write(tmp_path, replicates=40)
+    before = sorted(p.name for p in tmp_path.rglob("*"))
+    assert cli.main(["plan", str(path)]) == 0
+    out = capsys.readouterr().out
+    # a block of the width (16) per point: 4 points x 16 replicates x 3 methods
+    assert "pilot: 192 task(s) here" in out
+    assert "µs a task once compiled" in out
+    assert "in one process" in out
+    assert sorted(p.name for p in tmp_path.rglob("*")) == before
