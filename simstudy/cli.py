@@ -574,8 +574,8 @@ def _cmd_plan(args: argparse.Namespace) -> int:
         print(
             f"  pilot: {p.pilot_tasks:,} task(s) here in {p.pilot_seconds:.2f} s, "
             f"compiling included ({per * 1e6:.3g} µs a task once compiled); the "
-            f"rest would take about {_duration(p.estimate)} of kernel time in one "
-            "process, plus ~1 s to start and the compiles"
+            f"rest would take about {_duration(p.estimate)} on {p.workers} "
+            "thread(s), plus ~1 s to start and the compiles"
         )
     else:
         print(

@@ -538,8 +538,7 @@ def plan(
         r += 1
     per_task = {p: spent[p] / ran[p] for p in range(len(grid)) if ran[p]}
     typical = sum(spent) / max(sum(ran), 1)  # for points the pilot skipped
-    # jax: one process, whose kernels already use every core
-    n_workers = 1 if study.backend == "jax" else workers or os.cpu_count() or 1
+    n_workers = workers or os.cpu_count() or 1  # processes, or jax threads
     todo = [study.replicates * nm - done_at[p] for p in range(len(grid))]
     work = sum(per_task.get(p, typical) * todo[p] for p in range(len(grid)))
     shape = (*(len(v) for v in study.factors.values()), study.replicates, nm)

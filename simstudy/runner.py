@@ -504,7 +504,7 @@ def _run_open(
     # one sizer for all rounds: task times measured in one round size the next
     sizer = BatchSizer(
         fixed=batch_size,
-        workers=1 if scheduler == "jax" else workers,
+        workers=workers,
         rows=0,
         chunk=st.group_rows,
         quantum=study.vmap_width or 1,
