@@ -410,3 +410,35 @@ def test_plan_pilots_one_block_per_point_and_writes_nothing(tmp_path, capsys):
     assert "µs a task once compiled" in out
     assert "thread(s), plus ~1 s to start and the compiles" in out
     assert sorted(p.name for p in tmp_path.rglob("*")) == before
+
+
+def test_fixed_inputs_reach_the_kernels(tmp_path):
+    """A numeric fixed input is a kernel argument, a non-array one static."""
+    source = """
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+    from simstudy import Study
+
+    study = Study("fx", factors={"n": [4]}, replicates=10, seed=3, backend="jax",
+                  vmap_width=8)
+    study.fixed(beta=np.array([1.0, -2.0, 0.5, 3.0]), label="ols")
+
+    @study.data
+    def gen(key, n, beta):
+        X = jax.random.normal(key, (n, 4))
+        return X, X @ beta
+
+    @study.method
+    def ols(data, label, beta):
+        X, y = data
+        fit = jnp.linalg.lstsq(X, y)[0]
+        return {"err": jnp.abs(fit - beta).max(), "is_ols": float(label == "ols")}
+    """
+    path = tmp_path / "fx.py"
+    path.write_text(textwrap.dedent(source))
+    store = tmp_path / "fx.zarr"
+    assert simstudy.run(path, store=store).exit_code == 0
+    ds = assert_store_consistent(store)
+    assert float(ds["err"].max()) < 1e-3  # noiseless y = X beta: beta recovered
+    assert (ds["is_ols"] == 1.0).all()
