@@ -540,3 +540,98 @@ def test_window_follows_the_cluster_s_threads(driver, procs):
         assert ex._window() == 5
     finally:
         ex.close()
+
+
+SSHD = "/usr/sbin/sshd"
+
+
+@pytest.fixture
+def sshd(tmp_path: Path) -> Iterator[dict[str, object]]:
+    """A real sshd on a free loopback port, key login only; the connect
+    options for distributed.SSHCluster (asyncssh)."""
+    import socket
+
+    assert os.path.exists(SSHD), (
+        "sshd is needed (Debian package openssh-server; .ci/run installs it)"
+    )
+    d = tmp_path / "sshd"
+    d.mkdir()
+    for key in ("host_key", "client_key"):
+        subprocess.run(
+            ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(d / key)],
+            check=True,
+            timeout=30,
+        )
+    (d / "authorized_keys").write_text((d / "client_key.pub").read_text())
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    (d / "sshd_config").write_text(
+        f"ListenAddress 127.0.0.1\nPort {port}\nHostKey {d / 'host_key'}\n"
+        f"AuthorizedKeysFile {d / 'authorized_keys'}\nPasswordAuthentication no\n"
+        "KbdInteractiveAuthentication no\nPermitRootLogin prohibit-password\n"
+        f"StrictModes no\nUsePAM no\nPidFile {d / 'sshd.pid'}\n"
+    )
+    Path("/run/sshd").mkdir(exist_ok=True)  # sshd's privilege separation dir
+    log = open(d / "sshd.log", "wb")  # noqa: SIM115 (closed below)
+    proc = subprocess.Popen(
+        [SSHD, "-D", "-e", "-f", str(d / "sshd_config")],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+
+        def listening() -> bool:
+            with socket.socket() as s:
+                return s.connect_ex(("127.0.0.1", port)) == 0
+
+        wait_for("sshd to listen", listening, timeout=30)
+        yield {
+            "port": port,
+            "known_hosts": None,
+            "client_keys": [str(d / "client_key")],
+            "username": psutil.Process().username(),
+        }
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=10)
+        log.close()
+
+
+@pytest.mark.cluster
+def test_sshcluster_on_loopback_gives_the_local_cube(driver, reference, sshd):
+    """distributed.SSHCluster starts scheduler and workers over ssh (here:
+    to 127.0.0.1; the remote processes start in the login's home directory,
+    not the driver's)."""
+    from distributed import SSHCluster
+
+    cluster = SSHCluster(
+        ["127.0.0.1", "127.0.0.1", "127.0.0.1"],  # scheduler, then 2 workers
+        connect_options=sshd,
+        worker_options={"nthreads": 1, "host": "127.0.0.1", "dashboard_address": None},
+        scheduler_options={"port": 0, "host": "127.0.0.1", "dashboard": False},
+        remote_python=sys.executable,
+    )
+    address = cluster.scheduler_address
+    try:
+        done = run_cli(driver, "--address", address, "--store", "ssh.zarr")
+        assert done.returncode == 0, done.stderr
+        assert cube_digest(driver / "ssh.zarr") == reference
+        assert len(worker_pids_in_cube(driver / "ssh.zarr")) == 2
+    finally:
+        cluster.close()
+
+        def remote() -> list[psutil.Process]:
+            return [
+                p
+                for p in psutil.process_iter(["cmdline"])
+                if address in " ".join(p.info["cmdline"] or [])
+            ]
+
+        # the remote workers leave once they lose their scheduler
+        with contextlib.suppress(AssertionError):
+            wait_for("the ssh-started workers to exit", lambda: not remote(), 15)
+        for p in remote():  # started by this test, over ssh
+            with contextlib.suppress(psutil.Error):
+                p.kill()
