@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import json
 import os
 import re
 import signal
@@ -635,3 +636,63 @@ def test_sshcluster_on_loopback_gives_the_local_cube(driver, reference, sshd):
         for p in remote():  # started by this test, over ssh
             with contextlib.suppress(psutil.Error):
                 p.kill()
+
+
+@pytest.mark.cluster
+def test_dask_mpi_on_loopback_gives_the_local_cube(driver, reference, tmp_path):
+    """dask-mpi under MPICH's mpiexec (PyPI wheels): rank 0 the scheduler,
+    ranks 1-2 workers, all on the loopback interface."""
+    mpiexec = str(Path(sys.executable).with_name("mpiexec"))
+    dask_mpi = str(Path(sys.executable).with_name("dask-mpi"))
+    assert os.path.exists(mpiexec), "mpiexec is needed (pip install mpich)"
+    file = tmp_path / "mpi" / "sched.json"
+    file.parent.mkdir()
+    cmd = [mpiexec, "-iface", "lo", "-n", "3", dask_mpi, "--scheduler-file", str(file)]
+    cmd += ["--scheduler-port", "0", "--interface", "lo", "--nthreads", "1"]
+    cmd += ["--no-dashboard"]
+    with open(file.with_name("mpi.log"), "wb") as log:
+        proc = subprocess.Popen(
+            cmd,
+            cwd=file.parent,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+
+        def read_address() -> str:
+            with contextlib.suppress(OSError, ValueError, KeyError):
+                return str(json.loads(file.read_text())["address"])
+            return ""
+
+        wait_for("the scheduler file", lambda: bool(read_address()), timeout=60)
+        address = read_address()
+        assert address.startswith("tcp://127.0.0.1:")
+        from distributed import Client
+
+        with Client(address, timeout="30s") as c:
+            c.wait_for_workers(2, timeout=60)
+        done = run_cli(driver, "--address", address, "--store", "mpi.zarr")
+        assert done.returncode == 0, done.stderr
+        assert cube_digest(driver / "mpi.zarr") == reference
+        assert len(worker_pids_in_cube(driver / "mpi.zarr")) == 2
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+        with contextlib.suppress(AssertionError):
+            wait_for(
+                "the MPI ranks to exit",
+                lambda: (
+                    not any(_in_groups(p, {proc.pid}) for p in psutil.process_iter())
+                ),
+                timeout=10,
+            )
+        for p in psutil.process_iter():
+            if _in_groups(p, {proc.pid}):
+                with contextlib.suppress(psutil.Error):
+                    p.kill()
