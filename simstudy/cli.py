@@ -90,7 +90,22 @@ def _parser() -> argparse.ArgumentParser:
         help="where tasks run (default: processes, one worker process per core; "
         "jax, in this process, for backend='jax' studies)",
     )
-    where.add_argument("--address", help="tcp://HOST:PORT of a Dask scheduler")
+    where.add_argument(
+        "--address", help="tcp://HOST:PORT or tls://HOST:PORT of a Dask scheduler"
+    )
+    where.add_argument(
+        "--cluster",
+        choices=["slurm"],
+        help="start a cluster: slurm (dask-jobqueue; settings in --cluster-config)",
+    )
+    run.add_argument(
+        "--cluster-config",
+        metavar="FILE",
+        help="TOML settings for --cluster (default ./simstudy-cluster.toml)",
+    )
+    run.add_argument("--tls-ca-file", metavar="PEM", help="CA file for tls://")
+    run.add_argument("--tls-cert", metavar="PEM", help="client certificate for tls://")
+    run.add_argument("--tls-key", metavar="PEM", help="client private key for tls://")
     run.add_argument(
         "--insecure",
         action="store_true",
@@ -315,6 +330,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
             workers=args.workers,
             address=args.address,
             insecure=args.insecure,
+            tls_ca_file=args.tls_ca_file,
+            tls_cert=args.tls_cert,
+            tls_key=args.tls_key,
+            cluster=args.cluster,
+            cluster_config=args.cluster_config,
             batch_size=args.batch_size,
             max_errors=args.max_errors,
             task_timeout=args.task_timeout,

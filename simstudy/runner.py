@@ -25,7 +25,7 @@ from simstudy import streams
 from simstudy.batch import FAILED, OK
 from simstudy.errors import ReproducibilityWarning, StoreError, UsageError
 from simstudy.executors import SCHEDULERS, Executor, make_executor, study_payload
-from simstudy.executors.dask import check_address
+from simstudy.executors.dask import check_address, check_tls
 from simstudy.grid import Batch, batch_runs, points
 from simstudy.lint import lint_study
 from simstudy.loader import load_study
@@ -261,6 +261,11 @@ def run(
     workers: int | None = None,
     address: str | None = None,
     insecure: bool = False,
+    tls_ca_file: str | None = None,
+    tls_cert: str | None = None,
+    tls_key: str | None = None,
+    cluster: str | None = None,
+    cluster_config: str | None = None,
     batch_size: int | None = None,
     max_errors: int | None = None,
     task_timeout: float | None = None,
@@ -292,6 +297,15 @@ def run(
         ``distributed`` without ``address`` starts a loopback LocalCluster.
         A ``backend="jax"`` study runs in this process (``jax``, its
         default) or on Dask workers (``distributed``).
+    address : str, optional
+        ``tcp://HOST:PORT`` or ``tls://HOST:PORT`` of a running Dask
+        scheduler (docs/cluster.md); plain tcp off loopback needs ``insecure``.
+    tls_ca_file, tls_cert, tls_key : str, optional
+        The client's TLS files for a ``tls://`` address (default: Dask's
+        ``distributed.comm.tls`` config).
+    cluster : {"slurm"}, optional
+        Start a cluster with a launcher (dask-jobqueue's SLURMCluster), with
+        settings from ``cluster_config`` (default ``./simstudy-cluster.toml``).
     workers : int, optional
         Worker processes (default: the number of cores).
     batch_size : int, optional
@@ -358,7 +372,8 @@ def run(
         warnings.warn(message, ReproducibilityWarning, stacklevel=2)
     if scheduler is None:
         local = "jax" if study.backend == "jax" else "processes"
-        scheduler = local if address is None else "distributed"
+        remote = address is not None or cluster is not None
+        scheduler = "distributed" if remote else local
     if scheduler not in SCHEDULERS:
         raise UsageError(
             f"unknown scheduler {scheduler!r}; expected one of {list(SCHEDULERS)}.",
@@ -403,6 +418,17 @@ def run(
                 hint="drop --scheduler when you pass --address",
             )
         check_address(address, insecure)  # before anything is written
+    tls = check_tls(address, tls_ca_file, tls_cert, tls_key)
+    if cluster is not None:
+        from simstudy.executors.launchers import check_cluster
+
+        if address is not None or scheduler != "distributed":
+            raise UsageError(
+                "--cluster starts its own scheduler; it does not go with "
+                "--address or --scheduler.",
+                hint="drop --address / --scheduler, or drop --cluster",
+            )
+        check_cluster(cluster, cluster_config)  # a bad file fails here
     payload = study_payload(study)  # an unpicklable input fails here, first
     n_workers = workers or os.cpu_count() or 1
     path = Path(store) if store is not None else default_store(study)
@@ -414,6 +440,17 @@ def run(
         # import and install the study while the store is being created
         early = make_executor(
             scheduler, study=study, workers=n_workers, payload=payload
+        )
+    elif address is not None:
+        # connect first: an unreachable or refusing scheduler writes no store
+        early = make_executor(
+            scheduler,
+            study=study,
+            workers=n_workers,
+            address=address,
+            insecure=insecure,
+            tls=tls,
+            payload=payload,
         )
     try:
         # imported here: zarr's ~0.15 s import overlaps the workers' start
@@ -452,6 +489,9 @@ def run(
             on_progress=on_progress,
             on_start=on_start,
             target=target,
+            tls=tls,
+            cluster=cluster,
+            cluster_config=cluster_config,
         )
     finally:
         st.close()
@@ -480,6 +520,9 @@ def _run_open(
     on_progress: Callable[[Progress], None] | None,
     on_start: Callable[[str], None] | None,
     target: TargetRule | None = None,
+    tls: dict[str, str] | None = None,
+    cluster: str | None = None,
+    cluster_config: str | None = None,
 ) -> RunReport:
     grid = points(study)
     pidx = [st.point_index(p) for p in grid]
@@ -537,6 +580,9 @@ def _run_open(
                         workers=workers,
                         address=address,
                         insecure=insecure,
+                        tls=tls,
+                        cluster=cluster,
+                        cluster_config=cluster_config,
                         payload=payload,
                         device=device,
                     )

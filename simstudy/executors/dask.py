@@ -18,10 +18,12 @@ import logging
 import multiprocessing
 import os
 import signal
+import time
 import uuid
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures.process import BrokenProcessPool
+from pathlib import Path
 from typing import Any
 
 from simstudy import batch as batch_mod
@@ -93,6 +95,10 @@ class _WindowedExecutor:
         self.names = study.method_names
         self.generation = 0
 
+    def _window(self) -> int:
+        """Batches to keep in flight now (a cluster's follows its workers)."""
+        return self.window
+
     def _submit(self, batch: Batch, specs: Specs) -> Any:
         raise NotImplementedError
 
@@ -126,7 +132,8 @@ class _WindowedExecutor:
         it = iter(batches)
         while True:
             alone = bool(retry) or any(v[3] for v in inflight.values())
-            while not self.stopping and len(inflight) < (1 if alone else self.window):
+            window = 1 if alone else self._window()
+            while not self.stopping and len(inflight) < window:
                 if retry:
                     b, attempts = retry.popleft()
                 elif alone:
@@ -293,7 +300,16 @@ class LocalSchedulerExecutor(_WindowedExecutor):
 
 
 class DistributedExecutor(_WindowedExecutor):
-    """A dask.distributed Client on a LocalCluster (loopback) or at ``address``."""
+    """A dask.distributed Client on a LocalCluster (loopback), at ``address``,
+    or on a cluster a launcher starts (``cluster="slurm"``).
+
+    On a cluster the window of batches in flight follows the workers'
+    threads (``2 * threads + 1``, recounted at most every ``RECOUNT``
+    seconds), so a worker that joins mid-run gets work at once, and one that
+    leaves only shrinks the window (Dask reruns its batches elsewhere).
+    """
+
+    RECOUNT = 1.0  # seconds between counts of the cluster's worker threads
 
     def __init__(
         self,
@@ -303,6 +319,9 @@ class DistributedExecutor(_WindowedExecutor):
         address: str | None = None,
         window: int | None = None,
         insecure: bool = False,
+        tls: dict[str, str] | None = None,
+        cluster: str | None = None,
+        cluster_config: str | None = None,
         payload: bytes | None = None,
         **_: Any,
     ) -> None:
@@ -310,6 +329,13 @@ class DistributedExecutor(_WindowedExecutor):
         from distributed import Client, LocalCluster, as_completed
 
         self.cluster: Any = None
+        self.client: Any = None
+        if cluster is not None:
+            from simstudy.executors.launchers import start_cluster
+
+            self.cluster = start_cluster(cluster, cluster_config)
+            address = self.cluster.scheduler_address
+            tls = None
         if address is None:
             # our LocalCluster's scheduler gives up on a task at its first
             # worker death; results() retries and isolates the task itself
@@ -328,7 +354,8 @@ class DistributedExecutor(_WindowedExecutor):
                 )
             self.client = Client(self.cluster)
         else:
-            check_address(address, insecure)
+            if cluster is None:
+                check_address(address, insecure)
             # an external scheduler retries a task on other workers up to its
             # allowed-failures, then raises KilledWorker: fail it then
             self.max_attempts = 1
@@ -336,13 +363,13 @@ class DistributedExecutor(_WindowedExecutor):
                 dask.config.get("distributed.scheduler.allowed-failures", 3)
             )
             try:
-                self.client = Client(address, timeout="10s")
-            except OSError as exc:
-                raise UsageError(
-                    f"cannot connect to the Dask scheduler at {address}: {exc}",
-                    hint="start it with `dask scheduler` and check the address",
-                ) from None
-        n = max(1, len(self.client.scheduler_info().get("workers", {})) or workers)
+                self.client = _connect(address, tls, self.cluster)
+            except BaseException:
+                self.close()
+                raise
+        self.fixed_window = window
+        self.counted = time.monotonic()
+        n = self._threads() or workers
         super().__init__(study, window=window or 2 * n + 1)
         from simstudy.executors._plugin import InstallStudy
 
@@ -351,9 +378,38 @@ class DistributedExecutor(_WindowedExecutor):
         self.plugin = InstallStudy(self.token, payload or study_payload(study))
         self.client.register_plugin(self.plugin)
         where = "LocalCluster" if address is None else address
-        self.description = f"dask distributed ({where}, {n} worker(s))"
-        self.dashboard = getattr(self.client, "dashboard_link", None)
+        if cluster is not None:
+            where = f"{cluster} cluster at {address}"
+        self.description = f"dask distributed ({where}, {n} worker thread(s))"
+        self.dashboard = None
+        with contextlib.suppress(Exception):
+            if "dashboard" in self.client.scheduler_info().get("services", {}):
+                self.dashboard = self.client.dashboard_link
         self.finished = as_completed()
+
+    def _threads(self) -> int:
+        """Worker threads the scheduler knows now (0 if it cannot say)."""
+        try:
+            info = self.client.scheduler_info()
+        except Exception:
+            return 0
+        return sum(int(w.get("nthreads", 1)) for w in info.get("workers", {}).values())
+
+    def _window(self) -> int:
+        if self.fixed_window is None and self.cluster_is_external:
+            now = time.monotonic()
+            if now - self.counted >= self.RECOUNT:
+                self.counted = now
+                n = self._threads()
+                if n:
+                    self.window = 2 * n + 1
+        return self.window
+
+    @property
+    def cluster_is_external(self) -> bool:
+        from distributed import LocalCluster
+
+        return not isinstance(self.cluster, LocalCluster)
 
     def _submit(self, batch: Batch, specs: Specs) -> Any:
         future = self.client.submit(
@@ -376,13 +432,91 @@ class DistributedExecutor(_WindowedExecutor):
         return isinstance(exc, KilledWorker)
 
     def close(self) -> None:
-        with contextlib.suppress(Exception):  # leave long-lived workers clean
-            self.client.unregister_worker_plugin(self.plugin.name)
-        with contextlib.suppress(Exception):
-            self.client.close(timeout=5)
+        if self.client is not None:
+            with contextlib.suppress(Exception):  # leave long-lived workers clean
+                self.client.unregister_worker_plugin(self.plugin.name)
+            with contextlib.suppress(Exception):
+                self.client.close(timeout=5)
         if self.cluster is not None:
             with contextlib.suppress(Exception):
                 self.cluster.close(timeout=5)
+
+
+CONNECT_TIMEOUT = 10  # seconds to reach a scheduler that accepts connections
+
+
+def _connect(address: str, tls: dict[str, str] | None, cluster: Any) -> Any:
+    """A Client at ``address``; a refused connection or TLS handshake fails at
+    once with one clear line, not after Dask's retries."""
+    import socket
+    from urllib.parse import urlparse
+
+    from distributed import Client
+
+    url = urlparse(address if "://" in address else f"tcp://{address}")
+    host, port = url.hostname or "127.0.0.1", url.port or 8786
+    try:  # a plain TCP probe: Dask would retry a refused connection for 10 s
+        socket.create_connection((host, port), timeout=CONNECT_TIMEOUT).close()
+    except OSError as exc:
+        raise UsageError(
+            f"cannot connect to the Dask scheduler at {address}: {exc}.",
+            hint="start it with `dask scheduler` (see docs/cluster.md) and check "
+            "the address",
+        ) from None
+    security = None
+    if url.scheme == "tls":
+        security = _security(tls)
+        _tls_probe(address, host, port, security)
+    try:
+        if cluster is not None:
+            return Client(cluster, timeout=f"{CONNECT_TIMEOUT}s")
+        return Client(address, timeout=f"{CONNECT_TIMEOUT}s", security=security)
+    except OSError as exc:
+        raise UsageError(
+            f"cannot connect to the Dask scheduler at {address}: {exc}",
+            hint="check the address, and that the scheduler is up and reachable",
+        ) from None
+
+
+def _security(tls: dict[str, str] | None) -> Any:
+    """A distributed Security from our TLS files, else from Dask's config."""
+    from distributed.security import Security
+
+    if tls is None:
+        return Security()  # distributed.comm.tls.* settings
+    return Security(
+        tls_ca_file=tls["ca_file"],
+        tls_client_cert=tls["cert"],
+        tls_client_key=tls["key"],
+        require_encryption=True,
+    )
+
+
+def _tls_probe(address: str, host: str, port: int, security: Any) -> None:
+    """Do one TLS handshake with the client's context: a certificate the
+    scheduler does not trust (or one we do not) is refused here, clearly."""
+    import socket
+    import ssl
+
+    ctx = security.get_connection_args("client").get("ssl_context")
+    if ctx is None:
+        return
+    try:
+        with (
+            socket.create_connection((host, port), timeout=CONNECT_TIMEOUT) as raw,
+            ctx.wrap_socket(raw) as conn,
+        ):
+            conn.settimeout(2)
+            with contextlib.suppress(TimeoutError, socket.timeout):
+                # TLS 1.3: the server checks our certificate after the
+                # handshake and reports a refusal on the first read
+                conn.recv(1)
+    except (ssl.SSLError, ConnectionResetError) as exc:
+        raise UsageError(
+            f"the TLS handshake with the Dask scheduler at {address} failed: {exc}.",
+            hint="use a certificate and CA file from the cluster's certificate "
+            "authority (--tls-ca-file, --tls-cert, --tls-key)",
+        ) from None
 
 
 def check_address(address: str, insecure: bool) -> None:
@@ -403,6 +537,61 @@ def check_address(address: str, insecure: bool) -> None:
             "would be unencrypted and unauthenticated.",
             hint="use tls:// with certificates, or add --insecure on a trusted network",
         )
+
+
+TLS_OPTIONS = {"ca_file": "--tls-ca-file", "cert": "--tls-cert", "key": "--tls-key"}
+
+
+def check_tls(
+    address: str | None,
+    ca_file: str | None,
+    cert: str | None,
+    key: str | None,
+) -> dict[str, str] | None:
+    """Check the client's TLS files before anything is written.
+
+    Returns them for the executor, or None to use Dask's own
+    ``distributed.comm.tls`` settings.
+    """
+    import dask
+
+    given = {"ca_file": ca_file, "cert": cert, "key": key}
+    named = [TLS_OPTIONS[k] for k, v in given.items() if v is not None]
+    scheme = None
+    if address is not None:
+        scheme = address.split("://", 1)[0] if "://" in address else "tcp"
+    if named and scheme != "tls":
+        raise UsageError(
+            f"{named[0]} is for a tls:// scheduler, but --address is {address!r}.",
+            hint="write --address tls://HOST:PORT, or drop the --tls-* options",
+        )
+    if scheme != "tls":
+        return None
+    if not named:
+        config = dask.config.get("distributed.comm.tls", {}) or {}
+        client = config.get("client", {}) or {}
+        if config.get("ca-file") and client.get("cert"):
+            return None
+        raise UsageError(
+            f"--address {address!r} is tls:// but no certificates were given.",
+            hint="add --tls-ca-file CA.pem --tls-cert CERT.pem --tls-key KEY.pem, "
+            "or set distributed.comm.tls.ca-file and .client.cert in Dask's config",
+        )
+    missing = [TLS_OPTIONS[k] for k, v in given.items() if v is None]
+    if missing:
+        raise UsageError(
+            f"tls:// needs --tls-ca-file, --tls-cert and --tls-key together; "
+            f"{', '.join(missing)} missing.",
+            hint="pass all three (the key may be inside the certificate file: "
+            "then give that file twice)",
+        )
+    for k, v in given.items():
+        if v is not None and not os.path.isfile(v):
+            raise UsageError(
+                f"{TLS_OPTIONS[k]} {v}: no such file.",
+                hint="check the path of the certificate file",
+            )
+    return {k: str(Path(v).resolve()) for k, v in given.items() if v is not None}
 
 
 def _local(scheduler: str) -> Callable[..., Any]:
