@@ -696,3 +696,52 @@ def test_dask_mpi_on_loopback_gives_the_local_cube(driver, reference, tmp_path):
             if _in_groups(p, {proc.pid}):
                 with contextlib.suppress(psutil.Error):
                     p.kill()
+
+
+JAX_REMOTE = """
+import jax
+import jax.numpy as jnp
+from simstudy import Study
+
+study = Study("jremote", factors={"n": [4, 12], "s": [1.0, 3.0]}, replicates=64,
+              seed=11, backend="jax", vmap_width=16)
+
+@study.data
+def gen(key, n, s):
+    return s * jax.random.normal(key, (n,))
+
+@study.method
+def spread(x):
+    return {"estimate": x.std(), "range": jnp.stack([x.min(), x.max()])}
+
+@study.method
+def noisy(x, key):
+    return x.mean() + jax.random.uniform(key)
+"""
+
+
+@pytest.mark.cluster
+@pytest.mark.jax
+def test_a_jax_study_on_external_workers_gives_the_in_process_cube(tmp_path, procs):
+    """Issue 6 on issue 7's cluster: batches of a jax study dispatched to two
+    external workers (each compiling its own kernels) give the cube the
+    in-process jax executor gives."""
+    pytest.importorskip("jax")
+    driver = tmp_path / "jdriver"
+    driver.mkdir()
+    (driver / "study.py").write_text(JAX_REMOTE)
+    simstudy.run(driver / "study.py", store=driver / "local.zarr")
+    address = procs.start_scheduler()
+    procs.start_worker("w1")
+    procs.start_worker("w2")
+    procs.wait_for_workers(2)
+    done = run_cli(
+        driver, "--address", address, "--store", "ext.zarr", "--batch-size", "16"
+    )
+    assert done.returncode == 0, done.stderr
+    assert cube_digest(driver / "ext.zarr") == cube_digest(driver / "local.zarr")
+    used = worker_pids_in_cube(driver / "ext.zarr")
+    for name in ("w1", "w2"):
+        assert used.keys() & procs.worker_pids(name), f"{name} computed nothing"
+    names = simstudy.open_results(driver / "ext.zarr").attrs["simstudy"]["workers"]
+    assert all(n.endswith("/cpu:0") for n in names)  # each worker's own device
