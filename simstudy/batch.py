@@ -64,6 +64,20 @@ class BatchResult:
     warned: list[dict[str, Any]] = field(default_factory=list)  # first of each
 
 
+def name_problem(method: str, name: Any, factors: Mapping[str, Any]) -> str | None:
+    """Say what is wrong with an output name, or None if it is usable."""
+    if not isinstance(name, str) or not name.isidentifier():
+        return (
+            f"method {method!r} returned output name {name!r}; "
+            "output names must be identifiers."
+        )
+    if name in RESERVED or name in factors:
+        return (
+            f"method {method!r} output {name!r} clashes with a factor or reserved name."
+        )
+    return None
+
+
 def nonfinite_message(method: str, output: str, arr: np.ndarray[Any, Any]) -> str:
     """Say that one task's output holds NaN or inf."""
     got = f"{arr.item()}" if arr.ndim == 0 else "an array with NaN/inf"
@@ -174,16 +188,9 @@ def _to_outputs(
         )
     out: dict[str, np.ndarray[Any, Any]] = {}
     for name, v in value.items():
-        if not isinstance(name, str) or not name.isidentifier():
-            raise _TaskFailure(
-                f"method {method!r} returned output name {name!r}; "
-                "output names must be identifiers."
-            )
-        if name in RESERVED or name in factors:
-            raise _TaskFailure(
-                f"method {method!r} output {name!r} clashes with a "
-                "factor or reserved name."
-            )
+        problem = name_problem(method, name, factors)
+        if problem is not None:
+            raise _TaskFailure(problem)
         try:
             arr = np.asarray(v)
             if arr.dtype.kind not in "biuf":
@@ -484,10 +491,8 @@ def _stack(
     new: Specs = {keys_spec(name): names}
     stacked: dict[str, np.ndarray[Any, Any]] = {}
     for out, column in columns.items():
-        if not (isinstance(out, str) and out.isidentifier()):
-            return None
-        if out in RESERVED or out in levels:
-            return None
+        if name_problem(name, out, levels) is not None:
+            return None  # the per-value path says what is wrong
         try:
             arr = np.asarray(column)
         except (TypeError, ValueError):

@@ -202,13 +202,19 @@ def replay(
             import pdb  # noqa: T100  (--pdb asks for the debugger)
 
             pdb.post_mortem(exc.__traceback__)
-    if out.stored is not None and out.outputs is not None:
-        for name in sorted(set(out.outputs) | set(out.stored)):
-            a, b = out.outputs.get(name), out.stored.get(name)
-            if a is None or b is None or not np.array_equal(a, b, equal_nan=True):
-                out.differing.append(name)
-        out.same = not out.differing
+    _compare_stored(out)
     return out
+
+
+def _compare_stored(out: Replay) -> None:
+    """Compare the replayed outputs with the stored ones, bit for bit."""
+    if out.stored is None or out.outputs is None:
+        return
+    for name in sorted(set(out.outputs) | set(out.stored)):
+        a, b = out.outputs.get(name), out.stored.get(name)
+        if a is None or b is None or not np.array_equal(a, b, equal_nan=True):
+            out.differing.append(name)
+    out.same = not out.differing
 
 
 def _replay_jax(
@@ -254,12 +260,7 @@ def _replay_jax(
         ),
         default=0.0,
     )
-    if out.stored is not None:
-        for name in sorted(set(out.outputs) | set(out.stored)):
-            a, b = out.outputs.get(name), out.stored.get(name)
-            if a is None or b is None or not np.array_equal(a, b, equal_nan=True):
-                out.differing.append(name)
-        out.same = not out.differing
+    _compare_stored(out)
     return out
 
 

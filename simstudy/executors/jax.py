@@ -54,12 +54,13 @@ from simstudy.batch import (
     _failure,
     _TaskFailure,
     keys_spec,
+    name_problem,
     nonfinite_message,
     worker_name,
 )
 from simstudy.errors import UsageError
 from simstudy.grid import Batch, points
-from simstudy.study import RESERVED, Study
+from simstudy.study import Study
 
 __all__ = ["JaxExecutor", "devices", "replay_cell", "run_installed", "run_jax_batch"]
 
@@ -333,16 +334,9 @@ def _output_specs(
     """Check a method kernel's outputs as traced; return name -> (lane shape, dtype)."""
     out = {}
     for name, spec in info.items():
-        if not isinstance(name, str) or not name.isidentifier():
-            raise _KernelError(
-                f"method {method!r} returned output name {name!r}; "
-                "output names must be identifiers."
-            )
-        if name in RESERVED or name in levels:
-            raise _KernelError(
-                f"method {method!r} output {name!r} clashes with a "
-                "factor or reserved name."
-            )
+        problem = name_problem(method, name, levels)
+        if problem is not None:
+            raise _KernelError(problem)
         if not hasattr(spec, "shape") or np.dtype(spec.dtype).kind not in "biuf":
             got = getattr(spec, "dtype", type(spec).__name__)
             raise _KernelError(
