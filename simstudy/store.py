@@ -197,7 +197,13 @@ def _compare(
 class Store:
     """An open, locked result cube on disk."""
 
-    def __init__(self, path: Path, root: zarr.Group, lock: _Lock) -> None:
+    def __init__(
+        self,
+        path: Path,
+        root: zarr.Group,
+        lock: _Lock,
+        provenance: Mapping[str, str] | None = None,
+    ) -> None:
         self.path = path
         self.root = root
         self.lock = lock
@@ -234,7 +240,8 @@ class Store:
         self._lock = threading.RLock()
         self._vars: list[str] | None = None
         self._specs: Specs | None = None
-        self.provenance: dict[str, str] = {}  # joins _versions() (open_for_run)
+        # joins _versions() where versions are recorded and compared
+        self.provenance: dict[str, str] = dict(provenance or {})
 
     # ---- opening -----------------------------------------------------
     @classmethod
@@ -295,8 +302,7 @@ class Store:
                 leftover.unlink(missing_ok=True)
             if (p / "zarr.json").exists():
                 _check_codecs(p)
-                store = cls(p, zarr.open_group(str(p), mode="r+"), lock)
-                store.provenance = dict(provenance or {})
+                store = cls(p, zarr.open_group(str(p), mode="r+"), lock, provenance)
                 store._reconcile(study, recompute)
                 store.repaired = store._drop_damaged_chunks()
             else:
@@ -305,8 +311,7 @@ class Store:
             store._set_active(study)
             if prune and (store.hidden["levels"] or store.hidden["methods"]):
                 store._prune(study)
-                store = cls(p, zarr.open_group(str(p), mode="r+"), lock)
-                store.provenance = dict(provenance or {})
+                store = cls(p, zarr.open_group(str(p), mode="r+"), lock, provenance)
                 store._set_active(study)
             return store
         except BaseException:
@@ -343,8 +348,7 @@ class Store:
             _coord(root, f, list(study.factors[f]))
         _coord(root, "replicate", list(range(study.replicates)))
         _coord(root, "method", study.method_names)
-        store = cls(p, root, lock)
-        store.provenance = provenance
+        store = cls(p, root, lock, provenance)
         for name, (dtype, fill) in FIXED_VARS.items():
             store._new_var(name, dtype, fill, ())
         store._consolidate()
