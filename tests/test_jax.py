@@ -169,6 +169,12 @@ def test_failures_name_the_method_and_point_and_spare_the_rest(tmp_path):
         return {"estimate": x.sum()}
 
     @study.method
+    def numpy_inside(x):
+        import numpy as np
+
+        return {"estimate": float(np.mean(x))}
+
+    @study.method
     def sometimes_nan(x):
         return {"estimate": jnp.where(x[0] > 0, jnp.nan, x[0]), "other": x[1]}
     """
@@ -189,6 +195,12 @@ def test_failures_name_the_method_and_point_and_spare_the_rest(tmp_path):
     assert "tracing the jax kernel" in first["message"]
     assert "cannot handle n=8" in first["message"]
     assert "jx.py" in first["traceback"]
+    numpy_inside = [f for f in failures if f["method"] == "numpy_inside"]
+    assert len(numpy_inside) == 4 * 20
+    assert (
+        "used a traced value as a Python value; on data use jax.numpy"
+        in (numpy_inside[0]["message"])
+    )
     nan = [f for f in failures if f["method"] == "sometimes_nan"]
     bad = status.sel({"method": "sometimes_nan"}) == 2
     assert 0 < int(bad.sum()) == len(nan) < 80

@@ -221,8 +221,15 @@ class _Kernels:
             if kind == "data"
             else f"method {self.study.methods[m].name!r}"
         )
+        advice = ""
+        if isinstance(exc, _TRACE_NEEDS_VALUE):
+            advice = (
+                " used a traced value as a Python value; on data use jax.numpy, "
+                "jnp.where and jax.lax control flow, not numpy, float(), int() "
+                "or if"
+            )
         return _KernelError(
-            f"{what} at {_where(levels)} (tracing the jax kernel): "
+            f"{what} at {_where(levels)} (tracing the jax kernel){advice}: "
             f"{type(exc).__name__}: {exc}",
             exc,
         )
