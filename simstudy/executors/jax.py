@@ -424,6 +424,10 @@ class _BatchRun:
         self.started = np.full((b, k), np.nan, np.float64)
         self.rows: dict[str, np.ndarray[Any, Any]] = {}
         self.failures: list[tuple[int, int, dict[str, Any]]] = []
+        self.args: dict[tuple[str, ...], Any] = {}
+        self.first = batch.start // self.width  # the blocks the batch touches
+        self.last = (batch.stop - 1) // self.width
+        self.words: dict[str | None, np.ndarray[Any, Any]] = {}
         self.data = self.ks.data(self.levels)
         self.kernels = [self._method_kernel(j, specs) for j in range(k)]
 
@@ -454,18 +458,33 @@ class _BatchRun:
             )
             self.failures.append((int(i), j, record))
 
+    def _args(self, dynamic: tuple[str, ...]) -> Any:
+        """The traced factor values and fixed inputs, on the device once a batch."""
+        args = self.args.get(dynamic)
+        if args is None:
+            args = self.args[dynamic] = self.ks._args(self.levels, dynamic)
+        return args
+
     def _words(self, block: int, method: str | None) -> Any:
-        reps = np.arange(block * self.width, (block + 1) * self.width)
-        after = () if method is None else (streams.key(method),)
-        words = streams.spawn_words(self.study.seed, (self.pkey,), reps, after, words=2)
-        return jax.device_put(words, self.ks.device)
+        """The key words of a block's lanes (data, or a method's), on the
+        device; derived for all of the batch's blocks at the first ask."""
+        every = self.words.get(method)
+        if every is None:
+            w = self.width
+            reps = np.arange(self.first * w, (self.last + 1) * w)
+            after = () if method is None else (streams.key(method),)
+            every = streams.spawn_words(
+                self.study.seed, (self.pkey,), reps, after, words=2
+            )
+            self.words[method] = every
+        at = (block - self.first) * self.width
+        return jax.device_put(every[at : at + self.width], self.ks.device)
 
     def run(self) -> BatchResult:
         live = [j for j, kern in enumerate(self.kernels) if kern is not None]
         wall0, perf0 = time.time(), time.perf_counter()
         batch, width = self.batch, self.width
-        blocks = range(batch.start // width, (batch.stop - 1) // width + 1)
-        for block in blocks if live else ():
+        for block in range(self.first, self.last + 1) if live else ():
             lo = max(batch.start, block * width)
             hi = min(batch.stop, (block + 1) * width)
             self._block(block, lo, hi, live)
@@ -497,9 +516,7 @@ class _BatchRun:
         t0 = time.perf_counter()
         try:
             words = self._words(block, None)
-            x = _sync(
-                self.data.run(words, *self.ks._args(self.levels, self.data.dynamic))
-            )
+            x = _sync(self.data.run(words, *self._args(self.data.dynamic)))
         except Exception as exc:
             message = f"data function at {where} (running the jax kernel): {exc}"
             for j in live:
@@ -514,7 +531,7 @@ class _BatchRun:
                 lane_words = (
                     self._words(block, method.name) if method.takes_key else words
                 )
-                out = kern.run(x, lane_words, *self.ks._args(self.levels, kern.dynamic))
+                out = kern.run(x, lane_words, *self._args(kern.dynamic))
                 host = {
                     n: np.asarray(v)[lanes].astype(np.float64) for n, v in out.items()
                 }
