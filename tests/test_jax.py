@@ -398,6 +398,10 @@ def test_status_and_summarize_read_a_jax_cube(tmp_path, capsys):
     store = tmp_path / "jx.zarr"
     assert cli.main(["run", str(path), "--store", str(store), "--no-progress"]) == 0
     capsys.readouterr()
+    assert cli.main(["status", str(store)]) == 0
+    status = capsys.readouterr().out
+    assert "240 ok, 0 failed, 0 pending of 240 tasks" in status
+    assert "n=8, eps=0.5: 60 ok, 0 failed, 0 pending" in status
     assert cli.main(["summarize", str(store), "--format", "json"]) == 0
     records = json.loads(capsys.readouterr().out)["measures"]
     means = {
