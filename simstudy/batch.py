@@ -528,20 +528,22 @@ def install(token: str, payload: bytes) -> None:
     _installed[token] = _load(payload)
 
 
-def install_worker(token: str, payload: bytes) -> None:
-    """Initialise a pool worker process: install the study, and exit when
-    the driver dies (even by ``kill -9``), instead of waiting forever for
-    work that will never come."""
-    install(token, payload)
-    parent = os.getppid()
+def install_worker(token: str, payload: bytes, driver: int) -> None:
+    """Initialise a pool worker process: exit when the driver (pid
+    ``driver``) dies, even by ``kill -9``, instead of waiting forever for work
+    that will never come; then install the study.
+
+    The driver's pid comes from the driver: read here, it would already be
+    init's when the driver died while this worker was starting.
+    """
 
     def watch() -> None:
-        while True:
+        while os.getppid() == driver:
             time.sleep(0.5)
-            if os.getppid() != parent:
-                os._exit(1)
+        os._exit(1)
 
     threading.Thread(target=watch, name="simstudy-parent-watch", daemon=True).start()
+    install(token, payload)
 
 
 def run_installed(token: str, batch: Batch, specs: Specs) -> BatchResult:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -188,14 +189,17 @@ def test_kill_9_then_resume_gives_the_same_cube(tmp_path, reference):
 
 def test_kill_9_at_20_points_then_resume_gives_the_same_cube(tmp_path, reference):
     """Start, SIGKILL after a random delay, repeat 20 times, then finish: the
-    cube is the uninterrupted one, no temporary files are left, and no task
-    committed by one run is computed again by a later one."""
+    cube is the uninterrupted one, no temporary files are left, no task
+    committed by one run is computed again by a later one, and no worker of a
+    killed driver stays behind (also one still starting when it was killed)."""
+
     path = _write(tmp_path, SLOW.replace("time.sleep(0.01)", "time.sleep(0.02)"))
     store = tmp_path / "slow.zarr"
     rng = np.random.Generator(np.random.PCG64(20261125))
     env = {**_env(), "SIMSTUDY_FLUSH_SECONDS": "0.2"}  # commits every 0.2 s
     committed: dict[tuple[int, ...], float] = {}  # task -> its start time
     partial = 0  # kills that left some, not all, tasks committed
+    workers: list[psutil.Process] = []  # of the killed drivers
     for _ in range(20):
         proc = subprocess.Popen(
             _cmd("run", str(path), "--no-progress"),
@@ -205,6 +209,8 @@ def test_kill_9_at_20_points_then_resume_gives_the_same_cube(tmp_path, reference
             stderr=subprocess.DEVNULL,
         )
         time.sleep(rng.uniform(0.2, 2.5))
+        with contextlib.suppress(psutil.NoSuchProcess):
+            workers += psutil.Process(proc.pid).children(recursive=True)
         proc.kill()
         proc.wait(timeout=30)
         if not store.exists():
@@ -223,6 +229,9 @@ def test_kill_9_at_20_points_then_resume_gives_the_same_cube(tmp_path, reference
     for idx, t in committed.items():
         assert ds.started.values[idx] == t, f"task {idx} ran twice"
     assert cube_digest(store) == reference
+    assert workers, "no worker was seen: the test tests little"
+    _, alive = psutil.wait_procs(workers, timeout=10)  # they check every 0.5 s
+    assert not alive, f"workers of killed drivers left running: {alive}"
 
 
 def test_a_second_sigint_stops_at_once_and_the_store_resumes(tmp_path, reference):

@@ -11,6 +11,7 @@ import pytest
 import simstudy
 from simstudy.store import read_failures
 from tests.helpers import assert_store_consistent, cube_digest
+from tests.studies import GOOD_STUDY
 
 CRASHY = """
 import os
@@ -191,3 +192,31 @@ def test_warnings_are_counted_per_task_and_can_be_errors(tmp_path, scheduler):
     np.testing.assert_array_equal(ds.status.values[0, :, 0] == 2, x0_negative)
     failures = read_failures(strict)
     assert {f["type"] for f in failures} == {"RuntimeWarning"}
+
+
+def test_a_worker_whose_driver_died_while_it_started_exits_issue_4(tmp_path):
+    """The driver's pid travels to the worker: a worker that starts after its
+    driver was killed (its parent is already init) still sees it and exits.
+    Before, it read the parent pid itself after installing the study, got
+    init's, and waited forever (left behind by the kill -9 test)."""
+    import subprocess
+    import sys
+    import time
+
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()  # a pid that is no longer our parent (nor running)
+    code = (
+        "import time, cloudpickle, simstudy.batch as b, simstudy.loader as l\n"
+        f"study = l.load_study({str(tmp_path / 'study.py')!r})\n"
+        f"b.install_worker('t', cloudpickle.dumps(study), {gone.pid})\n"
+        "time.sleep(30)\n"
+    )
+    (tmp_path / "study.py").write_text(GOOD_STUDY)
+    t0 = time.monotonic()
+    proc = subprocess.run(
+        [sys.executable, "-c", code], timeout=20, capture_output=True, text=True
+    )
+    # the watch's os._exit(1): no traceback, and long before the sleep's end
+    assert proc.returncode == 1
+    assert proc.stderr == ""
+    assert time.monotonic() - t0 < 10

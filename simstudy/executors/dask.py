@@ -183,12 +183,12 @@ class _WindowedExecutor:
         pass
 
 
-def _init_worker(token: str, payload: bytes) -> None:
+def _init_worker(token: str, payload: bytes, driver: int) -> None:
     """Pool worker start: import what running a batch through Dask needs
     (else the first batch pays ~0.1 s for it), then install the study."""
     import dask.local  # noqa: F401
 
-    batch_mod.install_worker(token, payload)
+    batch_mod.install_worker(token, payload, driver)
 
 
 class LocalSchedulerExecutor(_WindowedExecutor):
@@ -229,7 +229,7 @@ class LocalSchedulerExecutor(_WindowedExecutor):
                 max_workers=self.n,
                 mp_context=multiprocessing.get_context("spawn"),
                 initializer=_init_worker,
-                initargs=(self.token, self.payload),
+                initargs=(self.token, self.payload, os.getpid()),
             )
             # spawn the workers now (they import and install the study while
             # the driver goes on, e.g. creating the store); wait() waits for
