@@ -875,15 +875,9 @@ def _provenance(study: Study, scheduler: str, device: str | None) -> dict[str, s
         return {}
     from simstudy.executors.jax import devices
 
-    info = devices()
     if scheduler == "jax":
-        from simstudy.executors.jax import device as jax_device
-
-        dev = jax_device(device)
-        info["jax-device"] = f"{dev.platform}:{getattr(dev, 'device_kind', '')}"
-    else:
-        info["jax-device"] = f"dask workers ({device or 'default'})"
-    return info
+        return devices(device)
+    return {**devices(), "jax-device": f"dask workers ({device or 'default'})"}
 
 
 def _warnings_mode(scheduler: str, as_errors: bool) -> str | None:

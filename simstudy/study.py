@@ -485,7 +485,7 @@ class Study:
     ) -> None:
         sig = inspect.signature(func).parameters
         other = {"rng": "key", "key": "rng"}[self.stream_param]
-        if other in params and other not in known:
+        if other in params:  # reserved: never a factor or fixed input
             if self.backend == "jax":
                 raise StudyError(
                     f"{what} asks for 'rng', but study {self.name!r} uses "

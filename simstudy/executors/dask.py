@@ -367,6 +367,8 @@ class DistributedExecutor(_WindowedExecutor):
             except BaseException:
                 self.close()
                 raise
+        # a cluster's workers come and go; our LocalCluster's are fixed
+        self.external = not isinstance(self.cluster, LocalCluster)
         self.fixed_window = window
         self.counted = time.monotonic()
         n = self._threads() or workers
@@ -396,7 +398,7 @@ class DistributedExecutor(_WindowedExecutor):
         return sum(int(w.get("nthreads", 1)) for w in info.get("workers", {}).values())
 
     def _window(self) -> int:
-        if self.fixed_window is None and self.cluster_is_external:
+        if self.fixed_window is None and self.external:
             now = time.monotonic()
             if now - self.counted >= self.RECOUNT:
                 self.counted = now
@@ -404,12 +406,6 @@ class DistributedExecutor(_WindowedExecutor):
                 if n:
                     self.window = 2 * n + 1
         return self.window
-
-    @property
-    def cluster_is_external(self) -> bool:
-        from distributed import LocalCluster
-
-        return not isinstance(self.cluster, LocalCluster)
 
     def _submit(self, batch: Batch, specs: Specs) -> Any:
         future = self.client.submit(

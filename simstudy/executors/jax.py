@@ -52,6 +52,7 @@ from simstudy.batch import (
     BatchResult,
     Specs,
     _failure,
+    _kwargs,
     _TaskFailure,
     keys_spec,
     name_problem,
@@ -88,11 +89,12 @@ def device(platform: str | None) -> Any:
         ) from None
 
 
-def devices() -> dict[str, str]:
-    """Describe this process's JAX: versions, default device, kernel settings."""
+def devices(platform: str | None = None) -> dict[str, str]:
+    """Describe this process's JAX: versions, the device of ``platform``
+    (None: the default), kernel settings."""
     from importlib.metadata import version
 
-    dev = jax.devices()[0]
+    dev = device(platform)
     return {
         "jax": jax.__version__,
         "jaxlib": version("jaxlib"),
@@ -164,36 +166,24 @@ class _Kernels:
         shared: tuple[Any, ...] = (kind, m, static, extra)
         # one compile per kernel, whichever thread (ahead-of-time or not) asks
         with self.locks.setdefault(shared, threading.Lock()):
-            return self._compile_locked(kind, m, levels, build, extra, shared, floats)
-
-    def _compile_locked(
-        self,
-        kind: str,
-        m: int,
-        levels: Mapping[str, Any],
-        build: Callable[[tuple[str, ...]], _Kernel],
-        extra: Any,
-        shared: tuple[Any, ...],
-        floats: tuple[str, ...],
-    ) -> _Kernel:
-        kernel = self.cache.get(shared)
-        if kernel is None and floats:
-            try:
-                kernel = self._build(kind, m, levels, build, floats)
-            except _TRACE_NEEDS_VALUE:
-                kernel = _Kernel(per_point=True)
-            self.cache[shared] = kernel
-        if kernel is not None and not kernel.per_point:
+            kernel = self.cache.get(shared)
+            if kernel is None and floats:
+                try:
+                    kernel = self._build(kind, m, levels, build, floats)
+                except _TRACE_NEEDS_VALUE:
+                    kernel = _Kernel(per_point=True)
+                self.cache[shared] = kernel
+            if kernel is not None and not kernel.per_point:
+                return kernel
+            own = (kind, m, tuple(levels.items()), extra)
+            kernel = self.cache.get(own)
+            if kernel is None:
+                try:
+                    kernel = self._build(kind, m, levels, build, ())
+                except _TRACE_NEEDS_VALUE as exc:
+                    kernel = _Kernel(error=self._error(kind, m, levels, exc))
+                self.cache[own] = kernel
             return kernel
-        own = (kind, m, tuple(levels.items()), extra)
-        kernel = self.cache.get(own)
-        if kernel is None:
-            try:
-                kernel = self._build(kind, m, levels, build, ())
-            except _TRACE_NEEDS_VALUE as exc:
-                kernel = _Kernel(error=self._error(kind, m, levels, exc))
-            self.cache[own] = kernel
-        return kernel
 
     def _build(
         self,
@@ -596,20 +586,20 @@ def replay_cell(study: Study, levels: Mapping[str, Any], r: int, m: int) -> Any:
     """
     pkey = streams.point_key(levels)
     values = {**levels, **study.fixed_inputs}
+    method = study.methods[m]
+
+    def key(after: tuple[int, ...]) -> Any:
+        rows = streams.spawn_words(study.seed, (pkey,), np.array([r]), after, words=2)
+        return jax.random.wrap_key_data(rows[0], impl="threefry2x32")
+
     with jax.threefry_partitionable(THREEFRY_PARTITIONABLE):
-        words = streams.spawn_words(study.seed, (pkey,), np.array([r]), words=2)[0]
-        kw = {p: values[p] for p in study.data_params if p in values}
+        kw = _kwargs(study.data_params, values, None)
         if "key" in study.data_params:
-            kw["key"] = jax.random.wrap_key_data(words, impl="threefry2x32")
+            kw["key"] = key(())
         data = study.data_func(**kw)  # type: ignore[misc]
-        method = study.methods[m]
-        kw = {p: values[p] for p in method.params if p in values}
+        kw = _kwargs(method.params, values, None)
         if method.takes_key:
-            mkey = streams.key(method.name)
-            mw = streams.spawn_words(
-                study.seed, (pkey,), np.array([r]), (mkey,), words=2
-            )
-            kw["key"] = jax.random.wrap_key_data(mw[0], impl="threefry2x32")
+            kw["key"] = key((streams.key(method.name),))
         out = method.func(data, **kw)
     return data, dict(out) if isinstance(out, Mapping) else {"value": out}
 
@@ -631,7 +621,6 @@ class JaxExecutor:
         **_: Any,
     ) -> None:
         self.study = study
-        self.platform = device
         self.stopping = False
         use_compilation_cache()
         self.kernels = _kernels_for(study, device)
