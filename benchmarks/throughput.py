@@ -212,18 +212,22 @@ def store_writes(repeat: int, extra: list[str]) -> None:
     """Results/s the store takes: 200,000 tiny-task results, computed first,
     then written as the runner writes them (buffered, flushed per chunk)."""
     os.environ["SIMSTUDY_BENCH_REPLICATES"] = "200000"
-    from simstudy import grid, runner
-    from simstudy.batch import run_batch
+    from simstudy import grid
+    from simstudy.backends.numpy import run_batch
     from simstudy.loader import load_study
+    from simstudy.plan import BatchSizer, Plan, Round
     from simstudy.store import Store
 
     study = load_study(HERE / "studies" / "tiny.py")
     pending = [np.ones((study.replicates, 1), bool)]
     points = grid.points(study)
-    sizer = runner.BatchSizer(fixed=1024, workers=1, rows=study.replicates, chunk=8192)
-    results = [
-        run_batch(study, b) for b in runner._batches(study, points, pending, sizer)
-    ]
+    sizer = BatchSizer(fixed=1024, workers=1, rows=study.replicates, chunk=8192)
+    work = Round([study.replicates], pending, 0, 0)
+    with tempfile.TemporaryDirectory() as tmp:
+        plan = Plan(study, Store.open_for_run(Path(tmp) / "p.zarr", study))
+        batches = plan.batches(work, sizer, timeout=None, warnings=None, device=None)
+        results = [run_batch(study, b) for b in batches]
+        plan.store.close()
     runs = []
     for _ in range(repeat):
         with tempfile.TemporaryDirectory() as tmp:

@@ -9,17 +9,27 @@
         └── FingerprintMismatch   store made by a different study (exit 2)
 
 Task failures are not exceptions: they are data in the cube.
+
+The command line's exit codes live here too, beside the errors that map
+to them: 0 all tasks ok; 3 finished with failed tasks; 2 bad input
+(nothing written); 130 interrupted (store consistent, resumable).
 """
 
 from __future__ import annotations
 
 __all__ = [
+    "EXIT_BAD_INPUT",
+    "EXIT_FAILED",
+    "EXIT_INTERRUPTED",
+    "EXIT_OK",
     "FingerprintMismatch",
     "SimstudyError",
     "StoreError",
     "StudyError",
     "UsageError",
 ]
+
+EXIT_OK, EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INTERRUPTED = 0, 2, 3, 130
 
 
 class SimstudyError(Exception):

@@ -1,4 +1,4 @@
-"""Design points, task <-> (point, replicate, method) arithmetic, batches.
+"""Design points, and batches of consecutive replicates aligned to store chunks.
 
 Layers: imports ``simstudy.study`` and ``simstudy.errors`` (and numpy).
 """
@@ -14,7 +14,7 @@ import numpy as np
 
 from simstudy.study import Level, Study
 
-__all__ = ["Batch", "batch_runs", "points", "task_index", "task_of"]
+__all__ = ["Batch", "batch_runs", "chunk_replicates", "points"]
 
 CHUNK_REPLICATES = 8192  # replicate chunk of status, timings and scalar outputs
 CHUNK_METHODS = 8  # method chunk of every store array
@@ -78,18 +78,6 @@ def points(study: Study) -> list[dict[str, Level]]:
         dict(zip(names, combo, strict=True))
         for combo in itertools.product(*study.factors.values())
     ]
-
-
-def task_index(p: int, r: int, m: int, *, replicates: int, methods: int) -> int:
-    """Return the flat task number, point-major and method-minor."""
-    return (p * replicates + r) * methods + m
-
-
-def task_of(task: int, *, replicates: int, methods: int) -> tuple[int, int, int]:
-    """Return (point, replicate, method) of a flat task number."""
-    pr, m = divmod(task, methods)
-    p, r = divmod(pr, replicates)
-    return p, r, m
 
 
 def _row_codes(pending: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:

@@ -12,17 +12,14 @@ from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
-from numpy.random import MT19937, PCG64, Generator, SeedSequence
+from numpy.random import MT19937, PCG64, Generator
 
 __all__ = [
     "MTChain",
     "Reseeder",
-    "data_generator",
     "jump_index",
     "key",
-    "method_generator",
     "pcg64_base",
-    "pcg64_jumped",
     "spawn_states",
     "spawn_words",
 ]
@@ -56,16 +53,6 @@ def key(obj: Any) -> int:
 def point_key(point: Mapping[str, Any]) -> int:
     """Return the key of a design point (factor name -> level)."""
     return key(dict(point))
-
-
-def data_generator(seed: int, pkey: int, replicate: int) -> Generator:
-    """Return the data stream of (point, replicate) under the spawn scheme."""
-    return Generator(PCG64(SeedSequence(seed, spawn_key=(pkey, replicate))))
-
-
-def method_generator(seed: int, pkey: int, replicate: int, mkey: int) -> Generator:
-    """Return the method stream of (point, replicate, method) under spawn."""
-    return Generator(PCG64(SeedSequence(seed, spawn_key=(pkey, replicate, mkey))))
 
 
 def _words(n: int) -> list[int]:
@@ -216,23 +203,11 @@ def jump_index(p: int, r: int, slot: int, *, replicates: int, methods: int) -> i
     return (p * replicates + r) * (methods + 1) + slot
 
 
-def pcg64_jumped(seed: int, k: int) -> Generator:
-    """Return ``Generator(PCG64(seed).jumped(k))`` without rebuilding from entropy."""
-    return Reseeder().pcg64_jumped(pcg64_base(seed), k)
-
-
 def _mt_state(row: np.ndarray[Any, Any]) -> Any:
     return {
         "bit_generator": "MT19937",
         "state": {"key": row[:624].astype(np.uint32), "pos": int(row[624])},
     }
-
-
-def mt_generator(state: np.ndarray[Any, Any]) -> Generator:
-    """Return a Generator on an MT19937 state row (624 key words + position)."""
-    bg = MT19937(0)
-    bg.state = _mt_state(state)
-    return Generator(bg)
 
 
 class MTChain:

@@ -5,6 +5,7 @@ Layers: imports only ``simstudy.errors`` (and numpy).
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import inspect
 import math
@@ -505,6 +506,29 @@ class Study:
                     f"known names: {sorted(known)}.",
                     hint="rename the parameter to a factor name or give it a default",
                 )
+
+    def derive(
+        self, *, replicates: int | None = None, scheme: str | None = None
+    ) -> Study:
+        """Return a copy with another replicate count or stream scheme.
+
+        A run that overrides either (``--replicates``, ``--rng``) works on
+        such a copy: the study object the user holds is never changed.
+        """
+        new = copy.copy(self)
+        new.methods = list(self.methods)
+        new.fixed_inputs = dict(self.fixed_inputs)
+        if replicates is not None:
+            new.replicates = int(replicates)
+        if scheme is not None:
+            if scheme not in SCHEMES:
+                raise StudyError(
+                    f"rng scheme {scheme!r} is unknown; expected one of "
+                    f"{list(SCHEMES)}.",
+                    hint='use rng="spawn" unless you need the jump recipe',
+                )
+            new.scheme = scheme
+        return new
 
     # ---- derived -----------------------------------------------------
     @property

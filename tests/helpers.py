@@ -8,10 +8,37 @@ from pathlib import Path
 
 import numpy as np
 import xarray as xr
+from numpy.random import MT19937, PCG64, Generator, SeedSequence
 
 from simstudy.store import open_results
 
 FIXED = ("status", "seconds", "started", "worker", "warnings")
+
+
+def data_generator(seed: int, pkey: int, replicate: int) -> Generator:
+    """The data stream of (point, replicate) under the spawn scheme, the plain
+    numpy way (docs/streams.md)."""
+    return Generator(PCG64(SeedSequence(seed, spawn_key=(pkey, replicate))))
+
+
+def method_generator(seed: int, pkey: int, replicate: int, mkey: int) -> Generator:
+    """The method stream of (point, replicate, method) under spawn."""
+    return Generator(PCG64(SeedSequence(seed, spawn_key=(pkey, replicate, mkey))))
+
+
+def pcg64_jumped(seed: int, k: int) -> Generator:
+    """Stream k of the pcg64-jump scheme, the plain numpy way."""
+    return Generator(PCG64(seed).jumped(k))
+
+
+def mt_generator(row: np.ndarray) -> Generator:
+    """A Generator on an MT19937 state row (624 key words + position)."""
+    bg = MT19937(0)
+    bg.state = {
+        "bit_generator": "MT19937",
+        "state": {"key": row[:624].astype(np.uint32), "pos": int(row[624])},
+    }
+    return Generator(bg)
 
 
 def assert_store_consistent(path: str | Path) -> xr.Dataset:

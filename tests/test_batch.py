@@ -7,10 +7,13 @@ from typing import Any
 import numpy as np
 import pytest
 
-from simstudy.batch import FAILED, OK, _to_outputs, run_batch
+from simstudy.backends.numpy import run_batch
+from simstudy.cube import FAILED, OK
 from simstudy.grid import Batch
-from simstudy.streams import data_generator, key, method_generator, point_key
+from simstudy.outputs import OutputSpecs, to_outputs
+from simstudy.streams import key, point_key
 from simstudy.study import Study
+from tests.helpers import data_generator, method_generator
 
 
 def _study(returns: list[Any]) -> Study:
@@ -38,11 +41,11 @@ def _run(returns: list[Any]) -> Any:
 
 def _per_value(returns: list[Any]) -> list[dict[str, np.ndarray[Any, Any]] | str]:
     """The slow path's verdict for each value on its own, in order."""
-    specs: dict[str, tuple[int, ...]] = {}
+    specs = OutputSpecs()
     out: list[dict[str, np.ndarray[Any, Any]] | str] = []
     for v in returns:
         try:
-            out.append(_to_outputs("table", v, specs, {"n": 3}))
+            out.append(to_outputs("table", v, specs, {"n": 3}))
         except Exception as exc:
             out.append(str(exc))
     return out
@@ -71,7 +74,7 @@ CASES = {
 def test_batch_outputs_equal_the_per_value_rules(returns: list[Any]) -> None:
     result = _run(returns)
     expected = _per_value(returns)
-    messages = iter(f["message"] for f in result.failures)
+    messages = iter(f.message for f in result.failures)
     for i, verdict in enumerate(expected):
         if isinstance(verdict, str):
             assert result.status[i, 0] == FAILED

@@ -98,13 +98,13 @@ def test_progress_eta_ignores_the_start_up(monkeypatch):
     import io
     import time
 
-    from simstudy import cli
+    from simstudy.cli.progress import ProgressPrinter
     from simstudy.runner import Progress
 
     clock = [100.0]
     monkeypatch.setattr(time, "monotonic", lambda: clock[0])
     out = io.StringIO()
-    printer = cli._ProgressPrinter(out)
+    printer = ProgressPrinter(out)
     printer(Progress(done=12, total=1012, failed=0, elapsed=1.5))
     clock[0] += 10.0
     printer(Progress(done=512, total=1012, failed=0, elapsed=11.5))
@@ -135,7 +135,7 @@ def test_progress_on_a_terminal_is_one_live_bar(monkeypatch):
     import io
     import time
 
-    from simstudy import cli
+    from simstudy.cli.progress import ProgressPrinter
     from simstudy.runner import Progress
 
     class Terminal(io.StringIO):
@@ -145,7 +145,7 @@ def test_progress_on_a_terminal_is_one_live_bar(monkeypatch):
     clock = [0.0]
     monkeypatch.setattr(time, "monotonic", lambda: clock[0])
     out = Terminal()
-    printer = cli._ProgressPrinter(out)
+    printer = ProgressPrinter(out)
     for done in (0, 250, 500, 1000):
         clock[0] += 1.0
         printer(Progress(done=done, total=1000, failed=2, elapsed=clock[0]))

@@ -11,7 +11,9 @@ HEAVY = ("xarray", "zarr", "matplotlib", "jax", "dask", "distributed")
 
 
 @pytest.mark.parametrize(
-    "module", ["simstudy", "simstudy.batch"], ids=["package", "batch"]
+    "module",
+    ["simstudy", "simstudy.backends.numpy", "simstudy.worker"],
+    ids=["package", "numpy-backend", "worker"],
 )
 def test_light_imports(module):
     code = (

@@ -135,7 +135,7 @@ def test_cells_match_an_unvectorised_computation_with_the_documented_keys(tmp_pa
 
 
 def test_float_factors_share_one_compile_and_python_control_flow_still_works(tmp_path):
-    from simstudy.executors.jax import _kernels_for
+    from simstudy.backends.jax import kernels_for
 
     extra = """
     @study.method
@@ -147,7 +147,7 @@ def test_float_factors_share_one_compile_and_python_control_flow_still_works(tmp
     study = simstudy.load_study(write(tmp_path, replicates=20, extra=extra))
     store = tmp_path / "s.zarr"
     assert simstudy.run(study, store=store).exit_code == 0
-    ks = _kernels_for(study, None)
+    ks = kernels_for(study, None)
     compiled = [k for k in ks.cache.values() if k.run is not None]
     # per n: one data kernel and one of each of mean, med, noisy (shared by
     # both eps levels), and branchy once per (n, eps)
@@ -316,7 +316,7 @@ def test_compiled_kernels_are_kept_between_runs(tmp_path, monkeypatch):
         [
             sys.executable,
             "-c",
-            "from simstudy.executors.jax import cache_dir;print(cache_dir())",
+            "from simstudy.backends.jax import cache_dir;print(cache_dir())",
         ],
         env=env,
         capture_output=True,

@@ -304,26 +304,13 @@ def test_jump_scheme_refuses_extension(tmp_path):
         simstudy.run(path, store=tmp_path / "s.zarr", scheduler="synchronous")
 
 
-def test_task_numbering_is_point_major_method_minor():
-    from simstudy.grid import task_index, task_of
-
-    seen = []
-    for p in range(3):
-        for r in range(4):
-            for m in range(2):
-                t = task_index(p, r, m, replicates=4, methods=2)
-                assert task_of(t, replicates=4, methods=2) == (p, r, m)
-                seen.append(t)
-    assert seen == list(range(24))
-
-
 def test_mt19937_resume_starts_from_a_saved_state(tmp_path, monkeypatch):
     """The chain is walked once: a resume seeks to the last saved state before
     the first pending stream instead of jumping from the seed."""
     import zarr
 
-    monkeypatch.setattr(simstudy.store, "CHUNK_REPLICATES", 4)  # small chunks
-    monkeypatch.setattr(simstudy.runner, "MT_CHECKPOINT_EVERY", 3)  # per replicate
+    monkeypatch.setattr(simstudy.store.layout, "CHUNK_REPLICATES", 4)  # small chunks
+    monkeypatch.setattr(simstudy.plan, "MT_CHECKPOINT_EVERY", 3)  # per replicate
     path = write(tmp_path, replicates=10, methods=("mean", "boot"))
     path.write_text(path.read_text().replace("seed=1)", "seed=1, rng='mt19937-jump')"))
     ref, store = tmp_path / "ref.zarr", tmp_path / "s.zarr"

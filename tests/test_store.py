@@ -14,7 +14,7 @@ import zarr
 
 import simstudy
 from simstudy import grid
-from simstudy.batch import run_batch
+from simstudy.backends.numpy import run_batch
 from simstudy.store import Store
 from tests.helpers import assert_store_consistent, cube_digest
 from tests.studies import GOOD_STUDY
@@ -28,7 +28,7 @@ def _open(tmp_path, write_study):
 def test_a_lone_result_reaches_the_disk_within_flush_seconds(
     tmp_path, write_study, monkeypatch
 ):
-    monkeypatch.setattr(simstudy.store, "FLUSH_SECONDS", 0.2)
+    monkeypatch.setattr(simstudy.store.writer, "FLUSH_SECONDS", 0.2)
     study, st = _open(tmp_path, write_study)
     try:
         points = grid.points(study)
@@ -50,7 +50,7 @@ def test_unreadable_mt19937_checkpoints_are_ignored(tmp_path, write_study):
     _, st = _open(tmp_path, write_study)
     try:
         st.save_mt_checkpoint(3, 5, np.arange(625, dtype=np.int64))
-        folder = st._mt_folder(3)
+        folder = next((st.path / ".simstudy" / "mt19937").iterdir())
         (folder / "6.npy").write_bytes(b"not numpy")
         with open(folder / "7.npy", "wb") as f:  # a pickle must never be loaded
             np.save(f, np.array([object()]), allow_pickle=True)
@@ -67,7 +67,9 @@ def test_unreadable_mt19937_checkpoints_are_ignored(tmp_path, write_study):
 def test_damaged_chunks_are_found_on_resume_and_only_their_tasks_rerun(
     tmp_path, write_study, monkeypatch
 ):
-    monkeypatch.setattr(simstudy.store, "CHUNK_REPLICATES", 2)  # 2 chunks a point
+    monkeypatch.setattr(
+        simstudy.store.layout, "CHUNK_REPLICATES", 2
+    )  # 2 chunks a point
     path = write_study(GOOD_STUDY)  # 4 points x 4 replicates x 2 methods
     reference, store = tmp_path / "ref.zarr", tmp_path / "s.zarr"
     simstudy.run(path, store=reference, scheduler="synchronous")
@@ -104,10 +106,10 @@ def test_a_failing_write_is_a_clear_error_and_the_run_resumes(
     consistent store, and a later run finishes with the reference cube."""
     import errno
 
-    from simstudy.chunkio import ChunkedArray
     from simstudy.errors import StoreError
+    from simstudy.store.chunks import ChunkedArray
 
-    monkeypatch.setattr(simstudy.store, "CHUNK_REPLICATES", 2)
+    monkeypatch.setattr(simstudy.store.layout, "CHUNK_REPLICATES", 2)
     path = write_study(GOOD_STUDY)
     reference, store = tmp_path / "ref.zarr", tmp_path / "s.zarr"
     simstudy.run(path, store=reference, scheduler="synchronous")

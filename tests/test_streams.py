@@ -16,16 +16,20 @@ from numpy.random import MT19937, PCG64, Generator, SeedSequence
 from simstudy.streams import (
     MTChain,
     Reseeder,
-    data_generator,
     jump_index,
     key,
-    method_generator,
-    mt_generator,
     pcg64_base,
-    pcg64_jumped,
     point_key,
     spawn_states,
 )
+from tests.helpers import data_generator, method_generator, mt_generator
+
+
+def pcg64_jumped(seed: int, k: int) -> Generator:
+    """The engine's way to stream k of pcg64-jump: a state advance on a reused
+    bit generator from the seed's cached base state."""
+    return Reseeder().pcg64_jumped(pcg64_base(seed), k)
+
 
 GOLDEN = json.loads(
     (Path(__file__).parent / "data" / "golden_streams.json").read_text()

@@ -1,44 +1,68 @@
 """Executors: run batches, yield their results, a bounded window in flight.
 
-Every executor implements :class:`Executor`; each executor module's
-``EXECUTORS`` maps the ``--scheduler`` names it serves to factories. No
-plugin entry points.
+Every executor implements :class:`Executor`; ``SCHEDULERS`` maps each
+``--scheduler`` name to a :class:`Scheduler`: the module that serves it and
+what it can do (interrupt a hung call, count warnings, join a cluster).
+Option checks read these traits instead of comparing names. No plugin entry
+points.
 
-Layers: imports ``batch`` and ``grid``; the dask executors import dask
-inside ``simstudy.executors.dask``, the jax executor jax inside
-``simstudy.executors.jax``.
+Layers: imports ``results, outputs, grid, study, errors``; the dask
+executors import dask inside ``simstudy.executors.dask``, the jax executor
+jax inside ``simstudy.executors.jax``.
 """
 
 from __future__ import annotations
 
+import importlib
 import traceback
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
 
-from simstudy.batch import FAILED, BatchResult, Specs, worker_name
+from simstudy.cube import FAILED
 from simstudy.errors import StudyError
 from simstudy.grid import Batch
+from simstudy.outputs import OutputSpecs
+from simstudy.results import BatchResult, Failure, worker_name
 from simstudy.study import Study
 
 __all__ = [
     "MAX_ATTEMPTS",
     "SCHEDULERS",
     "Executor",
+    "Scheduler",
     "WorkerDied",
-    "batch_runner",
     "failed_result",
-    "installed_runner",
+    "make_executor",
     "study_payload",
 ]
 
-SCHEDULERS = ("processes", "distributed", "threads", "synchronous", "jax")
-# the module that serves each scheduler name (imported only when used)
-_MODULES = dict.fromkeys(SCHEDULERS[:4], "simstudy.executors.dask")
-_MODULES["jax"] = "simstudy.executors.jax"
-BatchRunner = Callable[[Study, Batch, Specs | None], BatchResult]
 
+@dataclass(frozen=True, slots=True)
+class Scheduler:
+    """A ``--scheduler`` name: where it runs batches and what it can do."""
+
+    name: str
+    module: str  # serves it: ``EXECUTORS[name]`` there builds the executor
+    timeout: bool = False  # can interrupt a hung user call (SIGALRM, main thread)
+    warnings: bool = True  # can count warnings per task (filters are per process)
+    remote: bool = False  # takes --address / --cluster
+    early: bool = False  # worth starting before the store is opened
+
+
+_DASK, _JAX = "simstudy.executors.dask", "simstudy.executors.jax"
+SCHEDULERS: dict[str, Scheduler] = {
+    s.name: s
+    for s in (
+        Scheduler("processes", _DASK, timeout=True, early=True),
+        Scheduler("distributed", _DASK, remote=True),
+        Scheduler("threads", _DASK, warnings=False),
+        Scheduler("synchronous", _DASK, timeout=True),
+        Scheduler("jax", _JAX, warnings=False),
+    )
+}
 
 MAX_ATTEMPTS = 3  # a task that kills its worker this often is recorded failed
 
@@ -61,7 +85,7 @@ class Executor(Protocol):
     description: str
 
     def results(
-        self, batches: Iterator[Batch], specs: Callable[[], Specs]
+        self, batches: Iterator[Batch], specs: Callable[[], OutputSpecs]
     ) -> Iterator[BatchResult]:
         """Submit batches (a bounded window at a time), yield finished results."""
         ...
@@ -101,13 +125,7 @@ def failed_result(
         np.full((b, k), np.nan, np.float64),
         {},
         [
-            {
-                "replicate": r,
-                "method": method_names[m],
-                "type": type(exc).__name__,
-                "message": message[:2000],
-                "traceback": "",
-            }
+            Failure(r, method_names[m], type(exc).__name__, message[:2000])
             for r in range(batch.start, batch.stop)
             for m in batch.methods
         ],
@@ -153,30 +171,6 @@ def study_payload(study: Study) -> bytes:
 
 def make_executor(name: str, **options: Any) -> Executor:
     """Build the executor registered under ``name``."""
-    import importlib
-
-    module = importlib.import_module(_MODULES[name])
+    module = importlib.import_module(SCHEDULERS[name].module)
     executor: Executor = module.EXECUTORS[name](**options)
     return executor
-
-
-def batch_runner(study: Study) -> BatchRunner:
-    """Return the function that runs one batch of ``study`` in this process."""
-    if study.backend == "jax":
-        from simstudy.executors.jax import run_jax_batch
-
-        return run_jax_batch
-    from simstudy.batch import run_batch
-
-    return run_batch
-
-
-def installed_runner(study: Study) -> Callable[[str, Batch, Specs], BatchResult]:
-    """Return the function a Dask worker calls to run a batch of ``study``."""
-    if study.backend == "jax":
-        from simstudy.executors.jax import run_installed
-
-        return run_installed
-    from simstudy.batch import run_installed
-
-    return run_installed

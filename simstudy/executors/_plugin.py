@@ -8,7 +8,7 @@ A module of its own: importing ``distributed`` costs ~0.3 s, which the
 ``processes`` scheduler's workers (they import ``simstudy.executors.dask``)
 should not pay.
 
-Layers: imports ``batch``; 3rd-party: distributed.
+Layers: imports ``worker``; 3rd-party: distributed.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import Any
 
 from distributed.diagnostics.plugin import WorkerPlugin
 
-from simstudy import batch as batch_mod
+from simstudy.worker import install, uninstall
 
 
 class InstallStudy(WorkerPlugin):
@@ -29,7 +29,7 @@ class InstallStudy(WorkerPlugin):
         self.name = f"simstudy-{token}"
 
     def setup(self, worker: Any) -> None:
-        batch_mod.install(self.token, self.payload)
+        install(self.token, self.payload)
 
     def teardown(self, worker: Any) -> None:
-        batch_mod._installed.pop(self.token, None)
+        uninstall(self.token)

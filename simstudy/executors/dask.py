@@ -7,7 +7,8 @@ The study travels to each worker once (a worker plugin, or a pool initializer),
 never once per batch. Workers run with BLAS/OpenMP threads = 1 unless the
 user set those variables.
 
-Layers: imports ``batch, grid, executors, errors``; 3rd-party: dask, distributed.
+Layers: imports ``worker, executors, outputs, results, grid, study, errors``;
+3rd-party: dask, distributed.
 """
 
 from __future__ import annotations
@@ -26,17 +27,12 @@ from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Any
 
-from simstudy import batch as batch_mod
-from simstudy.batch import BatchResult, Specs
+from simstudy import worker
 from simstudy.errors import UsageError
-from simstudy.executors import (
-    MAX_ATTEMPTS,
-    WorkerDied,
-    failed_result,
-    installed_runner,
-    study_payload,
-)
+from simstudy.executors import MAX_ATTEMPTS, WorkerDied, failed_result, study_payload
 from simstudy.grid import Batch
+from simstudy.outputs import OutputSpecs
+from simstudy.results import BatchResult
 from simstudy.study import Study
 
 __all__ = ["EXECUTORS"]
@@ -48,7 +44,7 @@ THREAD_VARS = (
     "VECLIB_MAXIMUM_THREADS",
     "NUMEXPR_NUM_THREADS",
 )
-SpecsFn = Callable[[], Specs]
+SpecsFn = Callable[[], OutputSpecs]
 
 
 def worker_env() -> dict[str, str]:
@@ -99,7 +95,7 @@ class _WindowedExecutor:
         """Batches to keep in flight now (a cluster's follows its workers)."""
         return self.window
 
-    def _submit(self, batch: Batch, specs: Specs) -> Any:
+    def _submit(self, batch: Batch, specs: OutputSpecs) -> Any:
         raise NotImplementedError
 
     def _wait(self, futures: set[Any]) -> set[Any]:
@@ -188,7 +184,7 @@ def _init_worker(token: str, payload: bytes, driver: int) -> None:
     (else the first batch pays ~0.1 s for it), then install the study."""
     import dask.local  # noqa: F401
 
-    batch_mod.install_worker(token, payload, driver)
+    worker.install_worker(token, payload, driver)
 
 
 class LocalSchedulerExecutor(_WindowedExecutor):
@@ -217,7 +213,7 @@ class LocalSchedulerExecutor(_WindowedExecutor):
             import dask.multiprocessing  # noqa: F401  (here, not in the first batch)
         else:
             payload = self.payload
-            batch_mod.install(self.token, payload)
+            worker.install(self.token, payload)
             if scheduler == "threads":
                 self.pool = cf.ThreadPoolExecutor(max_workers=n)
         self.feeders = cf.ThreadPoolExecutor(max_workers=self.window)
@@ -234,7 +230,7 @@ class LocalSchedulerExecutor(_WindowedExecutor):
             # spawn the workers now (they import and install the study while
             # the driver goes on, e.g. creating the store); wait() waits for
             # the first, so a broken environment fails there
-            self.warming = [self.pool.submit(batch_mod.ready) for _ in range(self.n)]
+            self.warming = [self.pool.submit(worker.ready) for _ in range(self.n)]
 
     def _died(self, exc: BaseException) -> bool:
         return isinstance(exc, BrokenProcessPool)
@@ -268,9 +264,9 @@ class LocalSchedulerExecutor(_WindowedExecutor):
                 future.result()
             self.warming = []
 
-    def _compute(self, batch: Batch, specs: Specs) -> BatchResult:
+    def _compute(self, batch: Batch, specs: OutputSpecs) -> BatchResult:
         key = f"batch-{batch.point}-{batch.start}"
-        dsk = {key: (batch_mod.run_installed, self.token, batch, specs)}
+        dsk = {key: (worker.run_installed, self.token, batch, specs)}
         if self.scheduler == "processes":
             import dask.multiprocessing
 
@@ -283,7 +279,7 @@ class LocalSchedulerExecutor(_WindowedExecutor):
 
         return dask.local.get_sync(dsk, key)  # type: ignore[no-any-return]
 
-    def _submit(self, batch: Batch, specs: Specs) -> Any:
+    def _submit(self, batch: Batch, specs: OutputSpecs) -> Any:
         if self.scheduler == "synchronous":
             f: cf.Future[BatchResult] = cf.Future()
             try:
@@ -296,7 +292,7 @@ class LocalSchedulerExecutor(_WindowedExecutor):
     def close(self) -> None:
         self.feeders.shutdown(wait=False, cancel_futures=True)
         self._stop_pool()
-        batch_mod._installed.pop(self.token, None)
+        worker.uninstall(self.token)
 
 
 class DistributedExecutor(_WindowedExecutor):
@@ -376,7 +372,6 @@ class DistributedExecutor(_WindowedExecutor):
         from simstudy.executors._plugin import InstallStudy
 
         self.token = uuid.uuid4().hex
-        self.run_installed = installed_runner(study)  # numpy or jax batches
         self.plugin = InstallStudy(self.token, payload or study_payload(study))
         self.client.register_plugin(self.plugin)
         where = "LocalCluster" if address is None else address
@@ -407,9 +402,9 @@ class DistributedExecutor(_WindowedExecutor):
                     self.window = 2 * n + 1
         return self.window
 
-    def _submit(self, batch: Batch, specs: Specs) -> Any:
+    def _submit(self, batch: Batch, specs: OutputSpecs) -> Any:
         future = self.client.submit(
-            self.run_installed, self.token, batch, specs, pure=False
+            worker.run_installed, self.token, batch, specs, pure=False
         )
         self.finished.add(future)
         return future

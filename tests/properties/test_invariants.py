@@ -5,13 +5,12 @@ from __future__ import annotations
 import textwrap
 from pathlib import Path
 
-import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import simstudy
-from simstudy import grid
-from simstudy.batch import run_batch
+from simstudy.backends.numpy import run_batch
+from simstudy.plan import BatchSizer, Plan
 from tests.helpers import assert_store_consistent, cube_digest
 
 SOURCE = """
@@ -74,16 +73,16 @@ def test_batch_size_and_interruption_change_no_number(
     study = simstudy.load_study(path)
     store = simstudy.store.Store.open_for_run(b, study, restart=True)
     try:
-        pidx = [store.point_index(p) for p in grid.points(study)]
-        midx = store.method_index(study.method_names)
-        pending = [np.ones((study.replicates, 2), bool) for _ in pidx]
-        sizer = simstudy.runner.BatchSizer(
+        plan = Plan(study, store)
+        work = plan.round([study.replicates] * len(plan.grid), retry_failed=False)
+        assert all(mask.all() for mask in work.pending)  # a fresh store
+        sizer = BatchSizer(
             fixed=sizes[1], workers=1, rows=study.replicates, chunk=store.group_rows
         )
-        batches = simstudy.runner._batches(study, grid.points(study), pending, sizer)
+        batches = plan.batches(work, sizer, timeout=None, warnings=None, device=None)
         for _, batch in zip(range(stop_after), batches, strict=False):
             result = run_batch(study, batch)
-            store.write(result, pidx[batch.point], midx[list(batch.methods)])
+            store.write(result, plan.pidx[batch.point], plan.midx[list(batch.methods)])
     finally:
         store.close()
     simstudy.run(path, store=b, scheduler="threads", workers=2, batch_size=sizes[1])

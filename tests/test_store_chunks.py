@@ -10,7 +10,7 @@ import pytest
 import zarr
 from zarr.codecs import Crc32cCodec, ZstdCodec
 
-from simstudy.chunkio import ChunkCache, ChunkedArray, CorruptChunk
+from simstudy.store.chunks import ChunkCache, ChunkedArray, CorruptChunk
 
 
 def _array(path: Path, name: str, dtype: str, fill: Any, shape: tuple[int, ...]) -> Any:

@@ -1,0 +1,89 @@
+"""Command line: ``python -m simstudy COMMAND``; one-line errors, exit codes.
+
+::
+
+    cli/
+    ├── __init__.py   main(): parse, run the command, map errors to exit codes
+    ├── parser.py     argparse: every command and flag
+    ├── commands.py   one function per command
+    └── progress.py   the progress bar with rate and ETA
+
+Exit codes: 0 all tasks ok; 3 finished with failed tasks; 2 bad input
+(nothing written); 130 interrupted (store consistent, resumable).
+
+Layers: imports ``runner, debugging, pilot, options, store, summary, report,
+loader, executors, errors``.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import traceback
+import warnings
+from collections.abc import Sequence
+from typing import TextIO
+
+from simstudy.errors import EXIT_BAD_INPUT, EXIT_INTERRUPTED, SimstudyError
+
+__all__ = ["main"]
+
+
+def _show_warning(
+    message: Warning | str,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    file: TextIO | None = None,
+    line: str | None = None,
+) -> None:
+    """Print a warning as the CLI's one ``warning:`` line."""
+    print(f"warning: {message}", file=sys.stderr)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; return the exit code.
+
+    Warnings print as one ``warning:`` line while the command runs; the
+    process's own warning display is restored afterwards.
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    with warnings.catch_warnings():
+        warnings.showwarning = _show_warning
+        return _main(argv, debug="--debug" in argv)
+
+
+def _main(argv: list[str], *, debug: bool) -> int:
+    from simstudy.cli.commands import COMMANDS
+    from simstudy.cli.parser import build_parser
+
+    try:
+        args = build_parser().parse_args(argv)
+        return COMMANDS[args.command](args)
+    except SimstudyError as exc:
+        if debug:
+            traceback.print_exc()
+        print(f"error: {exc.message}", file=sys.stderr)
+        if exc.hint:
+            print(f"hint: {exc.hint}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print("interrupted.", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except SystemExit as exc:  # --help
+        return int(exc.code or 0)
+    except BrokenPipeError:
+        # the reader went away (`simstudy status S | head`): stop quietly; point
+        # stdout at devnull so the interpreter's final flush does not complain
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return 0
+    except Exception as exc:
+        if debug:
+            raise
+        print(f"error: internal error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        print(
+            "hint: rerun with --debug for the traceback and report it", file=sys.stderr
+        )
+        return 1

@@ -1,0 +1,440 @@
+"""The commands of ``python -m simstudy``: one function each, args -> exit code.
+
+Layers: imports ``runner, debugging, pilot, options, store, summary, report,
+loader, errors`` (each inside the command that needs it, so ``--help`` and
+``status`` stay quick).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from simstudy.cli.progress import ProgressPrinter, duration
+from simstudy.errors import EXIT_FAILED, EXIT_OK, UsageError
+
+__all__ = ["COMMANDS"]
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from simstudy.loader import load_study
+    from simstudy.runner import run
+
+    study = load_study(args.study)
+    if args.rng is not None and args.rng != study.scheme:
+        study = study.derive(scheme=args.rng)
+    err = sys.stderr
+    printer = None if args.no_progress else ProgressPrinter(err)
+
+    def started(description: str) -> None:
+        if not args.no_progress:
+            err.write(f"simstudy: running on {description}\n")
+
+    try:
+        report = run(
+            study,
+            store=args.store,
+            scheduler=args.scheduler,
+            workers=args.workers,
+            address=args.address,
+            insecure=args.insecure,
+            tls_ca_file=args.tls_ca_file,
+            tls_cert=args.tls_cert,
+            tls_key=args.tls_key,
+            cluster=args.cluster,
+            cluster_config=args.cluster_config,
+            batch_size=args.batch_size,
+            max_errors=args.max_errors,
+            task_timeout=args.task_timeout,
+            accept_version_change=args.accept_version_change,
+            warnings_as_errors=args.warnings_as_errors,
+            replicates=args.replicates,
+            retry_failed=args.retry_failed,
+            restart=args.restart,
+            recompute=args.recompute,
+            prune=args.prune,
+            target_mcse=(
+                {k: v for d in args.target_mcse for k, v in d.items()}
+                if args.target_mcse
+                else None
+            ),
+            max_replicates=args.max_replicates,
+            device=args.device,
+            on_progress=printer,
+            on_start=started,
+        )
+    finally:
+        if printer is not None:
+            printer.close()
+    print(
+        f"{report.store}: {report.ok:,} ok, {report.failed:,} failed, "
+        f"{report.pending:,} pending of {report.tasks:,} tasks; "
+        f"computed {report.computed:,} in {report.seconds:.1f} s"
+        + (
+            f" ({report.startup:.1f} s to start the workers, then "
+            f"{report.tasks_per_second:,.0f} tasks/s)"
+            if report.computed
+            else ""
+        )
+    )
+    for warning in report.warnings:
+        print(f"warning: {warning}", file=err)
+    for note in report.notes:
+        print(f"note: {note}", file=err)
+    if report.repaired:
+        shown = ", ".join(report.repaired[:5]) + (
+            " ..." if len(report.repaired) > 5 else ""
+        )
+        print(
+            f"warning: {len(report.repaired)} damaged chunk file(s) in the store "
+            f"(checksum mismatch: {shown}); their tasks were computed again.",
+            file=err,
+        )
+    if report.interrupted:
+        print(
+            "interrupted: the store is consistent; run the same command to resume.",
+            file=err,
+        )
+    elif report.stopped_on_errors:
+        print(f"stopped after {args.max_errors} failed tasks (--max-errors).", file=err)
+    if report.failed and not report.interrupted:
+        print(
+            f"hint: some tasks failed; python -m simstudy errors {report.store} groups "
+            "them, with replay commands. "
+            "--retry-failed reruns them; after editing the study use --restart.",
+            file=err,
+        )
+    return report.exit_code
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from simstudy.store import open_results
+
+    target = Path(args.target)
+    if target.suffix == ".py":
+        from simstudy.loader import load_study
+        from simstudy.options import default_store
+
+        store = Path(args.store) if args.store else default_store(load_study(target))
+    else:
+        store = target
+    ds = open_results(store)
+    from simstudy.summary import planned
+
+    status = ds["status"].values
+    factors = [d for d in ds["status"].dims if d not in ("replicate", "method")]
+    # pending = planned and not done (a --target-mcse run plans per point)
+    dims = ds["status"].dims
+    wanted = planned(ds).broadcast_like(ds["status"]).transpose(*dims).values
+    total = int(((status != 0) | wanted).sum())
+    counts = [int((status == 1).sum()), int((status == 2).sum())]
+    counts.append(int(((status == 0) & wanted).sum()))
+    print(
+        f"{store}: {counts[0]:,} ok, {counts[1]:,} failed, {counts[2]:,} pending "
+        f"of {total:,} tasks ({100 * counts[0] / max(total, 1):.1f}% ok)"
+    )
+    target = ds.attrs["simstudy"].get("target_mcse")
+    if target:
+        goals = ", ".join(f"{k} <= {v:g}" for k, v in target["targets"].items())
+        print(f"  target MCSE: {goals} (max {target['max_replicates']:,} replicates)")
+    for idx in np.ndindex(*status.shape[: len(factors)]):
+        cell, want = status[idx], wanted[idx]
+        label = ", ".join(
+            f"{f}={ds[f].values[i]}" for f, i in zip(factors, idx, strict=True)
+        )
+        line = (
+            f"  {label or 'all'}: {int((cell == 1).sum()):,} ok, "
+            f"{int((cell == 2).sum()):,} failed, "
+            f"{int(((cell == 0) & want).sum()):,} pending"
+        )
+        if target:
+            n = int(ds["target_replicates"].values[idx])
+            point = {
+                f: ds[f].values[i].item() for f, i in zip(factors, idx, strict=True)
+            }
+            state = next(
+                (e["state"] for e in target["points"] if e["point"] == point), None
+            )
+            if state == "met":
+                line += f"; target met at {n:,} replicates"
+            elif state == "max":
+                line += f"; target not met at the cap, {n:,} replicates"
+            elif state == "running":
+                line += f"; target not met yet: next round to {n:,} replicates"
+        print(line)
+    ds.close()
+    return EXIT_OK
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from simstudy.debugging import replay
+    from simstudy.loader import load_study
+    from simstudy.options import default_store
+    from simstudy.results import user_traceback
+
+    study = load_study(args.study)
+    store = Path(args.store) if args.store else default_store(study)
+    if args.store and not store.exists():
+        raise UsageError(f"--store {store}: no such store.", hint="check the path")
+    result = replay(
+        study, args.task, store=store if store.exists() else None, debugger=args.pdb
+    )
+    print(f"task {args.task}")
+    if result.error is not None:
+        print(user_traceback(result.error, study.source_file), end="")
+        print(f"the task raises {type(result.error).__name__}: {result.error}")
+        return EXIT_FAILED
+    print(f"data: {type(result.data).__name__} {np.shape(result.data)}")
+    assert result.outputs is not None
+    for name, value in result.outputs.items():
+        print(f"  {name} = {value.tolist()!r}")
+    if result.eager_difference is not None:
+        print(
+            "jax: the engine's vmapped kernel gave these; computed eagerly, "
+            f"unvectorised, they differ by at most {result.eager_difference:.3g}"
+        )
+    if result.same is None:
+        where = "no store" if not store.exists() else f"status {result.stored_status}"
+        print(f"stored: nothing to compare ({where})")
+        return EXIT_OK
+    if result.same:
+        print(f"stored in {store}: identical, bit for bit")
+        return EXIT_OK
+    assert result.stored is not None
+    for name in result.differing:
+        stored = result.stored.get(name)
+        shown = "missing" if stored is None else repr(stored.tolist())
+        print(f"  stored {name} = {shown}")
+    print(f"stored in {store}: DIFFERENT ({', '.join(result.differing)})")
+    return EXIT_FAILED
+
+
+def cmd_errors(args: argparse.Namespace) -> int:
+    from simstudy.debugging import error_groups, task_spec
+    from simstudy.store import open_results
+
+    groups = error_groups(args.store)
+    if not groups:
+        print(f"{args.store}: no failed task.")
+        return EXIT_OK
+    meta = open_results(args.store).attrs["simstudy"]
+    source = meta.get("source_file") or "STUDY.py"
+    total = sum(g.count for g in groups)
+    print(f"{args.store}: {total:,} failed task(s) in {len(groups)} group(s)")
+    for g in groups:
+        cell = ", ".join(f"{k}={v}" for k, v in g.point.items())
+        shown = ", ".join(map(str, g.replicates[:5])) + (" ..." if g.count > 5 else "")
+        print(f"\n{g.count:,} x {g.type} in method {g.method!r} at {cell}")
+        print(f"  first: {g.message[:300]}")
+        print(f"  replicates: {shown}")
+        spec = task_spec(g.point, g.replicates[0], g.method)
+        print(f"  replay: python -m simstudy replay {source} --task {spec} --pdb")
+    return EXIT_OK
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from simstudy.debugging import verify
+    from simstudy.store import open_results
+
+    study_file = args.study
+    if study_file is None:
+        study_file = open_results(args.store).attrs["simstudy"].get("source_file")
+        if not study_file or not Path(study_file).is_file():
+            raise UsageError(
+                f"{args.store} does not say which study file made it.",
+                hint="pass --study STUDY.py",
+            )
+    result = verify(
+        study_file,
+        args.store,
+        sample=args.sample,
+        scheduler=args.scheduler,
+        workers=args.workers,
+    )
+    if not result.differ:
+        print(f"{args.store}: {result.tasks:,} finished task(s) recomputed: identical")
+        return EXIT_OK
+    for method, tasks in result.differ.items():
+        print(
+            f"method {method!r} is not reproducible: {len(tasks)} recomputed "
+            f"task(s) differ, e.g. --task {tasks[0]}"
+        )
+    print(
+        "hint: use the rng argument for every random draw (not np.random.* or "
+        "random.*, not a generator you seed yourself), and no clock or thread order",
+        file=sys.stderr,
+    )
+    return EXIT_FAILED
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    from simstudy.lint import lint_study
+    from simstudy.loader import load_study
+    from simstudy.options import default_store
+    from simstudy.pilot import estimate
+
+    study = load_study(args.study)
+    if args.replicates:
+        study = study.derive(replicates=args.replicates)
+    for message in lint_study(study):
+        print(f"warning: {message}", file=sys.stderr)
+    store = Path(args.store) if args.store else default_store(study)
+    p = estimate(study, store=store, workers=args.workers)
+    levels = " x ".join(f"{f}: {len(v)}" for f, v in study.factors.items())
+    print(f"study {study.name!r} ({args.study})")
+    print(
+        f"  grid: {levels} = {study.n_points} design point(s); "
+        f"{study.replicates:,} replicates; {len(study.methods)} method(s)"
+    )
+    where = f"done in {store}" if store.exists() else f"done: {store} not created yet"
+    print(f"  tasks: {p.tasks:,} ({p.done:,} {where}; {p.tasks - p.done:,} to run)")
+    print(
+        f"  cube: {p.shape}, {p.values_per_task} output value(s) a task: about "
+        f"{p.bytes / 2**20:,.1f} MB before compression"
+    )
+    per = p.pilot_seconds / max(p.pilot_tasks, 1)
+    if study.vmap_width:  # a jax study: kernel time, the compile apart
+        per = sum(p.seconds_per_task.values()) / max(len(p.seconds_per_task), 1)
+        print(
+            f"  pilot: {p.pilot_tasks:,} task(s) here in {p.pilot_seconds:.2f} s, "
+            f"compiling included ({per * 1e6:.3g} µs a task once compiled); the "
+            f"rest would take about {duration(p.estimate)} on {p.workers} "
+            "thread(s), plus ~1 s to start and the compiles"
+        )
+    else:
+        print(
+            f"  pilot: {p.pilot_tasks} task(s) here in {p.pilot_seconds:.2f} s "
+            f"({per * 1e3:.3g} ms a task); the rest would take about "
+            f"{duration(p.estimate)} on {p.workers} worker(s), plus ~1 s to start"
+        )
+    print("nothing was written.")
+    return EXIT_OK
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from simstudy.report import write_report
+
+    target = Path(args.output)
+    if not target.parent.is_dir():
+        raise UsageError(
+            f"cannot write {target}: directory {target.parent} does not exist.",
+            hint="create it first or choose another -o",
+        )
+    path = write_report(args.store, target)
+    print(f"wrote {path} ({path.stat().st_size / 1024:,.0f} kB); open it in a browser")
+    return EXIT_OK
+
+
+SUFFIX_FORMATS = {".csv": "csv", ".json": "json", ".nc": "netcdf", ".txt": "table"}
+
+
+def cmd_summarize(args: argparse.Namespace) -> int:
+    import json
+
+    from simstudy.store import open_results
+    from simstudy.summary import summarize, to_records
+
+    fmt = args.format
+    if fmt is None:
+        suffix = Path(args.output).suffix if args.output else ""
+        fmt = SUFFIX_FORMATS.get(suffix, "table")
+    if fmt == "netcdf" and not args.output:
+        raise UsageError(
+            "--format netcdf writes a binary file; give it a name with -o.",
+            hint="write -o summary.nc",
+        )
+    if not 0 < args.alpha < 1:
+        raise UsageError(
+            f"--alpha must be between 0 and 1, got {args.alpha}.",
+            hint="write --alpha 0.05",
+        )
+    cube = open_results(args.store)
+    result = summarize(cube, reference=args.reference, alpha=args.alpha)
+    records = to_records(result)
+    if fmt == "netcdf":
+        out = result.copy()
+        out.attrs = {k: json.dumps(v) for k, v in result.attrs.items()}
+        out.to_netcdf(args.output)
+        print(f"wrote {args.output}")
+        return EXIT_OK
+    if fmt == "json":
+        text = json.dumps(
+            {
+                "measures": records,
+                "skipped": result.attrs["skipped"],
+                "outputs": result.attrs["outputs"],
+            },
+            indent=1,
+        )
+    elif fmt == "csv":
+        import csv
+        import io
+
+        buf = io.StringIO()
+        if records:
+            writer = csv.DictWriter(buf, fieldnames=list(records[0]))
+            writer.writeheader()
+            writer.writerows(records)
+        text = buf.getvalue()
+    else:
+        text = _table(records, result.attrs["skipped"])
+    if args.output:
+        Path(args.output).write_text(text)
+        print(f"wrote {args.output}")
+    else:
+        print(text, end="" if text.endswith("\n") else "\n")
+    return EXIT_OK
+
+
+def _table(records: list[dict[str, Any]], skipped: dict[str, Any]) -> str:
+    """Records as an aligned text table, one block per design point."""
+    lines: list[str] = []
+    last = None
+    fixed = {"method", "n_ok", "n_failed", "n_pending", "measure", "value", "mcse"}
+    for r in records:
+        point = ", ".join(f"{k}={v}" for k, v in r.items() if k not in fixed)
+        if point != last:
+            lines += ["", point or "all"]
+            lines.append(
+                f"  {'method':<14} {'measure':<15} {'value':>12} {'MCSE':>10}  n_ok"
+            )
+            last = point
+        mcse = "" if r["mcse"] is None else f"{r['mcse']:10.4g}"
+        pending = r["n_failed"] + r["n_pending"]
+        note = (
+            f"  ({r['n_failed']:,} failed, {r['n_pending']:,} pending)"
+            if pending
+            else ""
+        )
+        lines.append(
+            f"  {r['method']:<14} {r['measure']:<15} {r['value']:12.5g} "
+            f"{mcse:>10}  {r['n_ok']:,}{note}"
+        )
+    if skipped:
+        lines += ["", "not computed:"]
+        for measure, why in skipped.items():
+            text = (
+                why
+                if isinstance(why, str)
+                else "; ".join(f"{m}: {w}" for m, w in why.items())
+            )
+            lines.append(f"  {measure}: {text}")
+    return "\n".join(lines).lstrip("\n") + "\n"
+
+
+COMMANDS = {
+    "run": cmd_run,
+    "status": cmd_status,
+    "summarize": cmd_summarize,
+    "report": cmd_report,
+    "replay": cmd_replay,
+    "errors": cmd_errors,
+    "verify": cmd_verify,
+    "plan": cmd_plan,
+}

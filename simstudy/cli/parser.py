@@ -1,0 +1,253 @@
+"""The argument parser of ``python -m simstudy``: every command and flag.
+
+Flags are the snake_case option names in kebab-case (``--max-errors`` for
+``max_errors``); a bad argument raises UsageError, printed as one line.
+
+Layers: imports ``executors`` (the scheduler names), ``errors``.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any, NoReturn
+
+from simstudy.errors import UsageError
+from simstudy.executors import SCHEDULERS
+
+__all__ = ["Parser", "build_parser"]
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{self.prog}: {message}.", hint=f"see `{self.prog} --help`")
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a whole number, got {text!r}"
+        ) from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a number >= 1, got {value}")
+    return value
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a number of seconds, got {text!r}"
+        ) from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected seconds > 0, got {text}")
+    return value
+
+
+def _targets(text: str) -> dict[str, float]:
+    """``bias=0.005`` or ``bias=0.005,coverage=0.01``."""
+    out: dict[str, float] = {}
+    for part in text.split(","):
+        name, sep, value = part.partition("=")
+        try:
+            goal = float(value)
+        except ValueError:
+            goal = float("nan")
+        if not sep or not name.strip() or not (0 < goal < float("inf")):
+            raise argparse.ArgumentTypeError(
+                f"expected MEASURE=MCSE with MCSE > 0 (e.g. bias=0.005), got {part!r}"
+            )
+        out[name.strip()] = goal
+    return out
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``python -m simstudy``."""
+    top = Parser(
+        prog="python -m simstudy",
+        description="Run simulation studies with reproducible streams.",
+    )
+    top.add_argument("--debug", action="store_true", help="show tracebacks")
+    sub = top.add_subparsers(dest="command", required=True, parser_class=Parser)
+    _add_run(sub)
+    _add_other(sub)
+    return top
+
+
+def _add_run(sub: Any) -> None:
+    """The ``run`` command: every option of ``simstudy.run``."""
+    run = sub.add_parser("run", help="run or resume a study")
+    run.add_argument("study", help="the study file (.py)")
+    run.add_argument("--store", help="zarr store (default ./<study-stem>.zarr)")
+    where = run.add_mutually_exclusive_group()
+    where.add_argument(
+        "--scheduler",
+        default=None,
+        choices=list(SCHEDULERS),
+        help="where tasks run (default: processes, one worker process per core; "
+        "jax, in this process, for backend='jax' studies)",
+    )
+    where.add_argument(
+        "--address", help="tcp://HOST:PORT or tls://HOST:PORT of a Dask scheduler"
+    )
+    where.add_argument(
+        "--cluster",
+        choices=["slurm"],
+        help="start a cluster: slurm (dask-jobqueue; settings in --cluster-config)",
+    )
+    run.add_argument(
+        "--cluster-config",
+        metavar="FILE",
+        help="TOML settings for --cluster (default ./simstudy-cluster.toml)",
+    )
+    run.add_argument("--tls-ca-file", metavar="PEM", help="CA file for tls://")
+    run.add_argument("--tls-cert", metavar="PEM", help="client certificate for tls://")
+    run.add_argument("--tls-key", metavar="PEM", help="client private key for tls://")
+    run.add_argument(
+        "--insecure",
+        action="store_true",
+        help="allow plain tcp:// to a non-loopback scheduler",
+    )
+    run.add_argument(
+        "--workers", type=_positive, help="worker processes (default: cores)"
+    )
+    run.add_argument(
+        "--rng",
+        choices=["spawn", "pcg64-jump", "mt19937-jump"],
+        help="override the study's stream scheme",
+    )
+    run.add_argument("--batch-size", type=_positive, help="replicates per batch")
+    run.add_argument(
+        "--device",
+        choices=["cpu", "gpu"],
+        help="backend='jax' studies: the JAX device (default: JAX's, a GPU if any)",
+    )
+    run.add_argument(
+        "--max-errors", type=_positive, help="stop cleanly after N failed tasks"
+    )
+    run.add_argument(
+        "--replicates",
+        type=_positive,
+        metavar="N",
+        help="override the study's replicate count (more extends the store)",
+    )
+    run.add_argument(
+        "--target-mcse",
+        type=_targets,
+        action="append",
+        metavar="MEASURE=MCSE",
+        help="run replicates in rounds (the first: the study's count) until "
+        "every method's Monte Carlo SE of MEASURE is <= MCSE at each design "
+        "point, e.g. bias=0.005; repeat or comma-separate for several",
+    )
+    run.add_argument(
+        "--max-replicates",
+        type=_positive,
+        metavar="M",
+        help="with --target-mcse: stop a design point at M replicates "
+        "(default 100 x the first round)",
+    )
+    run.add_argument(
+        "--warnings-as-errors",
+        action="store_true",
+        help="a task that emits a warning is a failed task",
+    )
+    run.add_argument(
+        "--accept-version-change",
+        action="store_true",
+        help="go on although numpy/jax changed and finished tasks recompute "
+        "differently (the cube then mixes both versions)",
+    )
+    run.add_argument(
+        "--task-timeout",
+        type=_seconds,
+        metavar="SECONDS",
+        help="record a data/method call running longer as a failed task "
+        "(processes and synchronous schedulers)",
+    )
+    run.add_argument("--retry-failed", action="store_true", help="rerun failed tasks")
+    run.add_argument(
+        "--recompute",
+        action="append",
+        default=[],
+        metavar="METHOD",
+        help="discard METHOD's stored results and compute them again (after "
+        "its code changed); repeat for several methods",
+    )
+    run.add_argument(
+        "--prune",
+        action="store_true",
+        help="delete stored levels and methods the study no longer has "
+        "(default: kept, hidden from status/summarize/report)",
+    )
+    run.add_argument(
+        "--restart",
+        action="store_true",
+        help="discard the store's contents and start over",
+    )
+    run.add_argument("--no-progress", action="store_true", help="no progress output")
+    run.add_argument("--debug", action="store_true", help="show tracebacks")
+
+
+def _add_other(sub: Any) -> None:
+    """The commands that read a store or a study: status ... report."""
+    status = sub.add_parser("status", help="show a store's progress")
+    status.add_argument("target", help="a study file (.py) or a store (.zarr)")
+    status.add_argument("--store", help="the store, when TARGET is a study file")
+    status.add_argument("--debug", action="store_true", help="show tracebacks")
+    summ = sub.add_parser("summarize", help="performance measures with Monte Carlo SEs")
+    summ.add_argument("store", help="the store (.zarr)")
+    summ.add_argument(
+        "--format",
+        choices=["table", "csv", "json", "netcdf"],
+        default=None,
+        help="default: table, or from the -o file's suffix",
+    )
+    summ.add_argument("-o", "--output", help="write to this file (netcdf needs it)")
+    summ.add_argument("--reference", help="method for relative precision")
+    summ.add_argument(
+        "--alpha", type=float, default=0.05, help="test level for power (0.05)"
+    )
+    summ.add_argument("--debug", action="store_true", help="show tracebacks")
+    rpl = sub.add_parser("replay", help="rerun one task here, with its streams")
+    rpl.add_argument("study", help="the study file (.py)")
+    rpl.add_argument(
+        "--task",
+        required=True,
+        help="every factor, the replicate and the method: "
+        "n=100,eps=0.1,replicate=17,method=median",
+    )
+    rpl.add_argument("--store", help="compare with this store (default ./<stem>.zarr)")
+    rpl.add_argument("--pdb", action="store_true", help="debug the task's exception")
+    rpl.add_argument("--debug", action="store_true", help="show tracebacks")
+    err_p = sub.add_parser("errors", help="failed tasks, grouped, with replay commands")
+    err_p.add_argument("store", help="the store (.zarr)")
+    err_p.add_argument("--debug", action="store_true", help="show tracebacks")
+    ver = sub.add_parser("verify", help="recompute finished tasks, compare bit for bit")
+    ver.add_argument("store", help="the store (.zarr)")
+    ver.add_argument(
+        "--study", help="the study file (default: the one that made the store)"
+    )
+    ver.add_argument("--sample", type=_positive, default=20, help="replicates (20)")
+    ver.add_argument(
+        "--scheduler",
+        choices=list(SCHEDULERS),
+        default=None,
+        help="where to recompute (default: in this process)",
+    )
+    ver.add_argument("--workers", type=_positive, help="worker processes")
+    ver.add_argument("--debug", action="store_true", help="show tracebacks")
+    pln = sub.add_parser("plan", help="what a run would do: tasks, size, time")
+    pln.add_argument("study", help="the study file (.py)")
+    pln.add_argument("--store", help="the store (default ./<stem>.zarr)")
+    pln.add_argument("--replicates", type=_positive, metavar="N", help="as for run")
+    pln.add_argument("--workers", type=_positive, help="worker processes (cores)")
+    pln.add_argument("--debug", action="store_true", help="show tracebacks")
+    rep = sub.add_parser("report", help="write a self-contained HTML report")
+    rep.add_argument("store", help="the store (.zarr)")
+    rep.add_argument(
+        "-o", "--output", default="report.html", help="the HTML file (report.html)"
+    )
+    rep.add_argument("--debug", action="store_true", help="show tracebacks")

@@ -1,0 +1,39 @@
+"""The zarr result store: the only code that writes a store.
+
+::
+
+    store/
+    ├── store.py        Store: open a store for a run (lock, reconcile,
+    │                   integrity), take batches, close
+    ├── layout.py       the zarr group: coordinates, arrays, metadata I/O
+    ├── meta.py         StoreMeta: attrs["simstudy"], typed; library versions
+    ├── writer.py       the buffered writer: chunks by group, status last
+    ├── chunks.py       one chunk file: bytes + zstd + crc32c, atomic rename
+    ├── records.py      failure and warning records (JSON beside the cube)
+    ├── reconcile.py    fingerprint compare, grow, reset, hide, prune
+    ├── integrity.py    codec check (no code from a store), damaged chunks
+    ├── checkpoints.py  mt19937-jump chain states
+    ├── lock.py         one run per store
+    └── reading.py      open_results, read_failures, read_warnings
+
+A batch's outputs are written before its status: status is the commit mark.
+Failure details live in ``<store>/.simstudy/failures/*.json``; the lock is
+``<store>/.simstudy/lock``. See docs/store.md for the format.
+
+Layers: the package imports ``cube, outputs, results, grid, study, errors``
+(and zarr, numpy; xarray inside ``reading``).
+"""
+
+from __future__ import annotations
+
+from simstudy.store.checkpoints import read_mt_checkpoints
+from simstudy.store.reading import open_results, read_failures, read_warnings
+from simstudy.store.store import Store
+
+__all__ = [
+    "Store",
+    "open_results",
+    "read_failures",
+    "read_mt_checkpoints",
+    "read_warnings",
+]

@@ -1,0 +1,331 @@
+"""A store meets a study: compare fingerprints, grow, reset, hide, prune.
+
+On open, the study's fingerprint is compared with the store's: a change
+that would change numbers is refused (``FingerprintMismatch``, saying
+what); added replicates, levels and methods grow the cube; ``--recompute``
+methods are made pending; levels and methods the study dropped are hidden
+(``active`` in the metadata) or, with ``--prune``, deleted by rewriting the
+store beside itself and swapping it in.
+
+Layers: imports ``cube, study, errors`` and ``store.layout``,
+``store.records``, ``store.meta`` (and zarr, numpy).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import zarr
+
+from simstudy.cube import FIXED_VARS, METHOD, REPLICATE
+from simstudy.errors import FingerprintMismatch, UsageError
+from simstudy.store.layout import CHUNK_KEYS, COMPRESSORS, Layout, coord
+from simstudy.store.meta import META
+from simstudy.store.records import KINDS, Records, records_name
+from simstudy.study import Study
+
+__all__ = ["compare", "finish_prune", "prune", "reconcile", "set_active", "wipe"]
+
+
+def compare(
+    old: dict[str, Any], new: dict[str, Any], *, ignore_methods: set[str] | None = None
+) -> list[str]:
+    """Return the changes between fingerprints that would change numbers
+    (leaving out changed methods in ``ignore_methods``)."""
+    changes = []
+    backends = [fp.get("backend", {"name": "numpy"}) for fp in (old, new)]
+    if backends[0] != backends[1]:
+        changes.append(f"backend changed ({backends[0]!r} -> {backends[1]!r})")
+    for part, label in [
+        ("seed", "seed"),
+        ("scheme", "rng scheme"),
+        ("data", "data function"),
+    ]:
+        if old[part] != new[part]:
+            changes.append(f"{label} changed ({old[part]!r} -> {new[part]!r})")
+    if old["fixed"] != new["fixed"]:
+        changes.append("fixed inputs changed")
+    if set(old["factors"]) != set(new["factors"]):
+        changes.append(
+            f"factor names changed ({list(old['factors'])} -> {list(new['factors'])})"
+        )
+    for name, h in new["methods"].items():
+        if (
+            name in old["methods"]
+            and old["methods"][name] != h
+            and name not in (ignore_methods or ())
+        ):
+            changes.append(f"method {name!r} changed")
+    if new["scheme"] != "spawn" and not changes:
+        same = (
+            old["factors"] == new["factors"]
+            and old["replicates"] == new["replicates"]
+            and list(old["methods"]) == list(new["methods"])
+        )
+        if not same:
+            changes.append(
+                f"the design changed under the positional {new['scheme']!r} scheme, "
+                "which renumbers every stream"
+            )
+    return changes
+
+
+def reconcile(
+    layout: Layout, records: Records, study: Study, recompute: tuple[str, ...] = ()
+) -> None:
+    """Compare fingerprints; extend the cube with new levels/methods/replicates;
+    discard the results of the ``recompute`` methods."""
+    old = layout.meta.fingerprint
+    new = study.fingerprint()
+    unknown = [m for m in recompute if m not in study.method_names]
+    if unknown:
+        raise UsageError(
+            f"--recompute {unknown[0]}: the study has no method {unknown[0]!r}.",
+            hint=f"methods: {', '.join(study.method_names)}",
+        )
+    changed = [
+        m
+        for m, h in new["methods"].items()
+        if m in old["methods"] and old["methods"][m] != h
+    ]
+    changes = compare(old, new, ignore_methods=set(recompute))
+    if changes:
+        only_methods = all(c.startswith("method ") for c in changes)
+        names = " ".join(f"--recompute {m}" for m in changed)
+        raise FingerprintMismatch(
+            f"store {layout.path} was made by a different study: "
+            + "; ".join(changes)
+            + ".",
+            hint=(
+                f"run with {names} to recompute only that method's results "
+                "(the rest is kept), or --restart to discard everything"
+                if only_methods
+                else "run with --restart to discard it, or choose a new --store"
+            ),
+        )
+    reset = [m for m in recompute if m in layout.methods]
+    if reset:
+        _reset_methods(layout, records, reset)
+        old = layout.meta.fingerprint
+        old["methods"] = {**old["methods"], **{m: new["methods"][m] for m in reset}}
+        layout.save_meta()  # the new code's hash: only after the reset is on disk
+    _grow(layout, study, {**old["methods"], **new["methods"]})
+
+
+def _grow(layout: Layout, study: Study, methods_fp: dict[str, Any]) -> None:
+    """Add the study's new levels, methods and replicates to the cube."""
+    grew = False
+    for f in layout.factor_names:
+        extra = [lv for lv in study.factors[f] if lv not in layout.levels[f]]
+        if extra:
+            layout.levels[f] += extra
+            grew = True
+    extra_m = [m for m in study.method_names if m not in layout.methods]
+    layout.methods += extra_m
+    replicates = max(layout.replicates, study.replicates)
+    grew = grew or bool(extra_m) or replicates > layout.replicates
+    if not grew:
+        return
+    layout.replicates = replicates
+    for f in layout.factor_names:
+        coord(layout.root, f, layout.levels[f], overwrite=True)
+    coord(layout.root, REPLICATE, list(range(replicates)), overwrite=True)
+    coord(layout.root, METHOD, layout.methods, overwrite=True)
+    layout.resize()
+    fp = dict(layout.meta.fingerprint)
+    fp["factors"] = layout.levels
+    fp["methods"] = methods_fp
+    fp["replicates"] = replicates
+    layout.meta.fingerprint = fp
+    layout.save_meta()
+    layout.reopen()
+
+
+def _reset_methods(layout: Layout, records: Records, names: list[str]) -> None:
+    """Make every task of these methods pending and forget their results.
+
+    Order matters for a crash in between: status first (the tasks become
+    pending), then outputs, records and the methods' output names; the
+    caller saves the methods' new fingerprint last.
+    """
+    cols = sorted(layout.methods.index(m) for m in names)
+    nf = len(layout.factor_names)
+    order = ["status"] + [v for v in layout.var_names() if v != "status"]
+    for var in order:
+        arr = layout.array(var)
+        fill = FIXED_VARS[var][1] if var in FIXED_VARS else np.nan
+        for c in cols:
+            arr[(*([slice(None)] * (nf + 1)), c)] = fill
+    records.drop_methods(names)
+    for m in names:
+        layout.meta.outputs.pop(m, None)
+    layout.forget_specs()
+    layout.save_meta()
+
+
+def set_active(layout: Layout, study: Study) -> dict[str, Any]:
+    """Record which levels and methods the current study has: the others
+    stay in the store but are hidden from summaries (``open_results``).
+    Returns the hidden ones: ``{"levels": {factor: [...]}, "methods": [...]}``."""
+    hidden_levels = {
+        f: [lv for lv in layout.levels[f] if lv not in study.factors[f]]
+        for f in layout.factor_names
+    }
+    hidden_levels = {f: v for f, v in hidden_levels.items() if v}
+    hidden_methods = [m for m in layout.methods if m not in study.method_names]
+    active = None
+    if hidden_levels or hidden_methods:
+        active = {
+            "factors": {f: list(study.factors[f]) for f in layout.factor_names},
+            "methods": list(study.method_names),
+        }
+    if active != layout.meta.active:
+        layout.meta.active = active
+        layout.save_meta()
+    return {"levels": hidden_levels, "methods": hidden_methods}
+
+
+def prune(layout: Layout, study: Study, lock_file: Path) -> None:
+    """Rewrite the store without the levels and methods the study dropped.
+
+    The pruned copy is built beside the store (``<store>.pruning``),
+    marked complete, then swapped in; ``finish_prune`` completes or
+    discards a swap a crash interrupted, so the store is never half pruned.
+    """
+    keep = {
+        f: [i for i, lv in enumerate(layout.levels[f]) if lv in study.factors[f]]
+        for f in layout.factor_names
+    }
+    methods = [i for i, m in enumerate(layout.methods) if m in study.method_names]
+    tmp = layout.path.with_name(layout.path.name + ".pruning")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    root = zarr.open_group(str(tmp), mode="w", zarr_format=3)
+    levels = {f: [layout.levels[f][i] for i in keep[f]] for f in layout.factor_names}
+    names = [layout.methods[i] for i in methods]
+    meta = json.loads(json.dumps(layout.meta.to_json()))
+    fp = meta["fingerprint"]
+    fp["factors"] = levels
+    fp["methods"] = {m: fp["methods"][m] for m in names}
+    meta["outputs"] = {m: v for m, v in meta.get("outputs", {}).items() if m in names}
+    meta.pop("active", None)
+    attrs = dict(layout.root.attrs.asdict())
+    attrs["simstudy"] = meta
+    root.attrs.update(attrs)
+    for f in layout.factor_names:
+        coord(root, f, levels[f])
+    coord(root, REPLICATE, list(range(layout.replicates)))
+    coord(root, METHOD, names)
+    for var in layout.var_names():
+        _copy_kept(layout, root, var, keep, levels, methods)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        zarr.consolidate_metadata(str(tmp))
+    _copy_records(layout, tmp, levels, names)
+    (tmp / META).mkdir(exist_ok=True)
+    shutil.copy(lock_file, tmp / META / "lock")
+    (tmp / META / "pruned").write_text("complete\n")
+    finish_prune(layout.path)
+
+
+def _copy_kept(
+    layout: Layout,
+    root: zarr.Group,
+    var: str,
+    keep: dict[str, list[int]],
+    levels: dict[str, list[Any]],
+    methods: list[int],
+) -> None:
+    """Copy the kept levels and methods of one variable into the pruned copy."""
+    factors = layout.factor_names
+    nf = len(factors)
+    src = layout.array(var)
+    extra = tuple(src.shape[nf + 2 :])
+    dest = root.create_array(
+        var,
+        shape=(
+            *(len(levels[f]) for f in factors),
+            layout.replicates,
+            len(methods),
+            *extra,
+        ),
+        chunks=src.chunks,
+        dtype=src.dtype,
+        fill_value=src.fill_value,
+        dimension_names=src.metadata.dimension_names,
+        compressors=list(COMPRESSORS),
+        chunk_key_encoding=CHUNK_KEYS,  # type: ignore[arg-type]
+    )
+    for new in np.ndindex(*(len(keep[f]) for f in factors)):
+        old = tuple(keep[f][i] for f, i in zip(factors, new, strict=True))
+        block = src.get_orthogonal_selection(
+            (
+                *old,
+                slice(None),
+                np.array(methods, dtype=np.intp),
+                *(slice(None),) * len(extra),
+            )
+        )
+        dest[(*new, slice(None), slice(None))] = block
+
+
+def _copy_records(
+    layout: Layout, tmp: Path, levels: dict[str, list[Any]], names: list[str]
+) -> None:
+    """Copy the records of kept tasks, regrouped by their new point index."""
+    factors = layout.factor_names
+    for kind in KINDS:
+        grouped: dict[str, list[Any]] = {}
+        for rf in sorted((layout.path / META / kind).glob("*.json")):
+            for r in json.loads(rf.read_text()):
+                if r["method"] not in names or any(
+                    r[k] not in levels[k] for k in factors
+                ):
+                    continue
+                pidx = tuple(levels[k].index(r[k]) for k in factors)
+                group = (pidx, r["replicate"] // layout.group_rows)
+                grouped.setdefault(records_name(group), []).append(r)
+        if grouped:
+            (tmp / META / kind).mkdir(parents=True)
+            for name, records in grouped.items():
+                (tmp / META / kind / name).write_text(json.dumps(records))
+
+
+def finish_prune(p: Path) -> None:
+    """Swap in a complete pruned copy (``<store>.pruning``); drop leftovers.
+
+    Crash-safe order: the store moves to ``<store>.pruned-old``, the copy
+    takes its place, the old one is deleted. At any point either the old or
+    the new store is complete under one of these names.
+    """
+    tmp = p.with_name(p.name + ".pruning")
+    old = p.with_name(p.name + ".pruned-old")
+    complete = (tmp / META / "pruned").is_file()
+    if complete:
+        if p.exists() and not old.exists():
+            p.rename(old)
+        if not p.exists():
+            tmp.rename(p)
+            (p / META / "pruned").unlink()
+    if tmp.exists():
+        shutil.rmtree(tmp)  # incomplete: the store itself is untouched
+    if old.exists() and p.exists():
+        shutil.rmtree(old)
+
+
+def wipe(p: Path) -> None:
+    """Delete a store's contents but its lock (``--restart``)."""
+    for child in p.iterdir():
+        if child.name == META:
+            for sub in child.iterdir():
+                if sub.name != "lock":
+                    shutil.rmtree(sub) if sub.is_dir() else sub.unlink()
+        elif child.is_dir():
+            shutil.rmtree(child)
+        else:
+            child.unlink()

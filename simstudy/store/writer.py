@@ -1,0 +1,267 @@
+"""The store's one writer: finished batches buffered by chunk, status last.
+
+A batch's values go into in-memory chunks; a chunk is written when every
+task it covers has arrived (the runner says which ones it expects), when
+the buffer is over budget, or ``flush_seconds`` after it was first touched
+(a timer), so ``kill -9`` loses at most that much work. Within a flush,
+outputs, timings and records are written before status: status is the
+commit mark, so on disk a task is never ok before its outputs are there.
+
+Layers: imports ``cube, outputs, results, errors`` and ``store.chunks``,
+``store.layout``, ``store.records`` (and numpy).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from typing import Any
+
+import numpy as np
+
+from simstudy.cube import FAILED, FIXED_VARS, OK
+from simstudy.errors import StoreError, UsageError
+from simstudy.outputs import keys_problem, shape_problem
+from simstudy.results import BatchResult, Failure
+from simstudy.store.chunks import ChunkCache, ChunkedArray
+from simstudy.store.layout import Layout
+from simstudy.store.records import Group, Records
+
+__all__ = ["FLUSH_SECONDS", "Writer", "flush_seconds"]
+
+# buffered results reach the disk within this time (a kill -9 loses at most
+# that much work); the SIMSTUDY_FLUSH_SECONDS environment variable overrides it
+FLUSH_SECONDS = 5.0
+
+
+def flush_seconds() -> float:
+    """The flush interval: SIMSTUDY_FLUSH_SECONDS, else FLUSH_SECONDS."""
+    text = os.environ.get("SIMSTUDY_FLUSH_SECONDS")
+    if text is None:
+        return FLUSH_SECONDS
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0 < value < float("inf"):
+        raise UsageError(
+            f"SIMSTUDY_FLUSH_SECONDS must be a number of seconds > 0, got {text!r}.",
+            hint="unset it for the default (5 s)",
+        )
+    return value
+
+
+class Writer:
+    """Buffer finished batches and write them out, status last."""
+
+    def __init__(self, layout: Layout, records: Records) -> None:
+        self.layout = layout
+        self.records = records
+        self.cache = ChunkCache()
+        # per group (point index, status chunk): tasks still expected this run
+        self.expected: dict[Group, int] = {}
+        self.timer: threading.Timer | None = None
+        self.flush_seconds = flush_seconds()
+        self.lock = threading.RLock()
+
+    # ---- taking batches ------------------------------------------------
+    def expect(self, point: tuple[int, ...], pending: np.ndarray[Any, Any]) -> None:
+        """Note the tasks this run will compute at a point (replicates x methods),
+        so each status chunk is written once, when its last batch arrives."""
+        rows = self.layout.group_rows
+        counts = np.add.reduceat(pending.sum(axis=1), np.arange(0, len(pending), rows))
+        for c, count in enumerate(counts.tolist()):
+            if count:
+                self.expected[(point, c)] = count
+
+    def write(
+        self, result: BatchResult, pidx: tuple[int, ...], midx: np.ndarray[Any, Any]
+    ) -> BatchResult:
+        """Take a finished batch into the buffer (see ``flush`` for the order).
+
+        Outputs are checked once more against what the store knows (a batch
+        sent before a method's first result arrived could not be): a task
+        whose outputs differ from the store's is recorded failed.
+        """
+        with self.lock:
+            return self._write(result, pidx, midx)
+
+    def _write(
+        self, result: BatchResult, pidx: tuple[int, ...], midx: np.ndarray[Any, Any]
+    ) -> BatchResult:
+        b, lay = result.batch, self.layout
+        status = result.status.copy()
+        names = [lay.methods[i] for i in midx]
+        failures = list(result.failures)
+        failures += self._check_keys(result, status, names)
+        failures += self._check_shapes(result, status, names)
+        specs = lay.output_specs().shapes
+        for name, values in result.outputs.items():
+            shape = values.shape[2:]
+            if name not in specs:
+                lay.new_var(name, "float64", np.nan, shape)
+                lay.consolidate()
+                specs[name] = shape
+                lay.forget_specs()
+            if specs[name] != shape:
+                continue
+            ok = (status == OK).reshape(status.shape + (1,) * len(shape))
+            self._put(name, pidx, b.start, b.stop, midx, np.where(ok, values, np.nan))
+        if result.worker not in lay.meta.workers:
+            lay.meta.workers.append(result.worker)
+            lay.save_meta()
+        wid = lay.meta.workers.index(result.worker)
+        self._put("seconds", pidx, b.start, b.stop, midx, result.seconds)
+        self._put("started", pidx, b.start, b.stop, midx, result.started)
+        worker = np.full(status.shape, wid, np.int16)
+        self._put("worker", pidx, b.start, b.stop, midx, worker)
+        if "warnings" not in lay.var_names():  # stores made before warnings
+            lay.new_var("warnings", *FIXED_VARS["warnings"], ())
+            lay.consolidate()
+        counts = result.warnings
+        if counts is None:  # a batch whose worker failed emitted none
+            counts = np.zeros(status.shape, np.int16)
+        self._put("warnings", pidx, b.start, b.stop, midx, counts)
+        self._put("status", pidx, b.start, b.stop, midx, status)
+        group = (pidx, b.start // lay.group_rows)
+        self.records.add("failures", group, (b.start, b.stop, names, failures))
+        self.records.add("warnings", group, (b.start, b.stop, names, result.warned))
+        self._written(group, status.size)
+        result.status = status
+        result.failures = failures
+        return result
+
+    def _check_keys(
+        self, result: BatchResult, status: np.ndarray[Any, Any], names: list[str]
+    ) -> list[Failure]:
+        """Record the first output names of each method; fail ok tasks of a
+        method that returned other names than the store knows."""
+        outputs, out = self.layout.meta.outputs, []
+        for j, method in enumerate(names):
+            keys = result.keys.get(method)
+            if keys is None:
+                continue
+            if method not in outputs:
+                outputs[method] = list(keys)
+                self.layout.forget_specs()
+                self.layout.save_meta()
+                continue
+            problem = keys_problem(method, keys, tuple(outputs[method]), "the store")
+            if problem is None:
+                continue
+            for i in np.flatnonzero(status[:, j] == OK):
+                status[i, j] = FAILED
+                out.append(
+                    Failure(
+                        result.batch.start + int(i), method, "OutputKeysError", problem
+                    )
+                )
+        return out
+
+    def _check_shapes(
+        self, result: BatchResult, status: np.ndarray[Any, Any], names: list[str]
+    ) -> list[Failure]:
+        """Fail ok tasks whose output has another shape than the store's."""
+        specs, out = self.layout.output_specs().shapes, []
+        for name, values in result.outputs.items():
+            shape = values.shape[2:]
+            if name not in specs or specs[name] == shape:
+                continue
+            set_any = ~np.isnan(values).all(axis=tuple(range(2, values.ndim)))
+            for i, j in np.argwhere((status == OK) & set_any):
+                status[i, j] = FAILED
+                problem = shape_problem(names[j], name, shape, specs[name], "the store")
+                assert problem is not None
+                start = result.batch.start
+                out.append(
+                    Failure(start + int(i), names[j], "OutputShapeError", problem)
+                )
+        return out
+
+    def _written(self, group: Group, tasks: int) -> None:
+        """Flush what is complete or over budget; arm the timer for the rest."""
+        left = self.expected.get(group)
+        if left is not None:
+            left -= tasks
+            self.expected[group] = left
+            if left <= 0:
+                del self.expected[group]
+                self.flush({group})
+        if self.cache.over_budget:
+            self.flush()
+        elif self.cache.dirty and self.timer is None:
+            self.timer = threading.Timer(self.flush_seconds, self._flush_on_timer)
+            self.timer.daemon = True
+            self.timer.start()
+
+    def _put(
+        self,
+        name: str,
+        pidx: tuple[int, ...],
+        start: int,
+        stop: int,
+        midx: np.ndarray[Any, Any],
+        values: np.ndarray[Any, Any],
+    ) -> None:
+        """Set a (replicates x methods x ...) block in the chunk buffer."""
+        self.cache.put(self.chunked(name), pidx, start, stop, midx, values)
+
+    def chunked(self, name: str) -> ChunkedArray:
+        """The chunk-level view of a data variable."""
+        array = self.cache.arrays.get(name)
+        if array is None:
+            array = ChunkedArray(self.layout.path, name, self.layout.array(name))
+            self.cache.arrays[name] = array
+        return array
+
+    # ---- writing out ---------------------------------------------------
+    def _flush_on_timer(self) -> None:
+        with self.lock:
+            self.timer = None
+            self.flush()
+
+    def flush(self, groups: set[Group] | None = None) -> None:
+        """Write buffered chunks: outputs and timings, records, then status."""
+        with self.lock:
+            try:
+                self._flush(groups)
+            except OSError as exc:
+                raise StoreError(
+                    f"cannot write the store {self.layout.path}: "
+                    f"{exc.strerror or exc}.",
+                    hint="free disk space or fix the permissions (or choose "
+                    "another --store), then run the same command: it resumes "
+                    "where it stopped",
+                ) from exc
+
+    def _flush(self, groups: set[Group] | None) -> None:
+        n = len(self.layout.factor_names)
+        rows = self.layout.group_rows
+        keys = [
+            k
+            for k in self.cache.dirty
+            if groups is None
+            or (k[1][:n], k[1][n] * self.cache.arrays[k[0]].chunks[n] // rows) in groups
+        ]
+        self.cache.flush([k for k in keys if k[0] != "status"])
+        self.records.flush(groups)
+        self.cache.flush([k for k in keys if k[0] == "status"])
+
+    def reset(self) -> None:
+        """Forget the chunk buffer (after the arrays were resized)."""
+        self.cache = ChunkCache()
+
+    def close(self) -> None:
+        """Write what is buffered; what cannot be written is dropped.
+
+        If writing fails (disk full), the error is raised once; what was not
+        written is simply computed again by the next run.
+        """
+        try:
+            with self.lock:
+                if self.timer is not None:
+                    self.timer.cancel()
+                    self.timer = None
+                self.flush()
+        finally:
+            self.cache.dirty.clear()  # never retried: status stays the commit mark

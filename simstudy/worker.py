@@ -1,0 +1,67 @@
+"""A worker process's side: the study installed once, batches run by its backend.
+
+The study travels to each worker once (a pool initializer or a Dask worker
+plugin calls ``install``), never once per batch; ``run_installed`` then runs
+a batch with the study's backend.
+
+Layers: imports ``backends, outputs, results, grid, study``.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import threading
+import time
+
+from simstudy.backends import backend_of
+from simstudy.grid import Batch
+from simstudy.outputs import OutputSpecs
+from simstudy.results import BatchResult, worker_name
+from simstudy.study import Study
+
+__all__ = ["install", "install_worker", "ready", "run_installed", "uninstall"]
+
+_installed: dict[str, Study] = {}
+
+
+def install(token: str, payload: bytes) -> None:
+    """Unpickle a study once in this process, under ``token``."""
+    study = pickle.loads(payload)
+    if not isinstance(study, Study):
+        raise TypeError(f"payload is a {type(study).__name__}, not a Study")
+    _installed[token] = study
+
+
+def uninstall(token: str) -> None:
+    """Forget the study installed under ``token`` (if any)."""
+    _installed.pop(token, None)
+
+
+def install_worker(token: str, payload: bytes, driver: int) -> None:
+    """Initialise a pool worker process: exit when the driver (pid
+    ``driver``) dies, even by ``kill -9``, instead of waiting forever for work
+    that will never come; then install the study.
+
+    The driver's pid comes from the driver: read here, it would already be
+    init's when the driver died while this worker was starting.
+    """
+
+    def watch() -> None:
+        while os.getppid() == driver:
+            time.sleep(0.5)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="simstudy-parent-watch", daemon=True).start()
+    install(token, payload)
+
+
+def ready(_: object = None) -> str:
+    """Answer a warm-up call: this worker process is up (study installed)."""
+    return worker_name()
+
+
+def run_installed(token: str, batch: Batch, specs: OutputSpecs) -> BatchResult:
+    """Run a batch of the study installed under ``token`` with its backend."""
+    study = _installed[token]
+    return backend_of(study).run_batch(study, batch, specs)
