@@ -11,6 +11,7 @@ import os
 import sys
 import traceback
 from pathlib import Path
+from types import ModuleType
 
 from simstudy.errors import StudyError
 from simstudy.study import Study
@@ -51,6 +52,12 @@ def load_study(path: str | os.PathLike[str]) -> Study:
         or its Study is invalid.
     """
     p = Path(path).resolve()
+    if p.is_dir():
+        raise StudyError(
+            f"{path} is a directory, not a study file.",
+            hint="pass the study's .py file (a store is a .zarr directory: "
+            "`simstudy status` and `summarize` take those)",
+        )
     if not p.is_file():
         raise StudyError(
             f"{path}: no such study file.", hint="check the path to the .py file"
@@ -60,6 +67,24 @@ def load_study(path: str | os.PathLike[str]) -> Study:
             f"{path}: a study file must be a Python file ending in .py.",
             hint="pass the study's .py file (a store is a .zarr directory)",
         )
+    module = _import(p)
+    found = _the_study(module, p)
+    try:
+        found.validate()
+    except StudyError as exc:
+        raise StudyError(f"{p.name}: {exc.message}", hint=exc.hint) from exc
+    found.source_file = str(p)
+    try:
+        import cloudpickle
+
+        cloudpickle.register_pickle_by_value(module)
+    except ImportError:  # pragma: no cover - cloudpickle comes with dask
+        pass
+    return found
+
+
+def _import(p: Path) -> ModuleType:
+    """Import a study file as a module of its own; errors name its lines."""
     digest = hashlib.sha256(str(p).encode()).hexdigest()[:10]
     modname = f"simstudy_study_{p.stem if p.stem.isidentifier() else 'file'}_{digest}"
     spec = importlib.util.spec_from_file_location(modname, p)
@@ -76,45 +101,55 @@ def load_study(path: str | os.PathLike[str]) -> Study:
         ) from exc
     except SyntaxError as exc:
         sys.modules.pop(modname, None)
-        raise StudyError(
-            f"{p.name}:{exc.lineno}: syntax error: {exc.msg}.",
-            hint="fix the line shown; run `python FILE` to check it alone",
-        ) from exc
+        if exc.lineno is not None:
+            raise StudyError(
+                f"{p.name}:{exc.lineno}: syntax error: {exc.msg}.",
+                hint="fix the line shown; run `python FILE` to check it alone",
+            ) from exc
+        raise _unreadable(p, exc.msg) from exc
+    except (ValueError, UnicodeDecodeError) as exc:
+        sys.modules.pop(modname, None)
+        if _user_frames(exc, p) != p.name:  # raised by the file's own code
+            raise _import_error(exc, p) from exc
+        raise _unreadable(p, str(exc)) from exc
     except BaseException as exc:
         sys.modules.pop(modname, None)
         if isinstance(exc, KeyboardInterrupt | SystemExit):
             raise
-        raise StudyError(
-            f"{_user_frames(exc, p)}: importing the study file raised "
-            f"{type(exc).__name__}: {exc}",
-            hint="run `python FILE` to see the full traceback, or add --debug",
-        ) from exc
-    found = getattr(module, "study", None)
-    if not isinstance(found, Study):
-        studies = [v for v in vars(module).values() if isinstance(v, Study)]
-        unique = {id(s): s for s in studies}
-        if not unique:
-            raise StudyError(
-                f"{p.name}: no Study found; a study file must create one.",
-                hint='write study = Study("name", factors=..., replicates=..., seed=...)',
-            )
-        if len(unique) > 1:
-            names = sorted(s.name for s in unique.values())
-            raise StudyError(
-                f"{p.name}: {len(unique)} Studies found ({', '.join(names)}); "
-                "a study file declares exactly one.",
-                hint="keep one Study per file, or name the one to run `study`",
-            )
-        found = next(iter(unique.values()))
-    try:
-        found.validate()
-    except StudyError as exc:
-        raise StudyError(f"{p.name}: {exc.message}", hint=exc.hint) from exc
-    found.source_file = str(p)
-    try:
-        import cloudpickle
+        raise _import_error(exc, p) from exc
+    return module
 
-        cloudpickle.register_pickle_by_value(module)
-    except ImportError:  # pragma: no cover - cloudpickle comes with dask
-        pass
-    return found
+
+def _unreadable(p: Path, why: str) -> StudyError:
+    """A file Python cannot read as source (binary, bad encoding)."""
+    return StudyError(
+        f"{p.name}: not a readable Python source file ({why}).",
+        hint="check that this is the study's .py file; run `python FILE` to "
+        "check it alone",
+    )
+
+
+def _import_error(exc: BaseException, p: Path) -> StudyError:
+    return StudyError(
+        f"{_user_frames(exc, p)}: importing the study file raised "
+        f"{type(exc).__name__}: {exc}",
+        hint="run `python FILE` to see the full traceback, or add --debug",
+    )
+
+
+def _the_study(module: ModuleType, p: Path) -> Study:
+    """The one Study of a study file: ``study``, or the only instance."""
+    unique = {id(v): v for v in vars(module).values() if isinstance(v, Study)}
+    if not unique:
+        raise StudyError(
+            f"{p.name}: no Study found; a study file must create one.",
+            hint='write study = Study("name", factors=..., replicates=..., seed=...)',
+        )
+    if len(unique) > 1:
+        names = sorted(s.name for s in unique.values())
+        raise StudyError(
+            f"{p.name}: {len(unique)} Studies found ({', '.join(names)}); "
+            "a study file declares exactly one.",
+            hint="keep one Study per file (put the other in a file of its own)",
+        )
+    return next(iter(unique.values()))

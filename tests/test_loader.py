@@ -142,10 +142,28 @@ def test_not_a_python_file(write_study: WriteStudy) -> None:
         load_study(path)
 
 
-def test_directory_is_not_a_study_file(tmp_path: Path) -> None:
+def test_directory_is_not_a_study_file_issue_19(tmp_path: Path) -> None:
     (tmp_path / "s.zarr").mkdir()
-    with pytest.raises(StudyError, match="no such study file"):
+    with pytest.raises(StudyError, match="s.zarr is a directory, not a study file"):
         load_study(tmp_path / "s.zarr")
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"x = 1\n\x00\x01 binary", "binary.py: not a readable Python source file"),
+        (b"\xff\xfe bad", "binary.py:1: syntax error"),
+    ],
+    ids=["null-bytes", "not-utf8"],
+)
+def test_a_binary_file_is_named_without_a_bogus_line_issue_19(
+    tmp_path: Path, content: bytes, message: str
+) -> None:
+    path = tmp_path / "binary.py"
+    path.write_bytes(content)
+    with pytest.raises(StudyError, match=re.escape(message)) as info:
+        load_study(path)
+    assert "None" not in info.value.message
 
 
 def test_good_study_loads(write_study: WriteStudy) -> None:
@@ -159,12 +177,16 @@ def test_good_study_loads(write_study: WriteStudy) -> None:
     assert study.source_file == str(path.resolve())
 
 
-def test_loader_prefers_the_study_attribute(write_study: WriteStudy) -> None:
+def test_a_second_study_is_refused_even_beside_study_issue_19(
+    write_study: WriteStudy,
+) -> None:
+    """One of them named ``study`` used to be taken silently."""
     path = write_study(
         GOOD_STUDY + '\nother = Study("other", factors={"k": [1]}, replicates=1, '
         "seed=2)\n"
     )
-    assert load_study(path).name == "good"
+    with pytest.raises(StudyError, match=re.escape("2 Studies found (good, other)")):
+        load_study(path)
 
 
 def test_single_study_under_another_name(write_study: WriteStudy) -> None:
