@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypedDict, Unpack
 
-from simstudy.backends import backend_of
+from simstudy.backends import Placement, backend_of
 from simstudy.errors import UsageError
 from simstudy.executors import SCHEDULERS
 from simstudy.study import Study
@@ -186,9 +186,7 @@ class RunOptions:
         recompute = tuple(o.get("recompute", ()))
         _known_methods(study, recompute)
         scheduler = _scheduler(study, scheduler, remote=bool(address or cluster))
-        backend_of(study).check(
-            study, scheduler=scheduler, device=device, task_timeout=task_timeout
-        )
+        backend_of(study).check(study, Placement(scheduler, device, task_timeout))
         workers, batch_size = o.get("workers"), o.get("batch_size")
         max_errors = o.get("max_errors")
         _at_least_one(workers=workers, batch_size=batch_size, max_errors=max_errors)

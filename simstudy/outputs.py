@@ -79,12 +79,7 @@ def keys_problem(
     method: str, names: tuple[str, ...], known: tuple[str, ...] | None, source: str
 ) -> str | None:
     """Say that a method returned other output names than ``known`` (from ``source``)."""
-    if known is None or tuple(known) == names:
-        return None
-    return (
-        f"method {method!r} returned outputs {list(names)}; expected "
-        f"{list(known)} (from {source})."
-    )
+    return _mismatch(method, "returned outputs", list(names), known, list, source)
 
 
 def shape_problem(
@@ -95,12 +90,16 @@ def shape_problem(
     source: str,
 ) -> str | None:
     """Say that an output has another per-task shape than ``known``."""
-    if known is None or tuple(known) == shape:
+    what = f"output {output!r} has shape"
+    return _mismatch(method, what, shape, known, tuple, source)
+
+
+def _mismatch(
+    method: str, what: str, got: Any, known: Any, form: Any, source: str
+) -> str | None:
+    if known is None or form(known) == got:
         return None
-    return (
-        f"method {method!r} output {output!r} has shape {shape}; "
-        f"expected {tuple(known)} (from {source})."
-    )
+    return f"method {method!r} {what} {got}; expected {form(known)} (from {source})."
 
 
 def _as_array(method: str, name: str, v: Any) -> np.ndarray[Any, Any]:

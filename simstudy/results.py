@@ -21,14 +21,8 @@ import numpy as np
 
 from simstudy.grid import Batch
 
-__all__ = [
-    "BatchResult",
-    "Failure",
-    "Warned",
-    "failure",
-    "user_traceback",
-    "worker_name",
-]
+__all__ = ["BatchResult", "Failure", "Warned", "failure", "user_traceback"]
+__all__ += ["worker_name"]
 
 _HERE = os.path.dirname(os.path.abspath(__file__))  # simstudy's own frames
 

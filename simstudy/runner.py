@@ -24,7 +24,7 @@ from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any, Unpack
 
-from simstudy.backends import backend_of
+from simstudy.backends import Placement, backend_of
 from simstudy.cube import FAILED, OK
 from simstudy.errors import (
     EXIT_BAD_INPUT,
@@ -225,7 +225,7 @@ class _Run:
                 recompute=o.recompute,
                 prune=o.prune,
                 provenance=backend_of(self.study).provenance(
-                    self.study, scheduler=o.scheduler, device=o.device
+                    self.study, Placement(o.scheduler, o.device)
                 ),
             )
         except BaseException:

@@ -18,10 +18,25 @@ import numpy as np
 
 from simstudy.errors import StudyError
 
-__all__ = ["BACKENDS", "SCHEMES", "Method", "Study"]
+__all__ = ["BACKENDS", "SCHEMES", "BackendTraits", "Method", "Study"]
 
 SCHEMES = ("spawn", "pcg64-jump", "mt19937-jump")
-BACKENDS = ("numpy", "jax")
+
+
+@dataclass(frozen=True, slots=True)
+class BackendTraits:
+    """What a backend means for a declaration (the rest: ``simstudy.backends``)."""
+
+    stream: str  # the parameter a task's stream is passed as
+    vectorised: bool  # kernels over blocks of replicates: vmap_width applies
+    # numpy stores predate backends: their fingerprint names none
+    fingerprinted: bool
+
+
+BACKENDS = {
+    "numpy": BackendTraits("rng", vectorised=False, fingerprinted=False),
+    "jax": BackendTraits("key", vectorised=True, fingerprinted=True),
+}
 DEFAULT_VMAP_WIDTH = 1024  # lanes of every jax kernel (numbers depend on it)
 MAX_VMAP_WIDTH = 8192  # a store chunk's replicates: one kernel call per chunk at most
 RESERVED = frozenset(
@@ -176,7 +191,7 @@ def _validate_factors(factors: Any) -> dict[str, tuple[Level, ...]]:
 
 def _vmap_width(backend: str, width: Any, scheme: Any) -> int | None:
     """Check the jax-only options; return the kernel width (None for numpy)."""
-    if backend != "jax":
+    if not BACKENDS[backend].vectorised:
         if width is not None:
             raise StudyError(
                 f"vmap_width={width!r} applies to backend='jax' only.",
@@ -445,7 +460,7 @@ class Study:
     @property
     def stream_param(self) -> str:
         """The parameter that receives a task's stream: ``rng`` or ``key``."""
-        return "key" if self.backend == "jax" else "rng"
+        return BACKENDS[self.backend].stream
 
     def validate(self) -> None:
         """Check the finished declaration; raise StudyError on the first problem."""
@@ -487,7 +502,7 @@ class Study:
         sig = inspect.signature(func).parameters
         other = {"rng": "key", "key": "rng"}[self.stream_param]
         if other in params:  # reserved: never a factor or fixed input
-            if self.backend == "jax":
+            if BACKENDS[self.backend].vectorised:
                 raise StudyError(
                     f"{what} asks for 'rng', but study {self.name!r} uses "
                     "backend='jax', whose functions take 'key' (a JAX PRNG key).",
@@ -565,7 +580,7 @@ class Study:
             "data": _source_hash(self.data_func),
             "fixed": {k: _array_hash(v) for k, v in sorted(self.fixed_inputs.items())},
         }
-        if self.backend != "numpy":  # numpy stores keep their fingerprint
+        if BACKENDS[self.backend].fingerprinted:
             fp["backend"] = {"name": self.backend, "vmap_width": self.vmap_width}
         return fp
 
@@ -573,6 +588,10 @@ class Study:
         return (
             f"Study({self.name!r}, factors={dict(self.factors)!r}, "
             f"replicates={self.replicates}, seed={self.seed}, rng={self.scheme!r}, "
-            + (f"backend={self.backend!r}, " if self.backend != "numpy" else "")
+            + (
+                f"backend={self.backend!r}, "
+                if BACKENDS[self.backend].fingerprinted
+                else ""
+            )
             + f"methods={self.method_names!r})"
         )

@@ -23,7 +23,10 @@ from simstudy.outputs import OutputSpecs
 from simstudy.results import BatchResult
 from simstudy.study import Level, Study
 
-__all__ = ["Backend", "Cell", "backend_of"]
+__all__ = ["Backend", "Cell", "Placement", "Work", "backend_of"]
+
+# (design point levels, method indices) of the batches a run will send, in order
+Work = list[tuple[dict[str, Level], tuple[int, ...]]]
 
 
 @dataclass
@@ -39,6 +42,15 @@ class Cell:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass(frozen=True, slots=True)
+class Placement:
+    """Where a run's batches go: the scheduler, the jax device, the timeout."""
+
+    scheduler: str
+    device: str | None = None
+    task_timeout: float | None = None
+
+
 class Backend(Protocol):
     """What a backend provides; one instance per backend name."""
 
@@ -46,14 +58,7 @@ class Backend(Protocol):
     default_scheduler: str  # where its batches run unless told otherwise
     local_scheduler: str  # in this process, as verify and replay run
 
-    def check(
-        self,
-        study: Study,
-        *,
-        scheduler: str,
-        device: str | None,
-        task_timeout: float | None,
-    ) -> None:
+    def check(self, study: Study, where: Placement) -> None:
         """Refuse a scheduler or option this backend cannot use (UsageError)."""
         ...
 
@@ -73,18 +78,11 @@ class Backend(Protocol):
         """Compute the one task of ``batch`` here, as the engine would."""
         ...
 
-    def provenance(
-        self, study: Study, *, scheduler: str, device: str | None
-    ) -> dict[str, str]:
+    def provenance(self, study: Study, where: Placement) -> dict[str, str]:
         """What besides library versions makes this study's numbers."""
         ...
 
-    def prepare(
-        self,
-        study: Study,
-        work: list[tuple[dict[str, Level], tuple[int, ...]]],
-        device: str | None,
-    ) -> None:
+    def prepare(self, study: Study, work: Work, device: str | None) -> None:
         """Hear which (design point, methods) batches will come, in order."""
         ...
 

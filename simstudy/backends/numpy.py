@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from simstudy import streams
-from simstudy.backends import Cell
+from simstudy.backends import Cell, Placement, Work
 from simstudy.cube import FAILED, OK
 from simstudy.errors import UsageError
 from simstudy.grid import Batch
@@ -325,24 +325,17 @@ class NumpyBackend:
     default_scheduler = "processes"
     local_scheduler = "synchronous"
 
-    def check(
-        self,
-        study: Study,
-        *,
-        scheduler: str,
-        device: str | None,
-        task_timeout: float | None,
-    ) -> None:
-        if scheduler == "jax":
+    def check(self, study: Study, where: Placement) -> None:
+        if where.scheduler == "jax":
             raise UsageError(
                 f"--scheduler jax runs studies declared with backend='jax'; "
                 f"study {study.name!r} uses numpy.",
                 hint='declare Study(..., backend="jax") with jax.numpy functions, '
                 "or drop --scheduler jax",
             )
-        if device is not None:
+        if where.device is not None:
             raise UsageError(
-                f"--device {device} applies to backend='jax' studies; study "
+                f"--device {where.device} applies to backend='jax' studies; study "
                 f"{study.name!r} uses numpy.",
                 hint="drop --device",
             )
@@ -380,17 +373,10 @@ class NumpyBackend:
                 pdb.post_mortem(exc.__traceback__)
         return out
 
-    def provenance(
-        self, study: Study, *, scheduler: str, device: str | None
-    ) -> dict[str, str]:
+    def provenance(self, study: Study, where: Placement) -> dict[str, str]:
         return {}
 
-    def prepare(
-        self,
-        study: Study,
-        work: list[tuple[dict[str, Any], tuple[int, ...]]],
-        device: str | None,
-    ) -> None:
+    def prepare(self, study: Study, work: Work, device: str | None) -> None:
         pass
 
 

@@ -20,6 +20,7 @@ __all__ = ["COMMANDS"]
 
 def cmd_run(args: argparse.Namespace) -> int:
     from simstudy.loader import load_study
+    from simstudy.options import RunKwargs
     from simstudy.runner import run
 
     study = load_study(args.study)
@@ -32,42 +33,28 @@ def cmd_run(args: argparse.Namespace) -> int:
         if not args.no_progress:
             err.write(f"simstudy: running on {description}\n")
 
+    # every option of run() is a flag of the same (kebab-case) name
+    options: Any = {k: getattr(args, k) for k in RunKwargs.__annotations__}
+    if args.target_mcse:
+        options["target_mcse"] = {k: v for d in args.target_mcse for k, v in d.items()}
     try:
         report = run(
             study,
-            store=args.store,
-            scheduler=args.scheduler,
-            workers=args.workers,
-            address=args.address,
-            insecure=args.insecure,
-            tls_ca_file=args.tls_ca_file,
-            tls_cert=args.tls_cert,
-            tls_key=args.tls_key,
-            cluster=args.cluster,
-            cluster_config=args.cluster_config,
-            batch_size=args.batch_size,
-            max_errors=args.max_errors,
-            task_timeout=args.task_timeout,
-            accept_version_change=args.accept_version_change,
-            warnings_as_errors=args.warnings_as_errors,
             replicates=args.replicates,
-            retry_failed=args.retry_failed,
-            restart=args.restart,
-            recompute=args.recompute,
-            prune=args.prune,
-            target_mcse=(
-                {k: v for d in args.target_mcse for k, v in d.items()}
-                if args.target_mcse
-                else None
-            ),
-            max_replicates=args.max_replicates,
-            device=args.device,
             on_progress=printer,
             on_start=started,
+            **options,
         )
     finally:
         if printer is not None:
             printer.close()
+    _print_report(report, args.max_errors)
+    return report.exit_code
+
+
+def _print_report(report: Any, max_errors: int | None) -> None:
+    """The run's last line on stdout; warnings, notes and hints on stderr."""
+    err = sys.stderr
     print(
         f"{report.store}: {report.ok:,} ok, {report.failed:,} failed, "
         f"{report.pending:,} pending of {report.tasks:,} tasks; "
@@ -98,7 +85,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             file=err,
         )
     elif report.stopped_on_errors:
-        print(f"stopped after {args.max_errors} failed tasks (--max-errors).", file=err)
+        print(f"stopped after {max_errors} failed tasks (--max-errors).", file=err)
     if report.failed and not report.interrupted:
         print(
             f"hint: some tasks failed; python -m simstudy errors {report.store} groups "
@@ -106,7 +93,6 @@ def cmd_run(args: argparse.Namespace) -> int:
             "--retry-failed reruns them; after editing the study use --restart.",
             file=err,
         )
-    return report.exit_code
 
 
 def cmd_status(args: argparse.Namespace) -> int:

@@ -110,6 +110,14 @@ def _add_run(sub: Any) -> None:
         action="store_true",
         help="allow plain tcp:// to a non-loopback scheduler",
     )
+    _add_run_execution(run)
+    _add_run_study(run)
+    run.add_argument("--no-progress", action="store_true", help="no progress output")
+    run.add_argument("--debug", action="store_true", help="show tracebacks")
+
+
+def _add_run_execution(run: Any) -> None:
+    """How the run's tasks execute: workers, batches, failures, time limits."""
     run.add_argument(
         "--workers", type=_positive, help="worker processes (default: cores)"
     )
@@ -127,6 +135,23 @@ def _add_run(sub: Any) -> None:
     run.add_argument(
         "--max-errors", type=_positive, help="stop cleanly after N failed tasks"
     )
+    run.add_argument(
+        "--warnings-as-errors",
+        action="store_true",
+        help="a task that emits a warning is a failed task",
+    )
+    run.add_argument(
+        "--task-timeout",
+        type=_seconds,
+        metavar="SECONDS",
+        help="record a data/method call running longer as a failed task "
+        "(processes and synchronous schedulers)",
+    )
+    run.add_argument("--retry-failed", action="store_true", help="rerun failed tasks")
+
+
+def _add_run_study(run: Any) -> None:
+    """What the run computes into the store: replicates, targets, recomputes."""
     run.add_argument(
         "--replicates",
         type=_positive,
@@ -150,24 +175,11 @@ def _add_run(sub: Any) -> None:
         "(default 100 x the first round)",
     )
     run.add_argument(
-        "--warnings-as-errors",
-        action="store_true",
-        help="a task that emits a warning is a failed task",
-    )
-    run.add_argument(
         "--accept-version-change",
         action="store_true",
         help="go on although numpy/jax changed and finished tasks recompute "
         "differently (the cube then mixes both versions)",
     )
-    run.add_argument(
-        "--task-timeout",
-        type=_seconds,
-        metavar="SECONDS",
-        help="record a data/method call running longer as a failed task "
-        "(processes and synchronous schedulers)",
-    )
-    run.add_argument("--retry-failed", action="store_true", help="rerun failed tasks")
     run.add_argument(
         "--recompute",
         action="append",
@@ -187,8 +199,6 @@ def _add_run(sub: Any) -> None:
         action="store_true",
         help="discard the store's contents and start over",
     )
-    run.add_argument("--no-progress", action="store_true", help="no progress output")
-    run.add_argument("--debug", action="store_true", help="show tracebacks")
 
 
 def _add_other(sub: Any) -> None:
