@@ -144,7 +144,7 @@ def test_not_a_python_file(write_study: WriteStudy) -> None:
 
 def test_directory_is_not_a_study_file_issue_19(tmp_path: Path) -> None:
     (tmp_path / "s.zarr").mkdir()
-    with pytest.raises(StudyError, match="s.zarr is a directory, not a study file"):
+    with pytest.raises(StudyError, match=r"s\.zarr is a directory, not a study file"):
         load_study(tmp_path / "s.zarr")
 
 
