@@ -14,7 +14,7 @@ from __future__ import annotations
 __all__ = ["FAILED", "FIXED_VARS", "METHOD", "OK", "PENDING", "REPLICATE"]
 
 REPLICATE = "replicate"
-METHOD = "method"
+METHOD = "method_name"  # not "method": xarray's sel(method=...) keyword shadows it
 
 PENDING, OK, FAILED = 0, 1, 2
 

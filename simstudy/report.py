@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
+from simstudy.cube import METHOD
 from simstudy.store import open_results, read_failures, read_warnings
 from simstudy.summary import MEASURES, summarize, to_records
 
@@ -77,7 +78,7 @@ def _study_section(cube: xr.Dataset, meta: dict[str, Any]) -> str:
             "; ".join(f"{f} = {fp['factors'][f]}" for f in meta["factor_order"]),
         ),
         ("replicates", f"{fp['replicates']:,}"),
-        ("methods", ", ".join(str(m) for m in cube["method"].values)),
+        ("methods", ", ".join(str(m) for m in cube[METHOD].values)),
         ("seed, streams", f"{fp['seed']}, {fp['scheme']}"),
         (
             "tasks",
@@ -152,8 +153,8 @@ def _measures_table(records: list[dict[str, Any]], summary: xr.Dataset) -> str:
 def _plots(summary: xr.Dataset) -> str:
     """Each measure against each factor, one line per method, ±2 MCSE bars;
     one panel per combination of the other factors' levels."""
-    factors = [str(d) for d in summary["n_ok"].dims if d != "method"]
-    methods = [str(m) for m in summary["method"].values]
+    factors = [str(d) for d in summary["n_ok"].dims if d != METHOD]
+    methods = [str(m) for m in summary[METHOD].values]
     legend = " ".join(
         f"<span style='color:{COLORS[i % len(COLORS)]}'>&#9632; {_e(m)}</span>"
         for i, m in enumerate(methods)
@@ -186,10 +187,10 @@ def _line_panel(
 ) -> str:
     w, h, left, right, top, bottom = 300, 190, 52, 10, 22, 30
     levels = list(sel[factor].values)
-    y = sel[measure].transpose(factor, "method").values.astype(float)
+    y = sel[measure].transpose(factor, METHOD).values.astype(float)
     mcse_name = f"{measure}_mcse"
     e = (
-        sel[mcse_name].transpose(factor, "method").values.astype(float)
+        sel[mcse_name].transpose(factor, METHOD).values.astype(float)
         if mcse_name in sel
         else np.zeros_like(y)
     )

@@ -40,7 +40,40 @@ BACKENDS = {
 DEFAULT_VMAP_WIDTH = 1024  # lanes of every jax kernel (numbers depend on it)
 MAX_VMAP_WIDTH = 8192  # a store chunk's replicates: one kernel call per chunk at most
 RESERVED = frozenset(
-    {"replicate", "method", "rng", "key", "status", "seconds", "worker", "started"}
+    {
+        "replicate",
+        "method",
+        "method_name",
+        "rng",
+        "key",
+        "status",
+        "seconds",
+        "worker",
+        "started",
+        "warnings",
+    }
+)
+# keywords of xarray's sel / isel / reindex / interp / shift / drop_sel: a
+# factor of one of these names could not be selected by keyword
+# (``ds.sel(tolerance=0.1)`` is xarray's own argument, and selects nothing)
+SHADOWED = frozenset(
+    {
+        "indexers",
+        "method",
+        "tolerance",
+        "drop",
+        "missing_dims",
+        "copy",
+        "fill_value",
+        "coords",
+        "kwargs",
+        "assume_sorted",
+        "method_non_numeric",
+        "labels",
+        "errors",
+        "shifts",
+        "roll_coords",
+    }
 )
 Level = int | float | str | bool
 
@@ -152,6 +185,13 @@ def _validate_factors(factors: Any) -> dict[str, tuple[Level, ...]]:
             raise StudyError(
                 f"factor {name!r} clashes with a reserved name; reserved: "
                 f"{sorted(RESERVED)}.",
+                hint=f"rename the factor, e.g. {name + '_'!r}",
+            )
+        if name in SHADOWED:
+            raise StudyError(
+                f"factor {name!r} is also a keyword of xarray's sel/isel: "
+                f"ds.sel({name}=...) would be read as that argument and select "
+                "nothing.",
                 hint=f"rename the factor, e.g. {name + '_'!r}",
             )
         if isinstance(levels, str | bytes) or not isinstance(levels, Sequence | range):

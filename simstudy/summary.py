@@ -23,8 +23,9 @@ from simstudy.errors import UsageError
 
 __all__ = ["MEASURES", "summarize", "to_records"]
 
-REP = "replicate"
-METHOD = "method"
+from simstudy.cube import METHOD
+from simstudy.cube import REPLICATE as REP
+
 OK, FAILED, PENDING = 1, 2, 0
 
 Truth = float | Mapping[str, float] | None

@@ -52,7 +52,7 @@ def assert_store_consistent(path: str | Path) -> xr.Dataset:
     ds = open_results(path, include_hidden=True).load()
     meta = ds.attrs["simstudy"]
     factors = meta["factor_order"]
-    cube_dims = (*factors, "replicate", "method")
+    cube_dims = (*factors, "replicate", "method_name")
     assert ds["status"].dims == cube_dims
     assert ds["status"].dtype == np.int8
     assert ds["seconds"].dtype == np.float32
@@ -80,7 +80,7 @@ def assert_store_consistent(path: str | Path) -> xr.Dataset:
     failed = set()
     for idx in zip(*np.nonzero(status != 0), strict=True):
         levels = [ds[f].values[i].item() for f, i in zip(factors, idx, strict=False)]
-        key = (*levels, int(idx[-2]), str(ds["method"].values[idx[-1]]))
+        key = (*levels, int(idx[-2]), str(ds["method_name"].values[idx[-1]]))
         if status[idx] == 2:
             failed.add(key)
         else:
@@ -97,13 +97,13 @@ def cube_digest(path: str | Path, *, include_hidden: bool = False) -> str:
     """
     ds = open_results(path, include_hidden=include_hidden)
     factors = ds.attrs["simstudy"]["factor_order"]
-    ds = ds.sortby([*factors, "method"])
+    ds = ds.sortby([*factors, "method_name"])
     h = hashlib.sha256()
     for name in sorted(str(v) for v in ds.data_vars):
         if name in ("seconds", "started", "worker"):
             continue
         h.update(name.encode())
         h.update(np.ascontiguousarray(ds[name].values).tobytes())
-    for c in [*factors, "method"]:
+    for c in [*factors, "method_name"]:
         h.update(repr(ds[c].values.tolist()).encode())
     return h.hexdigest()

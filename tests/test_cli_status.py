@@ -50,7 +50,7 @@ def test_fixed_inputs_are_injected_on_every_scheduler(tmp_path, scheduler):
         np.random.PCG64(np.random.SeedSequence(9, spawn_key=(pk, 2)))
     )
     expected = (X[:4] @ rng.standard_normal(3)).sum()
-    assert ds.estimate.sel({"n": 4, "replicate": 2, "method": "total"}) == expected
+    assert ds.estimate.sel({"n": 4, "replicate": 2, "method_name": "total"}) == expected
     assert ds.attrs["simstudy"]["truth"] == {
         '{"n": 3}': {"estimate": 0.0},
         '{"n": 4}': {"estimate": 0.0},

@@ -31,7 +31,7 @@ def test_table_lists_each_point_method_measure_with_mcse(store, capsys):
     assert "n=5, eps=0.0" in out
     assert "n=10, eps=0.5" in out
     summary = simstudy.summarize(simstudy.open_results(store), reference="mean")
-    bias = float(summary.sel({"n": 10, "eps": 0.5, "method": "median"}).bias)
+    bias = float(summary.sel({"n": 10, "eps": 0.5, "method_name": "median"}).bias)
     assert f"{bias:12.5g}" in out  # the table shows summarize's numbers
     assert "relprec" in out
     assert "not computed:" in out
@@ -44,7 +44,7 @@ def test_files_hold_the_same_numbers(store, tmp_path, capsys, fmt):
     target = tmp_path / f"summary{suffix}"
     assert main(["summarize", str(store), "-o", str(target)]) == 0  # from suffix
     summary = simstudy.summarize(simstudy.open_results(store))
-    expected = float(summary.sel({"n": 5, "eps": 0.0, "method": "mean"}).rmse)
+    expected = float(summary.sel({"n": 5, "eps": 0.0, "method_name": "mean"}).rmse)
     if fmt == "csv":
         rows = list(csv.DictReader(target.open()))
         got = [r for r in rows if r["method"] == "mean" and r["measure"] == "rmse"]
@@ -62,7 +62,9 @@ def test_files_hold_the_same_numbers(store, tmp_path, capsys, fmt):
         assert "power" in data["skipped"]
     else:
         ds = xr.open_dataset(target)
-        assert float(ds.rmse.sel({"n": 5, "eps": 0.0, "method": "mean"})) == expected
+        assert (
+            float(ds.rmse.sel({"n": 5, "eps": 0.0, "method_name": "mean"})) == expected
+        )
         assert "coverage" in json.loads(ds.attrs["skipped"])
         ds.close()
 

@@ -74,8 +74,8 @@ def run_small(tmp_path: Path, scheme: str) -> tuple[np.ndarray, np.ndarray]:
     store = tmp_path / f"{scheme}.zarr"
     simstudy.run(path, store=store, scheduler="synchronous")
     ds = simstudy.open_results(store).load()
-    assert ds["estimate"].dims == ("n", "mu", "replicate", "method")
-    assert list(ds["method"].values) == list(SMALL_METHODS)
+    assert ds["estimate"].dims == ("n", "mu", "replicate", "method_name")
+    assert list(ds["method_name"].values) == list(SMALL_METHODS)
     return ds["status"].values, ds["estimate"].values
 
 
@@ -135,7 +135,7 @@ def test_doc_recipe_matches_real_store(tmp_path: Path) -> None:
     simstudy.run(path, store=store, scheduler="synchronous")
     ds = simstudy.open_results(store)
     # a dict: the keyword method= would be xarray's sel(method=...) argument
-    cell = ds.sel({"n": 100, "eps": 0.1, "replicate": 17, "method": "median"})
+    cell = ds.sel({"n": 100, "eps": 0.1, "replicate": 17, "method_name": "median"})
     assert int(cell["status"]) == 1
     stored = float(cell["estimate"].values)
 
@@ -195,7 +195,7 @@ def test_jax_doc_recipe_matches_real_store(tmp_path: Path) -> None:
     store = tmp_path / "s.zarr"
     simstudy.run(path, store=store)
     ds = simstudy.open_results(store)
-    cell = ds.sel({"n": 100, "eps": 0.1, "replicate": 17, "method": "median"})
+    cell = ds.sel({"n": 100, "eps": 0.1, "replicate": 17, "method_name": "median"})
     assert int(cell["status"]) == 1
     buf = io.StringIO()
     with contextlib.redirect_stdout(buf):

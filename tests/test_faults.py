@@ -131,9 +131,9 @@ def test_a_hung_task_times_out_and_the_study_goes_on(tmp_path, scheduler):
     )
     assert report.exit_code == 3
     ds = assert_store_consistent(store)
-    x0_big = ds.status.sel({"method": "stuck"}).values == 2
+    x0_big = ds.status.sel({"method_name": "stuck"}).values == 2
     assert 0 < x0_big.sum() < 12  # some hung, some did not
-    assert (ds.status.sel({"method": "mean"}).values == 1).all()
+    assert (ds.status.sel({"method_name": "mean"}).values == 1).all()
     failures = read_failures(store)
     assert {f["method"] for f in failures} == {"stuck"}
     assert all(f["type"] == "TaskTimeout" for f in failures)
@@ -180,7 +180,7 @@ def test_warnings_are_counted_per_task_and_can_be_errors(tmp_path, scheduler):
     assert all("did not converge" in r["message"] for r in records)
     assert all(r["count"] == 2 for r in records)
     summary = simstudy.summarize(simstudy.open_results(store))
-    rate = float(summary.warning_rate.sel({"n": 6, "method": "logmean"}))
+    rate = float(summary.warning_rate.sel({"n": 6, "method_name": "logmean"}))
     assert rate == pytest.approx(x0_negative.mean())
     # --warnings-as-errors: the same tasks fail, with the warning as the reason
     strict = tmp_path / "strict.zarr"

@@ -35,9 +35,9 @@ def test_removed_levels_and_methods_are_hidden_not_lost(tmp_path, capsys):
     assert "method median" in err
     shown = simstudy.open_results(store)
     assert shown["n"].values.tolist() == [20, 5]  # the study's order
-    assert shown["method"].values.tolist() == ["boot", "mean"]
+    assert shown["method_name"].values.tolist() == ["boot", "mean"]
     summary = simstudy.summarize(shown)
-    assert summary["method"].values.tolist() == ["boot", "mean"]
+    assert summary["method_name"].values.tolist() == ["boot", "mean"]
     main(["status", str(store)])
     status = capsys.readouterr().out
     assert "n=10" not in status
@@ -65,7 +65,7 @@ def test_prune_deletes_them_and_equals_a_from_scratch_run(tmp_path, capsys):
     assert not any(p.name.startswith("s.zarr.") for p in tmp_path.iterdir())
     ds = assert_store_consistent(store)
     assert ds["n"].values.tolist() == [5, 20]
-    assert ds["method"].values.tolist() == ["mean", "flaky"]  # store order kept
+    assert ds["method_name"].values.tolist() == ["mean", "flaky"]  # store order kept
     hidden_view = simstudy.open_results(store, include_hidden=True)
     assert dict(hidden_view.sizes) == dict(ds.sizes)
     scratch = tmp_path / "scratch.zarr"
@@ -131,7 +131,7 @@ def test_a_changed_method_is_refused_with_a_hint_then_recomputed_alone(tmp_path)
     assert report.failed == 0
     assert read_failures(store) == []
     after = assert_store_consistent(store)
-    others = {"method": ["mean", "boot"]}
+    others = {"method_name": ["mean", "boot"]}
     for var in ("estimate", "q", "started"):
         np.testing.assert_array_equal(after[var].sel(others), before[var].sel(others))
     scratch = tmp_path / "scratch.zarr"
@@ -152,8 +152,8 @@ def test_a_recompute_interrupted_before_it_is_recorded_is_asked_again(tmp_path):
     st = Store.open_for_run(store, study, recompute=("median",))
     st.close()  # the reset is on disk and the new hash recorded, nothing run
     status = simstudy.open_results(store)["status"]
-    assert (status.sel({"method": "median"}) == 0).all()
-    assert (status.sel({"method": "mean"}) == 1).all()
+    assert (status.sel({"method_name": "median"}) == 0).all()
+    assert (status.sel({"method_name": "mean"}) == 1).all()
     report = simstudy.run(path, store=store, scheduler="synchronous")
     assert report.computed == 4 * 6
 

@@ -116,10 +116,10 @@ def test_cells_match_an_unvectorised_computation_with_the_documented_keys(tmp_pa
             }
             cell = ds.sel({"n": n, "eps": eps, "replicate": r})
             for (output, method), value in expected.items():
-                got = float(cell[output].sel({"method": method}))
+                got = float(cell[output].sel({"method_name": method}))
                 np.testing.assert_allclose(got, float(value), rtol=1e-6, atol=1e-6)
                 checked += 1
-            q = cell["q"].sel({"method": "med"}).values
+            q = cell["q"].sel({"method_name": "med"}).values
             np.testing.assert_allclose(
                 q, np.quantile(np.asarray(x), [0.25, 0.75]), rtol=1e-5
             )
@@ -153,9 +153,9 @@ def test_float_factors_share_one_compile_and_python_control_flow_still_works(tmp
     # both eps levels), and branchy once per (n, eps)
     assert len(compiled) == 2 * 4 + 4
     ds = open_results(store)
-    x_max = ds["value"].sel({"method": "branchy", "eps": 0.5})
-    x_min = ds["value"].sel({"method": "branchy", "eps": 0.0})
-    med = ds["estimate"].sel({"method": "med"})
+    x_max = ds["value"].sel({"method_name": "branchy", "eps": 0.5})
+    x_min = ds["value"].sel({"method_name": "branchy", "eps": 0.0})
+    med = ds["estimate"].sel({"method_name": "med"})
     assert (x_max >= med.sel({"eps": 0.5})).all()
     assert (x_min <= med.sel({"eps": 0.0})).all()
 
@@ -183,9 +183,9 @@ def test_failures_name_the_method_and_point_and_spare_the_rest(tmp_path):
     assert report.exit_code == 3
     ds = assert_store_consistent(store)
     status = ds["status"]
-    assert (status.sel({"method": ["mean", "med", "noisy"]}) == 1).all()
-    assert (status.sel({"method": "broken", "n": 8}) == 2).all()
-    assert (status.sel({"method": "broken", "n": 3}) == 1).all()
+    assert (status.sel({"method_name": ["mean", "med", "noisy"]}) == 1).all()
+    assert (status.sel({"method_name": "broken", "n": 8}) == 2).all()
+    assert (status.sel({"method_name": "broken", "n": 3}) == 1).all()
     failures = read_failures(store)
     broken = [f for f in failures if f["method"] == "broken"]
     assert len(broken) == 2 * 20
@@ -202,11 +202,11 @@ def test_failures_name_the_method_and_point_and_spare_the_rest(tmp_path):
         in (numpy_inside[0]["message"])
     )
     nan = [f for f in failures if f["method"] == "sometimes_nan"]
-    bad = status.sel({"method": "sometimes_nan"}) == 2
+    bad = status.sel({"method_name": "sometimes_nan"}) == 2
     assert 0 < int(bad.sum()) == len(nan) < 80
     assert all("output 'estimate' is not finite: got nan" in f["message"] for f in nan)
     # a failed task keeps no output, not even its finite 'other'
-    assert ds["other"].sel({"method": "sometimes_nan"}).where(bad).isnull().all()
+    assert ds["other"].sel({"method_name": "sometimes_nan"}).where(bad).isnull().all()
 
 
 def test_data_function_failing_at_one_point_fails_only_that_point(tmp_path):
@@ -410,7 +410,7 @@ def test_status_and_summarize_read_a_jax_cube(tmp_path, capsys):
         if r["method"] == "mean" and r["measure"] == "mean"
     }
     ds = open_results(store)
-    expected = ds["estimate"].sel({"method": "mean"}).mean("replicate")
+    expected = ds["estimate"].sel({"method_name": "mean"}).mean("replicate")
     assert len(means) == 4
     for (n, eps), value in means.items():
         assert value == pytest.approx(float(expected.sel({"n": n, "eps": eps})))

@@ -70,7 +70,7 @@ def test_replay_reproduces_stored_outputs_for_every_scheme(tmp_path, scheme):
                     "n": int(where["n"]),
                     "eps": float(where["eps"]),
                     "replicate": int(where["replicate"]),
-                    "method": where["method"],
+                    "method_name": where["method"],
                 }
             )
         )

@@ -108,15 +108,15 @@ def test_cube_shape_and_values(tmp_path):
         "n": 2,
         "eps": 2,
         "replicate": 6,
-        "method": 3,
+        "method_name": 3,
         "q_dim_0": 2,
     }
-    assert list(ds.method.values) == ["mean", "median", "boot"]
+    assert list(ds.method_name.values) == ["mean", "median", "boot"]
     assert ds.attrs["seed"] == 1
     assert ds.attrs["rng"] == "spawn"
     # q is produced by boot only: NaN for the others
-    assert np.isnan(ds.q.sel({"method": "mean"})).all()
-    assert not np.isnan(ds.q.sel({"method": "boot"})).any()
+    assert np.isnan(ds.q.sel({"method_name": "mean"})).all()
+    assert not np.isnan(ds.q.sel({"method_name": "boot"})).any()
     # common random numbers: every method saw the same data
     rng = np.random.Generator(
         np.random.PCG64(
@@ -127,8 +127,8 @@ def test_cube_shape_and_values(tmp_path):
     )
     x = rng.standard_normal(10) + 0.5
     cell = ds.estimate.sel(n=10, eps=0.5, replicate=3)
-    assert cell.sel({"method": "mean"}) == x.mean()
-    assert cell.sel({"method": "median"}) == np.median(x)
+    assert cell.sel({"method_name": "mean"}) == x.mean()
+    assert cell.sel({"method_name": "median"}) == np.median(x)
 
 
 def test_resume_computes_only_missing(tmp_path):
@@ -152,7 +152,7 @@ def test_adding_replicates_levels_methods_changes_no_number(tmp_path):
     assert report.already_done == 1 * 2 * 4 * 2
     assert report.computed == report.tasks - report.already_done
     after = assert_store_consistent(store)
-    old = after.sel({"n": [5], "replicate": range(4), "method": ["mean", "boot"]})
+    old = after.sel({"n": [5], "replicate": range(4), "method_name": ["mean", "boot"]})
     np.testing.assert_array_equal(
         old.estimate.values, before.estimate.sel(n=[5]).values
     )
@@ -210,8 +210,8 @@ def test_failing_method_is_recorded_and_others_complete(tmp_path):
     assert report.exit_code == 3
     ds = assert_store_consistent(store)
     status = ds.status
-    assert (status.sel({"method": "mean"}) == 1).all()
-    n_failed = int((status.sel({"method": "flaky"}) == 2).sum())
+    assert (status.sel({"method_name": "mean"}) == 1).all()
+    n_failed = int((status.sel({"method_name": "flaky"}) == 2).sum())
     assert 0 < n_failed == report.failed
     failures = read_failures(store)
     assert all(f["method"] == "flaky" for f in failures)

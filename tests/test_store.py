@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import time
 import warnings
 from pathlib import Path
@@ -184,3 +185,42 @@ def test_a_numpy_change_that_changes_numbers_is_refused(tmp_path, write_study):
     )
     assert report.computed == 2
     assert "differ from the stored ones" in report.warnings[0]
+
+
+FORMAT1 = Path(__file__).parent / "data" / "format1"
+
+
+def test_a_format1_store_reads_as_before_and_migrates_on_run_issue_16(tmp_path):
+    """Format 1 named the method dimension `method`, which xarray's
+    sel(method=...) keyword shadows; it reads renamed and a run migrates it,
+    metadata only, keeping every number."""
+    store = tmp_path / "old.zarr"
+    shutil.copytree(FORMAT1 / "store.zarr", store)
+    study = tmp_path / "study.py"
+    shutil.copy(FORMAT1 / "study.py", study)
+    before = simstudy.open_results(store)
+    assert "method_name" in before.dims
+    assert "method" not in before.dims
+    medians = before.estimate.sel(method_name="median").values.copy()
+    chunks = sorted(
+        (f.relative_to(store), f.read_bytes())
+        for f in store.rglob("c.*")
+        if f.parent.name == "estimate"
+    )
+    report = simstudy.run(study, store=store, scheduler="synchronous")
+    assert report.computed == 0
+    assert report.exit_code == 0
+    assert not (store / "method").exists()
+    ds = assert_store_consistent(store)
+    assert ds.attrs["simstudy"]["format"] == 2
+    np.testing.assert_array_equal(ds.estimate.sel(method_name="median"), medians)
+    after = sorted(
+        (f.relative_to(store), f.read_bytes())
+        for f in store.rglob("c.*")
+        if f.parent.name == "estimate"
+    )
+    assert after == chunks  # results untouched: metadata only
+    # the migrated store equals one made from scratch by this version
+    fresh = tmp_path / "fresh.zarr"
+    simstudy.run(study, store=fresh, scheduler="synchronous")
+    assert cube_digest(store) == cube_digest(fresh)

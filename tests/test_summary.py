@@ -38,7 +38,7 @@ THETA = {10: 1.0, 20: 2.0}
 
 
 def _cube(with_truth: bool = True) -> xr.Dataset:
-    dims = ("n", "replicate", "method")
+    dims = ("n", "replicate", "method_name")
     meta: dict[str, Any] = {"factor_order": ["n"]}
     if with_truth:
         meta["truth"] = {
@@ -54,7 +54,7 @@ def _cube(with_truth: bool = True) -> xr.Dataset:
             "p": (dims, P),
             "status": (dims, STATUS),
         },
-        coords={"n": [10, 20], "replicate": np.arange(5), "method": ["a", "b"]},
+        coords={"n": [10, 20], "replicate": np.arange(5), "method_name": ["a", "b"]},
         attrs={"simstudy": meta},
     )
 
@@ -111,7 +111,7 @@ def _full(cube: xr.Dataset | None = None, **kw: Any) -> xr.Dataset:
 
 def test_dims_and_variables() -> None:
     res = _full(reference="a")
-    assert res["mean"].dims == ("n", "method")
+    assert res["mean"].dims == ("n", "method_name")
     names = "mean bias relbias empse mse rmse modelse relerr_modelse"
     names += " coverage becoverage power relprec failure_rate"
     for m in names.split():
@@ -123,13 +123,13 @@ def test_dims_and_variables() -> None:
 
 @pytest.mark.parametrize(("i", "j"), [(0, 0), (0, 1), (1, 0), (1, 1)])
 def test_every_measure_matches_plain_numpy(i: int, j: int) -> None:
-    res = _full().isel(n=i, method=j)
+    res = _full().isel(n=i, method_name=j)
     for name, value in _cell(i, j).items():
         assert float(res[name]) == pytest.approx(value, rel=1e-12), name
 
 
 def test_hand_computed_first_cell() -> None:
-    res = _full().sel({"n": 10, "method": "a"})
+    res = _full().sel({"n": 10, "method_name": "a"})
     # ok estimates 1, 2, 0.5, 1.5: mean 1.25, SS 1.25, var 5/12
     assert float(res["mean"]) == pytest.approx(1.25)
     assert float(res["bias"]) == pytest.approx(0.25)
@@ -152,17 +152,17 @@ def test_relprec_uses_paired_ok_replicates() -> None:
     a, b = EST[0, both, 0], EST[0, both, 1]
     ratio2 = (np.std(a, ddof=1) / np.std(b, ddof=1)) ** 2
     rho = np.corrcoef(a, b)[0, 1]
-    rp = res.sel({"method": "b"})
+    rp = res.sel({"method_name": "b"})
     assert float(rp["relprec"]) == pytest.approx(100 * (ratio2 - 1))
     mcse = 200 * ratio2 * math.sqrt((1 - rho**2) / (len(a) - 1))
     assert float(rp["relprec_mcse"]) == pytest.approx(mcse)
-    assert float(res.sel({"method": "a"})["relprec"]) == pytest.approx(0.0)
+    assert float(res.sel({"method_name": "a"})["relprec"]) == pytest.approx(0.0)
 
 
 def test_truth_argument_overrides_attrs() -> None:
     res = summarize(_cube(with_truth=False), truth={"estimate": 1.0})
     x = EST[1, :, 0]
-    assert float(res["bias"].sel({"n": 20, "method": "a"})) == pytest.approx(
+    assert float(res["bias"].sel({"n": 20, "method_name": "a"})) == pytest.approx(
         x.mean() - 1.0
     )
     res0 = summarize(_cube(), truth=0.0)
@@ -206,7 +206,7 @@ def test_analytic_large_simulation() -> None:
     t975 = 2.0638985616280205  # t quantile, 24 df
     z = mean * math.sqrt(n)  # known sigma = 1
     p = np.array([math.erfc(abs(v) / math.sqrt(2)) for v in z])
-    dims = ("n", "replicate", "method")
+    dims = ("n", "replicate", "method_name")
 
     def var(a: np.ndarray[Any, Any]) -> tuple[tuple[str, ...], Any]:
         return dims, a.reshape(1, reps, 1)
@@ -220,10 +220,10 @@ def test_analytic_large_simulation() -> None:
             "p": var(p),
             "status": var(np.ones(reps, dtype=np.int8)),
         },
-        coords={"n": [n], "replicate": np.arange(reps), "method": ["m"]},
+        coords={"n": [n], "replicate": np.arange(reps), "method_name": ["m"]},
     )
     res = summarize(cube, truth=0.0, se="se", ci=("lo", "hi"), p="p").isel(
-        n=0, method=0
+        n=0, method_name=0
     )
 
     def within(name: str, target: float) -> None:
@@ -270,13 +270,13 @@ def test_end_to_end_with_stored_truth(tmp_path: Path) -> None:
     simstudy.run(study, store=store, scheduler="synchronous")
     cube = simstudy.open_results(store)
     res = summarize(cube, reference="mean")
-    assert res["bias"].dims == ("mu", "method")
+    assert res["bias"].dims == ("mu", "method_name")
     assert res["n_ok"].values.tolist() == [[30, 30], [30, 30]]
-    est = cube["estimate"].sel({"mu": 2.0, "method": "median"}).values
-    got = float(res["bias"].sel({"mu": 2.0, "method": "median"}))
+    est = cube["estimate"].sel({"mu": 2.0, "method_name": "median"}).values
+    got = float(res["bias"].sel({"mu": 2.0, "method_name": "median"}))
     assert got == pytest.approx(est.mean() - 2.0)
     assert np.isnan(res["relbias"].sel({"mu": 0.0})).all()
-    assert float(res["relprec"].sel({"mu": 0.0, "method": "mean"})) == 0.0
+    assert float(res["relprec"].sel({"mu": 0.0, "method_name": "mean"})) == 0.0
 
 
 def test_declared_outputs_are_summarised_per_method(tmp_path):
@@ -320,11 +320,11 @@ def test_declared_outputs_are_summarised_per_method(tmp_path):
         "p": "pval",
     }
     assert out.attrs["outputs"]["median"] == {"estimate": "value"}
-    t = out.sel({"method": "t_test", "n": 20})
+    t = out.sel({"method_name": "t_test", "n": 20})
     cov, mcse = float(t.coverage), float(t.coverage_mcse)
     assert abs(cov - 0.95) < 3 * mcse  # the t-interval covers 95%
     assert abs(float(t.power) - 0.05) < 3 * float(t.power_mcse)  # size under H0
-    med = out.sel({"method": "median", "n": 20})
+    med = out.sel({"method_name": "median", "n": 20})
     assert np.isnan(float(med.coverage))
     assert out.attrs["skipped"]["coverage"] == {
         "median": "no interval outputs declared (@study.method(ci=(lo, hi)))"

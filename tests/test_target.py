@@ -78,12 +78,12 @@ def test_each_point_stops_where_its_known_variance_says(tmp_path):
         status = ds["status"].sel(sigma=sigma).values
         assert (status[:stop] == 1).all()
         assert (status[stop:] == 0).all()  # nothing past the stop was run
-        x = ds["estimate"].sel({"sigma": sigma, "method": "draw"}).values
+        x = ds["estimate"].sel({"sigma": sigma, "method_name": "draw"}).values
         n, mcse = _replay_rule(x, 100, 0.05, 100 * 100)
         assert n == stop
         assert mcse <= 0.05
         # "half" has half the SE: "draw", the noisiest, decided
-        y = ds["estimate"].sel({"sigma": sigma, "method": "half"}).values[:stop]
+        y = ds["estimate"].sel({"sigma": sigma, "method_name": "half"}).values[:stop]
         assert np.std(y, ddof=1) / math.sqrt(stop) <= 0.05 / 2 * 1.01
     assert report.tasks == int(ds["target_replicates"].sum()) * 2
     summary = simstudy.summarize(ds)

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from simstudy.cli.progress import ProgressPrinter, duration
+from simstudy.cube import METHOD, REPLICATE
 from simstudy.errors import EXIT_FAILED, EXIT_OK, UsageError
 
 __all__ = ["COMMANDS"]
@@ -112,7 +113,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     from simstudy.summary import planned
 
     status = ds["status"].values
-    factors = [d for d in ds["status"].dims if d not in ("replicate", "method")]
+    factors = [d for d in ds["status"].dims if d not in (REPLICATE, METHOD)]
     # pending = planned and not done (a --target-mcse run plans per point)
     dims = ds["status"].dims
     wanted = planned(ds).broadcast_like(ds["status"]).transpose(*dims).values

@@ -12,6 +12,7 @@ Layers: imports ``errors`` and ``store.chunks``, ``store.layout``,
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,7 @@ from simstudy.store.chunks import ChunkedArray
 from simstudy.store.layout import Layout
 from simstudy.store.writer import Writer
 
-__all__ = ["SAFE_CODECS", "check_codecs", "drop_damaged_chunks"]
+__all__ = ["SAFE_CODECS", "check_codecs", "drop_damaged_chunks", "drop_orphan_arrays"]
 
 SAFE_CODECS = {"bytes", "zstd", "crc32c", "vlen-utf8"}  # all simstudy writes
 
@@ -50,6 +51,21 @@ def check_codecs(p: Path) -> None:
                     hint="only open stores written by simstudy, or inspect this "
                     "one by hand",
                 )
+
+
+def drop_orphan_arrays(p: Path) -> list[str]:
+    """Delete arrays the consolidated metadata does not know.
+
+    A run killed right after creating an output's array (before the store's
+    consolidated metadata names it) leaves one behind: it holds no result
+    (those are written only after), and creating it again would collide.
+    """
+    root = json.loads((p / "zarr.json").read_text())
+    known = set((root.get("consolidated_metadata") or {}).get("metadata") or {})
+    orphans = [f.parent for f in p.glob("*/zarr.json") if f.parent.name not in known]
+    for folder in orphans:
+        shutil.rmtree(folder)
+    return [f.name for f in orphans]
 
 
 def drop_damaged_chunks(layout: Layout, writer: Writer) -> list[str]:

@@ -11,6 +11,7 @@ zarr, numpy).
 
 from __future__ import annotations
 
+import shutil
 import time
 import warnings
 from pathlib import Path
@@ -23,7 +24,8 @@ from zarr.codecs import Crc32cCodec, ZstdCodec
 from simstudy.cube import FIXED_VARS, METHOD, REPLICATE
 from simstudy.grid import CHUNK_METHODS, CHUNK_REPLICATES, chunk_replicates
 from simstudy.outputs import OutputSpecs
-from simstudy.store.meta import StoreMeta, versions
+from simstudy.store.crash import crash_point
+from simstudy.store.meta import META, StoreMeta, versions
 from simstudy.study import Level, Study
 
 __all__ = ["Layout", "coord"]
@@ -83,15 +85,35 @@ class Layout:
         return cls(path, zarr.open_group(str(path), mode="r+"))
 
     @classmethod
-    def create(cls, path: Path, study: Study, provenance: dict[str, str]) -> Layout:
-        """Make a new, empty cube for ``study`` at ``path``."""
-        root = zarr.open_group(str(path), mode="a", zarr_format=3)
+    def create(
+        cls,
+        path: Path,
+        study: Study,
+        provenance: dict[str, str],
+        declared: dict[str, Any],
+    ) -> Layout:
+        """Make a new, empty cube for ``study`` at ``path``, all or nothing.
+
+        The cube is built in ``<store>/.simstudy/creating`` and moved in, the
+        root ``zarr.json`` last: until that rename the store has no root and
+        is no store (readers say so; the next run builds it again), after it
+        the store is complete. ``declared`` (truth, measures, study file)
+        joins the metadata from the start.
+        """
+        scratch = path / META / "creating"
+        if scratch.exists():
+            shutil.rmtree(scratch)
+        for child in path.iterdir():  # what a killed creation left behind
+            if child.name != META:
+                shutil.rmtree(child) if child.is_dir() else child.unlink()
+        root = zarr.open_group(str(scratch), mode="w", zarr_format=3)
         meta = StoreMeta(
             study=study.name,
             factor_order=list(study.factors),
             fingerprint=study.fingerprint(),
             versions={**versions(), **provenance},
             created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            **declared,
         )
         root.attrs.update(
             {
@@ -106,11 +128,18 @@ class Layout:
             coord(root, f, list(study.factors[f]))
         coord(root, REPLICATE, list(range(study.replicates)))
         coord(root, METHOD, study.method_names)
-        layout = cls(path, root)
+        built = cls(scratch, root)
         for name, (dtype, fill) in FIXED_VARS.items():
-            layout.new_var(name, dtype, fill, ())
-        layout.consolidate()
-        return layout
+            built.new_var(name, dtype, fill, ())
+        built.consolidate()
+        crash_point("create:built")
+        for child in scratch.iterdir():
+            if child.name != "zarr.json":
+                child.rename(path / child.name)
+        crash_point("create:moved")
+        (scratch / "zarr.json").replace(path / "zarr.json")  # now it is a store
+        shutil.rmtree(scratch)
+        return cls.open(path)
 
     def reopen(self) -> None:
         """Open the group again (after resizing: it was read from consolidated

@@ -20,7 +20,7 @@ import numpy as np
 __all__ = ["META", "NUMBER_MAKERS", "StoreMeta", "installed", "versions"]
 
 META = ".simstudy"  # the folder of lock, records and checkpoints in a store
-FORMAT = 1
+FORMAT = 2  # 2: the method dimension is cube.METHOD (store.migrations)
 # recorded versions and settings that can change numbers: a change since the
 # store was made makes a run recompute a few finished tasks and compare
 NUMBER_MAKERS = ("numpy", "jax", "jaxlib", "jax-device", "jax-x64")

@@ -15,6 +15,7 @@ import numpy as np
 from simstudy.cube import METHOD
 from simstudy.errors import StoreError
 from simstudy.store.integrity import check_codecs
+from simstudy.store.migrations import OLD_METHOD
 from simstudy.store.records import read_records
 
 if TYPE_CHECKING:
@@ -63,9 +64,9 @@ def open_results(
             hint="pass the .zarr directory that `simstudy run` wrote",
         )
     check_codecs(p)
-    # NB: select methods with ds.sel({"method": "median"}): xarray's own
-    # ``sel(method=...)`` keyword (nearest-neighbour lookup) shadows the dim.
     ds: xr.Dataset = xr.open_zarr(str(p), consolidated=True)
+    if OLD_METHOD in ds.dims and METHOD not in ds.dims:  # a format-1 store
+        ds = ds.rename({OLD_METHOD: METHOD})
     meta = ds.attrs.get("simstudy", {})
     active = meta.get("active")
     if active and not include_hidden:

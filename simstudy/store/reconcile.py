@@ -24,6 +24,7 @@ import zarr
 
 from simstudy.cube import FIXED_VARS, METHOD, REPLICATE
 from simstudy.errors import FingerprintMismatch, UsageError
+from simstudy.store.crash import crash_point
 from simstudy.store.layout import CHUNK_KEYS, COMPRESSORS, Layout, coord
 from simstudy.store.meta import META
 from simstudy.store.records import KINDS, Records, records_name
@@ -136,7 +137,9 @@ def _grow(layout: Layout, study: Study, methods_fp: dict[str, Any]) -> None:
         coord(layout.root, f, layout.levels[f], overwrite=True)
     coord(layout.root, REPLICATE, list(range(replicates)), overwrite=True)
     coord(layout.root, METHOD, layout.methods, overwrite=True)
+    crash_point("grow:coords")
     layout.resize()
+    crash_point("grow:resized")
     fp = dict(layout.meta.fingerprint)
     fp["factors"] = layout.levels
     fp["methods"] = methods_fp
@@ -161,6 +164,8 @@ def _reset_methods(layout: Layout, records: Records, names: list[str]) -> None:
         fill = FIXED_VARS[var][1] if var in FIXED_VARS else np.nan
         for c in cols:
             arr[(*([slice(None)] * (nf + 1)), c)] = fill
+        if var == "status":
+            crash_point("recompute:status")
     records.drop_methods(names)
     for m in names:
         layout.meta.outputs.pop(m, None)
@@ -230,6 +235,7 @@ def prune(layout: Layout, study: Study, lock_file: Path) -> None:
     (tmp / META).mkdir(exist_ok=True)
     shutil.copy(lock_file, tmp / META / "lock")
     (tmp / META / "pruned").write_text("complete\n")
+    crash_point("prune:copied")
     finish_prune(layout.path)
 
 
@@ -319,7 +325,9 @@ def finish_prune(p: Path) -> None:
 
 
 def wipe(p: Path) -> None:
-    """Delete a store's contents but its lock (``--restart``)."""
+    """Delete a store's contents but its lock (``--restart``): the root
+    ``zarr.json`` first, so a kill halfway leaves no store, not half of one."""
+    (p / "zarr.json").unlink(missing_ok=True)
     for child in p.iterdir():
         if child.name == META:
             for sub in child.iterdir():

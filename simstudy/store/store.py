@@ -22,9 +22,13 @@ from simstudy.errors import StoreError
 from simstudy.grid import points
 from simstudy.outputs import OutputSpecs
 from simstudy.results import BatchResult
-from simstudy.store import reconcile
+from simstudy.store import migrations, reconcile
 from simstudy.store.checkpoints import read_mt_checkpoints, save_mt_checkpoint
-from simstudy.store.integrity import check_codecs, drop_damaged_chunks
+from simstudy.store.integrity import (
+    check_codecs,
+    drop_damaged_chunks,
+    drop_orphan_arrays,
+)
 from simstudy.store.layout import Layout, coord
 from simstudy.store.lock import Lock
 from simstudy.store.meta import META, NUMBER_MAKERS, versions
@@ -134,11 +138,14 @@ class Store:
             leftover.unlink(missing_ok=True)
         if (p / "zarr.json").exists():
             check_codecs(p)
+            migrations.migrate(p)
+            drop_orphan_arrays(p)
             store = cls(Layout.open(p), lock, provenance)
             reconcile.reconcile(store.layout, store.records, study, recompute)
             store.repaired = drop_damaged_chunks(store.layout, store.writer)
         else:
-            layout = Layout.create(p, study, dict(provenance or {}))
+            declared = _declared(study)
+            layout = Layout.create(p, study, dict(provenance or {}), declared)
             store = cls(layout, lock, provenance)
         store.save_truth(study)
         store.hidden = reconcile.set_active(store.layout, study)
@@ -213,14 +220,9 @@ class Store:
     def save_truth(self, study: Study) -> None:
         """Record the truth and measure declarations summaries read (not part
         of the fingerprint: they change no number) and the study file."""
-        truths = {}
-        for point in points(study):
-            t = study.truth_for(point)
-            if t:
-                truths[json_key(point)] = t
-        measures = {m.name: m.measures for m in study.methods if m.measures}
+        declared = _declared(study)
         meta = self.layout.meta
-        new = (truths, measures, study.source_file)
+        new = (declared["truth"], declared["measures"], declared["source_file"])
         if new != (meta.truth, meta.measures, meta.source_file):
             meta.truth, meta.measures, meta.source_file = new
             self.layout.save_meta()
@@ -260,6 +262,18 @@ class Store:
             self.writer.close()
         finally:
             self.lock.release()
+
+
+def _declared(study: Study) -> dict[str, Any]:
+    """What the metadata keeps of the declaration: truth per design point,
+    each method's measure outputs, the study file."""
+    truths = {}
+    for point in points(study):
+        t = study.truth_for(point)
+        if t:
+            truths[json_key(point)] = t
+    measures = {m.name: m.measures for m in study.methods if m.measures}
+    return {"truth": truths, "measures": measures, "source_file": study.source_file}
 
 
 def json_key(point: Mapping[str, Any]) -> str:

@@ -24,6 +24,7 @@ from simstudy.errors import StoreError, UsageError
 from simstudy.outputs import keys_problem, shape_problem
 from simstudy.results import BatchResult, Failure
 from simstudy.store.chunks import ChunkCache, ChunkedArray
+from simstudy.store.crash import crash_point
 from simstudy.store.layout import Layout
 from simstudy.store.records import Group, Records
 
@@ -100,6 +101,7 @@ class Writer:
             shape = values.shape[2:]
             if name not in specs:
                 lay.new_var(name, "float64", np.nan, shape)
+                crash_point("output:created")
                 lay.consolidate()
                 specs[name] = shape
                 lay.forget_specs()
@@ -245,6 +247,8 @@ class Writer:
         ]
         self.cache.flush([k for k in keys if k[0] != "status"])
         self.records.flush(groups)
+        if keys:
+            crash_point("flush:outputs")
         self.cache.flush([k for k in keys if k[0] == "status"])
 
     def reset(self) -> None:
