@@ -21,7 +21,7 @@ import numpy as np
 
 from simstudy.backends import backend_of
 from simstudy.cube import FAILED, FIXED_VARS, METHOD, OK, REPLICATE
-from simstudy.errors import StoreError, UsageError
+from simstudy.errors import FingerprintMismatch, StoreError, UsageError
 from simstudy.grid import points
 from simstudy.loader import load_study
 from simstudy.outputs import OutputSpecs
@@ -263,6 +263,25 @@ def error_groups(store: str | os.PathLike[str]) -> list[ErrorGroup]:
     return sorted(groups.values(), key=lambda g: -g.count)
 
 
+def _same_study(
+    study: Study, stored: dict[str, Any], store: str | os.PathLike[str]
+) -> None:
+    """Refuse to verify a store against a study that has changed since: its
+    numbers would differ for that reason, not for randomness."""
+    from simstudy.store.reconcile import compare, upgrade
+
+    new = study.fingerprint()
+    changes = compare(upgrade(stored, study, new), new)
+    if changes:
+        raise FingerprintMismatch(
+            f"{store} was made by another version of the study: "
+            + "; ".join(c.text for c in changes)
+            + "; verify compares a store with the study that made it.",
+            hint="run the study first (python -m simstudy run STUDY.py, with "
+            "--recompute METHOD for a changed method), then verify",
+        )
+
+
 # ---- verify ------------------------------------------------------------------
 @dataclass
 class Verification:
@@ -303,6 +322,7 @@ def verify(
             f"--sample must be >= 1, got {sample}.", hint="write --sample 20"
         )
     ds = open_results(store)
+    _same_study(study, ds.attrs["simstudy"]["fingerprint"], store)
     grid = points(study)
     status = ds["status"]
     rows = []  # (point index, replicate) with at least one ok task

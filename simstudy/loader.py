@@ -14,6 +14,7 @@ from pathlib import Path
 from types import ModuleType
 
 from simstudy.errors import StudyError
+from simstudy.fingerprint import user_file
 from simstudy.study import Study
 
 __all__ = ["load_study"]
@@ -74,19 +75,30 @@ def load_study(path: str | os.PathLike[str]) -> Study:
     except StudyError as exc:
         raise StudyError(f"{p.name}: {exc.message}", hint=exc.hint) from exc
     found.source_file = str(p)
-    try:
-        import cloudpickle
-
-        cloudpickle.register_pickle_by_value(module)
-    except ImportError:  # pragma: no cover - cloudpickle comes with dask
-        pass
+    _ship_by_value(module, p.parent)
     return found
+
+
+def _ship_by_value(module: ModuleType, folder: Path) -> None:
+    """Send the study module, and the modules of the study's own folder it
+    imported (``import helpers`` beside the study file), to workers by value:
+    workers elsewhere need neither file."""
+    import cloudpickle
+
+    cloudpickle.register_pickle_by_value(module)
+    for other in list(sys.modules.values()):
+        path = user_file(other)
+        if other is not module and path and Path(path).is_relative_to(folder):
+            cloudpickle.register_pickle_by_value(other)
 
 
 def _import(p: Path) -> ModuleType:
     """Import a study file as a module of its own; errors name its lines."""
     digest = hashlib.sha256(str(p).encode()).hexdigest()[:10]
     modname = f"simstudy_study_{p.stem if p.stem.isidentifier() else 'file'}_{digest}"
+    folder = str(p.parent)
+    if folder not in sys.path:  # the study's own modules import as in a script
+        sys.path.insert(0, folder)
     spec = importlib.util.spec_from_file_location(modname, p)
     assert spec is not None
     assert spec.loader is not None

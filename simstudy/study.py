@@ -1,6 +1,6 @@
 """The Study declaration and all load-time validation. Runs nothing.
 
-Layers: imports only ``simstudy.errors`` (and numpy).
+Layers: imports ``fingerprint`` and ``errors`` (and numpy).
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from typing import Any, overload
 
 import numpy as np
 
+from simstudy import fingerprint
 from simstudy.errors import StudyError
 
 __all__ = ["BACKENDS", "SCHEMES", "BackendTraits", "Method", "Study"]
@@ -120,16 +121,6 @@ def _measures(method: str | None, **declared: Any) -> dict[str, Any]:
                 )
         out[key] = names if key == "ci" else value
     return out
-
-
-def _source_hash(func: Callable[..., Any]) -> str:
-    """Hash a function's source (or its bytecode when there is no source)."""
-    try:
-        text = inspect.getsource(func)
-    except (OSError, TypeError):
-        code = getattr(func, "__code__", None)
-        text = repr(code.co_code if code is not None else func)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def _array_hash(value: Any) -> str:
@@ -609,20 +600,39 @@ class Study:
         return dict(self.truth_values)
 
     def fingerprint(self) -> dict[str, Any]:
-        """Return what identifies the numbers this study makes (JSON-able)."""
+        """Return what identifies the numbers this study makes (JSON-able).
+
+        ``methods`` and ``data`` hash each function with all of the user's
+        code it reaches (``simstudy.fingerprint``); ``reach`` keeps the parts,
+        so a changed fingerprint can say what changed.
+        """
         assert self.data_func is not None
+        data = fingerprint.reach(self.data_func, self.fixed_inputs)
+        methods = {
+            m.name: fingerprint.reach(m.func, self.fixed_inputs) for m in self.methods
+        }
         fp: dict[str, Any] = {
+            "version": 2,
             "seed": self.seed,
             "scheme": self.scheme,
             "factors": {k: list(v) for k, v in self.factors.items()},
             "replicates": self.replicates,
-            "methods": {m.name: _source_hash(m.func) for m in self.methods},
-            "data": _source_hash(self.data_func),
+            "methods": {name: fingerprint.digest(p) for name, p in methods.items()},
+            "data": fingerprint.digest(data),
             "fixed": {k: _array_hash(v) for k, v in sorted(self.fixed_inputs.items())},
+            "reach": {"data": data, "methods": methods},
         }
         if BACKENDS[self.backend].fingerprinted:
             fp["backend"] = {"name": self.backend, "vmap_width": self.vmap_width}
         return fp
+
+    def legacy_hashes(self) -> dict[str, Any]:
+        """The function hashes of format-1 fingerprints (the raw source)."""
+        assert self.data_func is not None
+        return {
+            "methods": {m.name: fingerprint.legacy_hash(m.func) for m in self.methods},
+            "data": fingerprint.legacy_hash(self.data_func),
+        }
 
     def __repr__(self) -> str:
         return (

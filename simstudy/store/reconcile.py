@@ -16,12 +16,14 @@ from __future__ import annotations
 import json
 import shutil
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import zarr
 
+from simstudy import fingerprint
 from simstudy.cube import FIXED_VARS, METHOD, REPLICATE
 from simstudy.errors import FingerprintMismatch, UsageError
 from simstudy.store.crash import crash_point
@@ -33,27 +35,62 @@ from simstudy.study import Study
 __all__ = ["compare", "finish_prune", "prune", "reconcile", "set_active", "wipe"]
 
 
+@dataclass(frozen=True, slots=True)
+class Change:
+    """One difference between a store's fingerprint and a study's."""
+
+    text: str
+    method: str | None = None  # the method it is confined to (--recompute can)
+
+
+def _code_changes(
+    what: str, old: dict[str, Any], new: dict[str, Any], method: str | None
+) -> list[Change]:
+    """Say what changed in a function's reach: its own code or what it uses."""
+    if old.get("reach_of") is None or new.get("reach_of") is None:
+        return [Change(f"{what} changed", method)]  # a format-1 store: no detail
+    out = []
+    for label, verb in fingerprint.explain(old["reach_of"], new["reach_of"]):
+        if label == "itself":
+            out.append(Change(f"{what} changed", method))
+        else:
+            out.append(Change(f"{label} used by {what} {verb}", method))
+    return out or [Change(f"{what} changed", method)]
+
+
+def _reach(fp: dict[str, Any], name: str | None) -> dict[str, Any]:
+    reach = fp.get("reach") or {}
+    if name is None:
+        return {"reach_of": reach.get("data")}
+    return {"reach_of": (reach.get("methods") or {}).get(name)}
+
+
 def compare(
     old: dict[str, Any], new: dict[str, Any], *, ignore_methods: set[str] | None = None
-) -> list[str]:
+) -> list[Change]:
     """Return the changes between fingerprints that would change numbers
     (leaving out changed methods in ``ignore_methods``)."""
     changes = []
     backends = [fp.get("backend", {"name": "numpy"}) for fp in (old, new)]
     if backends[0] != backends[1]:
-        changes.append(f"backend changed ({backends[0]!r} -> {backends[1]!r})")
-    for part, label in [
-        ("seed", "seed"),
-        ("scheme", "rng scheme"),
-        ("data", "data function"),
-    ]:
+        changes.append(Change(f"backend changed ({backends[0]!r} -> {backends[1]!r})"))
+    for part, label in [("seed", "seed"), ("scheme", "rng scheme")]:
         if old[part] != new[part]:
-            changes.append(f"{label} changed ({old[part]!r} -> {new[part]!r})")
+            changes.append(Change(f"{label} changed ({old[part]!r} -> {new[part]!r})"))
+    if old["data"] != new["data"]:
+        what = "the data function"
+        changes += [
+            Change(c.text + " (every result depends on it)")
+            for c in _code_changes(what, _reach(old, None), _reach(new, None), None)
+        ]
     if old["fixed"] != new["fixed"]:
-        changes.append("fixed inputs changed")
+        changes.append(Change("fixed inputs changed"))
     if set(old["factors"]) != set(new["factors"]):
         changes.append(
-            f"factor names changed ({list(old['factors'])} -> {list(new['factors'])})"
+            Change(
+                f"factor names changed ({list(old['factors'])} -> "
+                f"{list(new['factors'])})"
+            )
         )
     for name, h in new["methods"].items():
         if (
@@ -61,7 +98,8 @@ def compare(
             and old["methods"][name] != h
             and name not in (ignore_methods or ())
         ):
-            changes.append(f"method {name!r} changed")
+            what = f"method {name!r}"
+            changes += _code_changes(what, _reach(old, name), _reach(new, name), name)
     if new["scheme"] != "spawn" and not changes:
         same = (
             old["factors"] == new["factors"]
@@ -70,10 +108,31 @@ def compare(
         )
         if not same:
             changes.append(
-                f"the design changed under the positional {new['scheme']!r} scheme, "
-                "which renumbers every stream"
+                Change(
+                    f"the design changed under the positional {new['scheme']!r} "
+                    "scheme, which renumbers every stream"
+                )
             )
     return changes
+
+
+def upgrade(old: dict[str, Any], study: Study, new: dict[str, Any]) -> dict[str, Any]:
+    """A format-1 fingerprint hashed each function's raw source: where that
+    hash still matches the study's, take the new (reach) hash instead, so an
+    old store is not refused for a change of hashing."""
+    if old.get("version", 1) >= 2:
+        return old
+    legacy = study.legacy_hashes()
+    up = dict(old)
+    if old["data"] == legacy["data"]:
+        up["data"] = new["data"]
+    up["methods"] = {
+        m: new["methods"][m]
+        if m in new["methods"] and h == legacy["methods"].get(m)
+        else h
+        for m, h in old["methods"].items()
+    }
+    return up
 
 
 def reconcile(
@@ -81,41 +140,61 @@ def reconcile(
 ) -> None:
     """Compare fingerprints; extend the cube with new levels/methods/replicates;
     discard the results of the ``recompute`` methods."""
-    old = layout.meta.fingerprint
     new = study.fingerprint()
+    old = upgrade(layout.meta.fingerprint, study, new)
     unknown = [m for m in recompute if m not in study.method_names]
     if unknown:
         raise UsageError(
             f"--recompute {unknown[0]}: the study has no method {unknown[0]!r}.",
             hint=f"methods: {', '.join(study.method_names)}",
         )
-    changed = [
-        m
-        for m, h in new["methods"].items()
-        if m in old["methods"] and old["methods"][m] != h
-    ]
     changes = compare(old, new, ignore_methods=set(recompute))
     if changes:
-        only_methods = all(c.startswith("method ") for c in changes)
-        names = " ".join(f"--recompute {m}" for m in changed)
-        raise FingerprintMismatch(
-            f"store {layout.path} was made by a different study: "
-            + "; ".join(changes)
-            + ".",
-            hint=(
-                f"run with {names} to recompute only that method's results "
-                "(the rest is kept), or --restart to discard everything"
-                if only_methods
-                else "run with --restart to discard it, or choose a new --store"
-            ),
-        )
+        raise _mismatch(layout, changes)
     reset = [m for m in recompute if m in layout.methods]
     if reset:
         _reset_methods(layout, records, reset)
-        old = layout.meta.fingerprint
-        old["methods"] = {**old["methods"], **{m: new["methods"][m] for m in reset}}
-        layout.save_meta()  # the new code's hash: only after the reset is on disk
-    _grow(layout, study, {**old["methods"], **new["methods"]})
+    _adopt(layout, old, new)
+    _grow(layout, study, layout.meta.fingerprint["methods"])
+
+
+def _mismatch(layout: Layout, changes: list[Change]) -> FingerprintMismatch:
+    methods = sorted({c.method for c in changes if c.method is not None})
+    message = (
+        f"store {layout.path} was made by a different study: "
+        + "; ".join(c.text for c in changes)
+        + "."
+    )
+    if all(c.method is not None for c in changes):
+        flags = " ".join(f"--recompute {m}" for m in methods)
+        listed = ", ".join(repr(m) for m in methods)
+        hint = (
+            f"run with {flags} to recompute only that method's results (the rest "
+            f"is kept; from Python: simstudy.run(..., recompute=[{listed}])), or "
+            "--restart to discard everything"
+        )
+    else:
+        hint = (
+            "run with --restart to discard it (simstudy.run(..., restart=True)), "
+            "or choose a new --store"
+        )
+    return FingerprintMismatch(message, hint=hint)
+
+
+def _adopt(layout: Layout, old: dict[str, Any], new: dict[str, Any]) -> None:
+    """Keep the study's hashes and reach (they match, or were recomputed);
+    methods the study dropped keep theirs."""
+    fp = dict(layout.meta.fingerprint)
+    reach = dict(fp.get("reach") or {})
+    kept = dict(reach.get("methods") or {})
+    kept.update(new["reach"]["methods"])
+    fp["methods"] = {**old["methods"], **new["methods"]}
+    fp["data"] = new["data"]
+    fp["reach"] = {"data": new["reach"]["data"], "methods": kept}
+    fp["version"] = new["version"]
+    if fp != layout.meta.fingerprint:
+        layout.meta.fingerprint = fp
+        layout.save_meta()  # after a reset: only once it is on disk
 
 
 def _grow(layout: Layout, study: Study, methods_fp: dict[str, Any]) -> None:
