@@ -1,7 +1,8 @@
 """What a method may return, and the one check of it.
 
 A method returns ``{output: number or fixed-shape array}`` (a bare number
-is output ``value``). ``OutputSpecs`` holds what is known so far: each
+is output ``value``); NaN and inf are values like any other (the task is
+ok; summaries leave them out measure by measure). ``OutputSpecs`` holds what is known so far: each
 output's per-task shape (one store array per output, shared by the methods
 that return it) and each method's output names. The numpy batch loop, the
 jax kernels and the store all judge outputs with the functions here, so a
@@ -27,7 +28,6 @@ __all__ = [
     "OutputSpecs",
     "keys_problem",
     "name_problem",
-    "nonfinite_message",
     "shape_problem",
     "stack",
     "to_outputs",
@@ -63,16 +63,6 @@ def name_problem(method: str, name: Any, factors: Mapping[str, Any]) -> str | No
             f"method {method!r} output {name!r} clashes with a factor or reserved name."
         )
     return None
-
-
-def nonfinite_message(method: str, output: str, arr: np.ndarray[Any, Any]) -> str:
-    """Say that one task's output holds NaN or inf."""
-    got = f"{arr.item()}" if arr.ndim == 0 else "an array with NaN/inf"
-    return (
-        f"method {method!r} output {output!r} is not finite: got {got}; "
-        "expected finite numbers (raise an exception to record a "
-        "failure, or leave the output out)."
-    )
 
 
 def keys_problem(
@@ -120,8 +110,6 @@ def _as_array(method: str, name: str, v: Any) -> np.ndarray[Any, Any]:
             f"expected at most {MAX_OUTPUT_VALUES:,} per task (return a "
             "summary of it, not the data)."
         )
-    if not np.isfinite(arr).all():
-        raise OutputError(nonfinite_message(method, name, arr))
     return arr
 
 
@@ -198,7 +186,7 @@ def stack(
         shape = arr.shape[1:]
         if specs.shapes.get(out, shape) != shape:
             return None
-        if arr.size > MAX_OUTPUT_VALUES * len(vals) or not np.isfinite(arr).all():
+        if arr.size > MAX_OUTPUT_VALUES * len(vals):
             return None
         shapes[out] = shape
         stacked[out] = arr.astype(np.float64)

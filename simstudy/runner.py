@@ -24,6 +24,8 @@ from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any, Unpack
 
+import numpy as np
+
 from simstudy.backends import Placement, backend_of
 from simstudy.cube import FAILED, OK
 from simstudy.errors import (
@@ -89,6 +91,7 @@ class RunReport:
     repaired: tuple[str, ...] = ()  # damaged chunks found on open, recomputed
     warnings: tuple[str, ...] = ()  # said once, e.g. a library version changed
     notes: tuple[str, ...] = ()  # e.g. results hidden because the study dropped them
+    nonfinite: int = 0  # ok tasks of this run with a NaN or inf output
 
     @property
     def tasks_per_second(self) -> float:
@@ -324,6 +327,13 @@ class _Run:
         finally:
             signals.restore()
             self._close_executor()
+        if report.nonfinite:
+            note = (
+                f"{report.nonfinite:,} ok task(s) returned NaN or inf in an output: "
+                "kept as returned; summaries leave them out, measure by measure "
+                "(to record a failure instead, raise an exception)."
+            )
+            report.notes += (note,)
 
     def _account(self, work: Round, *, first: bool) -> None:
         """Set the report's counts from a round's status."""
@@ -403,6 +413,7 @@ class _Run:
         n_bad = int((result.status == FAILED).sum())
         report.computed += n_ok + n_bad
         report.ok += n_ok
+        report.nonfinite += _nonfinite(result, st.meta.outputs, self.study)
         self.failed_now += n_bad
         report.failed = self.failed_before + self.failed_now
         report.pending -= n_ok + n_bad
@@ -417,6 +428,19 @@ class _Run:
         self.on_progress(
             Progress(report.computed, self.base + self.total, failed, elapsed, stopping)
         )
+
+
+def _nonfinite(result: BatchResult, outputs: dict[str, list[str]], study: Study) -> int:
+    """Ok tasks of a batch with a NaN or inf in one of their own outputs."""
+    ok = result.status == OK
+    bad = np.zeros(ok.shape, bool)
+    for j, m in enumerate(result.batch.methods):
+        for name in outputs.get(study.methods[m].name, ()):
+            values = result.outputs.get(name)
+            if values is not None:
+                flat = values[:, j].reshape(len(values), -1)
+                bad[:, j] |= ~np.isfinite(flat).all(axis=1)
+    return int((bad & ok).sum())
 
 
 def _hidden_notes(hidden: dict[str, Any]) -> tuple[str, ...]:

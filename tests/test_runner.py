@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 import simstudy
+import simstudy.cli
 from simstudy.errors import FingerprintMismatch, StoreError, UsageError
 from simstudy.store import read_failures
 from tests.helpers import assert_store_consistent, cube_digest
@@ -387,3 +388,43 @@ def test_replicates_override_extends_and_matches_a_from_scratch_run(tmp_path):
     assert fewer.tasks == 4 * 2 * 3
     with pytest.raises(UsageError, match="--replicates must be >= 1"):
         simstudy.run(path, store=store, scheduler="synchronous", replicates=0)
+
+
+def test_nan_and_inf_are_values_and_the_run_counts_them_issue_16(tmp_path, capsys):
+    src = SOURCE.format(
+        n=[5],
+        replicates=40,
+        seed=2,
+        methods=(
+            "@study.method\ndef fragile(x):\n"
+            "    if x[0] > 1.0:\n        return {'est': float('nan'), 'se': 1.0}\n"
+            "    if x[0] < -1.5:\n        return {'est': float('-inf'), 'se': 1.0}\n"
+            "    return {'est': x[0], 'se': 1.0}\n"
+        ),
+    )
+    path = tmp_path / "s.py"
+    path.write_text(src)
+    store = tmp_path / "s.zarr"
+    assert (
+        simstudy.cli.main(
+            [
+                "run",
+                str(path),
+                "--store",
+                str(store),
+                "--scheduler",
+                "synchronous",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
+    ds = assert_store_consistent(store)
+    est = ds.est.sel({"method_name": "fragile"}).values.ravel()
+    assert (ds.status.values == 1).all()  # no task failed
+    n_bad = int((~np.isfinite(est)).sum())
+    assert 0 < n_bad < 80
+    assert np.isinf(est).any()
+    err = capsys.readouterr().err
+    assert f"note: {n_bad:,} ok task(s) returned NaN or inf in an output" in err
+    assert "raise an exception" in err

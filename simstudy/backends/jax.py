@@ -54,7 +54,6 @@ from simstudy.outputs import (
     OutputError,
     OutputSpecs,
     keys_problem,
-    nonfinite_message,
     shape_problem,
 )
 from simstudy.results import BatchResult, Failure, failure, worker_name
@@ -243,22 +242,14 @@ class _BatchRun:
     def _place(
         self, j: int, rows: np.ndarray[Any, Any], host: dict[str, np.ndarray[Any, Any]]
     ) -> None:
-        """Store a block's outputs of method ``j``; non-finite lanes fail."""
+        """Store a block's outputs of method ``j``, NaN and inf as they came
+        (docs/tutorial.md, "NaN and inf")."""
         b, k = self.status.shape
-        ok = np.ones(len(rows), bool)
         for name, arr in host.items():
-            finite = np.isfinite(arr.reshape(len(rows), -1)).all(axis=1)
-            for i in np.flatnonzero(~finite & ok):
-                message = nonfinite_message(self.methods[j].name, name, arr[i])
-                exc = OutputError(message)
-                self._fail(j, rows[i : i + 1], exc, message, engine=True)
-            ok &= finite
             if name not in self.rows:
                 self.rows[name] = np.full((b, k, *arr.shape[1:]), np.nan)
             self.rows[name][rows, j] = arr
-        for name in host:  # a failed task has no outputs, finite or not
-            self.rows[name][rows[~ok], j] = np.nan
-        self.status[rows[ok], j] = OK
+        self.status[rows, j] = OK
 
 
 def _spec_error(method: str, kern: Kernel, specs: OutputSpecs) -> KernelError | None:
