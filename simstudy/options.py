@@ -24,7 +24,16 @@ from simstudy.errors import UsageError
 from simstudy.executors import SCHEDULERS
 from simstudy.study import Study
 
-__all__ = ["TARGET_NEEDS", "RunKwargs", "RunOptions", "TargetSpec", "default_store"]
+__all__ = [
+    "FAIL_FAST",
+    "TARGET_NEEDS",
+    "RunKwargs",
+    "RunOptions",
+    "TargetSpec",
+    "default_store",
+]
+
+FAIL_FAST = 50  # a method whose first this many tasks all fail stops the run
 
 # measures a target may name: all of summarize's with an MCSE, and what each needs
 TARGET_NEEDS = {
@@ -78,6 +87,11 @@ class RunKwargs(TypedDict, total=False):
         Replicates per batch (default: automatic).
     max_errors : int
         Stop cleanly once this many tasks have failed in this run.
+    fail_fast : bool
+        Stop cleanly when a method's first ``FAIL_FAST`` (50) tasks of this
+        run have all failed (default True; SimDesign stops after 50
+        consecutive errors too); the report names the method and its first
+        error. False (``--no-fail-fast``) runs every task whatever fails.
     task_timeout : float
         Seconds a data function or method call may run; a call running
         longer is interrupted and recorded as a failed task (``TaskTimeout``).
@@ -123,6 +137,7 @@ class RunKwargs(TypedDict, total=False):
     cluster_config: str | None
     batch_size: int | None
     max_errors: int | None
+    fail_fast: bool
     task_timeout: float | None
     accept_version_change: bool
     warnings_as_errors: bool
@@ -158,6 +173,7 @@ class RunOptions:
     cluster_config: str | None = None
     batch_size: int | None = None
     max_errors: int | None = None
+    fail_fast: bool = True
     task_timeout: float | None = None
     accept_version_change: bool = False
     warnings: str | None = None  # per task: "record", "error", or None (threads)
@@ -224,6 +240,7 @@ class RunOptions:
             cluster_config=o.get("cluster_config"),
             batch_size=batch_size,
             max_errors=max_errors,
+            fail_fast=bool(o.get("fail_fast", True)),
             task_timeout=task_timeout,
             accept_version_change=bool(o.get("accept_version_change", False)),
             warnings=warnings,

@@ -39,7 +39,7 @@ from simstudy.errors import (
 from simstudy.executors import SCHEDULERS, Executor, make_executor, study_payload
 from simstudy.lint import lint_study
 from simstudy.loader import load_study
-from simstudy.options import RunKwargs, RunOptions, default_store
+from simstudy.options import FAIL_FAST, RunKwargs, RunOptions, default_store
 from simstudy.plan import BatchSizer, Plan, Round
 from simstudy.recompute import recheck_versions
 from simstudy.results import BatchResult
@@ -84,7 +84,9 @@ class RunReport:
     failed: int = 0
     pending: int = 0
     interrupted: bool = False
-    stopped_on_errors: bool = False
+    stopped_on_errors: bool = False  # by --max-errors or by fail-fast
+    # fail-fast: the method whose first tasks all failed, and its first error
+    failing: tuple[str, str] | None = None
     seconds: float = 0.0
     executor: str = "nothing to run"
     startup: float = 0.0  # seconds until the workers were ready
@@ -202,6 +204,8 @@ class _Run:
         self.failed_before = 0  # failed tasks before this run (within round 1)
         self.failed_now = 0  # failed in this run
         self.base = 0  # tasks computed in earlier rounds
+        # per method, this run: (ok, failed, first error) for fail-fast
+        self.by_method: dict[str, tuple[int, int, str]] = {}
         self.total = 0  # tasks of this round
 
     # ---- start and finish ----------------------------------------------
@@ -390,6 +394,9 @@ class _Run:
                 if o.max_errors is not None and self.failed_now >= o.max_errors:
                     report.stopped_on_errors = True
                     executor.stop_submitting()
+                if report.failing is None and self._failing(result):
+                    report.stopped_on_errors = True
+                    executor.stop_submitting()
                 self._emit()
             except KeyboardInterrupt:
                 # raised by the signal handler outside a store write, or by the
@@ -417,6 +424,21 @@ class _Run:
         self.failed_now += n_bad
         report.failed = self.failed_before + self.failed_now
         report.pending -= n_ok + n_bad
+
+    def _failing(self, result: BatchResult) -> bool:
+        """Count a batch per method; True when fail-fast should stop the run:
+        a method's first FAIL_FAST tasks of this run have all failed."""
+        first = {f.method: f"{f.type}: {f.message}" for f in reversed(result.failures)}
+        for j, m in enumerate(result.batch.methods):
+            name = self.study.methods[m].name
+            ok, bad, error = self.by_method.get(name, (0, 0, ""))
+            ok += int((result.status[:, j] == OK).sum())
+            bad += int((result.status[:, j] == FAILED).sum())
+            self.by_method[name] = (ok, bad, error or first.get(name, ""))
+            if self.opts.fail_fast and ok == 0 and bad >= FAIL_FAST:
+                self.report.failing = (name, self.by_method[name][2])
+                return True
+        return False
 
     def _emit(self) -> None:
         if self.on_progress is None:

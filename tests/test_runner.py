@@ -428,3 +428,48 @@ def test_nan_and_inf_are_values_and_the_run_counts_them_issue_16(tmp_path, capsy
     err = capsys.readouterr().err
     assert f"note: {n_bad:,} ok task(s) returned NaN or inf in an output" in err
     assert "raise an exception" in err
+
+
+FAILS_ALWAYS = SOURCE.format(
+    n=[5],
+    replicates=500,
+    seed=2,
+    methods=(
+        METHODS["mean"] + "@study.method\ndef bad(x):\n    return {'estimate': 1 / 0}\n"
+    ),
+)
+
+
+def test_fail_fast_stops_a_method_that_fails_every_task_issue_16(tmp_path, capsys):
+    path = tmp_path / "s.py"
+    path.write_text(FAILS_ALWAYS)
+    store = tmp_path / "s.zarr"
+    argv = ["run", str(path), "--store", str(store), "--no-progress"]
+    code = simstudy.cli.main([*argv, "--scheduler", "synchronous", "--batch-size", "5"])
+    assert code == 3
+    ds = assert_store_consistent(store)
+    bad = ds.status.sel({"method_name": "bad"}).values
+    assert 50 <= int((bad == 2).sum()) < 100  # stopped soon after the 50th
+    assert int((ds.status.values == 0).sum()) > 1000  # most never ran
+    err = capsys.readouterr().err
+    assert "stopped: method 'bad' failed its first 50 tasks" in err
+    assert "ZeroDivisionError: method 'bad': division by zero" in err
+    assert "--no-fail-fast" in err
+    # --no-fail-fast runs every task; a resume of the rest
+    code = simstudy.cli.main([*argv, "--scheduler", "synchronous", "--no-fail-fast"])
+    assert code == 3
+    ds = assert_store_consistent(store)
+    assert (ds.status.sel({"method_name": "bad"}).values == 2).all()
+    assert (ds.status.sel({"method_name": "mean"}).values == 1).all()
+
+
+def test_fail_fast_is_per_method_and_never_on_a_method_that_succeeds(tmp_path):
+    """flaky fails 30% of its tasks: never all of its first 50."""
+    path = tmp_path / "s.py"
+    path.write_text(
+        SOURCE.format(n=[5], replicates=200, seed=3, methods=METHODS["flaky"])
+    )
+    report = simstudy.run(path, store=tmp_path / "s.zarr", scheduler="synchronous")
+    assert report.failing is None
+    assert report.pending == 0
+    assert 0 < report.failed < report.tasks

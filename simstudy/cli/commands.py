@@ -15,6 +15,7 @@ from typing import Any
 from simstudy.cli.progress import ProgressPrinter, duration
 from simstudy.cube import METHOD, REPLICATE
 from simstudy.errors import EXIT_FAILED, EXIT_OK, UsageError
+from simstudy.options import FAIL_FAST
 
 __all__ = ["COMMANDS"]
 
@@ -85,6 +86,19 @@ def _print_report(report: Any, max_errors: int | None) -> None:
             "interrupted: the store is consistent; run the same command to resume.",
             file=err,
         )
+    elif report.failing is not None:
+        method, error = report.failing
+        print(
+            f"stopped: method {method!r} failed its first {FAIL_FAST} tasks "
+            f"({error[:300]}); the batches in flight were finished.",
+            file=err,
+        )
+        print(
+            "hint: fix the method and run again (it resumes); --no-fail-fast "
+            "runs every task anyway",
+            file=err,
+        )
+        return
     elif report.stopped_on_errors:
         print(f"stopped after {max_errors} failed tasks (--max-errors).", file=err)
     if report.failed and not report.interrupted:

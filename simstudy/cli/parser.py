@@ -136,6 +136,13 @@ def _add_run_execution(run: Any) -> None:
         "--max-errors", type=_positive, help="stop cleanly after N failed tasks"
     )
     run.add_argument(
+        "--no-fail-fast",
+        dest="fail_fast",
+        action="store_false",
+        help="run every task even when a method's first 50 tasks all failed "
+        "(by default the run stops there)",
+    )
+    run.add_argument(
         "--warnings-as-errors",
         action="store_true",
         help="a task that emits a warning is a failed task",
