@@ -68,8 +68,16 @@ def name_problem(method: str, name: Any, factors: Mapping[str, Any]) -> str | No
 def keys_problem(
     method: str, names: tuple[str, ...], known: tuple[str, ...] | None, source: str
 ) -> str | None:
-    """Say that a method returned other output names than ``known`` (from ``source``)."""
-    return _mismatch(method, "returned outputs", list(names), known, list, source)
+    """Say that a method returned other output names than ``known`` (from
+    ``source``), naming the missing and the extra ones."""
+    problem = _mismatch(method, "returned outputs", list(names), known, list, source)
+    if problem is None or known is None:
+        return problem
+    missing = [n for n in known if n not in names]
+    extra = [n for n in names if n not in known]
+    parts = [f"missing {', '.join(map(repr, missing))}"] if missing else []
+    parts += [f"extra {', '.join(map(repr, extra))}"] if extra else []
+    return f"{problem[:-1]}; {'; '.join(parts)}."
 
 
 def shape_problem(
@@ -143,7 +151,7 @@ def to_outputs(
         out[name] = arr
     names = tuple(sorted(out))
     known_names = specs.names.setdefault(method, names)
-    problem = keys_problem(method, names, known_names, "its first task")
+    problem = keys_problem(method, names, known_names, "its first successful task")
     if problem is not None:
         raise OutputError(problem)
     return out

@@ -106,6 +106,17 @@ class Round:
         """Replicates with at least one pending task."""
         return int(sum(int(m.any(axis=1).sum()) for m in self.pending))
 
+    def first_pending(self, methods: list[int]) -> tuple[int, int] | None:
+        """The first (point, replicate), in task order, where one of these
+        methods has a pending task."""
+        if not methods:
+            return None
+        for p, mask in enumerate(self.pending):
+            rows = np.flatnonzero(mask[:, methods].any(axis=1))
+            if len(rows):
+                return p, int(rows[0])
+        return None
+
     def work(self) -> list[tuple[int, tuple[int, ...]]]:
         """(design point, pending methods) of every point with work, in order."""
         return [

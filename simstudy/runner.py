@@ -14,12 +14,13 @@ loader, study, errors``.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import threading
 import time
 import warnings
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any, Unpack
@@ -34,14 +35,17 @@ from simstudy.errors import (
     EXIT_INTERRUPTED,
     EXIT_OK,
     ReproducibilityWarning,
+    SimstudyError,
+    StudyError,
     UsageError,
 )
 from simstudy.executors import SCHEDULERS, Executor, make_executor, study_payload
+from simstudy.grid import points
 from simstudy.lint import lint_study
 from simstudy.loader import load_study
 from simstudy.options import FAIL_FAST, RunKwargs, RunOptions, default_store
 from simstudy.plan import BatchSizer, Plan, Round
-from simstudy.recompute import recheck_versions
+from simstudy.recompute import recheck_versions, task_batch
 from simstudy.results import BatchResult
 from simstudy.study import Study
 from simstudy.target import TargetRule
@@ -204,6 +208,15 @@ class _Run:
         self.failed_before = 0  # failed tasks before this run (within round 1)
         self.failed_now = 0  # failed in this run
         self.base = 0  # tasks computed in earlier rounds
+        # one sizer for all rounds: task times measured in one round size the next
+        self.sizer = BatchSizer(
+            fixed=opts.batch_size,
+            workers=opts.workers,
+            rows=0,
+            chunk=1,  # the store's, once it is open
+            quantum=study.vmap_width or 1,
+        )
+        self.truth_checked = False  # the truth names outputs the methods return
         # per method, this run: (ok, failed, first error) for fail-fast
         self.by_method: dict[str, tuple[int, int, str]] = {}
         self.total = 0  # tasks of this round
@@ -212,6 +225,7 @@ class _Run:
     def go(self) -> RunReport:
         """Start workers early where it pays, open the store, run, close."""
         o = self.opts
+        created = not (o.store / "zarr.json").exists()  # by this run
         fresh = o.restart or not o.store.exists()
         early = SCHEDULERS[o.scheduler].early and fresh
         if early and os.access(o.store.parent, os.W_OK):
@@ -240,6 +254,13 @@ class _Run:
             raise
         try:
             self._rounds(st)
+        except SimstudyError:
+            st.close()
+            if created and self.report.computed == 0:
+                # bad input found once the first results were in (a truth
+                # naming no output): leave no store behind
+                shutil.rmtree(st.path, ignore_errors=True)
+            raise
         finally:
             st.close()
             self._close_executor()
@@ -300,14 +321,7 @@ class _Run:
             if study.replicates > planned:  # a plain run past the rule's counts
                 st.record_target(None)
         counts = [study.replicates] * len(plan.grid)  # replicates per point
-        # one sizer for all rounds: task times measured in one round size the next
-        sizer = BatchSizer(
-            fixed=o.batch_size,
-            workers=o.workers,
-            rows=0,
-            chunk=st.group_rows,
-            quantum=study.vmap_width or 1,
-        )
+        self.sizer.chunk = st.group_rows
         signals = _Signals()
         first = True
         try:
@@ -317,7 +331,7 @@ class _Run:
                 self._account(work, first=first)
                 first = False
                 if self.total:
-                    self._round(st, plan, work, sizer, signals)
+                    self._round(st, plan, work, signals)
                 if target is None or report.interrupted or report.stopped_on_errors:
                     break
                 st.flush()
@@ -367,21 +381,52 @@ class _Run:
         st: Store,
         plan: Plan,
         work: Round,
-        sizer: BatchSizer,
         signals: _Signals,
     ) -> None:
         """Compute a round's pending tasks, writing each finished batch."""
-        o, report = self.opts, self.report
+        o, report, sizer = self.opts, self.report, self.sizer
         executor = self._start_executor()
         sizer.rows_left = work.rows
         for p, mask in enumerate(work.pending):
             st.expect(plan.pidx[p], mask)
         executor.prepare(work.work())
         self.base = report.computed
+        self._probe(st, plan, work, signals)
         batches = plan.batches(
             work, sizer, timeout=o.task_timeout, warnings=o.warnings, device=o.device
         )
-        results = executor.results(batches, st.output_specs)
+        self._consume(st, plan, executor.results(batches, st.output_specs), signals)
+
+    def _probe(self, st: Store, plan: Plan, work: Round, signals: _Signals) -> None:
+        """Fix each method's output names by its first successful task in task
+        order (design point, then replicate) before any other batch goes out,
+        so which tasks fail for returning other names does not depend on the
+        order results arrive in (workers, batch sizes, resume)."""
+        study, o, executor = self.study, self.opts, self._start_executor()
+        for _ in range(FAIL_FAST + 1):
+            known = st.meta.outputs
+            todo = [m for m, name in enumerate(study.method_names) if name not in known]
+            at = work.first_pending(todo)
+            report = self.report
+            if at is None or report.stopped_on_errors or report.interrupted:
+                return
+            p, r = at
+            methods = tuple(int(m) for m in np.flatnonzero(work.pending[p][r]))
+            one = task_batch(study, p, plan.grid[p], r, methods, store=st.path)
+            batch = replace(
+                one, timeout=o.task_timeout, warnings=o.warnings, device=o.device
+            )
+            work.pending[p][r] = False
+            self.sizer.issued(batch)
+            self._consume(
+                st, plan, executor.results(iter([batch]), st.output_specs), signals
+            )
+
+    def _consume(
+        self, st: Store, plan: Plan, results: Iterator[BatchResult], signals: _Signals
+    ) -> None:
+        """Take results as they come: write, count, stop when asked to."""
+        o, report, executor = self.opts, self.report, self._start_executor()
         while True:
             try:
                 if signals.count and not report.interrupted:
@@ -389,7 +434,7 @@ class _Run:
                 result = next(results, None)
                 if result is None:
                     break
-                sizer.observe(result.batch, result.seconds)
+                self.sizer.observe(result.batch, result.seconds)
                 self._take(st, plan, result)
                 if o.max_errors is not None and self.failed_now >= o.max_errors:
                     report.stopped_on_errors = True
@@ -414,6 +459,8 @@ class _Run:
 
     def _take(self, st: Store, plan: Plan, result: BatchResult) -> None:
         """Write a finished batch; count it."""
+        if not self.truth_checked:
+            self.truth_checked = _check_truth(self.study, st.meta.outputs, result)
         b, report = result.batch, self.report
         result = st.write(result, plan.pidx[b.point], plan.midx[list(b.methods)])
         n_ok = int((result.status == OK).sum())
@@ -450,6 +497,28 @@ class _Run:
         self.on_progress(
             Progress(report.computed, self.base + self.total, failed, elapsed, stopping)
         )
+
+
+def _check_truth(
+    study: Study, known: dict[str, list[str]], result: BatchResult
+) -> bool:
+    """Once every method's outputs are known (stored, or in ``result``),
+    refuse a truth naming none of them; True when checked."""
+    names = {**{m: list(v) for m, v in known.items()}, **result.keys}
+    if any(m not in names for m in study.method_names):
+        return False
+    outputs = {o for m in study.method_names for o in names[m]}
+    truth = study.truth_for(points(study)[0]) if study.truth_values else {}
+    for key in truth:
+        if key not in outputs:
+            where = f"{Path(study.source_file).name}: " if study.source_file else ""
+            raise StudyError(
+                f"{where}study.truth names {key!r}, which no method returns "
+                f"(outputs: {', '.join(sorted(outputs))}).",
+                hint="key the truth by the output that estimates it, e.g. "
+                f"study.truth({min(outputs)}=...)",
+            )
+    return True
 
 
 def _nonfinite(result: BatchResult, outputs: dict[str, list[str]], study: Study) -> int:

@@ -522,6 +522,8 @@ class Study:
                 set(self.factors),
                 f"truth function {getattr(self.truth_values, '__name__', '?')!r}",
             )
+        if self.truth_values is not None:
+            _check_truth(self)
 
     def _check_params(
         self,
@@ -645,3 +647,30 @@ class Study:
             )
             + f"methods={self.method_names!r})"
         )
+
+
+def _check_truth(study: Study) -> None:
+    """A truth names an estimate a method declares (``estimate=``, else
+    the default ``estimate`` or ``value``): anything else is refused."""
+    estimates: set[str] = set()
+    for m in study.methods:
+        name = m.measures.get("estimate")
+        estimates |= {name} if name else {"estimate", "value"}
+    first = dict(
+        zip(study.factors, (v[0] for v in study.factors.values()), strict=True)
+    )
+    try:
+        keys = list(study.truth_for(first))
+    except Exception as exc:
+        raise StudyError(
+            f"the truth function raised {type(exc).__name__}: {exc} (at {first}).",
+            hint="it must return {output: number} for every design point",
+        ) from exc
+    for key in keys:
+        if key not in estimates:
+            raise StudyError(
+                f"study.truth names {key!r}, which is no method's estimate; "
+                f"estimates: {sorted(estimates)}.",
+                hint=f"key the truth by the estimate's output, or declare "
+                f'@study.method(estimate="{key}") on the methods returning it',
+            )

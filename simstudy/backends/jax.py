@@ -256,7 +256,9 @@ def _spec_error(method: str, kern: Kernel, specs: OutputSpecs) -> KernelError | 
     """Check a kernel's outputs against those the method's first tasks had."""
     assert kern.outputs is not None
     names = tuple(sorted(kern.outputs))
-    problem = keys_problem(method, names, specs.names.get(method), "its first task")
+    problem = keys_problem(
+        method, names, specs.names.get(method), "its first successful task"
+    )
     for name, (shape, _) in kern.outputs.items():
         problem = problem or shape_problem(
             method, name, shape, specs.shapes.get(name), "the first task"

@@ -154,9 +154,7 @@ class Writer:
             for i in np.flatnonzero(status[:, j] == OK):
                 status[i, j] = FAILED
                 out.append(
-                    Failure(
-                        result.batch.start + int(i), method, "OutputKeysError", problem
-                    )
+                    Failure(result.batch.start + int(i), method, "OutputError", problem)
                 )
         return out
 
@@ -175,9 +173,7 @@ class Writer:
                 problem = shape_problem(names[j], name, shape, specs[name], "the store")
                 assert problem is not None
                 start = result.batch.start
-                out.append(
-                    Failure(start + int(i), names[j], "OutputShapeError", problem)
-                )
+                out.append(Failure(start + int(i), names[j], "OutputError", problem))
         return out
 
     def _written(self, group: Group, tasks: int) -> None:
