@@ -39,6 +39,8 @@ class SimstudyError(Exception):
         super().__init__(message)
         self.message = message
         self.hint = hint
+        if hint:  # a traceback (a script, a notebook) shows it, as the CLI does
+            self.add_note(f"hint: {hint}")
 
     def __str__(self) -> str:
         return self.message

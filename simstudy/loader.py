@@ -15,7 +15,7 @@ from types import ModuleType
 
 from simstudy.errors import StudyError
 from simstudy.fingerprint import user_file
-from simstudy.study import Study
+from simstudy.study import FROM_FILE, Study
 
 __all__ = ["load_study"]
 
@@ -104,6 +104,7 @@ def _import(p: Path) -> ModuleType:
     assert spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     sys.modules[modname] = module
+    token = FROM_FILE.set(True)
     try:
         spec.loader.exec_module(module)
     except StudyError as exc:
@@ -129,6 +130,8 @@ def _import(p: Path) -> ModuleType:
         if isinstance(exc, KeyboardInterrupt | SystemExit):
             raise
         raise _import_error(exc, p) from exc
+    finally:
+        FROM_FILE.reset(token)
     return module
 
 

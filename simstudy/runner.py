@@ -13,6 +13,7 @@ loader, study, errors``.
 
 from __future__ import annotations
 
+import html
 import os
 import shutil
 import signal
@@ -45,6 +46,7 @@ from simstudy.lint import lint_study
 from simstudy.loader import load_study
 from simstudy.options import FAIL_FAST, RunKwargs, RunOptions, default_store
 from simstudy.plan import BatchSizer, Plan, Round
+from simstudy.progress import NotebookProgress, in_notebook
 from simstudy.recompute import recheck_versions, task_batch
 from simstudy.results import BatchResult
 from simstudy.study import Study
@@ -111,6 +113,44 @@ class RunReport:
             return EXIT_INTERRUPTED
         return EXIT_FAILED if self.failed or self.stopped_on_errors else EXIT_OK
 
+    def lines(self) -> list[tuple[str, str]]:
+        """What a person wants to see of the run, as (label, text) rows."""
+        state = (
+            "interrupted (run again to resume)"
+            if self.interrupted
+            else "stopped on errors"
+            if self.stopped_on_errors
+            else "finished"
+        )
+        left, total = f"{self.pending:,} pending", f"{self.tasks:,}"
+        rows = [
+            ("store", str(self.store)),
+            ("state", f"{state}, exit code {self.exit_code}"),
+            ("tasks", f"{self.ok:,} ok, {self.failed:,} failed, {left} of {total}"),
+            ("this run", f"{self.computed:,} computed in {self.seconds:.1f} s"),
+        ]
+        if self.failing:
+            rows.append(("failing", f"method {self.failing[0]!r}: {self.failing[1]}"))
+        rows += [("note", n) for n in (*self.warnings, *self.notes)]
+        rows.append(
+            ("next", f"simstudy.summarize(simstudy.open_results({str(self.store)!r}))")
+        )
+        return rows
+
+    def __str__(self) -> str:
+        return "\n".join(f"{k:>9}: {v}" for k, v in self.lines())
+
+    def _repr_html_(self) -> str:
+        """A notebook shows the returned report as this table."""
+        body = "".join(
+            f"<tr><th style='text-align:right'>{html.escape(k)}</th>"
+            f"<td style='text-align:left'><code>{html.escape(v)}</code></td></tr>"
+            for k, v in self.lines()
+        )
+        return (
+            f"<table class='simstudy-run'><caption>simstudy run</caption>{body}</table>"
+        )
+
 
 def run(
     study: Study | str | os.PathLike[str],
@@ -162,6 +202,8 @@ def run(
     for message in lint_study(study):
         warnings.warn(message, ReproducibilityWarning, stacklevel=2)
     payload = study_payload(study)  # an unpicklable input fails here, first
+    if on_progress is None and in_notebook():
+        on_progress = NotebookProgress()
     return _Run(study, opts, payload, on_progress, on_start).go()
 
 

@@ -5,11 +5,14 @@ Layers: imports ``fingerprint`` and ``errors`` (and numpy).
 
 from __future__ import annotations
 
+import contextvars
 import copy
 import hashlib
 import inspect
 import math
 import numbers
+import sys
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, overload
@@ -19,7 +22,13 @@ import numpy as np
 from simstudy import fingerprint
 from simstudy.errors import StudyError
 
-__all__ = ["BACKENDS", "SCHEMES", "BackendTraits", "Method", "Study"]
+__all__ = ["BACKENDS", "FROM_FILE", "SCHEMES", "BackendTraits", "Method", "Study"]
+
+# set by the loader while a study file runs: there a second declaration of a
+# method is a mistake; typed again in a notebook or a REPL it is an edit
+FROM_FILE: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "simstudy_from_file", default=False
+)
 
 SCHEMES = ("spawn", "pcg64-jump", "mt19937-jump")
 
@@ -378,7 +387,9 @@ class Study:
 
     def data(self, func: Callable[..., Any]) -> Callable[..., Any]:
         """Register the data function: ``f(rng, **factors) -> data``."""
-        if self.data_func is not None:
+        if self.data_func is not None and not _redeclared(
+            "data function", self.data_func.__name__, func.__name__
+        ):
             raise StudyError(
                 f"a second data function {func.__name__!r} was declared "
                 f"(first: {self.data_func.__name__!r}); a study has exactly one.",
@@ -428,14 +439,19 @@ class Study:
                     f"method name must be a non-empty string, got {mname!r}.",
                     hint='write @study.method(name="median")',
                 )
-            if any(m.name == mname for m in self.methods):
+            same = [i for i, m in enumerate(self.methods) if m.name == mname]
+            if same and not _redeclared("method", mname, mname):
                 raise StudyError(
                     f"method {mname!r} is declared twice; method names must be "
                     "distinct.",
                     hint='rename one, e.g. @study.method(name="median2")',
                 )
             params = self._params(f, skip_first=True, what=f"method {mname!r}")
-            self.methods.append(Method(mname, f, params, measures))
+            method = Method(mname, f, params, measures)
+            if same:  # an edit typed again in a notebook: same place, new code
+                self.methods[same[0]] = method
+            else:
+                self.methods.append(method)
             return f
 
         if func is not None:
@@ -674,3 +690,22 @@ def _check_truth(study: Study) -> None:
                 hint=f"key the truth by the estimate's output, or declare "
                 f'@study.method(estimate="{key}") on the methods returning it',
             )
+
+
+def _interactive() -> bool:
+    """Whether code runs in a notebook or a REPL (not from a file)."""
+    ipython = sys.modules.get("IPython")
+    get = getattr(ipython, "get_ipython", None)
+    if get is not None and get() is not None:
+        return True
+    return hasattr(sys, "ps1") or not hasattr(sys.modules.get("__main__"), "__file__")
+
+
+def _redeclared(what: str, old: str, new: str) -> bool:
+    """Allow a second declaration typed in a notebook or REPL (a cell run
+    again), with a notice; in a study file it stays an error (False)."""
+    if FROM_FILE.get() or not _interactive():
+        return False
+    name = repr(new) if old == new else f"{old!r} by {new!r}"
+    warnings.warn(f"{what} {name} declared again: replaced.", stacklevel=4)
+    return True

@@ -98,7 +98,7 @@ def test_progress_eta_ignores_the_start_up(monkeypatch):
     import io
     import time
 
-    from simstudy.cli.progress import ProgressPrinter
+    from simstudy.progress import ProgressPrinter
     from simstudy.runner import Progress
 
     clock = [100.0]
@@ -135,7 +135,7 @@ def test_progress_on_a_terminal_is_one_live_bar(monkeypatch):
     import io
     import time
 
-    from simstudy.cli.progress import ProgressPrinter
+    from simstudy.progress import ProgressPrinter
     from simstudy.runner import Progress
 
     class Terminal(io.StringIO):

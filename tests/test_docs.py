@@ -7,6 +7,8 @@ import hashlib
 import io
 import json
 import re
+import subprocess
+import sys
 import textwrap
 from pathlib import Path
 
@@ -224,3 +226,26 @@ def test_tutorial_truth_function_example_runs(tmp_path: Path) -> None:
     bias = summary["bias"].values
     assert np.isfinite(bias).all()
     assert (np.abs(bias) < 0.5).all()  # sd is nearly unbiased for sigma
+
+
+def test_tutorial_script_example_runs_as_a_plain_script(tmp_path: Path) -> None:
+    """docs/tutorial.md's API example, as printed, run by `python FILE`."""
+    text = (ROOT / "docs" / "tutorial.md").read_text()
+    block = next(
+        b
+        for b in re.findall(r"```python\n(.*?)```", text, re.DOTALL)
+        if "print(report)" in b
+    )
+    (tmp_path / "pilot.py").write_text(block)
+    done = subprocess.run(
+        [sys.executable, "pilot.py"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "400 ok, 0 failed, 0 pending of 400" in done.stdout
+    assert "simstudy.summarize(simstudy.open_results('pilot.zarr'))" in done.stdout
+    summary = simstudy.summarize(simstudy.open_results(tmp_path / "pilot.zarr"))
+    assert int(summary["n_ok"].sum()) == 400

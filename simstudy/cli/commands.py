@@ -12,10 +12,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from simstudy.cli.progress import ProgressPrinter, duration
 from simstudy.cube import METHOD, REPLICATE
 from simstudy.errors import EXIT_FAILED, EXIT_OK, UsageError
 from simstudy.options import FAIL_FAST
+from simstudy.progress import ProgressPrinter, duration
 
 __all__ = ["COMMANDS"]
 

@@ -19,6 +19,7 @@ import logging
 import multiprocessing
 import os
 import signal
+import sys
 import time
 import uuid
 from collections import deque
@@ -54,7 +55,8 @@ def worker_env() -> dict[str, str]:
 
 @contextlib.contextmanager
 def _spawn_env() -> Iterator[None]:
-    """Spawn children with BLAS threads = 1 and SIGINT ignored (the driver owns it)."""
+    """Spawn children with BLAS threads = 1, SIGINT ignored (the driver owns
+    it) and without the driver's main script (see ``_main_hidden``)."""
     saved = {v: os.environ.get(v) for v in THREAD_VARS}
     os.environ.update(worker_env())
     old = signal.getsignal(signal.SIGINT)
@@ -63,7 +65,8 @@ def _spawn_env() -> Iterator[None]:
         if in_main:
             with contextlib.suppress(ValueError):
                 signal.signal(signal.SIGINT, signal.SIG_IGN)
-        yield
+        with _main_hidden():
+            yield
     finally:
         if in_main:
             with contextlib.suppress(ValueError):
@@ -73,6 +76,30 @@ def _spawn_env() -> Iterator[None]:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+
+
+@contextlib.contextmanager
+def _main_hidden() -> Iterator[None]:
+    """Start children without running the driver's main script in them.
+
+    A spawned child runs the parent's ``__main__`` file again (as
+    ``__mp_main__``) unless told where it is not; a plain script calling
+    ``simstudy.run`` without an ``if __name__ == "__main__":`` guard would
+    then start a run in every worker. Workers get the study by value and
+    need nothing from the script, so hide its file and spec while they start.
+    """
+    main = sys.modules.get("__main__")
+    hidden = {a: getattr(main, a) for a in ("__file__", "__spec__") if hasattr(main, a)}
+    try:
+        for a in hidden:
+            if a == "__file__":
+                delattr(main, a)
+            else:
+                setattr(main, a, None)
+        yield
+    finally:
+        for a, v in hidden.items():
+            setattr(main, a, v)
 
 
 class _WindowedExecutor:
