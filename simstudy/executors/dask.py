@@ -353,6 +353,7 @@ class DistributedExecutor(_WindowedExecutor):
 
         self.cluster: Any = None
         self.client: Any = None
+        self.config: Any = contextlib.nullcontext()
         if cluster is not None:
             from simstudy.executors.launchers import start_cluster
 
@@ -360,6 +361,16 @@ class DistributedExecutor(_WindowedExecutor):
             address = self.cluster.scheduler_address
             tls = None
         if address is None:
+            # a LocalCluster closes a worker's nanny for good when the worker
+            # has been gone for lost-worker-timeout (15 s), judged when that
+            # time is up: a task that kills its worker again and again, or
+            # restarts slowed by a loaded machine, then left the cluster with
+            # no workers and the run waiting for ever. Our nannies restart
+            # their workers, so the cluster never needs it; set for the
+            # executor's life, since the check runs then
+            self.config = dask.config.set(
+                {"distributed.deploy.lost-worker-timeout": "7d"}
+            )
             # our LocalCluster's scheduler gives up on a task at its first
             # worker death; results() retries and isolates the task itself
             with (
@@ -450,6 +461,7 @@ class DistributedExecutor(_WindowedExecutor):
         return isinstance(exc, KilledWorker)
 
     def close(self) -> None:
+        self.config.__exit__(None, None, None)
         if self.client is not None:
             with contextlib.suppress(Exception):  # leave long-lived workers clean
                 self.client.unregister_worker_plugin(self.plugin.name)
