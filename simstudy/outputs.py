@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from simstudy.study import RESERVED
+from simstudy.factors import RESERVED
 
 __all__ = [
     "MAX_OUTPUT_VALUES",

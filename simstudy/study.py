@@ -1,6 +1,6 @@
 """The Study declaration and all load-time validation. Runs nothing.
 
-Layers: imports ``fingerprint`` and ``errors`` (and numpy).
+Layers: imports ``factors``, ``fingerprint`` and ``errors`` (and numpy).
 """
 
 from __future__ import annotations
@@ -21,8 +21,17 @@ import numpy as np
 
 from simstudy import fingerprint
 from simstudy.errors import StudyError
+from simstudy.factors import RESERVED, Level, validate_factors
 
-__all__ = ["BACKENDS", "FROM_FILE", "SCHEMES", "BackendTraits", "Method", "Study"]
+__all__ = [
+    "BACKENDS",
+    "FROM_FILE",
+    "SCHEMES",
+    "BackendTraits",
+    "Level",
+    "Method",
+    "Study",
+]
 
 # set by the loader while a study file runs: there a second declaration of a
 # method is a mistake; typed again in a notebook or a REPL it is an edit
@@ -49,43 +58,6 @@ BACKENDS = {
 }
 DEFAULT_VMAP_WIDTH = 1024  # lanes of every jax kernel (numbers depend on it)
 MAX_VMAP_WIDTH = 8192  # a store chunk's replicates: one kernel call per chunk at most
-RESERVED = frozenset(
-    {
-        "replicate",
-        "method",
-        "method_name",
-        "rng",
-        "key",
-        "status",
-        "seconds",
-        "worker",
-        "started",
-        "warnings",
-    }
-)
-# keywords of xarray's sel / isel / reindex / interp / shift / drop_sel: a
-# factor of one of these names could not be selected by keyword
-# (``ds.sel(tolerance=0.1)`` is xarray's own argument, and selects nothing)
-SHADOWED = frozenset(
-    {
-        "indexers",
-        "method",
-        "tolerance",
-        "drop",
-        "missing_dims",
-        "copy",
-        "fill_value",
-        "coords",
-        "kwargs",
-        "assume_sorted",
-        "method_non_numeric",
-        "labels",
-        "errors",
-        "shifts",
-        "roll_coords",
-    }
-)
-Level = int | float | str | bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,91 +114,6 @@ def _array_hash(value: Any) -> str:
     else:
         data = arr.dtype.str.encode() + repr(arr.shape).encode() + arr.tobytes()
     return hashlib.sha256(data).hexdigest()[:16]
-
-
-def _normalize_level(factor: str, level: Any) -> Level:
-    """Turn a level into a plain Python scalar or raise StudyError."""
-    if isinstance(level, np.generic):
-        level = level.item()
-    if isinstance(level, bool | str):
-        return level
-    if isinstance(level, numbers.Integral):
-        return int(level)
-    if isinstance(level, numbers.Real):
-        value = float(level)
-        if not math.isfinite(value):
-            raise StudyError(
-                f"factor {factor!r} has a non-finite level {level!r}; "
-                "levels must be finite numbers, strings or booleans.",
-                hint="use a finite number or a string label such as 'inf'",
-            )
-        return value
-    raise StudyError(
-        f"factor {factor!r} has level {level!r} of type {type(level).__name__}; "
-        "levels must be int, float, str or bool.",
-        hint="use a scalar level and look up bigger objects inside the data function",
-    )
-
-
-def _validate_factors(factors: Any) -> dict[str, tuple[Level, ...]]:
-    if not isinstance(factors, Mapping):
-        raise StudyError(
-            f"factors must be a dict of name -> list of levels, got {factors!r}.",
-            hint='write factors={"n": [20, 100]}',
-        )
-    out: dict[str, tuple[Level, ...]] = {}
-    for name, levels in factors.items():
-        if not isinstance(name, str) or not name.isidentifier():
-            raise StudyError(
-                f"factor name {name!r} is not a valid Python identifier.",
-                hint="name factors like function parameters, e.g. 'n' or 'eps'",
-            )
-        if name in RESERVED:
-            raise StudyError(
-                f"factor {name!r} clashes with a reserved name; reserved: "
-                f"{sorted(RESERVED)}.",
-                hint=f"rename the factor, e.g. {name + '_'!r}",
-            )
-        if name in SHADOWED:
-            raise StudyError(
-                f"factor {name!r} is also a keyword of xarray's sel/isel: "
-                f"ds.sel({name}=...) would be read as that argument and select "
-                "nothing.",
-                hint=f"rename the factor, e.g. {name + '_'!r}",
-            )
-        if isinstance(levels, str | bytes) or not isinstance(levels, Sequence | range):
-            if isinstance(levels, np.ndarray):
-                levels = levels.tolist()
-            else:
-                raise StudyError(
-                    f"factor {name!r} must be a list of levels, got {levels!r}.",
-                    hint=f"write {name}=[{levels!r}] for a single level",
-                )
-        norm = [_normalize_level(name, lv) for lv in levels]
-        if not norm:
-            raise StudyError(
-                f"factor {name!r} has no levels; give at least one.",
-                hint="remove the factor or list its levels",
-            )
-        kinds = {type(v) for v in norm}
-        if kinds == {int, float}:
-            norm = [float(v) for v in norm]
-        elif len(kinds) > 1:
-            raise StudyError(
-                f"factor {name!r} mixes level types "
-                f"{sorted(k.__name__ for k in kinds)}: {norm!r}; "
-                "levels of one factor must share a type.",
-                hint="use all numbers or all strings",
-            )
-        dups = sorted({repr(v) for v in norm if norm.count(v) > 1})
-        if dups:
-            raise StudyError(
-                f"factor {name!r} has duplicate levels {norm!r} "
-                f"(repeated: {', '.join(dups)}); levels must be distinct.",
-                hint="remove the repeated levels",
-            )
-        out[name] = tuple(norm)
-    return out
 
 
 def _vmap_width(backend: str, width: Any, scheme: Any) -> int | None:
@@ -330,7 +217,7 @@ class Study:
                 hint='write Study("my_study", ...)',
             )
         self.name: str = name_
-        self.factors = _validate_factors({} if factors is None else factors)
+        self.factors = validate_factors({} if factors is None else factors)
         if isinstance(replicates_, bool) or not isinstance(
             replicates_, numbers.Integral
         ):

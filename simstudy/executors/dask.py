@@ -361,31 +361,7 @@ class DistributedExecutor(_WindowedExecutor):
             address = self.cluster.scheduler_address
             tls = None
         if address is None:
-            # a LocalCluster closes a worker's nanny for good when the worker
-            # has been gone for lost-worker-timeout (15 s), judged when that
-            # time is up: a task that kills its worker again and again, or
-            # restarts slowed by a loaded machine, then left the cluster with
-            # no workers and the run waiting for ever. Our nannies restart
-            # their workers, so the cluster never needs it; set for the
-            # executor's life, since the check runs then
-            self.config = dask.config.set(
-                {"distributed.deploy.lost-worker-timeout": "7d"}
-            )
-            # our LocalCluster's scheduler gives up on a task at its first
-            # worker death; results() retries and isolates the task itself
-            with (
-                _spawn_env(),
-                dask.config.set({"distributed.scheduler.allowed-failures": 0}),
-            ):
-                self.cluster = LocalCluster(
-                    n_workers=workers,
-                    threads_per_worker=1,
-                    processes=True,
-                    host="127.0.0.1",
-                    dashboard_address="127.0.0.1:0",
-                    silence_logs=logging.CRITICAL,  # deaths are handled
-                    env=worker_env(),
-                )
+            self.config, self.cluster = _local_cluster(workers)
             self.client = Client(self.cluster)
         else:
             if cluster is None:
@@ -470,6 +446,37 @@ class DistributedExecutor(_WindowedExecutor):
         if self.cluster is not None:
             with contextlib.suppress(Exception):
                 self.cluster.close(timeout=5)
+
+
+def _local_cluster(workers: int) -> tuple[Any, Any]:
+    """Start our own LocalCluster on loopback; return it with the Dask
+    config it needs for its life (exit that config on close)."""
+    import dask
+    from distributed import LocalCluster
+
+    # a LocalCluster closes a worker's nanny for good when the worker has
+    # been gone for lost-worker-timeout (15 s), judged when that time is up:
+    # a task that kills its worker again and again, or restarts slowed by a
+    # loaded machine, then left the cluster with no workers and the run
+    # waiting for ever. Our nannies restart their workers, so the cluster
+    # never needs it; set for the executor's life, since the check runs then
+    config = dask.config.set({"distributed.deploy.lost-worker-timeout": "7d"})
+    # our LocalCluster's scheduler gives up on a task at its first worker
+    # death; results() retries and isolates the task itself
+    with (
+        _spawn_env(),
+        dask.config.set({"distributed.scheduler.allowed-failures": 0}),
+    ):
+        cluster = LocalCluster(
+            n_workers=workers,
+            threads_per_worker=1,
+            processes=True,
+            host="127.0.0.1",
+            dashboard_address="127.0.0.1:0",
+            silence_logs=logging.CRITICAL,  # deaths are handled
+            env=worker_env(),
+        )
+    return config, cluster
 
 
 CONNECT_TIMEOUT = 10  # seconds to reach a scheduler that accepts connections
