@@ -152,7 +152,9 @@ def _measures_table(records: list[dict[str, Any]], summary: xr.Dataset) -> str:
 
 def _plots(summary: xr.Dataset) -> str:
     """Each measure against each factor, one line per method, ±2 MCSE bars;
-    one panel per combination of the other factors' levels."""
+    one panel per combination of the other factors' levels. An array
+    output's extra dims are drawn like factors."""
+    summary = xr.broadcast(summary)[0]
     factors = [str(d) for d in summary["n_ok"].dims if d != METHOD]
     methods = [str(m) for m in summary[METHOD].values]
     legend = " ".join(
