@@ -27,6 +27,7 @@ from simstudy.errors import UsageError
 
 __all__ = [
     "Measure",
+    "Paired",
     "Wald",
     "bias_measures",
     "custom_measures",
@@ -63,6 +64,16 @@ class Measure:
     mcse: UserFunc | Literal["jackknife"] | None = "jackknife"
     output: str | None = None
     vectorized: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class Paired:
+    """The reference method's estimates, used replicates and truth."""
+
+    name: str
+    x: xr.DataArray
+    ok: xr.DataArray
+    theta: xr.DataArray | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,18 +207,18 @@ def power(reject: xr.DataArray, ok: xr.DataArray, inputs: xr.DataArray) -> Array
 def paired_measures(
     x: xr.DataArray,
     ok: xr.DataArray,
-    reference: str,
+    ref: Paired,
     theta: xr.DataArray | None,
 ) -> Arrays:
-    """Comparisons with ``reference`` over replicates where both are used:
-    relative precision, bias difference, MSE ratio (needs the truth) and the
-    correlation of the estimates, each MCSE using the pairs' correlation."""
-    ref = x.sel({METHOD: reference}, drop=True)
-    both = ok & ok.sel({METHOD: reference}, drop=True) & _finite(x) & _finite(ref)
+    """Comparisons with the reference method over replicates where both are
+    used: relative precision, bias difference, MSE ratio (needs both
+    truths) and the correlation of the estimates, each MCSE using the
+    pairs' correlation. The reference itself gets 0, 0, 1, 1 exactly."""
+    both = ok & ref.ok & _finite(x) & _finite(ref.x)
     n, mean, sd = mean_sd(x, both)
-    _, ref_mean, ref_sd = mean_sd(ref, both)
+    _, ref_mean, ref_sd = mean_sd(ref.x, both)
     with np.errstate(divide="ignore", invalid="ignore"):
-        cross = ((x - mean) * (ref - ref_mean)).where(both, 0.0).sum(REP)
+        cross = ((x - mean) * (ref.x - ref_mean)).where(both, 0.0).sum(REP)
         rho = cross / (n - 1.0) / (sd * ref_sd)
         ratio2 = (ref_sd / sd) ** 2
         one_minus = (1.0 - rho**2).clip(min=0.0)
@@ -217,10 +228,18 @@ def paired_measures(
             "corr": rho,
             "corr_mcse": one_minus / _sqrt(n - 3.0),
         }
-        _, diff, diff_sd = mean_sd(x - ref, both)
+        _, diff, diff_sd = mean_sd(x - ref.x, both)
         out["bias_diff"], out["bias_diff_mcse"] = diff, diff_sd / _sqrt(n)
-        if theta is not None:
-            out.update(_mse_ratio((x - theta) ** 2, (ref - theta) ** 2, both, n))
+        if theta is not None and ref.theta is not None:
+            sq, ref_sq = (x - theta) ** 2, (ref.x - ref.theta) ** 2
+            out.update(_mse_ratio(sq, ref_sq, both, n))
+    exact = {"relprec": 0.0, "bias_diff": 0.0, "mse_ratio": 1.0, "corr": 1.0}
+    if ref.name in x[METHOD].values:
+        itself = x[METHOD] == ref.name
+        for k, v in exact.items():
+            if k in out:
+                out[k] = out[k].where(~itself, v).where(n > 0)
+                out[f"{k}_mcse"] = out[f"{k}_mcse"].where(~itself, 0.0).where(n > 0)
     return out
 
 

@@ -25,6 +25,7 @@ from simstudy.cube import REPLICATE as REP
 from simstudy.errors import UsageError
 from simstudy.measures import (
     Measure,
+    Paired,
     UserFunc,
     Wald,
     bias_measures,
@@ -240,7 +241,7 @@ def summarize(
         for name in wanted:
             _check_output(cube, name)
         theta = _truth(cube, d["estimate"], truth)
-        plans.append(Group(names, d, theta, reference if reference in names else None))
+        plans.append(Group(names, d, theta))
     factors = [str(f) for f in cube["status"].dims if f not in (REP, METHOD)]
     needed = {"status", "warnings", "target_replicates", *_outputs(plans, specs, df)}
     sub = cube[[v for v in needed if v in cube.data_vars]]
@@ -295,7 +296,6 @@ class Group:
     names: list[str]
     decl: dict[str, Any]
     theta: xr.DataArray | None
-    reference: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -359,7 +359,8 @@ def _selection(
     if unknown:
         raise UsageError(
             f"unknown measure {unknown[0]!r}; the measures are: {', '.join(valid)}.",
-            hint="choose from that list, e.g. measures=['bias', 'coverage']",
+            hint="choose from that list: measures=['bias', 'coverage'] "
+            "(--measures bias,coverage)",
         )
     return list(measures)
 
@@ -445,11 +446,13 @@ def _block(
     else:
         why = "the cube has no per-task warning counts (a store made before them)"
         skipped["warning_rate"] = dict.fromkeys(map(str, cube[METHOD].values), why)
+    ref = _paired(cube, index, plans, ok, opts.reference)
     parts = []
     for g in plans:
         sub = cube.sel({METHOD: g.names}) if len(plans) > 1 else cube
         theta = None if g.theta is None else _isel(g.theta, index)
-        data, why_not = _group(sub, g, theta, ok.sel({METHOD: g.names}), opts)
+        group_ok = ok.sel({METHOD: g.names})
+        data, why_not = _group(sub, g, theta, group_ok, opts, ref)
         for measure, why in why_not.items():
             skipped.setdefault(measure, {}).update(dict.fromkeys(g.names, why))
         parts.append(data)
@@ -484,6 +487,22 @@ def _block(
     return res
 
 
+def _paired(
+    cube: xr.Dataset,
+    index: Mapping[str, slice],
+    plans: list[Group],
+    ok: xr.DataArray,
+    reference: str | None,
+) -> Paired | None:
+    """The reference method's estimate (its own declared output), if any."""
+    if reference is None:
+        return None
+    g = next(g for g in plans if reference in g.names)
+    x = cube[g.decl["estimate"]].sel({METHOD: reference}, drop=True)
+    theta = None if g.theta is None else _isel(g.theta, index)
+    return Paired(reference, x, ok.sel({METHOD: reference}, drop=True), theta)
+
+
 def _source(g: Group, kind: str) -> str | None:
     if g.decl.get(kind):
         return f"declared: {g.decl[kind]}"
@@ -500,6 +519,7 @@ def _group(
     theta: xr.DataArray | None,
     ok: xr.DataArray,
     opts: Options,
+    ref: Paired | None,
 ) -> tuple[dict[str, xr.DataArray], dict[str, str]]:
     """Measures of the methods sharing one output declaration."""
     d, skipped = g.decl, {}
@@ -540,16 +560,11 @@ def _group(
         out.update(power(abs(stat) > q, ok, stat))
     else:
         skipped["power"] = "no p-value output declared (@study.method(p=...))"
-    if g.reference is None:
-        why = (
-            "no reference method (--reference / reference=)"
-            if opts.reference is None
-            else f"reference {opts.reference!r} declares other outputs than {g.names}"
-        )
+    if ref is None:
         for m in ("relprec", "bias_diff", "mse_ratio", "corr"):
-            skipped[m] = why
+            skipped[m] = "no reference method (--reference / reference=)"
     else:
-        out.update(paired_measures(x, ok, g.reference, theta))
+        out.update(paired_measures(x, ok, _like_ref(ref, x), theta))
     if opts.specs:
         values = {
             k: _like(cube, s.output, x) if s.output else x
@@ -585,8 +600,23 @@ def _like(cube: xr.Dataset, name: str, like: xr.DataArray) -> xr.DataArray:
     return a.rename(dict(zip(own, extra, strict=True)))
 
 
-def _sqrt(a: xr.DataArray) -> xr.DataArray:
-    return a**0.5
+def _like_ref(ref: Paired, like: xr.DataArray) -> Paired:
+    """The reference's estimate with ``like``'s dim names (same shape)."""
+    own = [d for d in ref.x.dims if d not in like.dims]
+    extra = [d for d in like.dims if d not in ref.x.dims and d != METHOD]
+    if not own:
+        return ref
+    if [ref.x.sizes[d] for d in own] != [like.sizes[d] for d in extra]:
+        raise UsageError(
+            f"the reference method {ref.name!r} returns an estimate of another "
+            f"shape than {like.name!r}.",
+            hint="compare methods whose estimates have the same shape",
+        )
+    names = dict(zip(own, extra, strict=True))
+    theta = ref.theta
+    if theta is not None:
+        theta = theta.rename({k: v for k, v in names.items() if k in theta.dims})
+    return Paired(ref.name, ref.x.rename(names), ref.ok, theta)
 
 
 def _check_output(cube: xr.Dataset, name: str | None) -> None:

@@ -336,3 +336,16 @@ def test_end_to_end_declared_se_gives_wald_measures(tmp_path):
     q = stats.t.ppf(0.975, 14)
     assert float(res["coverage"]) == pytest.approx(np.mean(np.abs(x) <= q * s))
     assert float(res["power"]) == pytest.approx(np.mean(np.abs(x / s) > q))
+
+
+def test_reference_compares_methods_that_declare_other_outputs():
+    cube = _cube()
+    cube.attrs["simstudy"]["measures"] = {"a": {"ci": ["lo", "hi"]}}
+    res = summarize(cube, reference="a")
+    assert res.attrs["outputs"]["b"] == {"estimate": "estimate"}
+    assert np.isnan(float(res["coverage"].isel(n=0).sel(method_name="b")))
+    both = _ok(0, 0) & _ok(0, 1)
+    d = EST[0, both, 1] - EST[0, both, 0]
+    got = float(res["bias_diff"].isel(n=0).sel(method_name="b"))
+    assert got == pytest.approx(d.mean(), rel=1e-12)
+    assert "relprec" not in res.attrs["skipped"]
