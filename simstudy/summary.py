@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from simstudy.cube import METHOD
+from simstudy.cube import FIXED_VARS, METHOD
 from simstudy.cube import REPLICATE as REP
 from simstudy.errors import UsageError
 from simstudy.measures import (
@@ -244,11 +244,10 @@ def summarize(
         plans.append(Group(names, d, theta))
     factors = [str(f) for f in cube["status"].dims if f not in (REP, METHOD)]
     needed = {"status", "warnings", "target_replicates", *_outputs(plans, specs, df)}
-    sub = cube[[v for v in needed if v in cube.data_vars]]
+    sub = cube[sorted(v for v in needed if v in cube.data_vars)]
     opts = Options(wald=wald, cases=cases, specs=specs, reference=reference)
-    out = _by_blocks(
-        sub, factors, block_bytes, lambda b, ix: _block(b, ix, plans, opts)
-    )
+    axes = _axes(sub, factors, plans)
+    out = _by_blocks(sub, axes, block_bytes, lambda b, ix: _block(b, ix, plans, opts))
     out = out.sel({METHOD: methods})
     out.attrs.update(
         {
@@ -386,45 +385,75 @@ def _outputs(plans: list[Group], specs: Mapping[str, Measure], df: Any) -> set[s
 
 def _by_blocks(
     cube: xr.Dataset,
-    factors: list[str],
+    axes: list[tuple[str, list[str]]],
     budget: int,
     func: Callable[[xr.Dataset, dict[str, slice]], xr.Dataset],
 ) -> xr.Dataset:
-    """Apply ``func`` to blocks of design points loaded one at a time (each
-    at most ``budget`` bytes, or one point) and join the results."""
-    sizes = [cube.sizes[f] for f in factors]
-    points = max(1, int(np.prod(sizes)))
-    per_point = cube.nbytes / points
+    """Apply ``func`` to blocks of the cube loaded one at a time (each at
+    most ``budget`` bytes, or one cell of ``axes``) and join the results.
+
+    ``axes`` are the dims blocks are cut along, outermost first, each as
+    (the result's dim, the cube dims sliced alike): the factors, then
+    possibly the first element dim of array outputs (an estimate and its
+    SE are cut at the same elements)."""
+    sizes = [cube.sizes[dims[0]] for _, dims in axes]
+    cells = max(1, int(np.prod(sizes)))
+    per_cell = cube.nbytes / cells
     depth = next(
-        (
-            d
-            for d in range(len(factors) + 1)
-            if np.prod(sizes[d:]) * per_point <= budget
-        ),
-        len(factors),
+        (d for d in range(len(axes) + 1) if np.prod(sizes[d:]) * per_cell <= budget),
+        len(axes),
     )
     if depth == 0:
         return func(cube.load(), {})
-    slab = float(np.prod(sizes[depth:])) * per_point
-    step = max(1, int(budget // slab)) if depth <= len(factors) else 1
+    step = max(1, int(budget // (float(np.prod(sizes[depth:])) * per_cell)))
 
     def nest(level: int, index: dict[str, slice]) -> Any:
-        f = factors[level]
+        dims, size = axes[level][1], sizes[level]
         if level == depth - 1:
-            starts = range(0, cube.sizes[f], step)
-            return [run({**index, f: slice(i, i + step)}) for i in starts]
+            return [
+                run({**index, **dict.fromkeys(dims, slice(i, i + step))})
+                for i in range(0, size, step)
+            ]
         return [
-            nest(level + 1, {**index, f: slice(i, i + 1)}) for i in range(cube.sizes[f])
+            nest(level + 1, {**index, **dict.fromkeys(dims, slice(i, i + 1))})
+            for i in range(size)
         ]
 
     def run(index: dict[str, slice]) -> xr.Dataset:
         return func(cube.isel(index).load(), index)
 
-    blocks = nest(0, {})
     combined: xr.Dataset = xr.combine_nested(
-        blocks, concat_dim=factors[:depth], combine_attrs="override"
+        nest(0, {}),
+        concat_dim=[name for name, _ in axes[:depth]],
+        data_vars="minimal",  # counts have no element dim: not repeated
+        coords="minimal",
+        compat="override",
+        join="outer",
+        combine_attrs="override",
     )
     return combined
+
+
+def _axes(
+    cube: xr.Dataset, factors: list[str], plans: list[Group]
+) -> list[tuple[str, list[str]]]:
+    """The dims to cut blocks along: the factors, then the first element
+    dim of the outputs when they all have one, of one size, and the
+    methods share the estimate's name (the summary's element dim)."""
+    axes = [(f, [f]) for f in factors]
+    base = set(cube["status"].dims)
+    first = {
+        str(v): [str(d) for d in cube[v].dims if d not in base][:1]
+        for v in cube.data_vars
+        if REP in cube[v].dims and str(v) not in FIXED_VARS
+    }
+    names = {g.decl["estimate"] for g in plans}
+    dims = [d[0] for d in first.values() if d]
+    if len(names) != 1 or not dims or len(dims) != len(first):
+        return axes
+    if len({cube.sizes[d] for d in dims}) != 1:
+        return axes
+    return [*axes, (f"{names.pop()}_dim_0", dims)]
 
 
 def _block(
