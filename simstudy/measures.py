@@ -127,7 +127,8 @@ def _finite(*arrays: xr.DataArray) -> xr.DataArray:
 def _average(name: str, values: xr.DataArray, ok: xr.DataArray) -> Arrays:
     """A mean over replicates, its MCSE sd/sqrt(n)."""
     n, mean, sd = mean_sd(values, ok & _finite(values))
-    return {name: mean, f"{name}_mcse": sd / _sqrt(n)}
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return {name: mean, f"{name}_mcse": sd / _sqrt(n)}
 
 
 def share(name: str, hit: xr.DataArray, mask: xr.DataArray) -> Arrays:
@@ -298,23 +299,30 @@ def _call(
     vectorized: bool,
     name: str,
 ) -> np.ndarray[Any, Any]:
-    """Run a user function on every row; one float per row."""
+    """Run a user function on every row with a used value; one float per
+    row (NaN for rows without any, which the function never sees)."""
+    alive = np.isfinite(rows).any(axis=1)
+    out = np.full(rows.shape[0], np.nan)
+    if not alive.any():
+        return out
+    live, truth = rows[alive], truth[alive]
     if vectorized:
-        got = np.asarray(func(rows, truth), dtype=np.float64)
+        got = np.asarray(func(live, truth), dtype=np.float64)
     else:
         got = np.array(
             [
                 float(func(r[np.isfinite(r)], float(t)))
-                for r, t in zip(rows, truth, strict=True)
+                for r, t in zip(live, truth, strict=True)
             ]
         )
-    if got.shape != (rows.shape[0],):
+    if got.shape != (live.shape[0],):
         raise UsageError(
             f"measure {name!r} returned shape {got.shape}, expected "
-            f"({rows.shape[0]},): one value per row of x.",
+            f"({live.shape[0]},): one value per row of x.",
             hint="reduce along the last axis, e.g. np.nanmean(x, axis=-1)",
         )
-    return got
+    out[alive] = got
+    return out
 
 
 def _jackknife(

@@ -351,3 +351,22 @@ def test_reference_compares_methods_that_declare_other_outputs():
     got = float(res["bias_diff"].isel(n=0).sel(method_name="b"))
     assert got == pytest.approx(d.mean(), rel=1e-12)
     assert "relprec" not in res.attrs["skipped"]
+
+
+def test_a_cell_without_ok_replicates_is_nan_without_warnings():
+    cube = _cube()
+    cube["status"][0, :, 1] = 2  # every replicate of b at n=10 failed
+    cube["estimate"][1, 2, 0] = np.nan  # a NaN estimate is left out
+    res = summarize(
+        cube,
+        se="se",
+        reference="a",
+        cases="complete",
+        custom={"q": lambda x, t: np.nanmax(x, axis=-1)},
+    )
+    dead = res.isel(n=0)
+    for name in ("mean", "bias", "mae", "coverage", "ci_width", "power", "corr", "q"):
+        assert np.isnan(dead[name]).all(), name
+    x = np.delete(EST[1, :, 0], 2)
+    got = float(res["mean"].isel(n=1, method_name=0))
+    assert got == pytest.approx(x.mean(), rel=1e-12)
