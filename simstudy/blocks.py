@@ -239,6 +239,8 @@ def _group(
     with np.errstate(divide="ignore", invalid="ignore"):
         out = {"mean": mean, "mean_mcse": sd / n**0.5, "empse": sd}
         out["empse_mcse"] = sd / (2.0 * (n - 1.0)) ** 0.5
+    # ok replicates whose estimate is NaN or inf: left out of the measures
+    out["n_nonfinite"] = (ok & ~np.isfinite(x)).sum(REP).astype(np.int64)
     if theta is None:
         why = f"no truth for output {est!r} (declare study.truth(...) or pass truth=)"
         for m in ("bias", "relbias", "mse", "rmse", "mae", "coverage", "mse_ratio"):

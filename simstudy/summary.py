@@ -64,7 +64,7 @@ MEASURES = (
     "failure_rate",
     "warning_rate",
 )
-RESERVED = ("n_ok", "n_failed", "n_pending", "n_dropped")
+RESERVED = ("n_ok", "n_failed", "n_pending", "n_dropped", "n_nonfinite")
 
 
 def to_records(summary: xr.Dataset) -> list[dict[str, Any]]:
@@ -72,7 +72,8 @@ def to_records(summary: xr.Dataset) -> list[dict[str, Any]]:
 
     Each record holds the factor levels (and the index along each extra dim
     of an array output), ``method``, ``n_ok``, ``n_failed``, ``n_pending``
-    (and ``n_dropped`` with complete cases), ``measure``, ``value`` and
+    (and ``n_dropped`` with complete cases, ``n_nonfinite`` when some ok
+    estimates are NaN or inf), ``measure``, ``value`` and
     ``mcse`` (NaN -> None). Measures follow ``MEASURES``, then user-defined
     ones; a measure that is NaN for a cell is left out.
     """
@@ -216,6 +217,8 @@ def summarize(
     ).sel({METHOD: methods})
     out.attrs.update(alpha=alpha, level=level, df=df, null=null, reference=reference)
     out.attrs.update(cases=cases, outputs={m: decls[m] for m in methods})
+    if not bool(out["n_nonfinite"].any()):  # shown only when there are some
+        out = out.drop_vars("n_nonfinite")
     _note_zero_truth(out, plans)
     return _select(out, keep) if keep is not None else out
 

@@ -124,7 +124,7 @@ def test_wald_coverage_power_from_se_with_level_and_null():
 
 
 def test_wald_t_quantile_from_a_number_or_an_output():
-    cube = _cube()
+    cube = _cube().copy(deep=True)
     cube["dof"] = xr.full_like(cube["se"], 4.0)
     by_number = summarize(cube, se="se", df=4)
     by_output = summarize(cube, se="se", df="dof")
@@ -341,8 +341,11 @@ def test_end_to_end_declared_se_gives_wald_measures(tmp_path):
 
 
 def test_reference_compares_methods_that_declare_other_outputs():
-    cube = _cube()
-    cube.attrs["simstudy"]["measures"] = {"a": {"ci": ["lo", "hi"]}}
+    cube = _cube().copy(deep=True)
+    cube.attrs["simstudy"] = {
+        **cube.attrs["simstudy"],
+        "measures": {"a": {"ci": ["lo", "hi"]}},
+    }
     res = summarize(cube, reference="a")
     assert res.attrs["outputs"]["b"] == {"estimate": "estimate"}
     assert np.isnan(float(res["coverage"].isel(n=0).sel(method_name="b")))
@@ -354,7 +357,7 @@ def test_reference_compares_methods_that_declare_other_outputs():
 
 
 def test_a_cell_without_ok_replicates_is_nan_without_warnings():
-    cube = _cube()
+    cube = _cube().copy(deep=True)  # _cube() wraps shared module arrays
     cube["status"][0, :, 1] = 2  # every replicate of b at n=10 failed
     cube["estimate"][1, 2, 0] = np.nan  # a NaN estimate is left out
     res = summarize(
@@ -367,6 +370,8 @@ def test_a_cell_without_ok_replicates_is_nan_without_warnings():
     dead = res.isel(n=0)
     for name in ("mean", "bias", "mae", "coverage", "ci_width", "power", "corr", "q"):
         assert np.isnan(dead[name]).all(), name
+    assert res["n_nonfinite"].values.tolist() == [[0, 0], [1, 0]]
+    assert "n_nonfinite" not in summarize(_cube())  # shown only when some
     x = np.delete(EST[1, :, 0], 2)
     got = float(res["mean"].isel(n=1, method_name=0))
     assert got == pytest.approx(x.mean(), rel=1e-12)

@@ -32,6 +32,7 @@ FIXED = {
     "n_failed",
     "n_pending",
     "n_dropped",
+    "n_nonfinite",
     "measure",
     "value",
     "mcse",
@@ -183,6 +184,8 @@ def text_table(records: list[dict[str, Any]], skipped: dict[str, Any]) -> str:
         )
         if r.get("n_dropped"):
             note += f"  ({r['n_dropped']:,} dropped: not complete)"
+        if r.get("n_nonfinite"):
+            note += f"  ({r['n_nonfinite']:,} non-finite left out)"
         lines.append(
             f"  {r['method']:<14} {r['measure']:<15} {r['value']:12.5g} "
             f"{mcse:>10}  {r['n_ok']:,}{note}"
