@@ -18,6 +18,7 @@ Layers: imports ``blocks, measures, cube, errors`` (plus numpy, xarray).
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -37,7 +38,15 @@ from simstudy.cube import REPLICATE as REP
 from simstudy.errors import UsageError
 from simstudy.measures import Measure, UserFunc, Wald
 
-__all__ = ["CASES", "MEASURES", "Measure", "planned", "summarize", "to_records"]
+__all__ = [
+    "CASES",
+    "MEASURES",
+    "Measure",
+    "pair",
+    "planned",
+    "summarize",
+    "to_records",
+]
 
 Truth = float | Sequence[float] | np.ndarray[Any, Any] | Mapping[str, Any] | None
 UserMeasure = Measure | UserFunc
@@ -65,6 +74,14 @@ MEASURES = (
     "warning_rate",
 )
 RESERVED = ("n_ok", "n_failed", "n_pending", "n_dropped", "n_nonfinite")
+
+
+def pair(value: float, mcse: float | None) -> str:
+    """``value (MCSE)``: two significant digits of the MCSE set the decimals."""
+    if mcse is None or not math.isfinite(mcse) or mcse <= 0:
+        return f"{value:.4g}"
+    decimals = min(8, max(0, 1 - math.floor(math.log10(mcse))))
+    return f"{value:.{decimals}f} ({mcse:.{decimals}f})"
 
 
 def to_records(summary: xr.Dataset) -> list[dict[str, Any]]:

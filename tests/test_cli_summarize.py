@@ -12,7 +12,7 @@ import zarr
 
 import simstudy
 from simstudy.cli import main
-from simstudy.cli.tables import pair
+from simstudy.summary import pair
 from tests.studies import GOOD_STUDY
 
 TRUTH = GOOD_STUDY + "\nstudy.truth(estimate=0.0)\n"

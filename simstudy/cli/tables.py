@@ -6,21 +6,22 @@ measure; ``wide`` has one row per design point x measure and one column per
 method. Manuscript formats (LaTeX booktabs, Markdown) show ``value (MCSE)``
 with the value rounded where its MCSE's second significant digit falls.
 
-Layers: a leaf of ``cli``; imports nothing from simstudy.
+Layers: part of ``cli``; imports ``summary`` (``pair``, the cell format
+the report shares).
 """
 
 from __future__ import annotations
 
 import csv
 import io
-import math
 from typing import Any
+
+from simstudy.summary import pair
 
 __all__ = [
     "csv_text",
     "latex",
     "markdown",
-    "pair",
     "skipped_lines",
     "text_table",
     "wide_table",
@@ -40,14 +41,6 @@ FIXED = {
 
 
 USED = "replicates"  # the long layout's count column: replicates used
-
-
-def pair(value: float, mcse: float | None) -> str:
-    """``value (MCSE)``: two significant digits of the MCSE set the decimals."""
-    if mcse is None or not math.isfinite(mcse) or mcse <= 0:
-        return f"{value:.4g}"
-    decimals = min(8, max(0, 1 - math.floor(math.log10(mcse))))
-    return f"{value:.{decimals}f} ({mcse:.{decimals}f})"
 
 
 def _point(r: dict[str, Any]) -> tuple[Any, ...]:
