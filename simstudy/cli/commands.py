@@ -357,6 +357,7 @@ def cmd_summarize(args: argparse.Namespace) -> int:
         alpha=args.alpha,
         level=args.level,
         df=_df(args.df),
+        null=args.null,
         cases=args.cases,
         measures=args.measures,  # "bias, coverage": summarize splits it
     )

@@ -252,6 +252,12 @@ def _add_summarize(sub: Any) -> None:
         help="confidence level of Wald intervals from se (0.95)",
     )
     summ.add_argument(
+        "--null",
+        type=float,
+        default=0.0,
+        help="the value the Wald test from se rejects (0)",
+    )
+    summ.add_argument(
         "--df",
         help="t intervals/tests with these degrees of freedom: a number or "
         "an output (default: normal)",
