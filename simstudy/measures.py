@@ -110,10 +110,10 @@ def mean_sd(
     x: xr.DataArray, mask: xr.DataArray
 ) -> tuple[xr.DataArray, xr.DataArray, xr.DataArray]:
     """Count, mean and sample SD (divisor n-1) of ``x`` over ``mask``."""
-    n = mask.sum(REP).astype(np.float64)
+    n = mask.sum(REP, skipna=False).astype(np.float64)
     with np.errstate(divide="ignore", invalid="ignore"):
-        mean = x.where(mask, 0.0).sum(REP) / n
-        ss = ((x - mean).where(mask, 0.0) ** 2).sum(REP)
+        mean = x.where(mask, 0.0).sum(REP, skipna=False) / n
+        ss = ((x - mean).where(mask, 0.0) ** 2).sum(REP, skipna=False)
         return n, mean, (ss / (n - 1.0)) ** 0.5
 
 
@@ -133,9 +133,9 @@ def _average(name: str, values: xr.DataArray, ok: xr.DataArray) -> Arrays:
 
 def share(name: str, hit: xr.DataArray, mask: xr.DataArray) -> Arrays:
     """A proportion over ``mask``, its MCSE sqrt(p(1-p)/n)."""
-    n = mask.sum(REP).astype(np.float64)
+    n = mask.sum(REP, skipna=False).astype(np.float64)
     with np.errstate(divide="ignore", invalid="ignore"):
-        p = hit.where(mask, False).sum(REP) / n
+        p = hit.where(mask, False).sum(REP, skipna=False) / n
         return {name: p, f"{name}_mcse": _sqrt(p * (1.0 - p) / n)}
 
 
@@ -146,8 +146,8 @@ def bias_measures(x: xr.DataArray, ok: xr.DataArray, theta: xr.DataArray) -> Arr
     with np.errstate(divide="ignore", invalid="ignore"):
         bias, bias_mcse = mean - theta, sd / _sqrt(n)
         sq = (x - theta) ** 2
-        mse = sq.where(mask, 0.0).sum(REP) / n
-        mse_ss = ((sq - mse).where(mask, 0.0) ** 2).sum(REP)
+        mse = sq.where(mask, 0.0).sum(REP, skipna=False) / n
+        mse_ss = ((sq - mse).where(mask, 0.0) ** 2).sum(REP, skipna=False)
         mse_mcse = _sqrt(mse_ss / (n * (n - 1.0)))
         rmse = _sqrt(mse)
         zero = theta == 0
@@ -219,7 +219,9 @@ def paired_measures(
     n, mean, sd = mean_sd(x, both)
     _, ref_mean, ref_sd = mean_sd(ref.x, both)
     with np.errstate(divide="ignore", invalid="ignore"):
-        cross = ((x - mean) * (ref.x - ref_mean)).where(both, 0.0).sum(REP)
+        cross = (
+            ((x - mean) * (ref.x - ref_mean)).where(both, 0.0).sum(REP, skipna=False)
+        )
         rho = cross / (n - 1.0) / (sd * ref_sd)
         ratio2 = (ref_sd / sd) ** 2
         one_minus = (1.0 - rho**2).clip(min=0.0)
@@ -251,7 +253,7 @@ def _mse_ratio(
     their covariance."""
     _, ma, sa = mean_sd(a, both)
     _, mb, sb = mean_sd(b, both)
-    cov = ((a - ma) * (b - mb)).where(both, 0.0).sum(REP) / (n - 1.0)
+    cov = ((a - ma) * (b - mb)).where(both, 0.0).sum(REP, skipna=False) / (n - 1.0)
     ratio = ma / mb
     rel = sa**2 / ma**2 + sb**2 / mb**2 - 2.0 * cov / (ma * mb)
     return {

@@ -20,7 +20,7 @@ import xarray as xr
 
 from simstudy.cube import METHOD
 from simstudy.store import open_results, read_failures, read_warnings
-from simstudy.summary import MEASURES, summarize, to_records
+from simstudy.summary import MEASURES, RESERVED, summarize, to_records
 
 __all__ = ["write_report"]
 
@@ -119,7 +119,7 @@ def _shown(summary: xr.Dataset) -> list[str]:
 
 def _measures_table(records: list[dict[str, Any]], summary: xr.Dataset) -> str:
     present = _shown(summary)
-    fixed = {"method", "n_ok", "n_failed", "n_pending", "measure", "value", "mcse"}
+    fixed = {"method", "measure", "value", "mcse", *RESERVED}
     cells: dict[tuple[str, str], dict[str, str]] = {}
     counts: dict[tuple[str, str], int] = {}
     for r in records:

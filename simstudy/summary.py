@@ -41,6 +41,7 @@ from simstudy.measures import Measure, UserFunc, Wald
 __all__ = [
     "CASES",
     "MEASURES",
+    "RESERVED",
     "Measure",
     "pair",
     "planned",
