@@ -43,8 +43,10 @@ TARGET_NEEDS = {
     "relbias": ("truth",),
     "mse": ("truth",),
     "rmse": ("truth",),
-    "coverage": ("truth", "ci"),
+    "mae": ("truth",),
+    "coverage": ("truth", "ci"),  # ci: declared, or a Wald interval from se
     "becoverage": ("ci",),
+    "ci_width": ("ci",),
     "modelse": ("se",),
     "relerr_modelse": ("se",),
     "power": ("p",),
@@ -387,8 +389,13 @@ def _check_goal(study: Study, measure: str, goal: float) -> None:
                 f"--target-mcse {measure}: the study declares no true value.",
                 hint="add study.truth(...) to the study file, or target mean or empse",
             )
-        if need != "truth" and not any(m.measures.get(need) for m in study.methods):
+        wald = need in ("ci", "p")  # summarize builds them from se= too
+        if need != "truth" and not any(
+            m.measures.get(need) or (wald and m.measures.get("se"))
+            for m in study.methods
+        ):
+            also = " (or se=, for Wald intervals and tests)" if wald else ""
             raise UsageError(
-                f"--target-mcse {measure}: no method declares {need}=.",
+                f"--target-mcse {measure}: no method declares {need}={also}.",
                 hint=f"declare @study.method({need}=...) or choose another measure",
             )

@@ -20,7 +20,7 @@ import xarray as xr
 
 from simstudy.cube import METHOD
 from simstudy.store import open_results, read_failures, read_warnings
-from simstudy.summary import MEASURES, summarize, to_records
+from simstudy.summary import MEASURES, RESERVED, summarize, to_records
 
 __all__ = ["write_report"]
 
@@ -119,7 +119,7 @@ def _shown(summary: xr.Dataset) -> list[str]:
 
 def _measures_table(records: list[dict[str, Any]], summary: xr.Dataset) -> str:
     present = _shown(summary)
-    fixed = {"method", "n_ok", "n_failed", "n_pending", "measure", "value", "mcse"}
+    fixed = {"method", "measure", "value", "mcse", *RESERVED}
     cells: dict[tuple[str, str], dict[str, str]] = {}
     counts: dict[tuple[str, str], int] = {}
     for r in records:
@@ -152,7 +152,9 @@ def _measures_table(records: list[dict[str, Any]], summary: xr.Dataset) -> str:
 
 def _plots(summary: xr.Dataset) -> str:
     """Each measure against each factor, one line per method, ±2 MCSE bars;
-    one panel per combination of the other factors' levels."""
+    one panel per combination of the other factors' levels. An array
+    output's extra dims are drawn like factors."""
+    summary = xr.broadcast(summary)[0]
     factors = [str(d) for d in summary["n_ok"].dims if d != METHOD]
     methods = [str(m) for m in summary[METHOD].values]
     legend = " ".join(

@@ -7,28 +7,52 @@ Table 6) and ``n_ok, n_failed, n_pending``. Only tasks with status 1 (ok)
 count. Measures that cannot be computed are absent and listed, with the
 reason, in ``result.attrs["skipped"]``.
 
-Layers: imports ``errors`` only (plus numpy and xarray).
+The work is split: ``summary`` checks the arguments, plans (which outputs
+each method's measures use, the truth) and labels the result; ``blocks``
+reads and summarises the cube block by block; ``measures`` holds the
+formulas. docs/analysis.md states every formula.
+
+Layers: imports ``blocks, measures, cube, errors`` (plus numpy, xarray).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+import math
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import xarray as xr
 
-from simstudy.errors import UsageError
-
-__all__ = ["MEASURES", "summarize", "to_records"]
-
+from simstudy.blocks import (
+    Group,
+    Options,
+    block_axes,
+    by_blocks,
+    planned,
+    summarize_block,
+)
 from simstudy.cube import METHOD
 from simstudy.cube import REPLICATE as REP
+from simstudy.errors import UsageError
+from simstudy.measures import Measure, UserFunc, Wald
 
-OK, FAILED, PENDING = 1, 2, 0
+__all__ = [
+    "CASES",
+    "MEASURES",
+    "RESERVED",
+    "Measure",
+    "pair",
+    "planned",
+    "summarize",
+    "to_records",
+]
 
-Truth = float | Mapping[str, float] | None
+Truth = float | Sequence[float] | np.ndarray[Any, Any] | Mapping[str, Any] | None
+UserMeasure = Measure | UserFunc
+CASES = ("available", "complete")
+BLOCK_BYTES = 32 * 2**20  # cube bytes per block; peak memory is ~10x (temporaries)
 MEASURES = (
     "mean",
     "bias",
@@ -36,53 +60,100 @@ MEASURES = (
     "empse",
     "mse",
     "rmse",
+    "mae",
     "modelse",
     "relerr_modelse",
     "coverage",
     "becoverage",
+    "ci_width",
     "power",
     "relprec",
+    "bias_diff",
+    "mse_ratio",
+    "corr",
     "failure_rate",
     "warning_rate",
 )
+RESERVED = ("n_ok", "n_failed", "n_pending", "n_dropped", "n_nonfinite")
+
+
+def pair(value: float, mcse: float | None) -> str:
+    """``value (MCSE)``: two significant digits of the MCSE set the decimals."""
+    if mcse is None or not math.isfinite(mcse) or mcse <= 0:
+        return f"{value:.4g}"
+    decimals = min(8, max(0, 1 - math.floor(math.log10(mcse))))
+    return f"{value:.{decimals}f} ({mcse:.{decimals}f})"
 
 
 def to_records(summary: xr.Dataset) -> list[dict[str, Any]]:
     """Flatten a summary: one record per design point x method x measure.
 
-    Each record holds the factor levels, ``method``, ``n_ok``, ``n_failed``,
-    ``n_pending``, ``measure``, ``value`` and ``mcse`` (NaN -> None). Measures
-    follow ``MEASURES``; a measure that is NaN for a cell is left out.
+    Each record holds the factor levels (and the index along each extra dim
+    of an array output), ``method``, ``n_ok``, ``n_failed``, ``n_pending``
+    (and ``n_dropped`` with complete cases, ``n_nonfinite`` when some ok
+    estimates are NaN or inf), ``measure``, ``value`` and
+    ``mcse`` (NaN -> None). Measures follow ``MEASURES``, then user-defined
+    ones; a measure that is NaN for a cell is left out.
     """
-    factors = [str(d) for d in summary["n_ok"].dims if d != METHOD]
+    counts = [c for c in (*RESERVED,) if c in summary.data_vars]
     present = [m for m in MEASURES if m in summary.data_vars]
+    present += [
+        str(v)
+        for v in summary.data_vars
+        if str(v) not in present
+        and str(v) not in counts
+        and not str(v).endswith("_mcse")
+        and str(v) not in MEASURES
+    ]
+    dims = [str(d) for d in summary["n_ok"].dims if d != METHOD]
+    extra = [
+        str(d)
+        for m in present
+        for d in summary[m].dims
+        if d not in summary["n_ok"].dims
+    ]
+    extra = list(dict.fromkeys(extra))
+    order = [*dims, *extra, METHOD]
+    full = summary.transpose(*order, ...)
+
+    def values(name: str) -> np.ndarray[Any, Any]:
+        a = full[name]
+        for d in order:  # broadcast to every dim the records iterate over
+            if d not in a.dims:
+                a = a.expand_dims({d: full.sizes[d]})
+        return np.asarray(a.transpose(*order).values)
+
+    counted = {c: values(c) for c in counts}
+    vals = {m: values(m) for m in present}
+    errs = {
+        m: values(f"{m}_mcse") if f"{m}_mcse" in full.data_vars else None
+        for m in present
+    }
+    levels = {d: full[d].values if d in full.coords else None for d in order}
     records = []
-    for idx in np.ndindex(*(summary.sizes[f] for f in factors)):
-        point = {
-            f: summary[f].values[i].item() for f, i in zip(factors, idx, strict=True)
+    for idx in np.ndindex(*(full.sizes[d] for d in order)):
+        where = {
+            d: (levels[d][i].item() if levels[d] is not None else i)  # type: ignore[index]
+            for d, i in zip(order[:-1], idx, strict=False)
         }
-        for method in summary[METHOD].values:
-            cell = summary.sel({METHOD: method, **point})
-            counts = {k: int(cell[k]) for k in ("n_ok", "n_failed", "n_pending")}
-            for measure in present:
-                value = float(cell[measure])
-                if np.isnan(value):
-                    continue
-                mcse = (
-                    float(cell[f"{measure}_mcse"])
-                    if f"{measure}_mcse" in cell
-                    else float("nan")
-                )
-                records.append(
-                    {
-                        **point,
-                        "method": str(method),
-                        **counts,
-                        "measure": measure,
-                        "value": value,
-                        "mcse": None if np.isnan(mcse) else mcse,
-                    }
-                )
+        method = str(levels[METHOD][idx[-1]])  # type: ignore[index]
+        n = {c: int(counted[c][idx]) for c in counts}
+        for measure in present:
+            value = float(vals[measure][idx])
+            if np.isnan(value):
+                continue
+            err = errs[measure]
+            mcse = float("nan") if err is None else float(err[idx])
+            records.append(
+                {
+                    **where,
+                    "method": method,
+                    **n,
+                    "measure": measure,
+                    "value": value,
+                    "mcse": None if np.isnan(mcse) else mcse,
+                }
+            )
     return records
 
 
@@ -96,79 +167,112 @@ def summarize(
     p: str | None = None,
     alpha: float = 0.05,
     level: float = 0.95,
+    df: float | str | None = None,
+    null: float = 0.0,
     reference: str | None = None,
+    cases: str = "available",
+    measures: Sequence[str] | Mapping[str, UserMeasure] | None = None,
+    custom: Mapping[str, UserMeasure] | None = None,
+    block_bytes: int = BLOCK_BYTES,
 ) -> xr.Dataset:
     """Return per design point x method performance measures and their MCSEs.
 
-    Which outputs are the estimate, its SE, the interval bounds and the
-    p-value comes from the arguments, else from each method's declaration
-    (``@study.method(estimate=..., se=..., ci=(lo, hi), p=...)``, stored in
-    the cube), else the estimate is ``estimate`` (``value`` for methods that
-    return a bare number). Methods declaring the same outputs are summarised
-    together; the results are joined along ``method``.
+    Parameters
+    ----------
+    cube
+        A result cube, read in blocks of ``block_bytes``; array outputs are
+        summarised element by element (the summary keeps their dims).
+    estimate, se, ci, p, truth
+        Outputs holding the estimate, SE, bounds, p-value (default: each
+        method's declaration); truth: a number, an array, ``{output: value}``
+        (default: ``study.truth``).
+    alpha, level, df, null
+        Without a declared p-value, ``power`` is the Wald test of
+        ``(estimate - null) / se`` at ``alpha``; without declared bounds,
+        intervals are ``estimate +- q * se``, ``q`` the ``1 - (1 - level)/2``
+        quantile of N(0, 1), or of t with ``df`` (a number or an output).
+    reference
+        Compare with this method: ``relprec, bias_diff, mse_ratio, corr``.
+    cases
+        ``"available"`` (each method's ok replicates) or ``"complete"``
+        (only replicates every method has; ``n_dropped`` counts the rest).
+    measures, custom
+        Names of the measures to keep (default: all); user-defined measures
+        ``{name: func or simstudy.summary.Measure}``. A mapping given as
+        ``measures`` is read as ``custom`` with every built-in measure.
+
+    Returns
+    -------
+    xr.Dataset
+        ``<measure>``, ``<measure>_mcse``, ``n_ok, n_failed, n_pending`` (+
+        ``n_dropped``); ``attrs["skipped"]``: why a measure is missing;
+        ``attrs["intervals"]``, ``["tests"]``: where coverage, power come from.
+
+    Raises
+    ------
+    UsageError
+        Unknown output, method, measure, ``cases``; ``alpha``/``level``
+        outside (0, 1).
     """
-    methods = [str(m) for m in cube[METHOD].values]
+    if isinstance(measures, Mapping):
+        custom, measures = {**measures, **(custom or {})}, None
+    specs = _custom_specs(custom or {})
+    _check_args(alpha=alpha, level=level, cases=cases, df=df)
+    methods = _methods(cube, reference)
+    keep = _selection(measures, specs)
     decls = _declarations(cube, methods, estimate=estimate, se=se, ci=ci, p=p)
-    groups: dict[str, list[str]] = {}
-    for m in methods:
-        groups.setdefault(json.dumps(decls[m], sort_keys=True), []).append(m)
+    plans = _plans(cube, decls, truth, [*specs.values()], df)
+    wald = Wald(level=level, alpha=alpha, df=df, null=null)
+    opts = Options(wald=wald, cases=cases, specs=specs, reference=reference)
+    needed = {"status", "warnings", "target_replicates", *_outputs(plans, specs, df)}
+    sub = cube[sorted(v for v in needed if v in cube.data_vars)]
+    factors = [str(f) for f in cube["status"].dims if f not in (REP, METHOD)]
+    out = by_blocks(
+        sub,
+        block_axes(sub, factors, plans),
+        block_bytes,
+        lambda b, ix: summarize_block(b, ix, plans, opts),
+    ).sel({METHOD: methods})
+    out.attrs.update(alpha=alpha, level=level, df=df, null=null, reference=reference)
+    out.attrs.update(cases=cases, outputs={m: decls[m] for m in methods})
+    if not bool(out["n_nonfinite"].any()):  # shown only when there are some
+        out = out.drop_vars("n_nonfinite")
+    _note_zero_truth(out, plans)
+    return _select(out, keep) if keep is not None else out
+
+
+def _methods(cube: xr.Dataset, reference: str | None) -> list[str]:
+    """The cube's methods; ``reference`` must be one of them."""
+    methods = [str(m) for m in cube[METHOD].values]
     if reference is not None and reference not in methods:
         raise UsageError(
             f"unknown reference method {reference!r}",
             hint=f"choose one of: {', '.join(methods)}",
         )
-    parts: list[xr.Dataset] = []
-    skipped: dict[str, dict[str, str]] = {}
-    used: dict[str, dict[str, Any]] = {}
+    return methods
+
+
+def _plans(
+    cube: xr.Dataset,
+    decls: dict[str, dict[str, Any]],
+    truth: Truth,
+    specs: list[Measure],
+    df: float | str | None,
+) -> list[Group]:
+    """Group the methods declaring the same outputs; check the outputs exist."""
+    groups: dict[str, list[str]] = {}
+    for m, d in decls.items():
+        groups.setdefault(json.dumps(d, sort_keys=True), []).append(m)
+    plans = []
     for key, names in groups.items():
         d = json.loads(key)
-        sub = cube if len(groups) == 1 else cube.sel({METHOD: names})
-        ref = reference if reference in names else None
-        part = _summarize(
-            sub,
-            estimate=d["estimate"],
-            truth=truth,
-            se=d.get("se"),
-            ci=tuple(d["ci"]) if d.get("ci") else None,
-            p=d.get("p"),
-            alpha=alpha,
-            level=level,
-            reference=ref,
-        )
-        if reference is not None and ref is None:
-            part.attrs["skipped"]["relprec"] = (
-                f"reference {reference!r} declares other outputs than {names}"
-            )
-        for measure, why in part.attrs["skipped"].items():
-            skipped.setdefault(measure, {}).update(dict.fromkeys(names, why))
-        used.update(dict.fromkeys(names, d))
-        parts.append(part)
-    measures = {str(v) for part in parts for v in part.data_vars}
-    parts = [  # a measure one group cannot compute is NaN for its methods
-        part.assign(
-            {
-                v: xr.full_like(part["n_ok"], np.nan, dtype=np.float64)
-                for v in measures - {str(x) for x in part.data_vars}
-            }
-        )
-        for part in parts
-    ]
-    out = parts[0] if len(parts) == 1 else xr.concat(parts, dim=METHOD)
-    out = out.sel({METHOD: methods})
-    out.attrs = {
-        "alpha": alpha,
-        "level": level,
-        "reference": reference,
-        "outputs": used,  # method -> the outputs summarised
-        # measure -> reason, or measure -> {method: reason} when it varies
-        "skipped": {
-            k: next(iter(v.values()))
-            if len(set(v.values())) == 1 and len(v) == len(methods)
-            else v
-            for k, v in skipped.items()
-        },
-    }
-    return out
+        wanted = [d["estimate"], d.get("se"), d.get("p"), *(d.get("ci") or ())]
+        wanted += [s.output for s in specs]
+        wanted.append(df if isinstance(df, str) else None)
+        for name in wanted:
+            _check_output(cube, name)
+        plans.append(Group(names, d, _truth(cube, d["estimate"], truth)))
+    return plans
 
 
 def _declarations(
@@ -195,89 +299,80 @@ def _declarations(
     return out
 
 
-def _summarize(
-    cube: xr.Dataset,
-    *,
-    estimate: str,
-    truth: Truth,
-    se: str | None,
-    ci: tuple[str, str] | None,
-    p: str | None,
-    alpha: float,
-    level: float,
-    reference: str | None,
-) -> xr.Dataset:
-    """Summarise methods that share one output declaration."""
-    for name in (estimate, se, p, *(ci or ())):
-        _check_output(cube, name)
-    methods = [str(m) for m in cube[METHOD].values]
-    if reference is not None and reference not in methods:
+def _check_args(*, alpha: float, level: float, cases: str, df: Any) -> None:
+    for name, value in (("alpha", alpha), ("level", level)):
+        if not 0 < value < 1:
+            raise UsageError(
+                f"{name} must be between 0 and 1 (exclusive), got {value!r}.",
+                hint=f"write {name}={0.05 if name == 'alpha' else 0.95}",
+            )
+    if cases not in CASES:
         raise UsageError(
-            f"unknown reference method {reference!r}",
-            hint=f"choose one of: {', '.join(methods)}",
+            f"cases must be one of {', '.join(map(repr, CASES))}, got {cases!r}.",
+            hint='write cases="complete" to use only replicates every method has',
         )
-    cube = cube.load()
-    factors = [str(d) for d in cube[estimate].dims if d not in (REP, METHOD)]
-    ok = cube["status"] == OK
-    out: dict[str, xr.DataArray] = _counts(cube["status"], planned(cube))
-    skipped: dict[str, str] = {}
-    ran = cube["status"] != PENDING  # tasks that finished, ok or failed
-    n_ran = ran.sum(REP).astype(np.float64)
-    out.update(_share("failure_rate", cube["status"] == FAILED, ran, n_ran))
-    if "warnings" in cube.data_vars:
-        out.update(_share("warning_rate", cube["warnings"] > 0, ran, n_ran))
-    else:
-        skipped["warning_rate"] = (
-            "the cube has no per-task warning counts (a store made before them)"
+    if df is not None and not isinstance(df, str) and not float(df) > 0:
+        raise UsageError(
+            f"df must be a positive number or an output name, got {df!r}.",
+            hint="write df=24, or df=None for normal (Wald) intervals",
         )
-    theta = _truth(cube, estimate, truth, factors)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        x = cube[estimate]
-        n = out["n_ok"].astype(np.float64)
-        mean, sd = _mean_sd(x, ok, n)
-        out["mean"], out["mean_mcse"] = mean, sd / _sqrt(n)
-        out["empse"], out["empse_mcse"] = sd, sd / _sqrt(2.0 * (n - 1.0))
-        if theta is None:
-            why = f"no truth for output {estimate!r} (declare study.truth(...) or pass truth=)"
-            for m in ("bias", "relbias", "mse", "rmse", "coverage"):
-                skipped[m] = why
-        else:
-            out.update(_bias_measures(x, ok, n, mean, sd, theta))
-        if se is None:
-            for m in ("modelse", "relerr_modelse"):
-                skipped[m] = "no standard-error output declared (@study.method(se=...))"
-        else:
-            out.update(_modelse(cube[se], ok, n, sd))
-        if ci is None:
-            for m in ("coverage", "becoverage"):
-                skipped[m] = "no interval outputs declared (@study.method(ci=(lo, hi)))"
-        else:
-            lo, hi = cube[ci[0]], cube[ci[1]]
-            if theta is not None:
-                out.update(_share("coverage", (lo <= theta) & (theta <= hi), ok, n))
-            out.update(_share("becoverage", (lo <= mean) & (mean <= hi), ok, n))
-        if p is None:
-            skipped["power"] = "no p-value output declared (@study.method(p=...))"
-        else:
-            out.update(_share("power", cube[p] < alpha, ok, n))
-        if reference is None:
-            skipped["relprec"] = "no reference method (--reference / reference=)"
-        else:
-            out.update(_relprec(x, ok, reference))
-    order = [*factors, METHOD]
-    data = {k: v.transpose(*order) for k, v in out.items()}
-    attrs = {
-        "estimate": estimate,
-        "alpha": alpha,
-        "level": level,
-        "reference": reference,
-        "skipped": skipped,
-    }
-    return xr.Dataset(data, attrs=attrs)
 
 
-def _sqrt(a: xr.DataArray) -> xr.DataArray:
-    return a**0.5
+def _custom_specs(custom: Mapping[str, UserMeasure]) -> dict[str, Measure]:
+    out = {}
+    for name, spec in custom.items():
+        if name in MEASURES or name in RESERVED:
+            raise UsageError(
+                f"custom measure {name!r} has the name of a built-in measure.",
+                hint=f"rename it, e.g. {name}_custom",
+            )
+        if isinstance(spec, Measure):
+            out[name] = spec
+        elif callable(spec):
+            out[name] = Measure(spec)
+        else:
+            raise UsageError(
+                f"custom measure {name!r} is {spec!r}, not a function or Measure.",
+                hint="pass {name: func} with func(x, truth) -> one value per row",
+            )
+    return out
+
+
+def _selection(
+    measures: Sequence[str] | None, specs: Mapping[str, Measure]
+) -> list[str] | None:
+    if measures is None:
+        return None
+    if isinstance(measures, str):
+        measures = [m.strip() for m in measures.split(",") if m.strip()]
+    valid = [*MEASURES, *specs]
+    unknown = [m for m in measures if m not in valid]
+    if unknown:
+        raise UsageError(
+            f"unknown measure {unknown[0]!r}; the measures are: {', '.join(valid)}.",
+            hint="choose from that list: measures=['bias', 'coverage'] "
+            "(--measures bias,coverage)",
+        )
+    return list(measures)
+
+
+def _select(out: xr.Dataset, keep: list[str]) -> xr.Dataset:
+    names = [n for n in out.data_vars if str(n).startswith("n_")]
+    names += [v for m in keep for v in (m, f"{m}_mcse") if v in out.data_vars]
+    res = out[names]
+    res.attrs = dict(out.attrs)
+    res.attrs["skipped"] = {k: v for k, v in out.attrs["skipped"].items() if k in keep}
+    return res
+
+
+def _outputs(plans: list[Group], specs: Mapping[str, Measure], df: Any) -> set[str]:
+    names = {str(df)} if isinstance(df, str) else set()
+    for g in plans:
+        d = g.decl
+        names |= {d["estimate"], *(d.get("ci") or ())}
+        names |= {d[k] for k in ("se", "p") if d.get(k)}
+    names |= {s.output for s in specs.values() if s.output}
+    return names
 
 
 def _check_output(cube: xr.Dataset, name: str | None) -> None:
@@ -290,125 +385,72 @@ def _check_output(cube: xr.Dataset, name: str | None) -> None:
     )
 
 
-def _counts(status: xr.DataArray, planned: xr.DataArray) -> dict[str, xr.DataArray]:
-    """Tasks ok, failed, and pending among the ``planned`` ones."""
-    return {
-        "n_ok": (status == OK).sum(REP).astype(np.int64),
-        "n_failed": (status == FAILED).sum(REP).astype(np.int64),
-        "n_pending": ((status == PENDING) & planned).sum(REP).astype(np.int64),
-    }
-
-
-def planned(cube: xr.Dataset) -> xr.DataArray:
-    """The replicates a design point is meant to have: all of them, except
-    after a --target-mcse run, which stops each point at its own count
-    (``target_replicates``); replicates past it are not pending work."""
-    reps = cube[REP]
-    if "target_replicates" not in cube.data_vars:
-        return xr.ones_like(reps, dtype=bool)
-    target = cube["target_replicates"]
-    return (reps < target) | (target == 0)
-
-
-def _mean_sd(
-    x: xr.DataArray, ok: xr.DataArray, n: xr.DataArray
-) -> tuple[xr.DataArray, xr.DataArray]:
-    """Mean and sample SD (divisor n-1) of ``x`` over ok replicates."""
-    mean = x.where(ok, 0.0).sum(REP) / n
-    ss = ((x - mean).where(ok, 0.0) ** 2).sum(REP)
-    return mean, (ss / (n - 1.0)) ** 0.5
-
-
-def _truth(
-    cube: xr.Dataset, estimate: str, truth: Truth, factors: list[str]
-) -> xr.DataArray | None:
-    """The true value per design point, or None when none is known."""
+def _truth(cube: xr.Dataset, estimate: str, truth: Truth) -> xr.DataArray | None:
+    """The true value per design point (and output element), or None."""
+    x = cube[estimate]
+    extra = [str(d) for d in x.dims if d not in cube["status"].dims]
+    shape = tuple(x.sizes[d] for d in extra)
     if isinstance(truth, Mapping):
-        value = truth.get(estimate)
-        return None if value is None else xr.DataArray(float(value))
+        truth = truth.get(estimate)
+        if truth is None:
+            return None
     if truth is not None:
-        return xr.DataArray(float(truth))
+        return xr.DataArray(_value(truth, shape, estimate), dims=extra)
     meta = cube.attrs.get("simstudy", {})
     stored = meta.get("truth") if isinstance(meta, Mapping) else None
     if not stored:
         return None
-    coords = {f: cube[f] for f in factors}
-    shape = tuple(cube.sizes[f] for f in factors)
-    values = np.full(shape, np.nan)
-    for idx in np.ndindex(*shape):
+    factors = [str(d) for d in cube["status"].dims if d not in (REP, METHOD)]
+    grid = tuple(cube.sizes[f] for f in factors)
+    values = np.full(grid + shape, np.nan)
+    for idx in np.ndindex(*grid):
         point = {f: cube[f].values[i].item() for f, i in zip(factors, idx, strict=True)}
         entry = stored.get(json.dumps(point, sort_keys=True), {})
         if entry.get(estimate) is not None:
-            values[idx] = float(entry[estimate])
+            values[idx] = _value(entry[estimate], shape, estimate)
     if np.isnan(values).all():
         return None
-    return xr.DataArray(values, dims=factors, coords=coords)
+    coords = {f: cube[f] for f in factors}
+    return xr.DataArray(values, dims=[*factors, *extra], coords=coords)
 
 
-def _bias_measures(
-    x: xr.DataArray,
-    ok: xr.DataArray,
-    n: xr.DataArray,
-    mean: xr.DataArray,
-    sd: xr.DataArray,
-    theta: xr.DataArray,
-) -> dict[str, xr.DataArray]:
-    bias, bias_mcse = mean - theta, sd / _sqrt(n)
-    sq = (x - theta) ** 2
-    mse = sq.where(ok, 0.0).sum(REP) / n
-    mse_ss = ((sq - mse).where(ok, 0.0) ** 2).sum(REP)
-    mse_mcse = _sqrt(mse_ss / (n * (n - 1.0)))
-    rmse = _sqrt(mse)
-    zero = theta == 0
-    return {
-        "bias": bias,
-        "bias_mcse": bias_mcse,
-        "relbias": (bias / theta).where(~zero),
-        "relbias_mcse": (bias_mcse / abs(theta)).where(~zero),
-        "mse": mse,
-        "mse_mcse": mse_mcse,
-        "rmse": rmse,
-        "rmse_mcse": mse_mcse / (2.0 * rmse),
-    }
+def _value(value: Any, shape: tuple[int, ...], estimate: str) -> np.ndarray[Any, Any]:
+    """A truth as an array of the estimate's shape (a number is broadcast)."""
+    a = np.asarray(value, dtype=np.float64)
+    if a.shape not in ((), shape):
+        raise UsageError(
+            f"the truth of {estimate!r} has shape {a.shape}, but the estimate "
+            f"has shape {shape} per task.",
+            hint="give one number, or an array of the estimate's shape",
+        )
+    return np.broadcast_to(a, shape)
 
 
-def _modelse(
-    se: xr.DataArray, ok: xr.DataArray, n: xr.DataArray, empse: xr.DataArray
-) -> dict[str, xr.DataArray]:
-    v_mean, v_sd = _mean_sd(se**2, ok, n)
-    modelse = _sqrt(v_mean)
-    var_v = v_sd**2
-    ratio = modelse / empse
-    rel_var = var_v / (4.0 * n * modelse**4) + 1.0 / (2.0 * (n - 1.0))
-    return {
-        "modelse": modelse,
-        "modelse_mcse": _sqrt(var_v / (4.0 * n * v_mean)),
-        "relerr_modelse": 100.0 * (ratio - 1.0),
-        "relerr_modelse_mcse": 100.0 * ratio * _sqrt(rel_var),
-    }
-
-
-def _share(
-    name: str, hit: xr.DataArray, ok: xr.DataArray, n: xr.DataArray
-) -> dict[str, xr.DataArray]:
-    share = hit.where(ok, False).sum(REP) / n
-    return {name: share, f"{name}_mcse": _sqrt(share * (1.0 - share) / n)}
-
-
-def _relprec(
-    x: xr.DataArray, ok: xr.DataArray, reference: str
-) -> dict[str, xr.DataArray]:
-    """Relative % precision vs ``reference`` over replicates where both are ok."""
-    both = ok & ok.sel({METHOD: reference}, drop=True)
-    n = both.sum(REP).astype(np.float64)
-    mean, sd = _mean_sd(x, both, n)
-    ref = x.sel({METHOD: reference}, drop=True)
-    ref_mean, ref_sd = _mean_sd(ref, both, n)
-    cross = ((x - mean) * (ref - ref_mean)).where(both, 0.0).sum(REP)
-    rho = cross / (n - 1.0) / (sd * ref_sd)
-    ratio2 = (ref_sd / sd) ** 2
-    one_minus = (1.0 - rho**2).clip(min=0.0)
-    return {
-        "relprec": 100.0 * (ratio2 - 1.0),
-        "relprec_mcse": 200.0 * ratio2 * _sqrt(one_minus / (n - 1.0)),
-    }
+def _note_zero_truth(out: xr.Dataset, plans: list[Group]) -> None:
+    """Relative bias is undefined where the truth is 0: say where."""
+    reasons: dict[str, str] = {}
+    for g in plans:
+        if g.theta is None or not bool((g.theta == 0).any()):
+            continue
+        zero = g.theta == 0
+        factors = [d for d in zero.dims if d in out.dims and d != METHOD]
+        if factors:
+            at = zero.any([d for d in zero.dims if d not in factors])
+            pts = at.where(at, drop=True).to_dataframe(name="z").index
+            shown = [
+                ", ".join(
+                    f"{f}={v}" for f, v in zip(factors, np.atleast_1d(p), strict=True)
+                )
+                for p in pts[:3]
+            ]
+            where = " at " + "; ".join(shown) + (" ..." if len(pts) > 3 else "")
+        else:
+            where = ""
+        why = f"the truth is 0{where}: relative bias is undefined there"
+        reasons.update(dict.fromkeys(g.names, why))
+    if reasons:
+        methods = [str(m) for m in out[METHOD].values]
+        one = set(reasons.values())
+        out.attrs["skipped"]["relbias"] = (
+            one.pop() if len(one) == 1 and len(reasons) == len(methods) else reasons
+        )

@@ -208,26 +208,70 @@ def _add_run_study(run: Any) -> None:
     )
 
 
+def _add_summarize(sub: Any) -> None:
+    """`summarize`: measures, layout and format."""
+    summ = sub.add_parser("summarize", help="performance measures with Monte Carlo SEs")
+    summ.add_argument("store", help="the store (.zarr)")
+    summ.add_argument(
+        "--format",
+        choices=["table", "csv", "json", "netcdf", "latex", "markdown"],
+        default=None,
+        help="default: table, or from the -o file's suffix "
+        "(.csv .json .nc .txt .tex .md)",
+    )
+    summ.add_argument("-o", "--output", help="write to this file (netcdf needs it)")
+    summ.add_argument(
+        "--measures",
+        metavar="M1,M2,...",
+        help="only these measures, e.g. bias,coverage (default: all computed)",
+    )
+    summ.add_argument(
+        "--wide",
+        action="store_true",
+        help="methods as columns (table, csv, latex, markdown)",
+    )
+    summ.add_argument(
+        "--cases",
+        choices=["available", "complete"],
+        default="available",
+        help="each method's ok replicates (available), or only those every "
+        "method has (complete)",
+    )
+    summ.add_argument(
+        "--reference",
+        metavar="M",
+        help="method to compare with: relprec, bias_diff, mse_ratio, corr",
+    )
+    summ.add_argument(
+        "--alpha", type=float, default=0.05, help="test level for power (0.05)"
+    )
+    summ.add_argument(
+        "--level",
+        type=float,
+        default=0.95,
+        help="confidence level of Wald intervals from se (0.95)",
+    )
+    summ.add_argument(
+        "--null",
+        type=float,
+        default=0.0,
+        help="the value the Wald test from se rejects (0)",
+    )
+    summ.add_argument(
+        "--df",
+        help="t intervals/tests with these degrees of freedom: a number or "
+        "an output (default: normal)",
+    )
+    summ.add_argument("--debug", action="store_true", help="show tracebacks")
+
+
 def _add_other(sub: Any) -> None:
     """The commands that read a store or a study: status ... report."""
     status = sub.add_parser("status", help="show a store's progress")
     status.add_argument("target", help="a study file (.py) or a store (.zarr)")
     status.add_argument("--store", help="the store, when TARGET is a study file")
     status.add_argument("--debug", action="store_true", help="show tracebacks")
-    summ = sub.add_parser("summarize", help="performance measures with Monte Carlo SEs")
-    summ.add_argument("store", help="the store (.zarr)")
-    summ.add_argument(
-        "--format",
-        choices=["table", "csv", "json", "netcdf"],
-        default=None,
-        help="default: table, or from the -o file's suffix",
-    )
-    summ.add_argument("-o", "--output", help="write to this file (netcdf needs it)")
-    summ.add_argument("--reference", help="method for relative precision")
-    summ.add_argument(
-        "--alpha", type=float, default=0.05, help="test level for power (0.05)"
-    )
-    summ.add_argument("--debug", action="store_true", help="show tracebacks")
+    _add_summarize(sub)
     rpl = sub.add_parser("replay", help="rerun one task here, with its streams")
     rpl.add_argument("study", help="the study file (.py)")
     rpl.add_argument(
