@@ -28,8 +28,10 @@ from simstudy.errors import UsageError
 __all__ = [
     "COLORS",
     "Point",
+    "Points",
     "check_measure",
     "check_methods",
+    "choose_points",
     "decimals_for",
     "declared",
     "design_points",
@@ -60,6 +62,7 @@ COLORS = (
 )
 
 Point = dict[str, Any]
+Points = Mapping[str, Any] | Sequence[Mapping[str, Any]] | None
 
 # measure -> where its reference line goes: a number, or the summary
 # attribute holding it ("level" for coverage, "alpha" for rejection)
@@ -188,6 +191,33 @@ def select_points(
                 )
         where[f] = wanted
     return data.sel(where)
+
+
+def choose_points(
+    data: xr.Dataset, points: Points, factors: Sequence[str]
+) -> tuple[xr.Dataset, list[Point]]:
+    """The design points asked for and ``data`` cut down to them.
+
+    ``points`` is None (all), a mapping of levels (``{"n": [20, 100]}``: every
+    point with those levels) or a list of design points (each a mapping of
+    every factor to a level), kept in the order given.
+    """
+    if points is None or isinstance(points, Mapping):
+        data = select_points(data, points, factors)
+        return data, design_points(data, factors)
+    chosen = [dict(p) for p in points]
+    for p in chosen:
+        if sorted(p) != sorted(factors):
+            raise UsageError(
+                f"a design point in points= must give every factor a level: got "
+                f"{p!r}, the factors are: {', '.join(factors)}",
+                hint="write points=[{"
+                + ", ".join(f"{f!r}: ..." for f in factors)
+                + "}]",
+            )
+    levels = {f: list(dict.fromkeys(p[f] for p in chosen)) for f in factors}
+    data = select_points(data, levels, factors)
+    return data, [{f: p[f] for f in factors} for p in chosen]
 
 
 def design_points(

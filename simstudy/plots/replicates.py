@@ -14,7 +14,7 @@ matplotlib; scipy for t quantiles).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from statistics import NormalDist
 from typing import Any, Literal
@@ -30,9 +30,10 @@ from simstudy.errors import UsageError
 from simstudy.plots.common import (
     COLORS,
     Point,
+    Points,
     check_methods,
+    choose_points,
     declared,
-    design_points,
     factors_of,
     grid_shape,
     label,
@@ -40,7 +41,6 @@ from simstudy.plots.common import (
     ok_values,
     output_dims,
     plain_ticks,
-    select_points,
     truth_at,
     with_mcse,
 )
@@ -94,14 +94,12 @@ def output_name(cube: xr.Dataset, output: str, method: str) -> str:
 
 
 def _points(
-    cube: xr.Dataset, points: Mapping[str, Any] | None, outputs: set[str]
+    cube: xr.Dataset, points: Points, outputs: set[str]
 ) -> tuple[xr.Dataset, list[Point]]:
-    """The selected design points, with the outputs needed read into memory
+    """The chosen design points, with the outputs needed read into memory
     once (a few variables of the chosen points, not the whole cube)."""
-    factors = factors_of(cube)
-    cube = select_points(cube, points, factors)
-    cube = cube[sorted({"status", *outputs})].load()
-    return cube, design_points(cube, factors)
+    cube, grid = choose_points(cube, points, factors_of(cube))
+    return cube[sorted({"status", *outputs})].load(), grid
 
 
 # --------------------------------------------------------------- zip plot
@@ -186,7 +184,7 @@ def zip_plot(
     cube: xr.Dataset,
     *,
     methods: str | Sequence[str] | None = None,
-    points: Mapping[str, Any] | None = None,
+    points: Points = None,
     se: str | None = None,
     ci: tuple[str, str] | None = None,
     truth: float | None = None,
@@ -213,8 +211,9 @@ def zip_plot(
         What ``simstudy.open_results(store)`` returns.
     methods : str or list of str, optional
         Default: every method that declares ``ci=`` or ``se=``.
-    points : dict, optional
-        Keep only these levels, e.g. ``{"n": 100}``.
+    points : dict or list of dict, optional
+        Keep only these levels, e.g. ``{"n": 100}``, or these design points,
+        e.g. ``[{"n": 20, "eps": 0.0}, {"n": 500, "eps": 0.1}]``.
     se, ci : str, (str, str), optional
         Outputs to use instead of the declared ones.
     truth : float, optional
@@ -322,7 +321,7 @@ def _pairs(
     output: str,
     methods: str | Sequence[str] | None,
     reference: str | None,
-    points: Mapping[str, Any] | None,
+    points: Points,
 ) -> tuple[str, list[str], list[Point], xr.Dataset]:
     chosen = check_methods(cube, methods, least=2)
     ref = reference or chosen[0]
@@ -350,7 +349,7 @@ def scatter_plot(
     *,
     methods: str | Sequence[str] | None = None,
     reference: str | None = None,
-    points: Mapping[str, Any] | None = None,
+    points: Points = None,
 ) -> Figure:
     """Method against method: each replicate's value of ``output`` under
     ``reference`` (x) and another method (y), with the identity line.
@@ -365,8 +364,9 @@ def scatter_plot(
         At least two (default: all).
     reference : str, optional
         The method on the x axis (default: the first).
-    points : dict, optional
-        Keep only these levels, e.g. ``{"n": 100}``.
+    points : dict or list of dict, optional
+        Keep only these levels, e.g. ``{"n": 100}``, or these design points,
+        e.g. ``[{"n": 20, "eps": 0.0}, {"n": 500, "eps": 0.1}]``.
 
     Returns
     -------
@@ -422,7 +422,7 @@ def bland_altman_plot(
     *,
     methods: str | Sequence[str] | None = None,
     reference: str | None = None,
-    points: Mapping[str, Any] | None = None,
+    points: Points = None,
 ) -> Figure:
     """Bland-Altman plot: per replicate, the difference of ``output``
     (method - reference) against the two methods' mean, with the mean
@@ -484,7 +484,7 @@ def distribution_plot(
     output: str = "estimate",
     *,
     methods: str | Sequence[str] | None = None,
-    points: Mapping[str, Any] | None = None,
+    points: Points = None,
     kind: str = "box",
     columns: int = 4,
 ) -> Figure:
@@ -499,8 +499,9 @@ def distribution_plot(
         ``"estimate"``, ``"se"`` (each method's declared outputs) or a name.
     methods : list of str, optional
         Default: all.
-    points : dict, optional
-        Keep only these levels, e.g. ``{"n": 100}``.
+    points : dict or list of dict, optional
+        Keep only these levels, e.g. ``{"n": 100}``, or these design points,
+        e.g. ``[{"n": 20, "eps": 0.0}, {"n": 500, "eps": 0.1}]``.
     kind : {"box", "violin"}
         Box plots (median, quartiles, 1.5 IQR whiskers) or violins.
     columns : int
