@@ -77,6 +77,7 @@ SHADOWED = frozenset(
     }
 )
 Level = int | float | str | bool
+Truth = float | list[Any]  # one number, or nested lists for an array output
 
 
 @dataclass(frozen=True, slots=True)
@@ -362,7 +363,7 @@ class Study:
         self.data_func: Callable[..., Any] | None = None
         self.data_params: tuple[str, ...] = ()
         self.methods: list[Method] = []
-        self.truth_values: dict[str, float] | Callable[..., Any] | None = None
+        self.truth_values: dict[str, Truth] | Callable[..., Any] | None = None
         self.source_file: str | None = None
 
     # ---- declaration -------------------------------------------------
@@ -448,13 +449,7 @@ class Study:
             self._params(func, skip_first=False, what="truth function")
             self.truth_values = func
             return func
-        for key, value in values.items():
-            if not isinstance(value, numbers.Real):
-                raise StudyError(
-                    f"truth {key}={value!r} is not a number.",
-                    hint="use @study.truth on a function for point-dependent truths",
-                )
-        self.truth_values = {k: float(v) for k, v in values.items()}
+        self.truth_values = {k: _truth_value(k, v) for k, v in values.items()}
         return None
 
     # ---- introspection -----------------------------------------------
@@ -591,14 +586,14 @@ class Study:
     def n_tasks(self) -> int:
         return self.n_points * self.replicates * len(self.methods)
 
-    def truth_for(self, point: Mapping[str, Level]) -> dict[str, float]:
+    def truth_for(self, point: Mapping[str, Level]) -> dict[str, Truth]:
         """Return the true values at one design point (empty if none declared)."""
         if self.truth_values is None:
             return {}
         if callable(self.truth_values):
             params = inspect.signature(self.truth_values).parameters
             out = self.truth_values(**{k: v for k, v in point.items() if k in params})
-            return {k: float(v) for k, v in dict(out).items()}
+            return {k: _truth_value(k, v) for k, v in dict(out).items()}
         return dict(self.truth_values)
 
     def fingerprint(self) -> dict[str, Any]:
@@ -647,6 +642,24 @@ class Study:
             )
             + f"methods={self.method_names!r})"
         )
+
+
+def _truth_value(key: str, value: Any) -> Truth:
+    """A true value as stored: a float, or nested lists of floats for an
+    array output (compared element by element with it)."""
+    if isinstance(value, numbers.Real):
+        return float(value)
+    try:
+        a = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError):
+        a = None
+    if a is None or a.ndim == 0 or a.size == 0 or isinstance(value, str):
+        raise StudyError(
+            f"truth {key}={value!r} is not a number or an array of numbers.",
+            hint="use @study.truth on a function for point-dependent truths",
+        )
+    out: list[Any] = a.tolist()
+    return out
 
 
 def _check_truth(study: Study) -> None:

@@ -13,22 +13,39 @@ Layers: imports ``errors`` only (plus numpy and xarray).
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import xarray as xr
 
-from simstudy.errors import UsageError
-
-__all__ = ["MEASURES", "summarize", "to_records"]
-
 from simstudy.cube import METHOD
 from simstudy.cube import REPLICATE as REP
+from simstudy.errors import UsageError
+from simstudy.measures import (
+    Measure,
+    Paired,
+    UserFunc,
+    Wald,
+    bias_measures,
+    custom_measures,
+    interval_measures,
+    mean_sd,
+    modelse,
+    paired_measures,
+    power,
+    share,
+)
+
+__all__ = ["CASES", "MEASURES", "Measure", "planned", "summarize", "to_records"]
 
 OK, FAILED, PENDING = 1, 2, 0
 
-Truth = float | Mapping[str, float] | None
+Truth = float | Sequence[float] | np.ndarray[Any, Any] | Mapping[str, Any] | None
+UserMeasure = Measure | UserFunc
+CASES = ("available", "complete")
+BLOCK_BYTES = 256 * 2**20  # a block of design points read at once
 MEASURES = (
     "mean",
     "bias",
@@ -36,53 +53,91 @@ MEASURES = (
     "empse",
     "mse",
     "rmse",
+    "mae",
     "modelse",
     "relerr_modelse",
     "coverage",
     "becoverage",
+    "ci_width",
     "power",
     "relprec",
+    "bias_diff",
+    "mse_ratio",
+    "corr",
     "failure_rate",
     "warning_rate",
 )
+RESERVED = ("n_ok", "n_failed", "n_pending", "n_dropped")
 
 
 def to_records(summary: xr.Dataset) -> list[dict[str, Any]]:
     """Flatten a summary: one record per design point x method x measure.
 
-    Each record holds the factor levels, ``method``, ``n_ok``, ``n_failed``,
-    ``n_pending``, ``measure``, ``value`` and ``mcse`` (NaN -> None). Measures
-    follow ``MEASURES``; a measure that is NaN for a cell is left out.
+    Each record holds the factor levels (and the index along each extra dim
+    of an array output), ``method``, ``n_ok``, ``n_failed``, ``n_pending``
+    (and ``n_dropped`` with complete cases), ``measure``, ``value`` and
+    ``mcse`` (NaN -> None). Measures follow ``MEASURES``, then user-defined
+    ones; a measure that is NaN for a cell is left out.
     """
-    factors = [str(d) for d in summary["n_ok"].dims if d != METHOD]
+    counts = [c for c in (*RESERVED,) if c in summary.data_vars]
     present = [m for m in MEASURES if m in summary.data_vars]
+    present += [
+        str(v)
+        for v in summary.data_vars
+        if str(v) not in present
+        and str(v) not in counts
+        and not str(v).endswith("_mcse")
+        and str(v) not in MEASURES
+    ]
+    dims = [str(d) for d in summary["n_ok"].dims if d != METHOD]
+    extra = [
+        str(d)
+        for m in present
+        for d in summary[m].dims
+        if d not in summary["n_ok"].dims
+    ]
+    extra = list(dict.fromkeys(extra))
+    order = [*dims, *extra, METHOD]
+    full = summary.transpose(*order, ...)
+
+    def values(name: str) -> np.ndarray[Any, Any]:
+        a = full[name]
+        for d in order:  # broadcast to every dim the records iterate over
+            if d not in a.dims:
+                a = a.expand_dims({d: full.sizes[d]})
+        return np.asarray(a.transpose(*order).values)
+
+    counted = {c: values(c) for c in counts}
+    vals = {m: values(m) for m in present}
+    errs = {
+        m: values(f"{m}_mcse") if f"{m}_mcse" in full.data_vars else None
+        for m in present
+    }
+    levels = {d: full[d].values if d in full.coords else None for d in order}
     records = []
-    for idx in np.ndindex(*(summary.sizes[f] for f in factors)):
-        point = {
-            f: summary[f].values[i].item() for f, i in zip(factors, idx, strict=True)
+    for idx in np.ndindex(*(full.sizes[d] for d in order)):
+        where = {
+            d: (levels[d][i].item() if levels[d] is not None else i)  # type: ignore[index]
+            for d, i in zip(order[:-1], idx, strict=False)
         }
-        for method in summary[METHOD].values:
-            cell = summary.sel({METHOD: method, **point})
-            counts = {k: int(cell[k]) for k in ("n_ok", "n_failed", "n_pending")}
-            for measure in present:
-                value = float(cell[measure])
-                if np.isnan(value):
-                    continue
-                mcse = (
-                    float(cell[f"{measure}_mcse"])
-                    if f"{measure}_mcse" in cell
-                    else float("nan")
-                )
-                records.append(
-                    {
-                        **point,
-                        "method": str(method),
-                        **counts,
-                        "measure": measure,
-                        "value": value,
-                        "mcse": None if np.isnan(mcse) else mcse,
-                    }
-                )
+        method = str(levels[METHOD][idx[-1]])  # type: ignore[index]
+        n = {c: int(counted[c][idx]) for c in counts}
+        for measure in present:
+            value = float(vals[measure][idx])
+            if np.isnan(value):
+                continue
+            err = errs[measure]
+            mcse = float("nan") if err is None else float(err[idx])
+            records.append(
+                {
+                    **where,
+                    "method": method,
+                    **n,
+                    "measure": measure,
+                    "value": value,
+                    "mcse": None if np.isnan(mcse) else mcse,
+                }
+            )
     return records
 
 
@@ -96,79 +151,118 @@ def summarize(
     p: str | None = None,
     alpha: float = 0.05,
     level: float = 0.95,
+    df: float | str | None = None,
+    null: float = 0.0,
     reference: str | None = None,
+    cases: str = "available",
+    measures: Sequence[str] | Mapping[str, UserMeasure] | None = None,
+    custom: Mapping[str, UserMeasure] | None = None,
+    block_bytes: int = BLOCK_BYTES,
 ) -> xr.Dataset:
     """Return per design point x method performance measures and their MCSEs.
 
-    Which outputs are the estimate, its SE, the interval bounds and the
-    p-value comes from the arguments, else from each method's declaration
-    (``@study.method(estimate=..., se=..., ci=(lo, hi), p=...)``, stored in
-    the cube), else the estimate is ``estimate`` (``value`` for methods that
-    return a bare number). Methods declaring the same outputs are summarised
-    together; the results are joined along ``method``.
+    Parameters
+    ----------
+    cube
+        A result cube (``open_results``), dims ``(*factors, replicate,
+        method_name, *output dims)``. It is read block by block of design
+        points (at most ``block_bytes`` at a time), never whole.
+    estimate, se, ci, p
+        Which outputs are the estimate, its SE, the interval bounds and the
+        p-value: from these arguments, else from each method's declaration
+        (``@study.method(estimate=..., se=..., ci=(lo, hi), p=...)``, stored
+        in the cube), else the estimate is ``estimate`` (``value`` for
+        methods that return a bare number). Methods declaring the same
+        outputs are summarised together; the results are joined along
+        ``method_name``. An array output is summarised element by element:
+        the summary keeps its extra dims.
+    truth
+        The true value(s): a number, an array shaped like the estimate, or
+        ``{output: value}``; default: the truth stored by ``study.truth``.
+    alpha, level, df, null
+        Without a declared p-value, the rejection rate (``power``) is that of
+        the Wald test of ``(estimate - null) / se`` at level ``alpha``;
+        without declared interval bounds, coverage uses the Wald interval
+        ``estimate +- q * se``, ``q`` the ``1 - (1 - level) / 2`` quantile of
+        N(0, 1), or of Student's t with ``df`` degrees of freedom (a number,
+        or the name of an output holding them per replicate).
+    reference
+        A method to compare the others with, on the replicates where both
+        were used: ``relprec``, ``bias_diff``, ``mse_ratio``, ``corr``.
+    cases
+        ``"available"``: each method's own ok replicates; ``"complete"``:
+        only replicates where every method is ok (``n_dropped`` counts the
+        ok ones left out).
+    measures
+        Names of the measures to keep (default: all that can be computed);
+        a mapping ``{name: function or Measure}`` is shorthand for
+        ``custom=`` with every built-in measure.
+    custom
+        User-defined measures ``{name: func or simstudy.Measure}`` (see
+        ``Measure``), each with ``<name>_mcse`` (jackknife by default).
+
+    Returns
+    -------
+    xr.Dataset
+        ``<measure>`` and ``<measure>_mcse`` for each measure computed, plus
+        ``n_ok, n_failed, n_pending`` (and ``n_dropped`` with
+        ``cases="complete"``). ``attrs["skipped"]`` gives, per measure not
+        computed, the reason; ``attrs["intervals"]`` and ``attrs["tests"]``
+        say, per method, where coverage and power come from.
+
+    Raises
+    ------
+    UsageError
+        An unknown output, method, measure or ``cases``; ``alpha`` or
+        ``level`` outside (0, 1).
     """
+    if isinstance(measures, Mapping):
+        custom, measures = {**measures, **(custom or {})}, None
+    specs = _custom_specs(custom or {})
+    _check_args(alpha=alpha, level=level, cases=cases, df=df)
     methods = [str(m) for m in cube[METHOD].values]
-    decls = _declarations(cube, methods, estimate=estimate, se=se, ci=ci, p=p)
-    groups: dict[str, list[str]] = {}
-    for m in methods:
-        groups.setdefault(json.dumps(decls[m], sort_keys=True), []).append(m)
     if reference is not None and reference not in methods:
         raise UsageError(
             f"unknown reference method {reference!r}",
             hint=f"choose one of: {', '.join(methods)}",
         )
-    parts: list[xr.Dataset] = []
-    skipped: dict[str, dict[str, str]] = {}
-    used: dict[str, dict[str, Any]] = {}
+    keep = _selection(measures, specs)
+    decls = _declarations(cube, methods, estimate=estimate, se=se, ci=ci, p=p)
+    groups: dict[str, list[str]] = {}
+    for m in methods:
+        groups.setdefault(json.dumps(decls[m], sort_keys=True), []).append(m)
+    wald = Wald(level=level, alpha=alpha, df=df, null=null)
+    plans = []
     for key, names in groups.items():
         d = json.loads(key)
-        sub = cube if len(groups) == 1 else cube.sel({METHOD: names})
-        ref = reference if reference in names else None
-        part = _summarize(
-            sub,
-            estimate=d["estimate"],
-            truth=truth,
-            se=d.get("se"),
-            ci=tuple(d["ci"]) if d.get("ci") else None,
-            p=d.get("p"),
-            alpha=alpha,
-            level=level,
-            reference=ref,
-        )
-        if reference is not None and ref is None:
-            part.attrs["skipped"]["relprec"] = (
-                f"reference {reference!r} declares other outputs than {names}"
-            )
-        for measure, why in part.attrs["skipped"].items():
-            skipped.setdefault(measure, {}).update(dict.fromkeys(names, why))
-        used.update(dict.fromkeys(names, d))
-        parts.append(part)
-    measures = {str(v) for part in parts for v in part.data_vars}
-    parts = [  # a measure one group cannot compute is NaN for its methods
-        part.assign(
-            {
-                v: xr.full_like(part["n_ok"], np.nan, dtype=np.float64)
-                for v in measures - {str(x) for x in part.data_vars}
-            }
-        )
-        for part in parts
-    ]
-    out = parts[0] if len(parts) == 1 else xr.concat(parts, dim=METHOD)
+        wanted = [d["estimate"], d.get("se"), d.get("p"), *(d.get("ci") or ())]
+        wanted += [s.output for s in specs.values()]
+        wanted.append(df if isinstance(df, str) else None)
+        for name in wanted:
+            _check_output(cube, name)
+        theta = _truth(cube, d["estimate"], truth)
+        plans.append(Group(names, d, theta))
+    factors = [str(f) for f in cube["status"].dims if f not in (REP, METHOD)]
+    needed = {"status", "warnings", "target_replicates", *_outputs(plans, specs, df)}
+    sub = cube[[v for v in needed if v in cube.data_vars]]
+    opts = Options(wald=wald, cases=cases, specs=specs, reference=reference)
+    out = _by_blocks(
+        sub, factors, block_bytes, lambda b, ix: _block(b, ix, plans, opts)
+    )
     out = out.sel({METHOD: methods})
-    out.attrs = {
-        "alpha": alpha,
-        "level": level,
-        "reference": reference,
-        "outputs": used,  # method -> the outputs summarised
-        # measure -> reason, or measure -> {method: reason} when it varies
-        "skipped": {
-            k: next(iter(v.values()))
-            if len(set(v.values())) == 1 and len(v) == len(methods)
-            else v
-            for k, v in skipped.items()
-        },
-    }
-    return out
+    out.attrs.update(
+        {
+            "alpha": alpha,
+            "level": level,
+            "df": df,
+            "null": null,
+            "reference": reference,
+            "cases": cases,
+            "outputs": {m: decls[m] for m in methods},
+        }
+    )
+    _note_zero_truth(out, plans)
+    return _select(out, keep) if keep is not None else out
 
 
 def _declarations(
@@ -195,89 +289,334 @@ def _declarations(
     return out
 
 
-def _summarize(
-    cube: xr.Dataset,
-    *,
-    estimate: str,
-    truth: Truth,
-    se: str | None,
-    ci: tuple[str, str] | None,
-    p: str | None,
-    alpha: float,
-    level: float,
-    reference: str | None,
-) -> xr.Dataset:
-    """Summarise methods that share one output declaration."""
-    for name in (estimate, se, p, *(ci or ())):
-        _check_output(cube, name)
-    methods = [str(m) for m in cube[METHOD].values]
-    if reference is not None and reference not in methods:
+@dataclass(frozen=True, slots=True)
+class Group:
+    """Methods that declare the same outputs, and their truth."""
+
+    names: list[str]
+    decl: dict[str, Any]
+    theta: xr.DataArray | None
+
+
+@dataclass(frozen=True, slots=True)
+class Options:
+    """What every block is summarised with."""
+
+    wald: Wald
+    cases: str
+    specs: dict[str, Measure]
+    reference: str | None
+
+
+def _check_args(*, alpha: float, level: float, cases: str, df: Any) -> None:
+    for name, value in (("alpha", alpha), ("level", level)):
+        if not 0 < value < 1:
+            raise UsageError(
+                f"{name} must be between 0 and 1 (exclusive), got {value!r}.",
+                hint=f"write {name}={0.05 if name == 'alpha' else 0.95}",
+            )
+    if cases not in CASES:
         raise UsageError(
-            f"unknown reference method {reference!r}",
-            hint=f"choose one of: {', '.join(methods)}",
+            f"cases must be one of {', '.join(map(repr, CASES))}, got {cases!r}.",
+            hint='write cases="complete" to use only replicates every method has',
         )
-    cube = cube.load()
-    factors = [str(d) for d in cube[estimate].dims if d not in (REP, METHOD)]
-    ok = cube["status"] == OK
-    out: dict[str, xr.DataArray] = _counts(cube["status"], planned(cube))
-    skipped: dict[str, str] = {}
-    ran = cube["status"] != PENDING  # tasks that finished, ok or failed
-    n_ran = ran.sum(REP).astype(np.float64)
-    out.update(_share("failure_rate", cube["status"] == FAILED, ran, n_ran))
+    if df is not None and not isinstance(df, str) and not float(df) > 0:
+        raise UsageError(
+            f"df must be a positive number or an output name, got {df!r}.",
+            hint="write df=24, or df=None for normal (Wald) intervals",
+        )
+
+
+def _custom_specs(custom: Mapping[str, UserMeasure]) -> dict[str, Measure]:
+    out = {}
+    for name, spec in custom.items():
+        if name in MEASURES or name in RESERVED:
+            raise UsageError(
+                f"custom measure {name!r} has the name of a built-in measure.",
+                hint=f"rename it, e.g. {name}_custom",
+            )
+        if isinstance(spec, Measure):
+            out[name] = spec
+        elif callable(spec):
+            out[name] = Measure(spec)
+        else:
+            raise UsageError(
+                f"custom measure {name!r} is {spec!r}, not a function or Measure.",
+                hint="pass {name: func} with func(x, truth) -> one value per row",
+            )
+    return out
+
+
+def _selection(
+    measures: Sequence[str] | None, specs: Mapping[str, Measure]
+) -> list[str] | None:
+    if measures is None:
+        return None
+    if isinstance(measures, str):
+        measures = [m.strip() for m in measures.split(",") if m.strip()]
+    valid = [*MEASURES, *specs]
+    unknown = [m for m in measures if m not in valid]
+    if unknown:
+        raise UsageError(
+            f"unknown measure {unknown[0]!r}; the measures are: {', '.join(valid)}.",
+            hint="choose from that list: measures=['bias', 'coverage'] "
+            "(--measures bias,coverage)",
+        )
+    return list(measures)
+
+
+def _select(out: xr.Dataset, keep: list[str]) -> xr.Dataset:
+    names = [n for n in out.data_vars if str(n).startswith("n_")]
+    names += [v for m in keep for v in (m, f"{m}_mcse") if v in out.data_vars]
+    res = out[names]
+    res.attrs = dict(out.attrs)
+    res.attrs["skipped"] = {k: v for k, v in out.attrs["skipped"].items() if k in keep}
+    return res
+
+
+def _outputs(plans: list[Group], specs: Mapping[str, Measure], df: Any) -> set[str]:
+    names = {str(df)} if isinstance(df, str) else set()
+    for g in plans:
+        d = g.decl
+        names |= {d["estimate"], *(d.get("ci") or ())}
+        names |= {d[k] for k in ("se", "p") if d.get(k)}
+    names |= {s.output for s in specs.values() if s.output}
+    return names
+
+
+def _by_blocks(
+    cube: xr.Dataset,
+    factors: list[str],
+    budget: int,
+    func: Callable[[xr.Dataset, dict[str, slice]], xr.Dataset],
+) -> xr.Dataset:
+    """Apply ``func`` to blocks of design points loaded one at a time (each
+    at most ``budget`` bytes, or one point) and join the results."""
+    sizes = [cube.sizes[f] for f in factors]
+    points = max(1, int(np.prod(sizes)))
+    per_point = cube.nbytes / points
+    depth = next(
+        (
+            d
+            for d in range(len(factors) + 1)
+            if np.prod(sizes[d:]) * per_point <= budget
+        ),
+        len(factors),
+    )
+    if depth == 0:
+        return func(cube.load(), {})
+    slab = float(np.prod(sizes[depth:])) * per_point
+    step = max(1, int(budget // slab)) if depth <= len(factors) else 1
+
+    def nest(level: int, index: dict[str, slice]) -> Any:
+        f = factors[level]
+        if level == depth - 1:
+            starts = range(0, cube.sizes[f], step)
+            return [run({**index, f: slice(i, i + step)}) for i in starts]
+        return [
+            nest(level + 1, {**index, f: slice(i, i + 1)}) for i in range(cube.sizes[f])
+        ]
+
+    def run(index: dict[str, slice]) -> xr.Dataset:
+        return func(cube.isel(index).load(), index)
+
+    blocks = nest(0, {})
+    combined: xr.Dataset = xr.combine_nested(
+        blocks, concat_dim=factors[:depth], combine_attrs="override"
+    )
+    return combined
+
+
+def _block(
+    cube: xr.Dataset, index: dict[str, slice], plans: list[Group], opts: Options
+) -> xr.Dataset:
+    """Summarise one in-memory block of design points, every method."""
+    status = cube["status"]
+    factors = [str(d) for d in status.dims if d not in (REP, METHOD)]
+    task_ok = status == OK
+    ok = task_ok & task_ok.all(METHOD) if opts.cases == "complete" else task_ok
+    out: dict[str, xr.DataArray] = _counts(status, planned(cube))
+    if opts.cases == "complete":
+        out["n_dropped"] = (task_ok & ~ok).sum(REP).astype(np.int64)
+    skipped: dict[str, dict[str, str]] = {}
+    ran = status != PENDING  # tasks that finished, ok or failed
+    out.update(share("failure_rate", status == FAILED, ran))
     if "warnings" in cube.data_vars:
-        out.update(_share("warning_rate", cube["warnings"] > 0, ran, n_ran))
+        out.update(share("warning_rate", cube["warnings"] > 0, ran))
     else:
-        skipped["warning_rate"] = (
-            "the cube has no per-task warning counts (a store made before them)"
+        why = "the cube has no per-task warning counts (a store made before them)"
+        skipped["warning_rate"] = dict.fromkeys(map(str, cube[METHOD].values), why)
+    ref = _paired(cube, index, plans, ok, opts.reference)
+    parts = []
+    for g in plans:
+        sub = cube.sel({METHOD: g.names}) if len(plans) > 1 else cube
+        theta = None if g.theta is None else _isel(g.theta, index)
+        group_ok = ok.sel({METHOD: g.names})
+        data, why_not = _group(sub, g, theta, group_ok, opts, ref)
+        for measure, why in why_not.items():
+            skipped.setdefault(measure, {}).update(dict.fromkeys(g.names, why))
+        parts.append(data)
+    names = {k for part in parts for k in part}
+    filled = [  # a measure one group cannot compute is NaN for its methods
+        xr.Dataset(part).assign(
+            {
+                k: xr.full_like(out["n_ok"], np.nan, dtype=np.float64).sel(
+                    {METHOD: g.names}
+                )
+                for k in names - set(part)
+            }
         )
-    theta = _truth(cube, estimate, truth, factors)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        x = cube[estimate]
-        n = out["n_ok"].astype(np.float64)
-        mean, sd = _mean_sd(x, ok, n)
-        out["mean"], out["mean_mcse"] = mean, sd / _sqrt(n)
-        out["empse"], out["empse_mcse"] = sd, sd / _sqrt(2.0 * (n - 1.0))
-        if theta is None:
-            why = f"no truth for output {estimate!r} (declare study.truth(...) or pass truth=)"
-            for m in ("bias", "relbias", "mse", "rmse", "coverage"):
-                skipped[m] = why
-        else:
-            out.update(_bias_measures(x, ok, n, mean, sd, theta))
-        if se is None:
-            for m in ("modelse", "relerr_modelse"):
-                skipped[m] = "no standard-error output declared (@study.method(se=...))"
-        else:
-            out.update(_modelse(cube[se], ok, n, sd))
-        if ci is None:
-            for m in ("coverage", "becoverage"):
-                skipped[m] = "no interval outputs declared (@study.method(ci=(lo, hi)))"
-        else:
-            lo, hi = cube[ci[0]], cube[ci[1]]
-            if theta is not None:
-                out.update(_share("coverage", (lo <= theta) & (theta <= hi), ok, n))
-            out.update(_share("becoverage", (lo <= mean) & (mean <= hi), ok, n))
-        if p is None:
-            skipped["power"] = "no p-value output declared (@study.method(p=...))"
-        else:
-            out.update(_share("power", cube[p] < alpha, ok, n))
-        if reference is None:
-            skipped["relprec"] = "no reference method (--reference / reference=)"
-        else:
-            out.update(_relprec(x, ok, reference))
+        for part, g in zip(parts, plans, strict=True)
+    ]
+    measures = filled[0] if len(filled) == 1 else xr.concat(filled, dim=METHOD)
+    res = xr.merge([xr.Dataset(out), measures], join="outer", compat="override")
     order = [*factors, METHOD]
-    data = {k: v.transpose(*order) for k, v in out.items()}
-    attrs = {
-        "estimate": estimate,
-        "alpha": alpha,
-        "level": level,
-        "reference": reference,
-        "skipped": skipped,
+    res = res.transpose(*order, ...)
+    n_methods = cube.sizes[METHOD]
+    res.attrs = {
+        # measure -> reason, or measure -> {method: reason} when it varies
+        "skipped": {
+            k: next(iter(v.values()))
+            if len(set(v.values())) == 1 and len(v) == n_methods
+            else v
+            for k, v in skipped.items()
+        },
+        "intervals": {m: _source(g, "ci") for g in plans for m in g.names},
+        "tests": {m: _source(g, "p") for g in plans for m in g.names},
     }
-    return xr.Dataset(data, attrs=attrs)
+    return res
 
 
-def _sqrt(a: xr.DataArray) -> xr.DataArray:
-    return a**0.5
+def _paired(
+    cube: xr.Dataset,
+    index: Mapping[str, slice],
+    plans: list[Group],
+    ok: xr.DataArray,
+    reference: str | None,
+) -> Paired | None:
+    """The reference method's estimate (its own declared output), if any."""
+    if reference is None:
+        return None
+    g = next(g for g in plans if reference in g.names)
+    x = cube[g.decl["estimate"]].sel({METHOD: reference}, drop=True)
+    theta = None if g.theta is None else _isel(g.theta, index)
+    return Paired(reference, x, ok.sel({METHOD: reference}, drop=True), theta)
+
+
+def _source(g: Group, kind: str) -> str | None:
+    if g.decl.get(kind):
+        return f"declared: {g.decl[kind]}"
+    return None if not g.decl.get("se") else "Wald from se"
+
+
+def _isel(a: xr.DataArray, index: Mapping[str, slice]) -> xr.DataArray:
+    return a.isel({k: v for k, v in index.items() if k in a.dims})
+
+
+def _group(
+    cube: xr.Dataset,
+    g: Group,
+    theta: xr.DataArray | None,
+    ok: xr.DataArray,
+    opts: Options,
+    ref: Paired | None,
+) -> tuple[dict[str, xr.DataArray], dict[str, str]]:
+    """Measures of the methods sharing one output declaration."""
+    d, skipped = g.decl, {}
+    est = d["estimate"]
+    x = cube[est]
+    n, mean, sd = mean_sd(x, ok & np.isfinite(x))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out = {"mean": mean, "mean_mcse": sd / n**0.5, "empse": sd}
+        out["empse_mcse"] = sd / (2.0 * (n - 1.0)) ** 0.5
+    if theta is None:
+        why = f"no truth for output {est!r} (declare study.truth(...) or pass truth=)"
+        for m in ("bias", "relbias", "mse", "rmse", "mae", "coverage", "mse_ratio"):
+            skipped[m] = why
+    else:
+        out.update(bias_measures(x, ok, theta))
+    se = _aligned(cube, d.get("se"), x)
+    if se is None:
+        for m in ("modelse", "relerr_modelse"):
+            skipped[m] = "no standard-error output declared (@study.method(se=...))"
+    else:
+        out.update(modelse(se, x, ok))
+    wald = opts.wald
+    if d.get("ci"):
+        lo, hi = (_like(cube, name, x) for name in d["ci"])
+        out.update(interval_measures(lo, hi, x, ok, theta))
+    elif se is not None:
+        q = wald.quantile(1.0 - (1.0 - wald.level) / 2.0, cube)
+        out.update(interval_measures(x - q * se, x + q * se, x, ok, theta))
+    else:
+        for m in ("coverage", "becoverage", "ci_width"):
+            skipped[m] = "no interval outputs declared (@study.method(ci=(lo, hi)))"
+    if d.get("p"):
+        pv = _like(cube, d["p"], x)
+        out.update(power(pv < wald.alpha, ok, pv))
+    elif se is not None:
+        stat = (x - wald.null) / se
+        q = wald.quantile(1.0 - wald.alpha / 2.0, cube)
+        out.update(power(abs(stat) > q, ok, stat))
+    else:
+        skipped["power"] = "no p-value output declared (@study.method(p=...))"
+    if ref is None:
+        for m in ("relprec", "bias_diff", "mse_ratio", "corr"):
+            skipped[m] = "no reference method (--reference / reference=)"
+    else:
+        out.update(paired_measures(x, ok, _like_ref(ref, x), theta))
+    if opts.specs:
+        values = {
+            k: _like(cube, s.output, x) if s.output else x
+            for k, s in opts.specs.items()
+        }
+        out.update(custom_measures(opts.specs, values, ok, theta))
+    return out, skipped
+
+
+def _aligned(
+    cube: xr.Dataset, name: str | None, like: xr.DataArray
+) -> xr.DataArray | None:
+    return None if name is None else _like(cube, name, like)
+
+
+def _like(cube: xr.Dataset, name: str, like: xr.DataArray) -> xr.DataArray:
+    """Output ``name`` with its own dims renamed to those of ``like`` (the
+    estimate), so an array output pairs element by element with its SE."""
+    a = cube[name]
+    if a.name == like.name:
+        return a
+    own = [d for d in a.dims if d not in like.dims]
+    extra = [d for d in like.dims if d not in a.dims]
+    if not own:
+        return a
+    shape = [a.sizes[d] for d in own]
+    if len(own) != len(extra) or shape != [like.sizes[d] for d in extra]:
+        raise UsageError(
+            f"output {name!r} has shape {tuple(shape)} per task, but the estimate "
+            f"{like.name!r} has {tuple(like.sizes[d] for d in extra)}.",
+            hint="an SE, interval bound or p-value has the estimate's shape",
+        )
+    return a.rename(dict(zip(own, extra, strict=True)))
+
+
+def _like_ref(ref: Paired, like: xr.DataArray) -> Paired:
+    """The reference's estimate with ``like``'s dim names (same shape)."""
+    own = [d for d in ref.x.dims if d not in like.dims]
+    extra = [d for d in like.dims if d not in ref.x.dims and d != METHOD]
+    if not own:
+        return ref
+    if [ref.x.sizes[d] for d in own] != [like.sizes[d] for d in extra]:
+        raise UsageError(
+            f"the reference method {ref.name!r} returns an estimate of another "
+            f"shape than {like.name!r}.",
+            hint="compare methods whose estimates have the same shape",
+        )
+    names = dict(zip(own, extra, strict=True))
+    theta = ref.theta
+    if theta is not None:
+        theta = theta.rename({k: v for k, v in names.items() if k in theta.dims})
+    return Paired(ref.name, ref.x.rename(names), ref.ok, theta)
 
 
 def _check_output(cube: xr.Dataset, name: str | None) -> None:
@@ -310,105 +649,72 @@ def planned(cube: xr.Dataset) -> xr.DataArray:
     return (reps < target) | (target == 0)
 
 
-def _mean_sd(
-    x: xr.DataArray, ok: xr.DataArray, n: xr.DataArray
-) -> tuple[xr.DataArray, xr.DataArray]:
-    """Mean and sample SD (divisor n-1) of ``x`` over ok replicates."""
-    mean = x.where(ok, 0.0).sum(REP) / n
-    ss = ((x - mean).where(ok, 0.0) ** 2).sum(REP)
-    return mean, (ss / (n - 1.0)) ** 0.5
-
-
-def _truth(
-    cube: xr.Dataset, estimate: str, truth: Truth, factors: list[str]
-) -> xr.DataArray | None:
-    """The true value per design point, or None when none is known."""
+def _truth(cube: xr.Dataset, estimate: str, truth: Truth) -> xr.DataArray | None:
+    """The true value per design point (and output element), or None."""
+    x = cube[estimate]
+    extra = [str(d) for d in x.dims if d not in cube["status"].dims]
+    shape = tuple(x.sizes[d] for d in extra)
     if isinstance(truth, Mapping):
-        value = truth.get(estimate)
-        return None if value is None else xr.DataArray(float(value))
+        truth = truth.get(estimate)
+        if truth is None:
+            return None
     if truth is not None:
-        return xr.DataArray(float(truth))
+        return xr.DataArray(_value(truth, shape, estimate), dims=extra)
     meta = cube.attrs.get("simstudy", {})
     stored = meta.get("truth") if isinstance(meta, Mapping) else None
     if not stored:
         return None
-    coords = {f: cube[f] for f in factors}
-    shape = tuple(cube.sizes[f] for f in factors)
-    values = np.full(shape, np.nan)
-    for idx in np.ndindex(*shape):
+    factors = [str(d) for d in cube["status"].dims if d not in (REP, METHOD)]
+    grid = tuple(cube.sizes[f] for f in factors)
+    values = np.full(grid + shape, np.nan)
+    for idx in np.ndindex(*grid):
         point = {f: cube[f].values[i].item() for f, i in zip(factors, idx, strict=True)}
         entry = stored.get(json.dumps(point, sort_keys=True), {})
         if entry.get(estimate) is not None:
-            values[idx] = float(entry[estimate])
+            values[idx] = _value(entry[estimate], shape, estimate)
     if np.isnan(values).all():
         return None
-    return xr.DataArray(values, dims=factors, coords=coords)
+    coords = {f: cube[f] for f in factors}
+    return xr.DataArray(values, dims=[*factors, *extra], coords=coords)
 
 
-def _bias_measures(
-    x: xr.DataArray,
-    ok: xr.DataArray,
-    n: xr.DataArray,
-    mean: xr.DataArray,
-    sd: xr.DataArray,
-    theta: xr.DataArray,
-) -> dict[str, xr.DataArray]:
-    bias, bias_mcse = mean - theta, sd / _sqrt(n)
-    sq = (x - theta) ** 2
-    mse = sq.where(ok, 0.0).sum(REP) / n
-    mse_ss = ((sq - mse).where(ok, 0.0) ** 2).sum(REP)
-    mse_mcse = _sqrt(mse_ss / (n * (n - 1.0)))
-    rmse = _sqrt(mse)
-    zero = theta == 0
-    return {
-        "bias": bias,
-        "bias_mcse": bias_mcse,
-        "relbias": (bias / theta).where(~zero),
-        "relbias_mcse": (bias_mcse / abs(theta)).where(~zero),
-        "mse": mse,
-        "mse_mcse": mse_mcse,
-        "rmse": rmse,
-        "rmse_mcse": mse_mcse / (2.0 * rmse),
-    }
+def _value(value: Any, shape: tuple[int, ...], estimate: str) -> np.ndarray[Any, Any]:
+    """A truth as an array of the estimate's shape (a number is broadcast)."""
+    a = np.asarray(value, dtype=np.float64)
+    if a.shape not in ((), shape):
+        raise UsageError(
+            f"the truth of {estimate!r} has shape {a.shape}, but the estimate "
+            f"has shape {shape} per task.",
+            hint="give one number, or an array of the estimate's shape",
+        )
+    return np.broadcast_to(a, shape)
 
 
-def _modelse(
-    se: xr.DataArray, ok: xr.DataArray, n: xr.DataArray, empse: xr.DataArray
-) -> dict[str, xr.DataArray]:
-    v_mean, v_sd = _mean_sd(se**2, ok, n)
-    modelse = _sqrt(v_mean)
-    var_v = v_sd**2
-    ratio = modelse / empse
-    rel_var = var_v / (4.0 * n * modelse**4) + 1.0 / (2.0 * (n - 1.0))
-    return {
-        "modelse": modelse,
-        "modelse_mcse": _sqrt(var_v / (4.0 * n * v_mean)),
-        "relerr_modelse": 100.0 * (ratio - 1.0),
-        "relerr_modelse_mcse": 100.0 * ratio * _sqrt(rel_var),
-    }
-
-
-def _share(
-    name: str, hit: xr.DataArray, ok: xr.DataArray, n: xr.DataArray
-) -> dict[str, xr.DataArray]:
-    share = hit.where(ok, False).sum(REP) / n
-    return {name: share, f"{name}_mcse": _sqrt(share * (1.0 - share) / n)}
-
-
-def _relprec(
-    x: xr.DataArray, ok: xr.DataArray, reference: str
-) -> dict[str, xr.DataArray]:
-    """Relative % precision vs ``reference`` over replicates where both are ok."""
-    both = ok & ok.sel({METHOD: reference}, drop=True)
-    n = both.sum(REP).astype(np.float64)
-    mean, sd = _mean_sd(x, both, n)
-    ref = x.sel({METHOD: reference}, drop=True)
-    ref_mean, ref_sd = _mean_sd(ref, both, n)
-    cross = ((x - mean) * (ref - ref_mean)).where(both, 0.0).sum(REP)
-    rho = cross / (n - 1.0) / (sd * ref_sd)
-    ratio2 = (ref_sd / sd) ** 2
-    one_minus = (1.0 - rho**2).clip(min=0.0)
-    return {
-        "relprec": 100.0 * (ratio2 - 1.0),
-        "relprec_mcse": 200.0 * ratio2 * _sqrt(one_minus / (n - 1.0)),
-    }
+def _note_zero_truth(out: xr.Dataset, plans: list[Group]) -> None:
+    """Relative bias is undefined where the truth is 0: say where."""
+    reasons: dict[str, str] = {}
+    for g in plans:
+        if g.theta is None or not bool((g.theta == 0).any()):
+            continue
+        zero = g.theta == 0
+        factors = [d for d in zero.dims if d in out.dims and d != METHOD]
+        if factors:
+            at = zero.any([d for d in zero.dims if d not in factors])
+            pts = at.where(at, drop=True).to_dataframe(name="z").index
+            shown = [
+                ", ".join(
+                    f"{f}={v}" for f, v in zip(factors, np.atleast_1d(p), strict=True)
+                )
+                for p in pts[:3]
+            ]
+            where = " at " + "; ".join(shown) + (" ..." if len(pts) > 3 else "")
+        else:
+            where = ""
+        why = f"the truth is 0{where}: relative bias is undefined there"
+        reasons.update(dict.fromkeys(g.names, why))
+    if reasons:
+        methods = [str(m) for m in out[METHOD].values]
+        one = set(reasons.values())
+        out.attrs["skipped"]["relbias"] = (
+            one.pop() if len(one) == 1 and len(reasons) == len(methods) else reasons
+        )

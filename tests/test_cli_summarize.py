@@ -12,6 +12,7 @@ import zarr
 
 import simstudy
 from simstudy.cli import main
+from simstudy.cli.tables import pair
 from tests.studies import GOOD_STUDY
 
 TRUTH = GOOD_STUDY + "\nstudy.truth(estimate=0.0)\n"
@@ -49,8 +50,9 @@ def test_files_hold_the_same_numbers(store, tmp_path, capsys, fmt):
         rows = list(csv.DictReader(target.open()))
         got = [r for r in rows if r["method"] == "mean" and r["measure"] == "rmse"]
         assert float(got[0]["value"]) == expected
-        # points x methods x (5 measures with truth + failure and warning rates)
-        assert len(rows) == 4 * 2 * 7
+        # points x methods x (6 measures with truth, mae among them since
+        # issue 18, + failure and warning rates)
+        assert len(rows) == 4 * 2 * 8
     elif fmt == "json":
         data = json.loads(target.read_text())
         got = [
@@ -115,3 +117,101 @@ def test_plan_counts_tasks_and_writes_nothing(
     out = capsys.readouterr().out
     assert "tasks: 80 (32 done in " in out
     assert "48 to run" in out
+
+
+def test_latex_is_booktabs_with_value_and_mcse_in_parentheses(store, capsys):
+    argv = ["summarize", str(store), "--format", "latex", "--measures", "bias,mae"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    lines = out.splitlines()
+    assert lines[0] == r"\begin{tabular}{lllrrr}"
+    assert lines[1:4] == [
+        r"\toprule",
+        r"n & eps & method & n & bias & mae \\",
+        r"\midrule",
+    ]
+    assert lines[-2:] == [r"\bottomrule", r"\end{tabular}"]
+    assert len(lines) == 4 + 4 * 2 + 2  # one row per design point x method
+    res = simstudy.summarize(simstudy.open_results(store))
+    cell = res.sel({"n": 10, "eps": 0.5, "method_name": "median"})
+    row = rf"10 & 0.5 & median & 4 & {pair(float(cell.bias), float(cell.bias_mcse))}"
+    assert row in out
+
+
+def test_markdown_long_and_wide(store, capsys):
+    assert main(["summarize", str(store), "--format", "markdown"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("| n | eps | method | n | mean | bias | empse |")
+    assert lines[1].startswith("| --- | --- | --- | ---: | ---: |")
+    assert len(lines) == 2 + 4 * 2
+    argv = ["summarize", str(store), "--format", "markdown", "--wide"]
+    assert main([*argv, "--measures", "bias,rmse"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "| n | eps | measure | mean | median |"
+    assert len(lines) == 2 + 4 * 2  # design points x measures
+
+
+def test_pair_rounds_where_the_mcse_second_digit_falls():
+    assert pair(0.123456, 0.0123) == "0.123 (0.012)"
+    assert pair(23.44, 5.6) == "23.4 (5.6)"
+    assert pair(234.4, 56.0) == "234 (56)"
+    assert pair(0.95, 0.0) == "0.95"
+    assert pair(1.5, None) == "1.5"
+
+
+def test_wide_csv_has_a_value_and_mcse_column_per_method(store, tmp_path):
+    target = tmp_path / "w.csv"
+    assert main(["summarize", str(store), "--wide", "-o", str(target)]) == 0
+    rows = list(csv.DictReader(target.open()))
+    assert list(rows[0]) == [
+        "n",
+        "eps",
+        "measure",
+        "mean",
+        "mean_mcse",
+        "median",
+        "median_mcse",
+    ]
+    res = simstudy.summarize(simstudy.open_results(store))
+    got = [r for r in rows if (r["n"], r["eps"], r["measure"]) == ("5", "0.0", "mse")]
+    cell = res.sel({"n": 5, "eps": 0.0})
+    assert float(got[0]["median"]) == float(cell.mse.sel(method_name="median"))
+    assert float(got[0]["mean_mcse"]) == float(cell.mse_mcse.sel(method_name="mean"))
+
+
+def test_measures_cases_level_and_reference_reach_summarize(store, tmp_path):
+    zarr.open_array(store / "status", mode="r+")[0, 0, 1, 0] = 2  # a failure
+    target = tmp_path / "s.json"
+    argv = ["summarize", str(store), "-o", str(target), "--cases", "complete"]
+    argv += ["--measures", "bias,bias_diff", "--reference", "mean", "--level", "0.9"]
+    assert main(argv) == 0
+    data = json.loads(target.read_text())
+    assert data["cases"] == "complete"
+    assert {r["measure"] for r in data["measures"]} == {"bias", "bias_diff"}
+    first = [r for r in data["measures"] if (r["n"], r["eps"]) == (5, 0.0)]
+    assert {r["n_dropped"] for r in first} == {0, 1}  # median loses replicate 1
+    res = simstudy.summarize(
+        simstudy.open_results(store), cases="complete", reference="mean"
+    )
+    want = float(res.bias_diff.sel({"n": 5, "eps": 0.0, "method_name": "median"}))
+    got = [r["value"] for r in first if r["method"] == "median"]
+    assert want in got
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["--measures", "bias,nope"], "unknown measure 'nope'; the measures are: mean"),
+        (["--cases", "all"], "invalid choice: 'all'"),
+        (["--level", "1.5"], "--level must be between 0 and 1"),
+        (["--wide", "--format", "json"], "--wide lays out a table"),
+        (["--format", "html"], "invalid choice: 'html'"),
+    ],
+    ids=["unknown-measure", "cases", "level", "wide-json", "format"],
+)
+def test_bad_issue18_arguments_exit_2(store, capsys, argv, expected):
+    assert main(["summarize", str(store), *argv]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ")
+    assert expected in err
+    assert len(err.strip().splitlines()) == 2  # error + hint

@@ -343,59 +343,60 @@ def cmd_report(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-SUFFIX_FORMATS = {".csv": "csv", ".json": "json", ".nc": "netcdf", ".txt": "table"}
+SUFFIX_FORMATS = {
+    ".csv": "csv",
+    ".json": "json",
+    ".nc": "netcdf",
+    ".txt": "table",
+    ".tex": "latex",
+    ".md": "markdown",
+}
 
 
 def cmd_summarize(args: argparse.Namespace) -> int:
     import json
 
+    from simstudy.cli import tables
     from simstudy.store import open_results
     from simstudy.summary import summarize, to_records
 
-    fmt = args.format
-    if fmt is None:
-        suffix = Path(args.output).suffix if args.output else ""
-        fmt = SUFFIX_FORMATS.get(suffix, "table")
-    if fmt == "netcdf" and not args.output:
-        raise UsageError(
-            "--format netcdf writes a binary file; give it a name with -o.",
-            hint="write -o summary.nc",
-        )
-    if not 0 < args.alpha < 1:
-        raise UsageError(
-            f"--alpha must be between 0 and 1, got {args.alpha}.",
-            hint="write --alpha 0.05",
-        )
+    fmt = _summary_format(args)
     cube = open_results(args.store)
-    result = summarize(cube, reference=args.reference, alpha=args.alpha)
-    records = to_records(result)
+    result = summarize(
+        cube,
+        reference=args.reference,
+        alpha=args.alpha,
+        level=args.level,
+        df=_df(args.df),
+        cases=args.cases,
+        measures=args.measures.split(",") if args.measures else None,
+    )
     if fmt == "netcdf":
         out = result.copy()
         out.attrs = {k: json.dumps(v) for k, v in result.attrs.items()}
         out.to_netcdf(args.output)
         print(f"wrote {args.output}")
         return EXIT_OK
+    records = to_records(result)
     if fmt == "json":
         text = json.dumps(
             {
                 "measures": records,
                 "skipped": result.attrs["skipped"],
                 "outputs": result.attrs["outputs"],
+                "cases": result.attrs["cases"],
             },
             indent=1,
         )
     elif fmt == "csv":
-        import csv
-        import io
-
-        buf = io.StringIO()
-        if records:
-            writer = csv.DictWriter(buf, fieldnames=list(records[0]))
-            writer.writeheader()
-            writer.writerows(records)
-        text = buf.getvalue()
+        text = tables.csv_text(records, wide=args.wide)
+    elif fmt in ("latex", "markdown"):
+        text = getattr(tables, fmt)(records, wide=args.wide)
+    elif args.wide:
+        skipped = tables.skipped_lines(result.attrs["skipped"])
+        text = tables.wide_table(records) + "\n".join(skipped).lstrip("\n")
     else:
-        text = _table(records, result.attrs["skipped"])
+        text = tables.text_table(records, result.attrs["skipped"])
     if args.output:
         Path(args.output).write_text(text)
         print(f"wrote {args.output}")
@@ -404,40 +405,42 @@ def cmd_summarize(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _table(records: list[dict[str, Any]], skipped: dict[str, Any]) -> str:
-    """Records as an aligned text table, one block per design point."""
-    lines: list[str] = []
-    last = None
-    fixed = {"method", "n_ok", "n_failed", "n_pending", "measure", "value", "mcse"}
-    for r in records:
-        point = ", ".join(f"{k}={v}" for k, v in r.items() if k not in fixed)
-        if point != last:
-            lines += ["", point or "all"]
-            lines.append(
-                f"  {'method':<14} {'measure':<15} {'value':>12} {'MCSE':>10}  n_ok"
-            )
-            last = point
-        mcse = "" if r["mcse"] is None else f"{r['mcse']:10.4g}"
-        pending = r["n_failed"] + r["n_pending"]
-        note = (
-            f"  ({r['n_failed']:,} failed, {r['n_pending']:,} pending)"
-            if pending
-            else ""
+def _summary_format(args: argparse.Namespace) -> str:
+    """The output format (from --format or -o's suffix), arguments checked."""
+    fmt: str | None = args.format
+    if fmt is None:
+        suffix = Path(args.output).suffix if args.output else ""
+        fmt = SUFFIX_FORMATS.get(suffix, "table")
+    if fmt == "netcdf" and not args.output:
+        raise UsageError(
+            "--format netcdf writes a binary file; give it a name with -o.",
+            hint="write -o summary.nc",
         )
-        lines.append(
-            f"  {r['method']:<14} {r['measure']:<15} {r['value']:12.5g} "
-            f"{mcse:>10}  {r['n_ok']:,}{note}"
+    if args.wide and fmt in ("json", "netcdf"):
+        raise UsageError(
+            f"--wide lays out a table; --format {fmt} keeps one record per measure.",
+            hint="use --wide with --format table, csv, latex or markdown",
         )
-    if skipped:
-        lines += ["", "not computed:"]
-        for measure, why in skipped.items():
-            text = (
-                why
-                if isinstance(why, str)
-                else "; ".join(f"{m}: {w}" for m, w in why.items())
+    for flag, value, example in (
+        ("alpha", args.alpha, "0.05"),
+        ("level", args.level, "0.95"),
+    ):
+        if not 0 < value < 1:
+            raise UsageError(
+                f"--{flag} must be between 0 and 1, got {value}.",
+                hint=f"write --{flag} {example}",
             )
-            lines.append(f"  {measure}: {text}")
-    return "\n".join(lines).lstrip("\n") + "\n"
+    return fmt
+
+
+def _df(text: str | None) -> float | str | None:
+    """--df: a number of degrees of freedom, or the output holding them."""
+    if text is None:
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        return text
 
 
 COMMANDS = {

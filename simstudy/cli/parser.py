@@ -218,14 +218,47 @@ def _add_other(sub: Any) -> None:
     summ.add_argument("store", help="the store (.zarr)")
     summ.add_argument(
         "--format",
-        choices=["table", "csv", "json", "netcdf"],
+        choices=["table", "csv", "json", "netcdf", "latex", "markdown"],
         default=None,
-        help="default: table, or from the -o file's suffix",
+        help="default: table, or from the -o file's suffix "
+        "(.csv .json .nc .txt .tex .md)",
     )
     summ.add_argument("-o", "--output", help="write to this file (netcdf needs it)")
-    summ.add_argument("--reference", help="method for relative precision")
+    summ.add_argument(
+        "--measures",
+        metavar="M1,M2,...",
+        help="only these measures, e.g. bias,coverage (default: all computed)",
+    )
+    summ.add_argument(
+        "--wide",
+        action="store_true",
+        help="methods as columns (table, csv, latex, markdown)",
+    )
+    summ.add_argument(
+        "--cases",
+        choices=["available", "complete"],
+        default="available",
+        help="each method's ok replicates (available), or only those every "
+        "method has (complete)",
+    )
+    summ.add_argument(
+        "--reference",
+        metavar="M",
+        help="method to compare with: relprec, bias_diff, mse_ratio, corr",
+    )
     summ.add_argument(
         "--alpha", type=float, default=0.05, help="test level for power (0.05)"
+    )
+    summ.add_argument(
+        "--level",
+        type=float,
+        default=0.95,
+        help="confidence level of Wald intervals from se (0.95)",
+    )
+    summ.add_argument(
+        "--df",
+        help="t intervals/tests with these degrees of freedom: a number or "
+        "an output (default: normal)",
     )
     summ.add_argument("--debug", action="store_true", help="show tracebacks")
     rpl = sub.add_parser("replay", help="rerun one task here, with its streams")

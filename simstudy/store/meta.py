@@ -71,7 +71,7 @@ class StoreMeta:
     workers: list[str] = field(default_factory=list)
     # method -> its sorted output names, from its first finished task
     outputs: dict[str, list[str]] = field(default_factory=dict)
-    truth: dict[str, dict[str, float]] = field(default_factory=dict)
+    truth: dict[str, dict[str, Any]] = field(default_factory=dict)
     measures: dict[str, dict[str, Any]] = field(default_factory=dict)
     source_file: str | None = None
     # the levels and methods the current study has, when the store has more

@@ -1,0 +1,203 @@
+"""Summary records as text: the aligned table, CSV, LaTeX and Markdown.
+
+A record is one design point x method x measure (``summary.to_records``).
+The long layout has one row per design point x method and one column per
+measure; ``wide`` has one row per design point x measure and one column per
+method. Manuscript formats (LaTeX booktabs, Markdown) show ``value (MCSE)``
+with the value rounded where its MCSE's second significant digit falls.
+
+Layers: a leaf of ``cli``; imports nothing from simstudy.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from typing import Any
+
+__all__ = [
+    "csv_text",
+    "latex",
+    "markdown",
+    "pair",
+    "skipped_lines",
+    "text_table",
+    "wide_table",
+]
+
+FIXED = {
+    "method",
+    "n_ok",
+    "n_failed",
+    "n_pending",
+    "n_dropped",
+    "measure",
+    "value",
+    "mcse",
+}
+
+
+def pair(value: float, mcse: float | None) -> str:
+    """``value (MCSE)``: two significant digits of the MCSE set the decimals."""
+    if mcse is None or not math.isfinite(mcse) or mcse <= 0:
+        return f"{value:.4g}"
+    decimals = min(8, max(0, 1 - math.floor(math.log10(mcse))))
+    return f"{value:.{decimals}f} ({mcse:.{decimals}f})"
+
+
+def _point(r: dict[str, Any]) -> tuple[Any, ...]:
+    return tuple(v for k, v in r.items() if k not in FIXED)
+
+
+def _keys(records: list[dict[str, Any]]) -> list[str]:
+    return [k for k in records[0] if k not in FIXED] if records else []
+
+
+def _grid(
+    records: list[dict[str, Any]], wide: bool
+) -> tuple[list[str], list[list[str]]]:
+    """Header and rows of strings in the long or wide layout."""
+    keys = _keys(records)
+    by = "measure" if wide else "method"
+    across = "method" if wide else "measure"
+    columns = list(dict.fromkeys(r[across] for r in records))
+    rows: dict[tuple[Any, ...], dict[str, str]] = {}
+    for r in records:
+        key = (*_point(r), r[by])
+        row = rows.setdefault(key, {})
+        row[r[across]] = pair(r["value"], r["mcse"])
+        if not wide:
+            row["n"] = f"{r['n_ok'] - r.get('n_dropped', 0):,}"
+    head = [*keys, by, *([] if wide else ["n"]), *columns]
+    body = [
+        [
+            *map(str, key),
+            *([] if wide else [row["n"]]),
+            *(row.get(c, "") for c in columns),
+        ]
+        for key, row in rows.items()
+    ]
+    return head, body
+
+
+def _escape(text: str) -> str:
+    for a, b in (("\\", r"\textbackslash{}"), ("_", r"\_"), ("%", r"\%"), ("&", r"\&")):
+        text = text.replace(a, b)
+    return text.replace("#", r"\#").replace("$", r"\$")
+
+
+def latex(records: list[dict[str, Any]], *, wide: bool = False) -> str:
+    """A booktabs ``tabular``: \\toprule, \\midrule, \\bottomrule."""
+    head, body = _grid(records, wide)
+    text_cols = len(_keys(records)) + 1
+    spec = "l" * text_cols + "r" * (len(head) - text_cols)
+    lines = [
+        f"\\begin{{tabular}}{{{spec}}}",
+        "\\toprule",
+        " & ".join(_escape(h) for h in head) + " \\\\",
+        "\\midrule",
+        *(" & ".join(_escape(c) for c in row) + " \\\\" for row in body),
+        "\\bottomrule",
+        "\\end{tabular}",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def markdown(records: list[dict[str, Any]], *, wide: bool = False) -> str:
+    """A pipe table (GitHub-flavoured), numbers right-aligned."""
+    head, body = _grid(records, wide)
+    text_cols = len(_keys(records)) + 1
+    rule = ["---"] * text_cols + ["---:"] * (len(head) - text_cols)
+
+    def line(cells: list[str]) -> str:
+        return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
+
+    return "\n".join([line(head), line(rule), *(line(r) for r in body)]) + "\n"
+
+
+def wide_table(records: list[dict[str, Any]]) -> str:
+    """The wide layout as aligned plain text."""
+    head, body = _grid(records, wide=True)
+    widths = [max(len(x) for x in col) for col in zip(head, *body, strict=True)]
+    text_cols = len(_keys(records)) + 1
+
+    def line(cells: list[str]) -> str:
+        return "  ".join(
+            c.ljust(w) if i < text_cols else c.rjust(w)
+            for i, (c, w) in enumerate(zip(cells, widths, strict=True))
+        ).rstrip()
+
+    return "\n".join([line(head), *(line(r) for r in body)]) + "\n"
+
+
+def csv_text(records: list[dict[str, Any]], *, wide: bool = False) -> str:
+    """CSV: one row per record, or (wide) per design point x measure with a
+    value and an MCSE column per method."""
+    buf = io.StringIO()
+    if not records:
+        return ""
+    if not wide:
+        writer = csv.DictWriter(buf, fieldnames=list(records[0]))
+        writer.writeheader()
+        writer.writerows(records)
+        return buf.getvalue()
+    keys = _keys(records)
+    methods = list(dict.fromkeys(r["method"] for r in records))
+    rows: dict[tuple[Any, ...], dict[str, Any]] = {}
+    for r in records:
+        row = rows.setdefault(
+            (*_point(r), r["measure"]),
+            {**{k: r[k] for k in keys}, "measure": r["measure"]},
+        )
+        row[r["method"]] = r["value"]
+        row[f"{r['method']}_mcse"] = r["mcse"]
+    names = [*keys, "measure", *(x for m in methods for x in (m, f"{m}_mcse"))]
+    writer = csv.DictWriter(buf, fieldnames=names)
+    writer.writeheader()
+    writer.writerows(rows.values())
+    return buf.getvalue()
+
+
+def text_table(records: list[dict[str, Any]], skipped: dict[str, Any]) -> str:
+    """Records as an aligned text table, one block per design point."""
+    lines: list[str] = []
+    last = None
+    for r in records:
+        point = ", ".join(f"{k}={v}" for k, v in r.items() if k not in FIXED)
+        if point != last:
+            lines += ["", point or "all"]
+            lines.append(
+                f"  {'method':<14} {'measure':<15} {'value':>12} {'MCSE':>10}  n_ok"
+            )
+            last = point
+        mcse = "" if r["mcse"] is None else f"{r['mcse']:10.4g}"
+        pending = r["n_failed"] + r["n_pending"]
+        note = (
+            f"  ({r['n_failed']:,} failed, {r['n_pending']:,} pending)"
+            if pending
+            else ""
+        )
+        if r.get("n_dropped"):
+            note += f"  ({r['n_dropped']:,} dropped: not complete)"
+        lines.append(
+            f"  {r['method']:<14} {r['measure']:<15} {r['value']:12.5g} "
+            f"{mcse:>10}  {r['n_ok']:,}{note}"
+        )
+    lines += skipped_lines(skipped)
+    return "\n".join(lines).lstrip("\n") + "\n"
+
+
+def skipped_lines(skipped: dict[str, Any]) -> list[str]:
+    """The "not computed:" block, one line per measure with the reason."""
+    if not skipped:
+        return []
+    lines = ["", "not computed:"]
+    for measure, why in skipped.items():
+        text = (
+            why
+            if isinstance(why, str)
+            else "; ".join(f"{m}: {w}" for m, w in why.items())
+        )
+        lines.append(f"  {measure}: {text}")
+    return lines

@@ -1,0 +1,338 @@
+"""The performance measures and their Monte Carlo SEs, on in-memory blocks.
+
+Each function takes the replicate values of one group of methods (xarray,
+dims ``(*factors, replicate, method, *output dims)``) and a boolean mask of
+the replicates it may use, and returns ``{name: DataArray}`` reduced over
+``replicate``. Formulas follow Morris, White & Crowther (2019, Stat Med
+38:2074, Table 6); docs/analysis.md states each one. ``Measure`` declares a
+user-defined measure; ``custom_measures`` evaluates it, with a jackknife
+MCSE vectorised over design points x methods when the user gives none.
+
+Layers: imports ``cube, errors`` (plus numpy, xarray; scipy inside).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from statistics import NormalDist
+from typing import Any, Literal
+
+import numpy as np
+import xarray as xr
+
+from simstudy.cube import METHOD
+from simstudy.cube import REPLICATE as REP
+from simstudy.errors import UsageError
+
+__all__ = [
+    "Measure",
+    "Paired",
+    "Wald",
+    "bias_measures",
+    "custom_measures",
+    "interval_measures",
+    "mean_sd",
+    "modelse",
+    "paired_measures",
+    "power",
+    "share",
+]
+
+Arrays = dict[str, xr.DataArray]
+UserFunc = Callable[..., Any]  # func(x, truth) -> one value per row
+
+
+@dataclass(frozen=True, slots=True)
+class Measure:
+    """A user-defined measure: ``func(x, truth)`` per design point x method.
+
+    ``x`` holds one row per cell (design point x method x output element)
+    and one column per replicate, NaN where the replicate is not used
+    (failed, pending, non-finite, or dropped by ``cases="complete"``);
+    ``truth`` holds one true value per row (NaN when none is known). The
+    function returns one value per row, so write it NaN-aware and along
+    the last axis (``np.nanquantile(x, 0.9, axis=-1)``). With
+    ``vectorized=False`` it is called once per cell with the used values
+    only (1-D) and the cell's truth (a float). ``mcse`` is a function of
+    the same form, or ``"jackknife"`` (the default: leave-one-replicate-out,
+    vectorised over cells), or None for no MCSE. ``output`` names the
+    output to summarise (default: the method's estimate).
+    """
+
+    func: UserFunc
+    mcse: UserFunc | Literal["jackknife"] | None = "jackknife"
+    output: str | None = None
+    vectorized: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class Paired:
+    """The reference method's estimates, used replicates and truth."""
+
+    name: str
+    x: xr.DataArray
+    ok: xr.DataArray
+    theta: xr.DataArray | None
+
+
+@dataclass(frozen=True, slots=True)
+class Wald:
+    """How to build Wald intervals and tests from a standard error."""
+
+    level: float
+    alpha: float
+    df: float | str | None
+    null: float
+
+    def quantile(self, prob: float, cube: xr.Dataset) -> float | xr.DataArray:
+        """The ``prob`` quantile of N(0,1), or of t with ``df`` (a number or an output)."""
+        if self.df is None:
+            return NormalDist().inv_cdf(prob)
+        from scipy import stats
+
+        if isinstance(self.df, str):
+            q: xr.DataArray = xr.apply_ufunc(stats.t.ppf, prob, cube[self.df])
+            return q
+        return float(stats.t.ppf(prob, self.df))
+
+    def describe(self) -> str:
+        if self.df is None:
+            return "Wald, normal"
+        return f"Wald, t with df={self.df!r}"
+
+
+def _sqrt(a: xr.DataArray) -> xr.DataArray:
+    return a**0.5
+
+
+def mean_sd(
+    x: xr.DataArray, mask: xr.DataArray
+) -> tuple[xr.DataArray, xr.DataArray, xr.DataArray]:
+    """Count, mean and sample SD (divisor n-1) of ``x`` over ``mask``."""
+    n = mask.sum(REP).astype(np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        mean = x.where(mask, 0.0).sum(REP) / n
+        ss = ((x - mean).where(mask, 0.0) ** 2).sum(REP)
+        return n, mean, (ss / (n - 1.0)) ** 0.5
+
+
+def _finite(*arrays: xr.DataArray) -> xr.DataArray:
+    out = abs(arrays[0]) < np.inf  # False for NaN and inf
+    for a in arrays[1:]:
+        out = out & (abs(a) < np.inf)
+    return out
+
+
+def _average(name: str, values: xr.DataArray, ok: xr.DataArray) -> Arrays:
+    """A mean over replicates, its MCSE sd/sqrt(n)."""
+    n, mean, sd = mean_sd(values, ok & _finite(values))
+    return {name: mean, f"{name}_mcse": sd / _sqrt(n)}
+
+
+def share(name: str, hit: xr.DataArray, mask: xr.DataArray) -> Arrays:
+    """A proportion over ``mask``, its MCSE sqrt(p(1-p)/n)."""
+    n = mask.sum(REP).astype(np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        p = hit.where(mask, False).sum(REP) / n
+        return {name: p, f"{name}_mcse": _sqrt(p * (1.0 - p) / n)}
+
+
+def bias_measures(x: xr.DataArray, ok: xr.DataArray, theta: xr.DataArray) -> Arrays:
+    """Bias, relative bias, MSE, RMSE and MAE against the truth ``theta``."""
+    mask = ok & _finite(x)
+    n, mean, sd = mean_sd(x, mask)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        bias, bias_mcse = mean - theta, sd / _sqrt(n)
+        sq = (x - theta) ** 2
+        mse = sq.where(mask, 0.0).sum(REP) / n
+        mse_ss = ((sq - mse).where(mask, 0.0) ** 2).sum(REP)
+        mse_mcse = _sqrt(mse_ss / (n * (n - 1.0)))
+        rmse = _sqrt(mse)
+        zero = theta == 0
+        return {
+            "bias": bias,
+            "bias_mcse": bias_mcse,
+            "relbias": (bias / theta).where(~zero),
+            "relbias_mcse": (bias_mcse / abs(theta)).where(~zero),
+            "mse": mse,
+            "mse_mcse": mse_mcse,
+            "rmse": rmse,
+            "rmse_mcse": mse_mcse / (2.0 * rmse),
+            **_average("mae", abs(x - theta), mask),
+        }
+
+
+def modelse(se: xr.DataArray, x: xr.DataArray, ok: xr.DataArray) -> Arrays:
+    """Model SE sqrt(mean se^2) and its relative error against the empirical SE."""
+    mask = ok & _finite(x)
+    _, _, empse = mean_sd(x, mask)
+    n, v_mean, v_sd = mean_sd(se**2, mask & _finite(se))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        model = _sqrt(v_mean)
+        var_v = v_sd**2
+        ratio = model / empse
+        rel_var = var_v / (4.0 * n * model**4) + 1.0 / (2.0 * (n - 1.0))
+        return {
+            "modelse": model,
+            "modelse_mcse": _sqrt(var_v / (4.0 * n * v_mean)),
+            "relerr_modelse": 100.0 * (ratio - 1.0),
+            "relerr_modelse_mcse": 100.0 * ratio * _sqrt(rel_var),
+        }
+
+
+def interval_measures(
+    lo: xr.DataArray,
+    hi: xr.DataArray,
+    x: xr.DataArray,
+    ok: xr.DataArray,
+    theta: xr.DataArray | None,
+) -> Arrays:
+    """Coverage (needs the truth), bias-eliminated coverage and CI width."""
+    mask = ok & _finite(lo, hi)
+    _, mean, _ = mean_sd(x, ok & _finite(x))
+    out: Arrays = {}
+    if theta is not None:
+        out.update(share("coverage", (lo <= theta) & (theta <= hi), mask))
+    out.update(share("becoverage", (lo <= mean) & (mean <= hi), mask))
+    out.update(_average("ci_width", hi - lo, mask))
+    return out
+
+
+def power(reject: xr.DataArray, ok: xr.DataArray, inputs: xr.DataArray) -> Arrays:
+    """Rejection rate: the share of used replicates where the test rejects."""
+    return share("power", reject, ok & _finite(inputs))
+
+
+def paired_measures(
+    x: xr.DataArray,
+    ok: xr.DataArray,
+    ref: Paired,
+    theta: xr.DataArray | None,
+) -> Arrays:
+    """Comparisons with the reference method over replicates where both are
+    used: relative precision, bias difference, MSE ratio (needs both
+    truths) and the correlation of the estimates, each MCSE using the
+    pairs' correlation. The reference itself gets 0, 0, 1, 1 exactly."""
+    both = ok & ref.ok & _finite(x) & _finite(ref.x)
+    n, mean, sd = mean_sd(x, both)
+    _, ref_mean, ref_sd = mean_sd(ref.x, both)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        cross = ((x - mean) * (ref.x - ref_mean)).where(both, 0.0).sum(REP)
+        rho = cross / (n - 1.0) / (sd * ref_sd)
+        ratio2 = (ref_sd / sd) ** 2
+        one_minus = (1.0 - rho**2).clip(min=0.0)
+        out = {
+            "relprec": 100.0 * (ratio2 - 1.0),
+            "relprec_mcse": 200.0 * ratio2 * _sqrt(one_minus / (n - 1.0)),
+            "corr": rho,
+            "corr_mcse": one_minus / _sqrt(n - 3.0),
+        }
+        _, diff, diff_sd = mean_sd(x - ref.x, both)
+        out["bias_diff"], out["bias_diff_mcse"] = diff, diff_sd / _sqrt(n)
+        if theta is not None and ref.theta is not None:
+            sq, ref_sq = (x - theta) ** 2, (ref.x - ref.theta) ** 2
+            out.update(_mse_ratio(sq, ref_sq, both, n))
+    exact = {"relprec": 0.0, "bias_diff": 0.0, "mse_ratio": 1.0, "corr": 1.0}
+    if ref.name in x[METHOD].values:
+        itself = x[METHOD] == ref.name
+        for k, v in exact.items():
+            if k in out:
+                out[k] = out[k].where(~itself, v).where(n > 0)
+                out[f"{k}_mcse"] = out[f"{k}_mcse"].where(~itself, 0.0).where(n > 0)
+    return out
+
+
+def _mse_ratio(
+    a: xr.DataArray, b: xr.DataArray, both: xr.DataArray, n: xr.DataArray
+) -> Arrays:
+    """MSE_m / MSE_ref from paired squared errors; delta-method MCSE with
+    their covariance."""
+    _, ma, sa = mean_sd(a, both)
+    _, mb, sb = mean_sd(b, both)
+    cov = ((a - ma) * (b - mb)).where(both, 0.0).sum(REP) / (n - 1.0)
+    ratio = ma / mb
+    rel = sa**2 / ma**2 + sb**2 / mb**2 - 2.0 * cov / (ma * mb)
+    return {
+        "mse_ratio": ratio,
+        "mse_ratio_mcse": abs(ratio) * _sqrt(rel.clip(min=0.0) / n),
+    }
+
+
+def custom_measures(
+    measures: Mapping[str, Measure],
+    values: Mapping[str, xr.DataArray],
+    mask: xr.DataArray,
+    theta: xr.DataArray | None,
+) -> Arrays:
+    """Evaluate user measures on every cell at once (``values``: output -> data)."""
+    out: Arrays = {}
+    for name, spec in measures.items():
+        x = values[name]
+        used = mask & _finite(x)
+        y = x.where(used)
+        # cells first, replicates last: the layout Measure documents
+        y = y.transpose(..., REP)
+        cells = y.isel({REP: 0}, drop=True)
+        rows = y.values.reshape(-1, y.sizes[REP])
+        truth = np.full(rows.shape[0], np.nan)
+        if theta is not None:
+            truth = xr.broadcast(theta, cells)[0].transpose(*cells.dims).values
+            truth = np.asarray(truth, dtype=np.float64).reshape(-1)
+        value = _call(spec.func, rows, truth, spec.vectorized, name)
+        out[name] = cells.copy(data=value.reshape(cells.shape))
+        if spec.mcse is None:
+            continue
+        if spec.mcse == "jackknife":
+            err = _jackknife(spec, rows, truth, name)
+        else:
+            err = _call(spec.mcse, rows, truth, spec.vectorized, name)
+        out[f"{name}_mcse"] = cells.copy(data=err.reshape(cells.shape))
+    return out
+
+
+def _call(
+    func: UserFunc,
+    rows: np.ndarray[Any, Any],
+    truth: np.ndarray[Any, Any],
+    vectorized: bool,
+    name: str,
+) -> np.ndarray[Any, Any]:
+    """Run a user function on every row; one float per row."""
+    if vectorized:
+        got = np.asarray(func(rows, truth), dtype=np.float64)
+    else:
+        got = np.array(
+            [
+                float(func(r[np.isfinite(r)], float(t)))
+                for r, t in zip(rows, truth, strict=True)
+            ]
+        )
+    if got.shape != (rows.shape[0],):
+        raise UsageError(
+            f"measure {name!r} returned shape {got.shape}, expected "
+            f"({rows.shape[0]},): one value per row of x.",
+            hint="reduce along the last axis, e.g. np.nanmean(x, axis=-1)",
+        )
+    return got
+
+
+def _jackknife(
+    spec: Measure, rows: np.ndarray[Any, Any], truth: np.ndarray[Any, Any], name: str
+) -> np.ndarray[Any, Any]:
+    """Leave-one-replicate-out SE, all cells at once: one call per replicate."""
+    used = np.isfinite(rows)
+    n = used.sum(axis=1).astype(np.float64)
+    leave = np.full(rows.shape, np.nan)
+    for j in range(rows.shape[1]):
+        if not used[:, j].any():
+            continue
+        held = rows[:, j].copy()
+        rows[:, j] = np.nan
+        leave[:, j] = _call(spec.func, rows, truth, spec.vectorized, name)
+        rows[:, j] = held
+    leave[~used] = np.nan
+    with np.errstate(divide="ignore", invalid="ignore"):
+        centre = np.where(used, leave, 0.0).sum(axis=1) / n
+        dev = np.where(used, (leave - centre[:, None]) ** 2, 0.0).sum(axis=1)
+        return np.asarray(np.sqrt((n - 1.0) / n * dev))
