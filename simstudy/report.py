@@ -162,7 +162,7 @@ def _shown(summary: xr.Dataset) -> list[str]:
         for v in summary.data_vars
         if str(v) not in known
         and not str(v).endswith("_mcse")
-        and str(v) not in ("n_ok", "n_failed", "n_pending")
+        and str(v) not in ("n_ok", "n_failed", "n_pending", "n_dropped")
         and np.issubdtype(summary[v].dtype, np.floating)
     ]
     shown = []
@@ -182,7 +182,8 @@ def _measures_table(records: list[dict[str, Any]], summary: xr.Dataset) -> str:
     from simstudy.plots.common import with_mcse
 
     present = _shown(summary)
-    fixed = {"method", "n_ok", "n_failed", "n_pending", "measure", "value", "mcse"}
+    fixed = {"method", "n_ok", "n_failed", "n_pending", "n_dropped"}
+    fixed |= {"measure", "value", "mcse"}
     cells: dict[tuple[str, str], dict[str, str]] = {}
     counts: dict[tuple[str, str], int] = {}
     for r in records:
@@ -209,6 +210,12 @@ def _measures_table(records: list[dict[str, Any]], summary: xr.Dataset) -> str:
         for k, v in summary.attrs.items()
         if k in ("level", "alpha", "reference", "cases") and v is not None
     )
+    if "n_dropped" in summary.data_vars:
+        dropped = int(summary["n_dropped"].sum())
+        settings += (
+            f" (complete cases: {dropped:,} ok tasks left out because another "
+            "method failed in their replicate)"
+        )
     return (
         "<h2>Performance measures: value (Monte Carlo SE)</h2>"
         f"<p class=muted>Digits follow each MCSE. {settings}.</p>"

@@ -79,7 +79,7 @@ REFERENCES: dict[str, float | str] = {
     "failure_rate": 0.0,
     "warning_rate": 0.0,
 }
-COUNTS = ("n_ok", "n_failed", "n_pending")
+COUNTS = ("n_ok", "n_failed", "n_pending", "n_dropped")
 
 
 def new_figure(width: float, height: float, dpi: float = 100) -> Figure:
@@ -181,7 +181,7 @@ def select_points(
                 f"{', '.join(factors) or 'none'}",
                 hint="write points={'factor': level} with one of those factors",
             )
-        levels = [v.item() for v in data[f].values]
+        levels = list(data[f].values.tolist())
         wanted = list(want) if isinstance(want, list | tuple) else [want]
         for v in wanted:
             if v not in levels:
@@ -224,7 +224,7 @@ def design_points(
     data: xr.Dataset | xr.DataArray, factors: Sequence[str]
 ) -> list[Point]:
     """Every design point of ``data`` in grid order (first factor slowest)."""
-    levels = [[v.item() for v in data[f].values] for f in factors]
+    levels = [list(data[f].values.tolist()) for f in factors]
     return [
         dict(zip(factors, combo, strict=True)) for combo in itertools.product(*levels)
     ]

@@ -158,7 +158,7 @@ def _draw_loops(
         base = -k
         y = base + 0.1 + 0.6 * index / max(sizes[k] - 1, 1)
         ax.step(x, y, where="mid", color="0.2", lw=1.1, gid=f"loop:{f}")
-        levels = [str(v.item()) for v in values[f].values]
+        levels = [str(v) for v in values[f].values.tolist()]
         shown = levels if len(levels) <= 6 else [*levels[:2], "…", *levels[-2:]]
         labels.append(f"{f}: {', '.join(shown)}")
         if k == 0 and len(loops) > 1:  # separate the outermost blocks

@@ -68,15 +68,16 @@ def check_cube(cube: Any) -> xr.Dataset:
 
 def output_name(cube: xr.Dataset, output: str, method: str) -> str:
     """The cube variable holding ``output`` for ``method``."""
-    if output in ("estimate", "se") and output not in cube.data_vars:
+    if output in ("estimate", "se"):
         name = declared(cube, method).get(output)
-        if name is None:
+        returned = cube.attrs.get("simstudy", {}).get("outputs", {}).get(method)
+        if name is None and output not in (returned or cube.data_vars):
             raise UsageError(
                 f"method {method!r} declares no {output!r} output",
                 hint=f"declare it (@study.method({output}=...)) or pass "
                 "output= with one of the cube's outputs",
             )
-        output = str(name)
+        output = str(name or output)
     if output not in cube.data_vars:
         outputs = [str(v) for v in cube.data_vars if "replicate" in cube[v].dims]
         raise UsageError(
