@@ -72,6 +72,23 @@ def test_the_report_is_one_self_contained_file(report):
     assert "ArithmeticError: method &#x27;fragile&#x27;: did not converge" in text
     assert "coverage" in text
     assert "± " in text
+    assert not re.search(r"https?://", text)  # no URL at all, not even a namespace
+    assert "Zip plots of the interval methods (every design point)" in text
+    assert text.count("data:image/png;base64,") == 2  # zip + distributions
+    assert "failure_rate" in text  # something failed: its rate is shown
+
+
+def test_measures_table_shows_value_and_mcse_in_parentheses(report):
+    text = report.read_text()
+    table = text[text.index("<table class=measures>") :]
+    table = table[: table.index("</table>")]
+    cells = re.findall(r"<td>(-?[0-9.]+) \(([0-9.]+)\)</td>", table)
+    assert len(cells) > 20
+    for value, mcse in cells:  # as many decimals as the MCSE's two digits need
+        decimals = len(mcse.split(".")[1]) if "." in mcse else 0
+        assert (len(value.split(".")[1]) if "." in value else 0) == decimals
+        digits = mcse.replace(".", "").lstrip("0")
+        assert len(digits) == 2 or decimals == 0 or float(mcse) == 0, mcse
 
 
 def test_chromium_renders_the_report_without_errors(report, tmp_path):
@@ -103,6 +120,52 @@ def test_chromium_renders_the_report_without_errors(report, tmp_path):
     )
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert shot.stat().st_size > 50_000  # a page with tables and plots, not blank
+
+
+ARRAY_STUDY = """
+import numpy as np
+from simstudy import Study
+
+study = Study("arr", factors={"n": [10, 40]}, replicates=20, seed=3)
+study.truth(est=[0.0, 1.0])
+
+@study.data
+def gen(rng, n):
+    return rng.standard_normal((n, 2)) + np.array([0.0, 1.0])
+
+@study.method(estimate="est", se="se")
+def mean(x):
+    return {"est": x.mean(axis=0), "se": x.std(axis=0, ddof=1) / np.sqrt(len(x))}
+
+@study.method(estimate="est")
+def median(x):
+    return {"est": np.median(x, axis=0)}
+"""
+
+
+def test_report_of_an_array_output_with_reference_alpha_and_cases(tmp_path):
+    path = tmp_path / "arr.py"
+    path.write_text(textwrap.dedent(ARRAY_STUDY))
+    simstudy.run(path, store=tmp_path / "arr.zarr", scheduler="synchronous")
+    out = tmp_path / "arr.html"
+    argv = ["report", str(tmp_path / "arr.zarr"), "-o", str(out)]
+    argv += ["--reference", "mean", "--alpha", "0.1", "--cases", "complete"]
+    assert main(argv) == 0
+    text = out.read_text()
+    assert "est_dim_0" in text  # the array's elements are design points of the plots
+    assert "cases = complete" in text
+    assert "alpha = 0.1" in text
+    assert "relprec" in text  # the reference method gives relative precision
+    assert "No task failed." in text
+    assert "failure_rate" not in text  # nothing failed: no all-zero panels
+    assert not re.search(r"https?://", text)
+
+
+def test_report_refuses_a_bad_alpha(report, tmp_path, capsys):
+    store = report.parent / "rep.zarr"
+    argv = ["report", str(store), "-o", str(tmp_path / "r.html"), "--alpha", "2"]
+    assert main(argv) == 2
+    assert "--alpha must be between 0 and 1" in capsys.readouterr().err
 
 
 def test_report_of_a_non_store_exits_2(tmp_path, capsys):

@@ -294,7 +294,10 @@ def decimals_for(mcse: float) -> int:
     """Decimals that show an MCSE to two significant digits (0 to 8)."""
     if not np.isfinite(mcse) or mcse <= 0:
         return 4
-    return int(min(8, max(0, 1 - math.floor(math.log10(mcse)))))
+    d = 1 - math.floor(math.log10(mcse))
+    if round(mcse, d) >= 10.0 ** (2 - d):  # 0.00996 rounds up to 0.010
+        d -= 1
+    return int(min(8, max(0, d)))
 
 
 def with_mcse(value: float, mcse: float | None) -> str:
