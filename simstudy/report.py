@@ -51,7 +51,8 @@ svg.tl text{font:11px system-ui,sans-serif}
 """
 # measures whose values compare on one scale: their figures share a y range
 SHARED = (("coverage", "becoverage"),)
-MOST_POINTS = 4  # zip and distribution plots: this many design points at most
+# replicate-level figures show at most this many design points, spread out
+MOST_ZIP, MOST_BOXES = 4, 8
 
 
 def write_report(
@@ -239,7 +240,7 @@ def _svg(fig: Figure, salt: str) -> str:
     return re.sub(r'\s+xmlns(:\w+)?="[^"]*"', "", text)
 
 
-def _png(fig: Figure, alt: str, dpi: int = 80) -> str:
+def _png(fig: Figure, alt: str, dpi: int = 96) -> str:
     """The figure as a PNG in a ``data:`` URI (for thousands of marks)."""
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=dpi)
@@ -280,6 +281,9 @@ def _measure_figures(summary: xr.Dataset) -> str:
     from simstudy.plots import lollipop_plot, nested_loop_plot
 
     shown = _shown(summary)
+    for implied, by in (("mean", "bias"), ("mse", "rmse")):  # same picture twice
+        if implied in shown and by in shown:
+            shown.remove(implied)
     limits = _shared_limits(summary, shown)
     figures = []
     for k, measure in enumerate(shown):
@@ -318,6 +322,12 @@ def _spread(grid: list[dict[str, Any]], most: int) -> list[dict[str, Any]]:
     return [grid[int(i)] for i in picks]
 
 
+def _which(picked: list[dict[str, Any]], grid: list[dict[str, Any]]) -> str:
+    if len(picked) == len(grid):
+        return "every design point"
+    return f"{len(picked)} of {len(grid)} design points"
+
+
 def _replicate_figures(cube: xr.Dataset) -> str:
     """Zip plots of the interval methods and the estimates' distributions,
     for a few design points spread over the grid."""
@@ -326,12 +336,7 @@ def _replicate_figures(cube: xr.Dataset) -> str:
 
     factors = factors_of(cube)
     grid = design_points(cube, factors)
-    picked = _spread(grid, MOST_POINTS)
-    which = (
-        f"{len(picked)} of {len(grid)} design points"
-        if len(picked) < len(grid)
-        else "every design point"
-    )
+    picked, boxes = _spread(grid, MOST_ZIP), _spread(grid, MOST_BOXES)
     methods = [str(m) for m in cube[METHOD].values]
     scalar = [
         m
@@ -348,7 +353,7 @@ def _replicate_figures(cube: xr.Dataset) -> str:
             out.append(f"<h2>Zip plots</h2><p class=muted>Not drawn: {_e(e)}.</p>")
         else:
             out.append(
-                f"<h2>Zip plots of the interval methods ({which})</h2>"
+                f"<h2>Zip plots of the interval methods ({_which(picked, grid)})</h2>"
                 "<p class=muted>Each replicate's interval at its centile of "
                 "|estimate &minus; truth| / SE; orange: it misses the truth. Solid "
                 "line: coverage, dashed: its Monte Carlo 95% interval, dotted: "
@@ -356,9 +361,9 @@ def _replicate_figures(cube: xr.Dataset) -> str:
                 f"<figure>{_png(fig, 'zip plots')}</figure>"
             )
     if scalar:
-        fig = distribution_plot(cube, methods=scalar, points=picked)
+        fig = distribution_plot(cube, methods=scalar, points=boxes)
         out.append(
-            f"<h2>Estimates by method ({which})</h2>"
+            f"<h2>Estimates by method ({_which(boxes, grid)})</h2>"
             "<p class=muted>Box: quartiles and median; whiskers: 1.5 IQR; "
             "dotted: the truth.</p>"
             f"<figure>{_png(fig, 'distributions of the estimates')}</figure>"

@@ -139,7 +139,14 @@ def nested_loop_plot(
     top.set_ylabel(measure)
     if ylim is not None:
         top.set_ylim(*ylim)
-    top.legend(fontsize="small", ncols=min(len(chosen), 4), loc="best")
+    top.legend(  # above the axes: never over the data
+        fontsize="small",
+        ncols=min(len(chosen), 5),
+        loc="lower left",
+        bbox_to_anchor=(0.0, 1.0),
+        frameon=False,
+        borderaxespad=0.2,
+    )
     top.grid(axis="y", color="0.92")
     plain_ticks(top)
     _draw_loops(bottom, values, loops, x)
