@@ -131,8 +131,16 @@ def nested_loop_plot(
         if mcse and f"{measure}_mcse" in summary.data_vars:
             e = Z95 * _series(summary, f"{measure}_mcse", m, loops)
             top.fill_between(x, y - e, y + e, step="mid", color=color, alpha=0.15, lw=0)
-        top.step(x, y, where="mid", color=color, lw=1.4)
-        top.plot(x, y, "o", ms=3.5, color=color, label=m, gid=f"points:{m}")
+        top.step(
+            x,
+            y,
+            where="mid",
+            color=color,
+            lw=min(1.2 + 0.8 * (len(chosen) - 1 - j), 3.0),
+        )
+        # earlier methods get larger dots, so equal values stay visible
+        size = 3.5 + 2.0 * (len(chosen) - 1 - j)
+        top.plot(x, y, "o", ms=size, color=color, label=m, gid=f"points:{m}")
     ref = reference_value(measure, summary.attrs)
     if ref is not None:
         top.axhline(ref, color="0.25", ls=":", lw=1.2, gid="reference", zorder=0)
