@@ -139,8 +139,8 @@ def nested_loop_plot(
             lw=min(1.2 + 0.8 * (len(chosen) - 1 - j), 3.0),
         )
         # earlier methods get larger dots, so equal values stay visible
-        size = 3.5 + 2.0 * (len(chosen) - 1 - j)
-        top.plot(x, y, "o", ms=size, color=color, label=m, gid=f"points:{m}")
+        dot = 3.5 + 2.0 * (len(chosen) - 1 - j)
+        top.plot(x, y, "o", ms=dot, color=color, label=m, gid=f"points:{m}")
     ref = reference_value(measure, summary.attrs)
     if ref is not None:
         top.axhline(ref, color="0.25", ls=":", lw=1.2, gid="reference", zorder=0)
