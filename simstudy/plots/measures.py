@@ -18,6 +18,7 @@ import numpy as np
 import xarray as xr
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from matplotlib.image import AxesImage
 
 from simstudy.cube import METHOD
 from simstudy.errors import UsageError
@@ -123,6 +124,35 @@ def nested_loop_plot(
     top, bottom = fig.subplots(
         2, 1, sharex=True, height_ratios=[3.0, 0.45 * max(len(loops), 1) + 0.2]
     )
+    _draw_measure(top, summary, measure, chosen, loops, mcse=mcse)
+    top.set_ylabel(measure)
+    if ylim is not None:
+        top.set_ylim(*ylim)
+    top.legend(  # above the axes: never over the data
+        fontsize="small",
+        ncols=min(len(chosen), 5),
+        loc="lower left",
+        bbox_to_anchor=(0.0, 1.0),
+        frameon=False,
+        borderaxespad=0.2,
+    )
+    top.grid(axis="y", color="0.92")
+    plain_ticks(top)
+    _draw_loops(bottom, values, loops, x)
+    return fig
+
+
+def _draw_measure(
+    top: Axes,
+    summary: xr.Dataset,
+    measure: str,
+    chosen: list[str],
+    loops: list[str],
+    *,
+    mcse: bool,
+) -> None:
+    """Step lines, dots and MCSE bands of each method, and the reference."""
+    x = np.arange(1, int(np.prod([summary[measure].sizes[d] for d in loops])) + 1)
     for j, m in enumerate(chosen):
         color = COLORS[j % len(COLORS)]
         y = _series(summary, measure, m, loops)
@@ -144,21 +174,6 @@ def nested_loop_plot(
     ref = reference_value(measure, summary.attrs)
     if ref is not None:
         top.axhline(ref, color="0.25", ls=":", lw=1.2, gid="reference", zorder=0)
-    top.set_ylabel(measure)
-    if ylim is not None:
-        top.set_ylim(*ylim)
-    top.legend(  # above the axes: never over the data
-        fontsize="small",
-        ncols=min(len(chosen), 5),
-        loc="lower left",
-        bbox_to_anchor=(0.0, 1.0),
-        frameon=False,
-        borderaxespad=0.2,
-    )
-    top.grid(axis="y", color="0.92")
-    plain_ticks(top)
-    _draw_loops(bottom, values, loops, x)
-    return fig
 
 
 def _draw_loops(
@@ -325,25 +340,16 @@ def heatmap(
     )
     ax = fig.subplots()
     ref = reference_value(measure, summary.attrs)
-    finite = table[np.isfinite(table)]
-    if ref is not None and finite.size:
-        span = float(np.max(np.abs(finite - ref))) or 1.0
-        image = ax.imshow(
-            table, cmap="RdBu_r", vmin=ref - span, vmax=ref + span, aspect="auto"
-        )
-    else:
-        image = ax.imshow(table, cmap="viridis", aspect="auto")
+    image = _paint(ax, table, ref)
     if annotate if annotate is not None else table.size <= 400:
         for (i, j), v in np.ndenumerate(table):
-            text = with_mcse(float(v), float(errors[i, j]))
             ax.text(
                 j,
                 i,
-                text,
+                with_mcse(float(v), float(errors[i, j])),
                 ha="center",
                 va="center",
                 fontsize="x-small",
-                color="black",
                 bbox={"fc": "white", "alpha": 0.6, "lw": 0, "pad": 1},
             )
     ax.set_xticks(range(len(chosen)), chosen)
@@ -351,3 +357,14 @@ def heatmap(
     ax.set_yticks(range(len(grid)), [label(p) for p in grid], fontsize="small")
     fig.colorbar(image, ax=ax, label=measure, shrink=0.8)
     return fig
+
+
+def _paint(ax: Axes, table: np.ndarray, ref: float | None) -> AxesImage:
+    """Colour the cells: diverging about the reference when there is one."""
+    finite = table[np.isfinite(table)]
+    if ref is not None and finite.size:
+        span = float(np.max(np.abs(finite - ref))) or 1.0
+        return ax.imshow(
+            table, cmap="RdBu_r", vmin=ref - span, vmax=ref + span, aspect="auto"
+        )
+    return ax.imshow(table, cmap="viridis", aspect="auto")

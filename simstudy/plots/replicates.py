@@ -242,11 +242,7 @@ def zip_plot(
     >>> fig = zip_plot(simstudy.open_results("intervals.zarr"), points={"n": 20})
     """
     cube = check_cube(cube)
-    if not 0 < level < 1 or not 0 < zoom <= 1:
-        raise UsageError(
-            f"level and zoom must be in (0, 1), got level={level}, zoom={zoom}",
-            hint="write level=0.95, zoom=1.0",
-        )
+    _check_share(level=level, zoom=zoom)
     chosen = None if methods is None else check_methods(cube, methods)
     sources = _zip_sources(cube, chosen, se, ci)
     used = {x for e, s_, c in sources.values() for x in (e, s_, *(c or ())) if x}
@@ -255,37 +251,69 @@ def zip_plot(
     rows, cols = len(sources), len(grid)
     fig = new_figure(min(2.6 * cols + 0.8, 20), min(2.3 * rows + 0.9, 30))
     axes = fig.subplots(rows, cols, squeeze=False, sharey=True, sharex="col")
-    for i, (m, (est, s, c)) in enumerate(sources.items()):
-        for j, point in enumerate(grid):
-            theta = truth if truth is not None else truth_at(cube, est, point)
-            if theta is None:
-                raise UsageError(
-                    f"the zip plot needs the truth of {est!r} at {label(point)}",
-                    hint="declare study.truth(...) in the study or pass truth=",
-                )
-            z = zip_intervals(
-                ok_values(cube, est, point, m),
-                None if s is None else ok_values(cube, s, point, m),
-                None
-                if c is None
-                else (
-                    ok_values(cube, c[0], point, m),
-                    ok_values(cube, c[1], point, m),
-                ),
-                theta,
-                crit,
-            )
-            _zip_panel(axes[i, j], z, theta, level)
-            axes[i, j].set_title(
-                f"{m} · {label(point)}\ncoverage {with_mcse(z.coverage, z.mcse)}",
-                fontsize="small",
-            )
-        axes[i, 0].set_ylabel("fractional centile of |z|")
+    for j, point in enumerate(grid):
+        _zip_column(axes[:, j], cube, sources, point, truth, crit, level)
+    for ax in axes[:, 0]:
+        ax.set_ylabel("fractional centile of |z|")
     wald = all(c is None for _, _, c in sources.values())
     for ax in axes[-1]:
         ax.set_xlabel(f"{100 * level:g}% Wald intervals" if wald else "intervals")
     axes[0, 0].set_ylim(1 - zoom, 1.0)
     return fig
+
+
+def _check_share(**shares: float) -> None:
+    """Levels and zooms are shares: in (0, 1) (a zoom of 1 shows all)."""
+    for name, v in shares.items():
+        if not 0 < v <= (1 if name == "zoom" else 1 - 1e-12):
+            raise UsageError(
+                f"{name} must be between 0 and 1, got {v!r}",
+                hint="write level=0.95 and zoom=1.0 (zoom=0.2: the top 20%)",
+            )
+
+
+def _zip_column(
+    axes: np.ndarray,
+    cube: xr.Dataset,
+    sources: dict[str, tuple[str, str | None, tuple[str, str] | None]],
+    point: Point,
+    truth: float | None,
+    crit: float,
+    level: float,
+) -> None:
+    """One design point: a zip panel per method, on one x scale that holds
+    99% of every method's bounds (a few huge intervals run off the edge
+    rather than squash the others)."""
+    edges: list[float] = []
+    theta = truth
+    for ax, (m, (est, s, c)) in zip(axes, sources.items(), strict=True):
+        theta = truth if truth is not None else truth_at(cube, est, point)
+        if theta is None:
+            raise UsageError(
+                f"the zip plot needs the truth of {est!r} at {label(point)}",
+                hint="declare study.truth(...) in the study or pass truth=",
+            )
+        bounds = None
+        if c is not None:
+            bounds = (ok_values(cube, c[0], point, m), ok_values(cube, c[1], point, m))
+        z = zip_intervals(
+            ok_values(cube, est, point, m),
+            None if s is None else ok_values(cube, s, point, m),
+            bounds,
+            theta,
+            crit,
+        )
+        _zip_panel(ax, z, theta, level)
+        ax.set_title(
+            f"{m} · {label(point)}\ncoverage {with_mcse(z.coverage, z.mcse)}",
+            fontsize="small",
+        )
+        if z.lo.size:
+            edges += [float(np.quantile(z.lo, 0.005)), float(np.quantile(z.hi, 0.995))]
+    if edges and theta is not None:
+        lo, hi = min(*edges, theta), max(*edges, theta)
+        pad = 0.04 * (hi - lo or 1.0)
+        axes[0].set_xlim(lo - pad, hi + pad)
 
 
 def _critical(level: float, df: float | None) -> float:
