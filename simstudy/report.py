@@ -19,6 +19,7 @@ import io
 import json
 import os
 import re
+from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -36,12 +37,14 @@ if TYPE_CHECKING:
 __all__ = ["write_report"]
 
 STYLE = """
-body{font:14px/1.45 system-ui,sans-serif;margin:2em auto;max-width:1100px;color:#222;
+body{font:14px/1.45 system-ui,sans-serif;margin:2em auto;max-width:1160px;color:#222;
 padding:0 1em}
 h1{font-size:1.6em}h2{margin-top:2em;border-bottom:1px solid #ccc}
 table{border-collapse:collapse;margin:.5em 0;font-size:13px}
 td,th{border:1px solid #ddd;padding:2px 6px;text-align:right}
-table.measures td,table.measures th{white-space:nowrap}
+td[rowspan]{vertical-align:top}
+table.measures td,table.measures th{white-space:nowrap;padding:1px 5px}
+table.measures{font-size:12px}
 th{background:#f4f4f4}td.l,th.l{text-align:left}
 td{font-variant-numeric:tabular-nums}
 .scroll{overflow-x:auto;max-width:100%}
@@ -49,6 +52,16 @@ td{font-variant-numeric:tabular-nums}
 figure{margin:0}figure svg,figure img{max-width:100%;height:auto}
 svg.tl text{font:11px system-ui,sans-serif}
 """
+# the measures table, split so that no table is wider than the page
+TABLES = (
+    ("Bias and precision", ("mean", "bias", "relbias", "empse", "mse", "rmse", "mae")),
+    (
+        "Model SE, intervals and tests",
+        ("modelse", "relerr_modelse", "coverage", "becoverage", "ci_width", "power"),
+    ),
+    ("Against the reference method", ("relprec", "bias_diff", "mse_ratio", "corr")),
+    ("Failures and warnings", ("failure_rate", "warning_rate")),
+)
 # measures whose values compare on one scale: their figures share a y range
 SHARED = (("coverage", "becoverage"),)
 # replicate-level figures show at most this many design points, spread out
@@ -192,12 +205,15 @@ def _measures_table(records: list[dict[str, Any]], summary: xr.Dataset) -> str:
         key = (point, r["method"])
         cells.setdefault(key, {})[r["measure"]] = with_mcse(r["value"], r["mcse"])
         counts[key] = r["n_ok"]
-    head = "".join(f"<th>{_e(m)}</th>" for m in present)
-    body = "".join(
-        f"<tr><td class=l>{_e(p)}</td><td class=l>{_e(m)}</td><td>{counts[(p, m)]:,}</td>"
-        + "".join(f"<td>{_e(cells[(p, m)].get(x, ''))}</td>" for x in present)
-        + "</tr>"
-        for p, m in cells
+    tables = "".join(
+        _table(title, [m for m in present if m in group], cells, counts)
+        for title, group in TABLES
+    )
+    tables += _table(
+        "Other measures",
+        [m for m in present if not any(m in g for _, g in TABLES)],
+        cells,
+        counts,
     )
     skipped = summary.attrs.get("skipped", {})
     notes = "".join(
@@ -219,10 +235,37 @@ def _measures_table(records: list[dict[str, Any]], summary: xr.Dataset) -> str:
         )
     return (
         "<h2>Performance measures: value (Monte Carlo SE)</h2>"
-        f"<p class=muted>Digits follow each MCSE. {settings}.</p>"
-        "<div class=scroll><table class=measures><tr><th class=l>design point</th>"
-        f"<th class=l>method</th><th>n ok</th>{head}</tr>{body}</table></div>"
+        f"<p class=muted>Digits follow each MCSE. {settings}.</p>{tables}"
         + (f"<p>Not computed:</p><ul>{notes}</ul>" if notes else "")
+    )
+
+
+def _table(
+    title: str,
+    measures: list[str],
+    cells: dict[tuple[str, str], dict[str, str]],
+    counts: dict[tuple[str, str], int],
+) -> str:
+    """One table of some measures: a row per method, design points spanning
+    their methods' rows."""
+    if not measures:
+        return ""
+    head = "".join(f"<th>{_e(m)}</th>" for m in measures)
+    spans = Counter(p for p, _ in cells)
+    rows = []
+    previous = None
+    for (p, m), row in cells.items():
+        first = f"<td class=l rowspan={spans[p]}>{_e(p)}</td>" if p != previous else ""
+        previous = p
+        rows.append(
+            f"<tr>{first}<td class=l>{_e(m)}</td><td>{counts[(p, m)]:,}</td>"
+            + "".join(f"<td>{_e(row.get(x, ''))}</td>" for x in measures)
+            + "</tr>"
+        )
+    return (
+        f"<h3>{_e(title)}</h3><div class=scroll><table class=measures><tr>"
+        f"<th class=l>design point</th><th class=l>method</th><th>n ok</th>{head}"
+        f"</tr>{''.join(rows)}</table></div>"
     )
 
 

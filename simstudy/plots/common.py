@@ -306,5 +306,7 @@ def with_mcse(value: float, mcse: float | None) -> str:
         return ""
     if mcse is None or not np.isfinite(mcse):
         return f"{value:.4g}"
+    if mcse == 0:  # every replicate agrees (a share of 0 or 1): no digits to set
+        return f"{value:.4g} (0)"
     d = decimals_for(mcse)
     return f"{value:.{d}f} ({mcse:.{d}f})"
