@@ -159,6 +159,21 @@ def test_report_of_an_array_output_with_reference_alpha_and_cases(tmp_path):
     assert "No task failed." in text
     assert "failure_rate" not in text  # nothing failed: no all-zero panels
     assert not re.search(r"https?://", text)
+    flags = [
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--enable-logging=stderr",
+    ]
+    dom = subprocess.run(
+        [_chromium(), *flags, "--dump-dom", out.as_uri()],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    assert "Measures against factors" in dom.stdout
+    assert not [line for line in dom.stderr.splitlines() if "CONSOLE" in line]
 
 
 def test_report_refuses_a_bad_alpha(report, tmp_path, capsys):
