@@ -43,6 +43,7 @@ h1{font-size:1.6em}h2{margin-top:2em;border-bottom:1px solid #ccc}
 table{border-collapse:collapse;margin:.5em 0;font-size:13px}
 td,th{border:1px solid #ddd;padding:2px 6px;text-align:right}
 td[rowspan]{vertical-align:top}
+summary{cursor:pointer;color:#445}
 table.measures td,table.measures th{white-space:nowrap;padding:1px 5px}
 table.measures{font-size:12px}
 th{background:#f4f4f4}td.l,th.l{text-align:left}
@@ -62,6 +63,7 @@ TABLES = (
     ("Against the reference method", ("relprec", "bias_diff", "mse_ratio", "corr")),
     ("Failures and warnings", ("failure_rate", "warning_rate")),
 )
+LONG_TABLE = 60  # rows; a longer table is folded (an HTML <details>, no script)
 # measures whose values compare on one scale: their figures share a y range
 SHARED = (("coverage", "becoverage"),)
 # replicate-level figures show at most this many design points, spread out
@@ -251,10 +253,11 @@ def _table(
     if not measures:
         return ""
     head = "".join(f"<th>{_e(m)}</th>" for m in measures)
-    spans = Counter(p for p, _ in cells)
+    kept = {k: row for k, row in cells.items() if any(x in row for x in measures)}
+    spans = Counter(p for p, _ in kept)
     rows = []
     previous = None
-    for (p, m), row in cells.items():
+    for (p, m), row in kept.items():
         first = f"<td class=l rowspan={spans[p]}>{_e(p)}</td>" if p != previous else ""
         previous = p
         rows.append(
@@ -262,11 +265,17 @@ def _table(
             + "".join(f"<td>{_e(row.get(x, ''))}</td>" for x in measures)
             + "</tr>"
         )
-    return (
-        f"<h3>{_e(title)}</h3><div class=scroll><table class=measures><tr>"
+    table = (
+        "<div class=scroll><table class=measures><tr>"
         f"<th class=l>design point</th><th class=l>method</th><th>n ok</th>{head}"
         f"</tr>{''.join(rows)}</table></div>"
     )
+    if len(rows) > LONG_TABLE:  # the figures give the overview; rows on demand
+        return (
+            f"<h3>{_e(title)}</h3><details><summary>{len(rows):,} rows "
+            f"({len(spans):,} design points): show</summary>{table}</details>"
+        )
+    return f"<h3>{_e(title)}</h3>{table}"
 
 
 def _svg(fig: Figure, salt: str) -> str:

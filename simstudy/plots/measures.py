@@ -169,7 +169,8 @@ def _draw_measure(
             lw=min(1.2 + 0.8 * (len(chosen) - 1 - j), 3.0),
         )
         # earlier methods get larger dots, so equal values stay visible
-        dot = 3.5 + 2.0 * (len(chosen) - 1 - j)
+        base, step = (3.5, 2.0) if len(x) <= 24 else (2.2, 1.2)  # many points: small
+        dot = base + step * (len(chosen) - 1 - j)
         top.plot(x, y, "o", ms=dot, color=color, label=m, gid=f"points:{m}")
     ref = reference_value(measure, summary.attrs)
     if ref is not None:
