@@ -193,3 +193,45 @@ def test_report_into_a_missing_directory_exits_2(report, tmp_path, capsys):
     store = report.parent / "rep.zarr"
     assert main(["report", str(store), "-o", str(tmp_path / "no" / "r.html")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+MANY_POINTS = """
+import numpy as np
+from simstudy import Study
+
+study = Study(
+    "many",
+    factors={"a": [1, 2, 3, 4], "b": [1, 2, 3, 4], "c": [1, 2, 3, 4]},
+    replicates=3,
+    seed=4,
+)
+study.truth(estimate=0.0)
+
+@study.data
+def gen(rng, a, b, c):
+    return rng.standard_normal(5)
+
+@study.method(se="se")
+def mean(x):
+    return {"estimate": x.mean(), "se": x.std(ddof=1) / np.sqrt(len(x))}
+"""
+
+
+def test_report_of_64_design_points_stays_bounded(tmp_path):
+    """3 factors x 4 levels: one nested-loop plot per measure (not a panel
+    per level combination), zip and box plots of a few points, and the
+    long measures tables folded."""
+    path = tmp_path / "many.py"
+    path.write_text(textwrap.dedent(MANY_POINTS))
+    simstudy.run(path, store=tmp_path / "many.zarr", scheduler="synchronous")
+    out = tmp_path / "many.html"
+    assert main(["report", str(tmp_path / "many.zarr"), "-o", str(out)]) == 0
+    text = out.read_text()
+    figures = text[text.index("Measures against factors") :]
+    figures = figures[: figures.index("Workers: tasks over time")]
+    assert 5 <= figures.count("<svg") <= 14  # one per measure shown
+    assert "64 design points (4 x 4 x 4, nested as listed)" in figures
+    assert "Zip plots of the interval methods (4 of 64 design points)" in text
+    assert "Estimates by method (8 of 64 design points)" in text
+    assert "<details><summary>" in text  # 64-row tables are folded
+    assert out.stat().st_size < 1_500_000
