@@ -203,7 +203,7 @@ def _measures_table(records: list[dict[str, Any]], summary: xr.Dataset) -> str:
     cells: dict[tuple[str, str], dict[str, str]] = {}
     counts: dict[tuple[str, str], int] = {}
     for r in records:
-        point = ", ".join(f"{k}={v}" for k, v in r.items() if k not in fixed)
+        point = ", ".join(f"{k}={v}" for k, v in r.items() if k not in fixed) or "all"
         key = (point, r["method"])
         cells.setdefault(key, {})[r["measure"]] = with_mcse(r["value"], r["mcse"])
         counts[key] = r["n_ok"]

@@ -267,10 +267,13 @@ def lollipop_plot(
         y = _series(summary, measure, m, loops)
         e = Z95 * _series(summary, f"{measure}_mcse", m, loops)
         pos = np.arange(len(grid)) * (len(chosen) + 1) + j
-        ax.hlines(pos, ref if ref is not None else 0.0, y, color=color, lw=1)
+        if not np.isfinite(y).any():  # e.g. coverage of a method without intervals
+            continue
+        if ref is not None:  # the lollipop's stick: from the reference
+            ax.hlines(pos, ref, y, color=color, lw=0.8, alpha=0.5)
         if mcse:
-            ax.errorbar(y, pos, xerr=e, fmt="none", ecolor=color, capsize=2, lw=1)
-        ax.plot(y, pos, "o", color=color, ms=4, label=m, gid=f"points:{m}")
+            ax.errorbar(y, pos, xerr=e, fmt="none", ecolor=color, capsize=3, lw=1.8)
+        ax.plot(y, pos, "o", color=color, ms=5, label=m, gid=f"points:{m}")
     if ref is not None:
         ax.axvline(ref, color="0.25", ls=":", lw=1.2, gid="reference")
     centres = np.arange(len(grid)) * (len(chosen) + 1) + (len(chosen) - 1) / 2
