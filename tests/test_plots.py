@@ -113,6 +113,18 @@ def test_zip_plot_points_zoom_and_wald_from_any_se(cube, tmp_path):
     assert (tmp_path / "zip.png").read_bytes()[:4] == b"\x89PNG"
 
 
+def test_zip_plot_t_quantiles_from_df(cube):
+    from scipy import stats
+
+    fig = plots.zip_plot(cube, methods="wald", points={"n": 8, "skew": 0}, df=7)
+    c = cube.sel(n=8, skew=0, method_name="wald")
+    q = stats.t.ppf(0.975, 7)
+    covers = np.abs(c["est"].values) <= q * c["se"].values
+    (line,) = by_gid(fig.axes[0], "coverage")
+    assert line.get_ydata()[0] == pytest.approx(covers.mean())
+    assert fig.axes[0].get_xlabel() == "95% t intervals"
+
+
 def test_nested_loop_plot_has_one_point_per_design_point_in_order(summary):
     fig = plots.nested_loop_plot(summary, "bias")
     top, loops = fig.axes

@@ -123,7 +123,7 @@ def zip_intervals(
     se: np.ndarray | None,
     bounds: tuple[np.ndarray, np.ndarray] | None,
     truth: float,
-    crit: float,
+    crit: float | np.ndarray,
 ) -> Zip:
     """Rank one method's intervals by |z| (or, without an SE, by how far the
     truth lies from the estimate relative to the bound on its side)."""
@@ -190,7 +190,7 @@ def zip_plot(
     ci: tuple[str, str] | None = None,
     truth: float | None = None,
     level: float = 0.95,
-    df: float | None = None,
+    df: float | str | None = None,
     zoom: float = 1.0,
 ) -> Figure:
     """Zip plot (Morris, White & Crowther 2019, Fig. 4) of interval methods.
@@ -221,8 +221,10 @@ def zip_plot(
         The true value (default: ``study.truth`` for the estimate).
     level : float
         Nominal level of the Wald intervals and of the reference line.
-    df : float, optional
-        Degrees of freedom: Wald intervals use t quantiles.
+    df : float or str, optional
+        Degrees of freedom: Wald intervals use t quantiles (a number, or
+        the name of an output holding each replicate's df), as in
+        ``summarize(cube, df=...)``.
     zoom : float
         Show the top ``zoom`` share of centiles (0.2 zooms on the top 20%).
 
@@ -246,18 +248,21 @@ def zip_plot(
     chosen = None if methods is None else check_methods(cube, methods)
     sources = _zip_sources(cube, chosen, se, ci)
     used = {x for e, s_, c in sources.values() for x in (e, s_, *(c or ())) if x}
+    if isinstance(df, str):
+        output_name(cube, df, next(iter(sources)))
+        used.add(df)
     cube, grid = _points(cube, points, used)
-    crit = _critical(level, df)
     rows, cols = len(sources), len(grid)
     fig = new_figure(min(2.6 * cols + 0.8, 20), min(2.3 * rows + 0.9, 30))
     axes = fig.subplots(rows, cols, squeeze=False, sharey=True, sharex="col")
     for j, point in enumerate(grid):
-        _zip_column(axes[:, j], cube, sources, point, truth, crit, level)
+        _zip_column(axes[:, j], cube, sources, point, truth, (level, df))
     for ax in axes[:, 0]:
         ax.set_ylabel("fractional centile of |z|")
     wald = all(c is None for _, _, c in sources.values())
     for ax in axes[-1]:
-        ax.set_xlabel(f"{100 * level:g}% Wald intervals" if wald else "intervals")
+        kind = "Wald" if df is None else "t"
+        ax.set_xlabel(f"{100 * level:g}% {kind} intervals" if wald else "intervals")
     axes[0, 0].set_ylim(1 - zoom, 1.0)
     return fig
 
@@ -278,8 +283,7 @@ def _zip_column(
     sources: dict[str, tuple[str, str | None, tuple[str, str] | None]],
     point: Point,
     truth: float | None,
-    crit: float,
-    level: float,
+    wald: tuple[float, float | str | None],
 ) -> None:
     """One design point: a zip panel per method, on one x scale that holds
     99% of every method's bounds (a few huge intervals run off the edge
@@ -293,6 +297,11 @@ def _zip_column(
                 f"the zip plot needs the truth of {est!r} at {label(point)}",
                 hint="declare study.truth(...) in the study or pass truth=",
             )
+        level, df = wald
+        if isinstance(df, str):
+            crit: float | np.ndarray = _critical(level, ok_values(cube, df, point, m))
+        else:
+            crit = _critical(level, df)
         bounds = None
         if c is not None:
             bounds = (ok_values(cube, c[0], point, m), ok_values(cube, c[1], point, m))
@@ -316,13 +325,16 @@ def _zip_column(
         axes[0].set_xlim(lo - pad, hi + pad)
 
 
-def _critical(level: float, df: float | None) -> float:
+def _critical(level: float, df: float | np.ndarray | None) -> float | np.ndarray:
+    """The two-sided normal or t quantile of ``level`` (per replicate for an
+    array of df)."""
     q = 1 - (1 - level) / 2
     if df is None:
         return NormalDist().inv_cdf(q)
     from scipy import stats
 
-    return float(stats.t.ppf(q, df))
+    t = stats.t.ppf(q, df)
+    return float(t) if np.ndim(t) == 0 else np.asarray(t, dtype=float)
 
 
 def _zip_panel(ax: Axes, z: Zip, truth: float, level: float) -> None:
