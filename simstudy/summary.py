@@ -45,7 +45,7 @@ OK, FAILED, PENDING = 1, 2, 0
 Truth = float | Sequence[float] | np.ndarray[Any, Any] | Mapping[str, Any] | None
 UserMeasure = Measure | UserFunc
 CASES = ("available", "complete")
-BLOCK_BYTES = 256 * 2**20  # a block of design points read at once
+BLOCK_BYTES = 32 * 2**20  # cube bytes per block; peak memory is ~10x (temporaries)
 MEASURES = (
     "mean",
     "bias",
@@ -557,7 +557,7 @@ def _group(
     elif se is not None:
         stat = (x - wald.null) / se
         q = wald.quantile(1.0 - wald.alpha / 2.0, cube)
-        out.update(power(abs(stat) > q, ok, stat))
+        out.update(power(abs(stat) >= q, ok, stat))  # as rsimsum: reject at |z| >= q
     else:
         skipped["power"] = "no p-value output declared (@study.method(p=...))"
     if ref is None:

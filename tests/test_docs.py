@@ -226,6 +226,48 @@ def test_tutorial_truth_function_example_runs(tmp_path: Path) -> None:
     assert (np.abs(bias) < 0.5).all()  # sd is nearly unbiased for sigma
 
 
+ANALYSIS = ROOT / "docs" / "analysis.md"
+
+
+def test_analysis_worked_example_matches_a_hand_computation(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """docs/analysis.md's worked example runs, and its numbers are numpy's."""
+    import runpy
+    from statistics import NormalDist
+
+    from simstudy.cli import main
+
+    text = ANALYSIS.read_text()
+    head = text.index("## Worked example")
+    blocks = re.findall(r"```(python|bash)\n(.*?)```", text[head:], re.DOTALL)
+    script = tmp_path / "worked.py"
+    script.write_text(blocks[0][1])
+    monkeypatch.chdir(tmp_path)
+    ns = runpy.run_path(str(script))
+    printed = capsys.readouterr().out
+    cube, summary = ns["cube"].load(), ns["summary"]
+    sel = {"n": 40, "mu": 1.0}
+    x = cube["est"].sel(sel).values  # (replicate, method): t_test, median
+    se = cube["se"].sel(sel).values[:, 1]
+    med, mean = x[:, 1], x[:, 0]
+    z = NormalDist().inv_cdf(0.975)
+    cov = np.mean((med - z * se <= 1.0) & (med + z * se >= 1.0))
+    cell = summary.sel(method_name="median", **sel)
+    assert float(cell.coverage) == pytest.approx(cov, rel=1e-12)
+    assert f"coverage {cov:.3f}" in printed
+    ratio = np.mean((med - 1.0) ** 2) / np.mean((mean - 1.0) ** 2)
+    assert float(cell.mse_ratio) == pytest.approx(ratio, rel=1e-12)
+    assert abs(ratio - np.pi / 2) < 4 * float(cell.mse_ratio_mcse)  # as the doc says
+    assert float(cell.q90) == pytest.approx(np.quantile(med - 1.0, 0.9), rel=1e-12)
+    assert summary.attrs["intervals"]["median"] == "Wald from se"
+    argv = blocks[1][1].replace("\\\n", " ").split()[3:]
+    assert main(argv) == 0
+    latex = capsys.readouterr().out
+    assert latex.startswith("\\begin{tabular}")
+    assert "\\bottomrule" in latex
+
+
 def test_plots_doc_examples_run_on_small_stores(tmp_path, monkeypatch):
     """Every python block of docs/plots.md runs, in order, on small runs of
     the two example studies it uses, and each figure it makes saves."""

@@ -112,7 +112,7 @@ def test_wald_coverage_power_from_se_with_level_and_null():
             assert float(cell["coverage"]) == pytest.approx(cov, rel=1e-12)
             bec = np.mean((lo <= x.mean()) & (x.mean() <= hi))
             assert float(cell["becoverage"]) == pytest.approx(bec, rel=1e-12)
-            pw = np.mean(np.abs((x - null) / s) > z_test)
+            pw = np.mean(np.abs((x - null) / s) >= z_test)
             assert float(cell["power"]) == pytest.approx(pw, rel=1e-12)
             mcse = math.sqrt(pw * (1 - pw) / len(x))
             assert float(cell["power_mcse"]) == pytest.approx(mcse, rel=1e-12)
@@ -335,7 +335,7 @@ def test_end_to_end_declared_se_gives_wald_measures(tmp_path):
     s = cube["se"].values[0, :, 0]
     q = stats.t.ppf(0.975, 14)
     assert float(res["coverage"]) == pytest.approx(np.mean(np.abs(x) <= q * s))
-    assert float(res["power"]) == pytest.approx(np.mean(np.abs(x / s) > q))
+    assert float(res["power"]) == pytest.approx(np.mean(np.abs(x / s) >= q))
 
 
 def test_reference_compares_methods_that_declare_other_outputs():

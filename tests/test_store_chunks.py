@@ -92,3 +92,17 @@ def test_the_cache_stays_within_its_budget(tmp_path: Path) -> None:
         cache.flush(list(cache.dirty))
         assert cache.used <= cache.budget
     np.testing.assert_array_equal(np.asarray(z[0, :, 0]), np.arange(10.0))
+
+
+def test_a_chunk_larger_than_the_budget_is_kept_until_written_issue_18(
+    tmp_path: Path,
+) -> None:
+    """A store of large array outputs (chunks over the cache budget) lost the
+    chunk being filled and failed at flush with KeyError."""
+    z = _array(tmp_path / "a.zarr", "x", "float64", np.nan, ())
+    arr = ChunkedArray(tmp_path / "a.zarr", "x", z)
+    cache = ChunkCache(budget=1)  # smaller than any chunk
+    for r in range(10):
+        cache.put(arr, (0,), r, r + 1, np.array([0]), np.full((1, 1), float(r)))
+    cache.flush(list(cache.dirty))
+    np.testing.assert_array_equal(np.asarray(z[0, :, 0]), np.arange(10.0))

@@ -150,9 +150,11 @@ class ChunkCache:
         chunk = self.chunks.get(key)
         if chunk is None:
             chunk = array.read(coords)
-            self.chunks[key] = chunk
             self.used += chunk.nbytes
+            # evict before adding: the new chunk is about to be written to
+            # (dirty), and evicting it would lose the write
             self._evict()
+            self.chunks[key] = chunk
         else:
             self.chunks.move_to_end(key)
         return chunk
