@@ -250,3 +250,40 @@ def test_import_simstudy_plots():
     assert simstudy.plots is plots
     assert callable(plots.zip_plot)
     assert Path(plots.__file__).parent.name == "plots"
+
+
+def test_array_outputs_ask_for_one_element(tmp_path):
+    path = tmp_path / "arr.py"
+    path.write_text(
+        textwrap.dedent(
+            """
+            import numpy as np
+            from simstudy import Study
+
+            study = Study("arr", factors={"n": [5, 9]}, replicates=6, seed=3)
+            study.truth(est=[0.0, 1.0])
+
+            @study.data
+            def gen(rng, n):
+                return rng.standard_normal((n, 2)) + np.array([0.0, 1.0])
+
+            @study.method(estimate="est", se="se")
+            def mean(x):
+                s = x.std(axis=0, ddof=1) / np.sqrt(len(x))
+                return {"est": x.mean(axis=0), "se": s}
+            """
+        )
+    )
+    simstudy.run(path, store=tmp_path / "arr.zarr", scheduler="synchronous")
+    cube = simstudy.open_results(tmp_path / "arr.zarr")
+    with pytest.raises(UsageError, match=r"'est' is an array \(dims est_dim_0\)"):
+        plots.zip_plot(cube)
+    one = cube.isel(est_dim_0=1, se_dim_0=1)
+    fig = plots.zip_plot(one, truth=1.0)
+    assert len(fig.axes) == 2
+    summary = simstudy.summarize(cube)  # the element index is one more loop
+    fig = plots.nested_loop_plot(summary, "bias")
+    (line,) = by_gid(fig.axes[0], "points:mean")
+    want = summary["bias"].sel(method_name="mean").transpose("n", "est_dim_0")
+    np.testing.assert_allclose(line.get_ydata(), want.values.ravel())
+    assert by_gid(fig.axes[1], "loop:est_dim_0")

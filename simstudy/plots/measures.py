@@ -202,7 +202,8 @@ def _draw_loops(
         ax.spines[side].set_visible(False)
     nested = " x ".join(str(s) for s in sizes) if len(sizes) > 1 else ""
     ax.set_xlabel(
-        f"{len(x)} design points" + (f" ({nested}, nested as listed)" if nested else "")
+        f"{len(x)} design point{'s' if len(x) != 1 else ''}"
+        + (f" ({nested}, nested as listed)" if nested else "")
     )
     if len(x) <= 40:
         ax.set_xticks(x, [str(int(i)) for i in x], fontsize="x-small")

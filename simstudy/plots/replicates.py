@@ -171,6 +171,9 @@ def _zip_sources(
                 )
             continue
         out[m] = (str(d["estimate"]), s, c if c is None else (str(c[0]), str(c[1])))
+        for name in (out[m][0], s, *(c or ())):
+            if name is not None:
+                output_name(cube, str(name), m)  # known, and one number each
     if not out:
         raise UsageError(
             "the zip plot needs intervals, and no method declares ci= or se= "
