@@ -238,7 +238,12 @@ def _measures_table(records: list[dict[str, Any]], summary: xr.Dataset) -> str:
     return (
         "<h2>Performance measures: value (Monte Carlo SE)</h2>"
         f"<p class=muted>Digits follow each MCSE. {settings}.</p>{tables}"
-        + (f"<p>Not computed:</p><ul>{notes}</ul>" if notes else "")
+        + (
+            f"<details><summary>Not computed: {len(skipped)} measure(s), "
+            f"and why</summary><ul>{notes}</ul></details>"
+            if notes
+            else ""
+        )
     )
 
 

@@ -166,7 +166,7 @@ def _draw_measure(
             y,
             where="mid",
             color=color,
-            lw=min(1.2 + 0.8 * (len(chosen) - 1 - j), 3.0),
+            lw=min(1.2 + 0.6 * (len(chosen) - 1 - j), 2.4),
         )
         # earlier methods get larger dots, so equal values stay visible
         base, step = (3.5, 2.0) if len(x) <= 24 else (2.2, 1.2)  # many points: small
