@@ -122,7 +122,7 @@ def test_zip_plot_t_quantiles_from_df(cube):
     covers = np.abs(c["est"].values) <= q * c["se"].values
     (line,) = by_gid(fig.axes[0], "coverage")
     assert line.get_ydata()[0] == pytest.approx(covers.mean())
-    assert fig.axes[0].get_xlabel() == "95% t intervals"
+    assert fig.get_supxlabel() == "95% t intervals"
 
 
 def test_nested_loop_plot_has_one_point_per_design_point_in_order(summary):

@@ -23,8 +23,8 @@ from simstudy.plots.replicates import (
     bland_altman_plot,
     distribution_plot,
     scatter_plot,
-    zip_plot,
 )
+from simstudy.plots.zip import zip_plot
 
 __all__ = [
     "bland_altman_plot",

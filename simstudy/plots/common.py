@@ -29,6 +29,7 @@ __all__ = [
     "COLORS",
     "Point",
     "Points",
+    "check_cube",
     "check_measure",
     "check_methods",
     "choose_points",
@@ -42,7 +43,9 @@ __all__ = [
     "new_figure",
     "ok_values",
     "output_dims",
+    "output_name",
     "plain_ticks",
+    "read_points",
     "reference_value",
     "select_points",
     "truth_at",
@@ -310,3 +313,56 @@ def with_mcse(value: float, mcse: float | None) -> str:
         return f"{value:.4g} (0)"
     d = decimals_for(mcse)
     return f"{value:.{d}f} ({mcse:.{d}f})"
+
+
+def check_cube(cube: Any) -> xr.Dataset:
+    """The cube, or a clear error when given something else (a summary, say)."""
+    if not isinstance(cube, xr.Dataset) or "status" not in cube.data_vars:
+        raise UsageError(
+            f"expected a cube (simstudy.open_results(store)), got "
+            f"{type(cube).__name__}"
+            + (
+                " without per-task status (a summary?)"
+                if isinstance(cube, xr.Dataset)
+                else ""
+            ),
+            hint="pass simstudy.open_results('study.zarr')",
+        )
+    return cube
+
+
+def output_name(cube: xr.Dataset, output: str, method: str) -> str:
+    """The cube variable holding ``output`` for ``method``."""
+    if output in ("estimate", "se"):
+        name = declared(cube, method).get(output)
+        returned = cube.attrs.get("simstudy", {}).get("outputs", {}).get(method)
+        if name is None and output not in (returned or cube.data_vars):
+            raise UsageError(
+                f"method {method!r} declares no {output!r} output",
+                hint=f"declare it (@study.method({output}=...)) or pass "
+                "output= with one of the cube's outputs",
+            )
+        output = str(name or output)
+    if output not in cube.data_vars:
+        outputs = [str(v) for v in cube.data_vars if "replicate" in cube[v].dims]
+        raise UsageError(
+            f"unknown output {output!r}; the cube has: {', '.join(sorted(outputs))}",
+            hint="pass output= with one of those names",
+        )
+    dims = output_dims(cube, output)
+    if dims:
+        raise UsageError(
+            f"output {output!r} is an array (dims {', '.join(dims)}); these plots "
+            "draw one number per replicate",
+            hint=f"select one element first, e.g. cube.isel({dims[0]}=0)",
+        )
+    return output
+
+
+def read_points(
+    cube: xr.Dataset, points: Points, outputs: set[str]
+) -> tuple[xr.Dataset, list[Point]]:
+    """The chosen design points, with the outputs needed read into memory
+    once (a few variables of the chosen points, not the whole cube)."""
+    cube, grid = choose_points(cube, points, factors_of(cube))
+    return cube[sorted({"status", *outputs})].load(), grid
