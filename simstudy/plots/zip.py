@@ -132,16 +132,13 @@ def zip_plot(
 ) -> Figure:
     """Zip plot (Morris, White & Crowther 2019, Fig. 4) of interval methods.
 
-    Per method (rows) and design point (columns): every replicate's
-    interval as a horizontal line at its fractional centile of |z| =
-    |estimate - truth| / se, blue when it covers the truth, orange when not;
-    the truth as a vertical line; the coverage as a horizontal line with
-    its Monte Carlo 95% interval (dashed) against the nominal level
-    (dotted). Intervals are the declared ``ci=(lo, hi)`` outputs or, for a
-    method declaring only ``se=``, Wald intervals ``estimate ± z·se`` (t
-    quantiles with ``df``). A method with bounds and no SE is ranked by
-    |estimate - truth| over the distance from the estimate to the bound on
-    the truth's side, so the non-coverers sit on top.
+    Per method (rows) and design point (columns): each replicate's interval
+    at its fractional centile of |z| = |estimate - truth| / se (blue: covers
+    the truth, orange: misses), the truth, the coverage with its Monte Carlo
+    95% interval (dashed) and the nominal level (dotted). Intervals are the
+    declared ``ci=(lo, hi)`` or Wald intervals from ``se=``. Without an SE,
+    the rank is |estimate - truth| over the estimate's distance to the bound
+    on the truth's side: the non-coverers sit on top.
 
     Parameters
     ----------
