@@ -299,9 +299,16 @@ def _svg(fig: Figure, salt: str) -> str:
 
 def _png(fig: Figure, alt: str, dpi: int = 96) -> str:
     """The figure as a PNG in a ``data:`` URI (for thousands of marks)."""
+    from PIL import Image  # pillow comes with matplotlib
+
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=dpi)
-    data = base64.b64encode(buf.getvalue()).decode("ascii")
+    buf.seek(0)
+    with Image.open(buf) as image:  # a 256-colour palette: a third of the bytes
+        small = image.convert("RGB").quantize(colors=256, dither=Image.Dither.NONE)
+    out = io.BytesIO()
+    small.save(out, format="PNG", optimize=True)
+    data = base64.b64encode(out.getvalue()).decode("ascii")
     return f"<img alt='{_e(alt)}' src='data:image/png;base64,{data}'>"
 
 
