@@ -125,6 +125,24 @@ def test_zip_plot_t_quantiles_from_df(cube):
     assert fig.get_supxlabel() == "95% t intervals"
 
 
+def test_zip_plot_of_a_cube_made_by_hand():
+    import xarray as xr
+
+    rng = np.random.default_rng(0)
+    est = rng.standard_normal((2, 50, 1))
+    cube = xr.Dataset(
+        {
+            "estimate": (("n", "replicate", "method_name"), est),
+            "se": (("n", "replicate", "method_name"), np.ones_like(est)),
+        },
+        coords={"n": [10, 20], "replicate": range(50), "method_name": ["wald"]},
+    )
+    fig = plots.zip_plot(cube, se="se", truth=0.0)
+    covers = np.abs(est[1, :, 0]) <= 1.959963984540054
+    (line,) = by_gid(fig.axes[1], "coverage")
+    assert line.get_ydata()[0] == pytest.approx(covers.mean())
+
+
 def test_nested_loop_plot_has_one_point_per_design_point_in_order(summary):
     fig = plots.nested_loop_plot(summary, "bias")
     top, loops = fig.axes

@@ -316,7 +316,23 @@ def with_mcse(value: float, mcse: float | None) -> str:
 
 
 def check_cube(cube: Any) -> xr.Dataset:
-    """The cube, or a clear error when given something else (a summary, say)."""
+    """The cube, or a clear error when given something else (a summary, say).
+
+    A cube made by hand (dims ``replicate`` and ``method_name``, no
+    ``status``) counts every task as ok.
+    """
+    if (
+        isinstance(cube, xr.Dataset)
+        and "status" not in cube.data_vars
+        and {REPLICATE, METHOD} <= {str(d) for d in cube.dims}
+    ):
+        tasks = [v for v in cube.data_vars if {REPLICATE, METHOD} <= set(cube[v].dims)]
+        if tasks:
+            common = set.intersection(*(set(cube[v].dims) for v in tasks))
+            first = cube[tasks[0]]
+            extra = {d: 0 for d in first.dims if d not in common}
+            ok = xr.full_like(first.isel(extra, drop=True), OK, dtype=np.int8)
+            return cube.assign(status=ok)
     if not isinstance(cube, xr.Dataset) or "status" not in cube.data_vars:
         raise UsageError(
             f"expected a cube (simstudy.open_results(store)), got "
