@@ -127,7 +127,7 @@ def test_latex_is_booktabs_with_value_and_mcse_in_parentheses(store, capsys):
     assert lines[0] == r"\begin{tabular}{lllrrr}"
     assert lines[1:4] == [
         r"\toprule",
-        r"n & eps & method & n & bias & mae \\",
+        r"n & eps & method & replicates & bias & mae \\",
         r"\midrule",
     ]
     assert lines[-2:] == [r"\bottomrule", r"\end{tabular}"]
@@ -141,7 +141,9 @@ def test_latex_is_booktabs_with_value_and_mcse_in_parentheses(store, capsys):
 def test_markdown_long_and_wide(store, capsys):
     assert main(["summarize", str(store), "--format", "markdown"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0].startswith("| n | eps | method | n | mean | bias | empse |")
+    assert lines[0].startswith(
+        "| n | eps | method | replicates | mean | bias | empse |"
+    )
     assert lines[1].startswith("| --- | --- | --- | ---: | ---: |")
     assert len(lines) == 2 + 4 * 2
     argv = ["summarize", str(store), "--format", "markdown", "--wide"]

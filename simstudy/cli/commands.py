@@ -369,7 +369,7 @@ def cmd_summarize(args: argparse.Namespace) -> int:
         level=args.level,
         df=_df(args.df),
         cases=args.cases,
-        measures=args.measures.split(",") if args.measures else None,
+        measures=args.measures,  # "bias, coverage": summarize splits it
     )
     if fmt == "netcdf":
         out = result.copy()

@@ -208,12 +208,8 @@ def _add_run_study(run: Any) -> None:
     )
 
 
-def _add_other(sub: Any) -> None:
-    """The commands that read a store or a study: status ... report."""
-    status = sub.add_parser("status", help="show a store's progress")
-    status.add_argument("target", help="a study file (.py) or a store (.zarr)")
-    status.add_argument("--store", help="the store, when TARGET is a study file")
-    status.add_argument("--debug", action="store_true", help="show tracebacks")
+def _add_summarize(sub: Any) -> None:
+    """`summarize`: measures, layout and format."""
     summ = sub.add_parser("summarize", help="performance measures with Monte Carlo SEs")
     summ.add_argument("store", help="the store (.zarr)")
     summ.add_argument(
@@ -261,6 +257,15 @@ def _add_other(sub: Any) -> None:
         "an output (default: normal)",
     )
     summ.add_argument("--debug", action="store_true", help="show tracebacks")
+
+
+def _add_other(sub: Any) -> None:
+    """The commands that read a store or a study: status ... report."""
+    status = sub.add_parser("status", help="show a store's progress")
+    status.add_argument("target", help="a study file (.py) or a store (.zarr)")
+    status.add_argument("--store", help="the store, when TARGET is a study file")
+    status.add_argument("--debug", action="store_true", help="show tracebacks")
+    _add_summarize(sub)
     rpl = sub.add_parser("replay", help="rerun one task here, with its streams")
     rpl.add_argument("study", help="the study file (.py)")
     rpl.add_argument(

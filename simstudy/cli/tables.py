@@ -38,6 +38,9 @@ FIXED = {
 }
 
 
+USED = "replicates"  # the long layout's count column: replicates used
+
+
 def pair(value: float, mcse: float | None) -> str:
     """``value (MCSE)``: two significant digits of the MCSE set the decimals."""
     if mcse is None or not math.isfinite(mcse) or mcse <= 0:
@@ -68,12 +71,12 @@ def _grid(
         row = rows.setdefault(key, {})
         row[r[across]] = pair(r["value"], r["mcse"])
         if not wide:
-            row["n"] = f"{r['n_ok'] - r.get('n_dropped', 0):,}"
-    head = [*keys, by, *([] if wide else ["n"]), *columns]
+            row[USED] = f"{r['n_ok'] - r.get('n_dropped', 0):,}"
+    head = [*keys, by, *([] if wide else [USED]), *columns]
     body = [
         [
             *map(str, key),
-            *([] if wide else [row["n"]]),
+            *([] if wide else [row[USED]]),
             *(row.get(c, "") for c in columns),
         ]
         for key, row in rows.items()

@@ -1,0 +1,349 @@
+"""Summarise a cube block by block: where to cut it, and one in-memory block.
+
+``by_blocks`` loads blocks of design points (and of an array output's
+elements) one at a time, at most a byte budget each, applies a function and
+joins the results; ``summarize_block`` computes every measure of one block
+for every method, group by group of methods that declare the same outputs
+(formulas in ``measures``). ``summary.summarize`` plans and calls them.
+
+Layers: imports ``measures, cube, errors`` (plus numpy, xarray).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import xarray as xr
+
+from simstudy.cube import FAILED, FIXED_VARS, METHOD, OK, PENDING
+from simstudy.cube import REPLICATE as REP
+from simstudy.errors import UsageError
+from simstudy.measures import (
+    Measure,
+    Paired,
+    Wald,
+    bias_measures,
+    custom_measures,
+    interval_measures,
+    mean_sd,
+    modelse,
+    paired_measures,
+    power,
+    share,
+)
+
+__all__ = [
+    "Group",
+    "Options",
+    "block_axes",
+    "by_blocks",
+    "planned",
+    "summarize_block",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Group:
+    """Methods that declare the same outputs, and their truth."""
+
+    names: list[str]
+    decl: dict[str, Any]
+    theta: xr.DataArray | None
+
+
+@dataclass(frozen=True, slots=True)
+class Options:
+    """What every block is summarised with."""
+
+    wald: Wald
+    cases: str
+    specs: dict[str, Measure]
+    reference: str | None
+
+
+def by_blocks(
+    cube: xr.Dataset,
+    axes: list[tuple[str, list[str]]],
+    budget: int,
+    func: Callable[[xr.Dataset, dict[str, slice]], xr.Dataset],
+) -> xr.Dataset:
+    """Apply ``func`` to blocks of the cube loaded one at a time (each at
+    most ``budget`` bytes, or one cell of ``axes``) and join the results.
+
+    ``axes`` are the dims blocks are cut along, outermost first, each as
+    (the result's dim, the cube dims sliced alike): the factors, then
+    possibly the first element dim of array outputs (an estimate and its
+    SE are cut at the same elements)."""
+    sizes = [cube.sizes[dims[0]] for _, dims in axes]
+    cells = max(1, int(np.prod(sizes)))
+    per_cell = cube.nbytes / cells
+    depth = next(
+        (d for d in range(len(axes) + 1) if np.prod(sizes[d:]) * per_cell <= budget),
+        len(axes),
+    )
+    if depth == 0:
+        return func(cube.load(), {})
+    step = max(1, int(budget // (float(np.prod(sizes[depth:])) * per_cell)))
+
+    def nest(level: int, index: dict[str, slice]) -> Any:
+        dims, size = axes[level][1], sizes[level]
+        if level == depth - 1:
+            return [
+                run({**index, **dict.fromkeys(dims, slice(i, i + step))})
+                for i in range(0, size, step)
+            ]
+        return [
+            nest(level + 1, {**index, **dict.fromkeys(dims, slice(i, i + 1))})
+            for i in range(size)
+        ]
+
+    def run(index: dict[str, slice]) -> xr.Dataset:
+        return func(cube.isel(index).load(), index)
+
+    combined: xr.Dataset = xr.combine_nested(
+        nest(0, {}),
+        concat_dim=[name for name, _ in axes[:depth]],
+        data_vars="minimal",  # counts have no element dim: not repeated
+        coords="minimal",
+        compat="override",
+        join="outer",
+        combine_attrs="override",
+    )
+    return combined
+
+
+def block_axes(
+    cube: xr.Dataset, factors: list[str], plans: list[Group]
+) -> list[tuple[str, list[str]]]:
+    """The dims to cut blocks along: the factors, then the first element
+    dim of the outputs when they all have one, of one size, and the
+    methods share the estimate's name (the summary's element dim)."""
+    axes = [(f, [f]) for f in factors]
+    base = set(cube["status"].dims)
+    first = {
+        str(v): [str(d) for d in cube[v].dims if d not in base][:1]
+        for v in cube.data_vars
+        if REP in cube[v].dims and str(v) not in FIXED_VARS
+    }
+    names = {g.decl["estimate"] for g in plans}
+    dims = [d[0] for d in first.values() if d]
+    if len(names) != 1 or not dims or len(dims) != len(first):
+        return axes
+    if len({cube.sizes[d] for d in dims}) != 1:
+        return axes
+    return [*axes, (f"{names.pop()}_dim_0", dims)]
+
+
+def summarize_block(
+    cube: xr.Dataset, index: dict[str, slice], plans: list[Group], opts: Options
+) -> xr.Dataset:
+    """Summarise one in-memory block of design points, every method."""
+    status = cube["status"]
+    factors = [str(d) for d in status.dims if d not in (REP, METHOD)]
+    task_ok = status == OK
+    ok = task_ok & task_ok.all(METHOD) if opts.cases == "complete" else task_ok
+    out: dict[str, xr.DataArray] = _counts(status, planned(cube))
+    if opts.cases == "complete":
+        out["n_dropped"] = (task_ok & ~ok).sum(REP).astype(np.int64)
+    skipped: dict[str, dict[str, str]] = {}
+    ran = status != PENDING  # tasks that finished, ok or failed
+    out.update(share("failure_rate", status == FAILED, ran))
+    if "warnings" in cube.data_vars:
+        out.update(share("warning_rate", cube["warnings"] > 0, ran))
+    else:
+        why = "the cube has no per-task warning counts (a store made before them)"
+        skipped["warning_rate"] = dict.fromkeys(map(str, cube[METHOD].values), why)
+    ref = _paired(cube, index, plans, ok, opts.reference)
+    parts = []
+    for g in plans:
+        sub = cube.sel({METHOD: g.names}) if len(plans) > 1 else cube
+        theta = None if g.theta is None else _isel(g.theta, index)
+        group_ok = ok.sel({METHOD: g.names})
+        data, why_not = _group(sub, g, theta, group_ok, opts, ref)
+        for measure, why in why_not.items():
+            skipped.setdefault(measure, {}).update(dict.fromkeys(g.names, why))
+        parts.append(data)
+    names = {k for part in parts for k in part}
+    filled = [  # a measure one group cannot compute is NaN for its methods
+        xr.Dataset(part).assign(
+            {
+                k: xr.full_like(out["n_ok"], np.nan, dtype=np.float64).sel(
+                    {METHOD: g.names}
+                )
+                for k in names - set(part)
+            }
+        )
+        for part, g in zip(parts, plans, strict=True)
+    ]
+    measures = filled[0] if len(filled) == 1 else xr.concat(filled, dim=METHOD)
+    res = xr.merge([xr.Dataset(out), measures], join="outer", compat="override")
+    order = [*factors, METHOD]
+    res = res.transpose(*order, ...)
+    n_methods = cube.sizes[METHOD]
+    res.attrs = {
+        # measure -> reason, or measure -> {method: reason} when it varies
+        "skipped": {
+            k: next(iter(v.values()))
+            if len(set(v.values())) == 1 and len(v) == n_methods
+            else v
+            for k, v in skipped.items()
+        },
+        "intervals": {m: _source(g, "ci") for g in plans for m in g.names},
+        "tests": {m: _source(g, "p") for g in plans for m in g.names},
+    }
+    return res
+
+
+def _paired(
+    cube: xr.Dataset,
+    index: Mapping[str, slice],
+    plans: list[Group],
+    ok: xr.DataArray,
+    reference: str | None,
+) -> Paired | None:
+    """The reference method's estimate (its own declared output), if any."""
+    if reference is None:
+        return None
+    g = next(g for g in plans if reference in g.names)
+    x = cube[g.decl["estimate"]].sel({METHOD: reference}, drop=True)
+    theta = None if g.theta is None else _isel(g.theta, index)
+    return Paired(reference, x, ok.sel({METHOD: reference}, drop=True), theta)
+
+
+def _source(g: Group, kind: str) -> str | None:
+    if g.decl.get(kind):
+        return f"declared: {g.decl[kind]}"
+    return None if not g.decl.get("se") else "Wald from se"
+
+
+def _isel(a: xr.DataArray, index: Mapping[str, slice]) -> xr.DataArray:
+    return a.isel({k: v for k, v in index.items() if k in a.dims})
+
+
+def _group(
+    cube: xr.Dataset,
+    g: Group,
+    theta: xr.DataArray | None,
+    ok: xr.DataArray,
+    opts: Options,
+    ref: Paired | None,
+) -> tuple[dict[str, xr.DataArray], dict[str, str]]:
+    """Measures of the methods sharing one output declaration."""
+    d, skipped = g.decl, {}
+    est = d["estimate"]
+    x = cube[est]
+    n, mean, sd = mean_sd(x, ok & np.isfinite(x))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out = {"mean": mean, "mean_mcse": sd / n**0.5, "empse": sd}
+        out["empse_mcse"] = sd / (2.0 * (n - 1.0)) ** 0.5
+    if theta is None:
+        why = f"no truth for output {est!r} (declare study.truth(...) or pass truth=)"
+        for m in ("bias", "relbias", "mse", "rmse", "mae", "coverage", "mse_ratio"):
+            skipped[m] = why
+    else:
+        out.update(bias_measures(x, ok, theta))
+    se = _aligned(cube, d.get("se"), x)
+    if se is None:
+        for m in ("modelse", "relerr_modelse"):
+            skipped[m] = "no standard-error output declared (@study.method(se=...))"
+    else:
+        out.update(modelse(se, x, ok))
+    wald = opts.wald
+    if d.get("ci"):
+        lo, hi = (_like(cube, name, x) for name in d["ci"])
+        out.update(interval_measures(lo, hi, x, ok, theta))
+    elif se is not None:
+        q = wald.quantile(1.0 - (1.0 - wald.level) / 2.0, cube)
+        out.update(interval_measures(x - q * se, x + q * se, x, ok, theta))
+    else:
+        for m in ("coverage", "becoverage", "ci_width"):
+            skipped[m] = "no interval outputs declared (@study.method(ci=(lo, hi)))"
+    if d.get("p"):
+        pv = _like(cube, d["p"], x)
+        out.update(power(pv < wald.alpha, ok, pv))
+    elif se is not None:
+        stat = (x - wald.null) / se
+        q = wald.quantile(1.0 - wald.alpha / 2.0, cube)
+        out.update(power(abs(stat) >= q, ok, stat))  # as rsimsum: reject at |z| >= q
+    else:
+        skipped["power"] = "no p-value output declared (@study.method(p=...))"
+    if ref is None:
+        for m in ("relprec", "bias_diff", "mse_ratio", "corr"):
+            skipped[m] = "no reference method (--reference / reference=)"
+    else:
+        out.update(paired_measures(x, ok, _like_ref(ref, x), theta))
+    if opts.specs:
+        values = {
+            k: _like(cube, s.output, x) if s.output else x
+            for k, s in opts.specs.items()
+        }
+        out.update(custom_measures(opts.specs, values, ok, theta))
+    return out, skipped
+
+
+def _aligned(
+    cube: xr.Dataset, name: str | None, like: xr.DataArray
+) -> xr.DataArray | None:
+    return None if name is None else _like(cube, name, like)
+
+
+def _like(cube: xr.Dataset, name: str, like: xr.DataArray) -> xr.DataArray:
+    """Output ``name`` with its own dims renamed to those of ``like`` (the
+    estimate), so an array output pairs element by element with its SE."""
+    a = cube[name]
+    if a.name == like.name:
+        return a
+    own = [d for d in a.dims if d not in like.dims]
+    extra = [d for d in like.dims if d not in a.dims]
+    if not own:
+        return a
+    shape = [a.sizes[d] for d in own]
+    if len(own) != len(extra) or shape != [like.sizes[d] for d in extra]:
+        raise UsageError(
+            f"output {name!r} has shape {tuple(shape)} per task, but the estimate "
+            f"{like.name!r} has {tuple(like.sizes[d] for d in extra)}.",
+            hint="an SE, interval bound or p-value has the estimate's shape",
+        )
+    return a.rename(dict(zip(own, extra, strict=True)))
+
+
+def _like_ref(ref: Paired, like: xr.DataArray) -> Paired:
+    """The reference's estimate with ``like``'s dim names (same shape)."""
+    own = [d for d in ref.x.dims if d not in like.dims]
+    extra = [d for d in like.dims if d not in ref.x.dims and d != METHOD]
+    if not own:
+        return ref
+    if [ref.x.sizes[d] for d in own] != [like.sizes[d] for d in extra]:
+        raise UsageError(
+            f"the reference method {ref.name!r} returns an estimate of another "
+            f"shape than {like.name!r}.",
+            hint="compare methods whose estimates have the same shape",
+        )
+    names = dict(zip(own, extra, strict=True))
+    theta = ref.theta
+    if theta is not None:
+        theta = theta.rename({k: v for k, v in names.items() if k in theta.dims})
+    return Paired(ref.name, ref.x.rename(names), ref.ok, theta)
+
+
+def _counts(status: xr.DataArray, planned: xr.DataArray) -> dict[str, xr.DataArray]:
+    """Tasks ok, failed, and pending among the ``planned`` ones."""
+    return {
+        "n_ok": (status == OK).sum(REP).astype(np.int64),
+        "n_failed": (status == FAILED).sum(REP).astype(np.int64),
+        "n_pending": ((status == PENDING) & planned).sum(REP).astype(np.int64),
+    }
+
+
+def planned(cube: xr.Dataset) -> xr.DataArray:
+    """The replicates a design point is meant to have: all of them, except
+    after a --target-mcse run, which stops each point at its own count
+    (``target_replicates``); replicates past it are not pending work."""
+    reps = cube[REP]
+    if "target_replicates" not in cube.data_vars:
+        return xr.ones_like(reps, dtype=bool)
+    target = cube["target_replicates"]
+    return (reps < target) | (target == 0)
