@@ -4,7 +4,8 @@ Public API: :class:`Study`, :func:`load_study`, :func:`run`,
 :func:`open_results`, :func:`summarize`, :func:`replay`, :func:`verify`,
 :func:`write_report` and the error classes. Everything else is internal.
 Heavy names are resolved lazily so ``import simstudy.batch`` on a worker
-stays light.
+stays light; so is the figures subpackage ``simstudy.plots`` (matplotlib),
+imported on first use of ``simstudy.plots``.
 """
 
 from __future__ import annotations
@@ -64,6 +65,10 @@ def __getattr__(name: str) -> Any:
         from simstudy import debugging
 
         return getattr(debugging, name)
+    if name == "plots":  # a subpackage (matplotlib): loaded on first use
+        import simstudy.plots
+
+        return simstudy.plots
     if name == "write_report":
         from simstudy.report import write_report
 

@@ -1,46 +1,92 @@
-"""A self-contained HTML report of a store: study, measures, plots, timeline.
+"""A self-contained HTML report of a store: study, measures, figures, timeline.
 
-One file, no scripts, no network: plots are inline SVG drawn here (no
-plotting library needed), styles are inline. Open it in any browser.
+One file, no scripts, no network: the figures are ``simstudy.plots``
+figures embedded inline (SVG for measures, PNG in ``data:`` URIs for plots
+of every replicate), styles are inline. Open it in any browser. The report
+stays bounded for any number of design points: one nested-loop plot per
+measure, and zip / distribution plots for at most a few design points.
 
-Layers: imports ``store, summary, errors`` (and numpy, xarray).
+Layers: imports ``plots, store, summary, errors`` (and numpy, xarray;
+matplotlib through ``plots``).
 """
 
 from __future__ import annotations
 
+import base64
 import html
-import itertools
+import inspect
+import io
 import json
 import os
+import re
+from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import xarray as xr
 
 from simstudy.cube import METHOD
+from simstudy.errors import UsageError
 from simstudy.store import open_results, read_failures, read_warnings
 from simstudy.summary import MEASURES, RESERVED, summarize, to_records
 
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
 __all__ = ["write_report"]
 
-COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#17becf"]
 STYLE = """
-body{font:14px/1.45 system-ui,sans-serif;margin:2em auto;max-width:1100px;color:#222}
+body{font:14px/1.45 system-ui,sans-serif;margin:2em auto;max-width:1160px;color:#222;
+padding:0 1em}
 h1{font-size:1.6em}h2{margin-top:2em;border-bottom:1px solid #ccc}
 table{border-collapse:collapse;margin:.5em 0;font-size:13px}
 td,th{border:1px solid #ddd;padding:2px 6px;text-align:right}
+td[rowspan]{vertical-align:top}
+summary{cursor:pointer;color:#445}
+table.measures td,table.measures th{white-space:nowrap;padding:1px 5px}
+table.measures{font-size:12px}
 th{background:#f4f4f4}td.l,th.l{text-align:left}
-.grid{display:flex;flex-wrap:wrap;gap:8px}.muted{color:#777}
-svg text{font:11px system-ui,sans-serif}
+td{font-variant-numeric:tabular-nums}
+.scroll{overflow-x:auto;max-width:100%}
+.grid{display:flex;flex-wrap:wrap;gap:12px}.muted{color:#777}
+figure{margin:0}figure svg,figure img{max-width:100%;height:auto}
+svg.tl text{font:11px system-ui,sans-serif}
 """
+# the measures table, split so that no table is wider than the page
+TABLES = (
+    ("Bias and precision", ("mean", "bias", "relbias", "empse", "mse", "rmse", "mae")),
+    (
+        "Model SE, intervals and tests",
+        ("modelse", "relerr_modelse", "coverage", "becoverage", "ci_width", "power"),
+    ),
+    ("Against the reference method", ("relprec", "bias_diff", "mse_ratio", "corr")),
+    ("Failures and warnings", ("failure_rate", "warning_rate")),
+)
+LONG_TABLE = 60  # rows; a longer table is folded (an HTML <details>, no script)
+# measures whose values compare on one scale: their figures share a y range
+SHARED = (("coverage", "becoverage"),)
+# replicate-level figures show at most this many design points, spread out
+MOST_ZIP, MOST_BOXES = 4, 8
 
 
-def write_report(store: str | os.PathLike[str], output: str | os.PathLike[str]) -> Path:
-    """Write the HTML report of ``store`` to ``output``; return its path."""
+def write_report(
+    store: str | os.PathLike[str],
+    output: str | os.PathLike[str],
+    *,
+    reference: str | None = None,
+    alpha: float = 0.05,
+    cases: str | None = None,
+) -> Path:
+    """Write the HTML report of ``store`` to ``output``; return its path.
+
+    ``reference`` (a method: relative precision and paired measures),
+    ``alpha`` (rejection level) and ``cases`` (``"available"`` or
+    ``"complete"`` replicates) are passed to ``simstudy.summarize``.
+    """
     cube = open_results(store)
     meta = cube.attrs["simstudy"]
-    summary = summarize(cube)
+    summary = summarize(cube, **_summary_options(reference, alpha, cases))
     records = to_records(summary)
     failures = read_failures(store)
     parts = [
@@ -52,7 +98,8 @@ def write_report(store: str | os.PathLike[str], output: str | os.PathLike[str]) 
         f"<h1>Simulation study <i>{_e(meta['study'])}</i></h1>",
         _study_section(cube, meta),
         _measures_table(records, summary),
-        _plots(summary),
+        _measure_figures(summary),
+        _replicate_figures(cube),
         _timeline(cube, meta),
         _failures_section(failures, cube),
         _warnings_section(read_warnings(store), cube),
@@ -62,6 +109,20 @@ def write_report(store: str | os.PathLike[str], output: str | os.PathLike[str]) 
     path.write_text("\n".join(parts), encoding="utf-8")
     cube.close()
     return path
+
+
+def _summary_options(
+    reference: str | None, alpha: float, cases: str | None
+) -> dict[str, Any]:
+    options: dict[str, Any] = {"reference": reference, "alpha": alpha}
+    if cases is not None:
+        if "cases" not in inspect.signature(summarize).parameters:
+            raise UsageError(
+                "this version of summarize cannot choose cases",
+                hint="leave out --cases",
+            )
+        options["cases"] = cases
+    return options
 
 
 def _e(x: Any) -> str:
@@ -109,150 +170,268 @@ def _study_section(cube: xr.Dataset, meta: dict[str, Any]) -> str:
 
 
 def _shown(summary: xr.Dataset) -> list[str]:
-    """The measures with at least one value (relbias is NaN when truth is 0)."""
-    return [
-        m
-        for m in MEASURES
-        if m in summary.data_vars and bool(np.isfinite(summary[m].values).any())
+    """The measures worth showing: some finite value, and for failure and
+    warning rates some nonzero one (an all-zero panel says nothing)."""
+    known = [m for m in MEASURES if m in summary.data_vars]
+    extra = [
+        str(v)
+        for v in summary.data_vars
+        if str(v) not in known
+        and not str(v).endswith("_mcse")
+        and str(v) not in ("n_ok", "n_failed", "n_pending", "n_dropped")
+        and np.issubdtype(summary[v].dtype, np.floating)
     ]
+    shown = []
+    for m in [*known, *extra]:
+        values = np.asarray(summary[m].values, dtype=float)
+        if not np.isfinite(values).any():
+            continue
+        if m.endswith("_rate") and not np.nan_to_num(values).any():
+            continue
+        shown.append(m)
+    return shown
 
 
 def _measures_table(records: list[dict[str, Any]], summary: xr.Dataset) -> str:
+    """One row per design point and method; each cell ``value (MCSE)`` with
+    as many decimals as the MCSE supports."""
+    from simstudy.plots.common import with_mcse
+
     present = _shown(summary)
     fixed = {"method", "measure", "value", "mcse", *RESERVED}
     cells: dict[tuple[str, str], dict[str, str]] = {}
     counts: dict[tuple[str, str], int] = {}
     for r in records:
-        point = ", ".join(f"{k}={v}" for k, v in r.items() if k not in fixed)
+        point = ", ".join(f"{k}={v}" for k, v in r.items() if k not in fixed) or "all"
         key = (point, r["method"])
-        mcse = (
-            "" if r["mcse"] is None else f" <span class=muted>± {r['mcse']:.3g}</span>"
-        )
-        cells.setdefault(key, {})[r["measure"]] = f"{r['value']:.4g}{mcse}"
+        cells.setdefault(key, {})[r["measure"]] = with_mcse(r["value"], r["mcse"])
         counts[key] = r["n_ok"]
-    head = "".join(f"<th>{_e(m)}</th>" for m in present)
-    body = "".join(
-        f"<tr><td class=l>{_e(p)}</td><td class=l>{_e(m)}</td><td>{counts[(p, m)]:,}</td>"
-        + "".join(f"<td>{cells[(p, m)].get(x, '')}</td>" for x in present)
-        + "</tr>"
-        for p, m in cells
+    tables = "".join(
+        _table(title, [m for m in present if m in group], cells, counts)
+        for title, group in TABLES
+    )
+    tables += _table(
+        "Other measures",
+        [m for m in present if not any(m in g for _, g in TABLES)],
+        cells,
+        counts,
     )
     skipped = summary.attrs.get("skipped", {})
     notes = "".join(
-        f"<li><b>{_e(k)}</b>: {_e(v if isinstance(v, str) else json.dumps(v))}</li>"
+        f"<li><b>{_e(k)}</b>: "
+        + _e(v if isinstance(v, str) else "; ".join(f"{m}: {w}" for m, w in v.items()))
+        + "</li>"
         for k, v in skipped.items()
     )
+    settings = ", ".join(
+        f"{k} = {_e(v)}"
+        for k, v in summary.attrs.items()
+        if k in ("level", "alpha", "reference", "cases") and v is not None
+    )
+    if "n_dropped" in summary.data_vars:
+        dropped = int(summary["n_dropped"].sum())
+        settings += (
+            f" (complete cases: {dropped:,} ok tasks left out because another "
+            "method failed in their replicate)"
+        )
     return (
-        "<h2>Performance measures (± Monte Carlo SE)</h2>"
-        f"<table><tr><th class=l>design point</th><th class=l>method</th>"
-        f"<th>n ok</th>{head}</tr>{body}</table>"
-        + (f"<p>Not computed:</p><ul>{notes}</ul>" if notes else "")
-    )
-
-
-def _plots(summary: xr.Dataset) -> str:
-    """Each measure against each factor, one line per method, ±2 MCSE bars;
-    one panel per combination of the other factors' levels. An array
-    output's extra dims are drawn like factors."""
-    summary = xr.broadcast(summary)[0]
-    factors = [str(d) for d in summary["n_ok"].dims if d != METHOD]
-    methods = [str(m) for m in summary[METHOD].values]
-    legend = " ".join(
-        f"<span style='color:{COLORS[i % len(COLORS)]}'>&#9632; {_e(m)}</span>"
-        for i, m in enumerate(methods)
-    )
-    out = [
-        (
-            f"<h2>Measures against factors</h2><p>{legend} "
-            "<span class=muted>(bars: ±2 MCSE)</span></p>"
+        "<h2>Performance measures: value (Monte Carlo SE)</h2>"
+        f"<p class=muted>Digits follow each MCSE. {settings}.</p>{tables}"
+        + (
+            f"<details><summary>Not computed: {len(skipped)} measure(s), "
+            f"and why</summary><ul>{notes}</ul></details>"
+            if notes
+            else ""
         )
-    ]
-    for measure in _shown(summary):
-        for f in factors:
-            others = [g for g in factors if g != f]
-            panels = []
-            for combo in itertools.product(*(summary[g].values for g in others)):
-                where = dict(zip(others, combo, strict=True))
-                sel = summary.sel(where) if where else summary
-                title = ", ".join(f"{g}={v}" for g, v in where.items())
-                panels.append(_line_panel(sel, measure, f, methods, title))
-            out.append(
-                f"<h3>{_e(measure)} by {_e(f)}</h3><div class=grid>"
-                + "".join(panels)
-                + "</div>"
-            )
-    return "".join(out)
+    )
 
 
-def _line_panel(
-    sel: xr.Dataset, measure: str, factor: str, methods: list[str], title: str
+def _table(
+    title: str,
+    measures: list[str],
+    cells: dict[tuple[str, str], dict[str, str]],
+    counts: dict[tuple[str, str], int],
 ) -> str:
-    w, h, left, right, top, bottom = 300, 190, 52, 10, 22, 30
-    levels = list(sel[factor].values)
-    y = sel[measure].transpose(factor, METHOD).values.astype(float)
-    mcse_name = f"{measure}_mcse"
-    e = (
-        sel[mcse_name].transpose(factor, METHOD).values.astype(float)
-        if mcse_name in sel
-        else np.zeros_like(y)
-    )
-    e = np.nan_to_num(e)
-    if not np.isfinite(y).any():
+    """One table of some measures: a row per method, design points spanning
+    their methods' rows."""
+    if not measures:
         return ""
-    lo, hi = np.nanmin(y - 2 * e), np.nanmax(y + 2 * e)
-    if hi == lo:
-        lo, hi = lo - 1, hi + 1
-    pad = (hi - lo) * 0.08
-    lo, hi = lo - pad, hi + pad
-    nx = len(levels)
-
-    def px(i: float) -> float:
-        return left + (i + 0.5) * (w - left - right) / nx
-
-    def py(v: float) -> float:
-        return float(top + (hi - v) * (h - top - bottom) / (hi - lo))
-
-    parts = [
-        (
-            f"<svg width={w} height={h} viewBox='0 0 {w} {h}' role=img>"
-            f"<rect x={left} y={top} width={w - left - right} height={h - top - bottom} "
-            "fill='#fafafa' stroke='#ccc'/>"
-        ),
-        f"<text x={w / 2} y=14 text-anchor=middle>{_e(title or measure)}</text>",
-    ]
-    parts += [
-        f"<text x={left - 4} y={py(t) + 4:.1f} text-anchor=end>{t:.3g}</text>"
-        f"<line x1={left} x2={w - right} y1={py(t):.1f} y2={py(t):.1f} "
-        "stroke='#eee'/>"
-        for t in np.linspace(lo + pad, hi - pad, 4)
-    ]
-    for i, lv in enumerate(levels):
-        parts.append(
-            f"<text x={px(i):.1f} y={h - 12} text-anchor=middle>{_e(lv)}</text>"
+    head = "".join(f"<th>{_e(m)}</th>" for m in measures)
+    kept = {k: row for k, row in cells.items() if any(x in row for x in measures)}
+    spans = Counter(p for p, _ in kept)
+    rows = []
+    previous = None
+    for (p, m), row in kept.items():
+        first = f"<td class=l rowspan={spans[p]}>{_e(p)}</td>" if p != previous else ""
+        previous = p
+        rows.append(
+            f"<tr>{first}<td class=l>{_e(m)}</td><td>{counts[(p, m)]:,}</td>"
+            + "".join(f"<td>{_e(row.get(x, ''))}</td>" for x in measures)
+            + "</tr>"
         )
-    parts.append(
-        f"<text x={w / 2} y={h - 1} text-anchor=middle class=muted>{_e(factor)}</text>"
+    table = (
+        "<div class=scroll><table class=measures><tr>"
+        f"<th class=l>design point</th><th class=l>method</th><th>n ok</th>{head}"
+        f"</tr>{''.join(rows)}</table></div>"
     )
-    for j, _m in enumerate(methods):
-        color = COLORS[j % len(COLORS)]
-        shift = (j - (len(methods) - 1) / 2) * 4  # so bars do not hide each other
-        pts = [(px(i) + shift, py(y[i, j])) for i in range(nx) if np.isfinite(y[i, j])]
-        if len(pts) > 1:
-            d = " ".join(f"{a:.1f},{b:.1f}" for a, b in pts)
-            parts.append(
-                f"<polyline points='{d}' fill='none' stroke='{color}' stroke-width='1.5'/>"
+    if len(rows) > LONG_TABLE:  # the figures give the overview; rows on demand
+        return (
+            f"<h3>{_e(title)}</h3><details><summary>{len(rows):,} rows "
+            f"({len(spans):,} design points): show</summary>{table}</details>"
+        )
+    return f"<h3>{_e(title)}</h3>{table}"
+
+
+def _svg(fig: Figure, salt: str) -> str:
+    """The figure as inline SVG: text kept as text, ids unique per figure."""
+    import matplotlib
+
+    buf = io.StringIO()
+    with matplotlib.rc_context({"svg.fonttype": "none", "svg.hashsalt": salt}):
+        fig.savefig(buf, format="svg", metadata={"Date": None})
+    text = buf.getvalue()
+    text = text[text.index("<svg") :]
+    # inline SVG in HTML needs no namespaces or RDF metadata: drop every URL
+    text = re.sub(r"<metadata>.*?</metadata>", "", text, flags=re.DOTALL)
+    return re.sub(r'\s+xmlns(:\w+)?="[^"]*"', "", text)
+
+
+def _png(fig: Figure, alt: str, dpi: int = 96) -> str:
+    """The figure as a PNG in a ``data:`` URI (for thousands of marks)."""
+    from PIL import Image  # pillow comes with matplotlib
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi)
+    buf.seek(0)
+    with Image.open(buf) as image:  # a 256-colour palette: a third of the bytes
+        small = image.convert("RGB").quantize(colors=256, dither=Image.Dither.NONE)
+    out = io.BytesIO()
+    small.save(out, format="PNG", optimize=True)
+    data = base64.b64encode(out.getvalue()).decode("ascii")
+    return f"<img alt='{_e(alt)}' src='data:image/png;base64,{data}'>"
+
+
+def _shared_limits(
+    summary: xr.Dataset, shown: list[str]
+) -> dict[str, tuple[float, float]]:
+    """One y range for measures that compare (coverage and BE coverage)."""
+    from simstudy.plots.common import reference_value
+
+    limits = {}
+    for group in SHARED:
+        members = [m for m in group if m in shown]
+        if len(members) < 2:
+            continue
+        values = []
+        for m in members:
+            v = np.asarray(summary[m].values, dtype=float)
+            e = np.asarray(summary.get(f"{m}_mcse", 0 * summary[m]).values, dtype=float)
+            values += [v - 1.96 * np.nan_to_num(e), v + 1.96 * np.nan_to_num(e)]
+            ref = reference_value(m, summary.attrs)
+            if ref is not None:
+                values.append(np.array([ref]))
+        finite = np.concatenate([x.ravel() for x in values])
+        finite = finite[np.isfinite(finite)]
+        lo, hi = float(finite.min()), float(finite.max())
+        pad = 0.05 * (hi - lo or 1.0)
+        limits.update(dict.fromkeys(members, (lo - pad, hi + pad)))
+    return limits
+
+
+def _measure_figures(summary: xr.Dataset) -> str:
+    """One figure per measure, every design point and method in it: a
+    nested-loop plot (or a lollipop plot for a single design point)."""
+    from simstudy.plots import lollipop_plot, nested_loop_plot
+
+    shown = _shown(summary)
+    for implied, by in (("mean", "bias"), ("mse", "rmse")):  # same picture twice
+        if implied in shown and by in shown:
+            shown.remove(implied)
+    limits = _shared_limits(summary, shown)
+    figures = []
+    for k, measure in enumerate(shown):
+        loops = [d for d in summary[measure].dims if d != METHOD]
+        if loops:
+            fig = nested_loop_plot(
+                summary,
+                measure,
+                ylim=limits.get(measure),
+                size=(5.3, 3.3 + 0.25 * len(loops)),
             )
-        for i in range(nx):
-            if not np.isfinite(y[i, j]):
-                continue
-            x0 = px(i) + shift
-            parts.append(
-                f"<line x1={x0:.1f} x2={x0:.1f} y1={py(y[i, j] - 2 * e[i, j]):.1f} "
-                f"y2={py(y[i, j] + 2 * e[i, j]):.1f} stroke='{color}'/>"
-                f"<circle cx={x0:.1f} cy={py(y[i, j]):.1f} r=2.5 fill='{color}'/>"
+        else:
+            fig = lollipop_plot(
+                summary, measure, size=(5.3, 1.4 + 0.3 * summary.sizes[METHOD])
             )
-    parts.append("</svg>")
-    return "".join(parts)
+        figures.append(f"<figure>{_svg(fig, f'm{k}')}</figure>")
+    kind = (
+        "nested-loop plots: design points in order, the factors' levels stepping "
+        "underneath"
+        if any(d != METHOD for d in summary.dims)
+        else "one design point"
+    )
+    return (
+        "<h2>Measures against factors</h2>"
+        f"<p class=muted>{kind}; bands and bars: ± 1.96 MCSE; dotted: the "
+        "reference (0 for bias, the level for coverage, alpha for rejection).</p>"
+        f"<div class=grid>{''.join(figures)}</div>"
+    )
+
+
+def _spread(grid: list[dict[str, Any]], most: int) -> list[dict[str, Any]]:
+    """At most ``most`` design points, evenly spread over the grid."""
+    if len(grid) <= most:
+        return grid
+    picks = np.unique(np.linspace(0, len(grid) - 1, most).round().astype(int))
+    return [grid[int(i)] for i in picks]
+
+
+def _which(picked: list[dict[str, Any]], grid: list[dict[str, Any]]) -> str:
+    if len(picked) == len(grid):
+        return "every design point"
+    return f"{len(picked)} of {len(grid)} design points"
+
+
+def _replicate_figures(cube: xr.Dataset) -> str:
+    """Zip plots of the interval methods and the estimates' distributions,
+    for a few design points spread over the grid."""
+    from simstudy.plots import distribution_plot, zip_plot
+    from simstudy.plots.common import declared, design_points, factors_of, output_dims
+
+    factors = factors_of(cube)
+    grid = design_points(cube, factors)
+    picked, boxes = _spread(grid, MOST_ZIP), _spread(grid, MOST_BOXES)
+    methods = [str(m) for m in cube[METHOD].values]
+    scalar = [
+        m
+        for m in methods
+        if declared(cube, m)["estimate"] in cube.data_vars
+        and not output_dims(cube, declared(cube, m)["estimate"])
+    ]
+    out = []
+    interval = [m for m in scalar if {"se", "ci"} & set(declared(cube, m))]
+    if interval:
+        try:
+            fig = zip_plot(cube, methods=interval, points=picked)
+        except UsageError as e:  # e.g. no truth: the zip plot needs one
+            out.append(f"<h2>Zip plots</h2><p class=muted>Not drawn: {_e(e)}.</p>")
+        else:
+            out.append(
+                f"<h2>Zip plots of the interval methods ({_which(picked, grid)})</h2>"
+                "<p class=muted>Each replicate's interval at its centile of "
+                "|estimate &minus; truth| / SE; orange: it misses the truth. Solid "
+                "line: coverage, dashed: its Monte Carlo 95% interval, dotted: "
+                "the nominal level (Morris et al. 2019).</p>"
+                f"<figure>{_png(fig, 'zip plots')}</figure>"
+            )
+    if scalar:
+        fig = distribution_plot(cube, methods=scalar, points=boxes)
+        out.append(
+            f"<h2>Estimates by method ({_which(boxes, grid)})</h2>"
+            "<p class=muted>Box: quartiles and median; whiskers: 1.5 IQR; "
+            "dotted: the truth.</p>"
+            f"<figure>{_png(fig, 'distributions of the estimates')}</figure>"
+        )
+    return "".join(out)
 
 
 def _timeline(cube: xr.Dataset, meta: dict[str, Any]) -> str:
@@ -269,7 +448,9 @@ def _timeline(cube: xr.Dataset, meta: dict[str, Any]) -> str:
     ids = sorted(int(i) for i in np.unique(worker[done]))
     w, row, left = 1000, 18, 150
     height = row * len(ids) + 30
-    parts = [f"<svg width={w} height={height} viewBox='0 0 {w} {height}' role=img>"]
+    parts = [
+        f"<svg class=tl width={w} height={height} viewBox='0 0 {w} {height}' role=img>"
+    ]
     gap = span / 2000  # tasks closer than this are drawn as one busy stretch
     for k, wid in enumerate(ids):
         m = done & (worker == wid)

@@ -291,3 +291,33 @@ def test_analysis_worked_example_matches_a_hand_computation(
     latex = capsys.readouterr().out
     assert latex.startswith("\\begin{tabular}")
     assert "\\bottomrule" in latex
+
+
+def test_plots_doc_examples_run_on_small_stores(tmp_path, monkeypatch):
+    """Every python block of docs/plots.md runs, in order, on small runs of
+    the two example studies it uses, and each figure it makes saves."""
+    from matplotlib.figure import Figure
+
+    for name, replicates in (
+        ("intervals", "replicates=1000"),
+        ("location", "replicates=2000"),
+    ):
+        source = (ROOT / "studies" / f"{name}.py").read_text()
+        assert replicates in source
+        path = tmp_path / f"{name}.py"
+        path.write_text(source.replace(replicates, "replicates=12"))
+        simstudy.run(path, store=tmp_path / f"{name}.zarr", scheduler="synchronous")
+    monkeypatch.chdir(tmp_path)
+    text = (ROOT / "docs" / "plots.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", text, re.DOTALL)
+    assert len(blocks) >= 8
+    namespace: dict[str, object] = {"__name__": "__doc__"}
+    for block in blocks:
+        exec(compile(block, "docs/plots.md", "exec"), namespace)  # noqa: S102 (runs the doc's examples)
+        assert isinstance(namespace.get("fig", Figure()), Figure)
+    for image in re.findall(r"\]\((img/[^)]+)\)", text):
+        path = ROOT / "docs" / image
+        assert path.exists(), image
+        assert path.stat().st_size < 160_000, image  # pictures stay small
+    assert (tmp_path / "zip.png").exists()
+    assert (tmp_path / "bias.png").exists()

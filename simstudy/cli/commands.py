@@ -327,7 +327,18 @@ def cmd_report(args: argparse.Namespace) -> int:
             f"cannot write {target}: directory {target.parent} does not exist.",
             hint="create it first or choose another -o",
         )
-    path = write_report(args.store, target)
+    if not 0 < args.alpha < 1:
+        raise UsageError(
+            f"--alpha must be between 0 and 1, got {args.alpha}.",
+            hint="write --alpha 0.05",
+        )
+    path = write_report(
+        args.store,
+        target,
+        reference=args.reference,
+        alpha=args.alpha,
+        cases=args.cases,
+    )
     print(f"wrote {path} ({path.stat().st_size / 1024:,.0f} kB); open it in a browser")
     return EXIT_OK
 

@@ -311,4 +311,17 @@ def _add_other(sub: Any) -> None:
     rep.add_argument(
         "-o", "--output", default="report.html", help="the HTML file (report.html)"
     )
+    rep.add_argument(
+        "--reference", help="method for relative precision and paired measures"
+    )
+    rep.add_argument(
+        "--alpha", type=float, default=0.05, help="test level for rejection (0.05)"
+    )
+    rep.add_argument(
+        "--cases",
+        choices=["available", "complete"],
+        default=None,
+        help="replicates per method: each method's own ok ones (available, the "
+        "default) or only those where every method is ok (complete)",
+    )
     rep.add_argument("--debug", action="store_true", help="show tracebacks")

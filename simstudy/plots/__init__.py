@@ -1,0 +1,37 @@
+"""Figures of a study for papers and reports: each function returns a
+``matplotlib.figure.Figure`` to restyle (``fig.axes``) and save
+(``fig.savefig("fig.pdf")``).
+
+From a cube (``simstudy.open_results(store)``), replicate by replicate:
+:func:`zip_plot`, :func:`scatter_plot`, :func:`bland_altman_plot`,
+:func:`distribution_plot`. From a summary (``simstudy.summarize(cube)``),
+measure by measure: :func:`nested_loop_plot`, :func:`lollipop_plot`,
+:func:`heatmap`.
+
+Figures use matplotlib's Agg canvas directly (no pyplot, no GUI backend,
+no global state). ``import simstudy`` does not import this package.
+
+Layers: ``plots`` sits under ``report`` and above ``summary``; it reads
+cubes and summaries it is given (imports ``cube`` and ``errors``) and never
+imports ``store``, ``runner`` or ``executors`` (an import-linter contract).
+"""
+
+from __future__ import annotations
+
+from simstudy.plots.measures import heatmap, lollipop_plot, nested_loop_plot
+from simstudy.plots.replicates import (
+    bland_altman_plot,
+    distribution_plot,
+    scatter_plot,
+)
+from simstudy.plots.zip import zip_plot
+
+__all__ = [
+    "bland_altman_plot",
+    "distribution_plot",
+    "heatmap",
+    "lollipop_plot",
+    "nested_loop_plot",
+    "scatter_plot",
+    "zip_plot",
+]

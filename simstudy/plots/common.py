@@ -1,0 +1,384 @@
+"""What every plot shares: the figure, checks of its arguments, design points.
+
+A figure is a plain ``matplotlib.figure.Figure`` with the Agg canvas and a
+constrained layout (labels are never clipped); no pyplot, so no GUI backend
+and no global state. Checks raise ``UsageError`` naming what was given and
+what is available.
+
+Layers: imports ``cube, errors`` (plus numpy, xarray, matplotlib).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import xarray as xr
+from matplotlib.axes import Axes
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from simstudy.cube import METHOD, OK, REPLICATE
+from simstudy.errors import UsageError
+
+__all__ = [
+    "COLORS",
+    "Point",
+    "Points",
+    "check_cube",
+    "check_measure",
+    "check_methods",
+    "choose_points",
+    "decimals_for",
+    "declared",
+    "design_points",
+    "factors_of",
+    "grid_shape",
+    "label",
+    "measures_of",
+    "new_figure",
+    "ok_values",
+    "output_dims",
+    "output_name",
+    "plain_ticks",
+    "read_points",
+    "reference_value",
+    "select_points",
+    "truth_at",
+    "with_mcse",
+]
+
+# Okabe-Ito: distinguishable for colour-blind readers and in greyscale print
+COLORS = (
+    "#0072B2",
+    "#D55E00",
+    "#009E73",
+    "#CC79A7",
+    "#E69F00",
+    "#56B4E9",
+    "#000000",
+    "#F0E442",
+)
+
+Point = dict[str, Any]
+Points = Mapping[str, Any] | Sequence[Mapping[str, Any]] | None
+
+# measure -> where its reference line goes: a number, or the summary
+# attribute holding it ("level" for coverage, "alpha" for rejection)
+REFERENCES: dict[str, float | str] = {
+    "bias": 0.0,
+    "relbias": 0.0,
+    "relerr_modelse": 0.0,
+    "relprec": 0.0,
+    "coverage": "level",
+    "becoverage": "level",
+    "power": "alpha",
+    "bias_diff": 0.0,
+    "mse_ratio": 1.0,
+    "failure_rate": 0.0,
+    "warning_rate": 0.0,
+}
+COUNTS = ("n_ok", "n_failed", "n_pending", "n_dropped")
+
+
+def new_figure(width: float, height: float, dpi: float = 100) -> Figure:
+    """A Figure on the Agg canvas with a constrained layout."""
+    fig = Figure(figsize=(width, height), dpi=dpi, layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def measures_of(summary: xr.Dataset) -> list[str]:
+    """The measures a summary holds (not their MCSEs, not the counts)."""
+    return [
+        str(v)
+        for v in summary.data_vars
+        if not str(v).endswith("_mcse") and str(v) not in COUNTS
+    ]
+
+
+def check_measure(summary: xr.Dataset, measure: str) -> xr.DataArray:
+    """The measure's values; a clear error naming the available ones."""
+    given: Any = summary  # callers may pass anything; say what it was
+    if (
+        not isinstance(given, xr.Dataset)
+        or METHOD not in given.dims
+        or REPLICATE in given.dims
+    ):
+        what = "a cube" if REPLICATE in getattr(given, "dims", ()) else "it"
+        raise UsageError(
+            f"expected a summary (an xarray Dataset with a {METHOD!r} dimension "
+            f"and no {REPLICATE!r}), got {type(given).__name__}; {what} is not one",
+            hint="pass simstudy.summarize(cube)",
+        )
+    available = measures_of(summary)
+    if measure not in available:
+        skipped = summary.attrs.get("skipped", {})
+        why = (
+            f" ({measure} was skipped: {skipped[measure]})"
+            if measure in skipped
+            else ""
+        )
+        raise UsageError(
+            f"unknown measure {measure!r}{why}; this summary has: "
+            f"{', '.join(available)}",
+            hint="pick one of those names, e.g. 'bias' or 'coverage'",
+        )
+    return summary[measure]
+
+
+def check_methods(
+    data: xr.Dataset, methods: str | Sequence[str] | None, *, least: int = 1
+) -> list[str]:
+    """The methods asked for (all when None), each one known."""
+    known = [str(m) for m in data[METHOD].values]
+    if methods is None:
+        chosen = known
+    else:
+        chosen = [methods] if isinstance(methods, str) else [str(m) for m in methods]
+    for m in chosen:
+        if m not in known:
+            raise UsageError(
+                f"unknown method {m!r}; the methods are: {', '.join(known)}",
+                hint="pass methods= with some of those names",
+            )
+    if len(chosen) < least:
+        raise UsageError(
+            f"this plot compares methods: it needs at least {least}, got "
+            f"{len(chosen)} ({', '.join(chosen) or 'none'})",
+            hint=f"pass methods= with {least} or more of: {', '.join(known)}",
+        )
+    return chosen
+
+
+def factors_of(data: xr.Dataset | xr.DataArray) -> list[str]:
+    """The design factors: the dims that are neither replicate nor method."""
+    order = data.attrs.get("simstudy", {}).get("factor_order")
+    if order:
+        return [str(f) for f in order]
+    dims = data.dims if isinstance(data, xr.DataArray) else data["status"].dims
+    return [str(d) for d in dims if d not in (REPLICATE, METHOD)]
+
+
+def output_dims(cube: xr.Dataset, output: str) -> list[str]:
+    """The extra dims of an array output (empty for a number)."""
+    factors = set(factors_of(cube))
+    return [str(d) for d in cube[output].dims if d not in {REPLICATE, METHOD} | factors]
+
+
+def select_points(
+    data: xr.Dataset, points: Mapping[str, Any] | None, factors: Sequence[str]
+) -> xr.Dataset:
+    """``data`` restricted to the levels in ``points`` (a level or a list)."""
+    if not points:
+        return data
+    where: dict[str, list[Any]] = {}
+    for f, want in points.items():
+        if f not in factors:
+            raise UsageError(
+                f"unknown factor {f!r} in points=; the factors are: "
+                f"{', '.join(factors) or 'none'}",
+                hint="write points={'factor': level} with one of those factors",
+            )
+        levels = list(data[f].values.tolist())
+        wanted = list(want) if isinstance(want, list | tuple) else [want]
+        for v in wanted:
+            if v not in levels:
+                raise UsageError(
+                    f"factor {f!r} has no level {v!r}; its levels are: {levels}",
+                    hint="pick levels from that list",
+                )
+        where[f] = wanted
+    return data.sel(where)
+
+
+def choose_points(
+    data: xr.Dataset, points: Points, factors: Sequence[str]
+) -> tuple[xr.Dataset, list[Point]]:
+    """The design points asked for and ``data`` cut down to them.
+
+    ``points`` is None (all), a mapping of levels (``{"n": [20, 100]}``: every
+    point with those levels) or a list of design points (each a mapping of
+    every factor to a level), kept in the order given.
+    """
+    if points is None or isinstance(points, Mapping):
+        data = select_points(data, points, factors)
+        return data, design_points(data, factors)
+    chosen = [dict(p) for p in points]
+    for p in chosen:
+        if sorted(p) != sorted(factors):
+            raise UsageError(
+                f"a design point in points= must give every factor a level: got "
+                f"{p!r}, the factors are: {', '.join(factors)}",
+                hint="write points=[{"
+                + ", ".join(f"{f!r}: ..." for f in factors)
+                + "}]",
+            )
+    levels = {f: list(dict.fromkeys(p[f] for p in chosen)) for f in factors}
+    data = select_points(data, levels, factors)
+    return data, [{f: p[f] for f in factors} for p in chosen]
+
+
+def design_points(
+    data: xr.Dataset | xr.DataArray, factors: Sequence[str]
+) -> list[Point]:
+    """Every design point of ``data`` in grid order (first factor slowest)."""
+    levels = [list(data[f].values.tolist()) for f in factors]
+    return [
+        dict(zip(factors, combo, strict=True)) for combo in itertools.product(*levels)
+    ]
+
+
+def label(point: Mapping[str, Any]) -> str:
+    """``n=20, eps=0.1`` (or ``all`` for a study without factors)."""
+    return ", ".join(f"{k}={v}" for k, v in point.items()) or "all"
+
+
+def declared(cube: xr.Dataset, method: str) -> dict[str, Any]:
+    """A method's declared outputs: estimate, and se / ci / p when declared."""
+    meta = cube.attrs.get("simstudy", {})
+    stored = meta.get("measures", {}) if isinstance(meta, Mapping) else {}
+    d = {k: v for k, v in dict(stored.get(method, {})).items() if v is not None}
+    if "estimate" not in d:
+        d["estimate"] = "estimate" if "estimate" in cube.data_vars else "value"
+    return d
+
+
+def truth_at(cube: xr.Dataset, output: str, point: Mapping[str, Any]) -> float | None:
+    """The truth stored by ``study.truth`` for ``output`` at ``point``."""
+    meta = cube.attrs.get("simstudy", {})
+    stored = meta.get("truth") if isinstance(meta, Mapping) else None
+    if not stored:
+        return None
+    entry = stored.get(json.dumps(dict(point), sort_keys=True), {})
+    value = entry.get(output) if isinstance(entry, Mapping) else None
+    if value is None or isinstance(value, list | dict):
+        return None
+    return float(value)
+
+
+def ok_values(cube: xr.Dataset, output: str, point: Point, method: str) -> np.ndarray:
+    """The output's values over the replicates where the task is ok."""
+    cell = cube.sel({**point, METHOD: method})
+    values = np.asarray(cell[output].values, dtype=float)
+    ok = np.asarray(cell["status"].values) == OK
+    return np.where(ok, values, np.nan)
+
+
+def reference_value(measure: str, attrs: Mapping[str, Any]) -> float | None:
+    """Where a measure's reference line goes: 0 for bias, the level for
+    coverage, alpha for rejection; None when it has none."""
+    ref = REFERENCES.get(measure)
+    if isinstance(ref, str):
+        value = attrs.get(ref)
+        return float(value) if value is not None else (0.95 if ref == "level" else 0.05)
+    return ref
+
+
+def grid_shape(count: int, most_columns: int) -> tuple[int, int]:
+    """Rows and columns for ``count`` panels, at most ``most_columns`` wide."""
+    cols = max(1, min(count, most_columns))
+    return math.ceil(count / cols), cols
+
+
+def plain_ticks(ax: Axes) -> None:
+    """Round tick labels without an offset (``0.95``, never ``+9.5e-1``)."""
+    for axis in (ax.xaxis, ax.yaxis):
+        formatter = axis.get_major_formatter()
+        if hasattr(formatter, "set_useOffset"):
+            formatter.set_useOffset(False)
+
+
+def decimals_for(mcse: float) -> int:
+    """Decimals that show an MCSE to two significant digits (0 to 8)."""
+    if not np.isfinite(mcse) or mcse <= 0:
+        return 4
+    d = 1 - math.floor(math.log10(mcse))
+    if round(mcse, d) >= 10.0 ** (2 - d):  # 0.00996 rounds up to 0.010
+        d -= 1
+    return int(min(8, max(0, d)))
+
+
+def with_mcse(value: float, mcse: float | None) -> str:
+    """``0.934 (0.011)``: the value to the decimals its MCSE supports."""
+    if not np.isfinite(value):
+        return ""
+    if mcse is None or not np.isfinite(mcse):
+        return f"{value:.4g}"
+    if mcse == 0:  # every replicate agrees (a share of 0 or 1): no digits to set
+        return f"{value:.4g} (0)"
+    d = decimals_for(mcse)
+    return f"{value:.{d}f} ({mcse:.{d}f})"
+
+
+def check_cube(cube: Any) -> xr.Dataset:
+    """The cube, or a clear error when given something else (a summary, say).
+
+    A cube made by hand (dims ``replicate`` and ``method_name``, no
+    ``status``) counts every task as ok.
+    """
+    if (
+        isinstance(cube, xr.Dataset)
+        and "status" not in cube.data_vars
+        and {REPLICATE, METHOD} <= {str(d) for d in cube.dims}
+    ):
+        tasks = [v for v in cube.data_vars if {REPLICATE, METHOD} <= set(cube[v].dims)]
+        if tasks:
+            common = set.intersection(*(set(cube[v].dims) for v in tasks))
+            first = cube[tasks[0]]
+            extra = {d: 0 for d in first.dims if d not in common}
+            ok = xr.full_like(first.isel(extra, drop=True), OK, dtype=np.int8)
+            return cube.assign(status=ok)
+    if not isinstance(cube, xr.Dataset) or "status" not in cube.data_vars:
+        raise UsageError(
+            f"expected a cube (simstudy.open_results(store)), got "
+            f"{type(cube).__name__}"
+            + (
+                " without per-task status (a summary?)"
+                if isinstance(cube, xr.Dataset)
+                else ""
+            ),
+            hint="pass simstudy.open_results('study.zarr')",
+        )
+    return cube
+
+
+def output_name(cube: xr.Dataset, output: str, method: str) -> str:
+    """The cube variable holding ``output`` for ``method``."""
+    if output in ("estimate", "se"):
+        name = declared(cube, method).get(output)
+        returned = cube.attrs.get("simstudy", {}).get("outputs", {}).get(method)
+        if name is None and output not in (returned or cube.data_vars):
+            raise UsageError(
+                f"method {method!r} declares no {output!r} output",
+                hint=f"declare it (@study.method({output}=...)) or pass "
+                "output= with one of the cube's outputs",
+            )
+        output = str(name or output)
+    if output not in cube.data_vars:
+        outputs = [str(v) for v in cube.data_vars if "replicate" in cube[v].dims]
+        raise UsageError(
+            f"unknown output {output!r}; the cube has: {', '.join(sorted(outputs))}",
+            hint="pass output= with one of those names",
+        )
+    dims = output_dims(cube, output)
+    if dims:
+        raise UsageError(
+            f"output {output!r} is an array (dims {', '.join(dims)}); these plots "
+            "draw one number per replicate",
+            hint=f"select one element first, e.g. cube.isel({dims[0]}=0)",
+        )
+    return output
+
+
+def read_points(
+    cube: xr.Dataset, points: Points, outputs: set[str]
+) -> tuple[xr.Dataset, list[Point]]:
+    """The chosen design points, with the outputs needed read into memory
+    once (a few variables of the chosen points, not the whole cube)."""
+    cube, grid = choose_points(cube, points, factors_of(cube))
+    return cube[sorted({"status", *outputs})].load(), grid

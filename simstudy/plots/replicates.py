@@ -1,0 +1,286 @@
+"""Plots of a cube's replicates: method against method, distributions.
+
+Each takes the cube ``simstudy.open_results(store)`` returns, uses the ok
+tasks only, and returns a ``matplotlib.figure.Figure``: one panel per
+design point (columns) and pair of methods (rows). Restrict the design
+points with ``points={"n": 100}`` when there are many.
+
+``output="estimate"`` and ``output="se"`` mean each method's declared
+estimate and standard-error outputs; any other name is taken literally.
+
+Layers: imports ``plots.common, errors`` (plus numpy, xarray, matplotlib).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal
+
+import numpy as np
+import xarray as xr
+from matplotlib.figure import Figure
+
+from simstudy.errors import UsageError
+from simstudy.plots.common import (
+    COLORS,
+    Point,
+    Points,
+    check_cube,
+    check_methods,
+    grid_shape,
+    label,
+    new_figure,
+    ok_values,
+    output_name,
+    plain_ticks,
+    read_points,
+    truth_at,
+)
+
+__all__ = ["bland_altman_plot", "distribution_plot", "scatter_plot"]
+
+
+# ------------------------------------------------------ method vs method
+
+
+def _pairs(
+    cube: xr.Dataset,
+    output: str,
+    methods: str | Sequence[str] | None,
+    reference: str | None,
+    points: Points,
+) -> tuple[str, list[str], list[Point], xr.Dataset]:
+    chosen = check_methods(cube, methods, least=2)
+    ref = reference or chosen[0]
+    if ref not in chosen:
+        check_methods(cube, [ref])
+        chosen = [ref, *chosen]
+    used = {output_name(cube, output, m) for m in chosen}
+    cube, grid = read_points(cube, points, used)
+    return ref, [m for m in chosen if m != ref], grid, cube
+
+
+def _paired(
+    cube: xr.Dataset, output: str, point: Point, ref: str, m: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """Both methods' values where both tasks are ok and finite."""
+    a = ok_values(cube, output_name(cube, output, ref), point, ref)
+    b = ok_values(cube, output_name(cube, output, m), point, m)
+    keep = np.isfinite(a) & np.isfinite(b)
+    return a[keep], b[keep]
+
+
+def scatter_plot(
+    cube: xr.Dataset,
+    output: str = "estimate",
+    *,
+    methods: str | Sequence[str] | None = None,
+    reference: str | None = None,
+    points: Points = None,
+) -> Figure:
+    """Method against method: each replicate's value of ``output`` under
+    ``reference`` (x) and another method (y), with the identity line.
+
+    Parameters
+    ----------
+    cube : xr.Dataset
+        What ``simstudy.open_results(store)`` returns.
+    output : str
+        ``"estimate"``, ``"se"`` (each method's declared outputs) or a name.
+    methods : list of str, optional
+        At least two (default: all).
+    reference : str, optional
+        The method on the x axis (default: the first).
+    points : dict or list of dict, optional
+        Keep only these levels, e.g. ``{"n": 100}``, or these design points,
+        e.g. ``[{"n": 20, "eps": 0.0}, {"n": 500, "eps": 0.1}]``.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        One axes per other method (rows) and design point (columns).
+
+    Raises
+    ------
+    UsageError
+        Fewer than two methods; unknown method, output, factor or level.
+
+    Examples
+    --------
+    >>> fig = scatter_plot(cube, "se", reference="mean")
+    """
+    cube = check_cube(cube)
+    ref, others, grid, cube = _pairs(cube, output, methods, reference, points)
+    fig, axes = _pair_axes(len(others), len(grid))
+    for i, m in enumerate(others):
+        for j, point in enumerate(grid):
+            ax = axes[i, j]
+            a, b = _paired(cube, output, point, ref, m)
+            ax.plot(
+                a,
+                b,
+                ".",
+                ms=2,
+                alpha=0.5,
+                color=COLORS[(i + 1) % len(COLORS)],
+                gid=f"points:{m}",
+            )
+            both = np.concatenate([a, b])
+            if both.size:
+                lo, hi = float(both.min()), float(both.max())
+                ax.axline(
+                    (lo, lo),
+                    (hi, hi) if hi > lo else (lo + 1, lo + 1),
+                    color="0.3",
+                    ls="--",
+                    lw=1,
+                    gid="identity",
+                )
+            ax.set_title(label(point), fontsize="small")
+            ax.set_xlabel(f"{ref}: {output}")
+            ax.set_ylabel(f"{m}: {output}")
+            plain_ticks(ax)
+    return fig
+
+
+def bland_altman_plot(
+    cube: xr.Dataset,
+    output: str = "estimate",
+    *,
+    methods: str | Sequence[str] | None = None,
+    reference: str | None = None,
+    points: Points = None,
+) -> Figure:
+    """Bland-Altman plot: per replicate, the difference of ``output``
+    (method - reference) against the two methods' mean, with the mean
+    difference and its limits of agreement (± 1.96 SD) and a line at 0.
+
+    Parameters and errors are those of :func:`scatter_plot`.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        Line gids ``zero``, ``mean-difference``, ``limits``.
+
+    Examples
+    --------
+    >>> fig = bland_altman_plot(cube, "estimate", reference="mean")
+    """
+    cube = check_cube(cube)
+    ref, others, grid, cube = _pairs(cube, output, methods, reference, points)
+    fig, axes = _pair_axes(len(others), len(grid), "row")
+    for i, m in enumerate(others):
+        for j, point in enumerate(grid):
+            ax = axes[i, j]
+            a, b = _paired(cube, output, point, ref, m)
+            diff = b - a
+            ax.plot(
+                (a + b) / 2,
+                diff,
+                ".",
+                ms=2,
+                alpha=0.5,
+                color=COLORS[(i + 1) % len(COLORS)],
+                gid=f"points:{m}",
+            )
+            ax.axhline(0.0, color="0.3", lw=1, gid="zero")
+            if diff.size > 1:
+                mid, sd = float(diff.mean()), float(diff.std(ddof=1))
+                ax.axhline(mid, color="black", ls="--", lw=1, gid="mean-difference")
+                for v in (mid - 1.96 * sd, mid + 1.96 * sd):
+                    ax.axhline(v, color="0.4", ls=":", lw=1, gid="limits")
+            ax.set_title(label(point), fontsize="small")
+            ax.set_xlabel(f"mean of {ref} and {m}: {output}")
+            ax.set_ylabel(f"{m} - {ref}")
+            plain_ticks(ax)
+    return fig
+
+
+def _pair_axes(
+    rows: int, cols: int, share: Literal["row"] | bool = False
+) -> tuple[Figure, np.ndarray]:
+    fig = new_figure(min(2.8 * cols + 0.6, 20), min(2.6 * rows + 0.6, 30))
+    return fig, np.asarray(fig.subplots(rows, cols, squeeze=False, sharey=share))
+
+
+# ----------------------------------------------------------- distributions
+
+
+def distribution_plot(
+    cube: xr.Dataset,
+    output: str = "estimate",
+    *,
+    methods: str | Sequence[str] | None = None,
+    points: Points = None,
+    kind: str = "box",
+    columns: int = 4,
+) -> Figure:
+    """The distribution of ``output`` over replicates, per method, one panel
+    per design point on a shared scale, with the truth for estimates.
+
+    Parameters
+    ----------
+    cube : xr.Dataset
+        What ``simstudy.open_results(store)`` returns.
+    output : str
+        ``"estimate"``, ``"se"`` (each method's declared outputs) or a name.
+    methods : list of str, optional
+        Default: all.
+    points : dict or list of dict, optional
+        Keep only these levels, e.g. ``{"n": 100}``, or these design points,
+        e.g. ``[{"n": 20, "eps": 0.0}, {"n": 500, "eps": 0.1}]``.
+    kind : {"box", "violin"}
+        Box plots (median, quartiles, 1.5 IQR whiskers) or violins.
+    columns : int
+        Panels per row.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        One axes per design point (line gid ``truth`` where known).
+
+    Raises
+    ------
+    UsageError
+        Unknown kind, method, output, factor or level.
+
+    Examples
+    --------
+    >>> fig = distribution_plot(cube, "estimate", kind="violin")
+    """
+    cube = check_cube(cube)
+    if kind not in ("box", "violin"):
+        raise UsageError(
+            f"unknown kind {kind!r}; expected 'box' or 'violin'",
+            hint="write kind='box'",
+        )
+    chosen = check_methods(cube, methods)
+    names = {m: output_name(cube, output, m) for m in chosen}
+    cube, grid = read_points(cube, points, set(names.values()))
+    rows, cols = grid_shape(len(grid), columns)
+    fig = new_figure(
+        min(0.9 + cols * (0.7 + 0.55 * len(chosen)), 20), min(0.6 + 2.4 * rows, 30)
+    )
+    axes = np.asarray(fig.subplots(rows, cols, squeeze=False, sharey=True)).ravel()
+    for ax, point in zip(axes, grid, strict=False):
+        data = [ok_values(cube, names[m], point, m) for m in chosen]
+        data = [d[np.isfinite(d)] for d in data]
+        pos = np.arange(1, len(chosen) + 1)
+        if kind == "box":
+            ax.boxplot(data, positions=pos, widths=0.6, flierprops={"ms": 2})
+        else:
+            present = [k for k, d in enumerate(data) if d.size]
+            if present:
+                ax.violinplot(
+                    [data[k] for k in present], positions=pos[present], showmedians=True
+                )
+        ax.set_xticks(pos, chosen, rotation=30 if len(chosen) > 3 else 0)
+        theta = truth_at(cube, names[chosen[0]], point)
+        if output == "estimate" and theta is not None:
+            ax.axhline(theta, color="0.3", ls=":", lw=1.2, gid="truth")
+        ax.set_title(label(point), fontsize="small")
+        plain_ticks(ax)
+    for ax in axes[len(grid) :]:
+        ax.set_visible(False)
+    axes[0].set_ylabel(output)
+    return fig

@@ -1,0 +1,286 @@
+"""The zip plot (Morris, White & Crowther 2019): every replicate's interval,
+ranked, with the coverage and its Monte Carlo interval.
+
+Layers: imports ``plots.common, cube, errors`` (plus numpy, xarray,
+matplotlib; scipy for t quantiles).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from statistics import NormalDist
+
+import numpy as np
+import xarray as xr
+from matplotlib.axes import Axes
+from matplotlib.collections import LineCollection
+from matplotlib.figure import Figure
+
+from simstudy.cube import METHOD
+from simstudy.errors import UsageError
+from simstudy.plots.common import (
+    Point,
+    Points,
+    check_cube,
+    check_methods,
+    declared,
+    label,
+    new_figure,
+    ok_values,
+    output_name,
+    plain_ticks,
+    read_points,
+    truth_at,
+    with_mcse,
+)
+
+__all__ = ["Zip", "zip_intervals", "zip_plot"]
+
+COVERS, MISSES = "#0072B2", "#D55E00"
+
+
+@dataclass(frozen=True, slots=True)
+class Zip:
+    """One method at one design point: its intervals ranked for the zip plot."""
+
+    lo: np.ndarray
+    hi: np.ndarray
+    rank: np.ndarray  # fractional centile, in (0, 1]
+    covers: np.ndarray
+    coverage: float
+    mcse: float
+
+
+def zip_intervals(
+    est: np.ndarray,
+    se: np.ndarray | None,
+    bounds: tuple[np.ndarray, np.ndarray] | None,
+    truth: float,
+    crit: float | np.ndarray,
+) -> Zip:
+    """Rank one method's intervals by |z| (or, without an SE, by how far the
+    truth lies from the estimate relative to the bound on its side)."""
+    if bounds is None:
+        assert se is not None  # the caller picks a method with ci or se
+        lo, hi = est - crit * se, est + crit * se
+    else:
+        lo, hi = bounds
+    if se is not None:
+        score = np.abs(est - truth) / se
+    else:
+        half = np.where(truth < est, est - lo, hi - est)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            score = np.abs(est - truth) / half
+    keep = np.isfinite(lo) & np.isfinite(hi) & np.isfinite(score)
+    lo, hi, score = lo[keep], hi[keep], score[keep]
+    covers = (lo <= truth) & (truth <= hi)
+    n = len(score)
+    rank = np.empty(n)
+    rank[np.argsort(score, kind="stable")] = np.arange(1, n + 1) / max(n, 1)
+    coverage = float(covers.mean()) if n else float("nan")
+    mcse = float(np.sqrt(coverage * (1 - coverage) / n)) if n else float("nan")
+    return Zip(lo, hi, rank, covers, coverage, mcse)
+
+
+def _zip_sources(
+    cube: xr.Dataset,
+    methods: list[str] | None,
+    se: str | None,
+    ci: tuple[str, str] | None,
+) -> dict[str, tuple[str, str | None, tuple[str, str] | None]]:
+    """Per method: (estimate, se, ci) outputs; only methods with intervals."""
+    known = [str(m) for m in cube[METHOD].values]
+    out = {}
+    for m in methods or known:
+        d = declared(cube, m)
+        s = se or d.get("se")
+        c = tuple(ci) if ci else (tuple(d["ci"]) if d.get("ci") else None)
+        if s is None and c is None:
+            if methods is not None:
+                raise UsageError(
+                    f"method {m!r} has no interval: it declares neither ci= nor se=",
+                    hint="declare @study.method(ci=(lo, hi)) or se=..., or pass "
+                    "ci=('lo', 'hi') / se='se' to zip_plot",
+                )
+            continue
+        out[m] = (str(d["estimate"]), s, c if c is None else (str(c[0]), str(c[1])))
+        for name in (out[m][0], s, *(c or ())):
+            if name is not None:
+                output_name(cube, str(name), m)  # known, and one number each
+    if not out:
+        raise UsageError(
+            "the zip plot needs intervals, and no method declares ci= or se= "
+            f"(methods: {', '.join(known)})",
+            hint="declare @study.method(ci=('lo', 'hi')) or se='se' in the study, "
+            "or pass ci= / se= to zip_plot",
+        )
+    return out
+
+
+def zip_plot(
+    cube: xr.Dataset,
+    *,
+    methods: str | Sequence[str] | None = None,
+    points: Points = None,
+    se: str | None = None,
+    ci: tuple[str, str] | None = None,
+    truth: float | None = None,
+    level: float = 0.95,
+    df: float | str | None = None,
+    zoom: float = 1.0,
+) -> Figure:
+    """Zip plot (Morris, White & Crowther 2019, Fig. 4) of interval methods.
+
+    Per method (rows) and design point (columns): each replicate's interval
+    at its fractional centile of |z| = |estimate - truth| / se (blue: covers
+    the truth, orange: misses), the truth, the coverage with its Monte Carlo
+    95% interval (dashed) and the nominal level (dotted). Intervals are the
+    declared ``ci=(lo, hi)`` or Wald intervals from ``se=``. Without an SE,
+    the rank is |estimate - truth| over the estimate's distance to the bound
+    on the truth's side: the non-coverers sit on top.
+
+    Parameters
+    ----------
+    cube : xr.Dataset
+        What ``simstudy.open_results(store)`` returns.
+    methods : str or list of str, optional
+        Default: every method that declares ``ci=`` or ``se=``.
+    points : dict or list of dict, optional
+        Keep only these levels, e.g. ``{"n": 100}``, or these design points,
+        e.g. ``[{"n": 20, "eps": 0.0}, {"n": 500, "eps": 0.1}]``.
+    se, ci : str, (str, str), optional
+        Outputs to use instead of the declared ones.
+    truth : float, optional
+        The true value (default: ``study.truth`` for the estimate).
+    level : float
+        Nominal level of the Wald intervals and of the reference line.
+    df : float or str, optional
+        Degrees of freedom: Wald intervals use t quantiles (a number, or
+        the name of an output holding each replicate's df), as in
+        ``summarize(cube, df=...)``.
+    zoom : float
+        Show the top ``zoom`` share of centiles (0.2 zooms on the top 20%).
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        One axes per method and design point; line gids ``coverage``,
+        ``coverage-low``, ``coverage-high``, ``level`` and ``truth``.
+
+    Raises
+    ------
+    UsageError
+        No interval output, no truth, unknown method, factor or level.
+
+    Examples
+    --------
+    >>> fig = zip_plot(simstudy.open_results("intervals.zarr"), points={"n": 20})
+    """
+    cube = check_cube(cube)
+    _check_share(level=level, zoom=zoom)
+    chosen = None if methods is None else check_methods(cube, methods)
+    sources = _zip_sources(cube, chosen, se, ci)
+    used = {x for e, s_, c in sources.values() for x in (e, s_, *(c or ())) if x}
+    if isinstance(df, str):
+        output_name(cube, df, next(iter(sources)))
+        used.add(df)
+    cube, grid = read_points(cube, points, used)
+    rows, cols = len(sources), len(grid)
+    fig = new_figure(min(2.6 * cols + 0.8, 20), min(2.3 * rows + 0.9, 30))
+    axes = fig.subplots(rows, cols, squeeze=False, sharey=True, sharex="col")
+    for j, point in enumerate(grid):
+        _zip_column(axes[:, j], cube, sources, point, truth, (level, df))
+    wald = all(c is None for _, _, c in sources.values())
+    kind = f"{100 * level:g}% {'Wald' if df is None else 't'} intervals"
+    fig.supylabel("fractional centile of |z|", fontsize="medium")
+    fig.supxlabel(kind if wald else "intervals", fontsize="medium")
+    axes[0, 0].set_ylim(1 - zoom, 1.0)
+    return fig
+
+
+def _check_share(**shares: float) -> None:
+    """Levels and zooms are shares: in (0, 1) (a zoom of 1 shows all)."""
+    for name, v in shares.items():
+        if not 0 < v <= (1 if name == "zoom" else 1 - 1e-12):
+            raise UsageError(
+                f"{name} must be between 0 and 1, got {v!r}",
+                hint="write level=0.95 and zoom=1.0 (zoom=0.2: the top 20%)",
+            )
+
+
+def _zip_column(
+    axes: np.ndarray,
+    cube: xr.Dataset,
+    sources: dict[str, tuple[str, str | None, tuple[str, str] | None]],
+    point: Point,
+    truth: float | None,
+    wald: tuple[float, float | str | None],
+) -> None:
+    """One design point: a zip panel per method, on one x scale that holds
+    99% of every method's bounds (a few huge intervals run off the edge
+    rather than squash the others)."""
+    edges: list[float] = []
+    theta = truth
+    for ax, (m, (est, s, c)) in zip(axes, sources.items(), strict=True):
+        theta = truth if truth is not None else truth_at(cube, est, point)
+        if theta is None:
+            raise UsageError(
+                f"the zip plot needs the truth of {est!r} at {label(point)}",
+                hint="declare study.truth(...) in the study or pass truth=",
+            )
+        level, df = wald
+        if isinstance(df, str):
+            crit: float | np.ndarray = _critical(level, ok_values(cube, df, point, m))
+        else:
+            crit = _critical(level, df)
+        bounds = None
+        if c is not None:
+            bounds = (ok_values(cube, c[0], point, m), ok_values(cube, c[1], point, m))
+        z = zip_intervals(
+            ok_values(cube, est, point, m),
+            None if s is None else ok_values(cube, s, point, m),
+            bounds,
+            theta,
+            crit,
+        )
+        _zip_panel(ax, z, theta, level)
+        ax.set_title(
+            f"{m} · {label(point)}\ncoverage {with_mcse(z.coverage, z.mcse)}",
+            fontsize="small",
+        )
+        if z.lo.size:
+            edges += [float(np.quantile(z.lo, 0.005)), float(np.quantile(z.hi, 0.995))]
+    if edges and theta is not None:
+        lo, hi = min(*edges, theta), max(*edges, theta)
+        pad = 0.04 * (hi - lo or 1.0)
+        axes[0].set_xlim(lo - pad, hi + pad)
+
+
+def _critical(level: float, df: float | np.ndarray | None) -> float | np.ndarray:
+    """The two-sided normal or t quantile of ``level`` (per replicate for an
+    array of df)."""
+    q = 1 - (1 - level) / 2
+    if df is None:
+        return NormalDist().inv_cdf(q)
+    from scipy import stats
+
+    t = stats.t.ppf(q, df)
+    return float(t) if np.ndim(t) == 0 else np.asarray(t, dtype=float)
+
+
+def _zip_panel(ax: Axes, z: Zip, truth: float, level: float) -> None:
+    segments = np.stack(
+        [np.column_stack([z.lo, z.rank]), np.column_stack([z.hi, z.rank])], axis=1
+    )
+    colors = np.where(z.covers, COVERS, MISSES)
+    ax.add_collection(LineCollection(list(segments), colors=list(colors), lw=0.6))
+    ax.autoscale_view()
+    ax.axvline(truth, color="0.1", lw=1, gid="truth")
+    ax.axhline(level, color="0.4", ls=":", lw=1, gid="level")
+    ax.axhline(z.coverage, color="black", lw=1.2, gid="coverage")
+    for gid, sign in (("coverage-low", -1), ("coverage-high", 1)):
+        ax.axhline(
+            z.coverage + sign * 1.96 * z.mcse, color="black", ls="--", lw=0.8, gid=gid
+        )
+    plain_ticks(ax)
