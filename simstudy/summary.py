@@ -129,11 +129,12 @@ def to_records(summary: xr.Dataset) -> list[dict[str, Any]]:
         m: values(f"{m}_mcse") if f"{m}_mcse" in full.data_vars else None
         for m in present
     }
-    levels = {d: full[d].values if d in full.coords else None for d in order}
+    # plain Python levels (text levels are no numpy scalars: no .item())
+    levels = {d: full[d].values.tolist() if d in full.coords else None for d in order}
     records = []
     for idx in np.ndindex(*(full.sizes[d] for d in order)):
         where = {
-            d: (levels[d][i].item() if levels[d] is not None else i)  # type: ignore[index]
+            d: (levels[d][i] if levels[d] is not None else i)  # type: ignore[index]
             for d, i in zip(order[:-1], idx, strict=False)
         }
         method = str(levels[METHOD][idx[-1]])  # type: ignore[index]
@@ -403,8 +404,9 @@ def _truth(cube: xr.Dataset, estimate: str, truth: Truth) -> xr.DataArray | None
     factors = [str(d) for d in cube["status"].dims if d not in (REP, METHOD)]
     grid = tuple(cube.sizes[f] for f in factors)
     values = np.full(grid + shape, np.nan)
+    levels = {f: cube[f].values.tolist() for f in factors}  # text levels too
     for idx in np.ndindex(*grid):
-        point = {f: cube[f].values[i].item() for f, i in zip(factors, idx, strict=True)}
+        point = {f: levels[f][i] for f, i in zip(factors, idx, strict=True)}
         entry = stored.get(json.dumps(point, sort_keys=True), {})
         if entry.get(estimate) is not None:
             values[idx] = _value(entry[estimate], shape, estimate)

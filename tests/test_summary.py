@@ -330,3 +330,36 @@ def test_declared_outputs_are_summarised_per_method(tmp_path):
         "median": "no interval outputs declared (@study.method(ci=(lo, hi)))"
     }
     assert abs(float(med.bias)) < 3 * float(med.bias_mcse)
+
+
+def test_a_text_factor_with_a_truth_summarises_and_reports(tmp_path: Path) -> None:
+    """Text levels are no numpy scalars: summarize and report used to fail
+    with "'str' object has no attribute 'item'"."""
+    path = tmp_path / "txt.py"
+    path.write_text(
+        textwrap.dedent(
+            """
+            from simstudy import Study
+            study = Study("txt", factors={"dist": ["normal", "t3"]}, replicates=30,
+                          seed=3)
+            @study.data
+            def gen(rng, dist):
+                return rng.standard_normal(8) if dist == "normal" else rng.standard_t(3, 8)
+            @study.method
+            def mean(x):
+                return {"estimate": x.mean()}
+            study.truth(estimate=0.0)
+            """
+        )
+    )
+    store = tmp_path / "s.zarr"
+    simstudy.run(path, store=store, scheduler="synchronous")
+    cube = simstudy.open_results(store)
+    summary = summarize(cube)
+    for dist in ("normal", "t3"):
+        x = cube.estimate.sel(dist=dist, method_name="mean").values
+        assert float(summary.bias.sel(dist=dist, method_name="mean")) == pytest.approx(
+            x.mean()
+        )
+    out = simstudy.write_report(store, tmp_path / "r.html")
+    assert "dist=t3" in out.read_text()
