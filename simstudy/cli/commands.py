@@ -225,7 +225,10 @@ def cmd_errors(args: argparse.Namespace) -> int:
         print(f"{args.store}: no failed task.")
         return EXIT_OK
     meta = open_results(args.store).attrs["simstudy"]
-    source = meta.get("source_file") or "STUDY.py"
+    import shlex
+
+    # shown, never run; quoted, so a copied command runs no text from the store
+    source = shlex.quote(str(meta.get("source_file") or "STUDY.py"))
     total = sum(g.count for g in groups)
     print(f"{args.store}: {total:,} failed task(s) in {len(groups)} group(s)")
     for g in groups:
@@ -241,25 +244,17 @@ def cmd_errors(args: argparse.Namespace) -> int:
 
 def cmd_verify(args: argparse.Namespace) -> int:
     from simstudy.debugging import verify
-    from simstudy.store import open_results
 
-    study_file = args.study
-    if study_file is None:
-        study_file = open_results(args.store).attrs["simstudy"].get("source_file")
-        if not study_file or not Path(study_file).is_file():
-            raise UsageError(
-                f"{args.store} does not say which study file made it.",
-                hint="pass --study STUDY.py",
-            )
+    store, study_file = _verify_target(args)
     result = verify(
         study_file,
-        args.store,
+        store,
         sample=args.sample,
         scheduler=args.scheduler,
         workers=args.workers,
     )
     if not result.differ:
-        print(f"{args.store}: {result.tasks:,} finished task(s) recomputed: identical")
+        print(f"{store}: {result.tasks:,} finished task(s) recomputed: identical")
         return EXIT_OK
     for method, tasks in result.differ.items():
         print(
@@ -272,6 +267,36 @@ def cmd_verify(args: argparse.Namespace) -> int:
         file=sys.stderr,
     )
     return EXIT_FAILED
+
+
+def _verify_target(args: argparse.Namespace) -> tuple[Path, Path]:
+    """The store and the study file to verify: never a file the store names.
+
+    Whoever can write a store could name any Python file in its metadata;
+    running it would run their code as whoever verifies. So the study file
+    is always one the user gives: ``verify STUDY.py`` (store ``--store`` or
+    the default) or ``verify STORE --study STUDY.py``.
+    """
+    from simstudy.loader import load_study
+    from simstudy.options import default_store
+
+    target = Path(args.store)
+    if target.suffix == ".py":
+        if args.study is not None:
+            raise UsageError(
+                f"verify {target} --study {args.study}: two study files.",
+                hint="write verify STUDY.py [--store STORE] or verify STORE "
+                "--study STUDY.py",
+            )
+        store = Path(args.to) if args.to else default_store(load_study(target))
+        return store, target
+    if args.study is None:
+        raise UsageError(
+            f"verify {target}: which study file? verify recomputes tasks with the "
+            "study file you name; it never runs the file a store's metadata names.",
+            hint=f"write python -m simstudy verify {target} --study STUDY.py",
+        )
+    return target, Path(args.study)
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
