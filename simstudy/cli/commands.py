@@ -73,12 +73,12 @@ def _print_report(report: Any, max_errors: int | None) -> None:
     for note in report.notes:
         print(f"note: {note}", file=err)
     if report.repaired:
-        shown = ", ".join(report.repaired[:5]) + (
-            " ..." if len(report.repaired) > 5 else ""
+        shown = "; ".join(report.repaired[:3]) + (
+            " ..." if len(report.repaired) > 3 else ""
         )
         print(
-            f"warning: {len(report.repaired)} damaged chunk file(s) in the store "
-            f"(checksum mismatch: {shown}); their tasks were computed again.",
+            f"warning: {len(report.repaired)} damaged or missing file(s) in the "
+            f"store ({shown}); repaired, and their tasks computed again.",
             file=err,
         )
     if report.interrupted:

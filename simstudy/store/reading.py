@@ -14,6 +14,7 @@ import numpy as np
 
 from simstudy.cube import METHOD
 from simstudy.errors import StoreError
+from simstudy.store.health import check_readable
 from simstudy.store.integrity import check_codecs
 from simstudy.store.migrations import OLD_METHOD
 from simstudy.store.records import read_records
@@ -64,6 +65,7 @@ def open_results(
             hint="pass the .zarr directory that `simstudy run` wrote",
         )
     check_codecs(p)
+    check_readable(p)  # damaged or missing chunks, coordinates, records
     ds: xr.Dataset = xr.open_zarr(str(p), consolidated=True)
     if OLD_METHOD in ds.dims and METHOD not in ds.dims:  # a format-1 store
         ds = ds.rename({OLD_METHOD: METHOD})

@@ -28,6 +28,7 @@ from simstudy.store.integrity import (
     check_codecs,
     drop_damaged_chunks,
     drop_orphan_arrays,
+    restore_array_metadata,
 )
 from simstudy.store.layout import Layout, coord
 from simstudy.store.lock import Lock
@@ -137,12 +138,13 @@ class Store:
         for leftover in p.rglob("*.partial"):
             leftover.unlink(missing_ok=True)
         if (p / "zarr.json").exists():
+            restored = restore_array_metadata(p)
             check_codecs(p)
             migrations.migrate(p)
             drop_orphan_arrays(p)
             store = cls(Layout.open(p), lock, provenance)
             reconcile.reconcile(store.layout, store.records, study, recompute)
-            store.repaired = drop_damaged_chunks(store.layout, store.writer)
+            store.repaired = restored + drop_damaged_chunks(store.layout, store.writer)
         else:
             declared = _declared(study)
             layout = Layout.create(p, study, dict(provenance or {}), declared)
