@@ -242,6 +242,7 @@ def check_readable(store: Path) -> None:
             "store, or its metadata is damaged.",
             hint="pass the .zarr directory that `simstudy run` wrote",
         )
+    _check_growth(store, root_meta)
     try:
         root = zarr.open_group(str(store), mode="r")
     except Exception as exc:  # any complaint of zarr here is damage
@@ -260,3 +261,22 @@ def check_readable(store: Path) -> None:
             + ".",
             hint=run_hint(store),
         )
+
+
+def _check_growth(store: Path, root_meta: dict[str, Any]) -> None:
+    """Refuse a store a run left half grown: an array's own metadata has
+    another shape than the root's (consolidated) copy says."""
+    known = (root_meta.get("consolidated_metadata") or {}).get("metadata") or {}
+    for name, entry in sorted(known.items()):
+        own = store / name / "zarr.json"
+        if not own.is_file():
+            continue
+        shape = read_json(own, store).get("shape")
+        if shape is not None and shape != entry.get("shape"):
+            raise StoreError(
+                f"store {store}: a run stopped while growing the store "
+                f"({name!r} has shape {shape}, the store's metadata says "
+                f"{entry.get('shape')}).",
+                hint=f"run python -m simstudy run STUDY.py --store {store}: it "
+                "finishes growing the store",
+            )

@@ -34,6 +34,7 @@ from simstudy.store.layout import Layout, coord
 from simstudy.store.lock import Lock
 from simstudy.store.meta import META, NUMBER_MAKERS, versions
 from simstudy.store.records import Group, Records
+from simstudy.store.space import writing
 from simstudy.store.writer import Writer, flush_seconds
 from simstudy.study import Level, Study
 
@@ -75,6 +76,7 @@ class Store:
         self.lock = lock
         self.records = Records(layout)
         self.writer = Writer(layout, self.records)
+        self.writer.guard = lock.check  # a run that lost its lock writes nothing
         self.repaired: list[str] = []  # damaged chunks found on open (dropped)
         # levels and methods in the store that the current study does not have
         self.hidden: dict[str, Any] = {"levels": {}, "methods": []}
@@ -108,16 +110,18 @@ class Store:
         lock = Lock(p / META / "lock")
         try:
             p.mkdir(exist_ok=True)
-            lock.acquire(p)
+            with writing(p):
+                lock.acquire(p)
         except PermissionError:
             raise StoreError(
                 f"cannot write store {p}: permission denied.",
                 hint="choose a writable --store path",
             ) from None
         try:
-            return cls._open_locked(
-                p, study, lock, restart, recompute, prune, provenance
-            )
+            with writing(p):
+                return cls._open_locked(
+                    p, study, lock, restart, recompute, prune, provenance
+                )
         except BaseException:
             lock.release()
             raise
@@ -201,7 +205,7 @@ class Store:
     def extend_replicates(self, replicates: int) -> None:
         """Grow the replicate dimension (mid-run, between rounds)."""
         lay = self.layout
-        with self.writer.lock:
+        with self.writer.lock, writing(self.path):
             if replicates <= lay.replicates:
                 return
             self.writer.flush()
@@ -217,7 +221,8 @@ class Store:
         """Keep what a --target-mcse run decided, per design point (None:
         forget it, when a plain run gives every point more replicates)."""
         self.layout.meta.target_mcse = record
-        self.layout.save_meta()
+        with writing(self.path):
+            self.layout.save_meta()
 
     def save_truth(self, study: Study) -> None:
         """Record the truth and measure declarations summaries read (not part
@@ -256,7 +261,8 @@ class Store:
         return read_mt_checkpoints(self.path, seed)
 
     def save_mt_checkpoint(self, seed: int, k: int, row: np.ndarray[Any, Any]) -> None:
-        save_mt_checkpoint(self.path, seed, k, row)
+        with writing(self.path):
+            save_mt_checkpoint(self.path, seed, k, row)
 
     def close(self) -> None:
         """Write what is buffered, then release the lock."""
