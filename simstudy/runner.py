@@ -387,8 +387,8 @@ class _Run:
         o, report, sizer = self.opts, self.report, self.sizer
         executor = self._start_executor()
         sizer.rows_left = work.rows
-        for p, mask in enumerate(work.pending):
-            st.expect(plan.pidx[p], mask)
+        for p, pending in enumerate(work.pending):
+            st.expect(plan.pidx[p], pending.counts())
         executor.prepare(work.work())
         self.base = report.computed
         self._probe(st, plan, work, signals)
@@ -411,12 +411,12 @@ class _Run:
             if at is None or report.stopped_on_errors or report.interrupted:
                 return
             p, r = at
-            methods = tuple(int(m) for m in np.flatnonzero(work.pending[p][r]))
+            methods = tuple(int(m) for m in np.flatnonzero(work.pending[p].row(r)))
             one = task_batch(study, p, plan.grid[p], r, methods, store=st.path)
             batch = replace(
                 one, timeout=o.task_timeout, warnings=o.warnings, device=o.device
             )
-            work.pending[p][r] = False
+            work.pending[p].take(r)
             self.sizer.issued(batch)
             self._consume(
                 st, plan, executor.results(iter([batch]), st.output_specs), signals

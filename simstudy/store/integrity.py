@@ -156,8 +156,10 @@ def _group_of(name: str) -> tuple[tuple[int, ...], int]:
 
 def _rewrite_coordinates(layout: Layout, names: list[str]) -> None:
     """Write coordinates again from the levels the metadata records."""
-    values: dict[str, list[Any]] = {f: layout.levels[f] for f in layout.factor_names}
-    values[REPLICATE] = list(range(layout.replicates))
+    values: dict[str, list[Any] | range] = {
+        f: layout.levels[f] for f in layout.factor_names
+    }
+    values[REPLICATE] = range(layout.replicates)
     values[METHOD] = layout.methods
     for name in names:
         if name in values:

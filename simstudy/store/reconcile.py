@@ -214,7 +214,7 @@ def _grow(layout: Layout, study: Study, methods_fp: dict[str, Any]) -> None:
     layout.replicates = replicates
     for f in layout.factor_names:
         coord(layout.root, f, layout.levels[f], overwrite=True)
-    coord(layout.root, REPLICATE, list(range(replicates)), overwrite=True)
+    coord(layout.root, REPLICATE, range(replicates), overwrite=True)
     coord(layout.root, METHOD, layout.methods, overwrite=True)
     crash_point("grow:coords")
     layout.resize()
@@ -303,7 +303,7 @@ def prune(layout: Layout, study: Study, lock_file: Path) -> None:
     root.attrs.update(attrs)
     for f in layout.factor_names:
         coord(root, f, levels[f])
-    coord(root, REPLICATE, list(range(layout.replicates)))
+    coord(root, REPLICATE, range(layout.replicates))
     coord(root, METHOD, names)
     for var in layout.var_names():
         _copy_kept(layout, root, var, keep, levels, methods)

@@ -11,7 +11,7 @@ Layers: imports ``study, errors`` and the other ``store`` modules.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -196,8 +196,46 @@ class Store:
     ) -> BatchResult:
         return self.writer.write(result, pidx, midx)
 
-    def expect(self, point: tuple[int, ...], pending: np.ndarray[Any, Any]) -> None:
-        self.writer.expect(point, pending)
+    def expect(self, point: tuple[int, ...], counts: dict[int, int]) -> None:
+        """Note the tasks this run will compute at a point, per status chunk."""
+        self.writer.expect(point, counts)
+
+    def status_chunks(
+        self,
+        points: list[tuple[int, ...]],
+        counts: list[int],
+        methods: np.ndarray[Any, Any],
+    ) -> Iterator[tuple[int, int, np.ndarray[Any, Any]]]:
+        """The status of each point's first ``counts[p]`` replicates, status
+        chunk by status chunk: ``(p, chunk, replicates x methods)`` for the
+        chunks with a file (or buffered); the others are all pending.
+
+        Memory and time follow the chunks written, not the replicates: one
+        listing of the status folder, then one chunk at a time.
+        """
+        status = self.writer.chunked("status")
+        n = len(self.layout.factor_names)
+        rows, cols = status.chunks[n], status.chunks[n + 1]
+        written: dict[tuple[int, ...], set[int]] = {}
+        keys = [c for name, c in self.writer.cache.chunks if name == "status"]
+        for at in [status.coords_of(f) for f in status.chunk_files()] + keys:
+            written.setdefault(at[:n], set()).add(at[n])
+        groups = [
+            (mc, np.flatnonzero(methods // cols == mc)) for mc in set(methods // cols)
+        ]
+        for p, pidx in enumerate(points):
+            for rc in sorted(written.get(pidx, ())):
+                stop = min(rows, counts[p] - rc * rows)
+                if stop <= 0:
+                    continue
+                block = np.zeros((stop, len(methods)), np.int8)
+                for mc, js in groups:
+                    coords = (*pidx, rc, int(mc))
+                    chunk = self.writer.cache.chunks.get(("status", coords))
+                    if chunk is None:
+                        chunk = status.read(coords)
+                    block[:, js] = chunk[(0,) * n][:stop, methods[js] % cols]
+                yield p, rc, block
 
     def flush(self, groups: set[Group] | None = None) -> None:
         self.writer.flush(groups)
@@ -210,7 +248,7 @@ class Store:
                 return
             self.writer.flush()
             lay.replicates = replicates
-            coord(lay.root, REPLICATE, list(range(replicates)), overwrite=True)
+            coord(lay.root, REPLICATE, range(replicates), overwrite=True)
             lay.resize()
             lay.meta.fingerprint["replicates"] = replicates
             lay.save_meta()

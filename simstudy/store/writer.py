@@ -75,12 +75,10 @@ class Writer:
         self.failed: StoreError | None = None  # a flush on the timer that failed
 
     # ---- taking batches ------------------------------------------------
-    def expect(self, point: tuple[int, ...], pending: np.ndarray[Any, Any]) -> None:
-        """Note the tasks this run will compute at a point (replicates x methods),
+    def expect(self, point: tuple[int, ...], counts: dict[int, int]) -> None:
+        """Note the tasks this run will compute at a point, per status chunk,
         so each status chunk is written once, when its last batch arrives."""
-        rows = self.layout.group_rows
-        counts = np.add.reduceat(pending.sum(axis=1), np.arange(0, len(pending), rows))
-        for c, count in enumerate(counts.tolist()):
+        for c, count in counts.items():
             if count:
                 self.expected[(point, c)] = count
 
