@@ -47,6 +47,7 @@ from simstudy.options import FAIL_FAST, RunKwargs, RunOptions, default_store
 from simstudy.plan import BatchSizer, Plan, Round
 from simstudy.recompute import recheck_versions, task_batch
 from simstudy.results import BatchResult
+from simstudy.stall import Watchdog
 from simstudy.study import Study
 from simstudy.target import TargetRule
 
@@ -323,6 +324,7 @@ class _Run:
         counts = [study.replicates] * len(plan.grid)  # replicates per point
         self.sizer.chunk = st.group_rows
         signals = _Signals()
+        self.watchdog = Watchdog(timeout=o.task_timeout)
         first = True
         try:
             while True:
@@ -343,6 +345,7 @@ class _Run:
         except KeyboardInterrupt:
             report.interrupted = True
         finally:
+            self.watchdog.close()
             signals.restore()
             self._close_executor()
         if report.nonfinite:
@@ -386,6 +389,7 @@ class _Run:
         """Compute a round's pending tasks, writing each finished batch."""
         o, report, sizer = self.opts, self.report, self.sizer
         executor = self._start_executor()
+        self.watchdog.beat()  # waiting for workers (a Slurm queue) is no stall
         sizer.rows_left = work.rows
         for p, pending in enumerate(work.pending):
             st.expect(plan.pidx[p], pending.counts())
@@ -462,6 +466,7 @@ class _Run:
         if not self.truth_checked:
             self.truth_checked = _check_truth(self.study, st.meta.outputs, result)
         b, report = result.batch, self.report
+        self.watchdog.beat()
         result = st.write(result, plan.pidx[b.point], plan.midx[list(b.methods)])
         n_ok = int((result.status == OK).sum())
         n_bad = int((result.status == FAILED).sum())
