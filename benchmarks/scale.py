@@ -2,14 +2,15 @@
 Ctrl-C latency; and ``plan`` on 10^6 design points.
 
     python benchmarks/scale.py [--replicates 100000000] [--points 10]
-                               [--seconds 20] [--plan-points 1000000]
+                               [--seconds 20] [--plan-points 1000000] [--status]
 
 Runs ``python -m simstudy run`` on a study of POINTS design points x
 REPLICATES replicates x 1 tiny method in a scratch folder, samples the
 driver's resident memory (psutil, the driver process only; workers apart),
 waits until the first status chunk is on disk (the first results written),
-lets it compute for SECONDS, sends SIGINT and times the exit. Then times
-``python -m simstudy plan`` on a study of PLAN_POINTS design points.
+lets it compute for SECONDS, sends SIGINT and times the exit; then the same
+for a resume. Then times ``python -m simstudy plan`` on a study of
+PLAN_POINTS design points (and with --status, ``status`` on the store).
 """
 
 from __future__ import annotations
@@ -46,9 +47,29 @@ def _env() -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": root}
 
 
-def run_case(folder: Path, points: int, replicates: int, seconds: float) -> None:
-    (folder / "study.py").write_text(STUDY.format(points=points, replicates=replicates))
+def _peak_rss(proc: subprocess.Popen[bytes], until: float | None) -> int:
+    """Sample a process's RSS until it exits (or ``until``, a perf_counter)."""
+    me, peak = psutil.Process(proc.pid), 0
+    while proc.poll() is None and (until is None or time.perf_counter() < until):
+        try:
+            peak = max(peak, me.memory_info().rss)
+        except psutil.NoSuchProcess:
+            break
+        time.sleep(0.05)
+    return peak
+
+
+def _chunks(store: Path) -> set[str]:
+    status = store / "status"
+    return {f.name for f in status.glob("c.*")} if status.is_dir() else set()
+
+
+def run_case(
+    folder: Path, points: int, replicates: int, seconds: float, label: str
+) -> None:
+    """Run (or resume) for ``seconds`` after the first new results, then SIGINT."""
     store = folder / "study.zarr"
+    before = _chunks(store)
     cmd = [sys.executable, "-m", "simstudy", "run", "study.py", "--no-progress"]
     t0 = time.perf_counter()
     proc = subprocess.Popen(
@@ -61,31 +82,39 @@ def run_case(folder: Path, points: int, replicates: int, seconds: float) -> None
             peak = max(peak, me.memory_info().rss)
         except psutil.NoSuchProcess:
             break
-        status = store / "status"
-        if first is None and status.is_dir() and any(status.glob("c.*")):
+        if first is None and _chunks(store) - before:
             first = time.perf_counter() - t0
         if first is not None and time.perf_counter() - t0 > first + seconds:
             break
         time.sleep(0.05)
     sent = time.perf_counter()
     proc.send_signal(signal.SIGINT)
-    while proc.poll() is None:
-        try:
-            peak = max(peak, me.memory_info().rss)
-        except psutil.NoSuchProcess:
-            break
-        time.sleep(0.05)
-    out, err = proc.communicate()
+    peak = max(peak, _peak_rss(proc, None))
+    out, _ = proc.communicate()
     latency = time.perf_counter() - sent
+    shown = "never" if first is None else f"{first:.1f} s"
     print(
-        f"run {points} points x {replicates:,} replicates = "
-        f"{points * replicates:,} tasks: first results on disk after "
-        f"{first if first is None else round(first, 1)} s; driver peak RSS "
-        f"{peak / 2**20:,.0f} MB; Ctrl-C to exit {latency:.1f} s "
+        f"{label} {points} points x {replicates:,} replicates = "
+        f"{points * replicates:,} tasks: first new results on disk after {shown}; "
+        f"driver peak RSS {peak / 2**20:,.0f} MB; Ctrl-C to exit {latency:.1f} s "
         f"(exit {proc.returncode})"
     )
     print("  " + out.decode().strip()[-300:])
-    print("  " + err.decode().strip()[-300:])
+
+
+def status_case(folder: Path) -> None:
+    cmd = [sys.executable, "-m", "simstudy", "status", "study.zarr"]
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(
+        cmd, cwd=folder, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    peak = _peak_rss(proc, None)
+    out, err = proc.communicate()
+    print(
+        f"status: {time.perf_counter() - t0:.1f} s, peak RSS {peak / 2**20:,.0f} MB "
+        f"(exit {proc.returncode})"
+    )
+    print("  " + (out + err).decode().strip()[:300])
 
 
 def plan_case(folder: Path, points: int) -> None:
@@ -111,11 +140,19 @@ def main() -> None:
     ap.add_argument("--points", type=int, default=10)
     ap.add_argument("--seconds", type=float, default=20.0)
     ap.add_argument("--plan-points", type=int, default=10**6)
+    ap.add_argument("--status", action="store_true", help="also time status")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        run_case(Path(tmp), args.points, args.replicates, args.seconds)
+        folder = Path(tmp)
+        (folder / "study.py").write_text(
+            STUDY.format(points=args.points, replicates=args.replicates)
+        )
+        run_case(folder, args.points, args.replicates, args.seconds, "run")
+        run_case(folder, args.points, args.replicates, args.seconds, "resume")
+        if args.status:
+            status_case(folder)
         if args.plan_points:
-            plan_case(Path(tmp), args.plan_points)
+            plan_case(folder, args.plan_points)
 
 
 if __name__ == "__main__":
