@@ -9,7 +9,6 @@ one test fills a real file size limit (EFBIG) in a real process."""
 from __future__ import annotations
 
 import os
-import resource
 import shutil
 import subprocess
 import sys
@@ -96,8 +95,13 @@ def test_a_full_disk_while_migrating_an_old_store_issue_19(tmp_path, monkeypatch
     )
 
 
-def _limit_file_size() -> None:  # pragma: no cover - runs in the child
-    resource.setrlimit(resource.RLIMIT_FSIZE, (1500, 1500))
+# the child limits its own file size, then runs `python -m simstudy` (a
+# preexec_fn would fork this process, which may hold threads, e.g. jax's)
+LIMITED = (
+    "import resource, runpy; "
+    "resource.setrlimit(resource.RLIMIT_FSIZE, (1500, 1500)); "
+    "runpy.run_module('simstudy', run_name='__main__', alter_sys=True)"
+)
 
 
 def test_a_real_file_size_limit_while_creating_the_store_issue_19(tmp_path):
@@ -110,21 +114,25 @@ def test_a_real_file_size_limit_while_creating_the_store_issue_19(tmp_path):
     store = folder / "s.zarr"
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     env["PYTHONDONTWRITEBYTECODE"] = "1"
-    cmd = [sys.executable, "-m", "simstudy", "run", "study.py", "--store", str(store)]
+    args = ["run", "study.py", "--store", str(store), *RUN]
     full = subprocess.run(
-        [*cmd, *RUN],
+        [sys.executable, "-c", LIMITED, *args],
         cwd=folder,
         env=env,
         capture_output=True,
         text=True,
         timeout=120,
-        preexec_fn=_limit_file_size,
     )
     assert full.returncode == EXIT_DISK_FULL, full.stderr
     assert "File too large (EFBIG); what was written is consistent." in full.stderr
     assert "internal error" not in full.stderr
     again = subprocess.run(
-        [*cmd, *RUN], cwd=folder, env=env, capture_output=True, text=True, timeout=120
+        [sys.executable, "-m", "simstudy", *args],
+        cwd=folder,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert again.returncode == 0, again.stderr
     assert_store_consistent(store)
