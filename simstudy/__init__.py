@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from simstudy.errors import (
+    DiskFull,
     FingerprintMismatch,
     SimstudyError,
     StoreError,
@@ -32,6 +33,7 @@ if TYPE_CHECKING:
 __version__ = "0.1.0"
 
 __all__ = [
+    "DiskFull",
     "FingerprintMismatch",
     "SimstudyError",
     "StoreError",

@@ -6,22 +6,30 @@
     ├── StudyError           bad study file or definition        (exit 2)
     ├── UsageError           bad command-line arguments          (exit 2)
     └── StoreError           missing, locked or corrupt store    (exit 2)
-        └── FingerprintMismatch   store made by a different study (exit 2)
+        ├── FingerprintMismatch   store made by a different study (exit 2)
+        └── DiskFull         no space left writing the store     (exit 4)
 
 Task failures are not exceptions: they are data in the cube.
 
 The command line's exit codes live here too, beside the errors that map
 to them: 0 all tasks ok; 3 finished with failed tasks; 2 bad input
-(nothing written); 130 interrupted (store consistent, resumable).
+(nothing written); 4 disk full (store consistent, resumable once there is
+space); 130 interrupted (store consistent, resumable). Each error class
+carries its exit code (``exit_code``).
 """
 
 from __future__ import annotations
 
+import errno
+
 __all__ = [
     "EXIT_BAD_INPUT",
+    "EXIT_DISK_FULL",
     "EXIT_FAILED",
     "EXIT_INTERRUPTED",
     "EXIT_OK",
+    "NO_SPACE",
+    "DiskFull",
     "FingerprintMismatch",
     "SimstudyError",
     "StoreError",
@@ -30,10 +38,17 @@ __all__ = [
 ]
 
 EXIT_OK, EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INTERRUPTED = 0, 2, 3, 130
+EXIT_DISK_FULL = 4
+# errno values that mean "no room": disk full, quota, file size limit
+NO_SPACE = frozenset(
+    {errno.ENOSPC, errno.EFBIG, getattr(errno, "EDQUOT", errno.ENOSPC)}
+)
 
 
 class SimstudyError(Exception):
     """Base class: a one-line message plus an optional hint with one action."""
+
+    exit_code = EXIT_BAD_INPUT
 
     def __init__(self, message: str, *, hint: str | None = None) -> None:
         super().__init__(message)
@@ -60,6 +75,16 @@ class StoreError(SimstudyError):
 
 class FingerprintMismatch(StoreError):
     """The store was made by a study that differs in a way that changes numbers."""
+
+
+class DiskFull(StoreError):
+    """Writing the store failed for lack of space (disk full, quota, size limit).
+
+    What was written is consistent (status is the commit mark): once there
+    is space, the same command resumes.
+    """
+
+    exit_code = EXIT_DISK_FULL
 
 
 class ReproducibilityWarning(UserWarning):

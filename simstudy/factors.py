@@ -130,7 +130,10 @@ def validate_factors(factors: Any) -> dict[str, tuple[Level, ...]]:
                 "levels of one factor must share a type.",
                 hint="use all numbers or all strings",
             )
-        dups = sorted({repr(v) for v in norm if norm.count(v) > 1})
+        seen: dict[Any, int] = {}  # a count per level: list.count is O(n^2)
+        for v in norm:
+            seen[v] = seen.get(v, 0) + 1
+        dups = sorted({repr(v) for v in norm if seen[v] > 1})
         if dups:
             raise StudyError(
                 f"factor {name!r} has duplicate levels {norm!r} "

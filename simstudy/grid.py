@@ -96,6 +96,7 @@ def batch_runs(
     size: int | Callable[[], int],
     chunk: int = CHUNK_REPLICATES,
     align: int = 1,
+    offset: int = 0,
 ) -> Iterator[tuple[int, int, tuple[int, ...]]]:
     """Split a point's pending mask (replicates x methods) into batches.
 
@@ -104,7 +105,9 @@ def batch_runs(
     chunk boundary. ``size`` may be a callable, asked before each batch (the
     runner sizes batches from the task times measured so far). With
     ``align``, a batch that stops inside a run stops at a multiple of it
-    (jax kernels compute whole blocks of ``align`` replicates).
+    (jax kernels compute whole blocks of ``align`` replicates). ``offset``
+    is the replicate of the mask's first row (a mask may be one chunk of
+    the point; ``offset`` is then that chunk's start).
     """
     size_now = size if callable(size) else lambda: size
     n = pending.shape[0]
@@ -119,8 +122,8 @@ def batch_runs(
             continue
         cut = (np.diff(idx) != 1) | (np.diff(code[idx]) != 0)
         for run in np.split(idx, np.flatnonzero(cut) + 1):
-            s, e = int(run[0]), int(run[-1]) + 1
-            methods = tuple(int(i) for i in np.flatnonzero(pending[s]))
+            s, e = int(run[0]) + offset, int(run[-1]) + 1 + offset
+            methods = tuple(int(i) for i in np.flatnonzero(pending[s - offset]))
             a = s
             while a < e:
                 b = a + max(1, size_now())

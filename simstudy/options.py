@@ -208,6 +208,8 @@ class RunOptions:
         workers, batch_size = o.get("workers"), o.get("batch_size")
         max_errors = o.get("max_errors")
         _at_least_one(workers=workers, batch_size=batch_size, max_errors=max_errors)
+        if not (address or cluster):
+            _local_workers(workers)
         traits = SCHEDULERS[scheduler]
         if warnings_as_errors and not traits.warnings:
             raise UsageError(
@@ -292,6 +294,24 @@ def _at_least_one(**values: int | None) -> None:
         if name == "max_errors":
             hint = "drop --max-errors to never stop on failures"
         raise UsageError(f"{flag} must be >= 1, got {value}.", hint=hint)
+
+
+MAX_WORKERS_PER_CORE = 8
+
+
+def _local_workers(workers: int | None) -> None:
+    """Refuse more local workers than this machine can run (8 per core):
+    each is a process (or thread) that only competes for the same cores."""
+    cores = os.cpu_count() or 1
+    most = MAX_WORKERS_PER_CORE * cores
+    if workers is not None and workers > most:
+        raise UsageError(
+            f"--workers {workers} on a machine with {cores} core(s): at most "
+            f"{most} ({MAX_WORKERS_PER_CORE} per core) run here; more only "
+            "compete for the same cores and memory.",
+            hint=f"drop --workers (one per core: {cores}), or use --address or "
+            "--cluster to run on more machines",
+        )
 
 
 def _check_timeout(seconds: float, scheduler: str, supported: bool) -> None:

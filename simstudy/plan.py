@@ -28,7 +28,7 @@ from simstudy.study import Level, Study
 if TYPE_CHECKING:
     from simstudy.store import Store
 
-__all__ = ["MT_CHECKPOINT_EVERY", "BatchSizer", "Plan", "Round"]
+__all__ = ["MT_CHECKPOINT_EVERY", "BatchSizer", "Pending", "Plan", "Round"]
 
 MT_CHECKPOINT_EVERY = 1024  # mt19937 jumps between saved chain states (~1-2 s)
 
@@ -88,42 +88,164 @@ class BatchSizer:
         return min(max(self.chunk, q), math.ceil(size / q) * q)
 
 
+class Pending:
+    """One design point's pending tasks this round, kept per status chunk.
+
+    Nothing here grows with the replicates: a chunk with no status file is
+    all pending (stored as nothing), one with nothing pending is a number in
+    ``done``, and only chunks partly pending keep a (replicates x methods)
+    mask. A 10^8-replicate point costs a few bytes per status chunk.
+    """
+
+    __slots__ = ("chunk", "done", "methods", "partial", "rows")
+
+    def __init__(self, rows: int, chunk: int, methods: int) -> None:
+        self.rows = rows  # replicates of the point this round
+        self.chunk = chunk  # replicates per status chunk
+        self.methods = methods
+        self.done: set[int] = set()  # chunks with nothing pending
+        self.partial: dict[int, np.ndarray[Any, Any]] = {}  # chunk -> mask
+
+    @property
+    def n_chunks(self) -> int:
+        return -(-self.rows // self.chunk)
+
+    def span(self, c: int) -> tuple[int, int]:
+        return c * self.chunk, min((c + 1) * self.chunk, self.rows)
+
+    def set(self, c: int, mask: np.ndarray[Any, Any]) -> None:
+        """Record chunk c's pending mask (replicates x methods)."""
+        if not mask.any():
+            self.done.add(c)
+            self.partial.pop(c, None)
+        elif mask.all():
+            self.done.discard(c)
+            self.partial.pop(c, None)
+        else:
+            self.done.discard(c)
+            self.partial[c] = mask
+
+    def mask(self, c: int) -> np.ndarray[Any, Any]:
+        """Chunk c's pending mask (replicates x methods)."""
+        got = self.partial.get(c)
+        if got is not None:
+            return got
+        start, stop = self.span(c)
+        return np.full((stop - start, self.methods), c not in self.done)
+
+    def count(self, c: int) -> int:
+        got = self.partial.get(c)
+        if got is not None:
+            return int(got.sum())
+        if c in self.done:
+            return 0
+        start, stop = self.span(c)
+        return (stop - start) * self.methods
+
+    def counts(self) -> dict[int, int]:
+        """Pending tasks per status chunk (chunks with some)."""
+        out = {}
+        for c in range(self.n_chunks):
+            n = self.count(c)
+            if n:
+                out[c] = n
+        return out
+
+    def total(self) -> int:
+        full = self.n_chunks - len(self.done) - len(self.partial)
+        last = self.n_chunks - 1
+        tasks = full * self.chunk * self.methods
+        if self.rows and last not in self.done and last not in self.partial:
+            start, stop = self.span(last)
+            tasks -= (self.chunk - (stop - start)) * self.methods
+        return tasks + sum(int(m.sum()) for m in self.partial.values())
+
+    def rows_pending(self) -> int:
+        """Replicates with at least one pending task."""
+        full = self.total_rows_full()
+        return full + sum(int(m.any(axis=1).sum()) for m in self.partial.values())
+
+    def total_rows_full(self) -> int:
+        rows = 0
+        for c in range(self.n_chunks):
+            if c not in self.done and c not in self.partial:
+                start, stop = self.span(c)
+                rows += stop - start
+        return rows
+
+    def first(self, methods: list[int]) -> int | None:
+        """The first replicate where one of these methods is pending."""
+        for c in range(self.n_chunks):
+            if c in self.done:
+                continue
+            got = self.partial.get(c)
+            if got is None:
+                return self.span(c)[0]
+            rows = np.flatnonzero(got[:, methods].any(axis=1))
+            if len(rows):
+                return self.span(c)[0] + int(rows[0])
+        return None
+
+    def methods_pending(self) -> np.ndarray[Any, Any]:
+        """Whether each method has a pending task at this point."""
+        if self.total_rows_full():
+            return np.ones(self.methods, bool)
+        out = np.zeros(self.methods, bool)
+        for m in self.partial.values():
+            out |= m.any(axis=0)
+        return out
+
+    def row(self, r: int) -> np.ndarray[Any, Any]:
+        """Which methods are pending at replicate r."""
+        c = r // self.chunk
+        row: np.ndarray[Any, Any] = self.mask(c)[r - c * self.chunk].copy()
+        return row
+
+    def take(self, r: int) -> None:
+        """Mark replicate r as no longer pending (sent apart, as a probe)."""
+        c = r // self.chunk
+        mask = self.mask(c).copy()
+        mask[r - c * self.chunk] = False
+        self.set(c, mask)
+
+
 @dataclass(slots=True)
 class Round:
-    """One round's work: per design point, the pending (replicate x method) mask."""
+    """One round's work: per design point, its pending tasks (``Pending``)."""
 
     counts: list[int]  # replicates each point gets this round
-    pending: list[np.ndarray[Any, Any]]
+    pending: list[Pending]
     done: int  # tasks ok within counts
     failed: int  # tasks failed within counts
 
     @property
     def total(self) -> int:
-        return int(sum(int(m.sum()) for m in self.pending))
+        return sum(p.total() for p in self.pending)
 
     @property
     def rows(self) -> int:
         """Replicates with at least one pending task."""
-        return int(sum(int(m.any(axis=1).sum()) for m in self.pending))
+        return sum(p.rows_pending() for p in self.pending)
 
     def first_pending(self, methods: list[int]) -> tuple[int, int] | None:
         """The first (point, replicate), in task order, where one of these
         methods has a pending task."""
         if not methods:
             return None
-        for p, mask in enumerate(self.pending):
-            rows = np.flatnonzero(mask[:, methods].any(axis=1))
-            if len(rows):
-                return p, int(rows[0])
+        for p, pending in enumerate(self.pending):
+            r = pending.first(methods)
+            if r is not None:
+                return p, r
         return None
 
     def work(self) -> list[tuple[int, tuple[int, ...]]]:
         """(design point, pending methods) of every point with work, in order."""
-        return [
-            (p, tuple(int(m) for m in np.flatnonzero(mask.any(axis=0))))
-            for p, mask in enumerate(self.pending)
-            if mask.any()
-        ]
+        out = []
+        for p, pending in enumerate(self.pending):
+            has = pending.methods_pending()
+            if has.any():
+                out.append((p, tuple(int(m) for m in np.flatnonzero(has))))
+        return out
 
 
 class Plan:
@@ -137,14 +259,18 @@ class Plan:
         self.midx = store.method_index(study.method_names)
 
     def round(self, counts: list[int], *, retry_failed: bool) -> Round:
-        """Read the status within ``counts``: what is done, failed, pending."""
-        pending: list[np.ndarray[Any, Any]] = []
+        """Read the status within ``counts``, status chunk by status chunk:
+        what is done, failed, pending. Chunks never written are all pending
+        and cost nothing to read."""
+        chunk = self.store.group_rows
+        methods = len(self.midx)
+        pending = [Pending(counts[p], chunk, methods) for p in range(len(self.grid))]
         done = failed = 0
-        for p in range(len(self.grid)):
-            status = self.store.status_of(self.pidx[p], counts[p], self.midx)
+        blocks = self.store.status_chunks(self.pidx, counts, self.midx)
+        for p, c, status in blocks:
             done += int((status == OK).sum())
             failed += int((status == FAILED).sum())
-            pending.append(status != OK if retry_failed else status == PENDING)
+            pending[p].set(c, status != OK if retry_failed else status == PENDING)
         return Round(list(counts), pending, done, failed)
 
     def batches(
@@ -168,19 +294,29 @@ class Plan:
         align = 1 if sizer.fixed else sizer.quantum
         for p, point in enumerate(self.grid):
             levels = tuple(point.items())
-            runs = batch_runs(
-                work.pending[p],
-                size=partial(sizer.size, p),
-                chunk=sizer.chunk,
-                align=align,
-            )
-            for start, stop, methods in runs:
+            for start, stop, methods in self._runs(work.pending[p], p, sizer, align):
                 states = None if chain is None else chain.states(p, start, stop)
                 batch = Batch(
                     p, levels, start, stop, methods, states, timeout, warnings, device
                 )
                 sizer.issued(batch)
                 yield batch
+
+    @staticmethod
+    def _runs(
+        pending: Pending, p: int, sizer: BatchSizer, align: int
+    ) -> Iterator[tuple[int, int, tuple[int, ...]]]:
+        """A point's batches, one status chunk at a time (a mask per chunk)."""
+        for c in range(pending.n_chunks):
+            if c in pending.done:
+                continue
+            yield from batch_runs(
+                pending.mask(c),
+                size=partial(sizer.size, p),
+                chunk=pending.chunk,
+                align=align,
+                offset=pending.span(c)[0],
+            )
 
 
 class _Chain:

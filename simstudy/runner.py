@@ -49,6 +49,7 @@ from simstudy.plan import BatchSizer, Plan, Round
 from simstudy.progress import NotebookProgress, in_notebook
 from simstudy.recompute import recheck_versions, task_batch
 from simstudy.results import BatchResult
+from simstudy.stall import Watchdog
 from simstudy.study import Study
 from simstudy.target import TargetRule
 
@@ -365,6 +366,7 @@ class _Run:
         counts = [study.replicates] * len(plan.grid)  # replicates per point
         self.sizer.chunk = st.group_rows
         signals = _Signals()
+        self.watchdog = Watchdog(timeout=o.task_timeout)
         first = True
         try:
             while True:
@@ -385,6 +387,7 @@ class _Run:
         except KeyboardInterrupt:
             report.interrupted = True
         finally:
+            self.watchdog.close()
             signals.restore()
             self._close_executor()
         if report.nonfinite:
@@ -428,9 +431,10 @@ class _Run:
         """Compute a round's pending tasks, writing each finished batch."""
         o, report, sizer = self.opts, self.report, self.sizer
         executor = self._start_executor()
+        self.watchdog.beat()  # waiting for workers (a Slurm queue) is no stall
         sizer.rows_left = work.rows
-        for p, mask in enumerate(work.pending):
-            st.expect(plan.pidx[p], mask)
+        for p, pending in enumerate(work.pending):
+            st.expect(plan.pidx[p], pending.counts())
         executor.prepare(work.work())
         self.base = report.computed
         self._probe(st, plan, work, signals)
@@ -453,12 +457,12 @@ class _Run:
             if at is None or report.stopped_on_errors or report.interrupted:
                 return
             p, r = at
-            methods = tuple(int(m) for m in np.flatnonzero(work.pending[p][r]))
+            methods = tuple(int(m) for m in np.flatnonzero(work.pending[p].row(r)))
             one = task_batch(study, p, plan.grid[p], r, methods, store=st.path)
             batch = replace(
                 one, timeout=o.task_timeout, warnings=o.warnings, device=o.device
             )
-            work.pending[p][r] = False
+            work.pending[p].take(r)
             self.sizer.issued(batch)
             self._consume(
                 st, plan, executor.results(iter([batch]), st.output_specs), signals
@@ -504,6 +508,7 @@ class _Run:
         if not self.truth_checked:
             self.truth_checked = _check_truth(self.study, st.meta.outputs, result)
         b, report = result.batch, self.report
+        self.watchdog.beat()
         result = st.write(result, plan.pidx[b.point], plan.midx[list(b.methods)])
         n_ok = int((result.status == OK).sum())
         n_bad = int((result.status == FAILED).sum())

@@ -154,7 +154,7 @@ def test_verify_names_a_nondeterministic_method_and_passes_honest_ones(
     assert set(result.differ) == {"sloppy"}
     assert len(result.differ["sloppy"]) == 6
     assert result.tasks >= 6 * 2
-    assert main(["verify", str(store), "--sample", "4"]) == 3
+    assert main(["verify", str(store), "--study", str(path), "--sample", "4"]) == 3
     out = capsys.readouterr().out
     assert "method 'sloppy' is not reproducible" in out
 
@@ -164,7 +164,8 @@ def test_the_lint_is_quiet_for_a_study_that_uses_its_rng(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error", ReproducibilityWarning)
         simstudy.run(path, store=tmp_path / "s.zarr", scheduler="synchronous")
-    assert main(["verify", str(tmp_path / "s.zarr"), "--sample", "5"]) == 0
+    store = str(tmp_path / "s.zarr")
+    assert main(["verify", str(path), "--store", store, "--sample", "5"]) == 0
 
 
 @pytest.mark.parametrize(

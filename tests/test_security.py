@@ -116,3 +116,50 @@ def test_a_store_declaring_a_foreign_codec_is_refused_unread(
     with pytest.raises(StoreError, match=r"numcodecs\.pickle"):
         simstudy.run(path, store=store, scheduler="synchronous")
     assert not marker.exists()
+
+
+def _name_a_trap(store: Path, trap: Path) -> None:
+    """Make the store's metadata name ``trap`` as the study file that made it."""
+    root_file = store / "zarr.json"
+    root = json.loads(root_file.read_text())
+    root["attributes"]["simstudy"]["source_file"] = str(trap)
+    root_file.write_text(json.dumps(root))
+
+
+def test_no_command_runs_the_study_file_a_store_names_issue_19(
+    tmp_path, write_study, capsys
+):
+    """19.3: whoever can write a store must not choose code for others to run."""
+    path = write_study(GOOD_STUDY)
+    store = tmp_path / "s.zarr"
+    simstudy.run(path, store=store, scheduler="synchronous")
+    marker = tmp_path / "pwned.txt"
+    trap = tmp_path / "trap.py"
+    trap.write_text(f"open({str(marker)!r}, 'w').write('pwned')\n" + GOOD_STUDY)
+    _name_a_trap(store, trap)
+    assert main(["verify", str(store)]) == 2
+    err = capsys.readouterr().err
+    assert "it never runs the file a store's metadata names" in err
+    assert f"hint: write python -m simstudy verify {store} --study STUDY.py" in err
+    for argv in (["status", str(store)], ["errors", str(store)]):
+        assert main(argv) == 0
+    assert main(["summarize", str(store)]) == 0
+    assert main(["report", str(store), "-o", str(tmp_path / "r.html")]) == 0
+    assert not marker.exists()
+    # the study file the user names is the one that runs
+    assert main(["verify", str(store), "--study", str(path), "--sample", "2"]) == 0
+    assert main(["verify", str(path), "--store", str(store), "--sample", "2"]) == 0
+    assert not marker.exists()
+
+
+def test_verify_without_study_is_exit_2_in_a_real_process_issue_19(tmp_path):
+    store = tmp_path / "s.zarr"
+    store.mkdir()
+    proc = subprocess.run(
+        [sys.executable, "-m", "simstudy", "verify", str(store)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.startswith("error: verify ")

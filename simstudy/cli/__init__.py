@@ -9,7 +9,8 @@
     └── progress.py   the progress bar with rate and ETA
 
 Exit codes: 0 all tasks ok; 3 finished with failed tasks; 2 bad input
-(nothing written); 130 interrupted (store consistent, resumable).
+(nothing written); 4 disk full (resumable once there is space); 130
+interrupted (store consistent, resumable).
 
 Layers: imports ``runner, debugging, pilot, options, store, summary, report,
 loader, executors, errors``.
@@ -24,7 +25,7 @@ import warnings
 from collections.abc import Sequence
 from typing import TextIO
 
-from simstudy.errors import EXIT_BAD_INPUT, EXIT_INTERRUPTED, SimstudyError
+from simstudy.errors import EXIT_INTERRUPTED, SimstudyError
 
 __all__ = ["main"]
 
@@ -66,7 +67,7 @@ def _main(argv: list[str], *, debug: bool) -> int:
         print(f"error: {exc.message}", file=sys.stderr)
         if exc.hint:
             print(f"hint: {exc.hint}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+        return exc.exit_code
     except KeyboardInterrupt:
         print("interrupted.", file=sys.stderr)
         return EXIT_INTERRUPTED

@@ -12,7 +12,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from simstudy.cube import METHOD, REPLICATE
 from simstudy.errors import EXIT_FAILED, EXIT_OK, UsageError
 from simstudy.options import FAIL_FAST
 from simstudy.progress import ProgressPrinter, duration
@@ -73,12 +72,12 @@ def _print_report(report: Any, max_errors: int | None) -> None:
     for note in report.notes:
         print(f"note: {note}", file=err)
     if report.repaired:
-        shown = ", ".join(report.repaired[:5]) + (
-            " ..." if len(report.repaired) > 5 else ""
+        shown = "; ".join(report.repaired[:3]) + (
+            " ..." if len(report.repaired) > 3 else ""
         )
         print(
-            f"warning: {len(report.repaired)} damaged chunk file(s) in the store "
-            f"(checksum mismatch: {shown}); their tasks were computed again.",
+            f"warning: {len(report.repaired)} damaged or missing file(s) in the "
+            f"store ({shown}); repaired, and their tasks computed again.",
             file=err,
         )
     if report.interrupted:
@@ -111,9 +110,7 @@ def _print_report(report: Any, max_errors: int | None) -> None:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    import numpy as np
-
-    from simstudy.store import open_results
+    from simstudy.store.reading import status_counts
 
     target = Path(args.target)
     if target.suffix == ".py":
@@ -123,52 +120,43 @@ def cmd_status(args: argparse.Namespace) -> int:
         store = Path(args.store) if args.store else default_store(load_study(target))
     else:
         store = target
-    ds = open_results(store)
-    from simstudy.summary import planned
-
-    status = ds["status"].values
-    factors = [d for d in ds["status"].dims if d not in (REPLICATE, METHOD)]
-    # pending = planned and not done (a --target-mcse run plans per point)
-    dims = ds["status"].dims
-    wanted = planned(ds).broadcast_like(ds["status"]).transpose(*dims).values
-    total = int(((status != 0) | wanted).sum())
-    counts = [int((status == 1).sum()), int((status == 2).sum())]
-    counts.append(int(((status == 0) & wanted).sum()))
+    # counted from the status chunk files: a 10^9-task store in seconds
+    points, record = status_counts(store)
+    ok = sum(c.ok for c in points)
+    failed = sum(c.failed for c in points)
+    pending = sum(c.pending for c in points)
+    total = ok + failed + pending
     print(
-        f"{store}: {counts[0]:,} ok, {counts[1]:,} failed, {counts[2]:,} pending "
-        f"of {total:,} tasks ({100 * counts[0] / max(total, 1):.1f}% ok)"
+        f"{store}: {ok:,} ok, {failed:,} failed, {pending:,} pending "
+        f"of {total:,} tasks ({100 * ok / max(total, 1):.1f}% ok)"
     )
-    target = ds.attrs["simstudy"].get("target_mcse")
-    if target:
-        goals = ", ".join(f"{k} <= {v:g}" for k, v in target["targets"].items())
-        print(f"  target MCSE: {goals} (max {target['max_replicates']:,} replicates)")
-    for idx in np.ndindex(*status.shape[: len(factors)]):
-        cell, want = status[idx], wanted[idx]
-        label = ", ".join(
-            f"{f}={ds[f].values[i]}" for f, i in zip(factors, idx, strict=True)
-        )
+    if record:
+        goals = ", ".join(f"{k} <= {v:g}" for k, v in record["targets"].items())
+        print(f"  target MCSE: {goals} (max {record['max_replicates']:,} replicates)")
+    for c in points:
+        label = ", ".join(f"{f}={v}" for f, v in c.point.items())
         line = (
-            f"  {label or 'all'}: {int((cell == 1).sum()):,} ok, "
-            f"{int((cell == 2).sum()):,} failed, "
-            f"{int(((cell == 0) & want).sum()):,} pending"
+            f"  {label or 'all'}: {c.ok:,} ok, {c.failed:,} failed, "
+            f"{c.pending:,} pending"
         )
-        if target:
-            n = int(ds["target_replicates"].values[idx])
-            point = {
-                f: ds[f].values[i].item() for f, i in zip(factors, idx, strict=True)
-            }
-            state = next(
-                (e["state"] for e in target["points"] if e["point"] == point), None
-            )
-            if state == "met":
-                line += f"; target met at {n:,} replicates"
-            elif state == "max":
-                line += f"; target not met at the cap, {n:,} replicates"
-            elif state == "running":
-                line += f"; target not met yet: next round to {n:,} replicates"
+        if record:
+            line += _target_state(c.target)
         print(line)
-    ds.close()
     return EXIT_OK
+
+
+def _target_state(entry: dict[str, Any] | None) -> str:
+    """Where a design point stands with its --target-mcse rule."""
+    if entry is None:
+        return ""
+    n, state = int(entry["replicates"]), entry["state"]
+    if state == "met":
+        return f"; target met at {n:,} replicates"
+    if state == "max":
+        return f"; target not met at the cap, {n:,} replicates"
+    if state == "running":
+        return f"; target not met yet: next round to {n:,} replicates"
+    return ""
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
@@ -225,7 +213,10 @@ def cmd_errors(args: argparse.Namespace) -> int:
         print(f"{args.store}: no failed task.")
         return EXIT_OK
     meta = open_results(args.store).attrs["simstudy"]
-    source = meta.get("source_file") or "STUDY.py"
+    import shlex
+
+    # shown, never run; quoted, so a copied command runs no text from the store
+    source = shlex.quote(str(meta.get("source_file") or "STUDY.py"))
     total = sum(g.count for g in groups)
     print(f"{args.store}: {total:,} failed task(s) in {len(groups)} group(s)")
     for g in groups:
@@ -241,25 +232,17 @@ def cmd_errors(args: argparse.Namespace) -> int:
 
 def cmd_verify(args: argparse.Namespace) -> int:
     from simstudy.debugging import verify
-    from simstudy.store import open_results
 
-    study_file = args.study
-    if study_file is None:
-        study_file = open_results(args.store).attrs["simstudy"].get("source_file")
-        if not study_file or not Path(study_file).is_file():
-            raise UsageError(
-                f"{args.store} does not say which study file made it.",
-                hint="pass --study STUDY.py",
-            )
+    store, study_file = _verify_target(args)
     result = verify(
         study_file,
-        args.store,
+        store,
         sample=args.sample,
         scheduler=args.scheduler,
         workers=args.workers,
     )
     if not result.differ:
-        print(f"{args.store}: {result.tasks:,} finished task(s) recomputed: identical")
+        print(f"{store}: {result.tasks:,} finished task(s) recomputed: identical")
         return EXIT_OK
     for method, tasks in result.differ.items():
         print(
@@ -272,6 +255,36 @@ def cmd_verify(args: argparse.Namespace) -> int:
         file=sys.stderr,
     )
     return EXIT_FAILED
+
+
+def _verify_target(args: argparse.Namespace) -> tuple[Path, Path]:
+    """The store and the study file to verify: never a file the store names.
+
+    Whoever can write a store could name any Python file in its metadata;
+    running it would run their code as whoever verifies. So the study file
+    is always one the user gives: ``verify STUDY.py`` (store ``--store`` or
+    the default) or ``verify STORE --study STUDY.py``.
+    """
+    from simstudy.loader import load_study
+    from simstudy.options import default_store
+
+    target = Path(args.store)
+    if target.suffix == ".py":
+        if args.study is not None:
+            raise UsageError(
+                f"verify {target} --study {args.study}: two study files.",
+                hint="write verify STUDY.py [--store STORE] or verify STORE "
+                "--study STUDY.py",
+            )
+        store = Path(args.to) if args.to else default_store(load_study(target))
+        return store, target
+    if args.study is None:
+        raise UsageError(
+            f"verify {target}: which study file? verify recomputes tasks with the "
+            "study file you name; it never runs the file a store's metadata names.",
+            hint=f"write python -m simstudy verify {target} --study STUDY.py",
+        )
+    return target, Path(args.study)
 
 
 def cmd_plan(args: argparse.Namespace) -> int:

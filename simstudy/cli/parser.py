@@ -287,9 +287,19 @@ def _add_other(sub: Any) -> None:
     err_p.add_argument("store", help="the store (.zarr)")
     err_p.add_argument("--debug", action="store_true", help="show tracebacks")
     ver = sub.add_parser("verify", help="recompute finished tasks, compare bit for bit")
-    ver.add_argument("store", help="the store (.zarr)")
     ver.add_argument(
-        "--study", help="the study file (default: the one that made the store)"
+        "store", metavar="STORE|STUDY.py", help="the store (.zarr), or the study file"
+    )
+    ver.add_argument(
+        "--study",
+        help="the study file that made STORE (required with a store: the file a "
+        "store names is never run)",
+    )
+    ver.add_argument(
+        "--store",
+        dest="to",
+        metavar="STORE",
+        help="with STUDY.py: the store (default ./<stem>.zarr)",
     )
     ver.add_argument("--sample", type=_positive, default=20, help="replicates (20)")
     ver.add_argument(

@@ -5,19 +5,24 @@ something on disk is marked with ``crash_point(name)``. When the
 environment variable ``SIMSTUDY_KILL_AT`` names that point, the process
 sends itself SIGKILL there, exactly as ``kill -9`` at that moment would;
 tests/test_crash_points.py kills at every point in ``POINTS`` and checks
-that the next run finishes with the cube an uninterrupted run gives.
+that the next run finishes with the cube an uninterrupted run gives. When
+``SIMSTUDY_DISK_FULL_AT`` names the point, the write that follows it fails
+as on a full disk (``OSError(ENOSPC)``) instead: tests/test_disk_full.py
+checks that every step then gives a clear error and a resumable store.
 
 Layers: a leaf of the store package; imports nothing from simstudy.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
 
-__all__ = ["KILL_AT", "POINTS", "crash_point"]
+__all__ = ["DISK_FULL_AT", "KILL_AT", "POINTS", "crash_point"]
 
 KILL_AT = "SIMSTUDY_KILL_AT"
+DISK_FULL_AT = "SIMSTUDY_DISK_FULL_AT"
 
 POINTS = (
     # creation: built in <store>/.simstudy/creating, then moved into place
@@ -40,7 +45,11 @@ POINTS = (
 
 
 def crash_point(name: str) -> None:
-    """Die here, as by ``kill -9``, if ``SIMSTUDY_KILL_AT`` names this point."""
+    """Die here, as by ``kill -9``, if ``SIMSTUDY_KILL_AT`` names this point;
+    fail as a full disk would, if ``SIMSTUDY_DISK_FULL_AT`` does."""
     if os.environ.get(KILL_AT) == name:
         assert name in POINTS, name
         os.kill(os.getpid(), signal.SIGKILL)
+    if os.environ.get(DISK_FULL_AT) == name:
+        assert name in POINTS, name
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC) + " (injected)")

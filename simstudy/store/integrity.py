@@ -18,12 +18,19 @@ from typing import Any
 
 import numpy as np
 
+from simstudy.cube import METHOD, REPLICATE
 from simstudy.errors import StoreError
-from simstudy.store.chunks import ChunkedArray
-from simstudy.store.layout import Layout
+from simstudy.store.health import read_json, survey
+from simstudy.store.layout import Layout, coord
 from simstudy.store.writer import Writer
 
-__all__ = ["SAFE_CODECS", "check_codecs", "drop_damaged_chunks", "drop_orphan_arrays"]
+__all__ = [
+    "SAFE_CODECS",
+    "check_codecs",
+    "drop_damaged_chunks",
+    "drop_orphan_arrays",
+    "restore_array_metadata",
+]
 
 SAFE_CODECS = {"bytes", "zstd", "crc32c", "vlen-utf8"}  # all simstudy writes
 
@@ -36,10 +43,10 @@ def check_codecs(p: Path) -> None:
     first, and only bytes, zstd, crc32c and vlen-utf8 are read.
     """
     metas: list[tuple[str, Any]] = []
-    root = json.loads((p / "zarr.json").read_text())
+    root = read_json(p / "zarr.json", p)
     consolidated = (root.get("consolidated_metadata") or {}).get("metadata") or {}
     metas += list(consolidated.items())
-    metas += [(f.parent.name, json.loads(f.read_text())) for f in p.glob("*/zarr.json")]
+    metas += [(f.parent.name, read_json(f, p)) for f in p.glob("*/zarr.json")]
     for name, meta in metas:
         codecs = meta.get("codecs") or []
         for codec in codecs:
@@ -60,7 +67,7 @@ def drop_orphan_arrays(p: Path) -> list[str]:
     consolidated metadata names it) leaves one behind: it holds no result
     (those are written only after), and creating it again would collide.
     """
-    root = json.loads((p / "zarr.json").read_text())
+    root = read_json(p / "zarr.json", p)
     known = set((root.get("consolidated_metadata") or {}).get("metadata") or {})
     orphans = [f.parent for f in p.glob("*/zarr.json") if f.parent.name not in known]
     for folder in orphans:
@@ -68,28 +75,57 @@ def drop_orphan_arrays(p: Path) -> list[str]:
     return [f.name for f in orphans]
 
 
-def drop_damaged_chunks(layout: Layout, writer: Writer) -> list[str]:
-    """Check every chunk's crc32c; make the tasks of a damaged one pending.
+def restore_array_metadata(p: Path) -> list[str]:
+    """Rewrite damaged ``<array>/zarr.json`` files from the root's copy.
 
-    The status of the tasks a damaged chunk covers is set to 0 first, then
-    the chunk file is removed, so a resume recomputes exactly those tasks.
-    Returns the damaged chunk files, relative to the store.
+    The root ``zarr.json`` keeps every array's metadata (consolidated), so
+    an array's own file that no longer parses is simply written again.
+    Returns the files restored, relative to the store.
     """
-    n = len(layout.factor_names)
-    damaged: list[tuple[ChunkedArray, tuple[int, ...]]] = []
-    for name in layout.var_names():
-        array = writer.chunked(name)
-        damaged += [
-            (array, array.coords_of(f))
-            for f in array.chunk_files()
-            if not array.intact(f)
-        ]
-    if not damaged:
+    root = read_json(p / "zarr.json", p)
+    consolidated = (root.get("consolidated_metadata") or {}).get("metadata") or {}
+    restored = []
+    for f in sorted(p.glob("*/zarr.json")):
+        try:
+            json.loads(f.read_bytes())
+        except (ValueError, UnicodeDecodeError):
+            entry = consolidated.get(f.parent.name)
+            if entry is None:
+                continue  # an orphan: drop_orphan_arrays deletes it
+            tmp = f.with_name("zarr.json.partial")
+            tmp.write_text(json.dumps(entry, indent=2))
+            tmp.replace(f)
+            restored.append(str(f.relative_to(p)))
+    return restored
+
+
+def drop_damaged_chunks(layout: Layout, writer: Writer) -> list[str]:
+    """Find what is damaged or missing (``store.health.survey``); make the
+    tasks concerned pending so the run recomputes them.
+
+    Status goes first: the status of the tasks a damaged or missing chunk
+    covers is set to 0 (a damaged status chunk is removed: a missing status
+    chunk reads as pending; a damaged records file makes its whole group
+    pending), then the damaged files are removed. Coordinates that disagree
+    with the metadata are written again from it. Returns one line per
+    problem (file, variable, what is wrong).
+    """
+    problems = survey(layout.path, layout.root, layout.meta.to_json())
+    if not problems:
         return []
+    lines = problems.lines(layout.path)
+    n = len(layout.factor_names)
     status = writer.chunked("status")
+    damaged = [(writer.chunked(a.name), c) for a, c, _ in problems.chunks]
     for array, coords in damaged:  # a missing status chunk reads as pending
         if array is status:
             status.path(coords).unlink(missing_ok=True)
+    for f in problems.records:
+        pidx, chunk = _group_of(f.name)
+        for s in status.chunk_files():
+            at = status.coords_of(s)
+            if at[:n] == pidx and at[n] == chunk:
+                s.unlink()
     for array, coords in damaged:
         rows, cols = array.chunks[n], array.chunks[n + 1]
         start = coords[n] * rows
@@ -103,6 +139,30 @@ def drop_damaged_chunks(layout: Layout, writer: Writer) -> list[str]:
     for array, coords in damaged:
         array.path(coords).unlink(missing_ok=True)
         writer.cache.chunks.pop((array.name, coords), None)
-    return [
-        str(array.path(coords).relative_to(layout.path)) for array, coords in damaged
-    ]
+    for f in problems.records:
+        f.unlink()
+        writer.records.files[f.parent.name].discard(f.name)
+    if problems.coords:
+        _rewrite_coordinates(layout, problems.coords)
+    return lines
+
+
+def _group_of(name: str) -> tuple[tuple[int, ...], int]:
+    """The (point index, status chunk) of a records file name."""
+    head, _, chunk = name.removesuffix(".json").rpartition("_c")
+    pidx = () if head == "p" else tuple(int(i) for i in head.split("-"))
+    return pidx, int(chunk)
+
+
+def _rewrite_coordinates(layout: Layout, names: list[str]) -> None:
+    """Write coordinates again from the levels the metadata records."""
+    values: dict[str, list[Any] | range] = {
+        f: layout.levels[f] for f in layout.factor_names
+    }
+    values[REPLICATE] = range(layout.replicates)
+    values[METHOD] = layout.methods
+    for name in names:
+        if name in values:
+            coord(layout.root, name, values[name], overwrite=True)
+    layout.consolidate()
+    layout.reopen()

@@ -36,9 +36,33 @@ CHUNK_KEYS = {"name": "default", "separator": "."}
 
 
 def coord(
-    root: zarr.Group, name: str, values: list[Any], *, overwrite: bool = False
+    root: zarr.Group,
+    name: str,
+    values: list[Any] | range,
+    *,
+    overwrite: bool = False,
 ) -> None:
-    """Write a coordinate array (a factor's levels, replicates, methods)."""
+    """Write a coordinate array (a factor's levels, replicates, methods).
+
+    A ``range`` (the replicates) is written a slice at a time: 10^8
+    replicates never become a list or one 800 MB array in memory.
+    """
+    if isinstance(values, range):
+        # int32 while it fits: half the bytes to compress (10^8 replicates:
+        # ~3 s instead of ~6 s here); xarray reads either as the same labels
+        wide = values.stop > np.iinfo(np.int32).max
+        arr = root.create_array(
+            name,
+            shape=(len(values),),
+            dtype="int64" if wide else "int32",
+            dimension_names=[name],
+            overwrite=overwrite,
+        )
+        step = 2**22
+        for start in range(0, len(values), step):
+            stop = min(start + step, len(values))
+            arr[start:stop] = np.arange(values.start + start, values.start + stop)
+        return
     data = np.array(values)
     if data.dtype.kind == "U":
         arr = root.create_array(
@@ -126,7 +150,7 @@ class Layout:
         )
         for f in meta.factor_order:
             coord(root, f, list(study.factors[f]))
-        coord(root, REPLICATE, list(range(study.replicates)))
+        coord(root, REPLICATE, range(study.replicates))
         coord(root, METHOD, study.method_names)
         built = cls(scratch, root)
         for name, (dtype, fill) in FIXED_VARS.items():

@@ -1,7 +1,13 @@
 """The store's lock: one run writes a store at a time.
 
-``<store>/.simstudy/lock`` holds the owner's pid, host and start time; a
-lock of a dead process on this host is stale and taken over.
+``<store>/.simstudy/lock`` holds the owner's pid, host, start time and a
+random token. A lock of a dead process on this host is stale and taken
+over (so is one naming this very process that it does not hold: left by
+a run of this process that failed). The owner checks that the lock is
+still its own (the token) before each write of results (``check``) and
+before it deletes it (``release``): a run whose lock was deleted or taken
+over stops with a clear error instead of writing beside another run, and
+never deletes another run's lock.
 
 Layers: imports ``errors``.
 """
@@ -12,11 +18,15 @@ import json
 import os
 import socket
 import time
+import uuid
 from pathlib import Path
+from typing import Any
 
 from simstudy.errors import StoreError
 
 __all__ = ["Lock"]
+
+_HELD: set[str] = set()  # tokens of the locks this process holds
 
 
 def _pid_alive(pid: int) -> bool:
@@ -29,28 +39,50 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+def _read(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text() or "{}")
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
 class Lock:
     """An exclusive lock file; a lock of a dead process on this host is stale."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self.held = False
+        self.token = uuid.uuid4().hex
+        self.lost: StoreError | None = None
+
+    def _stale(self, other: dict[str, Any], host: str) -> bool:
+        if not other:
+            return True  # empty or damaged: its writer died while writing it
+        if other.get("host") != host:
+            return False  # another machine's: cannot tell, so respect it
+        try:
+            pid = int(other.get("pid", 0))
+        except (TypeError, ValueError):
+            return True
+        if pid == os.getpid():
+            return other.get("token") not in _HELD
+        return not _pid_alive(pid)
 
     def acquire(self, store: Path) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        me = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.time()}
+        me = {
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "since": time.time(),
+            "token": self.token,
+        }
         for _ in range(2):
             try:
                 fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
             except FileExistsError:
-                try:
-                    other = json.loads(self.path.read_text() or "{}")
-                except (OSError, ValueError):
-                    other = {}
-                stale = other.get("host") == me["host"] and not _pid_alive(
-                    int(other.get("pid", 0))
-                )
-                if stale or not other:
+                other = _read(self.path)
+                if self._stale(other, str(me["host"])):
                     self.path.unlink(missing_ok=True)
                     continue
                 raise StoreError(
@@ -61,10 +93,41 @@ class Lock:
             with os.fdopen(fd, "w") as f:
                 json.dump(me, f)
             self.held = True
+            _HELD.add(self.token)
             return
         raise StoreError(f"could not take the lock {self.path}.")  # pragma: no cover
 
+    def ours(self) -> bool:
+        """Whether the lock file on disk is still this lock."""
+        return _read(self.path).get("token") == self.token
+
+    def check(self) -> None:
+        """Raise if the lock was deleted or taken over since we took it."""
+        if self.lost is not None:
+            raise self.lost
+        if not self.held or self.ours():
+            return
+        other = _read(self.path)
+        now = (
+            f"now held by process {other.get('pid')} on {other.get('host')}"
+            if other
+            else "its lock file was deleted"
+        )
+        self.held = False
+        _HELD.discard(self.token)
+        self.lost = StoreError(
+            f"this run lost the lock of store {self.path.parent.parent} ({now}); "
+            "it stopped without writing beside another run.",
+            hint="let the other run finish (or stop it), then run the same "
+            "command: it resumes; never delete a lock file by hand while a run "
+            "uses the store",
+        )
+        raise self.lost
+
     def release(self) -> None:
+        """Delete the lock file, if it is still ours."""
         if self.held:
-            self.path.unlink(missing_ok=True)
+            if self.ours():
+                self.path.unlink(missing_ok=True)
             self.held = False
+            _HELD.discard(self.token)

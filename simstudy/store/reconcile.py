@@ -151,11 +151,35 @@ def reconcile(
     changes = compare(old, new, ignore_methods=set(recompute))
     if changes:
         raise _mismatch(layout, changes)
+    _check_level_types(layout, study)
     reset = [m for m in recompute if m in layout.methods]
     if reset:
         _reset_methods(layout, records, reset)
     _adopt(layout, old, new)
     _grow(layout, study, layout.meta.fingerprint["methods"])
+
+
+def _check_level_types(layout: Layout, study: Study) -> None:
+    """Refuse levels equal to stored ones but of another type (20.0 for 20):
+    they would match the stored points, and every task would get a float
+    (or an int, or a bool) where the stored results got the other type."""
+    for f in layout.factor_names:
+        stored = {repr(lv): lv for lv in layout.levels[f]}
+        for lv in study.factors[f]:
+            twin = next(
+                (s for s in layout.levels[f] if s == lv and type(s) is not type(lv)),
+                None,
+            )
+            if twin is None or repr(lv) in stored:
+                continue
+            raise FingerprintMismatch(
+                f"store {layout.path}: factor {f!r} has levels "
+                f"{layout.levels[f]!r} ({type(twin).__name__}), the study "
+                f"{list(study.factors[f])!r} ({type(lv).__name__}); the study's "
+                f"tasks would get {f}={lv!r} where the stored ones got {twin!r}.",
+                hint=f"write the levels as the store has them ({f}: "
+                f"{layout.levels[f]!r}), or choose a new --store",
+            )
 
 
 def _mismatch(layout: Layout, changes: list[Change]) -> FingerprintMismatch:
@@ -214,7 +238,7 @@ def _grow(layout: Layout, study: Study, methods_fp: dict[str, Any]) -> None:
     layout.replicates = replicates
     for f in layout.factor_names:
         coord(layout.root, f, layout.levels[f], overwrite=True)
-    coord(layout.root, REPLICATE, list(range(replicates)), overwrite=True)
+    coord(layout.root, REPLICATE, range(replicates), overwrite=True)
     coord(layout.root, METHOD, layout.methods, overwrite=True)
     crash_point("grow:coords")
     layout.resize()
@@ -303,7 +327,7 @@ def prune(layout: Layout, study: Study, lock_file: Path) -> None:
     root.attrs.update(attrs)
     for f in layout.factor_names:
         coord(root, f, levels[f])
-    coord(root, REPLICATE, list(range(layout.replicates)))
+    coord(root, REPLICATE, range(layout.replicates))
     coord(root, METHOD, names)
     for var in layout.var_names():
         _copy_kept(layout, root, var, keep, levels, methods)

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from simstudy.results import Failure, Warned
+from simstudy.store.health import read_json
 from simstudy.store.layout import Layout
 from simstudy.store.meta import META
 
@@ -44,7 +45,7 @@ def read_records(path: str | os.PathLike[str], kind: str) -> list[dict[str, Any]
     out: list[dict[str, Any]] = []
     folder = Path(path) / META / kind
     for f in sorted(folder.glob("*.json")) if folder.exists() else []:
-        out.extend(json.loads(f.read_text()))
+        out.extend(read_json(f, Path(path)))
     return out
 
 
@@ -78,7 +79,7 @@ class Records:
         """Apply updates to a group's file: a rerun task's old records go."""
         f = self.file(kind, group)
         known = f.name in self.files[kind]
-        records = json.loads(f.read_text()) if known else []
+        records = read_json(f, self.layout.path) if known else []
         point = self.layout.point_of(group[0])
         for start, stop, names, new in updates:
             records = [
@@ -97,7 +98,7 @@ class Records:
         """Forget every record of these methods (they are computed again)."""
         for kind in KINDS:
             for f in (self.layout.path / META / kind).glob("*.json"):
-                records = json.loads(f.read_text())
+                records = read_json(f, self.layout.path)
                 kept = [r for r in records if r["method"] not in names]
                 if len(kept) != len(records):
                     write_json(f, kept)

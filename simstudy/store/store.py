@@ -11,7 +11,7 @@ Layers: imports ``study, errors`` and the other ``store`` modules.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -28,11 +28,13 @@ from simstudy.store.integrity import (
     check_codecs,
     drop_damaged_chunks,
     drop_orphan_arrays,
+    restore_array_metadata,
 )
 from simstudy.store.layout import Layout, coord
 from simstudy.store.lock import Lock
 from simstudy.store.meta import META, NUMBER_MAKERS, versions
 from simstudy.store.records import Group, Records
+from simstudy.store.space import writing
 from simstudy.store.writer import Writer, flush_seconds
 from simstudy.study import Level, Study
 
@@ -74,6 +76,7 @@ class Store:
         self.lock = lock
         self.records = Records(layout)
         self.writer = Writer(layout, self.records)
+        self.writer.guard = lock.check  # a run that lost its lock writes nothing
         self.repaired: list[str] = []  # damaged chunks found on open (dropped)
         # levels and methods in the store that the current study does not have
         self.hidden: dict[str, Any] = {"levels": {}, "methods": []}
@@ -107,16 +110,18 @@ class Store:
         lock = Lock(p / META / "lock")
         try:
             p.mkdir(exist_ok=True)
-            lock.acquire(p)
+            with writing(p):
+                lock.acquire(p)
         except PermissionError:
             raise StoreError(
                 f"cannot write store {p}: permission denied.",
                 hint="choose a writable --store path",
             ) from None
         try:
-            return cls._open_locked(
-                p, study, lock, restart, recompute, prune, provenance
-            )
+            with writing(p):
+                return cls._open_locked(
+                    p, study, lock, restart, recompute, prune, provenance
+                )
         except BaseException:
             lock.release()
             raise
@@ -137,12 +142,13 @@ class Store:
         for leftover in p.rglob("*.partial"):
             leftover.unlink(missing_ok=True)
         if (p / "zarr.json").exists():
+            restored = restore_array_metadata(p)
             check_codecs(p)
             migrations.migrate(p)
             drop_orphan_arrays(p)
             store = cls(Layout.open(p), lock, provenance)
             reconcile.reconcile(store.layout, store.records, study, recompute)
-            store.repaired = drop_damaged_chunks(store.layout, store.writer)
+            store.repaired = restored + drop_damaged_chunks(store.layout, store.writer)
         else:
             declared = _declared(study)
             layout = Layout.create(p, study, dict(provenance or {}), declared)
@@ -190,8 +196,46 @@ class Store:
     ) -> BatchResult:
         return self.writer.write(result, pidx, midx)
 
-    def expect(self, point: tuple[int, ...], pending: np.ndarray[Any, Any]) -> None:
-        self.writer.expect(point, pending)
+    def expect(self, point: tuple[int, ...], counts: dict[int, int]) -> None:
+        """Note the tasks this run will compute at a point, per status chunk."""
+        self.writer.expect(point, counts)
+
+    def status_chunks(
+        self,
+        points: list[tuple[int, ...]],
+        counts: list[int],
+        methods: np.ndarray[Any, Any],
+    ) -> Iterator[tuple[int, int, np.ndarray[Any, Any]]]:
+        """The status of each point's first ``counts[p]`` replicates, status
+        chunk by status chunk: ``(p, chunk, replicates x methods)`` for the
+        chunks with a file (or buffered); the others are all pending.
+
+        Memory and time follow the chunks written, not the replicates: one
+        listing of the status folder, then one chunk at a time.
+        """
+        status = self.writer.chunked("status")
+        n = len(self.layout.factor_names)
+        rows, cols = status.chunks[n], status.chunks[n + 1]
+        written: dict[tuple[int, ...], set[int]] = {}
+        keys = [c for name, c in self.writer.cache.chunks if name == "status"]
+        for at in [status.coords_of(f) for f in status.chunk_files()] + keys:
+            written.setdefault(at[:n], set()).add(at[n])
+        groups = [
+            (mc, np.flatnonzero(methods // cols == mc)) for mc in set(methods // cols)
+        ]
+        for p, pidx in enumerate(points):
+            for rc in sorted(written.get(pidx, ())):
+                stop = min(rows, counts[p] - rc * rows)
+                if stop <= 0:
+                    continue
+                block = np.zeros((stop, len(methods)), np.int8)
+                for mc, js in groups:
+                    coords = (*pidx, rc, int(mc))
+                    chunk = self.writer.cache.chunks.get(("status", coords))
+                    if chunk is None:
+                        chunk = status.read(coords)
+                    block[:, js] = chunk[(0,) * n][:stop, methods[js] % cols]
+                yield p, rc, block
 
     def flush(self, groups: set[Group] | None = None) -> None:
         self.writer.flush(groups)
@@ -199,12 +243,12 @@ class Store:
     def extend_replicates(self, replicates: int) -> None:
         """Grow the replicate dimension (mid-run, between rounds)."""
         lay = self.layout
-        with self.writer.lock:
+        with self.writer.lock, writing(self.path):
             if replicates <= lay.replicates:
                 return
             self.writer.flush()
             lay.replicates = replicates
-            coord(lay.root, REPLICATE, list(range(replicates)), overwrite=True)
+            coord(lay.root, REPLICATE, range(replicates), overwrite=True)
             lay.resize()
             lay.meta.fingerprint["replicates"] = replicates
             lay.save_meta()
@@ -215,7 +259,8 @@ class Store:
         """Keep what a --target-mcse run decided, per design point (None:
         forget it, when a plain run gives every point more replicates)."""
         self.layout.meta.target_mcse = record
-        self.layout.save_meta()
+        with writing(self.path):
+            self.layout.save_meta()
 
     def save_truth(self, study: Study) -> None:
         """Record the truth and measure declarations summaries read (not part
@@ -254,7 +299,8 @@ class Store:
         return read_mt_checkpoints(self.path, seed)
 
     def save_mt_checkpoint(self, seed: int, k: int, row: np.ndarray[Any, Any]) -> None:
-        save_mt_checkpoint(self.path, seed, k, row)
+        with writing(self.path):
+            save_mt_checkpoint(self.path, seed, k, row)
 
     def close(self) -> None:
         """Write what is buffered, then release the lock."""

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -27,6 +28,7 @@ from simstudy.store.chunks import ChunkCache, ChunkedArray
 from simstudy.store.crash import crash_point
 from simstudy.store.layout import Layout
 from simstudy.store.records import Group, Records
+from simstudy.store.space import writing
 
 __all__ = ["FLUSH_SECONDS", "Writer", "flush_seconds"]
 
@@ -52,6 +54,10 @@ def flush_seconds() -> float:
     return value
 
 
+def _nothing() -> None:
+    pass
+
+
 class Writer:
     """Buffer finished batches and write them out, status last."""
 
@@ -64,14 +70,15 @@ class Writer:
         self.timer: threading.Timer | None = None
         self.flush_seconds = flush_seconds()
         self.lock = threading.RLock()
+        # called before anything is written (the store's lock check)
+        self.guard: Callable[[], None] = _nothing
+        self.failed: StoreError | None = None  # a flush on the timer that failed
 
     # ---- taking batches ------------------------------------------------
-    def expect(self, point: tuple[int, ...], pending: np.ndarray[Any, Any]) -> None:
-        """Note the tasks this run will compute at a point (replicates x methods),
+    def expect(self, point: tuple[int, ...], counts: dict[int, int]) -> None:
+        """Note the tasks this run will compute at a point, per status chunk,
         so each status chunk is written once, when its last batch arrives."""
-        rows = self.layout.group_rows
-        counts = np.add.reduceat(pending.sum(axis=1), np.arange(0, len(pending), rows))
-        for c, count in enumerate(counts.tolist()):
+        for c, count in counts.items():
             if count:
                 self.expected[(point, c)] = count
 
@@ -84,7 +91,9 @@ class Writer:
         sent before a method's first result arrived could not be): a task
         whose outputs differ from the store's is recorded failed.
         """
-        with self.lock:
+        with self.lock, writing(self.layout.path):
+            if self.failed is not None:
+                raise self.failed
             return self._write(result, pidx, midx)
 
     def _write(
@@ -216,25 +225,21 @@ class Writer:
     def _flush_on_timer(self) -> None:
         with self.lock:
             self.timer = None
-            self.flush()
+            try:
+                self.flush()
+            except StoreError as exc:  # raised by the next write, in the run
+                self.failed = exc
 
     def flush(self, groups: set[Group] | None = None) -> None:
         """Write buffered chunks: outputs and timings, records, then status."""
-        with self.lock:
-            try:
-                self._flush(groups)
-            except OSError as exc:
-                raise StoreError(
-                    f"cannot write the store {self.layout.path}: "
-                    f"{exc.strerror or exc}.",
-                    hint="free disk space or fix the permissions (or choose "
-                    "another --store), then run the same command: it resumes "
-                    "where it stopped",
-                ) from exc
+        with self.lock, writing(self.layout.path):
+            self._flush(groups)
 
     def _flush(self, groups: set[Group] | None) -> None:
         n = len(self.layout.factor_names)
         rows = self.layout.group_rows
+        if self.cache.dirty or any(self.records.updates.values()):
+            self.guard()
         keys = [
             k
             for k in self.cache.dirty

@@ -75,7 +75,9 @@ def test_batch_size_and_interruption_change_no_number(
     try:
         plan = Plan(study, store)
         work = plan.round([study.replicates] * len(plan.grid), retry_failed=False)
-        assert all(mask.all() for mask in work.pending)  # a fresh store
+        # a fresh store: every task pending, and no mask held for it
+        assert all(not p.done and not p.partial for p in work.pending)
+        assert work.total == study.replicates * len(plan.grid) * len(study.methods)
         sizer = BatchSizer(
             fixed=sizes[1], workers=1, rows=study.replicates, chunk=store.group_rows
         )

@@ -1,0 +1,282 @@
+"""Find what is damaged or missing in a store, by file and variable.
+
+A store's numbers live in chunk files (checked by crc32c), its metadata in
+JSON (``zarr.json`` files, failure and warning records) and its labels in
+coordinate arrays (checked against the levels the metadata records). Bit
+rot, a copy that skipped files or a hand edit can damage any of them.
+
+``survey`` lists every problem: damaged chunks, chunks that tasks whose
+status is set need but that are gone (a deleted ``estimate`` chunk would
+otherwise read as NaN for status-ok tasks), coordinates that disagree with
+the metadata, records that are not JSON. Reading commands refuse a store
+with problems (``check_readable``, a ``StoreError`` naming the files); a run
+repairs them (``store.integrity``): it recomputes the tasks concerned.
+
+Layers: imports ``cube, errors`` and ``store.chunks``, ``store.meta`` (and
+zarr, numpy).
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from simstudy.cube import FIXED_VARS, METHOD, OK, PENDING, REPLICATE
+from simstudy.errors import StoreError
+from simstudy.store.chunks import ChunkedArray, CorruptChunk
+from simstudy.store.meta import META
+
+__all__ = ["Problems", "check_readable", "read_json", "run_hint", "survey"]
+
+# per-task variables a finished task always has a chunk of (``warnings`` is
+# left out: stores made before it existed have none for older tasks)
+NEEDED = ("seconds", "started", "worker")
+SHOWN = 4  # files named in a message
+
+
+def run_hint(store: Path) -> str:
+    return (
+        f"run python -m simstudy run STUDY.py --store {store}: it recomputes "
+        "what those files held (the rest of the store is kept)"
+    )
+
+
+def read_json(path: Path, store: Path) -> Any:
+    """Load a JSON file of a store; a damaged one is a ``StoreError`` naming it."""
+    try:
+        return json.loads(path.read_bytes())
+    except (ValueError, UnicodeDecodeError) as exc:
+        what = "metadata" if path.name == "zarr.json" else "records"
+        raise StoreError(
+            f"{path}: the store's {what} file is damaged (not valid JSON: {exc}).",
+            hint=_json_hint(path, store),
+        ) from None
+
+
+def _json_hint(path: Path, store: Path) -> str:
+    if path.name == "zarr.json" and path.parent == store:
+        return (
+            "the root metadata (fingerprint, levels) cannot be rebuilt: restore "
+            "the file from a backup, or run with --restart to compute everything "
+            "again"
+        )
+    return run_hint(store)
+
+
+@dataclass
+class Problems:
+    """What is wrong with a store; empty when nothing is."""
+
+    # (array, chunk coords, why): damaged chunks, and chunks tasks need but
+    # that are missing
+    chunks: list[tuple[ChunkedArray, tuple[int, ...], str]] = field(
+        default_factory=list
+    )
+    coords: list[str] = field(default_factory=list)  # coordinate names
+    records: list[Path] = field(default_factory=list)  # damaged record files
+
+    def __bool__(self) -> bool:
+        return bool(self.chunks or self.coords or self.records)
+
+    def lines(self, store: Path) -> list[str]:
+        out = [
+            f"{array.path(c).relative_to(store)} (variable {array.name!r}: {why})"
+            for array, c, why in self.chunks
+        ]
+        out += [
+            f"{name}/ (coordinate {name!r}: not the levels the metadata records)"
+            for name in self.coords
+        ]
+        out += [
+            f"{f.relative_to(store)} (records: not valid JSON)" for f in self.records
+        ]
+        return out
+
+
+def survey(store: Path, root: Any, meta: dict[str, Any]) -> Problems:
+    """Every damaged or missing chunk, coordinate and record file of a store.
+
+    ``root`` is the store's zarr group; ``meta`` its ``attrs["simstudy"]``.
+    """
+    factors: list[str] = list(meta["factor_order"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # our .simstudy folder is no zarr node
+        names = list(root.array_keys())
+    coords = {*factors, REPLICATE, METHOD, "method"}
+    arrays = {
+        k: ChunkedArray(store, k, root[k]) for k in sorted(names) if k not in coords
+    }
+    problems = Problems()
+    for array in arrays.values():
+        problems.chunks += [
+            (array, array.coords_of(f), "fails its crc32c checksum")
+            for f in array.chunk_files()
+            if not array.intact(f)
+        ]
+    bad = {(a.name, c) for a, c, _ in problems.chunks}
+    if "status" in arrays:
+        problems.chunks += _missing(arrays, len(factors), meta, bad)
+    problems.coords = _coordinate_problems(root, meta, names)
+    for kind in ("failures", "warnings"):
+        for f in sorted((store / META / kind).glob("*.json")):
+            try:
+                json.loads(f.read_bytes())
+            except (ValueError, UnicodeDecodeError):
+                problems.records.append(f)
+    return problems
+
+
+def _missing(
+    arrays: dict[str, ChunkedArray],
+    n: int,
+    meta: dict[str, Any],
+    bad: set[tuple[str, tuple[int, ...]]],
+) -> list[tuple[ChunkedArray, tuple[int, ...], str]]:
+    """Chunks that finished tasks need (per the status) but that are gone."""
+    status = arrays["status"]
+    methods = list(meta["fingerprint"]["methods"])
+    outputs = meta.get("outputs") or {}
+    width = status.chunks[n + 1] * (status.shape[n + 1] // status.chunks[n + 1] + 1)
+    has = {  # output -> which method columns return it
+        name: np.array(
+            [
+                i < len(methods) and name in outputs.get(methods[i], ())
+                for i in range(width)
+            ]
+        )
+        for name in arrays
+        if name not in FIXED_VARS
+    }
+    out, seen = [], set(bad)
+    for f in status.chunk_files():
+        at = status.coords_of(f)
+        if ("status", at) in bad:
+            continue
+        try:
+            chunk = status.read(at)[(0,) * n]  # (replicates, methods)
+        except CorruptChunk:
+            continue
+        rows, cols = np.nonzero(chunk != PENDING)
+        if not len(rows):
+            continue
+        reps = rows + at[n] * status.chunks[n]
+        meths = cols + at[n + 1] * status.chunks[n + 1]
+        ok = chunk[rows, cols] == OK
+        for name, array in arrays.items():
+            if name == "status" or (name in FIXED_VARS and name not in NEEDED):
+                continue
+            need = (
+                np.ones(len(rows), bool)
+                if name in FIXED_VARS
+                else ok & has[name][meths]
+            )
+            r_at = reps[need] // array.chunks[n]
+            m_at = meths[need] // array.chunks[n + 1]
+            tail = (0,) * (len(array.chunks) - n - 2)
+            for key_rm in np.unique(np.stack([r_at, m_at], axis=1), axis=0):
+                key = (*at[:n], int(key_rm[0]), int(key_rm[1]), *tail)
+                if (name, key) not in seen and not array.path(key).exists():
+                    seen.add((name, key))
+                    why = "missing, but the status says its tasks finished"
+                    out.append((array, key, why))
+    return out
+
+
+def _coordinate_problems(
+    root: Any, meta: dict[str, Any], names: list[str]
+) -> list[str]:
+    """Coordinates whose values are not the ones the metadata records.
+
+    A coordinate may be longer than the metadata says (a run stopped while
+    growing the store); only the recorded part is compared.
+    """
+    fp = meta["fingerprint"]
+    method = METHOD if METHOD in names else "method"  # a format-1 store
+    expected: dict[str, list[Any]] = {
+        f: list(fp["factors"][f]) for f in meta["factor_order"]
+    }
+    expected[method] = list(fp["methods"])
+    out = []
+    for name, levels in expected.items():
+        want = repr(np.array(levels).tolist())
+        try:
+            have = repr(np.asarray(root[name][: len(levels)]).tolist())
+        except Exception:  # a chunk that does not decode, or a missing array
+            have = None
+        if have != want:
+            out.append(name)
+    if not _replicates_intact(root, int(fp["replicates"])):
+        out.append(REPLICATE)
+    return out
+
+
+def _replicates_intact(root: Any, replicates: int) -> bool:
+    """Whether the replicate coordinate is 0..R-1, read a slice at a time."""
+    step = 2**20
+    try:
+        arr = root[REPLICATE]
+        for start in range(0, replicates, step):
+            stop = min(start + step, replicates)
+            got = np.asarray(arr[start:stop])
+            if not np.array_equal(got, np.arange(start, stop)):
+                return False
+    except Exception:  # a chunk that does not decode, or a missing array
+        return False
+    return True
+
+
+def check_readable(store: Path) -> None:
+    """Refuse to read a store with damaged or missing files, naming them."""
+    import zarr
+
+    root_meta = read_json(store / "zarr.json", store)
+    meta = (root_meta.get("attributes") or {}).get("simstudy")
+    if not isinstance(meta, dict) or "fingerprint" not in meta:
+        raise StoreError(
+            f"{store}/zarr.json holds no simstudy metadata; this is not a simstudy "
+            "store, or its metadata is damaged.",
+            hint="pass the .zarr directory that `simstudy run` wrote",
+        )
+    _check_growth(store, root_meta)
+    try:
+        root = zarr.open_group(str(store), mode="r")
+    except Exception as exc:  # any complaint of zarr here is damage
+        raise StoreError(
+            f"{store}: zarr cannot open the store ({type(exc).__name__}: {exc}).",
+            hint=run_hint(store),
+        ) from None
+    problems = survey(store, root, meta)
+    if problems:
+        lines = problems.lines(store)
+        more = f" and {len(lines) - SHOWN} more" if len(lines) > SHOWN else ""
+        raise StoreError(
+            f"store {store} has {len(lines)} damaged or missing file(s): "
+            + "; ".join(lines[:SHOWN])
+            + more
+            + ".",
+            hint=run_hint(store),
+        )
+
+
+def _check_growth(store: Path, root_meta: dict[str, Any]) -> None:
+    """Refuse a store a run left half grown: an array's own metadata has
+    another shape than the root's (consolidated) copy says."""
+    known = (root_meta.get("consolidated_metadata") or {}).get("metadata") or {}
+    for name, entry in sorted(known.items()):
+        own = store / name / "zarr.json"
+        if not own.is_file():
+            continue
+        shape = read_json(own, store).get("shape")
+        if shape is not None and shape != entry.get("shape"):
+            raise StoreError(
+                f"store {store}: a run stopped while growing the store "
+                f"({name!r} has shape {shape}, the store's metadata says "
+                f"{entry.get('shape')}).",
+                hint=f"run python -m simstudy run STUDY.py --store {store}: it "
+                "finishes growing the store",
+            )
