@@ -103,6 +103,25 @@ class TaskStreams:
                 )
         elif study.scheme == "pcg64-jump":
             self.base = streams.pcg64_base(study.seed)
+        else:
+            self.mt = self._mt_rows()
+
+    def _mt_rows(self) -> dict[tuple[int, int], Any]:
+        """The mt19937-jump state rows of the slots this batch uses, built here
+        on the worker by random access, in increasing stream order."""
+        s, b = self.study, self.batch
+        slots = [0] if "rng" in s.data_params else []
+        slots += [1 + m for m in b.methods if s.methods[m].takes_rng]
+        return {
+            (i, slot): streams.mt19937_row(
+                s.seed,
+                streams.jump_index(
+                    b.point, b.start + i, slot, replicates=s.replicates, methods=self.nm
+                ),
+            )
+            for i in range(b.stop - b.start)
+            for slot in slots
+        }
 
     def _method_states(self, m: int) -> list[tuple[int, int]]:
         states = self.spawn.get(m)
@@ -120,7 +139,7 @@ class TaskStreams:
                 b.point, b.start + i, slot, replicates=s.replicates, methods=self.nm
             )
             return src.pcg64_jumped(self.base, k)
-        return src.mt19937(b.mt_states[i * (self.nm + 1) + slot])
+        return src.mt19937(self.mt[(i, slot)])
 
     def data(self, i: int) -> Any:
         """The data Generator of the batch's ``i``-th replicate."""
