@@ -1,0 +1,31 @@
+"""What the forkserver imports once, so pool workers forked from it start warm.
+
+The ``processes`` scheduler forks its workers from a forkserver
+(``simstudy.executors.dask.start_forkserver``) that imports numpy, the
+worker side of simstudy and the modules the study file imports (named in
+``SIMSTUDY_PRELOAD``, comma-separated) before it forks anything. A module
+that fails to import here is skipped: the worker imports it again when it
+installs the study, and reports any error then, as without a preload.
+
+Layers: imports ``worker, backends`` (and numpy, cloudpickle, dask.local).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import os
+
+import cloudpickle  # noqa: F401  (the study arrives cloudpickled)
+import dask.local  # noqa: F401  (what the worker runs a batch through)
+import numpy  # noqa: F401
+
+import simstudy.backends.numpy
+import simstudy.worker  # noqa: F401
+
+PRELOAD = "SIMSTUDY_PRELOAD"
+
+for _name in filter(None, os.environ.get(PRELOAD, "").split(",")):
+    # a failure is met again, and reported, when the worker installs the study
+    with contextlib.suppress(Exception, SystemExit):
+        importlib.import_module(_name)
