@@ -7,7 +7,7 @@ worker side of simstudy and the modules the study file imports (named in
 that fails to import here is skipped: the worker imports it again when it
 installs the study, and reports any error then, as without a preload.
 
-Layers: imports ``worker, backends`` (and numpy, cloudpickle, dask.local).
+Layers: imports ``worker, backends, executors.dask`` (and numpy, cloudpickle).
 """
 
 from __future__ import annotations
@@ -17,13 +17,11 @@ import importlib
 import os
 
 import cloudpickle  # noqa: F401  (the study arrives cloudpickled)
-import dask.local  # noqa: F401  (what the worker runs a batch through)
 import numpy  # noqa: F401
 
 import simstudy.backends.numpy
 import simstudy.worker  # noqa: F401
-
-PRELOAD = "SIMSTUDY_PRELOAD"
+from simstudy.executors.dask import PRELOAD
 
 for _name in filter(None, os.environ.get(PRELOAD, "").split(",")):
     # a failure is met again, and reported, when the worker installs the study

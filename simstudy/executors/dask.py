@@ -1,7 +1,9 @@
 # distributed ships no type hints for these calls
 # mypy: disable-error-code="no-untyped-call"
-"""Dask executors: a LocalCluster or an external cluster (``distributed``), and
-Dask's local schedulers (``processes``, ``threads``, ``synchronous``).
+"""Dask executors: a LocalCluster or an external cluster (``distributed``),
+Dask's local schedulers (``threads``, ``synchronous``), and a local process
+pool (``processes``: batches go straight to it, its workers forked from a
+preloaded forkserver).
 
 The study travels to each worker once (a worker plugin, or a pool initializer),
 never once per batch. Workers run with BLAS/OpenMP threads = 1 unless the
@@ -46,6 +48,7 @@ THREAD_VARS = (
     "NUMEXPR_NUM_THREADS",
 )
 SpecsFn = Callable[[], OutputSpecs]
+PRELOAD = "SIMSTUDY_PRELOAD"  # modules the forkserver imports (executors._preload)
 
 
 def worker_env() -> dict[str, str]:
@@ -196,8 +199,6 @@ def start_forkserver(modules: Iterable[str] = ()) -> None:
         return
     from multiprocessing import forkserver
 
-    from simstudy.executors._preload import PRELOAD
-
     multiprocessing.get_context("forkserver").set_forkserver_preload(
         ["simstudy.executors._preload"]
     )
@@ -247,17 +248,16 @@ def _pool_context() -> Any:
 def _init_worker(token: str, payload: bytes, driver: int, env: dict[str, str]) -> None:
     """Pool worker start: take the driver's environment as it is now (a
     worker forked from a long-lived forkserver would otherwise keep the one
-    the forkserver started with), import what running a batch through Dask
-    needs (else the first batch pays ~0.1 s for it), then install the study."""
+    the forkserver started with), then install the study."""
     os.environ.clear()
     os.environ.update(env)
-    import dask.local  # noqa: F401
-
     worker.install_worker(token, payload, driver)
 
 
 class LocalSchedulerExecutor(_WindowedExecutor):
-    """Dask's local schedulers, each batch a one-task graph on a reused pool."""
+    """Local execution: ``processes`` submits each batch straight to a reused
+    process pool; ``threads`` and ``synchronous`` run it as a one-task graph
+    on Dask's local schedulers."""
 
     def __init__(
         self,
@@ -279,7 +279,6 @@ class LocalSchedulerExecutor(_WindowedExecutor):
         self.payload = payload or study_payload(study)
         if scheduler == "processes":
             self._start_pool()
-            import dask.multiprocessing  # noqa: F401  (here, not in the first batch)
         else:
             payload = self.payload
             worker.install(self.token, payload)
@@ -287,6 +286,8 @@ class LocalSchedulerExecutor(_WindowedExecutor):
                 self.pool = cf.ThreadPoolExecutor(max_workers=n)
         self.feeders = cf.ThreadPoolExecutor(max_workers=self.window)
         self.description = f"dask {scheduler} scheduler, {n} worker(s)"
+        if scheduler == "processes":
+            self.description = f"local process pool, {n} worker(s)"
 
     def _start_pool(self) -> None:
         start_forkserver(study_imports(self.study.source_file))
@@ -337,10 +338,6 @@ class LocalSchedulerExecutor(_WindowedExecutor):
     def _compute(self, batch: Batch, specs: OutputSpecs) -> BatchResult:
         key = f"batch-{batch.point}-{batch.start}"
         dsk = {key: (worker.run_installed, self.token, batch, specs)}
-        if self.scheduler == "processes":
-            import dask.multiprocessing
-
-            return dask.multiprocessing.get(dsk, key, pool=self.pool)  # type: ignore[no-any-return]
         if self.scheduler == "threads":
             import dask.threaded
 
@@ -350,6 +347,10 @@ class LocalSchedulerExecutor(_WindowedExecutor):
         return dask.local.get_sync(dsk, key)  # type: ignore[no-any-return]
 
     def _submit(self, batch: Batch, specs: OutputSpecs) -> Any:
+        if isinstance(self.pool, cf.ProcessPoolExecutor):
+            # straight to the pool: a one-task Dask graph per batch added only
+            # its import (~0.2 s, driver and workers) and a thread hop
+            return self.pool.submit(worker.run_installed, self.token, batch, specs)
         if self.scheduler == "synchronous":
             f: cf.Future[BatchResult] = cf.Future()
             try:
