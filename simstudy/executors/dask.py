@@ -21,6 +21,7 @@ import logging
 import multiprocessing
 import os
 import signal
+import threading
 import time
 import uuid
 from collections import deque
@@ -275,6 +276,7 @@ class LocalSchedulerExecutor(_WindowedExecutor):
         self.token = uuid.uuid4().hex
         self.pool: cf.Executor | None = None
         self.warming: list[cf.Future[str]] = []
+        self.warmer: threading.Thread | None = None
         self.n = n
         self.payload = payload or study_payload(study)
         if scheduler == "processes":
@@ -291,17 +293,29 @@ class LocalSchedulerExecutor(_WindowedExecutor):
 
     def _start_pool(self) -> None:
         start_forkserver(study_imports(self.study.source_file))
+        context = _pool_context()
         with _spawn_env():
             self.pool = cf.ProcessPoolExecutor(
                 max_workers=self.n,
-                mp_context=_pool_context(),
+                mp_context=context,
                 initializer=_init_worker,
                 initargs=(self.token, self.payload, os.getpid(), dict(os.environ)),
             )
-            # spawn the workers now (they import and install the study while
-            # the driver goes on, e.g. creating the store); wait() waits for
-            # the first, so a broken environment fails there
-            self.warming = [self.pool.submit(worker.ready) for _ in range(self.n)]
+            # start the workers now (they install the study while the driver
+            # goes on, e.g. creating the store); wait() waits for the first,
+            # so a broken environment fails there
+            if context.get_start_method() == "forkserver":
+                # a fork waits for the forkserver to finish its imports: do
+                # not hold up the driver for it (signals and environment come
+                # from the forkserver and the initializer, not this thread)
+                self.warmer = threading.Thread(target=self._warm, daemon=True)
+                self.warmer.start()
+            else:
+                self._warm()
+
+    def _warm(self) -> None:
+        assert self.pool is not None
+        self.warming = [self.pool.submit(worker.ready) for _ in range(self.n)]
 
     def _died(self, exc: BaseException) -> bool:
         return isinstance(exc, BrokenProcessPool)
@@ -316,6 +330,9 @@ class LocalSchedulerExecutor(_WindowedExecutor):
         """Stop the workers at once: nothing they hold is worth waiting for
         (Python's exit handler would otherwise join each ~0.2 s teardown)."""
         pool = self.pool
+        if self.warmer is not None:
+            self.warmer.join()
+            self.warmer = None
         if isinstance(pool, cf.ProcessPoolExecutor):
             procs = list((getattr(pool, "_processes", None) or {}).values())
             pool.shutdown(wait=False, cancel_futures=True)
@@ -329,6 +346,9 @@ class LocalSchedulerExecutor(_WindowedExecutor):
     def wait(self) -> None:
         """Return once one worker is up: batches start there while the others
         finish starting (a broken environment fails here, on the first)."""
+        if self.warmer is not None:
+            self.warmer.join()
+            self.warmer = None
         if self.warming:
             done, _ = cf.wait(self.warming, return_when=cf.FIRST_COMPLETED)
             for future in done:
