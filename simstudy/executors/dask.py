@@ -335,11 +335,17 @@ class LocalSchedulerExecutor(_WindowedExecutor):
             self.warmer = None
         if isinstance(pool, cf.ProcessPoolExecutor):
             procs = list((getattr(pool, "_processes", None) or {}).values())
+            manager = getattr(pool, "_executor_manager_thread", None)
             pool.shutdown(wait=False, cancel_futures=True)
             for proc in procs:
                 proc.terminate()
             for proc in procs:
                 proc.join(timeout=5)
+            if manager is not None:
+                # its workers gone, it ends at once; left running, it could
+                # close its wakeup pipe while the interpreter's exit handler
+                # writes to it ("Exception ignored ... Bad file descriptor")
+                manager.join(timeout=2)
         elif pool is not None:
             pool.shutdown(wait=False, cancel_futures=True)
 
@@ -370,7 +376,12 @@ class LocalSchedulerExecutor(_WindowedExecutor):
         if isinstance(self.pool, cf.ProcessPoolExecutor):
             # straight to the pool: a one-task Dask graph per batch added only
             # its import (~0.2 s, driver and workers) and a thread hop
-            return self.pool.submit(worker.run_installed, self.token, batch, specs)
+            try:
+                return self.pool.submit(worker.run_installed, self.token, batch, specs)
+            except BrokenProcessPool as exc:  # a worker died: results() restarts
+                broken: cf.Future[BatchResult] = cf.Future()
+                broken.set_exception(exc)
+                return broken
         if self.scheduler == "synchronous":
             f: cf.Future[BatchResult] = cf.Future()
             try:
