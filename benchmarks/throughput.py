@@ -10,8 +10,8 @@ Sections (all by default):
   small    a 100-task study, end to end
   memory   a 10^6-task study: driver peak RSS, then a resume of the finished store
   store    results/s the store takes (in-process, no workers)
-  mt       mt19937-jump stream setup: cost per stream, and a resume that needs
-           only the last chunk
+  mt       mt19937-jump stream setup (random access): cost per stream, a far
+           stream, and a resume that needs only the last chunk
 
 Peers: (a) a serial loop with the same streams built the plain way
 (`Generator(PCG64(SeedSequence(seed, spawn_key=...)))`), (b)
@@ -44,7 +44,8 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
 import numpy as np
 from numpy.random import PCG64, Generator, SeedSequence
 
-from simstudy.streams import MTChain, key
+from simstudy.mtjump import MTJumper
+from simstudy.streams import key
 
 HERE = Path(__file__).resolve().parent
 SEED = 2026
@@ -243,13 +244,20 @@ def store_writes(repeat: int, extra: list[str]) -> None:
 
 
 def mt(repeat: int, extra: list[str]) -> None:
-    per_stream = []
+    per_stream, far = [], []
+    rng = np.random.default_rng(17)
     for _ in range(repeat):
-        for n in (250, 500, 1000):
+        jumper = MTJumper(SEED)
+        t0 = time.perf_counter()
+        for k in range(1, 501):
+            jumper.row(k)
+        per_stream.append((time.perf_counter() - t0) / 500 * 1e3)
+        for k in rng.integers(2**31, 2**32, 5):
             t0 = time.perf_counter()
-            MTChain(SEED).states(list(range(n)))
-            per_stream.append((time.perf_counter() - t0) / n * 1e3)
-    row("mt19937-jump", "chained setup, ms per stream (250/500/1000)", per_stream)
+            MTJumper(SEED).row(int(k))
+            far.append(time.perf_counter() - t0)
+    row("mt19937-jump", "consecutive streams, ms per stream", per_stream)
+    row("mt19937-jump", "one stream k in [2^31, 2^32), fresh, seconds", far)
     n = 10_000
     with tempfile.TemporaryDirectory() as tmp:
         store = Path(tmp) / "s.zarr"

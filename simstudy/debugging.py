@@ -162,7 +162,7 @@ def replay(
     if where is not None:
         _load_stored(out, where)
         specs = _stored_specs(where)
-    batch = task_batch(study, p, point, r, (m,), store=where)
+    batch = task_batch(study, p, point, r, (m,))
     cell = backend_of(study).cell(study, batch, specs, debugger=debugger)
     out.data, out.outputs, out.error = cell.data, cell.outputs, cell.error
     out.eager_difference = cell.eager_difference
@@ -341,8 +341,7 @@ def verify(
     chosen = sorted(rng.choice(len(rows), size=min(sample, len(rows)), replace=False))
     every = tuple(range(len(study.methods)))
     batches = [
-        task_batch(study, p, grid[p], r, every, store=store)
-        for p, r in (rows[i] for i in chosen)
+        task_batch(study, p, grid[p], r, every) for p, r in (rows[i] for i in chosen)
     ]
     specs = _stored_specs(Path(store))
     differ: dict[str, list[str]] = {}

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -41,7 +41,6 @@ class Batch:
     start: int  # first replicate
     stop: int  # one past the last replicate
     methods: tuple[int, ...]  # indices into study.methods
-    mt_states: Any = field(default=None)  # (n, 625) int64 rows, mt19937-jump only
     timeout: float | None = None  # seconds allowed per user call (--task-timeout)
     warnings: str | None = None  # "record" or "error" (--warnings-as-errors)
     device: str | None = None  # jax backend: the platform to run on (--device)
@@ -52,7 +51,7 @@ class Batch:
 
     def split(self) -> tuple[Batch, Batch]:
         """Halve a batch: its replicates, or its methods when it has one
-        replicate (mt19937 states follow the replicates)."""
+        replicate."""
         if self.stop - self.start == 1:
             half = len(self.methods) // 2
             return (
@@ -60,15 +59,7 @@ class Batch:
                 replace(self, methods=self.methods[half:]),
             )
         mid = (self.start + self.stop) // 2
-        states: list[Any] = [None, None]
-        if self.mt_states is not None:
-            per = len(self.mt_states) // (self.stop - self.start)
-            cut = (mid - self.start) * per
-            states = [self.mt_states[:cut], self.mt_states[cut:]]
-        return (
-            replace(self, stop=mid, mt_states=states[0]),
-            replace(self, start=mid, mt_states=states[1]),
-        )
+        return replace(self, stop=mid), replace(self, start=mid)
 
 
 def points(study: Study) -> list[dict[str, Level]]:

@@ -5,6 +5,7 @@ Layers: imports ``simstudy.study`` and ``simstudy.errors``.
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import importlib.util
 import os
@@ -17,7 +18,31 @@ from simstudy.errors import StudyError
 from simstudy.fingerprint import user_file
 from simstudy.study import FROM_FILE, Study
 
-__all__ = ["load_study"]
+__all__ = ["load_study", "study_imports"]
+
+
+def study_imports(path: str | os.PathLike[str] | None) -> list[str]:
+    """The modules a study file imports at its top level, read without running it.
+
+    ``import a.b`` gives ``a.b``; ``from a import b`` gives ``a`` and ``a.b``
+    (``b`` may be a submodule). Relative imports are left out, and a file
+    that cannot be read or parsed gives none: this only serves to import
+    them early (the process pool's forkserver), never to check the file.
+    """
+    if path is None:
+        return []
+    try:
+        tree = ast.parse(Path(path).read_bytes())
+    except (OSError, SyntaxError, ValueError):
+        return []
+    out: list[str] = []
+    for node in tree.body:
+        if isinstance(node, ast.Import):
+            out += [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            out.append(node.module)
+            out += [f"{node.module}.{a.name}" for a in node.names if a.name != "*"]
+    return list(dict.fromkeys(out))
 
 
 def _user_frames(exc: BaseException, path: Path) -> str:

@@ -16,7 +16,6 @@ from pathlib import Path
 
 import numpy as np
 
-from simstudy import streams
 from simstudy.backends import backend_of
 from simstudy.cube import METHOD, OK
 from simstudy.grid import Batch, points
@@ -105,12 +104,9 @@ def estimate(
     while r < rounds and (r == 0 or time.perf_counter() - t0 < pilot_seconds):
         for p in _sample(len(grid)):
             point = grid[p]
-            far = streams.jump_index(p, r, nm, replicates=study.replicates, methods=nm)
-            if study.scheme == "mt19937-jump" and far > 2000:
-                continue  # its chain is too long to walk for a pilot
             stop = min(width, study.replicates) if width > 1 else r + 1
             one = task_batch(study, p, point, r, tuple(range(nm)))
-            batch = Batch(p, one.levels, r, stop, one.methods, one.mt_states)
+            batch = Batch(p, one.levels, r, stop, one.methods)
             result = backend.pilot(study, batch)
             spent[p] += float(np.nansum(result.seconds))
             ran[p] += nm * (stop - r)

@@ -4,10 +4,10 @@
 point, which (replicate, method) tasks are pending within ``counts`` (the
 replicates each point gets this round); ``Plan.batches`` then yields the
 round's batches point by point, sized by ``BatchSizer`` and aligned to
-store chunks, with the streams each needs set up (the mt19937-jump chain
-walked forward once). The execution loop consumes them.
+store chunks. The execution loop consumes them; workers set up the streams
+(mt19937-jump ones too, by random access: simstudy.mtjump).
 
-Layers: imports ``store, grid, streams, study`` (and numpy).
+Layers: imports ``store, grid, study`` (and numpy).
 """
 
 from __future__ import annotations
@@ -20,7 +20,6 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from simstudy import streams
 from simstudy.cube import FAILED, OK, PENDING
 from simstudy.grid import Batch, batch_runs, points
 from simstudy.study import Level, Study
@@ -28,9 +27,7 @@ from simstudy.study import Level, Study
 if TYPE_CHECKING:
     from simstudy.store import Store
 
-__all__ = ["MT_CHECKPOINT_EVERY", "BatchSizer", "Pending", "Plan", "Round"]
-
-MT_CHECKPOINT_EVERY = 1024  # mt19937 jumps between saved chain states (~1-2 s)
+__all__ = ["BatchSizer", "Pending", "Plan", "Round"]
 
 
 class BatchSizer:
@@ -282,22 +279,20 @@ class Plan:
         warnings: str | None,
         device: str | None,
     ) -> Iterator[Batch]:
-        """Yield a round's batches point by point.
-
-        mt19937 states are chained forward once (each jump costs ~1-2 ms).
-        Every ``MT_CHECKPOINT_EVERY``-th state passed is saved in the store,
-        and a resume starts the chain from the last saved state before the
-        first pending stream instead of from the seed.
-        """
-        study = self.study
-        chain = _Chain(study, self.store) if study.scheme == "mt19937-jump" else None
+        """Yield a round's batches point by point."""
         align = 1 if sizer.fixed else sizer.quantum
         for p, point in enumerate(self.grid):
             levels = tuple(point.items())
             for start, stop, methods in self._runs(work.pending[p], p, sizer, align):
-                states = None if chain is None else chain.states(p, start, stop)
                 batch = Batch(
-                    p, levels, start, stop, methods, states, timeout, warnings, device
+                    p,
+                    levels,
+                    start,
+                    stop,
+                    methods,
+                    timeout=timeout,
+                    warnings=warnings,
+                    device=device,
                 )
                 sizer.issued(batch)
                 yield batch
@@ -317,33 +312,3 @@ class Plan:
                 align=align,
                 offset=pending.span(c)[0],
             )
-
-
-class _Chain:
-    """The mt19937-jump chain of a run, seeking from the store's checkpoints."""
-
-    def __init__(self, study: Study, store: Store) -> None:
-        self.study = study
-        self.store = store
-        self.chain = streams.MTChain(study.seed, every=MT_CHECKPOINT_EVERY)
-        self.known = dict(store.mt_checkpoints(study.seed))
-
-    def states(self, p: int, start: int, stop: int) -> np.ndarray[Any, Any]:
-        """The state rows of every slot of replicates ``start:stop`` of point p."""
-        s, chain, known = self.study, self.chain, self.known
-        nm = len(s.methods)
-        ks = [
-            streams.jump_index(p, r, slot, replicates=s.replicates, methods=nm)
-            for r in range(start, stop)
-            for slot in range(nm + 1)
-        ]
-        usable = [k for k in known if chain.k < k <= ks[0]]
-        if usable:
-            chain.seek(max(usable), known[max(usable)])
-        states = chain.states(ks)
-        for k, row in chain.marks.items():
-            if k not in known:
-                self.store.save_mt_checkpoint(s.seed, k, row)
-            known[k] = row
-        chain.marks.clear()
-        return states

@@ -12,13 +12,11 @@ Layers: imports ``backends, store, grid, streams, study, errors`` (and numpy).
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from simstudy import streams
 from simstudy.backends import backend_of
 from simstudy.cube import OK
 from simstudy.errors import StoreError
@@ -33,40 +31,16 @@ __all__ = ["RECHECK_TASKS", "differing", "recheck_versions", "task_batch"]
 RECHECK_TASKS = 3  # finished replicates recomputed when numpy/jax changed
 
 
-def _mt_states(
-    study: Study, p: int, r: int, store: str | os.PathLike[str] | None
-) -> np.ndarray[Any, Any] | None:
-    """The mt19937-jump state rows of every slot of (p, r), else None."""
-    if study.scheme != "mt19937-jump":
-        return None
-    nm = len(study.methods)
-    ks = [
-        streams.jump_index(p, r, s, replicates=study.replicates, methods=nm)
-        for s in range(nm + 1)
-    ]
-    from simstudy.store import read_mt_checkpoints
-
-    chain = streams.MTChain(study.seed)
-    saved = read_mt_checkpoints(store, study.seed) if store is not None else {}
-    usable = [k for k in saved if k <= ks[0]]
-    if usable:
-        chain.seek(max(usable), saved[max(usable)])
-    return chain.states(ks)
-
-
 def task_batch(
     study: Study,
     p: int,
     point: Mapping[str, Level],
     r: int,
     methods: tuple[int, ...],
-    *,
-    store: str | os.PathLike[str] | None = None,
 ) -> Batch:
     """The one-replicate batch of (point ``p``, replicate ``r``) for ``methods``,
     with exactly the streams the engine gives it."""
-    states = _mt_states(study, p, r, store)
-    return Batch(p, tuple(point.items()), r, r + 1, methods, states)
+    return Batch(p, tuple(point.items()), r, r + 1, methods)
 
 
 def differing(
@@ -112,9 +86,6 @@ def recheck_versions(
         status = st.status_of(pidx, study.replicates, midx)
         for r in np.flatnonzero((status == OK).all(axis=1))[: RECHECK_TASKS - checked]:
             r = int(r)
-            last = streams.jump_index(p, r, nm, replicates=study.replicates, methods=nm)
-            if study.scheme == "mt19937-jump" and last > 2000:
-                continue  # too far along the chain to recompute cheaply
             batch = task_batch(study, p, point, r, tuple(range(nm)))
             result = backend.run_batch(study, batch, st.output_specs())
             stored = st.read_task_outputs(pidx, r)

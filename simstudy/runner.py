@@ -458,7 +458,7 @@ class _Run:
                 return
             p, r = at
             methods = tuple(int(m) for m in np.flatnonzero(work.pending[p].row(r)))
-            one = task_batch(study, p, plan.grid[p], r, methods, store=st.path)
+            one = task_batch(study, p, plan.grid[p], r, methods)
             batch = replace(
                 one, timeout=o.task_timeout, warnings=o.warnings, device=o.device
             )

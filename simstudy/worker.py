@@ -38,17 +38,31 @@ def uninstall(token: str) -> None:
     _installed.pop(token, None)
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def install_worker(token: str, payload: bytes, driver: int) -> None:
     """Initialise a pool worker process: exit when the driver (pid
     ``driver``) dies, even by ``kill -9``, instead of waiting forever for work
     that will never come; then install the study.
 
-    The driver's pid comes from the driver: read here, it would already be
-    init's when the driver died while this worker was starting.
+    The worker's parent is the driver, or the forkserver it was forked from
+    (which exits when the driver dies): the worker exits once its parent
+    changes or the driver is gone. The driver's pid comes from the driver:
+    read here, it would already be init's when the driver died while this
+    worker was starting.
     """
+    parent = os.getppid()
 
     def watch() -> None:
-        while os.getppid() == driver:
+        while os.getppid() == parent and _alive(driver):
             time.sleep(0.5)
         os._exit(1)
 

@@ -306,13 +306,12 @@ def test_jump_scheme_refuses_extension(tmp_path):
         simstudy.run(path, store=tmp_path / "s.zarr", scheduler="synchronous")
 
 
-def test_mt19937_resume_starts_from_a_saved_state(tmp_path, monkeypatch):
-    """The chain is walked once: a resume seeks to the last saved state before
-    the first pending stream instead of jumping from the seed."""
+def test_mt19937_resume_sets_up_streams_by_random_access(tmp_path, monkeypatch):
+    """A resume of the last chunk reaches its streams directly (no walk from
+    the seed, nothing saved in the store) and gives the same cube."""
     import zarr
 
     monkeypatch.setattr(simstudy.store.layout, "CHUNK_REPLICATES", 4)  # small chunks
-    monkeypatch.setattr(simstudy.plan, "MT_CHECKPOINT_EVERY", 3)  # per replicate
     path = write(tmp_path, replicates=10, methods=("mean", "boot"))
     path.write_text(path.read_text().replace("seed=1)", "seed=1, rng='mt19937-jump')"))
     ref, store = tmp_path / "ref.zarr", tmp_path / "s.zarr"
@@ -321,30 +320,23 @@ def test_mt19937_resume_starts_from_a_saved_state(tmp_path, monkeypatch):
     status = zarr.open_array(store / "status", mode="r+")
     assert status.chunks[2] == 4
     status[1, 1, 8:, :] = 0  # as if the run died before the last chunk of n=10, eps=.5
-    seeks: list[int] = []
-    real_seek = simstudy.streams.MTChain.seek
+    from simstudy import mtjump, streams
 
-    def seek(self, k, row):
-        seeks.append(k)
-        real_seek(self, k, row)
+    streams._jumpers.clear()  # as in a fresh process: nothing cached
+    asked: list[int] = []
+    real = mtjump.MTJumper.state
 
-    monkeypatch.setattr(simstudy.streams.MTChain, "seek", seek)
+    def state(self, k):
+        asked.append(k)
+        return real(self, k)
+
+    monkeypatch.setattr(mtjump.MTJumper, "state", state)
     report = simstudy.run(path, store=store, scheduler="synchronous")
     assert report.computed == 2 * 2
-    # point 3 (n=10, eps=0.5), replicate 8, data slot; 3 slots per replicate
-    assert seeks == [(3 * 10 + 8) * 3]
+    # point 3 (n=10, eps=0.5), replicates 8 and 9: the data slot and boot's slot
+    assert asked == [(3 * 10 + r) * 3 + s for r in (8, 9) for s in (0, 2)]
     assert cube_digest(store) == cube_digest(ref)
-    # the saved states are the states numpy's own jumped() gives
-    from numpy.random import MT19937
-
-    saved = simstudy.store.Store.open_for_run(store, simstudy.load_study(path))
-    try:
-        states = saved.mt_checkpoints(1)
-    finally:
-        saved.close()
-    assert sorted(states) == list(range(3, 4 * 10 * 3, 3))
-    st = MT19937(1).jumped(12)
-    np.testing.assert_array_equal(states[12][:624], st.state["state"]["key"])
+    assert not (store / ".simstudy" / "mt19937").exists()
 
 
 def test_outputs_that_change_between_batches_are_task_failures(tmp_path):

@@ -47,24 +47,6 @@ def test_a_lone_result_reaches_the_disk_within_flush_seconds(
         st.close()
 
 
-def test_unreadable_mt19937_checkpoints_are_ignored(tmp_path, write_study):
-    _, st = _open(tmp_path, write_study)
-    try:
-        st.save_mt_checkpoint(3, 5, np.arange(625, dtype=np.int64))
-        folder = next((st.path / ".simstudy" / "mt19937").iterdir())
-        (folder / "6.npy").write_bytes(b"not numpy")
-        with open(folder / "7.npy", "wb") as f:  # a pickle must never be loaded
-            np.save(f, np.array([object()]), allow_pickle=True)
-        (folder / "x.npy").write_bytes((folder / "5.npy").read_bytes())
-        np.save(folder / "8.npy", np.zeros(3, dtype=np.int64))  # wrong shape
-        states = st.mt_checkpoints(3)
-        assert list(states) == [5]
-        np.testing.assert_array_equal(states[5], np.arange(625))
-        assert st.mt_checkpoints(4) == {}
-    finally:
-        st.close()
-
-
 def test_damaged_chunks_are_found_on_resume_and_only_their_tasks_rerun(
     tmp_path, write_study, monkeypatch
 ):

@@ -14,10 +14,10 @@ from hypothesis import strategies as st
 from numpy.random import MT19937, PCG64, Generator, SeedSequence
 
 from simstudy.streams import (
-    MTChain,
     Reseeder,
     jump_index,
     key,
+    mt19937_row,
     pcg64_base,
     point_key,
     spawn_states,
@@ -153,35 +153,6 @@ def test_pcg64_jumped_streams_are_fresh() -> None:
     assert a.tobytes() == b.tobytes()
 
 
-def test_mtchain_states_equal_numpy_jumped() -> None:
-    ks = [0, 1, 3, 4, 8]
-    chain = MTChain(11)
-    rows = chain.states(ks)
-    assert rows.shape == (len(ks), 625)
-    for row, k in zip(rows, ks, strict=True):
-        ref = MT19937(11).jumped(k)
-        np.testing.assert_array_equal(row, _state_row(ref))
-        got = mt_generator(row).random(8)
-        assert got.tobytes() == Generator(MT19937(11).jumped(k)).random(8).tobytes()
-
-
-def test_mtchain_continues_across_calls() -> None:
-    chain = MTChain(11)
-    first = chain.states([2])
-    again = chain.states([2, 5])  # the same k may be asked again
-    np.testing.assert_array_equal(first[0], again[0])
-    np.testing.assert_array_equal(again[1], _state_row(MT19937(11).jumped(5)))
-
-
-def test_mtchain_refuses_going_backwards() -> None:
-    chain = MTChain(11)
-    chain.states([4])
-    with pytest.raises(ValueError, match=r"forward only \(1 < 4\)"):
-        chain.states([1])
-    with pytest.raises(ValueError, match="forward only"):
-        MTChain(11).states([3, 2])
-
-
 # ---- golden values ------------------------------------------------------------
 
 
@@ -214,6 +185,6 @@ def test_golden_mt19937_jump_streams(case: int) -> None:
     kd = jump_index(c["point"], c["replicate"], 0, **kw)
     km = jump_index(c["point"], c["replicate"], 1 + c["method"], **kw)
     assert (kd, km) == (c["data_jump"], c["method_jump"])
-    rows = MTChain(c["seed"]).states([kd, km])
+    rows = [mt19937_row(c["seed"], kd), mt19937_row(c["seed"], km)]
     assert mt_generator(rows[0]).random(5).tolist() == c["data"]
     assert mt_generator(rows[1]).random(5).tolist() == c["method_stream"]

@@ -20,10 +20,19 @@ __all__ = ["COMMANDS"]
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from simstudy.loader import load_study
+    from simstudy.executors import prestart
+    from simstudy.loader import load_study, study_imports
     from simstudy.options import RunKwargs
     from simstudy.runner import run
 
+    modules = study_imports(args.study)
+    store = args.store or Path.cwd() / f"{Path(args.study).stem}.zarr"
+    fresh = args.restart or not Path(store).exists()  # a new store has work
+    remote = args.address is not None or args.cluster is not None
+    if fresh and not remote and not any(m.split(".")[0] == "jax" for m in modules):
+        # the workers' start overlaps the study's load (a jax study runs in
+        # this process); a resume starts them once it knows there is work
+        prestart(args.scheduler, modules)
     study = load_study(args.study)
     if args.rng is not None and args.rng != study.scheme:
         study = study.derive(scheme=args.rng)

@@ -36,6 +36,7 @@ __all__ = [
     "WorkerDied",
     "failed_result",
     "make_executor",
+    "prestart",
     "study_payload",
 ]
 
@@ -167,6 +168,17 @@ def study_payload(study: Study) -> bytes:
         f"{type(error).__name__}: {error}",
         hint="check fixed inputs and functions for open files, locks or connections",
     ) from None
+
+
+def prestart(scheduler: str | None, modules: list[str]) -> None:
+    """Start what the scheduler's workers come from now, before the study is
+    loaded (the ``processes`` pool's forkserver imports ``modules`` meanwhile).
+    ``None`` is the default scheduler; one not started early does nothing."""
+    traits = SCHEDULERS.get(scheduler or "processes")
+    if traits is not None and traits.early:
+        start = getattr(importlib.import_module(traits.module), "prestart", None)
+        if start is not None:
+            start(modules)
 
 
 def make_executor(name: str, **options: Any) -> Executor:

@@ -1,7 +1,9 @@
 # distributed ships no type hints for these calls
 # mypy: disable-error-code="no-untyped-call"
-"""Dask executors: a LocalCluster or an external cluster (``distributed``), and
-Dask's local schedulers (``processes``, ``threads``, ``synchronous``).
+"""Dask executors: a LocalCluster or an external cluster (``distributed``),
+Dask's local schedulers (``threads``, ``synchronous``), and a local process
+pool (``processes``: batches go straight to it, its workers forked from a
+preloaded forkserver).
 
 The study travels to each worker once (a worker plugin, or a pool initializer),
 never once per batch. Workers run with BLAS/OpenMP threads = 1 unless the
@@ -20,10 +22,11 @@ import multiprocessing
 import os
 import signal
 import sys
+import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Any
@@ -32,11 +35,12 @@ from simstudy import worker
 from simstudy.errors import UsageError
 from simstudy.executors import MAX_ATTEMPTS, WorkerDied, failed_result, study_payload
 from simstudy.grid import Batch
+from simstudy.loader import study_imports
 from simstudy.outputs import OutputSpecs
 from simstudy.results import BatchResult
 from simstudy.study import Study
 
-__all__ = ["EXECUTORS"]
+__all__ = ["EXECUTORS", "prestart", "start_forkserver"]
 
 THREAD_VARS = (
     "OMP_NUM_THREADS",
@@ -46,6 +50,8 @@ THREAD_VARS = (
     "NUMEXPR_NUM_THREADS",
 )
 SpecsFn = Callable[[], OutputSpecs]
+PRELOAD = "SIMSTUDY_PRELOAD"  # modules the forkserver imports (executors._preload)
+MAIN = "SIMSTUDY_MAIN"  # the driver's main script, which its workers never run
 
 
 def worker_env() -> dict[str, str]:
@@ -206,16 +212,87 @@ class _WindowedExecutor:
         pass
 
 
-def _init_worker(token: str, payload: bytes, driver: int) -> None:
-    """Pool worker start: import what running a batch through Dask needs
-    (else the first batch pays ~0.1 s for it), then install the study."""
-    import dask.local  # noqa: F401
+def start_forkserver(modules: Iterable[str] = ()) -> None:
+    """Start the forkserver the process pool's workers are forked from.
 
+    It imports numpy, simstudy's worker side and ``modules`` (the study
+    file's own imports) once, in parallel with the driver, which meanwhile
+    loads the study and opens the store; each worker is then a fork of it,
+    ready in milliseconds instead of importing everything itself (~1 s each,
+    competing for the cores). Started with BLAS threads = 1 and SIGINT
+    ignored, so the workers inherit both; it exits when the driver does. A
+    no-op once running (later runs in this process reuse it), and where
+    there is no forkserver (the pool then spawns its workers).
+    """
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        return
+    from multiprocessing import forkserver
+
+    multiprocessing.get_context("forkserver").set_forkserver_preload(
+        ["simstudy.executors._preload"]
+    )
+    from multiprocessing import spawn
+
+    # what a forked worker would run as its main script (see _preload)
+    main = spawn.get_preparation_data("main").get("init_main_from_path", "")
+    saved = {k: os.environ.get(k) for k in (PRELOAD, MAIN)}
+    with _spawn_env():
+        os.environ[PRELOAD] = ",".join(_installed(modules))
+        os.environ[MAIN] = main
+        try:
+            forkserver.ensure_running()
+        finally:
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
+
+
+def _installed(modules: Iterable[str]) -> list[str]:
+    """The modules of installed packages (and the standard library): never the
+    user's own, which a long-lived forkserver would keep stale between runs."""
+    import importlib.util
+    import sysconfig
+
+    roots = {sysconfig.get_path(k) for k in ("purelib", "platlib", "stdlib")}
+    keep: dict[str, bool] = {}
+    out = []
+    for name in modules:
+        top = name.split(".")[0]
+        if top not in keep:
+            try:
+                spec = importlib.util.find_spec(top)
+            except (ImportError, ValueError):
+                spec = None
+            origin = (spec.origin or "") if spec is not None else ""
+            keep[top] = origin in ("built-in", "frozen") or any(
+                origin.startswith(r + os.sep) for r in roots if r
+            )
+        if keep[top]:
+            out.append(name)
+    return out
+
+
+def _pool_context() -> Any:
+    if "forkserver" in multiprocessing.get_all_start_methods():
+        return multiprocessing.get_context("forkserver")
+    return multiprocessing.get_context("spawn")
+
+
+def _init_worker(token: str, payload: bytes, driver: int, env: dict[str, str]) -> None:
+    """Pool worker start: take the driver's environment as it is now (a
+    worker forked from a long-lived forkserver would otherwise keep the one
+    the forkserver started with), then install the study."""
+    os.environ.clear()
+    os.environ.update(env)
     worker.install_worker(token, payload, driver)
 
 
 class LocalSchedulerExecutor(_WindowedExecutor):
-    """Dask's local schedulers, each batch a one-task graph on a reused pool."""
+    """Local execution: ``processes`` submits each batch straight to a reused
+    process pool; ``threads`` and ``synchronous`` run it as a one-task graph
+    on Dask's local schedulers."""
 
     def __init__(
         self,
@@ -233,11 +310,11 @@ class LocalSchedulerExecutor(_WindowedExecutor):
         self.token = uuid.uuid4().hex
         self.pool: cf.Executor | None = None
         self.warming: list[cf.Future[str]] = []
+        self.warmer: threading.Thread | None = None
         self.n = n
         self.payload = payload or study_payload(study)
         if scheduler == "processes":
             self._start_pool()
-            import dask.multiprocessing  # noqa: F401  (here, not in the first batch)
         else:
             payload = self.payload
             worker.install(self.token, payload)
@@ -245,19 +322,34 @@ class LocalSchedulerExecutor(_WindowedExecutor):
                 self.pool = cf.ThreadPoolExecutor(max_workers=n)
         self.feeders = cf.ThreadPoolExecutor(max_workers=self.window)
         self.description = f"dask {scheduler} scheduler, {n} worker(s)"
+        if scheduler == "processes":
+            self.description = f"local process pool, {n} worker(s)"
 
     def _start_pool(self) -> None:
+        start_forkserver(study_imports(self.study.source_file))
+        context = _pool_context()
         with _spawn_env():
             self.pool = cf.ProcessPoolExecutor(
                 max_workers=self.n,
-                mp_context=multiprocessing.get_context("spawn"),
+                mp_context=context,
                 initializer=_init_worker,
-                initargs=(self.token, self.payload, os.getpid()),
+                initargs=(self.token, self.payload, os.getpid(), dict(os.environ)),
             )
-            # spawn the workers now (they import and install the study while
-            # the driver goes on, e.g. creating the store); wait() waits for
-            # the first, so a broken environment fails there
-            self.warming = [self.pool.submit(worker.ready) for _ in range(self.n)]
+            # start the workers now (they install the study while the driver
+            # goes on, e.g. creating the store); wait() waits for the first,
+            # so a broken environment fails there
+            if context.get_start_method() == "forkserver":
+                # a fork waits for the forkserver to finish its imports: do
+                # not hold up the driver for it (signals and environment come
+                # from the forkserver and the initializer, not this thread)
+                self.warmer = threading.Thread(target=self._warm, daemon=True)
+                self.warmer.start()
+            else:
+                self._warm()
+
+    def _warm(self) -> None:
+        assert self.pool is not None
+        self.warming = [self.pool.submit(worker.ready) for _ in range(self.n)]
 
     def _died(self, exc: BaseException) -> bool:
         return isinstance(exc, BrokenProcessPool)
@@ -272,19 +364,31 @@ class LocalSchedulerExecutor(_WindowedExecutor):
         """Stop the workers at once: nothing they hold is worth waiting for
         (Python's exit handler would otherwise join each ~0.2 s teardown)."""
         pool = self.pool
+        if self.warmer is not None:
+            self.warmer.join()
+            self.warmer = None
         if isinstance(pool, cf.ProcessPoolExecutor):
             procs = list((getattr(pool, "_processes", None) or {}).values())
+            manager = getattr(pool, "_executor_manager_thread", None)
             pool.shutdown(wait=False, cancel_futures=True)
             for proc in procs:
                 proc.terminate()
             for proc in procs:
                 proc.join(timeout=5)
+            if manager is not None:
+                # its workers gone, it ends at once; left running, it could
+                # close its wakeup pipe while the interpreter's exit handler
+                # writes to it ("Exception ignored ... Bad file descriptor")
+                manager.join(timeout=2)
         elif pool is not None:
             pool.shutdown(wait=False, cancel_futures=True)
 
     def wait(self) -> None:
         """Return once one worker is up: batches start there while the others
         finish starting (a broken environment fails here, on the first)."""
+        if self.warmer is not None:
+            self.warmer.join()
+            self.warmer = None
         if self.warming:
             done, _ = cf.wait(self.warming, return_when=cf.FIRST_COMPLETED)
             for future in done:
@@ -294,10 +398,6 @@ class LocalSchedulerExecutor(_WindowedExecutor):
     def _compute(self, batch: Batch, specs: OutputSpecs) -> BatchResult:
         key = f"batch-{batch.point}-{batch.start}"
         dsk = {key: (worker.run_installed, self.token, batch, specs)}
-        if self.scheduler == "processes":
-            import dask.multiprocessing
-
-            return dask.multiprocessing.get(dsk, key, pool=self.pool)  # type: ignore[no-any-return]
         if self.scheduler == "threads":
             import dask.threaded
 
@@ -307,6 +407,15 @@ class LocalSchedulerExecutor(_WindowedExecutor):
         return dask.local.get_sync(dsk, key)  # type: ignore[no-any-return]
 
     def _submit(self, batch: Batch, specs: OutputSpecs) -> Any:
+        if isinstance(self.pool, cf.ProcessPoolExecutor):
+            # straight to the pool: a one-task Dask graph per batch added only
+            # its import (~0.2 s, driver and workers) and a thread hop
+            try:
+                return self.pool.submit(worker.run_installed, self.token, batch, specs)
+            except BrokenProcessPool as exc:  # a worker died: results() restarts
+                broken: cf.Future[BatchResult] = cf.Future()
+                broken.set_exception(exc)
+                return broken
         if self.scheduler == "synchronous":
             f: cf.Future[BatchResult] = cf.Future()
             try:
@@ -590,8 +699,6 @@ def check_tls(
     Returns them for the executor, or None to use Dask's own
     ``distributed.comm.tls`` settings.
     """
-    import dask
-
     given = {"ca_file": ca_file, "cert": cert, "key": key}
     named = [TLS_OPTIONS[k] for k, v in given.items() if v is not None]
     scheme = None
@@ -605,6 +712,8 @@ def check_tls(
     if scheme != "tls":
         return None
     if not named:
+        import dask  # here: a run without tls:// need not import dask (~0.2 s)
+
         config = dask.config.get("distributed.comm.tls", {}) or {}
         client = config.get("client", {}) or {}
         if config.get("ca-file") and client.get("cert"):
@@ -637,6 +746,8 @@ def _local(scheduler: str) -> Callable[..., Any]:
 
     return make
 
+
+prestart = start_forkserver  # executors.prestart: before the study is loaded
 
 EXECUTORS: dict[str, Callable[..., Any]] = {
     "distributed": DistributedExecutor,

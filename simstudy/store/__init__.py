@@ -12,7 +12,6 @@
     ├── records.py      failure and warning records (JSON beside the cube)
     ├── reconcile.py    fingerprint compare, grow, reset, hide, prune
     ├── integrity.py    codec check (no code from a store), damaged chunks
-    ├── checkpoints.py  mt19937-jump chain states
     ├── lock.py         one run per store
     └── reading.py      open_results, read_failures, read_warnings
 
@@ -26,7 +25,6 @@ Layers: the package imports ``cube, outputs, results, grid, study, errors``
 
 from __future__ import annotations
 
-from simstudy.store.checkpoints import read_mt_checkpoints
 from simstudy.store.reading import open_results, read_failures, read_warnings
 from simstudy.store.store import Store
 
@@ -34,6 +32,5 @@ __all__ = [
     "Store",
     "open_results",
     "read_failures",
-    "read_mt_checkpoints",
     "read_warnings",
 ]

@@ -23,7 +23,6 @@ from simstudy.grid import points
 from simstudy.outputs import OutputSpecs
 from simstudy.results import BatchResult
 from simstudy.store import migrations, reconcile
-from simstudy.store.checkpoints import read_mt_checkpoints, save_mt_checkpoint
 from simstudy.store.integrity import (
     check_codecs,
     drop_damaged_chunks,
@@ -292,15 +291,6 @@ class Store:
         meta.versions_history.append(meta.versions)
         meta.versions = {**versions(), **self.provenance}
         self.layout.save_meta()
-
-    # ---- mt19937-jump chain checkpoints ---------------------------------
-    def mt_checkpoints(self, seed: int) -> dict[int, np.ndarray[Any, Any]]:
-        """Return the saved states of ``MT19937(seed).jumped(k)``, by k."""
-        return read_mt_checkpoints(self.path, seed)
-
-    def save_mt_checkpoint(self, seed: int, k: int, row: np.ndarray[Any, Any]) -> None:
-        with writing(self.path):
-            save_mt_checkpoint(self.path, seed, k, row)
 
     def close(self) -> None:
         """Write what is buffered, then release the lock."""
