@@ -6,8 +6,8 @@ groups a store's failures and prints the replay command of each group.
 ``verify`` recomputes a sample of finished tasks and names any method that
 does not give the same numbers twice.
 
-Layers: imports ``recompute, executors, backends, store, grid, loader, study,
-errors``.
+Layers: imports ``recompute, executors, backends, store, outputs, grid,
+loader, study, cube, errors``.
 """
 
 from __future__ import annotations

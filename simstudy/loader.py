@@ -1,6 +1,6 @@
 """Study file path -> Study, with clear errors.
 
-Layers: imports ``simstudy.study`` and ``simstudy.errors``.
+Layers: imports ``study``, ``fingerprint`` and ``errors``.
 """
 
 from __future__ import annotations

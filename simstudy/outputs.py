@@ -8,7 +8,7 @@ that return it) and each method's output names. The numpy batch loop, the
 jax kernels and the store all judge outputs with the functions here, so a
 rule and its message exist once.
 
-Layers: imports ``study`` (and numpy).
+Layers: imports ``study``, ``factors`` (and numpy).
 """
 
 from __future__ import annotations

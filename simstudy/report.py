@@ -6,7 +6,7 @@ of every replicate), styles are inline. Open it in any browser. The report
 stays bounded for any number of design points: one nested-loop plot per
 measure, and zip / distribution plots for at most a few design points.
 
-Layers: imports ``plots, store, summary, errors`` (and numpy, xarray;
+Layers: imports ``plots, store, summary, cube, errors`` (and numpy, xarray;
 matplotlib through ``plots``).
 """
 

@@ -7,8 +7,9 @@ it arrives. Progress goes to ``on_progress``; Ctrl-C or SIGTERM once lets
 the batches in flight finish, twice stops at once; either way the store is
 consistent and a second run resumes. The study is never changed by a run.
 
-Layers: imports ``options, plan, target, recompute, executors, store, lint,
-loader, study, errors``.
+Layers: imports ``options, plan, target, recompute, executors, store,
+backends, results, lint, loader, grid, study, stall, progress, cube,
+errors``.
 """
 
 from __future__ import annotations

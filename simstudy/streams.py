@@ -1,6 +1,6 @@
 """Stream schemes: point/method keys and the numpy Generator of every task.
 
-Layers: imports ``simstudy.mtjump`` (and numpy). See docs/streams.md for
+Layers: imports ``mtjump`` (and numpy). See docs/streams.md for
 the public recipe; tests/data/golden_streams.json pins known answers.
 """
 

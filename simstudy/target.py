@@ -1,6 +1,6 @@
 """``--target-mcse``: how many replicates each design point gets next round.
 
-Layers: imports ``options, store, summary, errors`` (xarray inside).
+Layers: imports ``options, store, summary, cube, errors`` (xarray inside).
 """
 
 from __future__ import annotations

@@ -21,7 +21,7 @@ whole block.
 
 Layers: imports ``backends`` (the protocol), ``backends.kernels``,
 ``backends.numpy`` (argument injection), ``outputs, results, grid, streams,
-study, errors``; 3rd-party:
+study, cube, errors``; 3rd-party:
 jax (this module is imported only for jax studies).
 """
 

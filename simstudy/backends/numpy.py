@@ -7,7 +7,7 @@ method, vectorised when every value has the same form (``outputs.stack``).
 Failures are captured as records, never raised. Pure: no I/O, no dask.
 
 Layers: imports ``backends`` (the protocol), ``outputs, results, grid,
-streams, study, errors`` (and numpy).
+streams, study, cube, errors`` (and numpy).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The commands of ``python -m simstudy``: one function each, args -> exit code.
 
-Layers: imports ``runner, debugging, pilot, options, store, summary, report,
-loader, errors`` (each inside the command that needs it, so ``--help`` and
+Layers: imports ``runner, debugging, pilot, options, executors, store,
+summary, report, results, loader, lint, progress, cube, errors`` (each inside the command that needs it, so ``--help`` and
 ``status`` stay quick).
 """
 

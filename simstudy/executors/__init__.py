@@ -6,7 +6,7 @@ what it can do (interrupt a hung call, count warnings, join a cluster).
 Option checks read these traits instead of comparing names. No plugin entry
 points.
 
-Layers: imports ``results, outputs, grid, study, errors``; the dask
+Layers: imports ``results, outputs, grid, study, cube, errors``; the dask
 executors import dask inside ``simstudy.executors.dask``, the jax executor
 jax inside ``simstudy.executors.jax``.
 """

@@ -9,7 +9,8 @@ The study travels to each worker once (a worker plugin, or a pool initializer),
 never once per batch. Workers run with BLAS/OpenMP threads = 1 unless the
 user set those variables.
 
-Layers: imports ``worker, executors, outputs, results, grid, study, errors``;
+Layers: imports ``worker, executors, outputs, results, grid, loader, study,
+errors``;
 3rd-party: dask, distributed.
 """
 

@@ -5,7 +5,7 @@
 reads a chunk. ``drop_damaged_chunks`` finds chunk files whose checksum
 fails and makes the tasks they cover pending, so a run recomputes them.
 
-Layers: imports ``errors`` and ``store.chunks``, ``store.layout``,
+Layers: imports ``cube``, ``errors`` and ``store.chunks``, ``store.layout``,
 ``store.writer`` (and numpy).
 """
 

@@ -1,7 +1,7 @@
 """Reading a store: the cube as xarray, and its records. Never writes.
 
 Layers: imports ``store.integrity``, ``store.records``, ``store.meta``,
-``errors`` (xarray inside functions).
+``cube``, ``errors`` (xarray inside functions).
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ methods are made pending; levels and methods the study dropped are hidden
 (``active`` in the metadata) or, with ``--prune``, deleted by rewriting the
 store beside itself and swapping it in.
 
-Layers: imports ``cube, study, errors`` and ``store.layout``,
+Layers: imports ``cube, study, fingerprint, errors`` and ``store.layout``,
 ``store.records``, ``store.meta`` (and zarr, numpy).
 """
 
