@@ -13,12 +13,11 @@ Layers: imports ``errors``.
 
 from __future__ import annotations
 
-import os
 import sys
 import threading
 import time
 
-from simstudy.errors import UsageError
+from simstudy.system import env_seconds
 
 __all__ = ["STALL_SECONDS", "Watchdog", "stall_seconds"]
 
@@ -27,19 +26,7 @@ STALL_SECONDS = 60.0
 
 def stall_seconds() -> float:
     """SIMSTUDY_STALL_SECONDS, else STALL_SECONDS."""
-    text = os.environ.get("SIMSTUDY_STALL_SECONDS")
-    if text is None:
-        return STALL_SECONDS
-    try:
-        value = float(text)
-    except ValueError:
-        value = float("nan")
-    if not 0 < value < float("inf"):
-        raise UsageError(
-            f"SIMSTUDY_STALL_SECONDS must be a number of seconds > 0, got {text!r}.",
-            hint="unset it for the default (60 s)",
-        )
-    return value
+    return env_seconds("SIMSTUDY_STALL_SECONDS", STALL_SECONDS)
 
 
 class Watchdog:

@@ -19,6 +19,7 @@ from simstudy.grid import Batch
 from simstudy.outputs import OutputSpecs
 from simstudy.results import BatchResult, worker_name
 from simstudy.study import Study
+from simstudy.system import pid_alive
 
 __all__ = ["install", "install_worker", "ready", "run_installed", "uninstall"]
 
@@ -38,16 +39,6 @@ def uninstall(token: str) -> None:
     _installed.pop(token, None)
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def install_worker(token: str, payload: bytes, driver: int) -> None:
     """Initialise a pool worker process: exit when the driver (pid
     ``driver``) dies, even by ``kill -9``, instead of waiting forever for work
@@ -62,7 +53,7 @@ def install_worker(token: str, payload: bytes, driver: int) -> None:
     parent = os.getppid()
 
     def watch() -> None:
-        while os.getppid() == parent and _alive(driver):
+        while os.getppid() == parent and pid_alive(driver):
             time.sleep(0.5)
         os._exit(1)
 

@@ -23,20 +23,11 @@ from pathlib import Path
 from typing import Any
 
 from simstudy.errors import StoreError
+from simstudy.system import pid_alive
 
 __all__ = ["Lock"]
 
 _HELD: set[str] = set()  # tokens of the locks this process holds
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _read(path: Path) -> dict[str, Any]:
@@ -67,7 +58,7 @@ class Lock:
             return True
         if pid == os.getpid():
             return other.get("token") not in _HELD
-        return not _pid_alive(pid)
+        return not pid_alive(pid)
 
     def acquire(self, store: Path) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)

@@ -68,14 +68,7 @@ def open_results(
     """
     import xarray as xr
 
-    p = Path(path)
-    if not (p / "zarr.json").is_file():
-        raise StoreError(
-            f"{path} is not a simstudy store (no zarr.json).",
-            hint="pass the .zarr directory that `simstudy run` wrote",
-        )
-    check_codecs(p)
-    check_readable(p)  # damaged or missing chunks, coordinates, records
+    p = _checked(path)
     ds: xr.Dataset = xr.open_zarr(str(p), consolidated=True)
     if OLD_METHOD in ds.dims and METHOD not in ds.dims:  # a format-1 store
         ds = ds.rename({OLD_METHOD: METHOD})
@@ -138,14 +131,7 @@ def status_counts(
     """
     import zarr
 
-    p = Path(path)
-    if not (p / "zarr.json").is_file():
-        raise StoreError(
-            f"{path} is not a simstudy store (no zarr.json).",
-            hint="pass the .zarr directory that `simstudy run` wrote",
-        )
-    check_codecs(p)
-    check_readable(p)
+    p = _checked(path)
     root = zarr.open_group(str(p), mode="r")
     meta: dict[str, Any] = dict(root.attrs.asdict()["simstudy"])  # type: ignore[arg-type]
     fp, factors = meta["fingerprint"], list(meta["factor_order"])
@@ -204,3 +190,17 @@ def _status_block(
         chunk = status.read((*pidx, rc, int(mc)))[(0,) * n]
         block[:, js] = chunk[:, midx[js] % cols]
     return block
+
+
+def _checked(path: str | os.PathLike[str]) -> Path:
+    """A store's path, once it is known to be one and readable: no damaged
+    or missing chunks, coordinates or records (StoreError naming them)."""
+    p = Path(path)
+    if not (p / "zarr.json").is_file():
+        raise StoreError(
+            f"{path} is not a simstudy store (no zarr.json).",
+            hint="pass the .zarr directory that `simstudy run` wrote",
+        )
+    check_codecs(p)
+    check_readable(p)
+    return p

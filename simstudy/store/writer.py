@@ -13,7 +13,6 @@ Layers: imports ``cube, outputs, results, errors`` and ``store.chunks``,
 
 from __future__ import annotations
 
-import os
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -21,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from simstudy.cube import FAILED, FIXED_VARS, OK
-from simstudy.errors import StoreError, UsageError
+from simstudy.errors import StoreError
 from simstudy.outputs import keys_problem, shape_problem
 from simstudy.results import BatchResult, Failure
 from simstudy.store.chunks import ChunkCache, ChunkedArray
@@ -29,6 +28,7 @@ from simstudy.store.crash import crash_point
 from simstudy.store.layout import Layout
 from simstudy.store.records import Group, Records
 from simstudy.store.space import writing
+from simstudy.system import env_seconds
 
 __all__ = ["FLUSH_SECONDS", "Writer", "flush_seconds"]
 
@@ -39,19 +39,7 @@ FLUSH_SECONDS = 5.0
 
 def flush_seconds() -> float:
     """The flush interval: SIMSTUDY_FLUSH_SECONDS, else FLUSH_SECONDS."""
-    text = os.environ.get("SIMSTUDY_FLUSH_SECONDS")
-    if text is None:
-        return FLUSH_SECONDS
-    try:
-        value = float(text)
-    except ValueError:
-        value = float("nan")
-    if not 0 < value < float("inf"):
-        raise UsageError(
-            f"SIMSTUDY_FLUSH_SECONDS must be a number of seconds > 0, got {text!r}.",
-            hint="unset it for the default (5 s)",
-        )
-    return value
+    return env_seconds("SIMSTUDY_FLUSH_SECONDS", FLUSH_SECONDS)
 
 
 def _nothing() -> None:
