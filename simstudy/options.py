@@ -339,7 +339,7 @@ def _remote(
     tls_files: tuple[str | None, str | None, str | None],
 ) -> dict[str, str] | None:
     """Check --address, the TLS files and --cluster; return the TLS files."""
-    from simstudy.executors.dask import check_address, check_tls
+    from simstudy.executors.connect import check_address, check_tls
 
     remote = SCHEDULERS[scheduler].remote
     if address is not None:
