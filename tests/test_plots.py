@@ -200,8 +200,15 @@ def test_scatter_and_bland_altman_pair_replicates(cube):
     diff = cell.sel(method_name="median").values - cell.sel(method_name="wald").values
     (mid,) = by_gid(ax, "mean-difference")
     assert mid.get_ydata()[0] == pytest.approx(diff.mean())
-    assert len(by_gid(ax, "limits")) == 2
+    limits = sorted(line.get_ydata()[0] for line in by_gid(ax, "limits"))
+    sd = diff.std(ddof=1)
+    assert limits == pytest.approx([diff.mean() - 1.96 * sd, diff.mean() + 1.96 * sd])
     assert by_gid(ax, "zero")[0].get_ydata()[0] == 0.0
+    fig = plots.bland_altman_plot(
+        cube, methods=["wald", "median"], points={"n": 30}, agreement=3.0
+    )
+    limits = sorted(line.get_ydata()[0] for line in by_gid(fig.axes[0], "limits"))
+    assert limits == pytest.approx([diff.mean() - 3 * sd, diff.mean() + 3 * sd])
 
 
 def test_distribution_plot_shares_one_scale(cube):

@@ -13,8 +13,8 @@ Layers: imports ``plots.common, errors`` (plus numpy, xarray, matplotlib).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Literal
+from collections.abc import Callable, Sequence
+from typing import Any, Literal
 
 import numpy as np
 import xarray as xr
@@ -109,53 +109,41 @@ def scatter_plot(
     --------
     >>> fig = scatter_plot(cube, "se", reference="mean")
     """
-    cube = check_cube(cube)
-    ref, others, grid, cube = _pairs(cube, output, methods, reference, points)
-    fig, axes = _pair_axes(len(others), len(grid))
-    for i, m in enumerate(others):
-        for j, point in enumerate(grid):
-            ax = axes[i, j]
-            a, b = _paired(cube, output, point, ref, m)
-            ax.plot(
-                a,
-                b,
-                ".",
-                ms=2,
-                alpha=0.5,
-                color=COLORS[(i + 1) % len(COLORS)],
-                gid=f"points:{m}",
+
+    def draw(ax: Any, a: np.ndarray, b: np.ndarray, ref: str, m: str) -> None:
+        _dots(ax, a, b, m)
+        both = np.concatenate([a, b])
+        if both.size:
+            lo, hi = float(both.min()), float(both.max())
+            ax.axline(
+                (lo, lo),
+                (hi, hi) if hi > lo else (lo + 1, lo + 1),
+                color="0.3",
+                ls="--",
+                lw=1,
+                gid="identity",
             )
-            both = np.concatenate([a, b])
-            if both.size:
-                lo, hi = float(both.min()), float(both.max())
-                ax.axline(
-                    (lo, lo),
-                    (hi, hi) if hi > lo else (lo + 1, lo + 1),
-                    color="0.3",
-                    ls="--",
-                    lw=1,
-                    gid="identity",
-                )
-            ax.set_title(label(point), fontsize="small")
-            ax.set_xlabel(f"{ref}: {output}")
-            ax.set_ylabel(f"{m}: {output}")
-            plain_ticks(ax)
-    return fig
+        ax.set_xlabel(f"{ref}: {output}")
+        ax.set_ylabel(f"{m}: {output}")
+
+    return _pair_figure(cube, output, methods, reference, points, draw)
 
 
 def bland_altman_plot(
     cube: xr.Dataset,
     output: str = "estimate",
     *,
+    agreement: float = 1.96,
     methods: str | Sequence[str] | None = None,
     reference: str | None = None,
     points: Points = None,
 ) -> Figure:
     """Bland-Altman plot: per replicate, the difference of ``output``
     (method - reference) against the two methods' mean, with the mean
-    difference and its limits of agreement (± 1.96 SD) and a line at 0.
+    difference, its limits of agreement (mean ± ``agreement`` SD, 1.96 by
+    default) and a line at 0.
 
-    Parameters and errors are those of :func:`scatter_plot`.
+    The other parameters and the errors are those of :func:`scatter_plot`.
 
     Returns
     -------
@@ -166,34 +154,50 @@ def bland_altman_plot(
     --------
     >>> fig = bland_altman_plot(cube, "estimate", reference="mean")
     """
+
+    def draw(ax: Any, a: np.ndarray, b: np.ndarray, ref: str, m: str) -> None:
+        diff = b - a
+        _dots(ax, (a + b) / 2, diff, m)
+        ax.axhline(0.0, color="0.3", lw=1, gid="zero")
+        if diff.size > 1:
+            mid, sd = float(diff.mean()), float(diff.std(ddof=1))
+            ax.axhline(mid, color="black", ls="--", lw=1, gid="mean-difference")
+            for v in (mid - agreement * sd, mid + agreement * sd):
+                ax.axhline(v, color="0.4", ls=":", lw=1, gid="limits")
+        ax.set_xlabel(f"mean of {ref} and {m}: {output}")
+        ax.set_ylabel(f"{m} - {ref}")
+
+    return _pair_figure(cube, output, methods, reference, points, draw, "row")
+
+
+def _pair_figure(
+    cube: xr.Dataset,
+    output: str,
+    methods: str | Sequence[str] | None,
+    reference: str | None,
+    points: Points,
+    draw: Callable[[Any, np.ndarray, np.ndarray, str, str], None],
+    share: Literal["row"] | bool = False,
+) -> Figure:
+    """One axes per other method (rows) and design point (columns), each
+    drawn by ``draw(ax, reference values, method values, reference, method)``
+    from the replicates where both are finite."""
     cube = check_cube(cube)
     ref, others, grid, cube = _pairs(cube, output, methods, reference, points)
-    fig, axes = _pair_axes(len(others), len(grid), "row")
+    fig, axes = _pair_axes(len(others), len(grid), share)
     for i, m in enumerate(others):
         for j, point in enumerate(grid):
             ax = axes[i, j]
             a, b = _paired(cube, output, point, ref, m)
-            diff = b - a
-            ax.plot(
-                (a + b) / 2,
-                diff,
-                ".",
-                ms=2,
-                alpha=0.5,
-                color=COLORS[(i + 1) % len(COLORS)],
-                gid=f"points:{m}",
-            )
-            ax.axhline(0.0, color="0.3", lw=1, gid="zero")
-            if diff.size > 1:
-                mid, sd = float(diff.mean()), float(diff.std(ddof=1))
-                ax.axhline(mid, color="black", ls="--", lw=1, gid="mean-difference")
-                for v in (mid - 1.96 * sd, mid + 1.96 * sd):
-                    ax.axhline(v, color="0.4", ls=":", lw=1, gid="limits")
+            ax.set_prop_cycle(color=[COLORS[(i + 1) % len(COLORS)]])
+            draw(ax, a, b, ref, m)
             ax.set_title(label(point), fontsize="small")
-            ax.set_xlabel(f"mean of {ref} and {m}: {output}")
-            ax.set_ylabel(f"{m} - {ref}")
             plain_ticks(ax)
     return fig
+
+
+def _dots(ax: Any, x: np.ndarray, y: np.ndarray, m: str) -> None:
+    ax.plot(x, y, ".", ms=2, alpha=0.5, gid=f"points:{m}")
 
 
 def _pair_axes(
