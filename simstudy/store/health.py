@@ -178,8 +178,14 @@ def _missing(
             r_at = reps[need] // array.chunks[n]
             m_at = meths[need] // array.chunks[n + 1]
             tail = (0,) * (len(array.chunks) - n - 2)
-            for key_rm in np.unique(np.stack([r_at, m_at], axis=1), axis=0):
-                key = (*at[:n], int(key_rm[0]), int(key_rm[1]), *tail)
+            if not len(r_at):
+                continue
+            # the (replicate, method) chunks these tasks fall in: one int code
+            # each (np.unique along an axis sorts rows, ~10x slower)
+            wide = int(m_at.max()) + 1
+            for code in np.unique(r_at.astype(np.int64) * wide + m_at):
+                r_chunk, m_chunk = divmod(int(code), wide)
+                key = (*at[:n], r_chunk, m_chunk, *tail)
                 if (name, key) not in seen and not array.path(key).exists():
                     seen.add((name, key))
                     why = "missing, but the status says its tasks finished"
