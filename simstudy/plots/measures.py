@@ -308,7 +308,7 @@ def heatmap(
     summary : xr.Dataset
         What ``simstudy.summarize(cube)`` returns.
     measure : str
-        A measure in the summary.
+        A measure in the summary, drawn as the cells' colour.
     methods : str or list of str, optional
         The methods (columns) to draw (default: all).
     order : list of str, optional
@@ -326,7 +326,8 @@ def heatmap(
     Raises
     ------
     UsageError
-        An unknown measure, method or factor.
+        An unknown measure or method, or an ``order`` that names a factor
+        the summary does not have.
 
     Examples
     --------

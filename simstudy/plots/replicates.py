@@ -225,7 +225,7 @@ def distribution_plot(
     Parameters
     ----------
     cube : xr.Dataset
-        What ``simstudy.open_results(store)`` returns.
+        A cube, as ``simstudy.open_results(store)`` returns it.
     output : str
         ``"estimate"``, ``"se"`` (each method's declared outputs) or a name.
     methods : list of str, optional

@@ -19,21 +19,7 @@ from matplotlib.figure import Figure
 
 from simstudy.cube import METHOD
 from simstudy.errors import UsageError
-from simstudy.plots.common import (
-    Point,
-    Points,
-    check_cube,
-    check_methods,
-    declared,
-    label,
-    new_figure,
-    ok_values,
-    output_name,
-    plain_ticks,
-    read_points,
-    truth_at,
-    with_mcse,
-)
+from simstudy.plots import common
 
 __all__ = ["Zip", "zip_intervals", "zip_plot"]
 
@@ -93,7 +79,7 @@ def _zip_sources(
     known = [str(m) for m in cube[METHOD].values]
     out = {}
     for m in methods or known:
-        d = declared(cube, m)
+        d = common.declared(cube, m)
         s = se or d.get("se")
         c = tuple(ci) if ci else (tuple(d["ci"]) if d.get("ci") else None)
         if s is None and c is None:
@@ -107,7 +93,7 @@ def _zip_sources(
         out[m] = (str(d["estimate"]), s, c if c is None else (str(c[0]), str(c[1])))
         for name in (out[m][0], s, *(c or ())):
             if name is not None:
-                output_name(cube, str(name), m)  # known, and one number each
+                common.output_name(cube, str(name), m)  # known, and one number each
     if not out:
         raise UsageError(
             "the zip plot needs intervals, and no method declares ci= or se= "
@@ -122,7 +108,7 @@ def zip_plot(
     cube: xr.Dataset,
     *,
     methods: str | Sequence[str] | None = None,
-    points: Points = None,
+    points: common.Points = None,
     se: str | None = None,
     ci: tuple[str, str] | None = None,
     truth: float | None = None,
@@ -177,17 +163,17 @@ def zip_plot(
     --------
     >>> fig = zip_plot(simstudy.open_results("intervals.zarr"), points={"n": 20})
     """
-    cube = check_cube(cube)
+    cube = common.check_cube(cube)
     _check_share(level=level, zoom=zoom)
-    chosen = None if methods is None else check_methods(cube, methods)
+    chosen = None if methods is None else common.check_methods(cube, methods)
     sources = _zip_sources(cube, chosen, se, ci)
     used = {x for e, s_, c in sources.values() for x in (e, s_, *(c or ())) if x}
     if isinstance(df, str):
-        output_name(cube, df, next(iter(sources)))
+        common.output_name(cube, df, next(iter(sources)))
         used.add(df)
-    cube, grid = read_points(cube, points, used)
+    cube, grid = common.read_points(cube, points, used)
     rows, cols = len(sources), len(grid)
-    fig = new_figure(min(2.6 * cols + 0.8, 20), min(2.3 * rows + 0.9, 30))
+    fig = common.new_figure(min(2.6 * cols + 0.8, 20), min(2.3 * rows + 0.9, 30))
     axes = fig.subplots(rows, cols, squeeze=False, sharey=True, sharex="col")
     for j, point in enumerate(grid):
         _zip_column(axes[:, j], cube, sources, point, truth, (level, df))
@@ -213,7 +199,7 @@ def _zip_column(
     axes: np.ndarray,
     cube: xr.Dataset,
     sources: dict[str, tuple[str, str | None, tuple[str, str] | None]],
-    point: Point,
+    point: common.Point,
     truth: float | None,
     wald: tuple[float, float | str | None],
 ) -> None:
@@ -223,30 +209,35 @@ def _zip_column(
     edges: list[float] = []
     theta = truth
     for ax, (m, (est, s, c)) in zip(axes, sources.items(), strict=True):
-        theta = truth if truth is not None else truth_at(cube, est, point)
+        theta = truth if truth is not None else common.truth_at(cube, est, point)
         if theta is None:
             raise UsageError(
-                f"the zip plot needs the truth of {est!r} at {label(point)}",
+                f"the zip plot needs the truth of {est!r} at {common.label(point)}",
                 hint="declare study.truth(...) in the study or pass truth=",
             )
         level, df = wald
         if isinstance(df, str):
-            crit: float | np.ndarray = _critical(level, ok_values(cube, df, point, m))
+            crit: float | np.ndarray = _critical(
+                level, common.ok_values(cube, df, point, m)
+            )
         else:
             crit = _critical(level, df)
         bounds = None
         if c is not None:
-            bounds = (ok_values(cube, c[0], point, m), ok_values(cube, c[1], point, m))
+            bounds = (
+                common.ok_values(cube, c[0], point, m),
+                common.ok_values(cube, c[1], point, m),
+            )
         z = zip_intervals(
-            ok_values(cube, est, point, m),
-            None if s is None else ok_values(cube, s, point, m),
+            common.ok_values(cube, est, point, m),
+            None if s is None else common.ok_values(cube, s, point, m),
             bounds,
             theta,
             crit,
         )
         _zip_panel(ax, z, theta, level)
         ax.set_title(
-            f"{m} · {label(point)}\ncoverage {with_mcse(z.coverage, z.mcse)}",
+            f"{m} · {common.label(point)}\ncoverage {common.with_mcse(z.coverage, z.mcse)}",
             fontsize="small",
         )
         if z.lo.size:
@@ -283,4 +274,4 @@ def _zip_panel(ax: Axes, z: Zip, truth: float, level: float) -> None:
         ax.axhline(
             z.coverage + sign * 1.96 * z.mcse, color="black", ls="--", lw=0.8, gid=gid
         )
-    plain_ticks(ax)
+    common.plain_ticks(ax)
