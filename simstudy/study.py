@@ -482,6 +482,11 @@ class Study:
         return [m.name for m in self.methods]
 
     @property
+    def first_point(self) -> dict[str, Level]:
+        """The first design point in grid order (every factor's first level)."""
+        return {name: levels[0] for name, levels in self.factors.items()}
+
+    @property
     def n_points(self) -> int:
         return math.prod(len(v) for v in self.factors.values())
 
@@ -572,9 +577,7 @@ def _check_truth(study: Study) -> None:
     for m in study.methods:
         name = m.measures.get("estimate")
         estimates |= {name} if name else {"estimate", "value"}
-    first = dict(
-        zip(study.factors, (v[0] for v in study.factors.values()), strict=True)
-    )
+    first = study.first_point
     try:
         keys = list(study.truth_for(first))
     except Exception as exc:
