@@ -8,7 +8,7 @@ batch if it stalls again. Not through ``warnings``: the synchronous and
 threads schedulers record the warnings raised while a task runs as that
 task's, and this one is the run's.
 
-Layers: imports ``errors``.
+Layers: imports ``system``.
 """
 
 from __future__ import annotations
