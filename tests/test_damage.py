@@ -62,6 +62,28 @@ def _failures_file(store: Path) -> Path:
     return min((store / ".simstudy" / "failures").glob("*.json"))
 
 
+def _differing_pair(store: Path, name: str) -> tuple[Path, Path]:
+    """Two chunk files of one variable with different bytes."""
+    files = sorted(f for f in (store / name).glob("c.*"))
+    for a in files:
+        for b in files:
+            if a.read_bytes() != b.read_bytes():
+                return a, b
+    raise AssertionError(f"all chunks of {name} are alike")
+
+
+def _swap(store: Path, name: str) -> None:
+    a, b = _differing_pair(store, name)
+    blob = a.read_bytes()
+    a.write_bytes(b.read_bytes())
+    b.write_bytes(blob)
+
+
+def _copy_over(store: Path, name: str) -> None:
+    a, b = _differing_pair(store, name)
+    shutil.copyfile(a, b)
+
+
 def _coordinate_chunk(store: Path, name: str) -> Path:
     return next(
         f for f in (store / name).rglob("*") if f.is_file() and f.name != "zarr.json"
@@ -77,6 +99,22 @@ DAMAGE = {
     "flipped-status-chunk": (
         lambda s: _flip(s / "status" / "c.1.0.0.0", 3),
         r"status/c\.1\.0\.0\.0 \(variable 'status': fails its crc32c checksum\)",
+    ),
+    # each passes its crc32c; the seals tie a checksum to its position
+    "swapped-output-chunks": (
+        lambda s: _swap(s, "estimate"),
+        (
+            r"estimate/c\.[0-9.]+ \(variable 'estimate': holds the chunk written "
+            r"at c\.[0-9.]+: swapped or copied chunk files\)"
+        ),
+    ),
+    "swapped-status-chunks": (
+        lambda s: _swap(s, "status"),
+        r"status/c\.[0-9.]+ \(variable 'status': holds the chunk written at c\.",
+    ),
+    "copied-seconds-chunk": (
+        lambda s: _copy_over(s, "seconds"),
+        r"seconds/c\.[0-9.]+ \(variable 'seconds': holds the chunk written at c\.",
     ),
     "deleted-output-chunk": (
         lambda s: (s / "estimate" / "c.1.1.0.0").unlink(),

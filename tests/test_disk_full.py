@@ -76,6 +76,8 @@ def test_a_full_disk_at_each_step_is_exit_4_and_the_run_resumes_issue_19(
     assert "internal error" not in err
     assert not err or "stopped while growing" in err or "no zarr.json" in err, err
     assert _cli(folder, store, *args) == 0
+    # a full disk is no damage: nothing to repair
+    assert "damaged or missing" not in capsys.readouterr().err
     assert_store_consistent(store)
     assert cube_digest(store) == _reference(tmp_path, source)
 

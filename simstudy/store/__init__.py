@@ -9,6 +9,7 @@
     ├── meta.py         StoreMeta: attrs["simstudy"], typed; library versions
     ├── writer.py       the buffered writer: chunks by group, status last
     ├── chunks.py       one chunk file: bytes + zstd + crc32c, atomic rename
+    ├── seals.py        each chunk's crc32c tied to its position (swaps)
     ├── records.py      failure and warning records (JSON beside the cube)
     ├── reconcile.py    fingerprint compare, grow, reset, hide, prune
     ├── integrity.py    codec check (no code from a store), damaged chunks

@@ -8,7 +8,7 @@ codec little-endian, ``zstd`` without checksum, ``crc32c``), so zarr, xarray
 and anyone else read them as usual; tests/test_chunkio.py compares the bytes
 with zarr's.
 
-Layers: imports ``errors`` (and numpy, numcodecs, google_crc32c).
+Layers: imports ``errors``, ``store.seals``, ``store.crash`` (and numpy, numcodecs, google_crc32c).
 """
 
 from __future__ import annotations
@@ -24,6 +24,9 @@ import numpy as np
 from numcodecs import Zstd
 
 from simstudy.errors import StoreError
+from simstudy.store import seals
+from simstudy.store.crash import crash_point
+from simstudy.store.seals import crc_of
 
 __all__ = ["ChunkCache", "ChunkedArray", "CorruptChunk"]
 
@@ -81,12 +84,22 @@ class ChunkedArray:
 
     def intact(self, path: Path) -> bool:
         """Whether a chunk file's crc32c matches its content (no decoding)."""
+        return self.problem(path, None) is None
+
+    def problem(self, path: Path, sealed: seals.Seals | None) -> str | None:
+        """What is wrong with a chunk file: its crc32c does not match its
+        content, or (with ``sealed``) it is not what was written at its
+        position. None when nothing is."""
         try:
             blob = path.read_bytes()
         except OSError:
-            return False
+            return "cannot be read"
         body, crc = blob[:-4], blob[-4:]
-        return len(blob) >= 4 and google_crc32c.value(body).to_bytes(4, "little") == crc
+        if len(blob) < 4 or google_crc32c.value(body).to_bytes(4, "little") != crc:
+            return "fails its crc32c checksum"
+        if sealed is None:
+            return None
+        return sealed.judge(path.relative_to(self.dir).as_posix(), crc_of(blob))
 
     def read(self, coords: tuple[int, ...]) -> np.ndarray[Any, Any]:
         """Return a whole chunk (the fill value where never written)."""
@@ -110,9 +123,14 @@ class ChunkedArray:
         return body + int(google_crc32c.value(body)).to_bytes(4, "little")
 
     def write(self, coords: tuple[int, ...], chunk: np.ndarray[Any, Any]) -> None:
+        """Seal and replace one chunk file (``store.seals``)."""
+        path, blob = self.path(coords), self.encode(chunk)
+        seals.append(self.dir, [(path, crc_of(blob))])
+        self.replace(path, blob)
+
+    @staticmethod
+    def replace(path: Path, blob: bytes) -> None:
         """Replace one chunk file atomically (a temporary file, then rename)."""
-        path = self.path(coords)
-        blob = self.encode(chunk)
         tmp = path.with_name(f"{path.name}.{uuid.uuid4().hex}.partial")
         try:
             try:
@@ -201,9 +219,23 @@ class ChunkCache:
                 self.dirty[(array.name, coords)] = None
 
     def flush(self, keys: list[Key]) -> None:
-        """Write the given dirty chunks, in order, and mark them clean."""
-        for key in keys:
-            if key in self.dirty:
-                self.arrays[key[0]].write(key[1], self.chunks[key])
-                del self.dirty[key]
+        """Write the given dirty chunks, in order, and mark them clean.
+
+        Every chunk is sealed (``store.seals``) before any is replaced."""
+        todo = [
+            (key, self.arrays[key[0]], self.arrays[key[0]].path(key[1]))
+            for key in dict.fromkeys(keys)
+            if key in self.dirty
+        ]
+        blobs = [array.encode(self.chunks[key]) for key, array, _ in todo]
+        by_array: dict[str, list[tuple[Path, int]]] = {}
+        for (key, _, path), blob in zip(todo, blobs, strict=True):
+            by_array.setdefault(key[0], []).append((path, crc_of(blob)))
+        for name, entries in by_array.items():
+            seals.append(self.arrays[name].dir, entries)
+        if todo:
+            crash_point("flush:sealed")
+        for (key, _, path), blob in zip(todo, blobs, strict=True):
+            ChunkedArray.replace(path, blob)
+            del self.dirty[key]
         self._evict()

@@ -34,6 +34,7 @@ POINTS = (
     # a new output array (a method's first result with a new output)
     "output:created",  # the array exists, the consolidated metadata not yet
     # writing results
+    "flush:sealed",  # chunk writes sealed (store.seals), no chunk replaced
     "flush:outputs",  # outputs and records written, status not yet
     # --recompute METHOD
     "recompute:status",  # the method's status reset, its outputs not yet

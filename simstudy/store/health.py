@@ -5,15 +5,16 @@ JSON (``zarr.json`` files, failure and warning records) and its labels in
 coordinate arrays (checked against the levels the metadata records). Bit
 rot, a copy that skipped files or a hand edit can damage any of them.
 
-``survey`` lists every problem: damaged chunks, chunks that tasks whose
+``survey`` lists every problem: damaged chunks, chunks swapped or copied
+to another position (``store.seals``), chunks that tasks whose
 status is set need but that are gone (a deleted ``estimate`` chunk would
 otherwise read as NaN for status-ok tasks), coordinates that disagree with
 the metadata, records that are not JSON. Reading commands refuse a store
 with problems (``check_readable``, a ``StoreError`` naming the files); a run
 repairs them (``store.integrity``): it recomputes the tasks concerned.
 
-Layers: imports ``cube, errors`` and ``store.chunks``, ``store.meta`` (and
-zarr, numpy).
+Layers: imports ``cube, errors`` and ``store.chunks``, ``store.meta``,
+``store.seals`` (and zarr, numpy).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from simstudy.cube import FIXED_VARS, METHOD, OK, PENDING, REPLICATE
 from simstudy.errors import StoreError
 from simstudy.store.chunks import ChunkedArray, CorruptChunk
 from simstudy.store.meta import META
+from simstudy.store.seals import Seals
 
 __all__ = ["Problems", "check_readable", "read_json", "run_hint", "survey"]
 
@@ -113,11 +115,11 @@ def survey(store: Path, root: Any, meta: dict[str, Any]) -> Problems:
     }
     problems = Problems()
     for array in arrays.values():
-        problems.chunks += [
-            (array, array.coords_of(f), "fails its crc32c checksum")
-            for f in array.chunk_files()
-            if not array.intact(f)
-        ]
+        sealed = Seals(array.dir)
+        for f in array.chunk_files():
+            why = array.problem(f, sealed)
+            if why is not None:
+                problems.chunks.append((array, array.coords_of(f), why))
     bad = {(a.name, c) for a, c, _ in problems.chunks}
     if "status" in arrays:
         problems.chunks += _missing(arrays, len(factors), meta, bad)

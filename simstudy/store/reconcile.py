@@ -8,7 +8,8 @@ methods are made pending; levels and methods the study dropped are hidden
 store beside itself and swapping it in.
 
 Layers: imports ``cube, study, fingerprint, errors`` and ``store.layout``,
-``store.records``, ``store.meta`` (and zarr, numpy).
+``store.records``, ``store.meta``, ``store.chunks``, ``store.seals``,
+``store.crash`` (and zarr, numpy).
 """
 
 from __future__ import annotations
@@ -26,10 +27,13 @@ import zarr
 from simstudy import fingerprint
 from simstudy.cube import FIXED_VARS, METHOD, REPLICATE
 from simstudy.errors import FingerprintMismatch, UsageError
+from simstudy.store import seals
+from simstudy.store.chunks import ChunkedArray
 from simstudy.store.crash import crash_point
 from simstudy.store.layout import CHUNK_KEYS, COMPRESSORS, Layout, coord
 from simstudy.store.meta import META
 from simstudy.store.records import KINDS, Records, records_name
+from simstudy.store.seals import Seals
 from simstudy.study import Study
 
 __all__ = ["compare", "finish_prune", "prune", "reconcile", "set_active", "wipe"]
@@ -259,14 +263,12 @@ def _reset_methods(layout: Layout, records: Records, names: list[str]) -> None:
     pending), then outputs, records and the methods' output names; the
     caller saves the methods' new fingerprint last.
     """
-    cols = sorted(layout.methods.index(m) for m in names)
-    nf = len(layout.factor_names)
+    cols = np.array(sorted(layout.methods.index(m) for m in names))
     order = ["status"] + [v for v in layout.var_names() if v != "status"]
     for var in order:
-        arr = layout.array(var)
         fill = FIXED_VARS[var][1] if var in FIXED_VARS else np.nan
-        for c in cols:
-            arr[(*([slice(None)] * (nf + 1)), c)] = fill
+        array = ChunkedArray(layout.path, var, layout.array(var))
+        _fill_columns(array, len(layout.factor_names) + 1, cols, fill)
         if var == "status":
             crash_point("recompute:status")
     records.drop_methods(names)
@@ -274,6 +276,26 @@ def _reset_methods(layout: Layout, records: Records, names: list[str]) -> None:
         layout.meta.outputs.pop(m, None)
     layout.forget_specs()
     layout.save_meta()
+
+
+def _fill_columns(
+    array: ChunkedArray, at_dim: int, cols: np.ndarray[Any, Any], fill: Any
+) -> None:
+    """Set the given method columns (dimension ``at_dim``) of every chunk of
+    one variable to ``fill``, through sealed writes (``store.seals``). A
+    chunk that is damaged or not the one written at its position is left as
+    it is: the repair that follows (``store.integrity``) recomputes all its
+    tasks."""
+    sealed = Seals(array.dir)
+    mc = array.chunks[at_dim]
+    for f in array.chunk_files():
+        at = array.coords_of(f)
+        hit = cols[cols // mc == at[at_dim]]
+        if not len(hit) or array.problem(f, sealed) is not None:
+            continue
+        chunk = array.read(at)
+        chunk[(*([slice(None)] * at_dim), hit % mc)] = fill
+        array.write(at, chunk)
 
 
 def set_active(layout: Layout, study: Study) -> dict[str, Any]:
@@ -331,6 +353,7 @@ def prune(layout: Layout, study: Study, lock_file: Path) -> None:
     coord(root, METHOD, names)
     for var in layout.var_names():
         _copy_kept(layout, root, var, keep, levels, methods)
+        _seal_copy(tmp / var)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         zarr.consolidate_metadata(str(tmp))
@@ -381,6 +404,12 @@ def _copy_kept(
             )
         )
         dest[(*new, slice(None), slice(None))] = block
+
+
+def _seal_copy(folder: Path) -> None:
+    """Seal the chunks zarr wrote for the pruned copy (``store.seals``)."""
+    files = sorted(f for f in folder.glob("c.*") if not f.name.endswith(".partial"))
+    seals.append(folder, [(f, seals.crc_of(f.read_bytes())) for f in files])
 
 
 def _copy_records(
