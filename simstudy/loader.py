@@ -1,24 +1,37 @@
 """Study file path -> Study, with clear errors.
 
+``load_study(path, lazy=True)`` (what ``simstudy run`` uses when the
+workers, not this process, run the tasks) imports the installed libraries
+the study file imports at its top level lazily (``importlib.util.
+LazyLoader``): ``from scipy import stats`` binds a module that loads on its
+first attribute access. The driver only declares, fingerprints and pickles
+the study, which never touches it; so a run or a resume pays no ~1 s for
+``scipy.stats`` here (the workers import it, from the forkserver).
+
 Layers: imports ``study``, ``fingerprint`` and ``errors``.
 """
 
 from __future__ import annotations
 
 import ast
+import copyreg
 import hashlib
+import importlib.abc
+import importlib.machinery
 import importlib.util
 import os
 import sys
 import traceback
+from collections.abc import Iterable
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 from simstudy.errors import StudyError
 from simstudy.fingerprint import user_file
 from simstudy.study import FROM_FILE, Study
 
-__all__ = ["load_study", "study_imports"]
+__all__ = ["installed_modules", "load_study", "study_imports"]
 
 
 def study_imports(path: str | os.PathLike[str] | None) -> list[str]:
@@ -45,6 +58,103 @@ def study_imports(path: str | os.PathLike[str] | None) -> list[str]:
     return list(dict.fromkeys(out))
 
 
+def installed_modules(modules: Iterable[str]) -> list[str]:
+    """The modules of installed packages (and the standard library) among
+    ``modules``: never the user's own, whose code must run (and be
+    fingerprinted) as it is now."""
+    import sysconfig
+
+    roots = {sysconfig.get_path(k) for k in ("purelib", "platlib", "stdlib")}
+    keep: dict[str, bool] = {}
+    out = []
+    for name in modules:
+        top = name.split(".")[0]
+        if top not in keep:
+            try:
+                spec = importlib.util.find_spec(top)
+            except (ImportError, ValueError):
+                spec = None
+            origin = (spec.origin or "") if spec is not None else ""
+            keep[top] = origin in ("built-in", "frozen") or any(
+                origin.startswith(r + os.sep) for r in roots if r
+            )
+        if keep[top]:
+            out.append(name)
+    return out
+
+
+# what pickling, the fingerprint and cloudpickle's submodule scan read of a
+# module: a lazily loaded module answers these without loading
+_METADATA = frozenset(
+    {"__name__", "__package__", "__spec__", "__file__", "__path__", "__loader__"}
+)
+
+
+class _LazyModule(importlib.util._LazyModule):  # type: ignore[name-defined,misc]
+    """A module that loads on its first use, but not for its metadata."""
+
+    def __getattribute__(self, attr: str) -> Any:
+        if attr == "__class__":  # isinstance() asks for it
+            return object.__getattribute__(self, attr)
+        if attr in _METADATA:
+            try:
+                return object.__getattribute__(self, "__dict__")[attr]
+            except KeyError:
+                raise AttributeError(attr) from None
+        return super().__getattribute__(attr)
+
+
+class _LazyLoader(importlib.util.LazyLoader):
+    def exec_module(self, module: ModuleType) -> None:
+        super().exec_module(module)
+        module.__class__ = _LazyModule
+
+
+class _LazyLibraries(importlib.abc.MetaPathFinder):
+    """Load the named modules lazily: pure-Python modules of installed
+    packages only (an extension module's cost is its creation, which a lazy
+    load does not defer)."""
+
+    def __init__(self, names: Iterable[str]) -> None:
+        self.names = frozenset(names)
+
+    def find_spec(
+        self, name: str, path: Any = None, target: Any = None
+    ) -> importlib.machinery.ModuleSpec | None:
+        if name not in self.names:
+            return None
+        spec = importlib.machinery.PathFinder.find_spec(name, path)
+        if (
+            spec is None
+            or type(spec.loader) is not importlib.machinery.SourceFileLoader
+        ):
+            return None  # the usual machinery imports it, eagerly
+        spec.loader = _LazyLoader(spec.loader)
+        return spec
+
+
+def _lazy_reduce(module: ModuleType) -> tuple[Any, tuple[str]]:
+    """Pickle a lazily loaded module by name, without loading it."""
+    return importlib.import_module, (module.__name__,)
+
+
+# pickled by name like any module (pickle finds reducers by exact type)
+copyreg.pickle(_LazyModule, _lazy_reduce)
+
+
+def _lazy_names(p: Path) -> list[str]:
+    """The modules of installed libraries a study file imports at its top
+    level, to load lazily: not numpy (simstudy has it loaded) nor simstudy,
+    and not a package another of the names lies in (``from scipy import
+    stats`` loads ``scipy`` as usual and ``scipy.stats`` lazily)."""
+    names = [
+        m
+        for m in installed_modules(study_imports(p))
+        if m.split(".")[0] not in ("numpy", "simstudy") and m not in sys.modules
+    ]
+    return [m for m in names if not any(o.startswith(m + ".") for o in names)]
+
+
 def _user_frames(exc: BaseException, path: Path) -> str:
     """Return the last frame of the user's file as 'file:line'."""
     frames = [
@@ -57,7 +167,7 @@ def _user_frames(exc: BaseException, path: Path) -> str:
     return path.name
 
 
-def load_study(path: str | os.PathLike[str]) -> Study:
+def load_study(path: str | os.PathLike[str], *, lazy: bool = False) -> Study:
     """Load the single Study declared in a study file.
 
     Parameters
@@ -65,6 +175,10 @@ def load_study(path: str | os.PathLike[str]) -> Study:
     path : str or PathLike
         A Python file that creates exactly one ``simstudy.Study`` (as module
         attribute ``study``, or as the only Study instance).
+    lazy : bool, default False
+        Import the installed libraries the file imports at its top level
+        lazily (see the module's docstring). Only for a process that runs
+        no task of the study itself.
 
     Returns
     -------
@@ -93,7 +207,7 @@ def load_study(path: str | os.PathLike[str]) -> Study:
             f"{path}: a study file must be a Python file ending in .py.",
             hint="pass the study's .py file (a store is a .zarr directory)",
         )
-    module = _import(p)
+    module = _import(p, _lazy_names(p) if lazy else [])
     found = _the_study(module, p)
     try:
         found.validate()
@@ -117,8 +231,9 @@ def _ship_by_value(module: ModuleType, folder: Path) -> None:
             cloudpickle.register_pickle_by_value(other)
 
 
-def _import(p: Path) -> ModuleType:
-    """Import a study file as a module of its own; errors name its lines."""
+def _import(p: Path, lazy: list[str]) -> ModuleType:
+    """Import a study file as a module of its own; errors name its lines.
+    The ``lazy`` modules load on first use (``_LazyLibraries``)."""
     digest = hashlib.sha256(str(p).encode()).hexdigest()[:10]
     modname = f"simstudy_study_{p.stem if p.stem.isidentifier() else 'file'}_{digest}"
     folder = str(p.parent)
@@ -130,6 +245,9 @@ def _import(p: Path) -> ModuleType:
     module = importlib.util.module_from_spec(spec)
     sys.modules[modname] = module
     token = FROM_FILE.set(True)
+    finder = _LazyLibraries(lazy) if lazy else None
+    if finder is not None:
+        sys.meta_path.insert(0, finder)
     try:
         spec.loader.exec_module(module)
     except StudyError as exc:
@@ -157,6 +275,8 @@ def _import(p: Path) -> ModuleType:
         raise _import_error(exc, p) from exc
     finally:
         FROM_FILE.reset(token)
+        if finder is not None:
+            sys.meta_path.remove(finder)
     return module
 
 
@@ -179,7 +299,12 @@ def _import_error(exc: BaseException, p: Path) -> StudyError:
 
 def _the_study(module: ModuleType, p: Path) -> Study:
     """The one Study of a study file: ``study``, or the only instance."""
-    unique = {id(v): v for v in vars(module).values() if isinstance(v, Study)}
+    unique = {
+        id(v): v
+        for v in vars(module).values()
+        # a module is no Study; and isinstance would load a lazy one
+        if not isinstance(v, ModuleType) and isinstance(v, Study)
+    }
     if not unique:
         raise StudyError(
             f"{p.name}: no Study found; a study file must create one.",

@@ -33,7 +33,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         # the workers' start overlaps the study's load (a jax study runs in
         # this process); a resume starts them once it knows there is work
         prestart(args.scheduler, modules)
-    study = load_study(args.study)
+    # the workers run the tasks: the study's libraries load lazily here
+    lazy = args.scheduler in (None, "processes", "distributed") and not any(
+        m.split(".")[0] == "jax" for m in modules
+    )
+    study = load_study(args.study, lazy=lazy)
     if args.rng is not None and args.rng != study.scheme:
         study = study.derive(scheme=args.rng)
     err = sys.stderr

@@ -35,7 +35,7 @@ from simstudy import worker
 from simstudy.executors import MAX_ATTEMPTS, WorkerDied, failed_result, study_payload
 from simstudy.executors.connect import check_address, connect
 from simstudy.grid import Batch
-from simstudy.loader import study_imports
+from simstudy.loader import installed_modules, study_imports
 from simstudy.outputs import OutputSpecs
 from simstudy.results import BatchResult
 from simstudy.study import Study
@@ -237,7 +237,7 @@ def start_forkserver(modules: Iterable[str] = ()) -> None:
     main = spawn.get_preparation_data("main").get("init_main_from_path", "")
     saved = {k: os.environ.get(k) for k in (PRELOAD, MAIN)}
     with _spawn_env():
-        os.environ[PRELOAD] = ",".join(_installed(modules))
+        os.environ[PRELOAD] = ",".join(installed_modules(modules))
         os.environ[MAIN] = main
         try:
             forkserver.ensure_running()
@@ -247,31 +247,6 @@ def start_forkserver(modules: Iterable[str] = ()) -> None:
                     os.environ.pop(k, None)
                 else:
                     os.environ[k] = v
-
-
-def _installed(modules: Iterable[str]) -> list[str]:
-    """The modules of installed packages (and the standard library): never the
-    user's own, which a long-lived forkserver would keep stale between runs."""
-    import importlib.util
-    import sysconfig
-
-    roots = {sysconfig.get_path(k) for k in ("purelib", "platlib", "stdlib")}
-    keep: dict[str, bool] = {}
-    out = []
-    for name in modules:
-        top = name.split(".")[0]
-        if top not in keep:
-            try:
-                spec = importlib.util.find_spec(top)
-            except (ImportError, ValueError):
-                spec = None
-            origin = (spec.origin or "") if spec is not None else ""
-            keep[top] = origin in ("built-in", "frozen") or any(
-                origin.startswith(r + os.sep) for r in roots if r
-            )
-        if keep[top]:
-            out.append(name)
-    return out
 
 
 def _pool_context() -> Any:

@@ -1,0 +1,176 @@
+"""A run's driver imports the study's libraries lazily (issue 17).
+
+``simstudy run`` (process pool or a cluster) loads the study file with
+``load_study(path, lazy=True)``: ``from scipy import stats`` binds a module
+that loads on first use. The driver only declares, fingerprints and pickles
+the study, so it never pays for ``scipy.stats``; the workers import it.
+These tests run in fresh interpreters, where scipy.stats is not loaded yet.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+import simstudy
+from tests.helpers import cube_digest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+STUDY = """
+import numpy as np
+from scipy import stats
+import scipy.special as special
+
+from simstudy import Study
+
+study = Study("lazy", factors={"n": [8, 30]}, replicates=5, seed=11)
+
+@study.data
+def gen(rng, n):
+    return rng.standard_normal(n)
+
+@study.method
+def trimmed(x):
+    return {"estimate": float(stats.trim_mean(x, 0.1))}
+
+@study.method
+def expit_mean(x):
+    return {"estimate": float(np.mean(special.expit(x)))}
+"""
+
+
+def _python(code: str, cwd: Path) -> Any:
+    env_code = f"import sys; sys.path.insert(0, {str(ROOT)!r})\n"
+    done = subprocess.run(
+        [sys.executable, "-c", env_code + textwrap.dedent(code)],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+PROBE = """
+import json, sys, cloudpickle
+from simstudy.loader import load_study
+from simstudy.executors import study_payload
+study = load_study("study.py", lazy={lazy})
+payload = study_payload(study)
+loaded = lambda m: m in sys.modules and type(sys.modules[m]).__name__ == "module"
+print(json.dumps({{
+    "stats": loaded("scipy.stats"),
+    "special": loaded("scipy.special"),
+    "fingerprint": study.fingerprint(),
+    "payload": payload.hex(),
+}}))
+"""
+
+
+@pytest.fixture
+def folder(tmp_path: Path) -> Path:
+    (tmp_path / "study.py").write_text(STUDY)
+    return tmp_path
+
+
+def test_a_lazy_load_runs_no_library_and_changes_no_fingerprint(folder):
+    lazy = _python(PROBE.format(lazy=True), folder)
+    eager = _python(PROBE.format(lazy=False), folder)
+    assert eager["stats"]
+    assert eager["special"]
+    # declared, fingerprinted and pickled without loading either library
+    assert not lazy["stats"]
+    assert not lazy["special"]
+    assert lazy["fingerprint"] == eager["fingerprint"]
+    # the pickled study works in a fresh process: the methods import them
+    (folder / "payload.bin").write_bytes(bytes.fromhex(lazy["payload"]))
+    out = _python(
+        """
+        import json, pickle, numpy as np
+        study = pickle.loads(open("payload.bin", "rb").read())
+        x = np.arange(10.0)
+        print(json.dumps([m.func(x)["estimate"] for m in study.methods]))
+        """,
+        folder,
+    )
+    from scipy import special, stats  # here, after the probes
+
+    x = np.arange(10.0)
+    assert out == [float(stats.trim_mean(x, 0.1)), float(special.expit(x).mean())]
+
+
+def test_a_library_used_at_the_top_of_the_study_loads_as_usual(folder):
+    (folder / "study.py").write_text(
+        STUDY.replace(
+            'study = Study("lazy"', 'CUT = stats.norm.ppf(0.975)\nstudy = Study("lazy"'
+        )
+    )
+    got = _python(PROBE.format(lazy=True), folder)
+    assert got["stats"]  # loaded at its first use, in the file itself
+
+
+def test_a_run_through_the_cli_gives_the_eager_runs_cube(folder, tmp_path):
+    """The default scheduler (lazy driver) and the synchronous one (eager:
+    tasks run in the driver) write the same numbers."""
+    for store, extra in (
+        ("lazy.zarr", []),
+        ("eager.zarr", ["--scheduler", "synchronous"]),
+    ):
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "simstudy",
+                "run",
+                "study.py",
+                "--store",
+                store,
+                "--no-progress",
+                "--workers",
+                "2",
+                *extra,
+            ],
+            cwd=folder,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+        )
+        assert done.returncode == 0, done.stderr
+    assert cube_digest(folder / "lazy.zarr") == cube_digest(folder / "eager.zarr")
+    ds = simstudy.open_results(folder / "lazy.zarr")
+    assert int((ds["status"] == 1).sum()) == 2 * 5 * 2
+
+
+def test_an_edit_is_still_seen_by_a_lazy_resume(folder):
+    """The fingerprint of a lazily loaded study still sees a changed method."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    cmd = [
+        sys.executable,
+        "-m",
+        "simstudy",
+        "run",
+        "study.py",
+        "--store",
+        "s.zarr",
+        "--no-progress",
+    ]
+    assert subprocess.run(cmd, cwd=folder, env=env, timeout=300).returncode == 0
+    (folder / "study.py").write_text(
+        STUDY.replace("trim_mean(x, 0.1)", "trim_mean(x, 0.2)")
+    )
+    again = subprocess.run(
+        cmd, cwd=folder, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert again.returncode == 2, again.stderr
+    assert "trimmed" in again.stderr
