@@ -28,6 +28,7 @@ Layers: imports nothing from simstudy (numpy only).
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -68,15 +69,15 @@ def _temper(x: Array) -> Array:
     return out
 
 
-_bg: list[MT19937] = []
+_local = threading.local()  # per thread: a bit generator, work buffers
 
 
 def _outputs(window: Array, length: int) -> Array:
     """The tempered outputs ``y[:length]`` of MT19937's word sequence ``x``
     with ``x[:624] = window`` (``y = temper(x)``, word by word)."""
-    if not _bg:
-        _bg.append(MT19937(0))
-    bg = _bg[0]
+    bg = getattr(_local, "bg", None)
+    if bg is None:  # one per thread: its state is set, then drawn from
+        bg = _local.bg = MT19937(0)
     bg.state = {
         "bit_generator": "MT19937",
         "state": {"key": window, "pos": _N},
@@ -97,11 +98,8 @@ _PART = 128  # windows gathered at once (~320 KB: stays in a 512 KB L2 cache)
 
 
 class _Poly:
-    """A jump polynomial prepared for application: table lookups by offset.
-
-    The table is allocated once and reused: a fresh megabyte array per call
-    costs page faults that doubled the time here.
-    """
+    """A jump polynomial prepared for application: table lookups by offset
+    (into this thread's ``_scratch`` buffers)."""
 
     def __init__(self, packed: Array) -> None:
         bits = np.unpackbits(packed, bitorder="little")
@@ -114,12 +112,6 @@ class _Poly:
         # where each nonzero group's window starts in the flattened table, in
         # 64-bit words: row (the group's value) and offset (_Q/2 per group)
         self.starts = values[nz] * (self.width // 2) + nz * (_Q // 2)
-        self.table = np.zeros((1 << _Q, self.width), np.uint32)
-        # every window of 312 64-bit words of the flattened table, a view
-        self.windows = np.lib.stride_tricks.sliding_window_view(
-            self.table.view(np.uint64).reshape(-1), _N // 2
-        )
-        self.row = np.empty(_N // 2, np.uint64)
 
     def apply(self, window: Array) -> Array:
         """Return ``p(A) window``: 624 uint32 words.
@@ -129,17 +121,34 @@ class _Poly:
         numpy gives them) and only the 624-word result is untempered.
         """
         x = _outputs(window, self.length)
-        table, width = self.table, self.width
+        width = self.width
+        table, windows, row = _scratch(width)
         for b in range(_Q):  # row v: XOR of x shifted by each set bit of v
             np.bitwise_xor(
                 table[: 1 << b], x[b : b + width], out=table[1 << b : 2 << b]
             )
         out: Array = np.zeros(_N // 2, np.uint64)
         for s in range(0, len(self.starts), _PART):
-            part = self.windows[self.starts[s : s + _PART]]  # rows: contiguous copies
-            np.bitwise_xor.reduce(part, axis=0, out=self.row)
-            out ^= self.row
+            part = windows[self.starts[s : s + _PART]]  # rows: contiguous copies
+            np.bitwise_xor.reduce(part, axis=0, out=row)
+            out ^= row
         return _untemper(out.view(np.uint32))
+
+
+def _scratch(width: int) -> tuple[Array, Array, Array]:
+    """This thread's work buffers for ``_Poly.apply``: the lookup table, its
+    312-word windows (a view) and one row. Allocated once per thread and
+    reused (a fresh megabyte per call costs page faults that doubled the
+    time); per thread, since numpy releases the GIL while filling them and
+    two threads (the ``threads`` scheduler) would mix their tables."""
+    got = getattr(_local, "buffers", None)
+    if got is None or got[0].shape[1] != width:
+        table = np.zeros((1 << _Q, width), np.uint32)
+        windows = np.lib.stride_tricks.sliding_window_view(
+            table.view(np.uint64).reshape(-1), _N // 2
+        )
+        got = _local.buffers = (table, windows, np.empty(_N // 2, np.uint64))
+    return got
 
 
 class _Tables:

@@ -94,3 +94,25 @@ def test_shipped_tables_are_numpys_jump_polynomial_and_its_powers() -> None:
     assert poly(t.small[1]) == poly(t.powers[1])
     assert poly(t.small[15]) == poly(t.powers[4])
     assert poly(t.small[6]) == mtjump._mulmod(poly(t.small[5]), p, modulus)
+
+
+def test_threads_jumping_at_once_get_numpys_states() -> None:
+    """The ``threads`` scheduler runs batches side by side in one process:
+    jumps in parallel threads (numpy releases the GIL while a polynomial is
+    applied) must not share work buffers. They once did, and a property
+    test caught a threads run whose mt19937-jump numbers differed."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    seed = 7
+    ks = [5, 17, 40, 77, 123, 300] * 4
+    want = {k: MT19937(seed).jumped(k).state["state"]["key"] for k in set(ks)}
+
+    def state(k: int) -> tuple[int, np.ndarray[Any, Any]]:
+        # a fresh jumper per call: each walks from the seed through the
+        # shared polynomials, so the threads overlap in apply()
+        return k, mtjump.MTJumper(seed).state(k)[0]
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        for _ in range(3):
+            for k, key in pool.map(state, ks):
+                np.testing.assert_array_equal(key, want[k])
