@@ -13,6 +13,7 @@ import zarr
 import simstudy
 from simstudy.cli import main
 from simstudy.summary import pair
+from tests.helpers import reseal
 from tests.studies import GOOD_STUDY
 
 TRUTH = GOOD_STUDY + "\nstudy.truth(estimate=0.0)\n"
@@ -73,6 +74,7 @@ def test_files_hold_the_same_numbers(store, tmp_path, capsys, fmt):
 
 def test_a_partial_store_says_how_many_replicates_each_cell_has(store, capsys):
     zarr.open_array(store / "status", mode="r+")[0, 0, 2:, 0] = 0  # 2 pending
+    reseal(store)
     assert main(["summarize", str(store)]) == 0
     out = capsys.readouterr().out
     assert "2  (0 failed, 2 pending)" in out
@@ -183,6 +185,7 @@ def test_wide_csv_has_a_value_and_mcse_column_per_method(store, tmp_path):
 
 def test_measures_cases_level_and_reference_reach_summarize(store, tmp_path):
     zarr.open_array(store / "status", mode="r+")[0, 0, 1, 0] = 2  # a failure
+    reseal(store)
     target = tmp_path / "s.json"
     argv = ["summarize", str(store), "-o", str(target), "--cases", "complete"]
     argv += ["--measures", "bias,bias_diff", "--reference", "mean", "--level", "0.9"]

@@ -12,7 +12,7 @@ import simstudy
 from simstudy import cli
 from simstudy.errors import FingerprintMismatch, StudyError
 from simstudy.store import open_results, read_failures
-from tests.helpers import assert_store_consistent, cube_digest
+from tests.helpers import assert_store_consistent, cube_digest, reseal
 
 jax = pytest.importorskip("jax")
 jnp = jax.numpy
@@ -474,6 +474,7 @@ def test_a_changed_jax_device_is_checked_by_recomputing_finished_tasks(tmp_path)
     store = tmp_path / "s.zarr"
     simstudy.run(path, store=store)
     zarr.open_array(store / "status", mode="r+")[1, 1, 15:, :] = 0  # work left
+    reseal(store)
     group = zarr.open_group(store, mode="r+")
     meta = open_results(store).attrs["simstudy"]
     meta["versions"] = {**meta["versions"], "jax-device": "gpu:NVIDIA A100"}

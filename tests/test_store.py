@@ -17,7 +17,7 @@ import simstudy
 from simstudy import grid
 from simstudy.backends.numpy import run_batch
 from simstudy.store import Store
-from tests.helpers import assert_store_consistent, cube_digest
+from tests.helpers import assert_store_consistent, cube_digest, reseal
 from tests.studies import GOOD_STUDY
 
 
@@ -139,6 +139,7 @@ def test_a_numpy_change_is_checked_by_recomputing_finished_tasks(tmp_path, write
     simstudy.run(path, store=store, scheduler="synchronous")
     status = zarr.open_array(store / "status", mode="r+")
     status[1, 1, 3:, :] = 0  # a few tasks left to do
+    reseal(store)
     _pretend_made_with_numpy(store, "1.0.0")
     report = simstudy.run(path, store=store, scheduler="synchronous")
     assert report.computed == 3 * 2
@@ -161,6 +162,7 @@ def test_a_numpy_change_that_changes_numbers_is_refused(tmp_path, write_study):
     estimate = zarr.open_array(store / "estimate", mode="r+")
     estimate[0, 0, 0, 0] = 123.0  # as if the old numpy had drawn other numbers
     zarr.open_array(store / "status", mode="r+")[1, 1, 3, :] = 0
+    reseal(store)
     _pretend_made_with_numpy(store, "1.0.0")
     with pytest.raises(StoreError, match="no longer come out the same"):
         simstudy.run(path, store=store, scheduler="synchronous")

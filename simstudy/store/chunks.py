@@ -123,9 +123,10 @@ class ChunkedArray:
         return body + int(google_crc32c.value(body)).to_bytes(4, "little")
 
     def write(self, coords: tuple[int, ...], chunk: np.ndarray[Any, Any]) -> None:
-        """Seal and replace one chunk file (``store.seals``)."""
+        """Seal one chunk (``store.seals``), then replace its file."""
         path, blob = self.path(coords), self.encode(chunk)
         seals.append(self.dir, [(path, crc_of(blob))])
+        crash_point("flush:sealed")
         self.replace(path, blob)
 
     @staticmethod
@@ -219,23 +220,9 @@ class ChunkCache:
                 self.dirty[(array.name, coords)] = None
 
     def flush(self, keys: list[Key]) -> None:
-        """Write the given dirty chunks, in order, and mark them clean.
-
-        Every chunk is sealed (``store.seals``) before any is replaced."""
-        todo = [
-            (key, self.arrays[key[0]], self.arrays[key[0]].path(key[1]))
-            for key in dict.fromkeys(keys)
-            if key in self.dirty
-        ]
-        blobs = [array.encode(self.chunks[key]) for key, array, _ in todo]
-        by_array: dict[str, list[tuple[Path, int]]] = {}
-        for (key, _, path), blob in zip(todo, blobs, strict=True):
-            by_array.setdefault(key[0], []).append((path, crc_of(blob)))
-        for name, entries in by_array.items():
-            seals.append(self.arrays[name].dir, entries)
-        if todo:
-            crash_point("flush:sealed")
-        for (key, _, path), blob in zip(todo, blobs, strict=True):
-            ChunkedArray.replace(path, blob)
-            del self.dirty[key]
+        """Write the given dirty chunks, in order, and mark them clean."""
+        for key in keys:
+            if key in self.dirty:
+                self.arrays[key[0]].write(key[1], self.chunks[key])
+                del self.dirty[key]
         self._evict()
