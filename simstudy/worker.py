@@ -21,9 +21,22 @@ from simstudy.results import BatchResult, worker_name
 from simstudy.study import Study
 from simstudy.system import pid_alive
 
-__all__ = ["install", "install_worker", "ready", "run_installed", "uninstall"]
+__all__ = [
+    "SetupFailed",
+    "install",
+    "install_worker",
+    "ready",
+    "run_installed",
+    "uninstall",
+]
 
 _installed: dict[str, Study] = {}
+_setup_error: list[str] = []  # why this pool worker could not install the study
+
+
+class SetupFailed(Exception):
+    """This worker could not load the study (e.g. a library it imports
+    fails to import here): said by ``ready`` and ``run_installed``."""
 
 
 def install(token: str, payload: bytes) -> None:
@@ -58,15 +71,27 @@ def install_worker(token: str, payload: bytes, driver: int) -> None:
         os._exit(1)
 
     threading.Thread(target=watch, name="simstudy-parent-watch", daemon=True).start()
-    install(token, payload)
+    try:
+        install(token, payload)
+    except Exception as exc:
+        # an exception here would only break the pool ("terminated
+        # abruptly"); kept, it is said by the first call instead
+        _setup_error[:] = [f"{type(exc).__name__}: {exc}"]
+
+
+def _check_setup() -> None:
+    if _setup_error:
+        raise SetupFailed(_setup_error[0])
 
 
 def ready(_: object = None) -> str:
     """Answer a warm-up call: this worker process is up (study installed)."""
+    _check_setup()
     return worker_name()
 
 
 def run_installed(token: str, batch: Batch, specs: OutputSpecs) -> BatchResult:
     """Run a batch of the study installed under ``token`` with its backend."""
+    _check_setup()
     study = _installed[token]
     return backend_of(study).run_batch(study, batch, specs)

@@ -174,3 +174,106 @@ def test_an_edit_is_still_seen_by_a_lazy_resume(folder):
     )
     assert again.returncode == 2, again.stderr
     assert "trimmed" in again.stderr
+
+
+BROKEN = """
+import numpy as np
+import {package}
+from simstudy import Study
+
+study = Study("broken", factors={{"n": [3]}}, replicates=4, seed=1)
+
+@study.data
+def gen(rng, n):
+    return rng.standard_normal(n)
+
+@study.method
+def m(x):
+    return {{"estimate": float({package}.f(x))}}
+"""
+
+
+def test_a_library_that_fails_to_import_is_a_clear_error_and_no_store(tmp_path):
+    """Loaded lazily, the library first fails in the workers: still exit 2,
+    one clear line naming the error, and no store left behind."""
+    import sysconfig
+    import uuid
+
+    package = f"simstudy_broken_{uuid.uuid4().hex[:8]}"
+    where = Path(sysconfig.get_path("purelib")) / package  # an installed library
+    where.mkdir()
+    try:
+        (where / "__init__.py").write_text('raise ImportError("boom: needs libfoo")\n')
+        (tmp_path / "study.py").write_text(BROKEN.format(package=package))
+        done = subprocess.run(
+            [sys.executable, "-m", "simstudy", "run", "study.py", "--no-progress"],
+            cwd=tmp_path,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+    finally:
+        for f in where.rglob("*"):
+            if f.is_file():
+                f.unlink()
+        for d in sorted(where.rglob("*"), reverse=True):
+            d.rmdir()
+        where.rmdir()
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.startswith(
+        "error: study.py: the worker processes cannot load the study: "
+        "ImportError: boom: needs libfoo"
+    ), done.stderr
+    assert "internal error" not in done.stderr
+    assert "Traceback" not in done.stderr
+    assert not (tmp_path / "study.zarr").exists()
+
+
+WORKER_ONLY = """
+import os
+import numpy as np
+from simstudy import Study
+
+DRIVER = os.getpid()
+
+
+def _rebuild():
+    if os.getpid() != DRIVER:
+        raise ImportError("the workers lack what this needs")
+    return Thing()
+
+
+class Thing:
+    def __reduce__(self):
+        return (_rebuild, ())
+
+
+study = Study("w", factors={"n": [3]}, replicates=4, seed=1)
+study.fixed(thing=Thing())
+
+@study.data
+def gen(rng, n):
+    return rng.standard_normal(n)
+
+@study.method
+def m(x, thing):
+    return {"estimate": float(np.mean(x))}
+"""
+
+
+def test_a_study_the_workers_cannot_unpickle_is_a_clear_error(tmp_path, capsys):
+    """The same for an eagerly loaded study (a pool worker whose setup
+    fails used to break the pool: an internal error)."""
+    from simstudy.cli import main
+
+    (tmp_path / "w.py").write_text(WORKER_ONLY)
+    store = tmp_path / "w.zarr"
+    assert main(["run", str(tmp_path / "w.py"), "--store", str(store)]) == 2
+    err = capsys.readouterr().err
+    assert (
+        "error: w.py: the worker processes cannot load the study: ImportError: "
+        "the workers lack what this needs"
+    ) in err
+    assert "internal error" not in err
+    assert not store.exists()

@@ -29,9 +29,11 @@ import uuid
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures.process import BrokenProcessPool
+from pathlib import Path
 from typing import Any
 
 from simstudy import worker
+from simstudy.errors import StudyError
 from simstudy.executors import MAX_ATTEMPTS, WorkerDied, failed_result, study_payload
 from simstudy.executors.connect import check_address, connect
 from simstudy.grid import Batch
@@ -367,7 +369,15 @@ class LocalSchedulerExecutor(_WindowedExecutor):
         if self.warming:
             done, _ = cf.wait(self.warming, return_when=cf.FIRST_COMPLETED)
             for future in done:
-                future.result()
+                try:
+                    future.result()
+                except worker.SetupFailed as exc:
+                    name = Path(self.study.source_file or "the study").name
+                    raise StudyError(
+                        f"{name}: the worker processes cannot load the study: {exc}",
+                        hint="run `python FILE` to see it fail the same way; "
+                        "fix the import (or install what it needs)",
+                    ) from None
             self.warming = []
 
     def _compute(self, batch: Batch, specs: OutputSpecs) -> BatchResult:
