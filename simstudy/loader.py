@@ -58,13 +58,14 @@ def study_imports(path: str | os.PathLike[str] | None) -> list[str]:
     return list(dict.fromkeys(out))
 
 
-def installed_modules(modules: Iterable[str]) -> list[str]:
-    """The modules of installed packages (and the standard library) among
-    ``modules``: never the user's own, whose code must run (and be
-    fingerprinted) as it is now."""
+def installed_modules(modules: Iterable[str], *, stdlib: bool = True) -> list[str]:
+    """The modules of installed packages (and, with ``stdlib``, of the
+    standard library) among ``modules``: never the user's own, whose code
+    must run (and be fingerprinted) as it is now."""
     import sysconfig
 
-    roots = {sysconfig.get_path(k) for k in ("purelib", "platlib", "stdlib")}
+    kinds = ("purelib", "platlib", "stdlib") if stdlib else ("purelib", "platlib")
+    roots = {sysconfig.get_path(k) for k in kinds}
     keep: dict[str, bool] = {}
     out = []
     for name in modules:
@@ -75,7 +76,7 @@ def installed_modules(modules: Iterable[str]) -> list[str]:
             except (ImportError, ValueError):
                 spec = None
             origin = (spec.origin or "") if spec is not None else ""
-            keep[top] = origin in ("built-in", "frozen") or any(
+            keep[top] = (stdlib and origin in ("built-in", "frozen")) or any(
                 origin.startswith(r + os.sep) for r in roots if r
             )
         if keep[top]:
@@ -144,12 +145,13 @@ copyreg.pickle(_LazyModule, _lazy_reduce)
 
 def _lazy_names(p: Path) -> list[str]:
     """The modules of installed libraries a study file imports at its top
-    level, to load lazily: not numpy (simstudy has it loaded) nor simstudy,
-    and not a package another of the names lies in (``from scipy import
-    stats`` loads ``scipy`` as usual and ``scipy.stats`` lazily)."""
+    level, to load lazily: not the standard library (cheap, and sometimes
+    imported for its side effects), numpy (simstudy has it loaded) nor
+    simstudy, and not a package another of the names lies in (``from scipy
+    import stats`` loads ``scipy`` as usual and ``scipy.stats`` lazily)."""
     names = [
         m
-        for m in installed_modules(study_imports(p))
+        for m in installed_modules(study_imports(p), stdlib=False)
         if m.split(".")[0] not in ("numpy", "simstudy") and m not in sys.modules
     ]
     return [m for m in names if not any(o.startswith(m + ".") for o in names)]

@@ -277,3 +277,20 @@ def test_a_study_the_workers_cannot_unpickle_is_a_clear_error(tmp_path, capsys):
     ) in err
     assert "internal error" not in err
     assert not store.exists()
+
+
+def test_which_imports_load_lazily(tmp_path, monkeypatch):
+    """Installed libraries' leaf modules only: not the standard library, not
+    numpy or simstudy, not a package another name lies in, not the user's
+    own module beside the study (nor one already imported: not here)."""
+    from simstudy.loader import _lazy_names
+
+    for name in ("scipy.stats", "scipy.special"):
+        monkeypatch.delitem(sys.modules, name, raising=False)
+    (tmp_path / "helpers.py").write_text("X = 1\n")
+    study = tmp_path / "s.py"
+    study.write_text(
+        "import json, statistics\nimport numpy as np\nimport helpers\n"
+        "import scipy.stats as st\nfrom scipy import special\nimport simstudy\n"
+    )
+    assert _lazy_names(study) == ["scipy.stats", "scipy.special"]
