@@ -145,21 +145,13 @@ _LIBRARY = tuple(
 )
 
 
-def _attr(module: types.ModuleType, name: str) -> Any:
-    try:
-        return object.__getattribute__(module, name)
-    except AttributeError:
-        return None
-
-
 def user_file(module: types.ModuleType | None) -> str | None:
     """The file of a module of the user's own (None: a library, or unknown)."""
     if module is None:
         return None
-    # read without module getattr: a lazily imported module would load
-    path: str | None = _attr(module, "__file__")
-    if path is None:  # a notebook, a REPL
-        return "" if _attr(module, "__name__") == "__main__" else None
+    path: str | None = getattr(module, "__file__", None)
+    if path is None:
+        return "" if module.__name__ == "__main__" else None  # a notebook, a REPL
     real = os.path.realpath(path)
     if any(real == lib or real.startswith(lib + os.sep) for lib in _LIBRARY):
         return None

@@ -84,8 +84,9 @@ def installed_modules(modules: Iterable[str], *, stdlib: bool = True) -> list[st
     return out
 
 
-# what pickling, the fingerprint and cloudpickle's submodule scan read of a
-# module: a lazily loaded module answers these without loading
+# what isinstance(), pickling, the fingerprint (user_file) and cloudpickle's
+# submodule scan read of a module: a lazily loaded module answers these
+# (and __class__) without loading
 _METADATA = frozenset(
     {"__name__", "__package__", "__spec__", "__file__", "__path__", "__loader__"}
 )
@@ -301,12 +302,7 @@ def _import_error(exc: BaseException, p: Path) -> StudyError:
 
 def _the_study(module: ModuleType, p: Path) -> Study:
     """The one Study of a study file: ``study``, or the only instance."""
-    unique = {
-        id(v): v
-        for v in vars(module).values()
-        # a module is no Study; and isinstance would load a lazy one
-        if not isinstance(v, ModuleType) and isinstance(v, Study)
-    }
+    unique = {id(v): v for v in vars(module).values() if isinstance(v, Study)}
     if not unique:
         raise StudyError(
             f"{p.name}: no Study found; a study file must create one.",

@@ -117,11 +117,8 @@ def reseal(store: str | Path) -> None:
     drew): without it, the hand-written chunks are rightly reported as not
     the chunks simstudy wrote there.
     """
-    from simstudy.store import seals
+    from simstudy.store.seals import seal_folder
 
-    root = Path(store)
-    for array_dir in sorted(p for p in root.iterdir() if (p / "zarr.json").is_file()):
-        files = sorted(
-            f for f in array_dir.glob("c.*") if not f.name.endswith(".partial")
-        )
-        seals.append(array_dir, [(f, seals.crc_of(f.read_bytes())) for f in files])
+    for array_dir in sorted(Path(store).iterdir()):
+        if (array_dir / "zarr.json").is_file():
+            seal_folder(array_dir)

@@ -20,7 +20,7 @@ __all__ = ["COMMANDS"]
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from simstudy.executors import prestart
+    from simstudy.executors import SCHEDULERS, prestart
     from simstudy.loader import load_study, study_imports
     from simstudy.options import RunKwargs
     from simstudy.runner import run
@@ -29,14 +29,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     store = args.store or Path.cwd() / f"{Path(args.study).stem}.zarr"
     fresh = args.restart or not Path(store).exists()  # a new store has work
     remote = args.address is not None or args.cluster is not None
-    if fresh and not remote and not any(m.split(".")[0] == "jax" for m in modules):
-        # the workers' start overlaps the study's load (a jax study runs in
-        # this process); a resume starts them once it knows there is work
+    jax = any(m.split(".")[0] == "jax" for m in modules)  # runs in this process
+    if fresh and not remote and not jax:
+        # the workers' start overlaps the study's load; a resume starts them
+        # once it knows there is work
         prestart(args.scheduler, modules)
-    # the workers run the tasks: the study's libraries load lazily here
-    lazy = args.scheduler in (None, "processes", "distributed") and not any(
-        m.split(".")[0] == "jax" for m in modules
-    )
+    # where workers run the tasks, the study's libraries load lazily here
+    lazy = SCHEDULERS[args.scheduler or "processes"].elsewhere and not jax
     study = load_study(args.study, lazy=lazy)
     if args.rng is not None and args.rng != study.scheme:
         study = study.derive(scheme=args.rng)

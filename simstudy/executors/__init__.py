@@ -51,14 +51,15 @@ class Scheduler:
     warnings: bool = True  # can count warnings per task (filters are per process)
     remote: bool = False  # takes --address / --cluster
     early: bool = False  # worth starting before the store is opened
+    elsewhere: bool = False  # tasks run in other processes than the driver
 
 
 _DASK, _JAX = "simstudy.executors.dask", "simstudy.executors.jax"
 SCHEDULERS: dict[str, Scheduler] = {
     s.name: s
     for s in (
-        Scheduler("processes", _DASK, timeout=True, early=True),
-        Scheduler("distributed", _DASK, remote=True),
+        Scheduler("processes", _DASK, timeout=True, early=True, elsewhere=True),
+        Scheduler("distributed", _DASK, remote=True, elsewhere=True),
         Scheduler("threads", _DASK, warnings=False),
         Scheduler("synchronous", _DASK, timeout=True),
         Scheduler("jax", _JAX, warnings=False),

@@ -35,6 +35,12 @@ class CorruptChunk(StoreError):
     """A chunk file whose checksum or length does not match its content."""
 
 
+def _whole(blob: bytes) -> bool:
+    """Whether a chunk file's bytes end with the crc32c of the rest."""
+    body, crc = blob[:-4], blob[-4:]
+    return len(blob) >= 4 and google_crc32c.value(body).to_bytes(4, "little") == crc
+
+
 class ChunkedArray:
     """One zarr v3 array of the store, addressed chunk by chunk."""
 
@@ -94,8 +100,7 @@ class ChunkedArray:
             blob = path.read_bytes()
         except OSError:
             return "cannot be read"
-        body, crc = blob[:-4], blob[-4:]
-        if len(blob) < 4 or google_crc32c.value(body).to_bytes(4, "little") != crc:
+        if not _whole(blob):
             return "fails its crc32c checksum"
         if sealed is None:
             return None
@@ -108,11 +113,10 @@ class ChunkedArray:
             blob = path.read_bytes()
         except FileNotFoundError:
             return self.empty()
-        body, crc = blob[:-4], blob[-4:]
-        if len(blob) < 4 or google_crc32c.value(body).to_bytes(4, "little") != crc:
+        if not _whole(blob):
             raise CorruptChunk(f"chunk {path} fails its crc32c check.")
         try:
-            raw = self.zstd.decode(body)
+            raw = self.zstd.decode(blob[:-4])
             out = np.frombuffer(raw, dtype=self.dtype).reshape(self.chunks)
         except Exception as exc:
             raise CorruptChunk(f"chunk {path} does not decode: {exc}") from None

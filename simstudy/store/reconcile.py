@@ -353,7 +353,7 @@ def prune(layout: Layout, study: Study, lock_file: Path) -> None:
     coord(root, METHOD, names)
     for var in layout.var_names():
         _copy_kept(layout, root, var, keep, levels, methods)
-        _seal_copy(tmp / var)
+        seals.seal_folder(tmp / var)  # zarr wrote the copy
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         zarr.consolidate_metadata(str(tmp))
@@ -404,12 +404,6 @@ def _copy_kept(
             )
         )
         dest[(*new, slice(None), slice(None))] = block
-
-
-def _seal_copy(folder: Path) -> None:
-    """Seal the chunks zarr wrote for the pruned copy (``store.seals``)."""
-    files = sorted(f for f in folder.glob("c.*") if not f.name.endswith(".partial"))
-    seals.append(folder, [(f, seals.crc_of(f.read_bytes())) for f in files])
 
 
 def _copy_records(

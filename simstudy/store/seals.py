@@ -33,7 +33,7 @@ from pathlib import Path
 
 from simstudy.store.meta import META
 
-__all__ = ["SEALS", "Seals", "append", "crc_of", "log_path"]
+__all__ = ["SEALS", "Seals", "append", "crc_of", "log_path", "seal_folder"]
 
 SEALS = "seals"  # folder in the store's .simstudy
 
@@ -73,16 +73,18 @@ def append(array_dir: Path, entries: list[tuple[Path, int]]) -> None:
         lines.append(f"{key} {'-' if old is None else f'{old:08x}'} {new:08x}\n")
     if not log.parent.is_dir():
         log.parent.mkdir(parents=True, exist_ok=True)
-    with open(log, "ab") as f:
-        if f.tell() and not _ends_with_newline(log):
-            f.write(b"\n")  # after a torn line: start a new one
+    with open(log, "a+b") as f:  # writes go to the end, wherever we read
+        if f.seek(0, os.SEEK_END):
+            f.seek(-1, os.SEEK_END)
+            if f.read(1) != b"\n":
+                f.write(b"\n")  # after a torn line: start a new one
         f.write("".join(lines).encode())
 
 
-def _ends_with_newline(log: Path) -> bool:
-    with open(log, "rb") as f:
-        f.seek(-1, os.SEEK_END)
-        return f.read(1) == b"\n"
+def seal_folder(array_dir: Path) -> None:
+    """Seal every chunk of one variable as it is now (a copy zarr wrote)."""
+    files = sorted(f for f in array_dir.glob("c.*") if not f.name.endswith(".partial"))
+    append(array_dir, [(f, crc_of(f.read_bytes())) for f in files])
 
 
 class Seals:
