@@ -293,10 +293,19 @@ def _unreadable(p: Path, why: str) -> StudyError:
 
 
 def _import_error(exc: BaseException, p: Path) -> StudyError:
+    hint = "run `python FILE` to see the full traceback, or add --debug"
+    missing = exc.name if isinstance(exc, ModuleNotFoundError) else None
+    if missing:
+        top = missing.split(".")[0]
+        hint = f"{top} is not installed here: pip install {top}" + (
+            ' (simstudy\'s extra: pip install "simstudy[jax]")'
+            if top in ("jax", "jaxlib")
+            else " (the package's name may differ, e.g. scikit-learn for sklearn)"
+        )
     return StudyError(
         f"{_user_frames(exc, p)}: importing the study file raised "
         f"{type(exc).__name__}: {exc}",
-        hint="run `python FILE` to see the full traceback, or add --debug",
+        hint=hint,
     )
 
 

@@ -131,6 +131,38 @@ def test_bad_study_files_raise(
     assert info.value.hint
 
 
+@pytest.mark.parametrize(
+    ("module", "hint"),
+    [
+        (
+            "simstudy_no_such_module_xyz.sub",
+            (
+                "simstudy_no_such_module_xyz is not installed here: pip install "
+                "simstudy_no_such_module_xyz (the package's name may differ"
+            ),
+        ),
+        (
+            "jax",
+            (
+                "jax is not installed here: pip install jax (simstudy's extra: pip "
+                'install "simstudy[jax]")'
+            ),
+        ),
+    ],
+)
+def test_a_missing_library_says_what_to_install(
+    write_study: WriteStudy, monkeypatch: pytest.MonkeyPatch, module: str, hint: str
+) -> None:
+    """A newcomer runs studies/location_jax.py in a venv without the extra."""
+    import sys
+
+    monkeypatch.setitem(sys.modules, "jax", None)  # None: "not installed"
+    path = write_study(HEAD + f"import {module}\n" + _study().replace(HEAD, ""))
+    with pytest.raises(StudyError, match="ModuleNotFoundError") as info:
+        load_study(path)
+    assert (info.value.hint or "").startswith(hint), info.value.hint
+
+
 def test_missing_file(tmp_path: Path) -> None:
     with pytest.raises(StudyError, match="no such study file"):
         load_study(tmp_path / "nope.py")
