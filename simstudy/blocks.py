@@ -12,7 +12,7 @@ Layers: imports ``measures, cube, errors`` (plus numpy, xarray).
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -21,28 +21,56 @@ import xarray as xr
 from simstudy.cube import FAILED, FIXED_VARS, METHOD, OK, PENDING
 from simstudy.cube import REPLICATE as REP
 from simstudy.errors import UsageError
+from simstudy.ledger import RecordIndex, kind_codes, ledger_rates, usable
 from simstudy.measures import (
     Measure,
     Paired,
     Wald,
     bias_measures,
+    conditional_measures,
     custom_measures,
     interval_measures,
     mean_sd,
+    median_bias,
     modelse,
     paired_measures,
     power,
     share,
+    winsorized,
 )
 
 __all__ = [
+    "CONDITIONAL",
+    "GROUP_MEASURES",
     "Group",
     "Options",
     "block_axes",
     "by_blocks",
+    "fallback_block",
     "planned",
     "summarize_block",
 ]
+
+
+# the measures one group of methods computes from its outputs
+TRUTH_MEASURES = ("bias", "relbias", "mse", "rmse", "mae", "median_bias")
+CONDITIONAL = ("coverage_rejected", "type_s", "exaggeration")
+GROUP_MEASURES = (
+    "mean",
+    "empse",
+    *TRUTH_MEASURES,
+    "modelse",
+    "relerr_modelse",
+    "coverage",
+    "becoverage",
+    "ci_width",
+    "power",
+    *CONDITIONAL,
+    "relprec",
+    "bias_diff",
+    "mse_ratio",
+    "corr",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +90,9 @@ class Options:
     cases: str
     specs: dict[str, Measure]
     reference: str | None
+    records: RecordIndex = field(default_factory=RecordIndex)
+    categories: tuple[str, ...] = ()  # warning categories of the whole cube
+    winsorize: float | None = None
 
 
 def by_blocks(
@@ -128,7 +159,7 @@ def block_axes(
         for v in cube.data_vars
         if REP in cube[v].dims and str(v) not in FIXED_VARS
     }
-    names = {g.decl["estimate"] for g in plans}
+    names = {g.decl["estimate"] for g in plans if not g.decl.get("skip")}
     dims = [d[0] for d in first.values() if d]
     if len(names) != 1 or not dims or len(dims) != len(first):
         return axes
@@ -143,19 +174,30 @@ def summarize_block(
     """Summarise one in-memory block of design points, every method."""
     status = cube["status"]
     factors = [str(d) for d in status.dims if d not in (REP, METHOD)]
-    task_ok = status == OK
-    ok = task_ok & task_ok.all(METHOD) if opts.cases == "complete" else task_ok
     out: dict[str, xr.DataArray] = _counts(status, planned(cube))
-    if opts.cases == "complete":
-        out["n_dropped"] = (task_ok & ~ok).sum(REP).astype(np.int64)
     skipped: dict[str, dict[str, str]] = {}
-    ran = status != PENDING  # tasks that finished, ok or failed
+    estimates = {
+        m: cube[g.decl["estimate"]].sel({METHOD: m}, drop=True)
+        for g in plans
+        if not g.decl.get("skip")
+        for m in g.names
+    }
+    codes = kind_codes(cube, opts.records, estimates)
+    ran = codes >= 0  # tasks that finished, ok or failed
     out.update(share("failure_rate", status == FAILED, ran))
+    no_estimate = [m for g in plans if g.decl.get("skip") for m in g.names]
+    out.update(ledger_rates(codes, list(opts.categories), opts.records, no_estimate))
     if "warnings" in cube.data_vars:
         out.update(share("warning_rate", cube["warnings"] > 0, ran))
     else:
         why = "the cube has no per-task warning counts (a store made before them)"
         skipped["warning_rate"] = dict.fromkeys(map(str, cube[METHOD].values), why)
+    use = usable(cube)
+    ok = _cases(cube, use, opts.cases)
+    if opts.cases in ("complete", "no_warnings"):
+        out["n_dropped"] = (use & ~ok).sum(REP).astype(np.int64)
+    if opts.cases == "fallback":
+        cube, ok, out["n_fallback"] = fallback_block(cube, ok, codes, plans)
     ref = _paired(cube, index, plans, ok, opts.reference)
     parts = []
     for g in plans:
@@ -233,20 +275,27 @@ def _group(
 ) -> tuple[dict[str, xr.DataArray], dict[str, str]]:
     """Measures of the methods sharing one output declaration."""
     d, skipped = g.decl, {}
+    if d.get("skip"):
+        return {}, dict.fromkeys(GROUP_MEASURES, d["skip"])
     est = d["estimate"]
     x = cube[est]
+    extra: dict[str, xr.DataArray] = {}
+    if opts.winsorize is not None:
+        x, extra["n_winsorized"] = winsorized(x, ok, opts.winsorize)
     n, mean, sd = mean_sd(x, ok & np.isfinite(x))
     with np.errstate(divide="ignore", invalid="ignore"):
         out = {"mean": mean, "mean_mcse": sd / n**0.5, "empse": sd}
         out["empse_mcse"] = sd / (2.0 * (n - 1.0)) ** 0.5
     # ok replicates whose estimate is NaN or inf: left out of the measures
     out["n_nonfinite"] = (ok & ~np.isfinite(x)).sum(REP).astype(np.int64)
+    out.update(extra)
     if theta is None:
         why = f"no truth for output {est!r} (declare study.truth(...) or pass truth=)"
-        for m in ("bias", "relbias", "mse", "rmse", "mae", "coverage", "mse_ratio"):
+        for m in (*TRUTH_MEASURES, "coverage", "mse_ratio", *CONDITIONAL):
             skipped[m] = why
     else:
         out.update(bias_measures(x, ok, theta))
+        out.update(median_bias(x, ok, theta))
     se = _aligned(cube, d.get("se"), x)
     if se is None:
         for m in ("modelse", "relerr_modelse"):
@@ -254,24 +303,34 @@ def _group(
     else:
         out.update(modelse(se, x, ok))
     wald = opts.wald
+    interval: tuple[xr.DataArray, xr.DataArray] | None = None
     if d.get("ci"):
         lo, hi = (_like(cube, name, x) for name in d["ci"])
-        out.update(interval_measures(lo, hi, x, ok, theta))
+        interval = (lo, hi)
     elif se is not None:
         q = wald.quantile(1.0 - (1.0 - wald.level) / 2.0, cube)
-        out.update(interval_measures(x - q * se, x + q * se, x, ok, theta))
+        interval = (x - q * se, x + q * se)
     else:
-        for m in ("coverage", "becoverage", "ci_width"):
+        for m in ("coverage", "becoverage", "ci_width", "coverage_rejected"):
             skipped[m] = "no interval outputs declared (@study.method(ci=(lo, hi)))"
+    if interval is not None:
+        out.update(interval_measures(*interval, x, ok, theta))
+    test: tuple[xr.DataArray, xr.DataArray] | None = None
     if d.get("p"):
         pv = _like(cube, d["p"], x)
-        out.update(power(pv < wald.alpha, ok, pv))
+        test = (pv < wald.alpha, pv)
     elif se is not None:
         stat = (x - wald.null) / se
         q = wald.quantile(1.0 - wald.alpha / 2.0, cube)
-        out.update(power(abs(stat) >= q, ok, stat))  # as rsimsum: reject at |z| >= q
+        test = (abs(stat) >= q, stat)  # as rsimsum: reject at |z| >= q
     else:
-        skipped["power"] = "no p-value output declared (@study.method(p=...))"
+        for m in ("power", *CONDITIONAL):
+            skipped[m] = "no p-value output declared (@study.method(p=...))"
+    if test is not None:
+        out.update(power(test[0], ok, test[1]))
+        if theta is not None:
+            used = ok & np.isfinite(test[1])
+            out.update(conditional_measures(x, used, test[0], theta, interval))
     if ref is None:
         for m in ("relprec", "bias_diff", "mse_ratio", "corr"):
             skipped[m] = "no reference method (--reference / reference=)"
@@ -349,3 +408,48 @@ def planned(cube: xr.Dataset) -> xr.DataArray:
         return xr.ones_like(reps, dtype=bool)
     target = cube["target_replicates"]
     return (reps < target) | (target == 0)
+
+
+def _cases(cube: xr.Dataset, use: xr.DataArray, cases: str) -> xr.DataArray:
+    """The replicates each method's measures use under a ``cases`` strategy."""
+    if cases == "complete":
+        return use & use.all(METHOD)
+    if cases == "no_warnings":
+        return use & (cube["warnings"] == 0)
+    return use  # available; fallback starts here and adds the fallback's values
+
+
+def fallback_block(
+    cube: xr.Dataset, ok: xr.DataArray, codes: xr.DataArray, plans: list[Group]
+) -> tuple[xr.Dataset, xr.DataArray, xr.DataArray]:
+    """Where a method with a declared fallback gave no result (any kind of
+    the ledger) and its fallback gave a usable one in the same replicate,
+    take the fallback's estimate, SE, bounds and p-value there.
+
+    Returns the block with those values in place, the replicates each
+    method now uses, and per method the count of replicates filled in.
+    """
+    by_method = {m: g for g in plans for m in g.names}
+    filled = xr.zeros_like(ok.isel({REP: 0}, drop=True), dtype=np.int64)
+    cube = cube.copy()
+    ok = ok.copy()
+    for m, g in by_method.items():
+        f = g.decl.get("fallback")
+        if not f or g.decl.get("skip") or by_method[f].decl.get("skip"):
+            continue
+        fg = by_method[f]
+        take = (codes.sel({METHOD: m}) > 0) & (codes.sel({METHOD: f}) == 0)
+        pairs = [(g.decl.get(k), fg.decl.get(k)) for k in ("estimate", "se", "p")]
+        pairs = [(a, b) for a, b in pairs if a and b]
+        pairs += list(
+            zip(g.decl.get("ci") or (), fg.decl.get("ci") or (), strict=False)
+        )
+        for own, other in pairs:
+            target = cube[own].copy(deep=True)
+            source = _like(cube, other, target).sel({METHOD: f}, drop=True)
+            mine = target.sel({METHOD: m}, drop=True)
+            target.loc[{METHOD: m}] = mine.where(~take, source).transpose(*mine.dims)
+            cube[own] = target
+        ok.loc[{METHOD: m}] = ok.sel({METHOD: m}) | take
+        filled.loc[{METHOD: m}] = take.sum(REP)
+    return cube, ok, filled

@@ -13,6 +13,7 @@ Layers: imports ``cube, errors`` (plus numpy, xarray; scipy inside).
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from statistics import NormalDist
@@ -30,13 +31,16 @@ __all__ = [
     "Paired",
     "Wald",
     "bias_measures",
+    "conditional_measures",
     "custom_measures",
     "interval_measures",
     "mean_sd",
+    "median_bias",
     "modelse",
     "paired_measures",
     "power",
     "share",
+    "winsorized",
 ]
 
 Arrays = dict[str, xr.DataArray]
@@ -346,3 +350,76 @@ def _jackknife(
         centre = np.where(used, leave, 0.0).sum(axis=1) / n
         dev = np.where(used, (leave - centre[:, None]) ** 2, 0.0).sum(axis=1)
         return np.asarray(np.sqrt((n - 1.0) / n * dev))
+
+
+Z975 = 1.959963984540054  # the 0.975 quantile of N(0, 1)
+
+
+def median_bias(x: xr.DataArray, ok: xr.DataArray, theta: xr.DataArray) -> Arrays:
+    """Median of the estimates minus the truth; MCSE from the order
+    statistics that bound a distribution-free 95% interval of the median:
+    ``(x_(k2) - x_(k1)) / (2 * 1.96)``, ``k1 = floor(n/2 - 1.96 sqrt(n)/2)``,
+    ``k2 = ceil(n/2 + 1.96 sqrt(n)/2)`` (1-based, clipped to 1..n)."""
+    mask = ok & _finite(x)
+    y = x.where(mask).transpose(..., REP)
+    rows = np.sort(y.values, axis=-1)  # NaN last
+    n = np.isfinite(rows).sum(axis=-1)
+    cells = y.isel({REP: 0}, drop=True)
+    with np.errstate(invalid="ignore", divide="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN cells: NaN
+        med = (
+            np.nanmedian(rows, axis=-1) if rows.shape[-1] else np.full(n.shape, np.nan)
+        )
+        half = Z975 * np.sqrt(n) / 2.0
+        k1 = np.clip(np.floor(n / 2.0 - half), 1, np.maximum(n, 1)).astype(np.int64)
+        k2 = np.clip(np.ceil(n / 2.0 + half), 1, np.maximum(n, 1)).astype(np.int64)
+        lo = np.take_along_axis(rows, (k1 - 1)[..., None], axis=-1)[..., 0]
+        hi = np.take_along_axis(rows, (k2 - 1)[..., None], axis=-1)[..., 0]
+        err = np.where(n > 1, (hi - lo) / (2.0 * Z975), np.nan)
+    median = cells.copy(data=np.where(n > 0, med, np.nan))
+    return {
+        "median_bias": median - theta,
+        "median_bias_mcse": cells.copy(data=err) + 0.0 * theta,
+    }
+
+
+def winsorized(
+    x: xr.DataArray, ok: xr.DataArray, k: float
+) -> tuple[xr.DataArray, xr.DataArray]:
+    """Estimates clipped to ``[Q1 - k IQR, Q3 + k IQR]`` of each cell's used
+    values (quartiles as numpy's and R's default, type 7), as simhelpers'
+    ``winz``; and the count of values clipped per cell."""
+    mask = ok & _finite(x)
+    y = x.where(mask)
+    q = y.quantile([0.25, 0.75], dim=REP, skipna=True)
+    q1, q3 = q.sel(quantile=0.25, drop=True), q.sel(quantile=0.75, drop=True)
+    lower, upper = q1 - k * (q3 - q1), q3 + k * (q3 - q1)
+    clipped = (mask & ((x < lower) | (x > upper))).sum(REP).astype(np.int64)
+    return x.clip(min=lower, max=upper).where(mask, x), clipped
+
+
+def conditional_measures(
+    x: xr.DataArray,
+    used: xr.DataArray,
+    reject: xr.DataArray,
+    theta: xr.DataArray,
+    interval: tuple[xr.DataArray, xr.DataArray] | None,
+) -> Arrays:
+    """Measures among the replicates whose test rejects (``used & reject``):
+    coverage given rejection, the type-S rate (the estimate's sign is not
+    the truth's) and the exaggeration ratio mean(|estimate| / |truth|)
+    (Gelman & Carlin 2014); MCSEs condition on the number of rejections.
+    Type S and exaggeration are undefined (NaN) where the truth is 0."""
+    rejected = used & reject & _finite(x)
+    zero = theta == 0
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out = share("type_s", np.sign(x) != np.sign(theta), rejected)
+        out = {k: v.where(~zero) for k, v in out.items()}
+        ratio = abs(x) / abs(theta)
+        exag = _average("exaggeration", ratio, rejected)
+        out.update({k: v.where(~zero) for k, v in exag.items()})
+    if interval is not None:
+        lo, hi = interval
+        cover = (lo <= theta) & (theta <= hi)
+        out.update(share("coverage_rejected", cover, rejected & _finite(lo, hi)))
+    return out

@@ -61,8 +61,16 @@ TABLES = (
         ("modelse", "relerr_modelse", "coverage", "becoverage", "ci_width", "power"),
     ),
     ("Against the reference method", ("relprec", "bias_diff", "mse_ratio", "corr")),
+    (
+        "Robust, and given rejection",
+        ("median_bias", "coverage_rejected", "type_s", "exaggeration"),
+    ),
     ("Failures and warnings", ("failure_rate", "warning_rate")),
 )
+# in the tables, not drawn as figures of their own (the failure ledger is
+# summary.failure_ledger; robust and conditional measures stay in tables)
+NOT_DRAWN = ("failure_rate_", "warning_rate_", "median_bias", "coverage_rejected")
+NOT_DRAWN += ("type_s", "exaggeration")
 LONG_TABLE = 60  # rows; a longer table is folded (an HTML <details>, no script)
 # measures whose values compare on one scale: their figures share a y range
 SHARED = (("coverage", "becoverage"),)
@@ -183,6 +191,8 @@ def _shown(summary: xr.Dataset) -> list[str]:
     ]
     shown = []
     for m in [*known, *extra]:
+        if m.startswith(NOT_DRAWN):
+            continue
         values = np.asarray(summary[m].values, dtype=float)
         if not np.isfinite(values).any():
             continue

@@ -300,6 +300,7 @@ class Study:
         se: str | None = None,
         ci: tuple[str, str] | None = None,
         p: str | None = None,
+        fallback: str | None = None,
     ) -> Callable[[Callable[..., Any]], Callable[..., Any]]: ...
     def method(
         self,
@@ -311,14 +312,26 @@ class Study:
         se: str | None = None,
         ci: tuple[str, str] | None = None,
         p: str | None = None,
+        fallback: str | None = None,
     ) -> Any:
         """Register a method: ``f(data, [rng], [factors...]) -> {output: value}``.
 
         ``estimate``, ``se``, ``ci=(lo, hi)`` and ``p`` name the outputs that
         ``simstudy summarize`` reads for this method (default estimate:
         ``"estimate"``, or ``"value"`` for a method returning a bare number).
+        ``fallback`` names another method: with ``cases="fallback"``, where
+        this method gives no result, summaries use the fallback's values in
+        the same replicate (from the cube; nothing is recomputed).
         """
         measures = _measures(name, estimate=estimate, se=se, ci=ci, p=p)
+        if fallback is not None:
+            if not isinstance(fallback, str) or not fallback:
+                raise StudyError(
+                    f"@study.method: fallback= must name another method, got "
+                    f"{fallback!r}.",
+                    hint='write e.g. @study.method(fallback="ols")',
+                )
+            measures["fallback"] = fallback
 
         def register(f: Callable[..., Any]) -> Callable[..., Any]:
             mname: Any = f.__name__ if name is None else name
@@ -412,6 +425,7 @@ class Study:
         )
         for m in self.methods:
             self._check_params(m.func, m.params, known, f"method {m.name!r}")
+        self._check_fallbacks()
         if callable(self.truth_values):
             params = self._params(self.truth_values, skip_first=False, what="truth")
             self._check_params(
@@ -422,6 +436,21 @@ class Study:
             )
         if self.truth_values is not None:
             _check_truth(self)
+
+    def _check_fallbacks(self) -> None:
+        """A declared fallback is another method of the study."""
+        names = self.method_names
+        for m in self.methods:
+            f = m.measures.get("fallback")
+            if f is None:
+                continue
+            if f == m.name or f not in names:
+                raise StudyError(
+                    f"method {m.name!r} declares fallback={f!r}, which is "
+                    + ("the method itself" if f == m.name else "no method of the study")
+                    + f"; methods: {', '.join(names)}.",
+                    hint="name another method as its fallback",
+                )
 
     def _check_params(
         self,

@@ -36,10 +36,12 @@ from simstudy.blocks import (
 from simstudy.cube import METHOD
 from simstudy.cube import REPLICATE as REP
 from simstudy.errors import UsageError
+from simstudy.ledger import CONVERGED, KINDS, RecordIndex
 from simstudy.measures import Measure, UserFunc, Wald
 
 __all__ = [
     "CASES",
+    "LEDGER",
     "MEASURES",
     "RESERVED",
     "Measure",
@@ -51,7 +53,7 @@ __all__ = [
 
 Truth = float | Sequence[float] | np.ndarray[Any, Any] | Mapping[str, Any] | None
 UserMeasure = Measure | UserFunc
-CASES = ("available", "complete")
+CASES = ("available", "complete", "no_warnings", "fallback")
 BLOCK_BYTES = 32 * 2**20  # cube bytes per block; peak memory is ~10x (temporaries)
 MEASURES = (
     "mean",
@@ -71,10 +73,25 @@ MEASURES = (
     "bias_diff",
     "mse_ratio",
     "corr",
+    "median_bias",
+    "coverage_rejected",
+    "type_s",
+    "exaggeration",
     "failure_rate",
     "warning_rate",
 )
-RESERVED = ("n_ok", "n_failed", "n_pending", "n_dropped", "n_nonfinite")
+# the failure ledger (simstudy.ledger): one rate per kind of non-result,
+# plus warning_rate_<category> for each warning category the cube has
+LEDGER = tuple(f"failure_rate_{k}" for k in KINDS)
+RESERVED = (
+    "n_ok",
+    "n_failed",
+    "n_pending",
+    "n_dropped",
+    "n_nonfinite",
+    "n_fallback",
+    "n_winsorized",
+)
 
 
 def pair(value: float, mcse: float | None) -> str:
@@ -171,7 +188,8 @@ def summarize(
     df: float | str | None = None,
     null: float = 0.0,
     reference: str | None = None,
-    cases: str = "available",
+    cases: str | Sequence[str] = "available",
+    winsorize: float | None = None,
     measures: Sequence[str] | Mapping[str, UserMeasure] | None = None,
     custom: Mapping[str, UserMeasure] | None = None,
     block_bytes: int = BLOCK_BYTES,
@@ -195,8 +213,16 @@ def summarize(
     reference
         Compare with this method: ``relprec, bias_diff, mse_ratio, corr``.
     cases
-        ``"available"`` (each method's ok replicates) or ``"complete"``
-        (only replicates every method has; ``n_dropped`` counts the rest).
+        Which replicates the measures use: ``"available"`` (each method's
+        usable ones), ``"complete"`` (only replicates every method has;
+        ``n_dropped`` counts the rest), ``"no_warnings"`` (replicates whose
+        task emitted no warning), ``"fallback"`` (where a method declaring
+        ``@study.method(fallback=...)`` gave no result, its fallback's values
+        in the same replicate; ``n_fallback`` counts them). A list of them
+        gives a ``cases`` dimension, the strategies side by side.
+    winsorize
+        ``k``: clip each cell's estimates to ``[Q1 - k IQR, Q3 + k IQR]``
+        before every measure (simhelpers' ``winz``); ``n_winsorized``.
     measures, custom
         Names of the measures to keep (default: all); user-defined measures
         ``{name: func or simstudy.summary.Measure}``. A mapping given as
@@ -205,8 +231,10 @@ def summarize(
     Returns
     -------
     xr.Dataset
-        ``<measure>``, ``<measure>_mcse``, ``n_ok, n_failed, n_pending`` (+
-        ``n_dropped``); ``attrs["skipped"]``: why a measure is missing;
+        ``<measure>``, ``<measure>_mcse``, the failure ledger
+        (``failure_rate_<kind>``, ``warning_rate_<category>``), ``n_ok,
+        n_failed, n_pending`` (+ ``n_dropped``, ``n_fallback``);
+        ``attrs["skipped"]``: why a measure is missing;
         ``attrs["intervals"]``, ``["tests"]``: where coverage, power come from.
 
     Raises
@@ -215,19 +243,120 @@ def summarize(
         Unknown output, method, measure, ``cases``; ``alpha``/``level``
         outside (0, 1).
     """
+    options = {
+        "estimate": estimate,
+        "truth": truth,
+        "se": se,
+        "ci": ci,
+        "p": p,
+        "alpha": alpha,
+        "level": level,
+        "df": df,
+        "null": null,
+        "reference": reference,
+        "winsorize": winsorize,
+        "measures": measures,
+        "custom": custom,
+        "block_bytes": block_bytes,
+    }
+    if isinstance(cases, str):
+        return _summarize(cube, cases=cases, **options)
+    names = list(dict.fromkeys(cases))
+    if not names:
+        raise UsageError(
+            "cases is an empty list.", hint='write cases=["available", "complete"]'
+        )
+    for name in names:
+        _check_cases(name)
+    parts = [_summarize(cube, cases=name, **options) for name in names]
+    return _side_by_side(parts, names)
+
+
+def _side_by_side(parts: list[xr.Dataset], names: list[str]) -> xr.Dataset:
+    """Summaries under several ``cases`` along a ``cases`` dimension."""
+    counts = {str(v) for part in parts for v in part.data_vars if str(v) in RESERVED}
+    filled = []
+    for part in parts:
+        missing = {c: xr.zeros_like(part["n_ok"]) for c in counts - set(part.data_vars)}
+        filled.append(part.assign(missing))
+    out = xr.concat(
+        filled,
+        dim=xr.DataArray(names, dims="cases", name="cases"),
+        data_vars="all",
+        coords="minimal",
+        compat="override",
+        join="outer",
+        combine_attrs="override",
+    )
+    skipped: dict[str, Any] = {}
+    for key in dict.fromkeys(k for part in parts for k in part.attrs["skipped"]):
+        why = {
+            n: q.attrs["skipped"].get(key) for n, q in zip(names, parts, strict=True)
+        }
+        kinds = {json.dumps(v, sort_keys=True) for v in why.values()}
+        # one reason for every strategy, or the reason under each strategy
+        skipped[key] = next(iter(why.values())) if len(kinds) == 1 else why
+    out.attrs["skipped"] = skipped
+    out.attrs["cases"] = names
+    return out
+
+
+def _summarize(
+    cube: xr.Dataset,
+    *,
+    estimate: str | None,
+    truth: Truth,
+    se: str | None,
+    ci: tuple[str, str] | None,
+    p: str | None,
+    alpha: float,
+    level: float,
+    df: float | str | None,
+    null: float,
+    reference: str | None,
+    cases: str,
+    winsorize: float | None,
+    measures: Sequence[str] | Mapping[str, UserMeasure] | None,
+    custom: Mapping[str, UserMeasure] | None,
+    block_bytes: int,
+) -> xr.Dataset:
+    """``summarize`` under one ``cases`` strategy."""
     if isinstance(measures, Mapping):
         custom, measures = {**measures, **(custom or {})}, None
     specs = _custom_specs(custom or {})
     _check_args(alpha=alpha, level=level, cases=cases, df=df)
+    _check_winsorize(winsorize)
+    if cases == "no_warnings" and "warnings" not in cube.data_vars:
+        raise UsageError(
+            "cases='no_warnings' needs the per-task warning counts; this cube "
+            "has none (a store made before them).",
+            hint='use cases="available", or run the study again into a new store',
+        )
     methods = _methods(cube, reference)
     keep = _selection(measures, specs)
     decls = _declarations(cube, methods, estimate=estimate, se=se, ci=ci, p=p)
+    if reference is not None and decls[reference].get("skip"):
+        raise UsageError(
+            f"the reference method {reference!r} has no estimate to compare "
+            f"with: {decls[reference]['skip']}.",
+            hint="choose a method with an estimate as --reference",
+        )
     plans = _plans(cube, decls, truth, [*specs.values()], df)
-    wald = Wald(level=level, alpha=alpha, df=df, null=null)
-    opts = Options(wald=wald, cases=cases, specs=specs, reference=reference)
-    needed = {"status", "warnings", "target_replicates", *_outputs(plans, specs, df)}
-    sub = cube[sorted(v for v in needed if v in cube.data_vars)]
     factors = [str(f) for f in cube["status"].dims if f not in (REP, METHOD)]
+    records = RecordIndex.from_attrs(cube.attrs, factors)
+    wald = Wald(level=level, alpha=alpha, df=df, null=null)
+    opts = Options(
+        wald=wald,
+        cases=cases,
+        specs=specs,
+        reference=reference,
+        records=records,
+        categories=tuple(records.categories()),
+        winsorize=winsorize,
+    )
+    needed = {"status", "warnings", "target_replicates", CONVERGED}
+    needed |= _outputs(plans, specs, df)
+    sub = cube[sorted(v for v in needed if v in cube.data_vars)]
     out = by_blocks(
         sub,
         block_axes(sub, factors, plans),
@@ -236,10 +365,22 @@ def summarize(
     ).sel({METHOD: methods})
     out.attrs.update(alpha=alpha, level=level, df=df, null=null, reference=reference)
     out.attrs.update(cases=cases, outputs={m: decls[m] for m in methods})
+    out.attrs.update(winsorize=winsorize)
     if not bool(out["n_nonfinite"].any()):  # shown only when there are some
         out = out.drop_vars("n_nonfinite")
+    if not bool((out["failure_rate_unknown"] > 0).any()):  # no record missing
+        out = out.drop_vars(["failure_rate_unknown", "failure_rate_unknown_mcse"])
     _note_zero_truth(out, plans)
     return _select(out, keep) if keep is not None else out
+
+
+def _check_winsorize(k: float | None) -> None:
+    if k is not None and not (isinstance(k, int | float) and k > 0):
+        raise UsageError(
+            f"winsorize must be a positive number (IQRs beyond the quartiles), "
+            f"got {k!r}.",
+            hint="write winsorize=3 (simhelpers' winz default), or leave it out",
+        )
 
 
 def _methods(cube: xr.Dataset, reference: str | None) -> list[str]:
@@ -267,6 +408,9 @@ def _plans(
     plans = []
     for key, names in groups.items():
         d = json.loads(key)
+        if d.get("skip"):
+            plans.append(Group(names, d, None))
+            continue
         wanted = [d["estimate"], d.get("se"), d.get("p"), *(d.get("ci") or ())]
         wanted += [s.output for s in specs]
         wanted.append(df if isinstance(df, str) else None)
@@ -284,6 +428,8 @@ def _declarations(
     """Per method: the outputs to summarise (arguments win over declarations)."""
     meta = cube.attrs.get("simstudy", {})
     stored = meta.get("measures", {}) if isinstance(meta, Mapping) else {}
+    outputs = meta.get("outputs", {}) if isinstance(meta, Mapping) else {}
+    given = {k: v for k, v in given.items() if v is not None}
     out = {}
     for m in methods:
         d = {k: v for k, v in dict(stored.get(m, {})).items() if v is not None}
@@ -296,8 +442,37 @@ def _declarations(
         )
         if "estimate" not in d:
             d["estimate"] = "estimate" if "estimate" in cube.data_vars else "value"
+        if d.get("fallback") not in methods:  # the fallback is not in this cube
+            d.pop("fallback", None)
+        known = outputs.get(m)
+        for key in ("se", "p", "ci"):  # declared, never returned: not there
+            names = (d[key] if key == "ci" else [d[key]]) if key in d else []
+            if key not in given and any(
+                v not in cube.data_vars or (known is not None and v not in known)
+                for v in names
+            ):
+                d.pop(key)
+        if "estimate" not in given:
+            why = _no_estimate(cube, m, d["estimate"], known)
+            if why:
+                d["skip"] = why
         out[m] = d
     return out
+
+
+def _no_estimate(
+    cube: xr.Dataset, method: str, estimate: str, known: list[str] | None
+) -> str | None:
+    """Why a method has no estimate to summarise (None: it has one)."""
+    if known is not None and estimate not in known:
+        return (
+            f"method {method!r} returns no output {estimate!r} (its outputs: "
+            f"{', '.join(known)}); declare @study.method(estimate=...) to "
+            "summarise one"
+        )
+    if estimate not in cube.data_vars:
+        return f"no ok task of method {method!r} returned output {estimate!r}"
+    return None
 
 
 def _check_args(*, alpha: float, level: float, cases: str, df: Any) -> None:
@@ -307,15 +482,19 @@ def _check_args(*, alpha: float, level: float, cases: str, df: Any) -> None:
                 f"{name} must be between 0 and 1 (exclusive), got {value!r}.",
                 hint=f"write {name}={0.05 if name == 'alpha' else 0.95}",
             )
-    if cases not in CASES:
-        raise UsageError(
-            f"cases must be one of {', '.join(map(repr, CASES))}, got {cases!r}.",
-            hint='write cases="complete" to use only replicates every method has',
-        )
+    _check_cases(cases)
     if df is not None and not isinstance(df, str) and not float(df) > 0:
         raise UsageError(
             f"df must be a positive number or an output name, got {df!r}.",
             hint="write df=24, or df=None for normal (Wald) intervals",
+        )
+
+
+def _check_cases(cases: str) -> None:
+    if cases not in CASES:
+        raise UsageError(
+            f"cases must be one of {', '.join(map(repr, CASES))}, got {cases!r}.",
+            hint='write cases="complete" to use only replicates every method has',
         )
 
 
@@ -346,8 +525,10 @@ def _selection(
         return None
     if isinstance(measures, str):
         measures = [m.strip() for m in measures.split(",") if m.strip()]
-    valid = [*MEASURES, *specs]
-    unknown = [m for m in measures if m not in valid]
+    valid = [*MEASURES, *LEDGER, *specs]
+    unknown = [
+        m for m in measures if m not in valid and not m.startswith("warning_rate_")
+    ]
     if unknown:
         raise UsageError(
             f"unknown measure {unknown[0]!r}; the measures are: {', '.join(valid)}.",
@@ -370,6 +551,8 @@ def _outputs(plans: list[Group], specs: Mapping[str, Measure], df: Any) -> set[s
     names = {str(df)} if isinstance(df, str) else set()
     for g in plans:
         d = g.decl
+        if d.get("skip"):
+            continue
         names |= {d["estimate"], *(d.get("ci") or ())}
         names |= {d[k] for k in ("se", "p") if d.get(k)}
     names |= {s.output for s in specs.values() if s.output}

@@ -51,9 +51,9 @@ def test_files_hold_the_same_numbers(store, tmp_path, capsys, fmt):
         rows = list(csv.DictReader(target.open()))
         got = [r for r in rows if r["method"] == "mean" and r["measure"] == "rmse"]
         assert float(got[0]["value"]) == expected
-        # points x methods x (6 measures with truth, mae among them since
-        # issue 18, + failure and warning rates)
-        assert len(rows) == 4 * 2 * 8
+        # points x methods x (7 measures with truth, mae and median_bias among
+        # them, + failure and warning rates + the ledger's 6 kinds)
+        assert len(rows) == 4 * 2 * (7 + 2 + 6)
     elif fmt == "json":
         data = json.loads(target.read_text())
         got = [

@@ -17,6 +17,7 @@ import numpy as np
 
 from simstudy.cube import METHOD
 from simstudy.errors import StoreError
+from simstudy.ledger import compact_records
 from simstudy.store.chunks import ChunkedArray
 from simstudy.store.health import check_readable
 from simstudy.store.integrity import check_codecs
@@ -78,6 +79,10 @@ def open_results(
         ds = ds.sel({**active["factors"], METHOD: active["methods"]})
     if meta.get("target_mcse"):
         ds = _with_target_counts(ds, meta["factor_order"], meta["target_mcse"])
+    # the failure ledger's kinds and warning categories (simstudy.ledger)
+    ds.attrs["records"] = compact_records(
+        read_failures(p), read_warnings(p), list(meta.get("factor_order", []))
+    )
     return ds
 
 
