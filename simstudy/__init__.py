@@ -2,7 +2,8 @@
 
 Public API: :class:`Study`, :func:`load_study`, :func:`run`,
 :func:`open_results`, :func:`summarize`, :func:`replay`, :func:`verify`,
-:func:`write_report` and the error classes. Everything else is internal.
+:func:`write_report`, :func:`contrast`, :func:`failure_ledger` and the
+error classes. Everything else is internal.
 Heavy names are resolved lazily so ``import simstudy.batch`` on a worker
 stays light; so is the figures subpackage ``simstudy.plots`` (matplotlib),
 imported on first use of ``simstudy.plots``.
@@ -24,11 +25,12 @@ from simstudy.loader import load_study
 from simstudy.study import Study
 
 if TYPE_CHECKING:
+    from simstudy.contrasts import contrast
     from simstudy.debugging import replay, verify
     from simstudy.report import write_report
     from simstudy.runner import run
     from simstudy.store import open_results
-    from simstudy.summary import summarize
+    from simstudy.summary import failure_ledger, summarize
 
 __version__ = "0.1.0"
 
@@ -40,6 +42,8 @@ __all__ = [
     "Study",
     "StudyError",
     "UsageError",
+    "contrast",
+    "failure_ledger",
     "load_study",
     "open_results",
     "replay",
@@ -59,10 +63,14 @@ def __getattr__(name: str) -> Any:
         from simstudy.store import open_results
 
         return open_results
-    if name == "summarize":
-        from simstudy.summary import summarize
+    if name in ("summarize", "failure_ledger"):
+        from simstudy import summary
 
-        return summarize
+        return getattr(summary, name)
+    if name == "contrast":
+        from simstudy.contrasts import contrast
+
+        return contrast
     if name in ("replay", "verify"):
         from simstudy import debugging
 

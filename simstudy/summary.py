@@ -45,6 +45,7 @@ __all__ = [
     "MEASURES",
     "RESERVED",
     "Measure",
+    "failure_ledger",
     "pair",
     "planned",
     "summarize",
@@ -540,6 +541,10 @@ def _selection(
 
 def _select(out: xr.Dataset, keep: list[str]) -> xr.Dataset:
     names = [n for n in out.data_vars if str(n).startswith("n_")]
+    for rate in ("failure_rate", "warning_rate"):  # the ledger details them
+        if rate in keep:
+            keep = [*keep, *(str(v) for v in out.data_vars if str(v).startswith(rate))]
+    keep = list(dict.fromkeys(v.removesuffix("_mcse") for v in keep))
     names += [v for m in keep for v in (m, f"{m}_mcse") if v in out.data_vars]
     res = out[names]
     res.attrs = dict(out.attrs)
@@ -639,3 +644,55 @@ def _note_zero_truth(out: xr.Dataset, plans: list[Group]) -> None:
         out.attrs["skipped"]["relbias"] = (
             one.pop() if len(one) == 1 and len(reasons) == len(methods) else reasons
         )
+
+
+def failure_ledger(cube: xr.Dataset, **options: Any) -> xr.Dataset:
+    """Return the failure ledger: per design point x method x ``kind``, the
+    rate of each kind of non-result and of each warning category.
+
+    ``kind`` holds ``data_error, method_error, timeout, worker_died,
+    not_converged, nonfinite`` (``simstudy.ledger`` defines each), then
+    ``warning:<category>`` for each warning category the cube has. Every
+    kind is there even when its rate is 0 everywhere: a ledger says so.
+
+    Parameters
+    ----------
+    cube
+        A result cube (``open_results``; the kinds of failed tasks come from
+        the store's failure records it carries).
+    options
+        Passed to ``summarize`` (e.g. ``estimate=``, which ``nonfinite`` reads).
+
+    Returns
+    -------
+    xr.Dataset
+        ``rate``, ``rate_mcse`` (binomial), ``count`` (tasks), ``n_finished``
+        (tasks ok or failed, the denominator); ``attrs["all_zero"]``: no
+        non-result and no warning anywhere.
+    """
+    options.setdefault("measures", ["failure_rate", "warning_rate"])
+    full = summarize(cube, **options)
+    names = [str(v) for v in full.data_vars if str(v).startswith("failure_rate_")]
+    names += [str(v) for v in full.data_vars if str(v).startswith("warning_rate_")]
+    names = [v for v in names if not v.endswith("_mcse")]
+    kinds = [
+        v.removeprefix("failure_rate_")
+        if v.startswith("failure_rate_")
+        else "warning:" + v.removeprefix("warning_rate_")
+        for v in names
+    ]
+    dim = xr.DataArray(kinds, dims="kind", name="kind")
+    rate = xr.concat([full[v] for v in names], dim=dim)
+    mcse = xr.concat([full[f"{v}_mcse"] for v in names], dim=dim)
+    finished = full["n_ok"] + full["n_failed"]
+    out = xr.Dataset(
+        {
+            "rate": rate,
+            "rate_mcse": mcse,
+            "count": (rate * finished).round().fillna(0).astype(np.int64),
+            "n_finished": finished,
+        }
+    )
+    out = out.transpose(..., METHOD, "kind")
+    out.attrs["all_zero"] = not bool((out["count"] > 0).any())
+    return out

@@ -15,4 +15,5 @@ def test_all_is_sorted_and_complete():
     }
     assert simstudy.__all__ == sorted(simstudy.__all__)
     lazy = {"run", "open_results", "summarize", "replay", "verify", "write_report"}
+    lazy |= {"contrast", "failure_ledger"}
     assert set(simstudy.__all__) == public | lazy
