@@ -367,8 +367,11 @@ def _summarize(
     out.attrs.update(alpha=alpha, level=level, df=df, null=null, reference=reference)
     out.attrs.update(cases=cases, outputs={m: decls[m] for m in methods})
     out.attrs.update(winsorize=winsorize)
-    if not bool(out["n_nonfinite"].any()):  # shown only when there are some
-        out = out.drop_vars("n_nonfinite")
+    for count in RESERVED:  # a method without an estimate counts 0, not NaN
+        if count in out:
+            out[count] = out[count].fillna(0).astype(np.int64)
+    if "n_nonfinite" in out and not bool(out["n_nonfinite"].any()):
+        out = out.drop_vars("n_nonfinite")  # shown only when there are some
     if not bool((out["failure_rate_unknown"] > 0).any()):  # no record missing
         out = out.drop_vars(["failure_rate_unknown", "failure_rate_unknown_mcse"])
     _note_zero_truth(out, plans)

@@ -394,7 +394,8 @@ def cmd_summarize(args: argparse.Namespace) -> int:
         level=args.level,
         df=_df(args.df),
         null=args.null,
-        cases=args.cases,
+        cases=_cases(args.cases),
+        winsorize=args.winsorize,
         measures=args.measures,  # "bias, coverage": summarize splits it
     )
     if fmt == "netcdf":
@@ -417,10 +418,17 @@ def cmd_summarize(args: argparse.Namespace) -> int:
     elif fmt == "csv":
         text = tables.csv_text(records, wide=args.wide)
     elif fmt in ("latex", "markdown"):
-        text = getattr(tables, fmt)(records, wide=args.wide)
+        text = getattr(tables, fmt)(
+            records,
+            wide=args.wide,
+            skipped=result.attrs["skipped"],
+            methods=[str(m) for m in result["method_name"].values],
+        )
     elif args.wide:
         skipped = tables.skipped_lines(result.attrs["skipped"])
-        text = tables.wide_table(records) + "\n".join(skipped).lstrip("\n")
+        methods = [str(m) for m in result["method_name"].values]
+        text = tables.wide_table(records, methods=methods)
+        text += "\n".join(skipped).lstrip("\n")
     else:
         text = tables.text_table(records, result.attrs["skipped"])
     if args.output:
@@ -429,6 +437,12 @@ def cmd_summarize(args: argparse.Namespace) -> int:
     else:
         print(text, end="" if text.endswith("\n") else "\n")
     return EXIT_OK
+
+
+def _cases(text: str) -> str | list[str]:
+    """``--cases a,b``: one strategy, or several side by side."""
+    names = [c.strip() for c in text.split(",") if c.strip()]
+    return names[0] if len(names) == 1 else names
 
 
 def _summary_format(args: argparse.Namespace) -> str:

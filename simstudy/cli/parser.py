@@ -232,10 +232,19 @@ def _add_summarize(sub: Any) -> None:
     )
     summ.add_argument(
         "--cases",
-        choices=["available", "complete"],
         default="available",
-        help="each method's ok replicates (available), or only those every "
-        "method has (complete)",
+        metavar="C1,C2,...",
+        help="which replicates: available (each method's usable ones), complete "
+        "(those every method has), no_warnings (tasks without warnings), "
+        "fallback (a failed method takes its declared fallback's value); "
+        "several, comma-separated, side by side",
+    )
+    summ.add_argument(
+        "--winsorize",
+        type=float,
+        metavar="K",
+        help="clip estimates to [Q1 - K IQR, Q3 + K IQR] per design point and "
+        "method before every measure",
     )
     summ.add_argument(
         "--reference",

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import csv
 import io
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from simstudy.summary import pair
@@ -34,6 +35,8 @@ FIXED = {
     "n_pending",
     "n_dropped",
     "n_nonfinite",
+    "n_fallback",
+    "n_winsorized",
     "measure",
     "value",
     "mcse",
@@ -51,21 +54,56 @@ def _keys(records: list[dict[str, Any]]) -> list[str]:
     return [k for k in records[0] if k not in FIXED] if records else []
 
 
+def _reason(skipped: Mapping[str, Any], measure: str, method: str) -> str:
+    """Why ``measure`` has no value for ``method`` (from ``attrs["skipped"]``)."""
+    why = skipped.get(measure)
+    if isinstance(why, str):
+        return why
+    if isinstance(why, Mapping) and isinstance(why.get(method), str):
+        return str(why[method])
+    return "not computed for this design point"
+
+
+def _footnoted(
+    head: list[str],
+    body: list[list[str]],
+    skipped: Mapping[str, Any],
+    text_cols: int,
+    mark: Callable[[int], str],
+) -> list[str]:
+    """Fill the empty cells of a wide table with a footnote mark; return the
+    notes ("1: method: reason"), one per distinct reason."""
+    notes: dict[str, int] = {}
+    for row in body:
+        measure = row[text_cols - 1]
+        for c in range(text_cols, len(head)):
+            if row[c]:
+                continue
+            text = f"{head[c]}: {_reason(skipped, measure, head[c])}"
+            k = notes.setdefault(text, len(notes) + 1)
+            row[c] = mark(k)
+    return [f"{k}: {text}" for text, k in notes.items()]
+
+
 def _grid(
-    records: list[dict[str, Any]], wide: bool
+    records: list[dict[str, Any]], wide: bool, methods: list[str] | None = None
 ) -> tuple[list[str], list[list[str]]]:
-    """Header and rows of strings in the long or wide layout."""
+    """Header and rows of strings in the long or wide layout (``methods``:
+    the wide layout's columns, also those without any record)."""
     keys = _keys(records)
     by = "measure" if wide else "method"
     across = "method" if wide else "measure"
     columns = list(dict.fromkeys(r[across] for r in records))
+    if wide and methods is not None:
+        columns = list(dict.fromkeys([*methods, *columns]))
     rows: dict[tuple[Any, ...], dict[str, str]] = {}
     for r in records:
         key = (*_point(r), r[by])
         row = rows.setdefault(key, {})
         row[r[across]] = pair(r["value"], r["mcse"])
         if not wide:
-            row[USED] = f"{r['n_ok'] - r.get('n_dropped', 0):,}"
+            used = r["n_ok"] - r.get("n_dropped", 0) + r.get("n_fallback", 0)
+            row[USED] = f"{used:,}"
     head = [*keys, by, *([] if wide else [USED]), *columns]
     body = [
         [
@@ -84,38 +122,76 @@ def _escape(text: str) -> str:
     return text.replace("#", r"\#").replace("$", r"\$")
 
 
-def latex(records: list[dict[str, Any]], *, wide: bool = False) -> str:
-    """A booktabs ``tabular``: \\toprule, \\midrule, \\bottomrule."""
-    head, body = _grid(records, wide)
+def latex(
+    records: list[dict[str, Any]],
+    *,
+    wide: bool = False,
+    skipped: Mapping[str, Any] | None = None,
+    methods: list[str] | None = None,
+) -> str:
+    """A booktabs ``tabular``: \\toprule, \\midrule, \\bottomrule. In the
+    wide layout a measure a method lacks is an empty cell with a footnote
+    (its reason, from ``skipped``) under the table."""
+    head, body = _grid(records, wide, methods)
     text_cols = len(_keys(records)) + 1
+    notes = []
+    if wide:
+        notes = _footnoted(head, body, skipped or {}, text_cols, _latex_mark)
     spec = "l" * text_cols + "r" * (len(head) - text_cols)
     lines = [
         f"\\begin{{tabular}}{{{spec}}}",
         "\\toprule",
         " & ".join(_escape(h) for h in head) + " \\\\",
         "\\midrule",
-        *(" & ".join(_escape(c) for c in row) + " \\\\" for row in body),
+        *(" & ".join(map(_cell, row)) + " \\\\" for row in body),
         "\\bottomrule",
         "\\end{tabular}",
+    ]
+    lines += [
+        f"\\par\\footnotesize $^{{{n.split(':')[0]}}}${_escape(n.split(':', 1)[1])}"
+        for n in notes
     ]
     return "\n".join(lines) + "\n"
 
 
-def markdown(records: list[dict[str, Any]], *, wide: bool = False) -> str:
-    """A pipe table (GitHub-flavoured), numbers right-aligned."""
-    head, body = _grid(records, wide)
+def _latex_mark(k: int) -> str:
+    return f"\\textsuperscript{{{k}}}"
+
+
+def _markdown_mark(k: int) -> str:
+    return f"[^{k}]"
+
+
+def markdown(
+    records: list[dict[str, Any]],
+    *,
+    wide: bool = False,
+    skipped: Mapping[str, Any] | None = None,
+    methods: list[str] | None = None,
+) -> str:
+    """A pipe table (GitHub-flavoured), numbers right-aligned. In the wide
+    layout a measure a method lacks is an empty cell with a footnote."""
+    head, body = _grid(records, wide, methods)
     text_cols = len(_keys(records)) + 1
+    notes = []
+    if wide:
+        notes = _footnoted(head, body, skipped or {}, text_cols, _markdown_mark)
     rule = ["---"] * text_cols + ["---:"] * (len(head) - text_cols)
 
     def line(cells: list[str]) -> str:
         return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
 
-    return "\n".join([line(head), line(rule), *(line(r) for r in body)]) + "\n"
+    table = [line(head), line(rule), *(line(r) for r in body)]
+    foot = [f"[^{n.split(':')[0]}]:{n.split(':', 1)[1]}" for n in notes]
+    return "\n".join([*table, *([""] + foot if foot else [])]) + "\n"
 
 
-def wide_table(records: list[dict[str, Any]]) -> str:
-    """The wide layout as aligned plain text."""
-    head, body = _grid(records, wide=True)
+def wide_table(
+    records: list[dict[str, Any]], *, methods: list[str] | None = None
+) -> str:
+    """The wide layout as aligned plain text (a method column for each of
+    ``methods``, empty where it has no value: "not computed" says why)."""
+    head, body = _grid(records, True, methods)
     widths = [max(len(x) for x in col) for col in zip(head, *body, strict=True)]
     text_cols = len(_keys(records)) + 1
 
@@ -165,7 +241,7 @@ def text_table(records: list[dict[str, Any]], skipped: dict[str, Any]) -> str:
         if point != last:
             lines += ["", point or "all"]
             lines.append(
-                f"  {'method':<14} {'measure':<15} {'value':>12} {'MCSE':>10}  n_ok"
+                f"  {'method':<14} {'measure':<26} {'value':>12} {'MCSE':>10}  n_ok"
             )
             last = point
         mcse = "" if r["mcse"] is None else f"{r['mcse']:10.4g}"
@@ -180,7 +256,7 @@ def text_table(records: list[dict[str, Any]], skipped: dict[str, Any]) -> str:
         if r.get("n_nonfinite"):
             note += f"  ({r['n_nonfinite']:,} non-finite left out)"
         lines.append(
-            f"  {r['method']:<14} {r['measure']:<15} {r['value']:12.5g} "
+            f"  {r['method']:<14} {r['measure']:<26} {r['value']:12.5g} "
             f"{mcse:>10}  {r['n_ok']:,}{note}"
         )
     lines += skipped_lines(skipped)
@@ -200,3 +276,8 @@ def skipped_lines(skipped: dict[str, Any]) -> list[str]:
         )
         lines.append(f"  {measure}: {text}")
     return lines
+
+
+def _cell(text: str) -> str:
+    """A LaTeX cell: escaped, but a footnote mark kept as it is."""
+    return text if text.startswith("\\textsuperscript") else _escape(text)
