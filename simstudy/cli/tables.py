@@ -183,7 +183,7 @@ def markdown(
 
     table = [line(head), line(rule), *(line(r) for r in body)]
     foot = [f"[^{n.split(':')[0]}]:{n.split(':', 1)[1]}" for n in notes]
-    return "\n".join([*table, *([""] + foot if foot else [])]) + "\n"
+    return "\n".join([*table, *(["", *foot] if foot else [])]) + "\n"
 
 
 def wide_table(
