@@ -387,3 +387,34 @@ def test_fallback_must_name_another_method(write_study, tmp_path):
 def test_unknown_cases_strategy_is_refused(store):
     with pytest.raises(UsageError, match="cases must be one of"):
         simstudy.summarize(simstudy.open_results(store), cases=["available", "x"])
+
+
+def test_analysis_doc_failures_example_runs(tmp_path, monkeypatch, capsys):
+    """docs/analysis.md's failures example runs as written; its contrast is
+    the mean paired difference of squared errors, turned into RMSEs."""
+    import re
+    import runpy
+
+    text = (Path(__file__).parents[1] / "docs" / "analysis.md").read_text()
+    head = text.index("## Example: failures, fallbacks and contrasts")
+    study, script = re.findall(r"```python\n(.*?)```", text[head:], re.DOTALL)[:2]
+    (tmp_path / "failing.py").write_text(study)
+    (tmp_path / "script.py").write_text(script)
+    monkeypatch.chdir(tmp_path)
+    ns = runpy.run_path(str(tmp_path / "script.py"))
+    assert "not_converged" in capsys.readouterr().out
+    cube = ns["cube"].load()
+    ledger = ns["ledger"]
+    robust = ledger["rate"].sel(method_name="robust")
+    for kind in ("method_error", "not_converged", "warning:RuntimeWarning"):
+        assert float(robust.sel(kind=kind).sum()) > 0, kind
+    x = cube["estimate"].sel(n=20, delta=0.5).values
+    ok = (cube["status"].sel(n=20, delta=0.5).values == 1) & (
+        np.nan_to_num(cube["converged"].sel(n=20, delta=0.5).values, nan=1) != 0
+    )
+    both = ok[:, 0] & ok[:, 1]
+    a, b = (x[both, 1] - 0.5) ** 2, (x[both, 0] - 0.5) ** 2
+    d = ns["d"]
+    assert float(d["rmse_diff"].sel(n=20, delta=0.5)) == pytest.approx(
+        np.sqrt(a.mean()) - np.sqrt(b.mean()), abs=1e-10
+    )
