@@ -439,8 +439,11 @@ def fallback_block(
             continue
         fg = by_method[f]
         take = (codes.sel({METHOD: m}) > 0) & (codes.sel({METHOD: f}) == 0)
-        pairs = [(g.decl.get(k), fg.decl.get(k)) for k in ("estimate", "se", "p")]
-        pairs = [(a, b) for a, b in pairs if a and b]
+        pairs: list[tuple[str, str]] = [
+            (str(g.decl[k]), str(fg.decl[k]))
+            for k in ("estimate", "se", "p")
+            if g.decl.get(k) and fg.decl.get(k)
+        ]
         pairs += list(
             zip(g.decl.get("ci") or (), fg.decl.get("ci") or (), strict=False)
         )

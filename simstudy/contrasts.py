@@ -250,11 +250,11 @@ def _contribution(
         v = _need(se, method, "an SE output (se=)") ** 2
     elif measure in ("coverage", "ci_width"):
         lo, hi = _interval(block, decl, x, se, wald, method)
-        v = (
-            ((lo <= theta) & (theta <= hi)).astype(float)
-            if measure == "coverage"
-            else hi - lo
-        )
+        if measure == "coverage":
+            assert theta is not None  # checked above
+            v = ((lo <= theta) & (theta <= hi)).astype(float)
+        else:
+            v = hi - lo
         v = v.where(np.isfinite(lo) & np.isfinite(hi))
     else:  # power
         if decl.get("p"):

@@ -180,7 +180,7 @@ def kind_codes(
     methods = [str(m) for m in status[METHOD].values]
     for method, x in estimates.items():
         extra = [d for d in x.dims if d not in status.dims]
-        bad = ~np.isfinite(x)
+        bad = x.isnull() | (abs(x) == np.inf)
         if extra:
             bad = bad.any(extra)
         j = methods.index(method)

@@ -69,7 +69,8 @@ TABLES = (
 )
 # in the tables, not drawn as figures of their own (the failure ledger is
 # summary.failure_ledger; robust and conditional measures stay in tables)
-NOT_DRAWN = ("failure_rate_", "warning_rate_", "median_bias", "coverage_rejected")
+NOT_DRAWN: tuple[str, ...] = ("failure_rate_", "warning_rate_", "median_bias")
+NOT_DRAWN += ("coverage_rejected",)
 NOT_DRAWN += ("type_s", "exaggeration")
 LONG_TABLE = 60  # rows; a longer table is folded (an HTML <details>, no script)
 # measures whose values compare on one scale: their figures share a y range

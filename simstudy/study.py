@@ -324,8 +324,9 @@ class Study:
         the same replicate (from the cube; nothing is recomputed).
         """
         measures = _measures(name, estimate=estimate, se=se, ci=ci, p=p)
-        if fallback is not None:
-            if not isinstance(fallback, str) or not fallback:
+        given: Any = fallback  # from the user: any type
+        if given is not None:
+            if not isinstance(given, str) or not given:
                 raise StudyError(
                     f"@study.method: fallback= must name another method, got "
                     f"{fallback!r}.",

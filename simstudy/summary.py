@@ -244,7 +244,7 @@ def summarize(
         Unknown output, method, measure, ``cases``; ``alpha``/``level``
         outside (0, 1).
     """
-    options = {
+    options: dict[str, Any] = {
         "estimate": estimate,
         "truth": truth,
         "se": se,
@@ -378,7 +378,8 @@ def _summarize(
     return _select(out, keep) if keep is not None else out
 
 
-def _check_winsorize(k: float | None) -> None:
+def _check_winsorize(given: float | None) -> None:
+    k: Any = given  # from the user: any type
     if k is not None and not (isinstance(k, int | float) and k > 0):
         raise UsageError(
             f"winsorize must be a positive number (IQRs beyond the quartiles), "

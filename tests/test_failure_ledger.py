@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -61,7 +62,7 @@ def truth(n, delta):
     return {"estimate": delta}
 """
 
-KINDS = ("data_error", "method_error", "timeout", "worker_died")
+KINDS: tuple[str, ...] = ("data_error", "method_error", "timeout", "worker_died")
 KINDS += ("not_converged", "nonfinite")
 
 
@@ -125,8 +126,8 @@ def test_ledger_rates_match_a_count_by_hand(store):
     for kind in ("data_error", "method_error", "timeout", "not_converged"):
         assert kinds[kind].any(), kind
     assert kinds["nonfinite"].any()
-    total = sum(summary[f"failure_rate_{k}"].fillna(0) for k in KINDS[:4])
-    np.testing.assert_allclose(total.values, summary["failure_rate"].values)
+    total = sum(summary[f"failure_rate_{k}"].fillna(0).values for k in KINDS[:4])
+    np.testing.assert_allclose(total, summary["failure_rate"].values)
 
 
 def test_warnings_are_counted_by_category(store):
@@ -167,7 +168,7 @@ def test_ledger_of_a_study_without_failures_is_all_zero(write_study, tmp_path):
     assert (ledger["rate"] == 0).all()
 
 
-def _used(store: Path) -> tuple:
+def _used(store: Path) -> tuple[Any, np.ndarray, np.ndarray]:
     cube = simstudy.open_results(store).load()
     x = cube["estimate"].values
     ok = (cube["status"].values == 1) & (
@@ -180,7 +181,7 @@ def _bias(x: np.ndarray, use: np.ndarray, theta: np.ndarray) -> np.ndarray:
     use = use & np.isfinite(x)
     n = use.sum(axis=2)
     with np.errstate(invalid="ignore"):  # corr: no estimate, no replicate used
-        return np.where(use, x, 0).sum(axis=2) / n - theta
+        return np.asarray(np.where(use, x, 0).sum(axis=2) / n - theta)
 
 
 def test_handling_strategies_side_by_side_match_by_hand(store):
@@ -310,7 +311,7 @@ def test_contrast_between_levels_adds_mcses_in_quadrature(store):
     )
     np.testing.assert_allclose(
         got["rmse_diff_mcse"].values,
-        np.hypot(one["rmse_mcse"], two["rmse_mcse"]).values,
+        np.hypot(one["rmse_mcse"].values, two["rmse_mcse"].values),
         atol=1e-12,
     )
 
