@@ -419,3 +419,31 @@ def test_analysis_doc_failures_example_runs(tmp_path, monkeypatch, capsys):
     assert float(d["rmse_diff"].sel(n=20, delta=0.5)) == pytest.approx(
         np.sqrt(a.mean()) - np.sqrt(b.mean()), abs=1e-10
     )
+
+
+@pytest.mark.parametrize(
+    ("record", "kind"),
+    [
+        ({"type": "ValueError", "message": "data function: bad"}, "data_error"),
+        (
+            {"type": "ValueError", "message": "data function at n=5 (jax): x"},
+            "data_error",
+        ),
+        ({"type": "RuntimeError", "message": "method 'm': no fit"}, "method_error"),
+        (
+            {"type": "OutputError", "message": "method 'm' output 'e' is not"},
+            "method_error",
+        ),
+        ({"type": "TaskTimeout", "message": "method 'm': took longer"}, "timeout"),
+        ({"type": "WorkerDied", "message": "the worker process died"}, "worker_died"),
+        (
+            {"type": "OSError", "message": "the worker running this batch failed: x"},
+            "worker_died",
+        ),
+    ],
+    ids=["data", "data-jax", "method", "output", "timeout", "died", "batch-lost"],
+)
+def test_failure_records_are_classified_by_kind(record, kind):
+    from simstudy.ledger import failure_kind
+
+    assert failure_kind(record) == kind
