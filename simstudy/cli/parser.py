@@ -208,6 +208,19 @@ def _add_run_study(run: Any) -> None:
     )
 
 
+CASES = ("available", "complete", "no_warnings", "fallback")
+
+
+def _cases(text: str) -> str:
+    """``--cases a,b``: each name checked here, split by the command."""
+    for name in (c.strip() for c in text.split(",")):
+        if name not in CASES:
+            raise argparse.ArgumentTypeError(
+                f"invalid choice: {name!r} (choose from {', '.join(CASES)})"
+            )
+    return text
+
+
 def _add_summarize(sub: Any) -> None:
     """`summarize`: measures, layout and format."""
     summ = sub.add_parser("summarize", help="performance measures with Monte Carlo SEs")
@@ -232,6 +245,7 @@ def _add_summarize(sub: Any) -> None:
     )
     summ.add_argument(
         "--cases",
+        type=_cases,
         default="available",
         metavar="C1,C2,...",
         help="which replicates: available (each method's usable ones), complete "
