@@ -51,6 +51,7 @@ __all__ = [
     "failure_kind",
     "kind_codes",
     "ledger_rates",
+    "scalar_levels",
     "usable",
 ]
 
@@ -95,17 +96,21 @@ class RecordIndex:
     known: bool = False  # read from a store (else failed tasks are "unknown")
 
     @classmethod
-    def from_attrs(
-        cls, attrs: Mapping[str, Any], factors: Sequence[str]
-    ) -> RecordIndex:
-        """Index what ``open_results`` attached (``attrs["records"]``)."""
-        given = attrs.get("records")
+    def from_cube(cls, cube: xr.Dataset) -> RecordIndex:
+        """Index what ``open_results`` attached (``attrs["records"]``), for
+        the cube's design points (a factor selected down to one level, a
+        scalar coordinate, keeps only that level's records)."""
+        given = cube.attrs.get("records")
         if not isinstance(given, Mapping):
             return cls()
+        factors = [str(f) for f in cube["status"].dims if f not in (REP, METHOD)]
+        fixed = scalar_levels(cube)
         out = cls(known=True)
         for name, target in (("failures", out.failures), ("warnings", out.warnings)):
             for point, replicate, method, what in given.get(name, ()):
                 levels = json.loads(point)
+                if any(levels.get(f, v) != v for f, v in fixed.items()):
+                    continue
                 key = point_key({f: levels[f] for f in factors if f in levels})
                 target.setdefault(key, {})[(int(replicate), str(method))] = str(what)
         return out
@@ -114,6 +119,17 @@ class RecordIndex:
         """Every warning category, sorted."""
         found = {c for d in self.warnings.values() for c in d.values()}
         return sorted(found)
+
+
+def scalar_levels(cube: xr.Dataset) -> dict[str, Any]:
+    """Factors selected down to one level (scalar coordinates): their level."""
+    meta = cube.attrs.get("simstudy", {})
+    order = meta.get("factor_order", []) if isinstance(meta, Mapping) else []
+    return {
+        str(f): cube[f].values.item()
+        for f in order
+        if f in cube.coords and cube[f].ndim == 0
+    }
 
 
 def compact_records(

@@ -36,7 +36,7 @@ from simstudy.blocks import (
 from simstudy.cube import METHOD
 from simstudy.cube import REPLICATE as REP
 from simstudy.errors import UsageError
-from simstudy.ledger import CONVERGED, KINDS, RecordIndex
+from simstudy.ledger import CONVERGED, KINDS, RecordIndex, scalar_levels
 from simstudy.measures import Measure, UserFunc, Wald
 
 __all__ = [
@@ -344,7 +344,7 @@ def _summarize(
         )
     plans = _plans(cube, decls, truth, [*specs.values()], df)
     factors = [str(f) for f in cube["status"].dims if f not in (REP, METHOD)]
-    records = RecordIndex.from_attrs(cube.attrs, factors)
+    records = RecordIndex.from_cube(cube)
     wald = Wald(level=level, alpha=alpha, df=df, null=null)
     opts = Options(
         wald=wald,
@@ -597,8 +597,10 @@ def _truth(cube: xr.Dataset, estimate: str, truth: Truth) -> xr.DataArray | None
     grid = tuple(cube.sizes[f] for f in factors)
     values = np.full(grid + shape, np.nan)
     levels = {f: cube[f].values.tolist() for f in factors}  # text levels too
+    fixed = scalar_levels(cube)  # factors selected down to one level
     for idx in np.ndindex(*grid):
         point = {f: levels[f][i] for f, i in zip(factors, idx, strict=True)}
+        point.update(fixed)
         entry = stored.get(json.dumps(point, sort_keys=True), {})
         if entry.get(estimate) is not None:
             values[idx] = _value(entry[estimate], shape, estimate)

@@ -447,3 +447,20 @@ def test_failure_records_are_classified_by_kind(record, kind):
     from simstudy.ledger import failure_kind
 
     assert failure_kind(record) == kind
+
+
+def test_a_cube_selected_to_one_level_summarises_like_the_full_one(store):
+    cube = simstudy.open_results(store)
+    full = simstudy.summarize(cube).sel(delta=0.6)
+    one = simstudy.summarize(cube.sel(delta=0.6))  # delta: a scalar coordinate
+    for name in ("bias", "median_bias", "failure_rate_method_error", "type_s"):
+        np.testing.assert_allclose(one[name].values, full[name].values, atol=1e-12)
+    ledger = simstudy.failure_ledger(cube.sel(delta=0.6))
+    np.testing.assert_allclose(
+        ledger["rate"].sel(kind="timeout").values,
+        full["failure_rate_timeout"].values,
+        atol=1e-12,
+    )
+    pair = simstudy.contrast(cube.sel(delta=0.6), "bias", methods=("robust", "ols"))
+    whole = simstudy.contrast(cube, "bias", methods=("robust", "ols")).sel(delta=0.6)
+    np.testing.assert_allclose(pair["bias_diff"].values, whole["bias_diff"].values)
