@@ -365,6 +365,8 @@ def test_every_task_failed_still_summarises(write_study, tmp_path, capsys):
     assert "bias" in summary.attrs["skipped"]
     assert main(["summarize", str(tmp_path / "d.zarr")]) == 0
     assert "failure_rate_method_error" in capsys.readouterr().out
+    report = simstudy.write_report(tmp_path / "d.zarr", tmp_path / "d.html")
+    assert "Simulation study" in report.read_text()
 
 
 def test_fallback_must_name_another_method(write_study, tmp_path):
