@@ -225,7 +225,7 @@ def _contribution(
             f"method {method!r} has no estimate to compare: {decl['skip']}.",
             hint="compare methods that return an estimate",
         )
-    block = cube.sel({METHOD: method})
+    block = cube.sel({METHOD: method}, drop=True)
     x = block[decl["estimate"]].astype(np.float64)
     theta = _truth(cube, decl["estimate"], truth)
     se = block[decl["se"]] if decl.get("se") else None

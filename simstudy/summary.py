@@ -699,6 +699,7 @@ def failure_ledger(cube: xr.Dataset, **options: Any) -> xr.Dataset:
             "n_finished": finished,
         }
     )
-    out = out.transpose(..., METHOD, "kind")
+    factors = [str(d) for d in full["n_ok"].dims if d != METHOD]
+    out = out.transpose(*factors, METHOD, "kind")
     out.attrs["all_zero"] = not bool((out["count"] > 0).any())
     return out
