@@ -299,7 +299,7 @@ def _group(
     se = _aligned(cube, d.get("se"), x)
     if se is None:
         for m in ("modelse", "relerr_modelse"):
-            skipped[m] = "no standard-error output declared (@study.method(se=...))"
+            skipped[m] = _undeclared(d, "se", "standard-error output", "se=...")
     else:
         out.update(modelse(se, x, ok))
     wald = opts.wald
@@ -312,7 +312,7 @@ def _group(
         interval = (x - q * se, x + q * se)
     else:
         for m in ("coverage", "becoverage", "ci_width", "coverage_rejected"):
-            skipped[m] = "no interval outputs declared (@study.method(ci=(lo, hi)))"
+            skipped[m] = _undeclared(d, "ci", "interval outputs", "ci=(lo, hi)")
     if interval is not None:
         out.update(interval_measures(*interval, x, ok, theta))
     test: tuple[xr.DataArray, xr.DataArray] | None = None
@@ -325,7 +325,7 @@ def _group(
         test = (abs(stat) >= q, stat)  # as rsimsum: reject at |z| >= q
     else:
         for m in ("power", *CONDITIONAL):
-            skipped[m] = "no p-value output declared (@study.method(p=...))"
+            skipped[m] = _undeclared(d, "p", "p-value output", "p=...")
     if test is not None:
         out.update(power(test[0], ok, test[1]))
         if theta is not None:
@@ -343,6 +343,14 @@ def _group(
         }
         out.update(custom_measures(opts.specs, values, ok, theta))
     return out, skipped
+
+
+def _undeclared(decl: dict[str, Any], key: str, what: str, example: str) -> str:
+    """Why a method has no ``key`` output: not declared, or never returned."""
+    missing = decl.get("unreturned", {}).get(key)
+    if missing is not None:
+        return f"the method declares {key}={missing!r} but returns no such output"
+    return f"no {what} declared (@study.method({example}))"
 
 
 def _aligned(

@@ -456,7 +456,7 @@ def _declarations(
                 v not in cube.data_vars or (known is not None and v not in known)
                 for v in names
             ):
-                d.pop(key)
+                d.setdefault("unreturned", {})[key] = d.pop(key)
         if "estimate" not in given:
             why = _no_estimate(cube, m, d["estimate"], known)
             if why:

@@ -466,3 +466,31 @@ def test_a_cube_selected_to_one_level_summarises_like_the_full_one(store):
     pair = simstudy.contrast(cube.sel(delta=0.6), "bias", methods=("robust", "ols"))
     whole = simstudy.contrast(cube, "bias", methods=("robust", "ols")).sel(delta=0.6)
     np.testing.assert_allclose(pair["bias_diff"].values, whole["bias_diff"].values)
+
+
+def test_a_declared_output_never_returned_is_skipped_with_its_reason(
+    write_study, tmp_path
+):
+    path = write_study(
+        """
+        from simstudy import Study
+        study = Study("se", factors={"n": [5]}, replicates=3, seed=1)
+        @study.data
+        def d(rng, n):
+            return rng.normal(size=n)
+        @study.method(se="se")
+        def mean(x):
+            return {"estimate": x.mean(), "se": x.std() / 2}
+        @study.method(se="sd")
+        def median(x):
+            return {"estimate": float(sorted(x)[2])}
+        study.truth(estimate=0.0)
+        """
+    )
+    simstudy.run(path, store=tmp_path / "se.zarr", scheduler="synchronous")
+    summary = simstudy.summarize(simstudy.open_results(tmp_path / "se.zarr"))
+    assert summary.attrs["skipped"]["modelse"] == {
+        "median": "the method declares se='sd' but returns no such output"
+    }
+    assert np.isfinite(summary["modelse"].sel(method_name="mean")).all()
+    assert np.isfinite(summary["bias"]).all()
