@@ -40,7 +40,6 @@ import xarray as xr
 
 from simstudy.cube import FAILED, METHOD, OK, PENDING
 from simstudy.cube import REPLICATE as REP
-from simstudy.measures import share
 
 __all__ = [
     "CODED",
@@ -236,17 +235,27 @@ def ledger_rates(
 
     ``no_estimate``: methods without an estimate (``nonfinite`` is NaN there).
     """
-    ran = codes >= 0
+    codes = codes.transpose(..., REP, METHOD)
+    values = codes.values  # numpy: one pass per kind, no xarray overhead
+    axis = values.ndim - 2
+    n = (values >= 0).sum(axis=axis).astype(np.float64)
+    cells = codes.isel({REP: 0}, drop=True)
     out: dict[str, xr.DataArray] = {}
-    for kind in CODED:  # "unknown" is dropped by the caller when it is all 0
-        out.update(share(f"failure_rate_{kind}", codes == 1 + CODED.index(kind), ran))
+
+    def rate(name: str, hit: np.ndarray[Any, Any]) -> None:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            p = hit.sum(axis=axis) / n
+            out[name] = cells.copy(data=p)
+            out[f"{name}_mcse"] = cells.copy(data=np.sqrt(p * (1.0 - p) / n))
+
+    for i, kind in enumerate(CODED):  # "unknown" is dropped by the caller if all 0
+        rate(f"failure_rate_{kind}", values == 1 + i)
     if no_estimate:
         gone = codes[METHOD].isin(list(no_estimate))
         for k in ("failure_rate_nonfinite", "failure_rate_nonfinite_mcse"):
             out[k] = out[k].where(~gone)
     if categories:
         found = _lookup(codes, records.warnings, categories)
-        first = codes.transpose(..., REP, METHOD).copy(data=found)
         for i, category in enumerate(categories):
-            out.update(share(f"warning_rate_{category}", first == i, ran))
+            rate(f"warning_rate_{category}", (found == i) & (values >= 0))
     return out

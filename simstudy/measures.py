@@ -410,16 +410,36 @@ def conditional_measures(
     the truth's) and the exaggeration ratio mean(|estimate| / |truth|)
     (Gelman & Carlin 2014); MCSEs condition on the number of rejections.
     Type S and exaggeration are undefined (NaN) where the truth is 0."""
-    rejected = used & reject & _finite(x)
-    zero = theta == 0
+    bounds = [] if interval is None else list(interval)
+    arrays = xr.broadcast(x, used & reject, theta, *bounds)
+    arrays = [a.transpose(..., REP) for a in arrays]
+    cells = arrays[0].isel({REP: 0}, drop=True)
+    xv, hit, tv = (a.values for a in arrays[:3])  # numpy from here: fewer passes
+    rejected = hit.astype(bool) & np.isfinite(xv)
+    zero = tv[..., 0] == 0
+    out: Arrays = {}
+
+    def rate(
+        name: str, event: np.ndarray[Any, Any], mask: np.ndarray[Any, Any]
+    ) -> None:
+        n = mask.sum(axis=-1)
+        p = (event & mask).sum(axis=-1) / n
+        out[name] = cells.copy(data=p)
+        out[f"{name}_mcse"] = cells.copy(data=np.sqrt(p * (1.0 - p) / n))
+
     with np.errstate(divide="ignore", invalid="ignore"):
-        out = share("type_s", np.sign(x) != np.sign(theta), rejected)
-        out = {k: v.where(~zero) for k, v in out.items()}
-        ratio = abs(x) / abs(theta)
-        exag = _average("exaggeration", ratio, rejected)
-        out.update({k: v.where(~zero) for k, v in exag.items()})
-    if interval is not None:
-        lo, hi = interval
-        cover = (lo <= theta) & (theta <= hi)
-        out.update(share("coverage_rejected", cover, rejected & _finite(lo, hi)))
+        rate("type_s", np.sign(xv) != np.sign(tv), rejected)
+        ratio = np.abs(xv) / np.abs(tv)
+        n = rejected.sum(axis=-1)
+        mean = np.where(rejected, ratio, 0.0).sum(axis=-1) / n
+        dev = np.where(rejected, (ratio - mean[..., None]) ** 2, 0.0).sum(axis=-1)
+        out["exaggeration"] = cells.copy(data=mean)
+        out["exaggeration_mcse"] = cells.copy(data=np.sqrt(dev / (n - 1.0) / n))
+        for k in ("type_s", "type_s_mcse", "exaggeration", "exaggeration_mcse"):
+            out[k] = out[k].where(~zero)
+        if bounds:
+            lo, hi = (a.values for a in arrays[3:])
+            cover = (lo <= tv) & (tv <= hi)
+            live = rejected & np.isfinite(lo) & np.isfinite(hi)
+            rate("coverage_rejected", cover, live)
     return out
