@@ -411,8 +411,9 @@ def conditional_measures(
     (Gelman & Carlin 2014); MCSEs condition on the number of rejections.
     Type S and exaggeration are undefined (NaN) where the truth is 0."""
     bounds = [] if interval is None else list(interval)
-    arrays = xr.broadcast(x, used & reject, theta, *bounds)
-    arrays = [a.transpose(..., REP) for a in arrays]
+    arrays = [
+        a.transpose(..., REP) for a in xr.broadcast(x, used & reject, theta, *bounds)
+    ]
     cells = arrays[0].isel({REP: 0}, drop=True)
     xv, hit, tv = (a.values for a in arrays[:3])  # numpy from here: fewer passes
     rejected = hit.astype(bool) & np.isfinite(xv)
