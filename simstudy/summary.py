@@ -445,7 +445,8 @@ def _declarations(
                 if v is not None
             }
         )
-        if "estimate" not in d:
+        declared = "estimate" in d
+        if not declared:
             d["estimate"] = "estimate" if "estimate" in cube.data_vars else "value"
         if d.get("fallback") not in methods:  # the fallback is not in this cube
             d.pop("fallback", None)
@@ -458,7 +459,7 @@ def _declarations(
             ):
                 d.setdefault("unreturned", {})[key] = d.pop(key)
         if "estimate" not in given:
-            why = _no_estimate(cube, m, d["estimate"], known)
+            why = _no_estimate(cube, m, d["estimate"] if declared else None, known)
             if why:
                 d["skip"] = why
         out[m] = d
@@ -466,17 +467,24 @@ def _declarations(
 
 
 def _no_estimate(
-    cube: xr.Dataset, method: str, estimate: str, known: list[str] | None
+    cube: xr.Dataset, method: str, declared: str | None, known: list[str] | None
 ) -> str | None:
-    """Why a method has no estimate to summarise (None: it has one)."""
-    if known is not None and estimate not in known:
-        return (
-            f"method {method!r} returns no output {estimate!r} (its outputs: "
-            f"{', '.join(known)}); declare @study.method(estimate=...) to "
-            "summarise one"
+    """Why a method has no estimate to summarise (None: it has one);
+    ``declared``: its declared estimate (None: the default, estimate/value)."""
+    names = [declared] if declared else ["estimate", "value"]
+    if known is not None and not any(n in known for n in names):
+        what = (
+            f"returns no output {declared!r}"
+            if declared
+            else "declares no estimate and returns no output 'estimate' or 'value'"
         )
-    if estimate not in cube.data_vars:
-        return f"no ok task of method {method!r} returned output {estimate!r}"
+        return (
+            f"method {method!r} {what} (its outputs: {', '.join(known)}); "
+            "declare @study.method(estimate=...) to summarise one"
+        )
+    if not any(n in cube.data_vars for n in names):
+        either = " or ".join(map(repr, names))
+        return f"no ok task of method {method!r} returned output {either}"
     return None
 
 

@@ -335,12 +335,13 @@ def test_a_method_without_an_estimate_is_skipped_with_its_reason(store, capsys):
     summary = simstudy.summarize(simstudy.open_results(store))
     assert np.isnan(summary["bias"].sel(method_name="corr")).all()
     assert not np.isnan(summary["bias"].sel(method_name="ols")).any()
-    assert "returns no output 'estimate'" in summary.attrs["skipped"]["bias"]["corr"]
+    why = summary.attrs["skipped"]["bias"]["corr"]
+    assert "'corr' declares no estimate and returns no output 'estimate'" in why
     argv = ["summarize", str(store), "--format", "markdown", "--wide"]
     assert main([*argv, "--measures", "bias"]) == 0
     text = capsys.readouterr().out
     assert "| corr |" in text.splitlines()[0] + " |"  # the column is there
-    assert "[^1]: corr: method 'corr' returns no output 'estimate'" in text
+    assert "[^1]: corr: method 'corr' declares no estimate" in text
 
 
 def test_every_task_failed_still_summarises(write_study, tmp_path, capsys):
