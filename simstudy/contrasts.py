@@ -200,6 +200,7 @@ def _paired(
     transform = _TRANSFORMS[measure]
     value, err, n = _jackknife(a.values, b.values, transform, ratio)
     cells = a.isel({REP: 0}, drop=True)
+    cells.encoding = {}
     out = xr.Dataset(
         {
             name: cells.copy(data=value),

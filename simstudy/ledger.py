@@ -240,6 +240,7 @@ def ledger_rates(
     axis = values.ndim - 2
     n = (values >= 0).sum(axis=axis).astype(np.float64)
     cells = codes.isel({REP: 0}, drop=True)
+    cells.encoding = {}  # the store's int8 status encoding is not a rate's
     out: dict[str, xr.DataArray] = {}
 
     def rate(name: str, hit: np.ndarray[Any, Any]) -> None:

@@ -367,6 +367,8 @@ def _summarize(
     out.attrs.update(alpha=alpha, level=level, df=df, null=null, reference=reference)
     out.attrs.update(cases=cases, outputs={m: decls[m] for m in methods})
     out.attrs.update(winsorize=winsorize)
+    for variable in out.variables.values():  # not the store's dtypes (int8 status)
+        variable.encoding = {}
     for count in RESERVED:  # a method without an estimate counts 0, not NaN
         if count in out:
             out[count] = out[count].fillna(0).astype(np.int64)
