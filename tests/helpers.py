@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +15,15 @@ from numpy.random import MT19937, PCG64, Generator, SeedSequence
 from simstudy.store import open_results
 
 FIXED = ("status", "seconds", "started", "worker", "warnings")
+
+
+def wait_for(what: str, cond: Callable[[], bool], timeout: float = 60) -> None:
+    """Poll ``cond`` until it holds; fail naming ``what`` after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.02)
 
 
 def data_generator(seed: int, pkey: int, replicate: int) -> Generator:

@@ -142,7 +142,7 @@ EDITS = {
 
 
 @pytest.mark.parametrize("case", list(EDITS), ids=list(EDITS))
-def test_an_edit_a_method_reaches_is_named_and_recompute_fixes_it_issue_16(
+def test_an_edit_a_method_reaches_is_named_and_recompute_fixes_it(
     folder: Path, tmp_path: Path, case: str
 ) -> None:
     old, new, message, method = EDITS[case]
@@ -158,9 +158,7 @@ def test_an_edit_a_method_reaches_is_named_and_recompute_fixes_it_issue_16(
     assert cube_digest(folder / "s.zarr") == _fresh(folder, tmp_path)
 
 
-def test_a_local_module_a_method_uses_is_covered_issue_16(
-    folder: Path, tmp_path: Path
-) -> None:
+def test_a_local_module_a_method_uses_is_covered(folder: Path, tmp_path: Path) -> None:
     _run(folder)
     _edit(folder, "float(np.mean(x))", "float(np.mean(x)) * 2", name="helpers.py")
     with pytest.raises(
@@ -171,7 +169,7 @@ def test_a_local_module_a_method_uses_is_covered_issue_16(
     assert cube_digest(folder / "s.zarr") == _fresh(folder, tmp_path)
 
 
-def test_a_change_the_data_function_reaches_invalidates_everything_issue_16(
+def test_a_change_the_data_function_reaches_invalidates_everything(
     folder: Path,
 ) -> None:
     _run(folder)
@@ -193,7 +191,7 @@ def test_a_change_the_data_function_reaches_invalidates_everything_issue_16(
     ],
     ids=["comment", "docstring", "blank-lines-and-spaces", "decorator-only"],
 )
-def test_comments_whitespace_docstrings_change_nothing_issue_16_and_19(
+def test_comments_whitespace_docstrings_change_nothing(
     folder: Path, old: str, new: str
 ) -> None:
     first = _run(folder)

@@ -21,8 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import cube_digest
-from tests.test_cluster import wait_for
+from tests.helpers import cube_digest, wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
 DRIVER_SCRIPT = ROOT / "docs" / "slurm" / "driver.sbatch"

@@ -177,7 +177,7 @@ def test_a_numpy_change_that_changes_numbers_is_refused(tmp_path, write_study):
 FORMAT1 = Path(__file__).parent / "data" / "format1"
 
 
-def test_a_format1_store_reads_as_before_and_migrates_on_run_issue_16(tmp_path):
+def test_a_format1_store_reads_as_before_and_migrates_on_run(tmp_path):
     """Format 1 named the method dimension `method`, which xarray's
     sel(method=...) keyword shadows; it reads renamed and a run migrates it,
     metadata only, keeping every number."""
