@@ -13,7 +13,7 @@ the metadata, records that are not JSON. Reading commands refuse a store
 with problems (``check_readable``, a ``StoreError`` naming the files); a run
 repairs them (``store.integrity``): it recomputes the tasks concerned.
 
-Layers: imports ``cube, errors`` and ``store.chunks``, ``store.meta``,
+Layers: imports ``cube, errors, shell`` and ``store.chunks``, ``store.meta``,
 ``store.seals`` (and zarr, numpy).
 """
 
@@ -29,6 +29,7 @@ import numpy as np
 
 from simstudy.cube import FIXED_VARS, METHOD, OK, PENDING, REPLICATE
 from simstudy.errors import StoreError
+from simstudy.shell import command
 from simstudy.store.chunks import ChunkedArray, CorruptChunk
 from simstudy.store.meta import META
 from simstudy.store.seals import Seals
@@ -43,7 +44,7 @@ SHOWN = 4  # files named in a message
 
 def run_hint(store: Path) -> str:
     return (
-        f"run python -m simstudy run STUDY.py --store {store}: it recomputes "
+        f"run {command('run', 'STUDY.py', '--store', store)}: it recomputes "
         "what those files held (the rest of the store is kept)"
     )
 
@@ -285,6 +286,6 @@ def _check_growth(store: Path, root_meta: dict[str, Any]) -> None:
                 f"store {store}: a run stopped while growing the store "
                 f"({name!r} has shape {shape}, the store's metadata says "
                 f"{entry.get('shape')}).",
-                hint=f"run python -m simstudy run STUDY.py --store {store}: it "
+                hint=f"run {command('run', 'STUDY.py', '--store', store)}: it "
                 "finishes growing the store",
             )
