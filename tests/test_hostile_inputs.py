@@ -111,12 +111,14 @@ def test_errors_prints_replay_commands_that_paste_safely(tmp_path, write_study, 
     seen = set()
     for argv in argvs:
         assert argv[:4] == ["-m", "simstudy", "replay", str(path)]
-        assert argv[4] == "--task" and argv[6:] == ["--pdb"]
+        assert argv[4] == "--task"
+        assert argv[6:] == ["--pdb"]
         study = load_study(path)
         _, point, r, m = parse_task(study, argv[5])
-        assert study.method_names[m] == BAD and r == 0
+        assert study.method_names[m] == BAD
+        assert r == 0
         # replays that task (in process, without the debugger)
-        assert main(argv[2:6] + ["--store", str(store)]) == 3
+        assert main([*argv[2:6], "--store", str(store)]) == 3
         assert f"the task raises ValueError: fails at {point['lab']}" in (
             capsys.readouterr().out
         )
