@@ -3,12 +3,14 @@ mathtext in levels, malformed failure records, huge integers."""
 
 from __future__ import annotations
 
+import errno
 import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import xarray as xr
 
 from simstudy.cli import main
 from simstudy.debugging import parse_task, task_spec
@@ -157,3 +159,99 @@ def test_printed_store_paths_are_quoted():
     assert command("run", "STUDY.py", "--store", Path("x $y.zarr")) == (
         "python -m simstudy run STUDY.py --store 'x $y.zarr'"
     )
+
+
+# ---- files written outside the store: whole or not at all ---------------------
+SMALL = """
+from simstudy import Study
+
+study = Study("small", factors={"n": [5]}, replicates=4, seed=3)
+
+@study.data
+def gen(rng, n):
+    return rng.standard_normal(n)
+
+@study.method
+def mean(x):
+    return {"estimate": x.mean()}
+
+study.truth(estimate=0.0)
+"""
+PREVIOUS = b"a previous good file\n" * 200
+
+
+@pytest.fixture(scope="module")
+def small_store(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("small")
+    path = folder / "small.py"
+    path.write_text(SMALL)
+    store = folder / "small.zarr"
+    assert main(["run", str(path), "--store", str(store), "--scheduler",
+                 "synchronous", "--no-progress"]) == 0  # fmt: skip
+    return store
+
+
+def _disk_full_midway(monkeypatch) -> None:
+    """Every write of a file outside the store stops half way: ENOSPC."""
+
+    def half(data: bytes | str, path: Path) -> None:
+        with open(path, "wb") as f:
+            f.write((data.encode() if isinstance(data, str) else data)[:100])
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+
+    def write_text(self: Path, text: str, *args: object, **kwargs: object) -> int:
+        half(text, self)
+        return 0
+
+    def to_netcdf(self: object, path: Path, *args: object, **kwargs: object) -> None:
+        half(b"CDF\x01" + b"\0" * 200, path)
+
+    monkeypatch.setattr(Path, "write_text", write_text)
+    monkeypatch.setattr(xr.Dataset, "to_netcdf", to_netcdf)
+
+
+@pytest.mark.parametrize(
+    ("command_", "name"),
+    [
+        (["report"], "r.html"),
+        (["summarize"], "s.csv"),
+        (["summarize"], "s.json"),
+        (["summarize"], "s.nc"),
+        (["summarize"], "s.tex"),
+        (["summarize"], "s.md"),
+        (["summarize"], "s.txt"),
+    ],
+    ids=["report", "csv", "json", "netcdf", "latex", "markdown", "table"],
+)
+def test_disk_full_keeps_the_previous_output_and_exits_4(
+    tmp_path, small_store, monkeypatch, capsys, command_, name
+):
+    target = tmp_path / name
+    target.write_bytes(PREVIOUS)
+    _disk_full_midway(monkeypatch)
+    assert main([*command_, str(small_store), "-o", str(target)]) == 4
+    err = capsys.readouterr().err
+    assert f"error: cannot write {target}: No space left on device (ENOSPC)" in err
+    assert "the previous file is unchanged" in err
+    assert target.read_bytes() == PREVIOUS
+    assert os.listdir(tmp_path) == [name]  # no temporary file left
+
+
+def test_outputs_are_replaced_whole(tmp_path, small_store):
+    target = tmp_path / "s.csv"
+    target.write_bytes(PREVIOUS)
+    target.chmod(0o640)
+    assert main(["summarize", str(small_store), "-o", str(target)]) == 0
+    assert target.read_text().startswith("n,method,")
+    assert target.stat().st_mode & 0o777 == 0o640  # the replaced file's rights
+    assert main(["summarize", str(small_store), "-o", str(tmp_path / "s.nc")]) == 0
+    with xr.open_dataset(tmp_path / "s.nc") as ds:
+        assert ds["n_ok"].sum() == 4
+    assert sorted(os.listdir(tmp_path)) == ["s.csv", "s.nc"]
+
+
+def test_output_in_a_missing_folder_is_exit_2(tmp_path, small_store, capsys):
+    target = tmp_path / "no" / "s.csv"
+    assert main(["summarize", str(small_store), "-o", str(target)]) == 2
+    assert "folder" in capsys.readouterr().err
+    assert os.listdir(tmp_path) == []

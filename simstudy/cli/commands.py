@@ -1,7 +1,7 @@
 """The commands of ``python -m simstudy``: one function each, args -> exit code.
 
 Layers: imports ``runner, debugging, pilot, options, executors, store,
-summary, report, results, loader, lint, progress, cube, errors, shell`` (each inside the command that needs it, so ``--help`` and
+summary, report, results, loader, lint, progress, atomic, cube, errors, shell`` (each inside the command that needs it, so ``--help`` and
 ``status`` stay quick).
 """
 
@@ -380,6 +380,7 @@ SUFFIX_FORMATS = {
 def cmd_summarize(args: argparse.Namespace) -> int:
     import json
 
+    from simstudy.atomic import replacing, write_text
     from simstudy.cli import tables
     from simstudy.store import open_results
     from simstudy.summary import summarize, to_records
@@ -399,7 +400,8 @@ def cmd_summarize(args: argparse.Namespace) -> int:
     if fmt == "netcdf":
         out = result.copy()
         out.attrs = {k: json.dumps(v) for k, v in result.attrs.items()}
-        out.to_netcdf(args.output)
+        with replacing(args.output) as tmp:  # whole or not at all
+            out.to_netcdf(tmp)
         print(f"wrote {args.output}")
         return EXIT_OK
     records = to_records(result)
@@ -423,7 +425,7 @@ def cmd_summarize(args: argparse.Namespace) -> int:
     else:
         text = tables.text_table(records, result.attrs["skipped"])
     if args.output:
-        Path(args.output).write_text(text)
+        write_text(args.output, text)  # whole or not at all
         print(f"wrote {args.output}")
     else:
         print(text, end="" if text.endswith("\n") else "\n")
