@@ -4,6 +4,7 @@ mathtext in levels, malformed failure records, huge integers."""
 from __future__ import annotations
 
 import errno
+import io
 import os
 import subprocess
 import sys
@@ -255,3 +256,57 @@ def test_output_in_a_missing_folder_is_exit_2(tmp_path, small_store, capsys):
     assert main(["summarize", str(small_store), "-o", str(target)]) == 2
     assert "folder" in capsys.readouterr().err
     assert os.listdir(tmp_path) == []
+
+
+# ---- smaller ones --------------------------------------------------------------
+MATH = r"""
+from simstudy import Study
+
+study = Study("mt", factors={"lab": ["$\\nope{$", "price $5 and $6"]}, replicates=3,
+              seed=1)
+
+@study.data
+def gen(rng, lab):
+    return rng.standard_normal(4)
+
+@study.method(name="m$\\x$")
+def mean(x):
+    return {"estimate": x.mean()}
+
+@study.method
+def med(x):
+    return {"estimate": float(sorted(x)[2])}
+
+study.truth(estimate=0.0)
+"""
+
+
+@pytest.fixture(scope="module")
+def math_store(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("math")
+    path = folder / "mt.py"
+    path.write_text(MATH)
+    store = folder / "mt.zarr"
+    assert main(["run", str(path), "--store", str(store), "--scheduler",
+                 "synchronous", "--no-progress"]) == 0  # fmt: skip
+    return store
+
+
+def test_levels_that_are_not_mathtext_draw_as_plain_text(math_store):
+    from simstudy import open_results, plots, summarize
+
+    cube = open_results(math_store)
+    summary = summarize(cube)
+    figures = [plots.nested_loop_plot(summary, "bias"), plots.distribution_plot(cube)]
+    for fig in figures:
+        fig.savefig(io.BytesIO(), format="png", bbox_inches="tight")
+    fig = figures[0]
+    fig.mathtext = True  # the user asks for mathtext: then it must be valid
+    with pytest.raises(ValueError, match="Unknown symbol"):
+        fig.savefig(io.BytesIO(), format="png")
+
+
+def test_report_of_levels_with_dollars(math_store, tmp_path, capsys):
+    target = tmp_path / "r.html"
+    assert main(["report", str(math_store), "-o", str(target)]) == 0
+    assert "price $5 and $6" in target.read_text()
