@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import errno
 import io
+import json
 import os
 import subprocess
 import sys
@@ -310,3 +311,37 @@ def test_report_of_levels_with_dollars(math_store, tmp_path, capsys):
     target = tmp_path / "r.html"
     assert main(["report", str(math_store), "-o", str(target)]) == 0
     assert "price $5 and $6" in target.read_text()
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        [{"wrong": "keys"}],
+        {"replicate": 0},
+        [{"n": 5, "replicate": "0", "method": "mean", "type": "E", "message": ""}],
+    ],
+    ids=["wrong-keys", "not-a-list", "replicate-not-int"],
+)
+def test_failure_record_with_wrong_keys_is_exit_2_naming_the_file(
+    tmp_path, write_study, capsys, content
+):
+    path = write_study(SMALL.replace("return {", "raise ValueError('x')\n    return {"))
+    store = tmp_path / "s.zarr"
+    argv = ["run", str(path), "--store", str(store), "--scheduler", "synchronous",
+            "--no-progress"]  # fmt: skip
+    assert main(argv) == 3
+    (record,) = (store / ".simstudy" / "failures").glob("*.json")
+    record.write_text(json.dumps(content))
+    capsys.readouterr()
+    assert main(["errors", str(store)]) == 2
+    err = capsys.readouterr().err
+    assert "damaged" in err
+    assert ".simstudy/failures/0_c0.json (records: not valid JSON, or not" in err
+    assert command("run", "STUDY.py", "--store", store) in err
+    if content != [{"wrong": "keys"}]:
+        return
+    # and the run that hint names repairs it: the tasks are computed again
+    assert main(argv) == 3
+    assert main(["errors", str(store)]) == 0
+    assert "4 failed task(s)" in capsys.readouterr().out
+    assert_store_consistent(store)
