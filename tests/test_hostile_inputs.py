@@ -345,3 +345,29 @@ def test_failure_record_with_wrong_keys_is_exit_2_naming_the_file(
     assert main(["errors", str(store)]) == 0
     assert "4 failed task(s)" in capsys.readouterr().out
     assert_store_consistent(store)
+
+
+@pytest.mark.parametrize(
+    "code", [errno.EROFS, errno.EACCES], ids=["read-only-fs", "no-permission"]
+)
+def test_new_store_in_a_read_only_folder_is_exit_2(
+    tmp_path, write_study, monkeypatch, capsys, code
+):
+    path = write_study(SMALL)
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    store = folder / "s.zarr"
+    real = Path.mkdir
+
+    def refused(self: Path, *args: object, **kwargs: object) -> None:
+        if self.parent == folder:  # what a read-only folder does, even for root
+            raise OSError(code, os.strerror(code), str(self))
+        real(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Path, "mkdir", refused)
+    argv = ["run", str(path), "--store", str(store), "--scheduler", "synchronous"]
+    assert main([*argv, "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert f"error: cannot write the store {store}: {os.strerror(code)}." in err
+    assert "hint: fix the permissions (or choose another --store)" in err
+    assert os.listdir(folder) == []
