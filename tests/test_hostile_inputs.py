@@ -371,3 +371,36 @@ def test_new_store_in_a_read_only_folder_is_exit_2(
     assert f"error: cannot write the store {store}: {os.strerror(code)}." in err
     assert "hint: fix the permissions (or choose another --store)" in err
     assert os.listdir(folder) == []
+
+
+BIG = """
+import numpy as np
+from simstudy import Study
+
+study = Study("big", factors={"k": [0, 1, 2]}, replicates=2, seed=3)
+
+@study.data
+def gen(rng, k):
+    return k
+
+@study.method
+def count(k):
+    # 2**60 is exact in float64; 2**53 + 1 is not, as a Python or numpy int
+    return {"estimate": [2**60, 2**53 + 1, np.int64(-(2**53) - 1)][k]}
+"""
+
+
+def test_integer_output_float64_would_round_is_a_task_failure(tmp_path, write_study):
+    from simstudy.store import read_failures
+
+    store = tmp_path / "big.zarr"
+    argv = ["run", str(write_study(BIG)), "--store", str(store), "--scheduler",
+            "synchronous", "--no-progress", "--no-fail-fast"]  # fmt: skip
+    assert main(argv) == 3
+    ds = assert_store_consistent(store)
+    assert ds["status"].sel(k=0).values.tolist() == [[1], [1]]
+    assert ds["estimate"].sel(k=0).values.tolist() == [[2.0**60], [2.0**60]]
+    failures = sorted(read_failures(store), key=lambda f: (f["k"], f["replicate"]))
+    assert [f["k"] for f in failures] == [1, 1, 2, 2]
+    assert "is the integer 9007199254740993, which float64" in failures[0]["message"]
+    assert "is the integer -9007199254740993" in failures[2]["message"]
