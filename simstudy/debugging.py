@@ -27,7 +27,7 @@ from simstudy.grid import points
 from simstudy.loader import load_study
 from simstudy.outputs import OutputSpecs
 from simstudy.recompute import differing, task_batch
-from simstudy.shell import command
+from simstudy.shell import command, quote
 from simstudy.study import Level, Study
 
 __all__ = [
@@ -129,9 +129,13 @@ def parse_task(study: Study, text: str) -> tuple[int, dict[str, Level], int, int
             f"--task {text!r}: "
             + (f"missing {missing}" if missing else f"unknown names {unknown}")
             + f"; a task names {names}.",
-            hint="write every factor, replicate and method, e.g. "
-            + task_spec(
-                {f: lv[0] for f, lv in study.factors.items()}, 0, study.method_names[0]
+            hint="write every factor, replicate and method, e.g. --task "
+            + quote(
+                task_spec(
+                    {f: lv[0] for f, lv in study.factors.items()},
+                    0,
+                    study.method_names[0],
+                )
             ),
         )
     point: dict[str, Level] = {}

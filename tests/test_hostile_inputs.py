@@ -18,7 +18,9 @@ from simstudy.cli import main
 from simstudy.debugging import parse_task, task_spec
 from simstudy.grid import points
 from simstudy.loader import load_study
+from simstudy.plots.common import PlainTextFigure
 from simstudy.shell import command, quote
+from tests.conftest import WriteStudy
 from tests.helpers import assert_store_consistent
 
 LABS = ["lab=$(touch pwned)", "a,b", "it's", " padded ", "plain"]
@@ -42,7 +44,9 @@ def bad(x, lab):
 BAD = "m=1,$(touch pwned2)"
 
 
-def _failed_store(tmp_path: Path, write_study, capsys) -> tuple[Path, Path, str]:
+def _failed_store(
+    tmp_path: Path, write_study: WriteStudy, capsys: pytest.CaptureFixture[str]
+) -> tuple[Path, Path, str]:
     """A store (in a folder named like shell code) whose ``bad`` tasks failed."""
     path = write_study(HOSTILE)
     folder = tmp_path / "my $(touch pwned3) 'dir'"
@@ -64,7 +68,8 @@ def _pasted(lines: list[str], cwd: Path) -> list[list[str]]:
     out = subprocess.run(
         ["bash", "-c", script], cwd=cwd, capture_output=True, check=True
     ).stdout.decode()
-    argvs, argv = [], []
+    argvs: list[list[str]] = []
+    argv: list[str] = []
     for arg in out.split("\0")[:-1]:
         if arg == "END":
             argvs.append(argv)
@@ -113,11 +118,11 @@ def test_errors_prints_replay_commands_that_paste_safely(tmp_path, write_study, 
     assert sorted(os.listdir(tmp_path)) == before  # no pwned file anywhere
     assert not list(tmp_path.rglob("pwned*"))
     seen = set()
+    study = load_study(path)
     for argv in argvs:
         assert argv[:4] == ["-m", "simstudy", "replay", str(path)]
         assert argv[4] == "--task"
         assert argv[6:] == ["--pdb"]
-        study = load_study(path)
         _, point, r, m = parse_task(study, argv[5])
         assert study.method_names[m] == BAD
         assert r == 0
@@ -183,7 +188,7 @@ PREVIOUS = b"a previous good file\n" * 200
 
 
 @pytest.fixture(scope="module")
-def small_store(tmp_path_factory) -> Path:
+def small_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("small")
     path = folder / "small.py"
     path.write_text(SMALL)
@@ -193,7 +198,7 @@ def small_store(tmp_path_factory) -> Path:
     return store
 
 
-def _disk_full_midway(monkeypatch) -> None:
+def _disk_full_midway(monkeypatch: pytest.MonkeyPatch) -> None:
     """Every write of a file outside the store stops half way: ENOSPC."""
 
     def half(data: bytes | str, path: Path) -> None:
@@ -283,7 +288,7 @@ study.truth(estimate=0.0)
 
 
 @pytest.fixture(scope="module")
-def math_store(tmp_path_factory) -> Path:
+def math_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("math")
     path = folder / "mt.py"
     path.write_text(MATH)
@@ -302,6 +307,7 @@ def test_levels_that_are_not_mathtext_draw_as_plain_text(math_store):
     for fig in figures:
         fig.savefig(io.BytesIO(), format="png", bbox_inches="tight")
     fig = figures[0]
+    assert isinstance(fig, PlainTextFigure)
     fig.mathtext = True  # the user asks for mathtext: then it must be valid
     with pytest.raises(ValueError, match="Unknown symbol"):
         fig.savefig(io.BytesIO(), format="png")
