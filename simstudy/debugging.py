@@ -201,7 +201,9 @@ def replay(
         The study (file).
     task : str
         ``n=100,eps=0.1,replicate=17,method=median``: every factor, the
-        replicate and the method.
+        replicate and the method; or the same as a JSON object,
+        ``{"lab": "a,b", "replicate": 17, "method": "median"}``, for levels
+        or method names with ``,`` or ``=``.
     store : path, optional
         A store to compare with (bit for bit).
     debugger : bool
