@@ -66,7 +66,7 @@ def task_spec(point: dict[str, Any], replicate: int, method: str) -> str:
     """The ``--task`` text of a task: ``n=100,eps=0.1,replicate=17,method=median``.
 
     A level or method name that this form cannot carry (a ``,`` or ``=`` in
-    it, spaces at its ends, empty) gives the JSON form instead:
+    it, spaces at its ends, a newline or tab, empty) gives the JSON form:
     ``{"lab": "a,b", "replicate": 3, "method": "m"}``. Either is one shell
     argument once quoted (:func:`simstudy.shell.quote`).
     """
@@ -79,7 +79,12 @@ def task_spec(point: dict[str, Any], replicate: int, method: str) -> str:
 def _plain(value: Any) -> bool:
     """Whether ``NAME=VALUE,...`` carries ``value`` unchanged."""
     text = str(value)
-    return bool(text) and text == text.strip() and not set(text) & {",", "="}
+    return (
+        bool(text)
+        and text == text.strip()
+        and text.isprintable()  # a newline or tab: JSON escapes it
+        and not set(text) & {",", "="}
+    )
 
 
 def _task_fields(text: str) -> dict[str, Any]:

@@ -23,7 +23,7 @@ from simstudy.shell import command, quote
 from tests.conftest import WriteStudy
 from tests.helpers import assert_store_consistent
 
-LABS = ["lab=$(touch pwned)", "a,b", "it's", " padded ", "plain"]
+LABS = ["lab=$(touch pwned)", "a,b", "it's", " padded ", "new\nline", "plain"]
 HOSTILE = f"""
 from simstudy import Study
 
