@@ -14,7 +14,7 @@ from simstudy.debugging import parse_task, task_spec
 from simstudy.grid import points
 from simstudy.shell import command
 
-text = st.text(st.characters(exclude_categories=("Cs",)), min_size=0, max_size=12)
+text = st.text(st.characters(codec="utf-8"), min_size=0, max_size=12)
 levels = st.one_of(
     st.lists(text, min_size=1, max_size=3, unique=True),
     st.lists(st.integers(-(10**6), 10**6), min_size=1, max_size=3, unique=True),
