@@ -1,7 +1,8 @@
 """The commands of ``python -m simstudy``: one function each, args -> exit code.
 
 Layers: imports ``runner, debugging, pilot, options, executors, store,
-summary, report, results, loader, lint, progress, atomic, cube, errors, shell`` (each inside the command that needs it, so ``--help`` and
+summary, report, results, loader, lint, progress, atomic, cube, errors,
+shell`` (each inside the command that needs it, so ``--help`` and
 ``status`` stay quick).
 """
 
