@@ -154,7 +154,7 @@ def parse_task(study: Study, text: str) -> tuple[int, dict[str, Level], int, int
         point[f] = match[0]
     rep = given["replicate"]
     try:
-        r = -1 if isinstance(rep, bool) else int(rep)
+        r = int(rep) if isinstance(rep, str | int) and not isinstance(rep, bool) else -1
     except (TypeError, ValueError):
         r = -1
     if not 0 <= r < study.replicates:

@@ -7,6 +7,7 @@ import errno
 import io
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -16,6 +17,7 @@ import xarray as xr
 
 from simstudy.cli import main
 from simstudy.debugging import parse_task, task_spec
+from simstudy.errors import UsageError
 from simstudy.grid import points
 from simstudy.loader import load_study
 from simstudy.plots.common import PlainTextFigure
@@ -100,6 +102,23 @@ def test_task_accepts_the_plain_and_the_json_form(write_study, spec, expected):
     study = load_study(write_study(HOSTILE))
     _, point, r, m = parse_task(study, spec)
     assert (point["lab"], r, study.method_names[m]) == expected
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ('{"lab": "a,b", "replicate": 1.5, "method": "ok"}', "replicate=1.5 is not"),
+        ('{"lab": "a,b", "replicate": true, "method": "ok"}', "replicate=True is not"),
+        ('{"lab": ["a,b"], "replicate": 0, "method": "ok"}', "is not a level"),
+        ('{"lab": "a,b", "replicate": 0', "not a JSON object"),
+        ('["a,b", 0, "ok"]', "is not NAME=VALUE"),
+    ],
+    ids=["fraction", "bool", "list-level", "truncated", "array"],
+)
+def test_task_json_form_refuses_what_is_not_a_task(write_study, spec, message):
+    study = load_study(write_study(HOSTILE))
+    with pytest.raises(UsageError, match=re.escape(message)):
+        parse_task(study, spec)
 
 
 def test_errors_prints_replay_commands_that_paste_safely(tmp_path, write_study, capsys):
