@@ -90,7 +90,7 @@ def write_error(exc: OSError, target: Path) -> SimstudyError | None:
     if exc.errno == errno.EISDIR or target.is_dir():
         return UsageError(
             f"cannot write {target}: it is a folder.",
-            hint="choose a file name with -o, e.g. -o report.html",
+            hint="give -o a file name, not a folder",
         )
     return None
 
