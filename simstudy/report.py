@@ -6,7 +6,7 @@ of every replicate), styles are inline. Open it in any browser. The report
 stays bounded for any number of design points: one nested-loop plot per
 measure, and zip / distribution plots for at most a few design points.
 
-Layers: imports ``plots, store, summary, cube, errors`` (and numpy, xarray;
+Layers: imports ``plots, store, summary, atomic, cube, errors`` (and numpy, xarray;
 matplotlib through ``plots``).
 """
 
@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import xarray as xr
 
+from simstudy.atomic import write_text
 from simstudy.cube import METHOD
 from simstudy.errors import UsageError
 from simstudy.store import open_results, read_failures, read_warnings
@@ -105,9 +106,9 @@ def write_report(
         _warnings_section(read_warnings(store), cube),
         "</body></html>",
     ]
-    path = Path(output)
-    path.write_text("\n".join(parts), encoding="utf-8")
     cube.close()
+    # whole or not at all: a full disk leaves a previous report as it was
+    path = write_text(output, "\n".join(parts))
     return path
 
 

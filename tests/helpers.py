@@ -90,7 +90,11 @@ def assert_store_consistent(path: str | Path) -> xr.Dataset:
     assert len(keys) == len(records), "a task has two failure records"
     failed = set()
     for idx in zip(*np.nonzero(status != 0), strict=True):
-        levels = [ds[f].values[i].item() for f, i in zip(factors, idx, strict=False)]
+        # tolist(): plain values for numeric and string (object) levels alike
+        levels = [
+            ds[f].values[i : i + 1].tolist()[0]
+            for f, i in zip(factors, idx, strict=False)
+        ]
         key = (*levels, int(idx[-2]), str(ds["method_name"].values[idx[-1]]))
         if status[idx] == 2:
             failed.add(key)

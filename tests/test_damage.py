@@ -133,7 +133,7 @@ DAMAGE = {
     ),
     "broken-failure-records": (
         lambda s: _failures_file(s).write_text('[{"replicate": 1, '),
-        r"\.simstudy/failures/.*\.json \(records: not valid JSON\)",
+        r"\.simstudy/failures/.*\.json \(records: not valid JSON",
     ),
     "flipped-level": (
         lambda s: _flip(_coordinate_chunk(s, "eps"), -3),

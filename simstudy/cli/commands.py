@@ -1,7 +1,8 @@
 """The commands of ``python -m simstudy``: one function each, args -> exit code.
 
 Layers: imports ``runner, debugging, pilot, options, executors, store,
-summary, report, results, loader, lint, progress, cube, errors`` (each inside the command that needs it, so ``--help`` and
+summary, report, results, loader, lint, progress, atomic, cube, errors,
+shell`` (each inside the command that needs it, so ``--help`` and
 ``status`` stay quick).
 """
 
@@ -15,6 +16,7 @@ from typing import Any
 from simstudy.errors import EXIT_FAILED, EXIT_OK, UsageError
 from simstudy.options import FAIL_FAST
 from simstudy.progress import ProgressPrinter, duration
+from simstudy.shell import command, quote
 
 __all__ = ["COMMANDS"]
 
@@ -114,7 +116,7 @@ def _print_report(report: Any, max_errors: int | None) -> None:
         print(f"stopped after {max_errors} failed tasks (--max-errors).", file=err)
     if report.failed and not report.interrupted:
         print(
-            f"hint: some tasks failed; python -m simstudy errors {report.store} groups "
+            f"hint: some tasks failed; {command('errors', report.store)} groups "
             "them, with replay commands. "
             "--retry-failed reruns them; after editing the study use --restart.",
             file=err,
@@ -225,10 +227,8 @@ def cmd_errors(args: argparse.Namespace) -> int:
         print(f"{args.store}: no failed task.")
         return EXIT_OK
     meta = open_results(args.store).attrs["simstudy"]
-    import shlex
-
     # shown, never run; quoted, so a copied command runs no text from the store
-    source = shlex.quote(str(meta.get("source_file") or "STUDY.py"))
+    source = str(meta.get("source_file") or "STUDY.py")
     total = sum(g.count for g in groups)
     print(f"{args.store}: {total:,} failed task(s) in {len(groups)} group(s)")
     for g in groups:
@@ -238,7 +238,7 @@ def cmd_errors(args: argparse.Namespace) -> int:
         print(f"  first: {g.message[:300]}")
         print(f"  replicates: {shown}")
         spec = task_spec(g.point, g.replicates[0], g.method)
-        print(f"  replay: python -m simstudy replay {source} --task {spec} --pdb")
+        print(f"  replay: {command('replay', source, '--task', spec, '--pdb')}")
     return EXIT_OK
 
 
@@ -259,7 +259,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     for method, tasks in result.differ.items():
         print(
             f"method {method!r} is not reproducible: {len(tasks)} recomputed "
-            f"task(s) differ, e.g. --task {tasks[0]}"
+            f"task(s) differ, e.g. --task {quote(tasks[0])}"
         )
     print(
         "hint: use the rng argument for every random draw (not np.random.* or "
@@ -294,7 +294,7 @@ def _verify_target(args: argparse.Namespace) -> tuple[Path, Path]:
         raise UsageError(
             f"verify {target}: which study file? verify recomputes tasks with the "
             "study file you name; it never runs the file a store's metadata names.",
-            hint=f"write python -m simstudy verify {target} --study STUDY.py",
+            hint=f"write {command('verify', target, '--study', 'STUDY.py')}",
         )
     return target, Path(args.study)
 
@@ -381,6 +381,7 @@ SUFFIX_FORMATS = {
 def cmd_summarize(args: argparse.Namespace) -> int:
     import json
 
+    from simstudy.atomic import replacing, write_text
     from simstudy.cli import tables
     from simstudy.store import open_results
     from simstudy.summary import summarize, to_records
@@ -400,7 +401,8 @@ def cmd_summarize(args: argparse.Namespace) -> int:
     if fmt == "netcdf":
         out = result.copy()
         out.attrs = {k: json.dumps(v) for k, v in result.attrs.items()}
-        out.to_netcdf(args.output)
+        with replacing(args.output) as tmp:  # whole or not at all
+            out.to_netcdf(tmp)
         print(f"wrote {args.output}")
         return EXIT_OK
     records = to_records(result)
@@ -424,7 +426,7 @@ def cmd_summarize(args: argparse.Namespace) -> int:
     else:
         text = tables.text_table(records, result.attrs["skipped"])
     if args.output:
-        Path(args.output).write_text(text)
+        write_text(args.output, text)  # whole or not at all
         print(f"wrote {args.output}")
     else:
         print(text, end="" if text.endswith("\n") else "\n")

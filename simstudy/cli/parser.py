@@ -278,7 +278,9 @@ def _add_other(sub: Any) -> None:
         "--task",
         required=True,
         help="every factor, the replicate and the method: "
-        "n=100,eps=0.1,replicate=17,method=median",
+        "n=100,eps=0.1,replicate=17,method=median, or as a JSON object "
+        '(levels with \',\' or \'=\'): \'{"lab": "a,b", "replicate": 17, '
+        '"method": "median"}\'',
     )
     rpl.add_argument("--store", help="compare with this store (default ./<stem>.zarr)")
     rpl.add_argument("--pdb", action="store_true", help="debug the task's exception")

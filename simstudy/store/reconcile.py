@@ -7,7 +7,7 @@ methods are made pending; levels and methods the study dropped are hidden
 (``active`` in the metadata) or, with ``--prune``, deleted by rewriting the
 store beside itself and swapping it in.
 
-Layers: imports ``cube, study, fingerprint, errors`` and ``store.layout``,
+Layers: imports ``cube, study, fingerprint, errors, shell`` and ``store.layout``,
 ``store.records``, ``store.meta``, ``store.chunks``, ``store.seals``,
 ``store.crash`` (and zarr, numpy).
 """
@@ -27,6 +27,7 @@ import zarr
 from simstudy import fingerprint
 from simstudy.cube import FIXED_VARS, METHOD, REPLICATE
 from simstudy.errors import FingerprintMismatch, UsageError
+from simstudy.shell import quote
 from simstudy.store import seals
 from simstudy.store.chunks import ChunkedArray
 from simstudy.store.crash import crash_point
@@ -194,7 +195,7 @@ def _mismatch(layout: Layout, changes: list[Change]) -> FingerprintMismatch:
         + "."
     )
     if all(c.method is not None for c in changes):
-        flags = " ".join(f"--recompute {m}" for m in methods)
+        flags = " ".join(f"--recompute {quote(m)}" for m in methods)
         listed = ", ".join(repr(m) for m in methods)
         hint = (
             f"run with {flags} to recompute only that method's results (the rest "

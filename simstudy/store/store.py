@@ -108,15 +108,10 @@ class Store:
         _check_path(p)
         reconcile.finish_prune(p)
         lock = Lock(p / META / "lock")
-        try:
+        # a read-only folder or file system: a clear error, not an OSError
+        with writing(p):
             p.mkdir(exist_ok=True)
-            with writing(p):
-                lock.acquire(p)
-        except PermissionError:
-            raise StoreError(
-                f"cannot write store {p}: permission denied.",
-                hint="choose a writable --store path",
-            ) from None
+            lock.acquire(p)
         try:
             with writing(p):
                 return cls._open_locked(
