@@ -29,6 +29,7 @@ import xarray as xr
 from simstudy.cube import METHOD
 from simstudy.errors import UsageError
 from simstudy.store import open_results, read_failures, read_warnings
+from simstudy.store.versionlog import notes as version_notes
 from simstudy.summary import MEASURES, RESERVED, summarize, to_records
 
 if TYPE_CHECKING:
@@ -154,6 +155,7 @@ def _study_section(cube: xr.Dataset, meta: dict[str, Any]) -> str:
             ", ".join(f"{k} {v}" for k, v in meta.get("versions", {}).items()),
         ),
         ("workers", f"{len(meta.get('workers', []))} process(es)"),
+        *(("version change", note) for note in version_notes(meta)),
     ]
     declared = meta.get("measures", {})
     if declared:

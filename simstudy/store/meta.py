@@ -55,7 +55,7 @@ def versions() -> dict[str, str]:
     }
 
 
-_OPTIONAL = ("outputs", "active", "target_mcse", "versions_history")
+_OPTIONAL = ("outputs", "active", "target_mcse", "versions_history", "version_log")
 
 
 @dataclass
@@ -78,6 +78,8 @@ class StoreMeta:
     active: dict[str, Any] | None = None
     target_mcse: dict[str, Any] | None = None
     versions_history: list[dict[str, str]] = field(default_factory=list)
+    # each version change a run went on with (store.versionlog)
+    version_log: list[dict[str, Any]] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
