@@ -187,7 +187,9 @@ def test_arrays_are_shared_read_only_and_the_original_stays_writable():
     a = np.arange(4.0)
     g = Guard(a)
     x, y = g.get(), g.get()
-    assert x is y and not x.flags.writeable and np.shares_memory(x, a)
+    assert x is y
+    assert not x.flags.writeable
+    assert np.shares_memory(x, a)
     with pytest.raises(ValueError, match="read-only"):
         x[0] = 1.0
     a[0] = 9.0  # the data function's own array is untouched
@@ -210,7 +212,8 @@ def test_arrays_inside_containers_come_read_only_and_shells_fresh(data):
     got, again = g.get(), g.get()
     assert type(got) is type(data)
     arrays = [v for v in _leaves(got) if isinstance(v, np.ndarray)]
-    assert arrays and not any(v.flags.writeable for v in arrays)
+    assert arrays
+    assert not any(v.flags.writeable for v in arrays)
     if isinstance(data, list | dict):
         assert got is not again  # a new shell per method
     if isinstance(data, Frozen):
