@@ -222,7 +222,7 @@ def test_arrays_inside_containers_come_read_only_and_shells_fresh(data):
 
 
 def test_other_objects_are_deep_copied_per_method():
-    import pandas as pd
+    import pandas as pd  # type: ignore[import-untyped]
 
     frame = pd.DataFrame({"x": [1.0, 2.0]})
     g = Guard(frame)

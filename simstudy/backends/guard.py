@@ -50,6 +50,14 @@ class _Copy:
         self.obj = obj
 
 
+class _Flat(list):  # type: ignore[type-arg]
+    """A list of immutable values: a shallow ``list`` copy per method."""
+
+
+class _FlatDict(dict):  # type: ignore[type-arg]
+    """A dict of immutable values: a shallow ``dict`` copy per method."""
+
+
 def _read_only(a: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
     view = a.view()
     view.flags.writeable = False
@@ -74,9 +82,17 @@ def _prepare(x: Any, depth: int) -> tuple[Any, bool]:
         shared = all(s for _, s in parts)
         return (tuple(values) if t is tuple else t._make(values)), shared
     if t is list:
-        return [_prepare(v, depth + 1)[0] for v in x], False
+        if all(type(v) in _SHARED for v in x):  # the common case, fast
+            return _Flat(x), False
+        parts = [_prepare(v, depth + 1) for v in x]
+        if all(s for _, s in parts):
+            return _Flat(v for v, _ in parts), False
+        return [v for v, _ in parts], False
     if t is dict:
-        return {k: _prepare(v, depth + 1)[0] for k, v in x.items()}, False
+        items = {k: _prepare(v, depth + 1) for k, v in x.items()}
+        if all(s for _, s in items.values()):
+            return _FlatDict((k, v) for k, (v, _) in items.items()), False
+        return {k: v for k, (v, _) in items.items()}, False
     if dataclasses.is_dataclass(x) and not isinstance(x, type):
         try:
             shell = copy.copy(x)
@@ -96,6 +112,10 @@ def _fresh(x: Any) -> Any:
     t = type(x)
     if t is _Copy:
         return copy.deepcopy(x.obj)
+    if t is _Flat:
+        return list(x)
+    if t is _FlatDict:
+        return dict(x)
     if t is np.ndarray or t in _SHARED:
         return x
     if t is tuple:
