@@ -9,8 +9,9 @@ guard    per-task time of the numpy backend on studies/location.py, methods
          for the study's data returned as a pandas DataFrame and as a dict
          of lists (a fresh copy per method).
 recheck  the version recheck after a (pretended) numpy change: a store of
-         studies/location.py (6 points x 3 methods) rechecked, 2 tasks per
-         point x method, each alone; seconds, and per task.
+         studies/location.py (6 points x 3 methods, --replicates finished)
+         rechecked, each task alone (recompute.RECHECK_PER_CELL,
+         RECHECK_TOTAL); seconds, and per task.
 """
 
 from __future__ import annotations
@@ -152,7 +153,7 @@ def recheck(replicates: int) -> None:
             st.close()
         checked = int(message.split("; ")[1].split()[0])
         print(
-            f"recheck  {checked} tasks (6 points x 3 methods x 2) in "
+            f"recheck  {checked} tasks (6 points x 3 methods) in "
             f"{seconds:.3f} s, {seconds / checked * 1e3:.2f} ms/task: {message}"
         )
 

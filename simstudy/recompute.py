@@ -3,8 +3,8 @@
 One mechanism serves ``replay`` (one task, compared with its stored
 outputs), ``verify`` (a sample of replicates, each method alone, naming the
 methods that differ) and the runner's recheck when numpy or jax changed
-since a store was made (RECHECK_PER_CELL finished tasks per design point x
-method, each alone; refuse to mix versions if they differ, else record the
+since a store was made (finished tasks at every design point x method,
+each alone; refuse to mix versions if they differ, else record the
 change in the store's version log). ``task_batch`` builds the one-replicate batch of a cell with
 exactly its streams; ``differing`` names the outputs that changed.
 
@@ -30,15 +30,18 @@ if TYPE_CHECKING:
 
 __all__ = [
     "RECHECK_PER_CELL",
+    "RECHECK_TOTAL",
     "differing",
     "recheck_sample",
     "recheck_versions",
     "task_batch",
 ]
 
-# finished replicates recomputed, each method alone, per design point x method
-# when numpy/jax changed: the first and last finished one
+# when numpy/jax changed, finished tasks recomputed (each alone) per design
+# point x method: at least RECHECK_PER_CELL (the first and the last finished
+# replicate), more when there are few cells, up to about RECHECK_TOTAL in all
 RECHECK_PER_CELL = 2
+RECHECK_TOTAL = 200
 
 
 def task_batch(
@@ -96,9 +99,11 @@ def recheck_versions(
 
     A new numpy (or jax) may change generated numbers or results at some
     design points only; mixing the two in one cube would be silent. At every
-    design point, for every method, up to RECHECK_PER_CELL finished
-    replicates are recomputed, each task alone (its own one-task batch, as
-    ``replay`` does), and compared bit for bit. A change the run goes on
+    design point, for every method, finished replicates spread evenly over
+    the finished ones are recomputed, each task alone (its own one-task
+    batch, as ``replay`` does), and compared bit for bit: RECHECK_PER_CELL
+    per cell, or more when there are few cells, so that about RECHECK_TOTAL
+    tasks are checked in all. A change the run goes on
     with is recorded in the store's version log (``store.versionlog``).
     Returns the message to show.
     """
@@ -109,13 +114,15 @@ def recheck_versions(
     what = ", ".join(f"{k} {a} -> {b}" for k, (a, b) in changes.items())
     midx = st.method_index(study.method_names)
     specs = st.output_specs()
+    grid = points(study)
+    per_cell = max(RECHECK_PER_CELL, -(-RECHECK_TOTAL // (len(grid) * len(midx))))
     checked, finished, differ = 0, 0, []
-    for p, point in enumerate(points(study)):
+    for p, point in enumerate(grid):
         pidx = st.point_index(point)
         status = st.status_of(pidx, study.replicates, midx)
         finished += int((status == OK).sum())
         stored: dict[int, dict[str, Any]] = {}
-        for r, m in recheck_sample(status):
+        for r, m in recheck_sample(status, per_cell):
             if r not in stored:
                 stored[r] = st.read_task_outputs(pidx, r)
             result = backend.run_batch(

@@ -67,7 +67,7 @@ def test_a_change_showing_only_at_the_last_point_is_refused_then_recorded(
         StoreError,
         match=r"numpy 1\.0\.0 -> .* no longer come out the same "
         r"\(\{'n': 11\}, replicate 0, method 'shifted', output\(s\) estimate; "
-        r"2 of 12 task\(s\) recomputed differ\)",
+        r"6 of 30 task\(s\) recomputed differ\)",
     ):
         _run(path, store)
     assert cube_digest(store) == before  # refused: nothing changed
@@ -79,7 +79,7 @@ def test_a_change_showing_only_at_the_last_point_is_refused_then_recorded(
 
     report = _run(path, store, accept_version_change=True)
     assert report.computed == 3 * 2
-    assert "2 of 12 recomputed task(s) differ" in report.warnings[0]
+    assert "6 of 30 recomputed task(s) differ" in report.warnings[0]
     assert_store_consistent(store)
     meta = _meta(store)
     assert meta["versions"]["numpy"] == np.__version__
@@ -87,7 +87,7 @@ def test_a_change_showing_only_at_the_last_point_is_refused_then_recorded(
     assert entry["from"] == {"numpy": "1.0.0"}
     assert entry["to"] == {"numpy": np.__version__}
     assert entry["finished_before"] == 3 * 6 * 2 - 3 * 2
-    assert (entry["checked"], entry["differ"], entry["decision"]) == (12, 2, "accepted")
+    assert (entry["checked"], entry["differ"], entry["decision"]) == (30, 6, "accepted")
     started = simstudy.open_results(store)["started"].values
     assert (started > entry["epoch"]).sum() == 3 * 2  # the tasks of the new version
 
@@ -112,11 +112,11 @@ def test_an_identical_change_is_recorded_and_shown(tmp_path, write_study, capsys
     _run(path, store)
     pretend_versions(store, numpy="1.0.0")
     report = _run(path, store)
-    assert "12 finished task(s) recomputed bit for bit identical" in report.warnings[0]
+    assert "36 finished task(s) recomputed bit for bit identical" in report.warnings[0]
     (entry,) = _meta(store)["version_log"]
     assert (entry["decision"], entry["finished_before"]) == ("identical", 36)
     assert main(["status", str(store)]) == 0
-    assert "12 finished task(s) were recomputed bit for bit" in capsys.readouterr().out
+    assert "36 finished task(s) were recomputed bit for bit" in capsys.readouterr().out
 
 
 def test_the_recheck_sample_spreads_over_the_finished_replicates_of_each_method():
@@ -126,3 +126,16 @@ def test_the_recheck_sample_spreads_over_the_finished_replicates_of_each_method(
     status[5, 0] = 2  # failed: never rechecked
     assert recheck_sample(status) == [(1, 0), (3, 1), (4, 0)]
     assert recheck_sample(status, per_cell=3) == [(1, 0), (2, 0), (3, 1), (4, 0)]
+
+
+def test_a_large_design_rechecks_two_tasks_per_point_and_method(
+    tmp_path, write_study, monkeypatch
+):
+    """With more cells than RECHECK_TOTAL / 2, each gets the minimum: the
+    first and the last finished replicate."""
+    monkeypatch.setattr(simstudy.recompute, "RECHECK_TOTAL", 4)
+    path, store = write_study(DRIFT), tmp_path / "s.zarr"
+    _run(path, store)
+    pretend_versions(store, numpy="1.0.0")
+    report = _run(path, store)
+    assert "12 finished task(s) recomputed" in report.warnings[0]  # 3 x 2 x 2
