@@ -244,3 +244,40 @@ def _leaves(x: object) -> list[object]:
     if dataclasses.is_dataclass(x):
         return [v for f in dataclasses.fields(x) for v in _leaves(getattr(x, f.name))]
     return [x]
+
+
+def test_a_fixed_input_array_is_read_only_for_every_call(tmp_path, write_study):
+    source = (
+        HEAD
+        + ARRAY_DATA
+        + HONEST
+        + """
+study.fixed(W=np.arange(4.0))
+
+
+@study.method
+def reweigh(x, W):
+    W *= 2  # would change W for every later task
+    return {"estimate": float(W.sum())}
+
+
+@study.method
+def weighed(x, W):
+    return {"estimate": float(W.sum())}
+"""
+    )
+    store = tmp_path / "s.zarr"
+    report = _run(write_study(source), store)
+    assert report.failed == 2 * 3
+    (message,) = {f["message"] for f in read_failures(store)}
+    assert message.startswith("method 'reweigh': output array is read-only")
+    assert "x = x.copy()" in message
+    assert (_numbers(store, ["weighed"])["estimate"] == 6.0).all()
+
+
+def test_data_that_cannot_be_copied_fails_each_method_saying_so():
+    import threading
+
+    g = Guard({"lock": threading.Lock(), "x": np.zeros(2)})
+    with pytest.raises(TypeError, match=r"its data could not be copied for it \("):
+        g.get()

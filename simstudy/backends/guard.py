@@ -20,6 +20,10 @@ cannot change under another one:
 - immutable values (numbers, strings, bytes, None, numpy scalars) are
   shared as they are.
 
+Fixed inputs (``study.fixed``) that are arrays, or tuples of them, reach the
+data function and methods as read-only views too (``read_only_inputs``);
+other fixed inputs are passed as they are.
+
 A method that sets ``x.flags.writeable = True`` on its view again defeats
 the guard; that is deliberate and not caught here (``verify`` catches the
 numbers it changes).
@@ -35,10 +39,14 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["DEPTH", "Guard", "read_only_advice"]
+__all__ = ["DEPTH", "DataCopyError", "Guard", "read_only_advice", "read_only_inputs"]
 
 DEPTH = 4  # containers nested deeper than this are deep-copied whole
 _SHARED = (int, float, complex, bool, str, bytes, type(None), range)
+
+
+class DataCopyError(TypeError):
+    """The data function's value could not be copied for a method."""
 
 
 class _Copy:
@@ -149,15 +157,35 @@ class Guard:
 
     def get(self) -> Any:
         """What the next method receives."""
-        return self.prepared if self.shared else _fresh(self.prepared)
+        if self.shared:
+            return self.prepared
+        try:
+            return _fresh(self.prepared)
+        except Exception as exc:
+            raise DataCopyError(
+                f"its data could not be copied for it ({type(exc).__name__}: "
+                f"{exc}); each method gets its own copy of data that is not a "
+                "numpy array: return arrays, or objects copy.deepcopy can copy"
+            ) from exc
+
+
+def read_only_inputs(values: dict[str, Any]) -> dict[str, Any]:
+    """Fixed inputs as user functions get them: arrays (and tuples of them)
+    as read-only views, made once per batch; other objects as they are (a
+    copy per call of a large input would cost too much)."""
+    out = {}
+    for name, value in values.items():
+        g = Guard(value)
+        out[name] = g.prepared if g.shared else value
+    return out
 
 
 def read_only_advice(exc: BaseException) -> str:
     """The advice to add to a method's error, if it wrote into its data."""
     if isinstance(exc, ValueError) and "read-only" in str(exc):
         return (
-            " (methods get their data read-only, so that no method changes "
-            "what another one sees: copy it before changing it, e.g. "
-            "x = x.copy())"
+            " (methods get their data, and every call its fixed-input arrays, "
+            "read-only, so that no call changes what another one sees: copy "
+            "it before changing it, e.g. x = x.copy())"
         )
     return ""

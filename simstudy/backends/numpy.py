@@ -23,7 +23,7 @@ import numpy as np
 
 from simstudy import streams
 from simstudy.backends import Cell, Placement, Work
-from simstudy.backends.guard import Guard, read_only_advice
+from simstudy.backends.guard import Guard, read_only_advice, read_only_inputs
 from simstudy.cube import FAILED, OK
 from simstudy.errors import UsageError
 from simstudy.grid import Batch
@@ -192,7 +192,7 @@ class _BatchRun:
     def loop(self) -> None:
         """Call the data function once per replicate, then each method."""
         study, batch = self.study, self.batch
-        values = {**self.levels, **study.fixed_inputs}
+        values = {**self.levels, **read_only_inputs(study.fixed_inputs)}
         src = TaskStreams(study, batch)
         data_func: Callable[..., Any] = study.data_func  # type: ignore[assignment]
         data_kw = kwargs_of(study.data_params, values, None)
@@ -256,7 +256,7 @@ class _BatchRun:
         name = self.methods[j].name
         self.status[i, j] = FAILED
         message = (
-            f"data function: {exc}"
+            f"data function: {exc}{read_only_advice(exc)}"
             if in_data
             else f"method {name!r}: {exc}{read_only_advice(exc)}"
         )
@@ -368,7 +368,7 @@ class NumpyBackend:
         m = batch.methods[0]
         method = study.methods[m]
         levels = dict(batch.levels)
-        values = {**levels, **study.fixed_inputs}
+        values = {**levels, **read_only_inputs(study.fixed_inputs)}
         src = TaskStreams(study, batch)
         out = Cell()
         data_func: Callable[..., Any] = study.data_func  # type: ignore[assignment]
