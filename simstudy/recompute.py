@@ -4,9 +4,10 @@ One mechanism serves ``replay`` (one task, compared with its stored
 outputs), ``verify`` (a sample of replicates, each method alone, naming the
 methods that differ) and the runner's recheck when numpy or jax changed
 since a store was made (finished tasks at every design point x method,
-each alone; refuse to mix versions if they differ, else record the
-change in the store's version log). ``task_batch`` builds the one-replicate batch of a cell with
-exactly its streams; ``differing`` names the outputs that changed.
+each alone; refuse to mix versions if they differ, else record the change
+in the store's version log). ``task_batch`` builds the one-replicate batch
+of a cell with exactly its streams; ``differing`` names the outputs that
+changed.
 
 Layers: imports ``backends, store, grid, streams, study, cube, errors`` (and
 numpy).
@@ -103,8 +104,8 @@ def recheck_versions(
     the finished ones are recomputed, each task alone (its own one-task
     batch, as ``replay`` does), and compared bit for bit: RECHECK_PER_CELL
     per cell, or more when there are few cells, so that about RECHECK_TOTAL
-    tasks are checked in all. A change the run goes on
-    with is recorded in the store's version log (``store.versionlog``).
+    tasks are checked in all. A change the run goes on with is recorded in
+    the store's version log (``store.versionlog``).
     Returns the message to show.
     """
     from simstudy.grid import points
@@ -141,9 +142,9 @@ def recheck_versions(
                 differ.append(f"{where}, output(s) {', '.join(names)}")
     if differ and not accept:
         raise StoreError(
-            f"{what} since this store was made, and finished tasks no longer "
-            f"come out the same ({differ[0]}; {len(differ)} of {checked} "
-            "task(s) recomputed differ); refusing to mix numbers from both "
+            f"{what} since this store was made or last checked, and finished "
+            f"tasks no longer come out the same ({differ[0]}; {len(differ)} of "
+            f"{checked} task(s) recomputed differ); refusing to mix numbers from both "
             "versions in one cube.",
             hint="run with the old version, or --restart to recompute everything, "
             "or --accept-version-change to go on anyway",

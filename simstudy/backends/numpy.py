@@ -2,9 +2,10 @@
 
 Data is generated once per replicate and shared by every pending method
 (common random numbers), each method getting it through a ``guard.Guard``
-(arrays read-only, other objects copied) so no method changes another's. User code is called in a tight loop that keeps the
-raw return values; checking and converting them happens afterwards per
-method, vectorised when every value has the same form (``outputs.stack``).
+(arrays read-only, other objects copied) so no method changes another's.
+User code is called in a tight loop that keeps the raw return values;
+checking and converting them happens afterwards per method, vectorised when
+every value has the same form (``outputs.stack``).
 Failures are captured as records, never raised. Pure: no I/O, no dask.
 
 Layers: imports ``backends`` (the protocol), ``outputs, results, grid,
