@@ -22,7 +22,8 @@ __all__ = ["META", "NUMBER_MAKERS", "StoreMeta", "installed", "versions"]
 META = ".simstudy"  # the folder of lock, records and checkpoints in a store
 FORMAT = 2  # 2: the method dimension is cube.METHOD (store.migrations)
 # recorded versions and settings that can change numbers: a change since the
-# store was made makes a run recompute a few finished tasks and compare
+# store was made makes a run recompute finished tasks across the store and
+# compare (recompute.recheck_versions; store.versionlog records it)
 NUMBER_MAKERS = ("numpy", "jax", "jaxlib", "jax-device", "jax-x64")
 
 
