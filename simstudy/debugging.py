@@ -3,8 +3,8 @@
 ``replay`` reruns a single (design point, replicate, method) in this
 process, as the worker ran it, and compares with the store. ``errors``
 groups a store's failures and prints the replay command of each group.
-``verify`` recomputes a sample of finished tasks and names any method that
-does not give the same numbers twice.
+``verify`` recomputes a sample of finished tasks, each alone, and names any
+method that does not give the same numbers twice.
 
 Layers: imports ``recompute, executors, backends, store, outputs, grid,
 loader, study, cube, errors, shell``.
@@ -369,8 +369,11 @@ def verify(
 ) -> Verification:
     """Recompute a random sample of finished replicates; compare bit for bit.
 
-    A method that uses global random state, the clock or unordered threads
-    gives other numbers the second time; it is named in ``differ``. Runs
+    Each finished task of a sampled replicate is recomputed alone (its own
+    one-task batch, as ``replay`` does), not in the batch order of the run.
+    A method that uses global random state, the clock or unordered threads,
+    or whose numbers depend on the methods run before it, gives other
+    numbers the second time; it is named in ``differ``. Runs
     in this process unless ``scheduler`` says otherwise.
     """
     from simstudy.executors import SCHEDULERS, make_executor, study_payload
@@ -406,9 +409,12 @@ def verify(
         )
     rng = np.random.default_rng(seed)
     chosen = sorted(rng.choice(len(rows), size=min(sample, len(rows)), replace=False))
-    every = tuple(range(len(study.methods)))
+    # each method of a sampled replicate alone, as replay computes it: a
+    # number that depends on the methods run before it in a batch differs
     batches = [
-        task_batch(study, p, grid[p], r, every) for p, r in (rows[i] for i in chosen)
+        task_batch(study, p, grid[p], r, (m,))
+        for p, r in (rows[i] for i in chosen)
+        for m in range(len(study.methods))
     ]
     specs = _stored_specs(Path(store))
     differ: dict[str, list[str]] = {}

@@ -30,6 +30,7 @@ from simstudy.atomic import write_text
 from simstudy.cube import METHOD
 from simstudy.errors import UsageError
 from simstudy.store import open_results, read_failures, read_warnings
+from simstudy.store.versionlog import notes as version_notes
 from simstudy.summary import MEASURES, RESERVED, summarize, to_records
 
 if TYPE_CHECKING:
@@ -155,6 +156,7 @@ def _study_section(cube: xr.Dataset, meta: dict[str, Any]) -> str:
             ", ".join(f"{k} {v}" for k, v in meta.get("versions", {}).items()),
         ),
         ("workers", f"{len(meta.get('workers', []))} process(es)"),
+        *(("version change", note) for note in version_notes(meta)),
     ]
     declared = meta.get("measures", {})
     if declared:

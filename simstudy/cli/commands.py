@@ -156,6 +156,10 @@ def cmd_status(args: argparse.Namespace) -> int:
         if record:
             line += _target_state(c.target)
         print(line)
+    from simstudy.store.versionlog import read_notes
+
+    for note in read_notes(store):  # more than one set of library versions
+        print(f"  versions: {note}")
     return EXIT_OK
 
 
@@ -191,7 +195,10 @@ def cmd_replay(args: argparse.Namespace) -> int:
     print(f"task {args.task}")
     if result.error is not None:
         print(user_traceback(result.error, study.source_file), end="")
-        print(f"the task raises {type(result.error).__name__}: {result.error}")
+        from simstudy.backends.guard import read_only_advice
+
+        advice = read_only_advice(result.error)
+        print(f"the task raises {type(result.error).__name__}: {result.error}{advice}")
         return EXIT_FAILED
     print(f"data: {type(result.data).__name__} {np.shape(result.data)}")
     assert result.outputs is not None

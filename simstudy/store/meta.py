@@ -22,7 +22,8 @@ __all__ = ["META", "NUMBER_MAKERS", "StoreMeta", "installed", "versions"]
 META = ".simstudy"  # the folder of lock, records and checkpoints in a store
 FORMAT = 2  # 2: the method dimension is cube.METHOD (store.migrations)
 # recorded versions and settings that can change numbers: a change since the
-# store was made makes a run recompute a few finished tasks and compare
+# store was made makes a run recompute finished tasks across the store and
+# compare (recompute.recheck_versions; store.versionlog records it)
 NUMBER_MAKERS = ("numpy", "jax", "jaxlib", "jax-device", "jax-x64")
 
 
@@ -55,7 +56,7 @@ def versions() -> dict[str, str]:
     }
 
 
-_OPTIONAL = ("outputs", "active", "target_mcse", "versions_history")
+_OPTIONAL = ("outputs", "active", "target_mcse", "versions_history", "version_log")
 
 
 @dataclass
@@ -78,6 +79,8 @@ class StoreMeta:
     active: dict[str, Any] | None = None
     target_mcse: dict[str, Any] | None = None
     versions_history: list[dict[str, str]] = field(default_factory=list)
+    # each version change a run went on with (store.versionlog)
+    version_log: list[dict[str, Any]] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod

@@ -281,12 +281,16 @@ class Store:
             if k in then and k in now and then[k] != now[k]
         }
 
-    def accept_versions(self) -> None:
-        """Record the current versions, keeping the old ones in a history."""
+    def accept_versions(self, log: dict[str, Any] | None = None) -> None:
+        """Record the current versions, keeping the old ones in a history,
+        and ``log`` (a ``versionlog.entry``) in the version log."""
         meta = self.layout.meta
         meta.versions_history.append(meta.versions)
         meta.versions = {**versions(), **self.provenance}
-        self.layout.save_meta()
+        if log is not None:
+            meta.version_log.append(log)
+        with writing(self.path):
+            self.layout.save_meta()
 
     def close(self) -> None:
         """Write what is buffered, then release the lock."""
