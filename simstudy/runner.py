@@ -589,6 +589,8 @@ def _hidden_notes(hidden: dict[str, Any]) -> tuple[str, ...]:
     ]
     if hidden["methods"]:
         parts.append(f"method {', '.join(hidden['methods'])}")
+    if hidden.get("points"):
+        parts.append(f"{hidden['points']} design point(s) outside the design")
     if not parts:
         return ()
     note = (

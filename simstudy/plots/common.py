@@ -226,11 +226,21 @@ def choose_points(
 def design_points(
     data: xr.Dataset | xr.DataArray, factors: Sequence[str]
 ) -> list[Point]:
-    """Every design point of ``data`` in grid order (first factor slowest)."""
+    """Every design point of ``data`` in grid order (first factor slowest);
+    with an ``in_design`` coordinate (``where=``), only the points in it."""
     levels = [list(data[f].values.tolist()) for f in factors]
-    return [
+    grid = [
         dict(zip(factors, combo, strict=True)) for combo in itertools.product(*levels)
     ]
+    if "in_design" not in data.coords:
+        return grid
+    inside = data["in_design"]
+    others = [d for d in inside.dims if d not in factors]
+    reduced = inside.any(others) if others else inside
+    if set(reduced.dims) != set(factors):
+        return grid
+    keep = np.asarray(reduced.transpose(*factors).values).reshape(-1)
+    return [p for p, k in zip(grid, keep, strict=True) if k]
 
 
 def label(point: Mapping[str, Any]) -> str:
