@@ -14,7 +14,7 @@ from typing import Any
 
 from simstudy.errors import EXIT_FAILED, EXIT_OK, UsageError
 from simstudy.options import FAIL_FAST
-from simstudy.progress import ProgressPrinter, duration
+from simstudy.progress import ProgressPrinter, duration, percent
 
 __all__ = ["COMMANDS"]
 
@@ -138,9 +138,11 @@ def cmd_status(args: argparse.Namespace) -> int:
     failed = sum(c.failed for c in points)
     pending = sum(c.pending for c in points)
     total = ok + failed + pending
+    # the share never rounds failures away: 99.98% ok, 9 failed
+    share = f"{percent(ok, total)} ok" + (f", {failed:,} failed" if failed else "")
     print(
         f"{store}: {ok:,} ok, {failed:,} failed, {pending:,} pending "
-        f"of {total:,} tasks ({100 * ok / max(total, 1):.1f}% ok)"
+        f"of {total:,} tasks ({share})"
     )
     if record:
         goals = ", ".join(f"{k} <= {v:g}" for k, v in record["targets"].items())

@@ -108,6 +108,7 @@ def compare(
     if new["scheme"] != "spawn" and not changes:
         same = (
             old["factors"] == new["factors"]
+            and old.get("design") == new.get("design")
             and old["replicates"] == new["replicates"]
             and list(old["methods"]) == list(new["methods"])
         )
@@ -221,6 +222,9 @@ def _adopt(layout: Layout, old: dict[str, Any], new: dict[str, Any]) -> None:
     fp["data"] = new["data"]
     fp["reach"] = {"data": new["reach"]["data"], "methods": kept}
     fp["version"] = new["version"]
+    fp.pop("design", None)  # what the positional schemes compare (hashed)
+    if new.get("design"):
+        fp["design"] = new["design"]
     if fp != layout.meta.fingerprint:
         layout.meta.fingerprint = fp
         layout.save_meta()  # after a reset: only once it is on disk
