@@ -45,7 +45,7 @@ def loops_of(values: xr.DataArray, order: Sequence[str] | None) -> list[str]:
     dims = [str(d) for d in values.dims if d != METHOD]
     if order is None:
         return dims
-    chosen = list(order)
+    chosen = [order] if isinstance(order, str) else list(order)  # one name
     if sorted(chosen) != sorted(dims):
         raise UsageError(
             f"order= must name each factor once: got {chosen}, the factors are {dims}",

@@ -27,7 +27,7 @@ import zarr
 
 from simstudy import fingerprint
 from simstudy.cube import FIXED_VARS, METHOD, REPLICATE
-from simstudy.errors import FingerprintMismatch, UsageError
+from simstudy.errors import FROM_CLI, FingerprintMismatch, UsageError, option
 from simstudy.store import seals
 from simstudy.store.chunks import ChunkedArray
 from simstudy.store.crash import crash_point
@@ -151,7 +151,8 @@ def reconcile(
     unknown = [m for m in recompute if m not in study.method_names]
     if unknown:
         raise UsageError(
-            f"--recompute {unknown[0]}: the study has no method {unknown[0]!r}.",
+            f"{option('recompute', unknown[0])}: the study has no method "
+            f"{unknown[0]!r}.",
             hint=f"methods: {', '.join(study.method_names)}",
         )
     changes = compare(old, new, ignore_methods=set(recompute))
@@ -196,17 +197,16 @@ def _mismatch(layout: Layout, changes: list[Change]) -> FingerprintMismatch:
         + "."
     )
     if all(c.method is not None for c in changes):
-        flags = " ".join(f"--recompute {m}" for m in methods)
-        listed = ", ".join(repr(m) for m in methods)
+        which = methods[0] if len(methods) == 1 else methods
         hint = (
-            f"run with {flags} to recompute only that method's results (the rest "
-            f"is kept; from Python: simstudy.run(..., recompute=[{listed}])), or "
-            "--restart to discard everything"
+            f"run with {option('recompute', which)} to recompute only that "
+            f"method's results (the rest is kept), or {option('restart')} to "
+            "discard everything"
         )
     else:
         hint = (
-            "run with --restart to discard it (simstudy.run(..., restart=True)), "
-            "or choose a new --store"
+            f"run with {option('restart')} to discard it, or choose a new "
+            f"{option('store', 'PATH') if FROM_CLI.get() else 'store='}"
         )
     return FingerprintMismatch(message, hint=hint)
 
