@@ -138,7 +138,8 @@ def test_bad_predicate_in_a_study_file_exits_2_and_writes_nothing(
 ):
     path = write(write_study, where="lambda n1, n2: n1 > 100")
     store = tmp_path / "s.zarr"
-    assert main(["run", str(path), "--store", str(store), "--no-progress"]) == 2
+    argv = ["run", str(path), "--store", str(store), "--scheduler", "synchronous"]
+    assert main([*argv, "--no-progress"]) == 2
     assert "where= keeps no design point" in capsys.readouterr().err
     assert not store.exists()
 
