@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,7 +16,8 @@ from simstudy import Study
 from simstudy.cli import main
 from simstudy.errors import FingerprintMismatch, StudyError
 from simstudy.grid import points
-from tests.helpers import assert_store_consistent
+from simstudy.store.crash import KILL_AT
+from tests.helpers import assert_store_consistent, cube_digest
 
 PAIRS = [(10, 10), (10, 40), (40, 10)]
 
@@ -244,3 +249,56 @@ def test_a_positional_scheme_refuses_a_changed_design(write_study, tmp_path):
         simstudy.run(wide, store=store, scheduler="synchronous")
     again = simstudy.run(narrow, store=store, scheduler="synchronous")
     assert again.computed == 0
+
+
+def _cli(folder, store, *args, kill=None):
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[1])
+    env.pop(KILL_AT, None)
+    if kill is not None:
+        env[KILL_AT] = kill
+    cmd = [sys.executable, "-m", "simstudy", "run", "study.py", "--store", str(store)]
+    return subprocess.run(
+        [*cmd, "--scheduler", "synchronous", "--no-progress", *args],
+        cwd=folder,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_a_kill_while_pruning_a_narrowed_design_is_finished_by_the_next_run(
+    write_study, tmp_path
+):
+    wide = write(write_study)
+    narrow_src = SOURCE.format(
+        factors=PAIRED,
+        where="\n    where=lambda n1, n2: n1 <= n2,",
+        replicates=4,
+        scheme="spawn",
+    )
+    store = tmp_path / "s.zarr"
+    assert _cli(tmp_path, store).returncode == 0
+    wide.write_text(narrow_src)
+    dead = _cli(tmp_path, store, "--prune", kill="prune:copied")
+    assert dead.returncode == -9, dead.stderr
+    again = _cli(tmp_path, store, "--prune")
+    assert again.returncode == 0, again.stderr
+    assert_store_consistent(store)
+    fresh = tmp_path / "fresh"
+    fresh.mkdir()
+    (fresh / "study.py").write_text(narrow_src)
+    simstudy.run(fresh / "study.py", store=fresh / "s.zarr", scheduler="synchronous")
+    assert cube_digest(store) == cube_digest(fresh / "s.zarr")
+
+
+def test_the_paired_example_study_runs_as_documented(tmp_path):
+    path = Path(__file__).resolve().parents[1] / "studies" / "paired.py"
+    store = tmp_path / "paired.zarr"
+    report = simstudy.run(path, store=store, scheduler="synchronous", replicates=3)
+    assert report.tasks == 5 * 3 * 2
+    ds = assert_store_consistent(store)
+    assert ds["in_design"].sel(vr=4.0).values.tolist() == [[False, True], [True, False]]
+    cells = ds.stack(point=["n1", "n2", "vr"])
+    assert cells.isel(point=cells.in_design.values).sizes["point"] == 5

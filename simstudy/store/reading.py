@@ -69,9 +69,9 @@ def open_results(
         the study's design points: everywhere for a full cross; with
         ``where=`` or factors that vary together, the other points of the
         cross were never computed (status pending, outputs NaN) and
-        ``summarize``, plots and ``status`` leave them out. Select the
-        design with ``ds.where(ds.in_design, drop=True)`` or stack it:
-        ``ds.stack(point=[...]).isel(point=ds.in_design.values.ravel())``.
+        ``summarize``, plots and ``status`` leave them out. The design
+        points alone: ``cells = ds.stack(point=[*factors])``, then
+        ``cells.isel(point=cells.in_design.values)``.
 
     Raises
     ------
