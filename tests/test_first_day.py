@@ -4,6 +4,7 @@ hints in the caller's language, and the next command after a run."""
 
 from __future__ import annotations
 
+import argparse
 import inspect
 import re
 from pathlib import Path
@@ -67,15 +68,16 @@ def median(x):
 """
 
 
-def _run_actions():
+def _run_actions() -> list[argparse.Action]:
     top = build_parser()
     sub = next(a for a in top._actions if a.dest == "command")
+    assert isinstance(sub.choices, dict)
     return [
         a for a in sub.choices["run"]._actions if a.option_strings and a.dest != "help"
     ]
 
 
-def _keyword(action) -> str:
+def _keyword(action: argparse.Action) -> str:
     """The keyword of run() a flag maps to: its dest, or the thing a
     ``--no-X`` flag turns off."""
     return "progress" if action.dest == "no_progress" else action.dest
@@ -128,7 +130,7 @@ def test_progress_and_rng_keywords_work_like_their_flags(write_study, capsys):
     meta = simstudy.open_results(path.parent / "j.zarr").attrs["simstudy"]
     assert meta["fingerprint"]["scheme"] == "pcg64-jump"
     with pytest.raises(UsageError, match="progress must be True or False"):
-        run(path, store=store, scheduler="synchronous", progress="no")
+        run(path, store=store, scheduler="synchronous", progress="no")  # type: ignore[arg-type]
 
 
 def test_one_method_name_is_a_list_of_one(write_study):
@@ -212,7 +214,9 @@ def test_plan_and_run_agree_on_the_tasks_to_run(write_study, capsys):
     def to_run(*extra):
         assert main(["plan", str(path), *argv, *extra]) == 0
         line = next(x for x in capsys.readouterr().out.splitlines() if "tasks:" in x)
-        return int(re.search(r"; ([\d,]+) to run", line).group(1).replace(",", ""))
+        found = re.search(r"; ([\d,]+) to run", line)
+        assert found is not None, line
+        return int(found.group(1).replace(",", ""))
 
     assert to_run() == 0
     assert to_run("--retry-failed") == first.failed
