@@ -307,3 +307,32 @@ def test_the_paired_example_study_runs_as_documented(tmp_path):
     assert ds["in_design"].sel(vr=4.0).values.tolist() == [[False, True], [True, False]]
     cells = ds.stack(point=["n1", "n2", "vr"])
     assert cells.isel(point=cells.in_design.values).sizes["point"] == 5
+
+
+def test_replay_refuses_a_point_outside_the_design(write_study, capsys):
+    path = write(write_study, where="lambda n1, n2: n1 <= n2")
+    task = "n1=40,n2=10,vr=1.0,replicate=0,method=welch"
+    assert main(["replay", str(path), "--task", task]) == 2
+    err = capsys.readouterr().err
+    assert "is outside the study's design" in err
+    assert "replay a design point, e.g. n1=10,n2=10,vr=1.0,replicate=0" in err
+
+
+def test_plots_and_report_show_the_design_points_alone(write_study, tmp_path):
+    from simstudy import plots
+    from simstudy.report import write_report
+
+    path = write(write_study, where="lambda n1, n2, vr: n1 != n2 or vr == 1.0")
+    store = tmp_path / "s.zarr"
+    simstudy.run(path, store=store, scheduler="synchronous")
+    cube = simstudy.open_results(store)
+    summary = simstudy.summarize(cube)
+    fig = plots.nested_loop_plot(summary, "bias")
+    dots = [ln for ln in fig.axes[0].lines if ln.get_gid() == "points:welch"]
+    assert len(dots[0].get_xdata()) == 5
+    assert "5 design points" in fig.axes[1].get_xlabel()
+    plots.lollipop_plot(summary, "bias")
+    plots.zip_plot(cube)
+    html = write_report(store, tmp_path / "r.html").read_text()
+    assert "n1=10, n2=10, vr=4.0" not in html
+    assert "n1=10, n2=40, vr=4.0" in html
