@@ -329,7 +329,7 @@ def test_plots_and_report_show_the_design_points_alone(write_study, tmp_path):
     summary = simstudy.summarize(cube)
     fig = plots.nested_loop_plot(summary, "bias")
     dots = [ln for ln in fig.axes[0].lines if ln.get_gid() == "points:welch"]
-    assert len(dots[0].get_xdata()) == 5
+    assert np.size(dots[0].get_xdata()) == 5
     assert "5 design points" in fig.axes[1].get_xlabel()
     plots.lollipop_plot(summary, "bias")
     plots.zip_plot(cube)
