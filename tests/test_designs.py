@@ -336,3 +336,11 @@ def test_plots_and_report_show_the_design_points_alone(write_study, tmp_path):
     html = write_report(store, tmp_path / "r.html").read_text()
     assert "n1=10, n2=10, vr=4.0" not in html
     assert "n1=10, n2=40, vr=4.0" in html
+
+
+def test_plan_shows_the_cross_and_the_design(write_study, capsys):
+    path = write(write_study, where="lambda n1, n2, vr: n1 != n2 or vr == 1.0")
+    assert main(["plan", str(path), "--store", str(path.parent / "s.zarr")]) == 0
+    out = capsys.readouterr().out
+    assert "= 8 point(s) in the cross, 5 in the design; 4 replicates" in out
+    assert "tasks: 20 (0 done" in out

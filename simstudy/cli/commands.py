@@ -325,10 +325,12 @@ def cmd_plan(args: argparse.Namespace) -> int:
     )
     levels = " x ".join(f"{f}: {len(v)}" for f, v in study.factors.items())
     print(f"study {study.name!r} ({args.study})")
-    kept = "" if study.design.full else f", {study.n_points:,} in the design"
     cross = math.prod(len(v) for v in study.factors.values())
+    grid = f"{study.n_points} design point(s)"
+    if not study.design.full:  # where=, or factors that vary together
+        grid = f"{cross:,} point(s) in the cross, {study.n_points:,} in the design"
     print(
-        f"  grid: {levels} = {cross:,} design point(s){kept}; "
+        f"  grid: {levels} = {grid}; "
         f"{study.replicates:,} replicates; {len(study.methods)} method(s)"
     )
     where = f"done in {store}" if store.exists() else f"done: {store} not created yet"
