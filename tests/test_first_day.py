@@ -233,3 +233,13 @@ def test_status_shows_failures_next_to_the_share(write_study, capsys):
     first = capsys.readouterr().out.splitlines()[0]
     share = percent(report.ok, report.tasks)
     assert first.endswith(f"({share} ok, {report.failed} failed)")
+
+
+def test_every_summarize_flag_but_the_output_ones_is_a_keyword_of_summarize():
+    top = build_parser()
+    sub = next(a for a in top._actions if a.dest == "command")
+    assert isinstance(sub.choices, dict)
+    output = {"format", "output", "wide", "debug", "help"}  # how it is written
+    flags = [a.dest for a in sub.choices["summarize"]._actions if a.option_strings]
+    accepted = set(inspect.signature(simstudy.summarize).parameters)
+    assert [f for f in flags if f not in output and f not in accepted] == []
