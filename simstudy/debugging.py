@@ -135,13 +135,7 @@ def parse_task(study: Study, text: str) -> tuple[int, dict[str, Level], int, int
             + (f"missing {missing}" if missing else f"unknown names {unknown}")
             + f"; a task names {names}.",
             hint="write every factor, replicate and method, e.g. --task "
-            + quote(
-                task_spec(
-                    {f: lv[0] for f, lv in study.factors.items()},
-                    0,
-                    study.method_names[0],
-                )
-            ),
+            + quote(task_spec(study.first_point, 0, study.method_names[0])),
         )
     point: dict[str, Level] = {}
     for f, levels in study.factors.items():
@@ -167,8 +161,15 @@ def parse_task(study: Study, text: str) -> tuple[int, dict[str, Level], int, int
             f"--task: method={given['method']} is not a method of the study.",
             hint=f"methods: {', '.join(map(repr, study.method_names))}",
         )
-    p = points(study).index(point)
-    return p, point, r, study.method_names.index(given["method"])
+    grid = points(study)
+    if point not in grid:
+        raise UsageError(
+            f"--task: {task_spec(point, r, given['method'])} is outside the "
+            "study's design (where=, or factors that vary together, leave it out).",
+            hint="replay a design point, e.g. "
+            + task_spec(study.first_point, r, given["method"]),
+        )
+    return grid.index(point), point, r, study.method_names.index(given["method"])
 
 
 def _matches(level: Level, given: Any) -> bool:

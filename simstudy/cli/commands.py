@@ -9,13 +9,14 @@ shell`` (each inside the command that needs it, so ``--help`` and
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from pathlib import Path
 from typing import Any
 
 from simstudy.errors import EXIT_FAILED, EXIT_OK, UsageError
 from simstudy.options import FAIL_FAST
-from simstudy.progress import ProgressPrinter, duration
+from simstudy.progress import ProgressPrinter, duration, percent
 from simstudy.shell import command, quote
 
 __all__ = ["COMMANDS"]
@@ -121,6 +122,12 @@ def _print_report(report: Any, max_errors: int | None) -> None:
             "--retry-failed reruns them; after editing the study use --restart.",
             file=err,
         )
+    if report.exit_code == EXIT_OK and not report.interrupted:
+        import shlex
+
+        # quoted: a store path with spaces pastes and runs as it is
+        store = shlex.quote(str(report.store))
+        print(f"next: python -m simstudy summarize {store}", file=err)
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -140,9 +147,11 @@ def cmd_status(args: argparse.Namespace) -> int:
     failed = sum(c.failed for c in points)
     pending = sum(c.pending for c in points)
     total = ok + failed + pending
+    # the share never rounds failures away: 99.98% ok, 9 failed
+    share = f"{percent(ok, total)} ok" + (f", {failed:,} failed" if failed else "")
     print(
         f"{store}: {ok:,} ok, {failed:,} failed, {pending:,} pending "
-        f"of {total:,} tasks ({100 * ok / max(total, 1):.1f}% ok)"
+        f"of {total:,} tasks ({share})"
     )
     if record:
         goals = ", ".join(f"{k} <= {v:g}" for k, v in record["targets"].items())
@@ -318,15 +327,28 @@ def cmd_plan(args: argparse.Namespace) -> int:
     for message in lint_study(study):
         print(f"warning: {message}", file=sys.stderr)
     store = Path(args.store) if args.store else default_store(study)
-    p = estimate(study, store=store, workers=args.workers)
+    p = estimate(
+        study, store=store, workers=args.workers, retry_failed=args.retry_failed
+    )
     levels = " x ".join(f"{f}: {len(v)}" for f, v in study.factors.items())
     print(f"study {study.name!r} ({args.study})")
+    cross = math.prod(len(v) for v in study.factors.values())
+    grid = f"{study.n_points} design point(s)"
+    if not study.design.full:  # where=, or factors that vary together
+        grid = f"{cross:,} point(s) in the cross, {study.n_points:,} in the design"
     print(
-        f"  grid: {levels} = {study.n_points} design point(s); "
+        f"  grid: {levels} = {grid}; "
         f"{study.replicates:,} replicates; {len(study.methods)} method(s)"
     )
     where = f"done in {store}" if store.exists() else f"done: {store} not created yet"
-    print(f"  tasks: {p.tasks:,} ({p.done:,} {where}; {p.tasks - p.done:,} to run)")
+    left = ""
+    if p.failed:
+        left = (
+            f", {p.failed:,} failed (rerun: --retry-failed)"
+            if not args.retry_failed
+            else f", {p.failed:,} failed to rerun"
+        )
+    print(f"  tasks: {p.tasks:,} ({p.done:,} {where}{left}; {p.to_run:,} to run)")
     print(
         f"  cube: {p.shape}, {p.values_per_task} output value(s) a task: about "
         f"{p.bytes / 2**20:,.1f} MB before compression"
@@ -346,8 +368,38 @@ def cmd_plan(args: argparse.Namespace) -> int:
             f"({per * 1e3:.3g} ms a task); the rest would take about "
             f"{duration(p.estimate)} on {p.workers} worker(s), plus ~1 s to start"
         )
+    _print_pilot_findings(p, args.study)
     print("nothing was written.")
     return EXIT_OK
+
+
+def _print_pilot_findings(p: Any, study_file: str) -> None:
+    """Pilot failures per method (grouped by message) and each distinct
+    warning once, with a count: what the run would meet, said up front."""
+    for method in dict.fromkeys(f.method for f in p.failures):
+        mine = [f for f in p.failures if f.method == method]
+        n, of = sum(f.count for f in mine), p.pilot_per_method.get(method, 0)
+        every = " (every one: a run would likely fail them all)" if n >= of else ""
+        print(f"  pilot: method {method!r}: {n} of {of} task(s) failed{every}")
+        for f in mine:
+            print(f"    {f.count} x {f.type}: {_one_line(f.message)}")
+    for w in p.warnings:
+        print(
+            f"  pilot warning ({w.count} x, method {w.method!r}): {w.type}: "
+            f"{_one_line(w.message)}"
+        )
+    if p.failures:
+        import shlex
+
+        print(
+            f"  hint: python -m simstudy replay {shlex.quote(study_file)} --task "
+            "... reruns one task here, with its traceback"
+        )
+
+
+def _one_line(text: str, most: int = 200) -> str:
+    line = " ".join(text.split())
+    return line if len(line) <= most else line[: most - 3] + "..."
 
 
 def cmd_report(args: argparse.Namespace) -> int:

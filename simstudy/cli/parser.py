@@ -317,6 +317,11 @@ def _add_other(sub: Any) -> None:
     pln.add_argument("--store", help="the store (default ./<stem>.zarr)")
     pln.add_argument("--replicates", type=_positive, metavar="N", help="as for run")
     pln.add_argument("--workers", type=_positive, help="worker processes (cores)")
+    pln.add_argument(
+        "--retry-failed",
+        action="store_true",
+        help="count failed tasks as to run, as run --retry-failed does",
+    )
     pln.add_argument("--debug", action="store_true", help="show tracebacks")
     rep = sub.add_parser("report", help="write a self-contained HTML report")
     rep.add_argument("store", help="the store (.zarr)")

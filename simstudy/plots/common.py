@@ -39,6 +39,7 @@ __all__ = [
     "choose_points",
     "decimals_for",
     "declared",
+    "design_mask",
     "design_points",
     "factors_of",
     "grid_shape",
@@ -256,11 +257,31 @@ def choose_points(
 def design_points(
     data: xr.Dataset | xr.DataArray, factors: Sequence[str]
 ) -> list[Point]:
-    """Every design point of ``data`` in grid order (first factor slowest)."""
+    """Every design point of ``data`` in grid order (first factor slowest);
+    with an ``in_design`` coordinate (``where=``), only the points in it."""
     levels = [list(data[f].values.tolist()) for f in factors]
-    return [
+    grid = [
         dict(zip(factors, combo, strict=True)) for combo in itertools.product(*levels)
     ]
+    keep = design_mask(data, factors)
+    if keep is None:
+        return grid
+    return [p for p, k in zip(grid, keep, strict=True) if k]
+
+
+def design_mask(
+    data: xr.Dataset | xr.DataArray, factors: Sequence[str]
+) -> np.ndarray[Any, Any] | None:
+    """Which points of the cross of ``factors`` (first slowest) are in the
+    study's design (the ``in_design`` coordinate); None: all of them."""
+    if "in_design" not in data.coords:
+        return None
+    inside = data["in_design"]
+    others = [d for d in inside.dims if d not in factors]
+    reduced = inside.any(others) if others else inside
+    if set(reduced.dims) != set(factors) or bool(reduced.all()):
+        return None
+    return np.asarray(reduced.transpose(*factors).values).reshape(-1)
 
 
 def label(point: Mapping[str, Any]) -> str:

@@ -56,7 +56,14 @@ def versions() -> dict[str, str]:
     }
 
 
-_OPTIONAL = ("outputs", "active", "target_mcse", "versions_history", "version_log")
+_OPTIONAL = (
+    "outputs",
+    "active",
+    "design",
+    "target_mcse",
+    "versions_history",
+    "version_log",
+)
 
 
 @dataclass
@@ -77,6 +84,9 @@ class StoreMeta:
     source_file: str | None = None
     # the levels and methods the current study has, when the store has more
     active: dict[str, Any] | None = None
+    # the current study's design points (levels in factor order) when they
+    # are not the full cross of its levels (where=, factors varying together)
+    design: list[list[Any]] | None = None
     target_mcse: dict[str, Any] | None = None
     versions_history: list[dict[str, str]] = field(default_factory=list)
     # each version change a run went on with (store.versionlog)

@@ -79,7 +79,7 @@ class Store:
         self.writer.guard = lock.check  # a run that lost its lock writes nothing
         self.repaired: list[str] = []  # damaged chunks found on open (dropped)
         # levels and methods in the store that the current study does not have
-        self.hidden: dict[str, Any] = {"levels": {}, "methods": []}
+        self.hidden: dict[str, Any] = {"levels": {}, "methods": [], "points": 0}
         # joins versions() where versions are recorded and compared
         self.provenance: dict[str, str] = dict(provenance or {})
 
@@ -150,7 +150,7 @@ class Store:
             store = cls(layout, lock, provenance)
         store.save_truth(study)
         store.hidden = reconcile.set_active(store.layout, study)
-        if prune and (store.hidden["levels"] or store.hidden["methods"]):
+        if prune and any(store.hidden.values()):
             store.flush()
             reconcile.prune(store.layout, study, lock.path)
             store = cls(Layout.open(p), lock, provenance)
