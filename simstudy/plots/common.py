@@ -10,6 +10,7 @@ Layers: imports ``cube, errors`` (plus numpy, xarray, matplotlib).
 
 from __future__ import annotations
 
+import io
 import itertools
 import json
 import math
@@ -27,8 +28,10 @@ from simstudy.errors import UsageError
 
 __all__ = [
     "COLORS",
+    "PlotFigure",
     "Point",
     "Points",
+    "add_note",
     "check_cube",
     "check_measure",
     "check_methods",
@@ -37,6 +40,7 @@ __all__ = [
     "declared",
     "design_points",
     "factors_of",
+    "fixed_levels",
     "grid_shape",
     "label",
     "measures_of",
@@ -44,10 +48,12 @@ __all__ = [
     "ok_values",
     "output_dims",
     "output_name",
+    "outside_legend",
     "plain_ticks",
     "read_points",
     "reference_value",
     "select_points",
+    "title_fixed",
     "truth_at",
     "with_mcse",
 ]
@@ -85,11 +91,37 @@ REFERENCES: dict[str, float | str] = {
 COUNTS = ("n_ok", "n_failed", "n_pending", "n_dropped")
 
 
-def new_figure(width: float, height: float, dpi: float = 100) -> Figure:
-    """A Figure on the Agg canvas with a constrained layout."""
-    fig = Figure(figsize=(width, height), dpi=dpi, layout="constrained")
+class PlotFigure(Figure):
+    """A ``matplotlib.figure.Figure`` that Jupyter shows as a picture.
+
+    Everything a Figure does works (``.savefig``, ``.axes``); as a cell's
+    value it displays inline as a PNG without ``%matplotlib inline``.
+    ``notes`` lists what the plot left out and why (e.g. a method without a
+    truth in a zip plot); the figure also prints them under its axes.
+    """
+
+    notes: list[str]
+
+    def _repr_png_(self) -> bytes:
+        buf = io.BytesIO()
+        self.savefig(buf, format="png", dpi=self.dpi)
+        return buf.getvalue()
+
+
+def new_figure(width: float, height: float, dpi: float = 100) -> PlotFigure:
+    """A PlotFigure on the Agg canvas with a constrained layout."""
+    fig = PlotFigure(figsize=(width, height), dpi=dpi, layout="constrained")
+    fig.notes = []
     FigureCanvasAgg(fig)
     return fig
+
+
+def add_note(fig: PlotFigure, note: str) -> None:
+    """Record what the figure leaves out, and print it under its axes."""
+    fig.notes.append(note)
+    fig.supxlabel(
+        "\n".join(fig.notes), fontsize="small", color="0.35", ha="left", x=0.01
+    )
 
 
 def measures_of(summary: xr.Dataset) -> list[str]:
@@ -157,11 +189,21 @@ def check_methods(
 
 def factors_of(data: xr.Dataset | xr.DataArray) -> list[str]:
     """The design factors: the dims that are neither replicate nor method."""
-    order = data.attrs.get("simstudy", {}).get("factor_order")
-    if order:
-        return [str(f) for f in order]
     dims = data.dims if isinstance(data, xr.DataArray) else data["status"].dims
+    order = data.attrs.get("simstudy", {}).get("factor_order")
+    if order:  # a factor selected down to one level (cube.sel(n=30)) is no dim
+        return [str(f) for f in order if f in dims]
     return [str(d) for d in dims if d not in (REPLICATE, METHOD)]
+
+
+def fixed_levels(data: xr.Dataset | xr.DataArray) -> Point:
+    """Factors selected down to one level (``cube.sel(n=30)``): ``{"n": 30}``."""
+    order = data.attrs.get("simstudy", {}).get("factor_order") or list(data.coords)
+    return {
+        str(f): data.coords[f].item()
+        for f in order
+        if f in data.coords and data.coords[f].ndim == 0 and f != METHOD
+    }
 
 
 def output_dims(cube: xr.Dataset, output: str) -> list[str]:
@@ -254,7 +296,8 @@ def truth_at(cube: xr.Dataset, output: str, point: Mapping[str, Any]) -> float |
     stored = meta.get("truth") if isinstance(meta, Mapping) else None
     if not stored:
         return None
-    entry = stored.get(json.dumps(dict(point), sort_keys=True), {})
+    full = {**fixed_levels(cube), **point}
+    entry = stored.get(json.dumps(full, sort_keys=True), {})
     value = entry.get(output) if isinstance(entry, Mapping) else None
     if value is None or isinstance(value, list | dict):
         return None
@@ -382,3 +425,31 @@ def read_points(
     once (a few variables of the chosen points, not the whole cube)."""
     cube, grid = choose_points(cube, points, factors_of(cube))
     return cube[sorted({"status", *outputs})].load(), grid
+
+
+def outside_legend(fig: Figure, lines: Sequence[Any], off: Any = ()) -> None:
+    """The methods' legend above every axes, in as many columns as fit the
+    figure's width (rows otherwise): no entry is ever cut off."""
+    marked = [x for x in lines if str(x.get_gid() or "").startswith("points:")]
+    if not marked:
+        return
+    labels = [str(x.get_label()) for x in marked]
+    entry = 0.45 + 0.068 * max(len(t) for t in labels)  # inches, small font
+    columns = max(1, min(len(labels), int(fig.get_figwidth() // entry)))
+    fig.legend(
+        marked,
+        labels,
+        loc="outside upper center",
+        ncols=columns,
+        fontsize="small",
+        frameon=False,
+    )
+
+
+def title_fixed(fig: Figure, data: xr.Dataset | xr.DataArray) -> None:
+    """Name the factors selected down to one level (``n=30``) on top."""
+    fixed = fixed_levels(data)
+    if fixed and fig.legends:  # a suptitle would sit on the figure's legend
+        fig.legends[0].set_title(label(fixed), prop={"size": "small"})
+    elif fixed:
+        fig.suptitle(label(fixed), fontsize="medium")

@@ -17,22 +17,32 @@ from typing import Any
 import numpy as np
 import xarray as xr
 from matplotlib.axes import Axes
-from matplotlib.figure import Figure
 from matplotlib.image import AxesImage
 
 from simstudy.cube import METHOD
 from simstudy.errors import UsageError
 from simstudy.plots.common import (
     COLORS,
+    PlotFigure,
+    add_note,
     check_measure,
     check_methods,
     design_points,
     label,
     new_figure,
+    outside_legend,
     plain_ticks,
     reference_value,
     select_points,
+    title_fixed,
     with_mcse,
+)
+from simstudy.plots.scales import (
+    BOUNDED,
+    check_scale,
+    limits,
+    mark_off_scale,
+    outliers,
 )
 
 __all__ = ["heatmap", "lollipop_plot", "nested_loop_plot"]
@@ -70,10 +80,12 @@ def nested_loop_plot(
     *,
     methods: str | Sequence[str] | None = None,
     order: Sequence[str] | None = None,
+    split: str | None = None,
+    scale: str = "auto",
     mcse: bool = True,
     ylim: tuple[float, float] | None = None,
     size: tuple[float, float] | None = None,
-) -> Figure:
+) -> PlotFigure:
     """Nested-loop plot (Rücker & Schwarzer 2014) of one measure.
 
     Every design point on one axis, ordered by the factors (the first in
@@ -84,30 +96,44 @@ def nested_loop_plot(
     Parameters
     ----------
     summary : xr.Dataset
-        What ``simstudy.summarize(cube)`` returns.
+        What ``simstudy.summarize(cube)`` returns (factors selected down to
+        one level, ``summary.sel(n=30)``, are shown in the title).
     measure : str
         A measure in the summary, e.g. ``"coverage"`` or ``"bias"``.
     methods : str or list of str, optional
         The methods to draw (default: all).
     order : list of str, optional
         The factors, outermost loop first (default: the study's order).
+    split : str, optional
+        A factor: one panel per level, each with its own y scale and
+        reference line (e.g. ``split="delta"``: type I error at delta=0
+        beside power at delta=0.5).
+    scale : {"auto", "linear", "symlog"}
+        ``"auto"``: linear, but a method 1000 times further from the
+        reference than the others (an exploding model SE) is drawn off
+        scale (arrow heads at the edge, labelled with its values) rather
+        than flatten them; shares (coverage, power, rates) stay on 0-1.
+        ``"symlog"``: every method on a symmetric log axis.
     mcse : bool
         Draw the ±1.96 MCSE band.
     ylim : (float, float), optional
-        Fix the measure's axis (to share it between figures).
+        Fix the measure's axis (to share it between figures); values
+        outside are marked at the edge.
     size : (float, float), optional
         Figure width and height in inches.
 
     Returns
     -------
-    matplotlib.figure.Figure
-        Axes 0 holds the measure (lines with gid ``points:<method>``), axes 1
-        the factor levels (lines with gid ``loop:<factor>``).
+    PlotFigure
+        A ``matplotlib.figure.Figure``. Per panel, an axes of the measure
+        (lines with gid ``points:<method>``, ``offscale:<method>`` for
+        values off scale) and an axes of the factor levels (gid
+        ``loop:<factor>``). ``fig.notes`` says which methods are off scale.
 
     Raises
     ------
     UsageError
-        An unknown measure, method or factor.
+        An unknown measure, method, factor or scale.
 
     Examples
     --------
@@ -116,30 +142,61 @@ def nested_loop_plot(
     """
     values = check_measure(summary, measure)
     chosen = check_methods(summary, methods)
-    loops = loops_of(values, order)
-    points = design_points(values, loops)
-    x = np.arange(1, len(points) + 1, dtype=float)
-    width = min(12.0, max(5.0, 3.5 + 0.1 * len(points)))
-    fig = new_figure(*(size or (width, 3.4 + 0.32 * len(loops))))
-    top, bottom = fig.subplots(
-        2, 1, sharex=True, height_ratios=[3.0, 0.45 * max(len(loops), 1) + 0.2]
+    check_scale(scale)
+    panels = split_panels(summary, split)
+    loops = loops_of(values.isel({split: 0}) if split else values, order)
+    n_points = len(design_points(values, loops))
+    width = min(12.0, max(5.0, 3.5 + 0.1 * n_points))
+    fig = new_figure(
+        *(size or (min(20.0, width * len(panels)), 3.6 + 0.32 * len(loops)))
     )
-    _draw_measure(top, summary, measure, chosen, loops, mcse=mcse)
-    top.set_ylabel(measure)
-    if ylim is not None:
-        top.set_ylim(*ylim)
-    top.legend(  # above the axes: never over the data
-        fontsize="small",
-        ncols=min(len(chosen), 5),
-        loc="lower left",
-        bbox_to_anchor=(0.0, 1.0),
-        frameon=False,
-        borderaxespad=0.2,
-    )
-    top.grid(axis="y", color="0.92")
-    plain_ticks(top)
-    _draw_loops(bottom, values, loops, x)
+    targets = fig.subfigures(1, len(panels), squeeze=False)[0] if split else [fig]
+    off: dict[str, None] = {}
+    for target, (title, part) in zip(targets, panels, strict=True):
+        top, bottom = target.subplots(
+            2, 1, sharex=True, height_ratios=[3.0, 0.45 * max(len(loops), 1) + 0.2]
+        )
+        off.update(
+            dict.fromkeys(
+                _draw_measure(
+                    top, part, measure, chosen, loops, mcse=mcse, scale=scale, ylim=ylim
+                )
+            )
+        )
+        top.set_ylabel(measure)
+        top.grid(axis="y", color="0.92")
+        plain_ticks(top)
+        _draw_loops(bottom, part[measure], loops, np.arange(1, n_points + 1.0))
+        if title:
+            target.suptitle(title, fontsize="medium")
+    outside_legend(fig, [*targets[0].axes[0].get_lines()], off)
+    title_fixed(fig, summary)
+    if off:
+        add_note(
+            fig,
+            f"off scale (arrow heads, labelled): {', '.join(off)}; "
+            "scale='symlog' draws every method",
+        )
     return fig
+
+
+def split_panels(
+    summary: xr.Dataset, split: str | None
+) -> list[tuple[str, xr.Dataset]]:
+    """One (title, summary) per level of ``split`` (one untitled without)."""
+    if split is None:
+        return [("", summary)]
+    factors = [str(d) for d in summary.dims if d != METHOD]
+    if split not in factors:
+        raise UsageError(
+            f"split={split!r} is not a factor of this summary; its factors are: "
+            f"{', '.join(factors) or 'none'}",
+            hint="pass split= with one of those names",
+        )
+    return [
+        (f"{split}={level}", summary.sel({split: level}))
+        for level in summary[split].values.tolist()
+    ]
 
 
 def _draw_measure(
@@ -150,31 +207,69 @@ def _draw_measure(
     loops: list[str],
     *,
     mcse: bool,
-) -> None:
-    """Step lines, dots and MCSE bands of each method, and the reference."""
+    scale: str,
+    ylim: tuple[float, float] | None,
+) -> list[str]:
+    """Step lines, dots and MCSE bands of each method, and the reference;
+    return the methods drawn off scale."""
     x = np.arange(1, int(np.prod([summary[measure].sizes[d] for d in loops])) + 1)
+    ref = reference_value(measure, summary.attrs)
+    series = {m: _series(summary, measure, m, loops) for m in chosen}
+    bands = {
+        m: Z95 * _series(summary, f"{measure}_mcse", m, loops)
+        if mcse and f"{measure}_mcse" in summary.data_vars
+        else np.zeros(len(x))
+        for m in chosen
+    }
+    off = outliers(series, ref) if scale == "auto" and measure not in BOUNDED else []
     for j, m in enumerate(chosen):
         color = COLORS[j % len(COLORS)]
-        y = _series(summary, measure, m, loops)
+        y = series[m]
         if not np.isfinite(y).any():  # e.g. coverage of a method without intervals
             continue
-        if mcse and f"{measure}_mcse" in summary.data_vars:
-            e = Z95 * _series(summary, f"{measure}_mcse", m, loops)
+        e = np.nan_to_num(bands[m])
+        if m not in off:
             top.fill_between(x, y - e, y + e, step="mid", color=color, alpha=0.15, lw=0)
-        top.step(
-            x,
-            y,
-            where="mid",
-            color=color,
-            lw=min(1.2 + 0.6 * (len(chosen) - 1 - j), 2.4),
-        )
+        if m not in off:  # an off-scale line would only cross the axes
+            top.step(
+                x,
+                y,
+                where="mid",
+                color=color,
+                lw=min(1.2 + 0.6 * (len(chosen) - 1 - j), 2.4),
+            )
         # earlier methods get larger dots, so equal values stay visible
         base, step = (3.5, 2.0) if len(x) <= 24 else (2.2, 1.2)  # many points: small
         dot = base + step * (len(chosen) - 1 - j)
-        top.plot(x, y, "o", ms=dot, color=color, label=m, gid=f"points:{m}")
-    ref = reference_value(measure, summary.attrs)
+        shown = f"{m} (off scale)" if m in off else m
+        top.plot(x, y, "o", ms=dot, color=color, label=shown, gid=f"points:{m}")
     if ref is not None:
         top.axhline(ref, color="0.25", ls=":", lw=1.2, gid="reference", zorder=0)
+    if scale == "symlog":
+        finite = np.abs(np.concatenate(list(series.values())))
+        finite = finite[np.isfinite(finite) & (finite > 0)]
+        top.set_yscale(
+            "symlog", linthresh=float(np.quantile(finite, 0.1)) if finite.size else 1.0
+        )
+        return []
+    kept = [series[m] + s * bands[m] for m in chosen if m not in off for s in (-1, 1)]
+    span = ylim or (limits(kept, [] if ref is None else [ref]) if off else None)
+    if span is not None:
+        top.set_ylim(*span)
+        for j, m in enumerate(chosen):
+            if (
+                mark_off_scale(
+                    top,
+                    x,
+                    series[m],
+                    COLORS[j % len(COLORS)],
+                    f"offscale:{m}",
+                    annotate=len(x) <= 12,
+                )
+                and m not in off
+            ):
+                off.append(m)
+    return off
 
 
 def _draw_loops(
@@ -217,7 +312,7 @@ def lollipop_plot(
     points: Mapping[str, Any] | None = None,
     mcse: bool = True,
     size: tuple[float, float] | None = None,
-) -> Figure:
+) -> PlotFigure:
     """Lollipop (forest) plot: a measure per design point and method.
 
     One row per design point and method on one shared axis: a stick from
@@ -241,8 +336,8 @@ def lollipop_plot(
 
     Returns
     -------
-    matplotlib.figure.Figure
-        One axes; each method's values are the line with gid
+    PlotFigure
+        A ``matplotlib.figure.Figure`` with one axes; each method's values are the line with gid
         ``points:<method>``.
 
     Raises
@@ -263,26 +358,50 @@ def lollipop_plot(
     fig = new_figure(*(size or (6.0, min(40.0, 1.2 + 0.22 * rows))))
     ax = fig.subplots()
     ref = reference_value(measure, summary.attrs)
+    series = {m: _series(summary, measure, m, loops) for m in chosen}
+    off = outliers(series, ref) if measure not in BOUNDED else []
+    kept = []
     for j, m in enumerate(chosen):
         color = COLORS[j % len(COLORS)]
-        y = _series(summary, measure, m, loops)
+        y = series[m]
         e = Z95 * _series(summary, f"{measure}_mcse", m, loops)
         pos = np.arange(len(grid)) * (len(chosen) + 1) + j
         if not np.isfinite(y).any():  # e.g. coverage of a method without intervals
             continue
         if ref is not None:  # the lollipop's stick: from the reference
             ax.hlines(pos, ref, y, color=color, lw=0.8, alpha=0.5)
-        if mcse:
+        if mcse and m not in off:
             ax.errorbar(y, pos, xerr=e, fmt="none", ecolor=color, capsize=3, lw=1.8)
-        ax.plot(y, pos, "o", color=color, ms=5, label=m, gid=f"points:{m}")
+            kept += [y - np.nan_to_num(e), y + np.nan_to_num(e)]
+        shown = f"{m} (off scale)" if m in off else m
+        ax.plot(y, pos, "o", color=color, ms=5, label=shown, gid=f"points:{m}")
     if ref is not None:
         ax.axvline(ref, color="0.25", ls=":", lw=1.2, gid="reference")
+    if off:  # limits of the kept methods; the others marked at the edge
+        span = limits(
+            kept or [series[m] for m in chosen if m not in off],
+            [] if ref is None else [ref],
+        )
+        if span is not None:
+            ax.set_xlim(*span)
+        for j, m in enumerate(chosen):
+            pos = np.arange(len(grid)) * (len(chosen) + 1) + j
+            mark_off_scale(
+                ax,
+                pos,
+                series[m],
+                COLORS[j % len(COLORS)],
+                f"offscale:{m}",
+                vertical=False,
+            )
+        add_note(fig, f"off scale (arrow heads, labelled): {', '.join(off)}")
     centres = np.arange(len(grid)) * (len(chosen) + 1) + (len(chosen) - 1) / 2
     ax.set_yticks(centres, [label(p) for p in grid], fontsize="small")
     ax.set_ylim(centres[-1] + len(chosen) / 2 + 0.5, -1)
     ax.set_xlabel(measure)
     ax.grid(axis="x", color="0.92")
-    ax.legend(fontsize="small", loc="best")
+    outside_legend(fig, ax.get_lines())
+    title_fixed(fig, summary)
     plain_ticks(ax)
     return fig
 
@@ -295,7 +414,7 @@ def heatmap(
     order: Sequence[str] | None = None,
     annotate: bool | None = None,
     size: tuple[float, float] | None = None,
-) -> Figure:
+) -> PlotFigure:
     """Heat map of a measure: design points (rows) by methods (columns).
 
     Measures with a reference (bias, coverage, rejection, ...) use a
@@ -320,8 +439,10 @@ def heatmap(
 
     Returns
     -------
-    matplotlib.figure.Figure
-        The map, then its colour bar.
+    PlotFigure
+        A ``matplotlib.figure.Figure``: the map, then its colour bar (its
+        range is that of the methods on scale: cells of an off-scale method
+        saturate, their values written in them).
 
     Raises
     ------
@@ -346,7 +467,15 @@ def heatmap(
     )
     ax = fig.subplots()
     ref = reference_value(measure, summary.attrs)
-    image = _paint(ax, table, ref)
+    off = (
+        outliers({m: table[:, j] for j, m in enumerate(chosen)}, ref)
+        if measure not in BOUNDED
+        else []
+    )
+    kept = table[:, [j for j, m in enumerate(chosen) if m not in off]]
+    image = _paint(ax, table, kept, ref)
+    if off:
+        add_note(fig, f"colours saturate for {', '.join(off)} (off scale)")
     if annotate if annotate is not None else table.size <= 400:
         for (i, j), v in np.ndenumerate(table):
             ax.text(
@@ -361,16 +490,25 @@ def heatmap(
     ax.set_xticks(range(len(chosen)), chosen)
     ax.xaxis.tick_top()
     ax.set_yticks(range(len(grid)), [label(p) for p in grid], fontsize="small")
-    fig.colorbar(image, ax=ax, label=measure, shrink=0.8)
+    fig.colorbar(
+        image, ax=ax, label=measure, shrink=0.8, extend="both" if off else "neither"
+    )
+    title_fixed(fig, summary)
     return fig
 
 
-def _paint(ax: Axes, table: np.ndarray, ref: float | None) -> AxesImage:
-    """Colour the cells: diverging about the reference when there is one."""
-    finite = table[np.isfinite(table)]
+def _paint(
+    ax: Axes, table: np.ndarray, kept: np.ndarray, ref: float | None
+) -> AxesImage:
+    """Colour the cells: diverging about the reference when there is one;
+    the colour range is that of the ``kept`` (not off-scale) columns."""
+    finite = kept[np.isfinite(kept)]
     if ref is not None and finite.size:
         span = float(np.max(np.abs(finite - ref))) or 1.0
         return ax.imshow(
             table, cmap="RdBu_r", vmin=ref - span, vmax=ref + span, aspect="auto"
         )
+    if finite.size:
+        lo, hi = float(finite.min()), float(finite.max())
+        return ax.imshow(table, cmap="viridis", vmin=lo, vmax=hi, aspect="auto")
     return ax.imshow(table, cmap="viridis", aspect="auto")
