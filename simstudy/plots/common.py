@@ -53,6 +53,7 @@ __all__ = [
     "read_points",
     "reference_value",
     "select_points",
+    "subset",
     "title_fixed",
     "truth_at",
     "with_mcse",
@@ -101,6 +102,7 @@ class PlotFigure(Figure):
     """
 
     notes: list[str]
+    xlabel: str = ""
 
     def _repr_png_(self) -> bytes:
         buf = io.BytesIO()
@@ -118,10 +120,10 @@ def new_figure(width: float, height: float, dpi: float = 100) -> PlotFigure:
 
 def add_note(fig: PlotFigure, note: str) -> None:
     """Record what the figure leaves out, and print it under its axes."""
+    if not fig.notes:  # a shared x label (the zip plot's) stays on top
+        fig.xlabel = fig.get_supxlabel()
     fig.notes.append(note)
-    fig.supxlabel(
-        "\n".join(fig.notes), fontsize="small", color="0.35", ha="left", x=0.01
-    )
+    fig.supxlabel("\n".join([fig.xlabel, *fig.notes]).strip(), fontsize="small")
 
 
 def measures_of(summary: xr.Dataset) -> list[str]:
@@ -228,14 +230,45 @@ def select_points(
             )
         levels = list(data[f].values.tolist())
         wanted = list(want) if isinstance(want, list | tuple) else [want]
-        for v in wanted:
-            if v not in levels:
-                raise UsageError(
-                    f"factor {f!r} has no level {v!r}; its levels are: {levels}",
-                    hint="pick levels from that list",
-                )
-        where[f] = wanted
+        where[f] = [_level(f, levels, v) for v in wanted]
     return data.sel(where)
+
+
+def _level(factor: str, levels: list[Any], given: Any) -> Any:
+    """The level ``given`` names: itself, or its text (``"0"`` for 0.0, as
+    the command line gives it)."""
+    for level in levels:
+        if level == given or str(level) == str(given):
+            return level
+    if isinstance(given, str):
+        try:
+            number = float(given)
+        except ValueError:
+            number = None
+        for level in levels:
+            if (
+                number is not None
+                and isinstance(level, int | float)
+                and level == number
+            ):
+                return level
+    raise UsageError(
+        f"factor {factor!r} has no level {given!r}; its levels are: {levels}",
+        hint="pick levels from that list",
+    )
+
+
+def subset(
+    cube: xr.Dataset,
+    *,
+    methods: str | Sequence[str] | None = None,
+    points: Mapping[str, Any] | None = None,
+) -> xr.Dataset:
+    """The cube cut down to some methods and levels (``{"n": [20, 50]}``;
+    a level may be given as text, ``"20"``), each one checked."""
+    if methods is not None:
+        cube = cube.sel({METHOD: check_methods(cube, methods)})
+    return select_points(cube, points, factors_of(cube))
 
 
 def choose_points(
