@@ -483,6 +483,6 @@ def title_fixed(fig: Figure, data: xr.Dataset | xr.DataArray) -> None:
     """Name the factors selected down to one level (``n=30``) on top."""
     fixed = fixed_levels(data)
     if fixed and fig.legends:  # a suptitle would sit on the figure's legend
-        fig.legends[0].set_title(label(fixed), prop={"size": "small"})
+        fig.legends[0].set_title(label(fixed))
     elif fixed:
         fig.suptitle(label(fixed), fontsize="medium")

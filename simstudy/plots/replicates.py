@@ -18,7 +18,6 @@ from typing import Any, Literal
 
 import numpy as np
 import xarray as xr
-from matplotlib.figure import Figure
 
 from simstudy.errors import UsageError
 from simstudy.plots.common import (
@@ -207,7 +206,7 @@ def _dots(ax: Any, x: np.ndarray, y: np.ndarray, m: str) -> None:
 
 def _pair_axes(
     rows: int, cols: int, share: Literal["row"] | bool = False
-) -> tuple[Figure, np.ndarray]:
+) -> tuple[PlotFigure, np.ndarray]:
     fig = new_figure(min(2.8 * cols + 0.6, 20), min(2.6 * rows + 0.6, 30))
     return fig, np.asarray(fig.subplots(rows, cols, squeeze=False, sharey=share))
 
