@@ -103,7 +103,7 @@ def write_report(
         )
     summary = summarize(cube, **options)
     records = to_records(summary)
-    failures = read_failures(store)
+    failures = _within(read_failures(store), cube)
     parts = [
         (
             f"<!doctype html><html lang=en><head><meta charset=utf-8>"
@@ -118,13 +118,28 @@ def write_report(
         _replicate_sections(cube, split, options),
         _timeline(cube, meta),
         _failures_section(failures, cube),
-        _warnings_section(read_warnings(store), cube),
+        _warnings_section(_within(read_warnings(store), cube), cube),
         "</body></html>",
     ]
     path = Path(output)
     path.write_text("\n".join(parts), encoding="utf-8")
     cube.close()
     return path
+
+
+def _within(records: list[dict[str, Any]], cube: xr.Dataset) -> list[dict[str, Any]]:
+    """The failure or warning records of the cube's methods and levels (all
+    of them unless --methods or --points cut the cube down)."""
+    from simstudy.plots.common import factors_of
+
+    keep = {f: set(cube[f].values.tolist()) for f in factors_of(cube)}
+    keep[METHOD] = set(cube[METHOD].values.tolist())
+    return [
+        r
+        for r in records
+        if str(r["method"]) in keep[METHOD]
+        and all(r.get(f) in levels for f, levels in keep.items() if f != METHOD)
+    ]
 
 
 def _e(x: Any) -> str:
@@ -555,6 +570,12 @@ def failure_rates(summary: xr.Dataset) -> str:
     warning_rate); a failure ledger by kind replaces it in one place."""
     from simstudy.plots.common import design_points, label
 
+    if "failure_rate" not in summary.data_vars and "n_failed" in summary.data_vars:
+        done = summary["n_ok"] + summary["n_failed"]  # --measures left it out
+        p = summary["n_failed"] / done.where(done > 0)
+        summary = summary.assign(
+            failure_rate=p, failure_rate_mcse=np.sqrt(p * (1 - p) / done)
+        )
     rates = [v for v in ("failure_rate", "warning_rate") if v in summary.data_vars]
     title = "<h2>Failures and warnings by design point and method</h2>"
     if not rates:
