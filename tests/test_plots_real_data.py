@@ -136,7 +136,7 @@ def test_every_summary_plot_accepts_a_selected_summary(summary, draw):
 def test_a_zip_plot_of_a_selected_cube_finds_the_truth(cube):
     fig = plots.zip_plot(cube.sel(delta=0.5), methods=["wald"])
     truths = {
-        float(line.get_xdata()[0])
+        float(np.asarray(line.get_xdata())[0])
         for ax in fig.axes
         for line in ax.lines
         if line.get_gid() == "truth"
@@ -238,8 +238,10 @@ def test_split_draws_one_panel_per_level_each_with_its_reference(summary):
     for sub in fig.subfigs:
         top = sub.axes[0]
         refs = [line for line in top.lines if line.get_gid() == "reference"]
-        assert [float(r.get_ydata()[0]) for r in refs] == [0.05]
-        assert len(top.lines[0].get_xdata()) == 2  # n=10, n=30 in each panel
+        assert [float(np.asarray(r.get_ydata())[0]) for r in refs] == [0.05]
+        assert (
+            np.asarray(top.lines[0].get_xdata()).size == 2
+        )  # n=10, n=30 in each panel
     with pytest.raises(UsageError, match="split='m' is not a factor"):
         plots.nested_loop_plot(summary, "power", split="m")
 
