@@ -1,12 +1,13 @@
 """Plots of a summary: nested-loop plot, lollipop (forest) plot, heat map.
 
 Each takes the ``xr.Dataset`` that ``simstudy.summarize`` returns and one
-measure name, draws every method on one shared scale with the measure's
+measure name, draws the methods on one shared scale with the measure's
 reference line (0 for bias, the nominal level for coverage, alpha for
-rejection), and returns a ``matplotlib.figure.Figure``.
+rejection), a method 1000 times further off drawn off scale and marked
+(``plots.scales``), and returns a ``PlotFigure``.
 
-Layers: imports ``plots.common, cube, errors`` (plus numpy, xarray,
-matplotlib).
+Layers: imports ``plots.common, plots.scales, cube, errors`` (plus numpy,
+xarray, matplotlib).
 """
 
 from __future__ import annotations
