@@ -469,9 +469,17 @@ def outside_legend(fig: Figure, lines: Sequence[Any], off: Any = ()) -> None:
     labels = [str(x.get_label()) for x in marked]
     entry = 0.45 + 0.068 * max(len(t) for t in labels)  # inches, small font
     columns = max(1, min(len(labels), int(fig.get_figwidth() // entry)))
+    rows = math.ceil(len(labels) / columns)
+    # matplotlib fills a legend column by column: reorder to read in rows
+    order = [
+        r * columns + j
+        for j in range(columns)
+        for r in range(rows)
+        if r * columns + j < len(labels)
+    ]
     fig.legend(
-        marked,
-        labels,
+        [marked[i] for i in order],
+        [labels[i] for i in order],
         loc="outside upper center",
         ncols=columns,
         fontsize="small",
