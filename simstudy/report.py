@@ -101,6 +101,7 @@ def write_report(
             f"{', '.join(factors_of(cube)) or 'none'}",
             hint="pass --split with one of those names",
         )
+    options = {k: v for k, v in options.items() if v is not None}  # defaults
     summary = summarize(cube, **options)
     records = to_records(summary)
     failures = _within(read_failures(store), cube)
