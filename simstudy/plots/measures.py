@@ -168,6 +168,8 @@ def nested_loop_plot(
         top.grid(axis="y", color="0.92")
         plain_ticks(top)
         _draw_loops(bottom, part[measure], loops, np.arange(1, n_points + 1.0))
+        if not loops:  # every factor split or selected: no levels to step
+            bottom.set_axis_off()
         if title:
             target.suptitle(title, fontsize="medium")
     outside_legend(fig, [*targets[0].axes[0].get_lines()], off)
@@ -229,7 +231,11 @@ def _draw_measure(
         if not np.isfinite(y).any():  # e.g. coverage of a method without intervals
             continue
         e = np.nan_to_num(bands[m])
-        if m not in off:
+        if m not in off and len(x) == 1:  # one point: a band would have no width
+            side = x + 0.08 * (j - (len(chosen) - 1) / 2)  # side by side
+            top.errorbar(side, y, yerr=e, fmt="none", ecolor=color, capsize=4, lw=1.5)
+            top.set_xlim(0.5, 1.5)
+        elif m not in off:
             top.fill_between(x, y - e, y + e, step="mid", color=color, alpha=0.15, lw=0)
         if m not in off:  # an off-scale line would only cross the axes
             top.step(
@@ -243,7 +249,8 @@ def _draw_measure(
         base, step = (3.5, 2.0) if len(x) <= 24 else (2.2, 1.2)  # many points: small
         dot = base + step * (len(chosen) - 1 - j)
         shown = f"{m} (off scale)" if m in off else m
-        top.plot(x, y, "o", ms=dot, color=color, label=shown, gid=f"points:{m}")
+        at = x if len(x) > 1 else x + 0.08 * (j - (len(chosen) - 1) / 2)
+        top.plot(at, y, "o", ms=dot, color=color, label=shown, gid=f"points:{m}")
     if ref is not None:
         top.axhline(ref, color="0.25", ls=":", lw=1.2, gid="reference", zorder=0)
     if scale == "symlog":
