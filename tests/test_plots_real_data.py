@@ -247,6 +247,16 @@ def test_split_draws_one_panel_per_level_each_with_its_reference(summary):
         plots.nested_loop_plot(summary, "power", split="m")
 
 
+@pytest.mark.parametrize(
+    "draw", [plots.lollipop_plot, plots.heatmap], ids=["lollipop", "heatmap"]
+)
+def test_lollipop_and_heat_map_split_too(summary, draw):
+    fig = draw(summary, "modelse", split="delta")
+    assert [sub.get_suptitle() for sub in fig.subfigs] == ["delta=0.0", "delta=0.5"]
+    assert any("logit" in n for n in fig.notes)  # off scale, said once
+    assert len(fig.notes) == 1
+
+
 def test_a_figure_is_a_matplotlib_figure_with_a_png_repr(summary):
     fig = plots.heatmap(summary, "bias")
     assert isinstance(fig, Figure)

@@ -318,6 +318,7 @@ def lollipop_plot(
     *,
     methods: str | Sequence[str] | None = None,
     points: Mapping[str, Any] | None = None,
+    split: str | None = None,
     mcse: bool = True,
     size: tuple[float, float] | None = None,
 ) -> PlotFigure:
@@ -337,6 +338,8 @@ def lollipop_plot(
         The methods to draw (default: all).
     points : dict, optional
         Keep only these levels, e.g. ``{"n": [20, 100]}``.
+    split : str, optional
+        A factor: one panel per level, each on its own scale.
     mcse : bool
         Draw the ±1.96 MCSE bars.
     size : (float, float), optional
@@ -361,10 +364,35 @@ def lollipop_plot(
     chosen = check_methods(summary, methods)
     loops = [str(d) for d in summary[measure].dims if d != METHOD]
     summary = select_points(summary, points, loops)
+    panels = split_panels(summary, split)
+    loops = [f for f in loops if f != split]
+    rows = len(design_points(panels[0][1][measure], loops)) * len(chosen)
+    width = 6.0 if split is None else min(20.0, 4.2 * len(panels))
+    fig = new_figure(*(size or (width, min(40.0, 1.4 + 0.22 * rows))))
+    targets = fig.subfigures(1, len(panels), squeeze=False)[0] if split else [fig]
+    off: dict[str, None] = {}
+    for target, (title, part) in zip(targets, panels, strict=True):
+        ax = target.subplots()
+        off.update(dict.fromkeys(_lollipops(ax, part, measure, chosen, loops, mcse)))
+        if title:
+            target.suptitle(title, fontsize="medium")
+    outside_legend(fig, targets[0].axes[0].get_lines())
+    title_fixed(fig, summary)
+    if off:
+        add_note(fig, f"off scale (arrow heads, labelled): {', '.join(off)}")
+    return fig
+
+
+def _lollipops(
+    ax: Axes,
+    summary: xr.Dataset,
+    measure: str,
+    chosen: list[str],
+    loops: list[str],
+    mcse: bool,
+) -> list[str]:
+    """One panel of lollipops; return the methods drawn off scale."""
     grid = design_points(summary[measure], loops)
-    rows = len(grid) * len(chosen)
-    fig = new_figure(*(size or (6.0, min(40.0, 1.2 + 0.22 * rows))))
-    ax = fig.subplots()
     ref = reference_value(measure, summary.attrs)
     series = {m: _series(summary, measure, m, loops) for m in chosen}
     off = outliers(series, ref) if measure not in BOUNDED else []
@@ -402,16 +430,13 @@ def lollipop_plot(
                 f"offscale:{m}",
                 vertical=False,
             )
-        add_note(fig, f"off scale (arrow heads, labelled): {', '.join(off)}")
     centres = np.arange(len(grid)) * (len(chosen) + 1) + (len(chosen) - 1) / 2
     ax.set_yticks(centres, [label(p) for p in grid], fontsize="small")
     ax.set_ylim(centres[-1] + len(chosen) / 2 + 0.5, -1)
     ax.set_xlabel(measure)
     ax.grid(axis="x", color="0.92")
-    outside_legend(fig, ax.get_lines())
-    title_fixed(fig, summary)
     plain_ticks(ax)
-    return fig
+    return off
 
 
 def heatmap(
@@ -420,6 +445,7 @@ def heatmap(
     *,
     methods: str | Sequence[str] | None = None,
     order: Sequence[str] | None = None,
+    split: str | None = None,
     annotate: bool | None = None,
     size: tuple[float, float] | None = None,
 ) -> PlotFigure:
@@ -440,6 +466,8 @@ def heatmap(
         The methods (columns) to draw (default: all).
     order : list of str, optional
         The factors, outermost first, that order the rows.
+    split : str, optional
+        A factor: one map per level, each with its own colour scale.
     annotate : bool, optional
         Write each cell's value (default: when there are at most 400 cells).
     size : (float, float), optional
@@ -464,16 +492,40 @@ def heatmap(
     """
     values = check_measure(summary, measure)
     chosen = check_methods(summary, methods)
-    loops = loops_of(values, order)
-    grid = design_points(values, loops)
+    panels = split_panels(summary, split)
+    loops = loops_of(values.isel({split: 0}) if split else values, order)
+    rows = len(design_points(panels[0][1][measure], loops))
+    width = 2.8 + 1.1 * len(chosen)
+    fig = new_figure(
+        *(size or (min(20.0, width * len(panels)), min(40.0, 1.6 + 0.28 * rows)))
+    )
+    targets = fig.subfigures(1, len(panels), squeeze=False)[0] if split else [fig]
+    off: dict[str, None] = {}
+    for target, (title, part) in zip(targets, panels, strict=True):
+        off.update(dict.fromkeys(_heat(target, part, measure, chosen, loops, annotate)))
+        if title:
+            target.suptitle(title, fontsize="medium")
+    title_fixed(fig, summary)
+    if off:
+        add_note(fig, f"colours saturate for {', '.join(off)} (off scale)")
+    return fig
+
+
+def _heat(
+    target: Any,
+    summary: xr.Dataset,
+    measure: str,
+    chosen: list[str],
+    loops: list[str],
+    annotate: bool | None,
+) -> list[str]:
+    """One heat map and its colour bar; return the methods off scale."""
+    grid = design_points(summary[measure], loops)
     table = np.column_stack([_series(summary, measure, m, loops) for m in chosen])
     errors = np.column_stack(
         [_series(summary, f"{measure}_mcse", m, loops) for m in chosen]
     )
-    fig = new_figure(
-        *(size or (2.8 + 1.1 * len(chosen), min(40.0, 1.4 + 0.28 * len(grid))))
-    )
-    ax = fig.subplots()
+    ax = target.subplots()
     ref = reference_value(measure, summary.attrs)
     off = (
         outliers({m: table[:, j] for j, m in enumerate(chosen)}, ref)
@@ -482,8 +534,6 @@ def heatmap(
     )
     kept = table[:, [j for j, m in enumerate(chosen) if m not in off]]
     image = _paint(ax, table, kept, ref)
-    if off:
-        add_note(fig, f"colours saturate for {', '.join(off)} (off scale)")
     if annotate if annotate is not None else table.size <= 400:
         for (i, j), v in np.ndenumerate(table):
             ax.text(
@@ -495,14 +545,19 @@ def heatmap(
                 fontsize="x-small",
                 bbox={"fc": "white", "alpha": 0.6, "lw": 0, "pad": 1},
             )
-    ax.set_xticks(range(len(chosen)), chosen)
+    long = max(len(m) for m in chosen) > 8  # long names: slanted, not overlapping
+    ax.set_xticks(
+        range(len(chosen)),
+        chosen,
+        rotation=30 if long else 0,
+        ha="left" if long else "center",
+    )
     ax.xaxis.tick_top()
     ax.set_yticks(range(len(grid)), [label(p) for p in grid], fontsize="small")
-    fig.colorbar(
+    target.colorbar(
         image, ax=ax, label=measure, shrink=0.8, extend="both" if off else "neither"
     )
-    title_fixed(fig, summary)
-    return fig
+    return off
 
 
 def _paint(
