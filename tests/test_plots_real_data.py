@@ -282,3 +282,15 @@ def test_jupyter_shows_a_plot_inline_without_matplotlib_magic(store, tmp_path):
     (result,) = [o for o in nb.cells[0].outputs if o.output_type == "execute_result"]
     assert "image/png" in result.data
     assert len(result.data["image/png"]) > 1000  # base64 of a real picture
+
+
+def test_one_selected_method_is_a_method_dimension_of_one(cube, summary):
+    wald = cube.sel(method_name="wald")
+    assert plots.zip_plot(wald).axes[0].get_title().startswith("wald")
+    assert plots.distribution_plot(wald).axes[0].get_xticklabels()[0].get_text() == (
+        "wald"
+    )
+    for draw in (plots.nested_loop_plot, plots.lollipop_plot, plots.heatmap):
+        assert isinstance(draw(summary.sel(method_name="wald"), "bias"), Figure)
+    with pytest.raises(UsageError, match="it needs at least 2, got 1"):
+        plots.scatter_plot(wald)

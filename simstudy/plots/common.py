@@ -44,6 +44,7 @@ __all__ = [
     "grid_shape",
     "label",
     "measures_of",
+    "method_dim",
     "new_figure",
     "ok_values",
     "output_dims",
@@ -391,12 +392,25 @@ def with_mcse(value: float, mcse: float | None) -> str:
     return f"{value:.{d}f} ({mcse:.{d}f})"
 
 
+def method_dim(data: Any) -> Any:
+    """A cube or summary with one method selected (``.sel(method_name=
+    "wald")``) given its method dimension back, of length one."""
+    if (
+        isinstance(data, xr.Dataset)
+        and METHOD in data.coords
+        and data.coords[METHOD].ndim == 0
+    ):
+        return data.expand_dims(METHOD)
+    return data
+
+
 def check_cube(cube: Any) -> xr.Dataset:
     """The cube, or a clear error when given something else (a summary, say).
 
     A cube made by hand (dims ``replicate`` and ``method_name``, no
     ``status``) counts every task as ok.
     """
+    cube = method_dim(cube)
     if (
         isinstance(cube, xr.Dataset)
         and "status" not in cube.data_vars

@@ -30,6 +30,7 @@ from simstudy.plots.common import (
     check_methods,
     design_points,
     label,
+    method_dim,
     new_figure,
     outside_legend,
     plain_ticks,
@@ -141,6 +142,7 @@ def nested_loop_plot(
     >>> fig = nested_loop_plot(simstudy.summarize(cube), "coverage")
     >>> fig.savefig("coverage.pdf")
     """
+    summary = method_dim(summary)
     values = check_measure(summary, measure)
     chosen = check_methods(summary, methods)
     check_scale(scale)
@@ -360,6 +362,7 @@ def lollipop_plot(
     --------
     >>> fig = lollipop_plot(simstudy.summarize(cube), "bias")
     """
+    summary = method_dim(summary)
     check_measure(summary, measure)
     chosen = check_methods(summary, methods)
     loops = [str(d) for d in summary[measure].dims if d != METHOD]
@@ -490,6 +493,7 @@ def heatmap(
     --------
     >>> fig = heatmap(simstudy.summarize(cube), "rmse")
     """
+    summary = method_dim(summary)
     values = check_measure(summary, measure)
     chosen = check_methods(summary, methods)
     panels = split_panels(summary, split)
