@@ -427,8 +427,16 @@ def _truth(cube: xr.Dataset, estimate: str, truth: Truth) -> xr.DataArray | None
     grid = tuple(cube.sizes[f] for f in factors)
     values = np.full(grid + shape, np.nan)
     levels = {f: cube[f].values.tolist() for f in factors}  # text levels too
+    fixed = {  # factors selected down to one level: cube.sel(n=30)
+        str(f): cube.coords[f].item()
+        for f in meta.get("factor_order", [])
+        if f in cube.coords and cube.coords[f].ndim == 0
+    }
     for idx in np.ndindex(*grid):
-        point = {f: levels[f][i] for f, i in zip(factors, idx, strict=True)}
+        point = {
+            **fixed,
+            **{f: levels[f][i] for f, i in zip(factors, idx, strict=True)},
+        }
         entry = stored.get(json.dumps(point, sort_keys=True), {})
         if entry.get(estimate) is not None:
             values[idx] = _value(entry[estimate], shape, estimate)

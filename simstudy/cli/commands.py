@@ -1,7 +1,7 @@
 """The commands of ``python -m simstudy``: one function each, args -> exit code.
 
 Layers: imports ``runner, debugging, pilot, options, executors, store,
-summary, report, results, loader, lint, progress, atomic, cube, errors,
+summary, report, plots, results, loader, lint, progress, atomic, cube, errors,
 shell`` (each inside the command that needs it, so ``--help`` and
 ``status`` stay quick).
 """
@@ -411,17 +411,13 @@ def cmd_report(args: argparse.Namespace) -> int:
             f"cannot write {target}: directory {target.parent} does not exist.",
             hint="create it first or choose another -o",
         )
-    if not 0 < args.alpha < 1:
-        raise UsageError(
-            f"--alpha must be between 0 and 1, got {args.alpha}.",
-            hint="write --alpha 0.05",
-        )
     path = write_report(
         args.store,
         target,
-        reference=args.reference,
-        alpha=args.alpha,
-        cases=args.cases,
+        split=args.split,
+        methods=_names(args.methods),
+        points=_points(args.points),
+        **summary_options(args),
     )
     print(f"wrote {path} ({path.stat().st_size / 1024:,.0f} kB); open it in a browser")
     return EXIT_OK
@@ -442,21 +438,18 @@ def cmd_summarize(args: argparse.Namespace) -> int:
 
     from simstudy.atomic import replacing, write_text
     from simstudy.cli import tables
+    from simstudy.plots.common import subset
     from simstudy.store import open_results
     from simstudy.summary import summarize, to_records
 
     fmt = _summary_format(args)
-    cube = open_results(args.store)
-    result = summarize(
-        cube,
-        reference=args.reference,
-        alpha=args.alpha,
-        level=args.level,
-        df=_df(args.df),
-        null=args.null,
-        cases=args.cases,
-        measures=args.measures,  # "bias, coverage": summarize splits it
+    options = summary_options(args)
+    cube = subset(
+        open_results(args.store),
+        methods=_names(args.methods),
+        points=_points(args.points),
     )
+    result = summarize(cube, **options)
     if fmt == "netcdf":
         out = result.copy()
         out.attrs = {k: json.dumps(v) for k, v in result.attrs.items()}
@@ -508,6 +501,12 @@ def _summary_format(args: argparse.Namespace) -> str:
             f"--wide lays out a table; --format {fmt} keeps one record per measure.",
             hint="use --wide with --format table, csv, latex or markdown",
         )
+    return fmt
+
+
+def summary_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The keyword options of ``summarize`` from the flags that
+    ``parser.add_summary_options`` adds (`summarize` and `report`), checked."""
     for flag, value, example in (
         ("alpha", args.alpha, "0.05"),
         ("level", args.level, "0.95"),
@@ -517,7 +516,41 @@ def _summary_format(args: argparse.Namespace) -> str:
                 f"--{flag} must be between 0 and 1, got {value}.",
                 hint=f"write --{flag} {example}",
             )
-    return fmt
+    return {
+        "reference": args.reference,
+        "alpha": args.alpha,
+        "level": args.level,
+        "df": _df(args.df),
+        "null": args.null,
+        "cases": args.cases,
+        "measures": args.measures,  # "bias, coverage": summarize splits it
+    }
+
+
+def _names(text: str | None) -> list[str] | None:
+    """--methods a,b: the names (None: all)."""
+    if text is None:
+        return None
+    return [t.strip() for t in text.split(",") if t.strip()]
+
+
+def _points(texts: list[str] | None) -> dict[str, list[str]] | None:
+    """--points n=20,50 (repeated): levels by factor, as text (the plots'
+    selection matches them to the levels)."""
+    if not texts:
+        return None
+    out: dict[str, list[str]] = {}
+    for text in texts:
+        factor, sep, levels = text.partition("=")
+        if not sep or not factor.strip() or not levels.strip():
+            raise UsageError(
+                f"--points expects FACTOR=LEVEL[,LEVEL...], got {text!r}.",
+                hint="write e.g. --points n=20,50",
+            )
+        out.setdefault(factor.strip(), []).extend(
+            t.strip() for t in levels.split(",") if t.strip()
+        )
+    return out
 
 
 def _df(text: str | None) -> float | str | None:

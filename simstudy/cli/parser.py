@@ -14,7 +14,7 @@ from typing import Any, NoReturn
 from simstudy.errors import UsageError
 from simstudy.executors import SCHEDULERS
 
-__all__ = ["Parser", "build_parser"]
+__all__ = ["Parser", "add_summary_options", "build_parser"]
 
 
 class Parser(argparse.ArgumentParser):
@@ -221,48 +221,67 @@ def _add_summarize(sub: Any) -> None:
     )
     summ.add_argument("-o", "--output", help="write to this file (netcdf needs it)")
     summ.add_argument(
-        "--measures",
-        metavar="M1,M2,...",
-        help="only these measures, e.g. bias,coverage (default: all computed)",
-    )
-    summ.add_argument(
         "--wide",
         action="store_true",
         help="methods as columns (table, csv, latex, markdown)",
     )
-    summ.add_argument(
+    add_summary_options(summ)
+    summ.add_argument("--debug", action="store_true", help="show tracebacks")
+
+
+def add_summary_options(p: Any) -> None:
+    """What a summary computes, for `summarize` and `report` alike: the
+    keyword options of ``simstudy.summarize`` and which methods and design
+    points it covers."""
+    p.add_argument(
+        "--measures",
+        metavar="M1,M2,...",
+        help="only these measures, e.g. bias,coverage (default: all computed)",
+    )
+    p.add_argument(
         "--cases",
         choices=["available", "complete"],
         default="available",
         help="each method's ok replicates (available), or only those every "
         "method has (complete)",
     )
-    summ.add_argument(
+    p.add_argument(
         "--reference",
         metavar="M",
         help="method to compare with: relprec, bias_diff, mse_ratio, corr",
     )
-    summ.add_argument(
+    p.add_argument(
         "--alpha", type=float, default=0.05, help="test level for power (0.05)"
     )
-    summ.add_argument(
+    p.add_argument(
         "--level",
         type=float,
         default=0.95,
         help="confidence level of Wald intervals from se (0.95)",
     )
-    summ.add_argument(
+    p.add_argument(
         "--null",
         type=float,
         default=0.0,
         help="the value the Wald test from se rejects (0)",
     )
-    summ.add_argument(
+    p.add_argument(
         "--df",
         help="t intervals/tests with these degrees of freedom: a number or "
         "an output (default: normal)",
     )
-    summ.add_argument("--debug", action="store_true", help="show tracebacks")
+    p.add_argument(
+        "--methods",
+        metavar="M1,M2,...",
+        help="only these methods (default: all)",
+    )
+    p.add_argument(
+        "--points",
+        action="append",
+        metavar="FACTOR=L1,L2,...",
+        help="only these levels of a factor, e.g. n=20,50; repeat for several "
+        "factors (default: every design point)",
+    )
 
 
 def _add_other(sub: Any) -> None:
@@ -328,17 +347,11 @@ def _add_other(sub: Any) -> None:
     rep.add_argument(
         "-o", "--output", default="report.html", help="the HTML file (report.html)"
     )
+    add_summary_options(rep)
     rep.add_argument(
-        "--reference", help="method for relative precision and paired measures"
-    )
-    rep.add_argument(
-        "--alpha", type=float, default=0.05, help="test level for rejection (0.05)"
-    )
-    rep.add_argument(
-        "--cases",
-        choices=["available", "complete"],
-        default=None,
-        help="replicates per method: each method's own ok ones (available, the "
-        "default) or only those where every method is ok (complete)",
+        "--split",
+        metavar="FACTOR",
+        help="one panel per level of FACTOR in each figure, and the replicate "
+        "figures in one section per level (e.g. --split delta)",
     )
     rep.add_argument("--debug", action="store_true", help="show tracebacks")

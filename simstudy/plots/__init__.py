@@ -1,6 +1,10 @@
 """Figures of a study for papers and reports: each function returns a
-``matplotlib.figure.Figure`` to restyle (``fig.axes``) and save
-(``fig.savefig("fig.pdf")``).
+:class:`PlotFigure`, a ``matplotlib.figure.Figure`` to restyle
+(``fig.axes``) and save (``fig.savefig("fig.pdf")``) that Jupyter shows
+inline without ``%matplotlib inline``; ``fig.notes`` says what it left out
+or drew off scale. Scales hold up when one method explodes
+(``plots.scales``); every plot takes a cube or summary with factors
+selected down to one level (``cube.sel(n=30)``).
 
 From a cube (``simstudy.open_results(store)``), replicate by replicate:
 :func:`zip_plot`, :func:`scatter_plot`, :func:`bland_altman_plot`,
@@ -18,6 +22,7 @@ imports ``store``, ``runner`` or ``executors`` (an import-linter contract).
 
 from __future__ import annotations
 
+from simstudy.plots.common import PlotFigure
 from simstudy.plots.measures import heatmap, lollipop_plot, nested_loop_plot
 from simstudy.plots.replicates import (
     bland_altman_plot,
@@ -27,6 +32,7 @@ from simstudy.plots.replicates import (
 from simstudy.plots.zip import zip_plot
 
 __all__ = [
+    "PlotFigure",
     "bland_altman_plot",
     "distribution_plot",
     "heatmap",
