@@ -98,7 +98,7 @@ def _phi(z: float) -> float:
 def _se(p: Point, scale: Scale) -> float:
     """A point's SE on the fitted scale; a proportion of 0 or 1 (MCSE 0)
     gets the binomial SE of half a success."""
-    y, d = scale.y(p.value, p.n)
+    _, d = scale.y(p.value, p.n)
     se = p.mcse
     if scale.probit:
         eps = 0.5 / max(p.n, 1)
@@ -111,9 +111,9 @@ def fit_root(
     points: Sequence[Point], target: float, scale: Scale, *, level: float = 0.95
 ) -> RootFit | None:
     """Fit the line and return its root, or None when the slope is zero."""
-    from scipy.stats import chi2, norm
+    from scipy.special import chdtrc, ndtri
 
-    q = float(norm.ppf(0.5 + level / 2))
+    q = float(ndtri(0.5 + level / 2))
     t, _ = scale.y(target, 10**9)
     kept = sorted(points, key=lambda p: p.level)
     while True:
@@ -126,7 +126,7 @@ def fit_root(
             return None
         g = (t - a) / b
         df = len(kept) - 2
-        if df > 1 and len(kept) > MIN_POINTS and chi2.sf(rss, df) < LACK_OF_FIT_P:
+        if df > 1 and len(kept) > MIN_POINTS and chdtrc(df, rss) < LACK_OF_FIT_P:
             far = max(kept, key=lambda p: (abs(scale.x(p.level) - g), p.level))
             kept = [p for p in kept if p is not far]
             continue

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from simstudy.cli.solve import cmd_solve
 from simstudy.errors import EXIT_FAILED, EXIT_OK, UsageError
 from simstudy.options import FAIL_FAST
 from simstudy.progress import ProgressPrinter, duration
@@ -478,4 +479,5 @@ COMMANDS = {
     "errors": cmd_errors,
     "verify": cmd_verify,
     "plan": cmd_plan,
+    "solve": cmd_solve,
 }

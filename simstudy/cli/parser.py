@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 from typing import Any, NoReturn
 
+from simstudy.cli.solve import add_solve
 from simstudy.errors import UsageError
 from simstudy.executors import SCHEDULERS
 
@@ -73,6 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = top.add_subparsers(dest="command", required=True, parser_class=Parser)
     _add_run(sub)
     _add_other(sub)
+    add_solve(sub)
     return top
 
 

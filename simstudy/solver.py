@@ -162,7 +162,7 @@ class _Problem:
         lo, hi = self.bounds
         x = min(max(x, lo), hi)
         if self.integer:
-            return int(round(x))
+            return round(x)
         return float(f"{x:.4g}")
 
 
@@ -342,6 +342,14 @@ def _target(target: Mapping[str, float]) -> tuple[str, float]:
             hint="e.g. --target power=0.8",
         )
     measure, goal = items[0]
+    from simstudy.summary import MEASURES
+
+    if measure not in MEASURES:
+        raise UsageError(
+            f"solve: --target {measure!r} is not a measure of summarize "
+            f"(measures: {', '.join(MEASURES)}).",
+            hint="e.g. --target power=0.8 or --target rmse=0.1",
+        )
     if isinstance(goal, bool) or not isinstance(goal, int | float):
         raise UsageError(
             f"solve: --target {measure} must be a number, got {goal!r}.",
@@ -569,7 +577,7 @@ class _Solver:
             [self.counts[lv] for lv in levels], coords={p.factor: levels}
         )
         cube = cube.assign(status=cube["status"].where(cube[REPLICATE] < limit, 0))
-        summary = summarize(cube)
+        summary = summarize(cube, measures=[p.measure])
         if p.measure not in summary:
             skipped = summary.attrs.get("skipped", {})
             raise UsageError(
@@ -577,7 +585,7 @@ class _Solver:
                 f"method {p.method!r} ({skipped.get(p.measure, 'unknown measure')}).",
                 hint="choose a measure `simstudy summarize` shows for this method",
             )
-        sel = summary.sel({f: v for f, v in self.point.items()}).sel({METHOD: p.method})
+        sel = summary.sel(dict(self.point)).sel({METHOD: p.method})
         for lv in levels:
             cell = sel.sel({p.factor: lv})
             value = float(cell[p.measure].values)
