@@ -97,6 +97,7 @@ def write_report(
         ),
         f"<h1>Simulation study <i>{_e(meta['study'])}</i></h1>",
         _study_section(cube, meta),
+        _solve_section(summary, meta),
         _measures_table(records, summary),
         _measure_figures(summary),
         _replicate_figures(cube),
@@ -167,6 +168,40 @@ def _study_section(cube: xr.Dataset, meta: dict[str, Any]) -> str:
         f"<tr><th class=l>{_e(k)}</th><td class=l>{_e(v)}</td></tr>" for k, v in rows
     )
     return f"<h2>Study and provenance</h2><table>{body}</table>"
+
+
+def _solve_section(summary: xr.Dataset, meta: dict[str, Any]) -> str:
+    """Each ``simstudy solve`` the store holds: the answer with its interval
+    and the measure's curve over the solved factor, MCSE bands, the target."""
+    from simstudy.plots import measure_curve
+
+    parts = []
+    for i, s in enumerate(meta.get("solve", [])):
+        where = ", ".join(f"{k} = {v}" for k, v in s["point"].items())
+        state = "" if s["met"] else " (budget spent before the tolerance was met)"
+        text = (
+            f"{s['factor']} = <b>{_e(s['answer'])}</b>"
+            f"{' at ' + _e(where) if where else ''}: {_e(s['measure'])} of "
+            f"{_e(s['method'])} reaches {s['target']:g} at {s['estimate']:.4g}, "
+            f"{s['level']:.0%} CI {s['lower']:.4g} to {s['upper']:.4g} "
+            f"({s['tasks']:,} tasks, {s['rounds']} rounds){_e(state)}."
+        )
+        figure = ""
+        if s["measure"] in summary and s["method"] in summary[METHOD].values:
+            fig = measure_curve(
+                summary,
+                s["measure"],
+                factor=s["factor"],
+                at=s["point"],
+                methods=s["method"],
+                target=s["target"],
+                solution=s,
+            )
+            figure = _svg(fig, f"solve{i}")
+        parts.append(f"<p>{text}</p>{figure}")
+    if not parts:
+        return ""
+    return "<h2>Solved levels</h2>" + "".join(parts)
 
 
 def _shown(summary: xr.Dataset) -> list[str]:

@@ -684,19 +684,29 @@ def _fmt(x: float) -> str:
 
 # ---- the record --------------------------------------------------------------
 def _record(problem: _Problem, solutions: list[Solution]) -> None:
-    """Show the study's levels and every evaluated level in the store, and
-    keep the solutions in its metadata (``solve``) for the report."""
+    """Show the study's levels and every level a solve evaluated in the
+    store, and keep the solutions in its metadata (``solve``: a list, one
+    entry per factor, measure, method and point; a new solve replaces its
+    own entry) for the report."""
     from simstudy.backends import Placement, backend_of
     from simstudy.options import RunOptions
-    from simstudy.store import Store
+    from simstudy.store import Store, open_results
 
+    def key(s: Mapping[str, Any]) -> tuple[Any, ...]:
+        return (s["factor"], s["measure"], s["method"], sorted(s["point"].items()))
+
+    new = [s.to_json() for s in solutions]
+    keys = [key(s) for s in new]
+    old = open_results(problem.store, include_hidden=True).attrs["simstudy"]
+    kept = [s for s in old.get("solve", []) if key(s) not in keys]
+    record = kept + new
     study = problem.study
     view = study.derive()
     view.factors = {
         f: sorted(
             set(levels)
-            | {s.point[f] for s in solutions if f in s.point}
-            | {e.level for s in solutions if f == problem.factor for e in s.evaluations}
+            | {s["point"][f] for s in record if f in s["point"]}
+            | {e["level"] for s in record if s["factor"] == f for e in s["evaluations"]}
         )
         for f, levels in study.factors.items()
     }
@@ -709,14 +719,6 @@ def _record(problem: _Problem, solutions: list[Solution]) -> None:
         ),
     )
     try:
-        st.record_solve(
-            {
-                "factor": problem.factor,
-                "measure": problem.measure,
-                "method": problem.method,
-                "target": problem.target,
-                "solutions": [s.to_json() for s in solutions],
-            }
-        )
+        st.record_solve(record)
     finally:
         st.close()

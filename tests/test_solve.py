@@ -71,7 +71,7 @@ def test_solve_finds_the_sample_size_with_an_interval_around_the_exact_one(
     cube = open_results(store)
     assert {e.level for e in s.evaluations} <= set(cube["n"].values.tolist())
     record = cube.attrs["simstudy"]["solve"]
-    assert record["solutions"][0]["answer"] == s.answer
+    assert record == [s.to_json()]
 
 
 def test_a_second_solve_reuses_every_task_and_replays_to_the_same_answer(

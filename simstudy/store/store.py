@@ -262,7 +262,7 @@ class Store:
         with writing(self.path):
             self.layout.save_meta()
 
-    def record_solve(self, record: dict[str, Any]) -> None:
+    def record_solve(self, record: list[dict[str, Any]]) -> None:
         """Keep a solve's solutions (``simstudy solve``) for the report."""
         self.layout.meta.extra["solve"] = record
         with writing(self.path):
