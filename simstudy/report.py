@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import xarray as xr
 
-from simstudy.cube import METHOD
+from simstudy.cube import METHOD, REPLICATE
 from simstudy.errors import UsageError
 from simstudy.store import open_results, read_failures, read_warnings
 from simstudy.summary import MEASURES, RESERVED, summarize, to_records
@@ -134,6 +134,14 @@ def _study_section(cube: xr.Dataset, meta: dict[str, Any]) -> str:
     fp = meta["fingerprint"]
     status = cube["status"].values
     counts = [int((status == c).sum()) for c in (1, 2, 0)]
+    planned = status.size
+    if "target_replicates" in cube:  # past a point's target stop: not planned
+        inside = (cube[REPLICATE] < cube["target_replicates"]).broadcast_like(
+            cube["status"]
+        )
+        inside = inside.transpose(*cube["status"].dims).values
+        planned = int(inside.sum())
+        counts[2] = int(((status == 0) & inside).sum())
     rows = [
         (
             "factors",
@@ -145,10 +153,11 @@ def _study_section(cube: xr.Dataset, meta: dict[str, Any]) -> str:
         (
             "tasks",
             (
-                f"{status.size:,}: {counts[0]:,} ok, {counts[1]:,} failed, "
+                f"{planned:,}: {counts[0]:,} ok, {counts[1]:,} failed, "
                 f"{counts[2]:,} pending"
             ),
         ),
+        *_target_rows(cube, meta),
         ("created", meta.get("created", "?")),
         (
             "versions",
@@ -168,6 +177,28 @@ def _study_section(cube: xr.Dataset, meta: dict[str, Any]) -> str:
         f"<tr><th class=l>{_e(k)}</th><td class=l>{_e(v)}</td></tr>" for k, v in rows
     )
     return f"<h2>Study and provenance</h2><table>{body}</table>"
+
+
+def _target_rows(cube: xr.Dataset, meta: dict[str, Any]) -> list[tuple[str, str]]:
+    """The --target-mcse rule and where each design point stopped."""
+    record = meta.get("target_mcse")
+    if not record or "target_replicates" not in cube:
+        return []
+    goals = ", ".join(f"{m} \u2264 {g:g}" for m, g in record["targets"].items())
+    points = record["points"]
+    met = sum(e["state"] == "met" for e in points)
+    rule = (
+        f"{goals}, per method, at most {record['max_replicates']:,} replicates "
+        f"(rounds of at least {record['step']:,}): met at {met} of "
+        f"{len(points)} point(s)"
+    )
+    where = "; ".join(
+        f"{', '.join(f'{k}={v}' for k, v in e['point'].items())}: "
+        f"{e['replicates']:,} replicates, "
+        f"{'met' if e['state'] == 'met' else 'not met'}"
+        for e in points
+    )
+    return [("target MCSE", rule), ("target_replicates", where)]
 
 
 def _solve_section(summary: xr.Dataset, meta: dict[str, Any]) -> str:

@@ -184,6 +184,19 @@ def _add_run_study(run: Any) -> None:
         "(default 100 x the first round)",
     )
     run.add_argument(
+        "--round-size",
+        type=_positive,
+        metavar="K",
+        help="with --target-mcse: a point's next round adds at least K "
+        "replicates, its count a multiple of K (default: a tenth of the first)",
+    )
+    run.add_argument(
+        "--strict",
+        action="store_true",
+        help="with --target-mcse: exit with code 6 when a point stops at "
+        "--max-replicates short of its target",
+    )
+    run.add_argument(
         "--accept-version-change",
         action="store_true",
         help="go on although numpy/jax changed and finished tasks recompute "
