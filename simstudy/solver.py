@@ -471,6 +471,7 @@ def _as_level(declared: Sequence[Any], name: str, value: Any) -> Any:
 def _tolerance(tolerance: float | str | None) -> tuple[float, bool]:
     text = DEFAULT_TOLERANCE if tolerance is None else tolerance
     relative = isinstance(text, str) and text.strip().endswith("%")
+    value: Any
     try:
         value = float(text.strip().rstrip("%")) if isinstance(text, str) else text
     except ValueError:
@@ -548,7 +549,7 @@ class _Solver:
             self.counts[lv] = top
         derived = p.study.derive(replicates=top)
         derived.factors = {
-            f: [self.point[f]] if f != p.factor else sorted(levels)
+            f: (self.point[f],) if f != p.factor else tuple(sorted(levels))
             for f in p.study.factors
         }
         derived.methods = [m for m in p.study.methods if m.name == p.method]
@@ -676,7 +677,7 @@ def _unique(levels: Any) -> list[Any]:
     return out
 
 
-def _fmt(x: float) -> str:
+def _fmt(x: Any) -> str:
     if isinstance(x, int) or (isinstance(x, float) and x == int(x) and abs(x) < 1e9):
         return f"{int(x)}"
     return f"{x:.4g}"
@@ -703,10 +704,17 @@ def _record(problem: _Problem, solutions: list[Solution]) -> None:
     study = problem.study
     view = study.derive()
     view.factors = {
-        f: sorted(
-            set(levels)
-            | {s["point"][f] for s in record if f in s["point"]}
-            | {e["level"] for s in record if s["factor"] == f for e in s["evaluations"]}
+        f: tuple(
+            sorted(
+                set(levels)
+                | {s["point"][f] for s in record if f in s["point"]}
+                | {
+                    e["level"]
+                    for s in record
+                    if s["factor"] == f
+                    for e in s["evaluations"]
+                }
+            )
         )
         for f, levels in study.factors.items()
     }

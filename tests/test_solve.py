@@ -6,6 +6,7 @@ import math
 import os
 import subprocess
 import sys
+from typing import Any
 
 import pytest
 
@@ -42,7 +43,11 @@ def ztest(z):
     return {"z": z, "p": erfc(abs(z) / sqrt(2))}
 """
 ROOT_N = 2 * ((1.959964 + 0.841621) / 0.5) ** 2  # 62.79
-KW = {"target": {"power": 0.8}, "scheduler": "synchronous", "tolerance": "10%"}
+KW: dict[str, Any] = {
+    "target": {"power": 0.8},
+    "scheduler": "synchronous",
+    "tolerance": "10%",
+}
 
 
 def _z(write_study):
@@ -53,7 +58,7 @@ def test_solve_finds_the_sample_size_with_an_interval_around_the_exact_one(
     write_study, tmp_path
 ):
     store = tmp_path / "z.zarr"
-    lines = []
+    lines: list[str] = []
     report = simstudy.solve(
         _z(write_study), factor="n", store=store, on_progress=lines.append, **KW
     )
