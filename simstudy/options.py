@@ -405,10 +405,9 @@ def _target(
                     hint="add --target-mcse MEASURE=MCSE, or drop " + flag,
                 )
         return None
-    if round_size is not None and (
-        isinstance(round_size, bool)
-        or not isinstance(round_size, int)
-        or round_size < 1
+    size: Any = round_size  # user input: check its type at run time
+    if size is not None and (
+        isinstance(size, bool) or not isinstance(size, int) or size < 1
     ):
         raise UsageError(
             f"--round-size must be a whole number >= 1, got {round_size!r}.",

@@ -136,10 +136,10 @@ def _study_section(cube: xr.Dataset, meta: dict[str, Any]) -> str:
     counts = [int((status == c).sum()) for c in (1, 2, 0)]
     planned = status.size
     if "target_replicates" in cube:  # past a point's target stop: not planned
-        inside = (cube[REPLICATE] < cube["target_replicates"]).broadcast_like(
+        within = (cube[REPLICATE] < cube["target_replicates"]).broadcast_like(
             cube["status"]
         )
-        inside = inside.transpose(*cube["status"].dims).values
+        inside = within.transpose(*cube["status"].dims).values
         planned = int(inside.sum())
         counts[2] = int(((status == 0) & inside).sum())
     rows = [
