@@ -601,7 +601,8 @@ class _Solver:
     def _fit(self) -> RootFit:
         """The fitted root, or NoSolution with the reason."""
         p = self.p
-        where = ", ".join(f"{k}={v}" for k, v in self.point.items()) or "the study"
+        where = ", ".join(f"{k}={v}" for k, v in self.point.items())
+        where = f" at {where}" if where else ""
         pts = [
             Point(e.level, e.value, e.mcse, e.n_ok)
             for e in self.evaluations.values()
@@ -612,7 +613,7 @@ class _Solver:
             a, b, c, d = breach
             raise NoSolution(
                 f"solve: {p.measure} of {p.method} is not monotone in "
-                f"{p.factor} at {where}: it rises from {_fmt(a.value)} at "
+                f"{p.factor}{where}: it rises from {_fmt(a.value)} at "
                 f"{p.factor}={_fmt(a.level)} to {_fmt(b.value)} at {_fmt(b.level)} "
                 f"but falls from {_fmt(c.value)} at {_fmt(c.level)} to "
                 f"{_fmt(d.value)} at {_fmt(d.level)} (beyond Monte Carlo error).",
@@ -624,7 +625,7 @@ class _Solver:
             ends = sorted(pts, key=lambda q: q.level)
             raise NoSolution(
                 f"solve: {p.measure} of {p.method} does not reach {_fmt(p.target)} "
-                f"for {p.factor} in {_fmt(lo)}..{_fmt(hi)} at {where}: "
+                f"for {p.factor} in {_fmt(lo)}..{_fmt(hi)}{where}: "
                 f"{_fmt(ends[0].value)} at {_fmt(ends[0].level)}, "
                 f"{_fmt(ends[-1].value)} at {_fmt(ends[-1].level)}.",
                 hint="widen --range (or check the target's value)",
