@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 import simstudy
+from simstudy import plots
 from simstudy.cli import main
 from simstudy.errors import NoSolution, UsageError
 from simstudy.rootfit import Point, Scale, fit_root, monotone_breach
@@ -77,6 +78,18 @@ def test_solve_finds_the_sample_size_with_an_interval_around_the_exact_one(
     assert {e.level for e in s.evaluations} <= set(cube["n"].values.tolist())
     record = cube.attrs["simstudy"]["solve"]
     assert record == [s.to_json()]
+    # the power curve, and the report that shows it with the answer
+    summary = simstudy.summarize(cube, measures=["power"])
+    fig = plots.measure_curve(
+        summary, "power", factor="n", target=0.8, solution=record[0]
+    )
+    (line,) = [ln for ln in fig.axes[0].lines if ln.get_gid() == "curve:ztest"]
+    assert len(line.get_xdata()) == len(s.evaluations)
+    with pytest.raises(UsageError, match="'m' is not a factor of the summary"):
+        plots.measure_curve(summary, "power", factor="m")
+    page = simstudy.write_report(store, tmp_path / "r.html").read_text()
+    assert "<h2>Solved levels</h2>" in page
+    assert f"n = <b>{s.answer}</b> at delta = 0.5" in page
 
 
 def test_a_second_solve_reuses_every_task_and_replays_to_the_same_answer(
