@@ -306,6 +306,7 @@ class _Solver:
             [self.counts[lv] for lv in levels], coords={p.factor: levels}
         )
         cube = cube.assign(status=cube["status"].where(cube[REPLICATE] < limit, 0))
+        cube.attrs["simstudy"] = self._with_truth(cube.attrs["simstudy"], levels)
         summary = summarize(cube, measures=[p.measure])
         if p.measure not in summary:
             skipped = summary.attrs.get("skipped", {})
@@ -325,6 +326,19 @@ class _Solver:
                 level=lv, replicates=self.counts[lv], value=value, mcse=mcse, n_ok=n_ok
             )
         cube.close()
+
+    def _with_truth(self, meta: dict[str, Any], levels: list[float]) -> dict[str, Any]:
+        """The metadata with the truth at every evaluated level: a run
+        records it for its own study's points only, a round's."""
+        from simstudy.store.store import json_key
+
+        p, truths = self.p, dict(meta.get("truth") or {})
+        for lv in levels:
+            point = {**self.point, p.factor: lv}
+            truth = p.study.truth_for(point)
+            if truth:
+                truths[json_key(point)] = truth
+        return {**meta, "truth": truths}
 
     def _fit(self) -> RootFit:
         """The fitted root, or NoSolution with the reason."""

@@ -223,3 +223,36 @@ def test_the_fit_recovers_an_exact_probit_root_and_flags_a_turn():
     assert monotone_breach(pts) is None
     turned = [*pts, Point(120, 0.3, 0.01, 1000)]
     assert monotone_breach(turned) is not None
+
+
+MEAN = """
+from simstudy import Study
+
+study = Study("mean", factors={"n": [4, 100]}, replicates=200, seed=2)
+study.truth(estimate=0.0)
+
+@study.data
+def draw(rng, n):
+    return rng.standard_normal(n)
+
+@study.method
+def mean(x):
+    return {"estimate": float(x.mean())}
+"""
+
+
+def test_a_measure_against_the_truth_is_solved_at_every_evaluated_level(
+    write_study, tmp_path
+):
+    # rmse of the mean of n N(0, 1) draws is 1 / sqrt(n): 0.2 at n = 25
+    report = simstudy.solve(
+        write_study(MEAN),
+        factor="n",
+        target={"rmse": 0.2},
+        tolerance="10%",
+        scheduler="synchronous",
+        store=tmp_path / "m.zarr",
+    )
+    (s,) = report.solutions
+    assert all(math.isfinite(e.value) for e in s.evaluations)
+    assert s.lower <= 25 <= s.upper
