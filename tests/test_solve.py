@@ -8,6 +8,7 @@ import subprocess
 import sys
 from typing import Any
 
+import numpy as np
 import pytest
 
 import simstudy
@@ -84,7 +85,7 @@ def test_solve_finds_the_sample_size_with_an_interval_around_the_exact_one(
         summary, "power", factor="n", target=0.8, solution=record[0]
     )
     (line,) = [ln for ln in fig.axes[0].lines if ln.get_gid() == "curve:ztest"]
-    assert len(line.get_xdata()) == len(s.evaluations)
+    assert np.size(line.get_xdata()) == len(s.evaluations)
     with pytest.raises(UsageError, match="'m' is not a factor of the summary"):
         plots.measure_curve(summary, "power", factor="m")
     page = simstudy.write_report(store, tmp_path / "r.html").read_text()
