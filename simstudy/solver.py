@@ -286,6 +286,13 @@ class _Solver:
         if result.interrupted:
             self.report.interrupted = True
             return False
+        if result.stopped_on_errors and result.failing is not None:
+            method, error = result.failing
+            raise NoSolution(
+                f"solve: the tasks of method {method!r} fail ({error}), so "
+                f"{p.measure} cannot be evaluated.",
+                hint="fix the method (`simstudy errors STORE` lists the failures)",
+            )
         self._read()
         return True
 

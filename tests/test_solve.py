@@ -257,3 +257,19 @@ def test_a_measure_against_the_truth_is_solved_at_every_evaluated_level(
     (s,) = report.solutions
     assert all(math.isfinite(e.value) for e in s.evaluations)
     assert s.lower <= 25 <= s.upper
+
+
+def test_a_method_whose_tasks_fail_stops_the_solve_with_its_error(
+    write_study, tmp_path
+):
+    source = MEAN.replace(
+        'return {"estimate": float(x.mean())}', 'raise ValueError("no luck")'
+    )
+    with pytest.raises(NoSolution, match=r"method 'mean' fail .*no luck"):
+        simstudy.solve(
+            write_study(source),
+            factor="n",
+            target={"rmse": 0.2},
+            scheduler="synchronous",
+            store=tmp_path / "m.zarr",
+        )
