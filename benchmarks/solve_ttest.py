@@ -24,7 +24,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-import simstudy  # noqa: E402
+import simstudy
 
 STUDY = ROOT / "studies" / "ttest_power.py"
 CASES = [
