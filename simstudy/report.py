@@ -181,6 +181,16 @@ def _study_section(cube: xr.Dataset, meta: dict[str, Any]) -> str:
 
 def _target_rows(cube: xr.Dataset, meta: dict[str, Any]) -> list[tuple[str, str]]:
     """The --target-mcse rule and where each design point stopped."""
+    if meta.get("solve"):
+        return [
+            (
+                "solve",
+                (
+                    "levels a `simstudy solve` evaluated have only the replicates "
+                    "and the method it needed: their other cells count as pending"
+                ),
+            )
+        ]
     record = meta.get("target_mcse")
     if not record or "target_replicates" not in cube:
         return []
