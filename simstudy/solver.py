@@ -8,7 +8,8 @@ round, ``rootfit.fit_root`` fits the measure's curve to every level so far
 (each at the replicates it was given) and the next round evaluates the root
 estimate and the two ends of its interval (rounded: a level may come
 again), each brought to ``R`` more replicates than the most any of them
-has, ``R`` doubling each round up to 16 times the first round's. The solve stops when the interval is at
+has, ``R`` doubling each round up to 16 times the first round's (or
+16,000, whichever is more). The solve stops when the interval is at
 most ``tolerance`` wide or the next round would pass the task budget.
 
 Every decision is a function of stored results only, so a solve that is
@@ -46,7 +47,9 @@ from simstudy.study import Study
 
 __all__ = ["Evaluation", "Solution", "SolveReport", "solve"]
 
-GROWTH_CAP = 16  # a round's replicates: at most this many times the first's
+# a round's replicates: at most this many times the first's, or GROWTH_FLOOR
+# (a study of 100 replicates would otherwise need dozens of rounds)
+GROWTH_CAP, GROWTH_FLOOR = 16, 16_000
 MAX_ROUNDS = 40
 
 
@@ -257,7 +260,7 @@ class _Solver:
             levels = _unique(
                 p.round_level(x) for x in (fit.root, fit.root - half, fit.root + half)
             )
-            reps = min(2 * reps, GROWTH_CAP * p.first)
+            reps = min(2 * reps, max(GROWTH_CAP * p.first, GROWTH_FLOOR))
         assert fit is not None  # round 0 always runs
         return self._solution(fit, rounds, met)
 
