@@ -1,7 +1,7 @@
 """simstudy: simulation studies with reproducible parallel random numbers.
 
 Public API: :class:`Study`, :func:`load_study`, :func:`run`,
-:func:`open_results`, :func:`summarize`, :func:`replay`, :func:`verify`,
+:func:`open_results`, :func:`summarize`, :func:`solve`, :func:`replay`, :func:`verify`,
 :func:`write_report` and the error classes. Everything else is internal.
 Heavy names are resolved lazily so ``import simstudy.batch`` on a worker
 stays light; so is the figures subpackage ``simstudy.plots`` (matplotlib),
@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from simstudy.debugging import replay, verify
     from simstudy.report import write_report
     from simstudy.runner import run
+    from simstudy.solver import solve
     from simstudy.store import open_results
     from simstudy.summary import summarize
 
@@ -44,6 +45,7 @@ __all__ = [
     "open_results",
     "replay",
     "run",
+    "solve",
     "summarize",
     "verify",
     "write_report",
@@ -55,6 +57,10 @@ def __getattr__(name: str) -> Any:
         from simstudy.runner import run
 
         return run
+    if name == "solve":
+        from simstudy.solver import solve
+
+        return solve
     if name == "open_results":
         from simstudy.store import open_results
 

@@ -5,16 +5,19 @@
     SimstudyError            every error simstudy raises on purpose
     ├── StudyError           bad study file or definition        (exit 2)
     ├── UsageError           bad command-line arguments          (exit 2)
-    └── StoreError           missing, locked or corrupt store    (exit 2)
-        ├── FingerprintMismatch   store made by a different study (exit 2)
-        └── DiskFull         no space left writing the store     (exit 4)
+    ├── StoreError           missing, locked or corrupt store    (exit 2)
+    │   ├── FingerprintMismatch   store made by a different study (exit 2)
+    │   └── DiskFull         no space left writing the store     (exit 4)
+    └── NoSolution           solve: the measure is not monotone or
+                             misses the target in the range      (exit 5)
 
 Task failures are not exceptions: they are data in the cube.
 
 The command line's exit codes live here too, beside the errors that map
 to them: 0 all tasks ok; 3 finished with failed tasks; 2 bad input
 (nothing written); 4 disk full (store consistent, resumable once there is
-space); 130 interrupted (store consistent, resumable). Each error class
+space); 5 a solve found no solution (its evaluations are kept); 6 an MCSE
+target missed under ``--strict``; 130 interrupted (store consistent, resumable). Each error class
 carries its exit code (``exit_code``).
 """
 
@@ -30,11 +33,14 @@ __all__ = [
     "EXIT_DISK_FULL",
     "EXIT_FAILED",
     "EXIT_INTERRUPTED",
+    "EXIT_NO_SOLUTION",
     "EXIT_OK",
+    "EXIT_TARGET_MISSED",
     "FROM_CLI",
     "NO_SPACE",
     "DiskFull",
     "FingerprintMismatch",
+    "NoSolution",
     "SimstudyError",
     "StoreError",
     "StudyError",
@@ -44,6 +50,8 @@ __all__ = [
 
 EXIT_OK, EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INTERRUPTED = 0, 2, 3, 130
 EXIT_DISK_FULL = 4
+EXIT_NO_SOLUTION = 5  # solve: not monotone, or the target is out of range
+EXIT_TARGET_MISSED = 6  # run --target-mcse --strict: a point missed its target
 # errno values that mean "no room": disk full, quota, file size limit
 NO_SPACE = frozenset(
     {errno.ENOSPC, errno.EFBIG, getattr(errno, "EDQUOT", errno.ENOSPC)}
@@ -115,6 +123,14 @@ class DiskFull(StoreError):
     """
 
     exit_code = EXIT_DISK_FULL
+
+
+class NoSolution(SimstudyError):
+    """A solve found no level meeting the target: the measure is not
+    monotone in the factor within its Monte Carlo error, or does not reach
+    the target in the range. The evaluations made are kept in the store."""
+
+    exit_code = EXIT_NO_SOLUTION
 
 
 class ReproducibilityWarning(UserWarning):

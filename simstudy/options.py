@@ -123,6 +123,14 @@ class RunKwargs(TypedDict, total=False):
     max_replicates : int
         Stop a point at this many replicates even if its target is not met
         (default 100 x the first round).
+    round_size : int
+        With ``target_mcse``: a point's next round adds at least this many
+        replicates, its count a multiple of it (default: a tenth of the
+        first round, rounded up).
+    strict : bool
+        With ``target_mcse``: a point stopped at ``max_replicates`` short of
+        its target makes the run exit with code 6 (``EXIT_TARGET_MISSED``)
+        instead of 0.
     device : {"cpu", "gpu"}
         jax backend: the JAX platform to run on (default: JAX's default
         device, a GPU when there is one).
@@ -150,12 +158,15 @@ class RunKwargs(TypedDict, total=False):
     prune: bool
     target_mcse: Mapping[str, float] | None
     max_replicates: int | None
+    round_size: int | None
+    strict: bool
     device: str | None
 
 
 @dataclass(frozen=True, slots=True)
 class TargetSpec:
-    """``--target-mcse``: MCSE goals per measure, the cap, the round size."""
+    """``--target-mcse``: MCSE goals per measure, the cap, the round size
+    (``--round-size``: the least a round adds, counts are its multiples)."""
 
     targets: Mapping[str, float]
     max_replicates: int
@@ -185,6 +196,7 @@ class RunOptions:
     recompute: tuple[str, ...] = ()
     prune: bool = False
     target: TargetSpec | None = None
+    strict: bool = False
     device: str | None = None
 
     @classmethod
@@ -201,7 +213,13 @@ class RunOptions:
         scheduler, device = o.get("scheduler"), o.get("device")
         task_timeout = o.get("task_timeout")
         warnings_as_errors = bool(o.get("warnings_as_errors", False))
-        target = _target(study, o.get("target_mcse"), o.get("max_replicates"))
+        target = _target(
+            study,
+            o.get("target_mcse"),
+            o.get("max_replicates"),
+            o.get("round_size"),
+            strict=bool(o.get("strict", False)),
+        )
         recompute = _names(o.get("recompute", ()))
         _known_methods(study, recompute)
         scheduler = _scheduler(study, scheduler, remote=bool(address or cluster))
@@ -254,6 +272,7 @@ class RunOptions:
             recompute=recompute,
             prune=bool(o.get("prune", False)),
             target=target,
+            strict=bool(o.get("strict", False)),
             device=device,
         )
 
@@ -376,16 +395,36 @@ def _remote(
 
 
 def _target(
-    study: Study, targets: Mapping[str, float] | None, max_replicates: int | None
+    study: Study,
+    targets: Mapping[str, float] | None,
+    max_replicates: int | None,
+    round_size: int | None,
+    *,
+    strict: bool,
 ) -> TargetSpec | None:
-    """Check --target-mcse / --max-replicates before anything is written."""
+    """Check --target-mcse / --max-replicates / --round-size / --strict
+    before anything is written."""
     if not targets:
-        if max_replicates is not None:
-            raise UsageError(
-                "--max-replicates only applies to a --target-mcse run.",
-                hint="add --target-mcse MEASURE=MCSE, or use --replicates N",
-            )
+        given = {
+            "--max-replicates": max_replicates is not None,
+            "--round-size": round_size is not None,
+            "--strict": strict,
+        }
+        for flag, used in given.items():
+            if used:
+                raise UsageError(
+                    f"{flag} only applies to a --target-mcse run.",
+                    hint="add --target-mcse MEASURE=MCSE, or drop " + flag,
+                )
         return None
+    size: Any = round_size  # user input: check its type at run time
+    if size is not None and (
+        isinstance(size, bool) or not isinstance(size, int) or size < 1
+    ):
+        raise UsageError(
+            f"--round-size must be a whole number >= 1, got {round_size!r}.",
+            hint="e.g. --round-size 100",
+        )
     for measure, goal in targets.items():
         _check_goal(study, measure, goal)
     if study.scheme != "spawn":
@@ -401,7 +440,8 @@ def _target(
             f"{study.replicates} replicates.",
             hint="raise --max-replicates or lower --replicates",
         )
-    return TargetSpec(dict(targets), int(limit), study.replicates)
+    step = round_size or max(1, -(-study.replicates // 10))
+    return TargetSpec(dict(targets), int(limit), int(step))
 
 
 def _check_goal(study: Study, measure: str, goal: float) -> None:

@@ -27,7 +27,7 @@ import numpy as np
 import xarray as xr
 
 from simstudy.atomic import write_text
-from simstudy.cube import METHOD
+from simstudy.cube import METHOD, REPLICATE
 from simstudy.errors import UsageError
 from simstudy.store import open_results, read_failures, read_warnings
 from simstudy.store.versionlog import notes as version_notes
@@ -115,6 +115,7 @@ def write_report(
         ),
         f"<h1>Simulation study <i>{_e(meta['study'])}</i></h1>",
         _study_section(cube, meta),
+        _solve_section(summary, meta),
         _measures_table(records, summary),
         failure_rates(summary),
         _measure_figures(summary, split),
@@ -153,6 +154,14 @@ def _study_section(cube: xr.Dataset, meta: dict[str, Any]) -> str:
     fp = meta["fingerprint"]
     status = cube["status"].values
     counts = [int((status == c).sum()) for c in (1, 2, 0)]
+    planned = status.size
+    if "target_replicates" in cube:  # past a point's target stop: not planned
+        within = (cube[REPLICATE] < cube["target_replicates"]).broadcast_like(
+            cube["status"]
+        )
+        inside = within.transpose(*cube["status"].dims).values
+        planned = int(inside.sum())
+        counts[2] = int(((status == 0) & inside).sum())
     rows = [
         (
             "factors",
@@ -164,10 +173,11 @@ def _study_section(cube: xr.Dataset, meta: dict[str, Any]) -> str:
         (
             "tasks",
             (
-                f"{status.size:,}: {counts[0]:,} ok, {counts[1]:,} failed, "
+                f"{planned:,}: {counts[0]:,} ok, {counts[1]:,} failed, "
                 f"{counts[2]:,} pending"
             ),
         ),
+        *_target_rows(cube, meta),
         ("created", meta.get("created", "?")),
         (
             "versions",
@@ -188,6 +198,72 @@ def _study_section(cube: xr.Dataset, meta: dict[str, Any]) -> str:
         f"<tr><th class=l>{_e(k)}</th><td class=l>{_e(v)}</td></tr>" for k, v in rows
     )
     return f"<h2>Study and provenance</h2><table>{body}</table>"
+
+
+def _target_rows(cube: xr.Dataset, meta: dict[str, Any]) -> list[tuple[str, str]]:
+    """The --target-mcse rule and where each design point stopped."""
+    if meta.get("solve"):
+        return [
+            (
+                "solve",
+                (
+                    "levels a `simstudy solve` evaluated have only the replicates "
+                    "and the method it needed: their other cells count as pending"
+                ),
+            )
+        ]
+    record = meta.get("target_mcse")
+    if not record or "target_replicates" not in cube:
+        return []
+    goals = ", ".join(f"{m} \u2264 {g:g}" for m, g in record["targets"].items())
+    points = record["points"]
+    met = sum(e["state"] == "met" for e in points)
+    rule = (
+        f"{goals}, per method, at most {record['max_replicates']:,} replicates "
+        f"(rounds of at least {record['step']:,}): met at {met} of "
+        f"{len(points)} point(s)"
+    )
+    where = "; ".join(
+        f"{', '.join(f'{k}={v}' for k, v in e['point'].items())}: "
+        f"{e['replicates']:,} replicates, "
+        f"{'met' if e['state'] == 'met' else 'not met'}"
+        for e in points
+    )
+    return [("target MCSE", rule), ("target_replicates", where)]
+
+
+def _solve_section(summary: xr.Dataset, meta: dict[str, Any]) -> str:
+    """Each ``simstudy solve`` the store holds: the answer with its interval
+    and the measure's curve over the solved factor, MCSE bands, the target."""
+    from simstudy.plots import measure_curve
+
+    parts = []
+    for i, s in enumerate(meta.get("solve", [])):
+        where = ", ".join(f"{k} = {v}" for k, v in s["point"].items())
+        state = "" if s["met"] else " (budget spent before the tolerance was met)"
+        text = (
+            f"{s['factor']} = <b>{_e(s['answer'])}</b>"
+            f"{' at ' + _e(where) if where else ''}: {_e(s['measure'])} of "
+            f"{_e(s['method'])} reaches {s['target']:g} at {s['estimate']:.4g}, "
+            f"{s['level']:.0%} CI {s['lower']:.4g} to {s['upper']:.4g} "
+            f"({s['tasks']:,} tasks, {s['rounds']} rounds){_e(state)}."
+        )
+        figure = ""
+        if s["measure"] in summary and s["method"] in summary[METHOD].values:
+            fig = measure_curve(
+                summary,
+                s["measure"],
+                factor=s["factor"],
+                at=s["point"],
+                methods=s["method"],
+                target=s["target"],
+                solution=s,
+            )
+            figure = _svg(fig, f"solve{i}")
+        parts.append(f"<p>{text}</p>{figure}")
+    if not parts:
+        return ""
+    return "<h2>Solved levels</h2>" + "".join(parts)
 
 
 def _shown(summary: xr.Dataset) -> list[str]:

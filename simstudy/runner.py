@@ -37,6 +37,7 @@ from simstudy.errors import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
     EXIT_OK,
+    EXIT_TARGET_MISSED,
     ReproducibilityWarning,
     SimstudyError,
     StudyError,
@@ -102,6 +103,8 @@ class RunReport:
     warnings: tuple[str, ...] = ()  # said once, e.g. a library version changed
     notes: tuple[str, ...] = ()  # e.g. results hidden because the study dropped them
     nonfinite: int = 0  # ok tasks of this run with a NaN or inf output
+    target_missed: bool = False  # --target-mcse: a point stopped short of it
+    strict: bool = False  # --strict: a missed target is exit code 6
 
     @property
     def tasks_per_second(self) -> float:
@@ -113,7 +116,9 @@ class RunReport:
     def exit_code(self) -> int:
         if self.interrupted:
             return EXIT_INTERRUPTED
-        return EXIT_FAILED if self.failed or self.stopped_on_errors else EXIT_OK
+        if self.failed or self.stopped_on_errors:
+            return EXIT_FAILED
+        return EXIT_TARGET_MISSED if self.strict and self.target_missed else EXIT_OK
 
     def lines(self) -> list[tuple[str, str]]:
         """What a person wants to see of the run, as (label, text) rows."""
@@ -270,7 +275,7 @@ class _Run:
         self.on_progress, self.on_start = on_progress, on_start
         self.executor: Executor | None = None
         self.t0 = time.perf_counter()
-        self.report = RunReport(store=opts.store)
+        self.report = RunReport(store=opts.store, strict=opts.strict)
         self.failed_before = 0  # failed tasks before this run (within round 1)
         self.failed_now = 0  # failed in this run
         self.base = 0  # tasks computed in earlier rounds
@@ -436,13 +441,20 @@ class _Run:
     def _short_of_target(self, target: TargetRule, points: int) -> None:
         short = [e for e in target.last if e["state"] == "max"]
         if short:
+            first = short[0]
+            where = ", ".join(f"{k}={v}" for k, v in first["point"].items())
+            mcse = ", ".join(
+                f"{m} MCSE {v:.3g} > {target.spec.targets[m]:g}"
+                for m, v in first["mcse"].items()
+                if v is not None and v > target.spec.targets[m]
+            )
             message = (
                 f"the MCSE target is not met at {len(short)} of {points} "
                 f"design point(s), stopped at --max-replicates "
-                f"{target.spec.max_replicates:,} (e.g. {short[0]['point']}: "
-                f"{short[0]['mcse']})."
+                f"{target.spec.max_replicates:,} (e.g. {where}: {mcse})."
             )
             self.report.warnings += (message,)
+            self.report.target_missed = True
 
     def _round(
         self,

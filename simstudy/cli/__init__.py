@@ -9,7 +9,8 @@
     └── progress.py   the progress bar with rate and ETA
 
 Exit codes: 0 all tasks ok; 3 finished with failed tasks; 2 bad input
-(nothing written); 4 disk full (resumable once there is space); 130
+(nothing written); 4 disk full (resumable once there is space); 5 solve
+found no solution; 6 an MCSE target missed under ``--strict``; 130
 interrupted (store consistent, resumable).
 
 Layers: imports ``runner, debugging, pilot, options, store, summary, report,

@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from simstudy.cli.solve import cmd_solve
 from simstudy.errors import EXIT_FAILED, EXIT_OK, UsageError
 from simstudy.options import FAIL_FAST
 from simstudy.progress import ProgressPrinter, duration, percent
@@ -572,4 +573,5 @@ COMMANDS = {
     "errors": cmd_errors,
     "verify": cmd_verify,
     "plan": cmd_plan,
+    "solve": cmd_solve,
 }

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 from typing import Any, NoReturn
 
+from simstudy.cli.solve import add_solve
 from simstudy.errors import UsageError
 from simstudy.executors import SCHEDULERS
 
@@ -73,6 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = top.add_subparsers(dest="command", required=True, parser_class=Parser)
     _add_run(sub)
     _add_other(sub)
+    add_solve(sub)
     return top
 
 
@@ -180,6 +182,19 @@ def _add_run_study(run: Any) -> None:
         metavar="M",
         help="with --target-mcse: stop a design point at M replicates "
         "(default 100 x the first round)",
+    )
+    run.add_argument(
+        "--round-size",
+        type=_positive,
+        metavar="K",
+        help="with --target-mcse: a point's next round adds at least K "
+        "replicates, its count a multiple of K (default: a tenth of the first)",
+    )
+    run.add_argument(
+        "--strict",
+        action="store_true",
+        help="with --target-mcse: exit with code 6 when a point stops at "
+        "--max-replicates short of its target",
     )
     run.add_argument(
         "--accept-version-change",

@@ -10,7 +10,7 @@ From a cube (``simstudy.open_results(store)``), replicate by replicate:
 :func:`zip_plot`, :func:`scatter_plot`, :func:`bland_altman_plot`,
 :func:`distribution_plot`. From a summary (``simstudy.summarize(cube)``),
 measure by measure: :func:`nested_loop_plot`, :func:`lollipop_plot`,
-:func:`heatmap`.
+:func:`heatmap`, :func:`measure_curve` (a power curve).
 
 Figures use matplotlib's Agg canvas directly (no pyplot, no GUI backend,
 no global state). ``import simstudy`` does not import this package.
@@ -23,6 +23,7 @@ imports ``store``, ``runner`` or ``executors`` (an import-linter contract).
 from __future__ import annotations
 
 from simstudy.plots.common import PlotFigure
+from simstudy.plots.curves import measure_curve
 from simstudy.plots.measures import heatmap, lollipop_plot, nested_loop_plot
 from simstudy.plots.replicates import (
     bland_altman_plot,
@@ -37,6 +38,7 @@ __all__ = [
     "distribution_plot",
     "heatmap",
     "lollipop_plot",
+    "measure_curve",
     "nested_loop_plot",
     "scatter_plot",
     "zip_plot",

@@ -257,6 +257,12 @@ class Store:
         with writing(self.path):
             self.layout.save_meta()
 
+    def record_solve(self, record: list[dict[str, Any]]) -> None:
+        """Keep a solve's solutions (``simstudy solve``) for the report."""
+        self.layout.meta.extra["solve"] = record
+        with writing(self.path):
+            self.layout.save_meta()
+
     def save_truth(self, study: Study) -> None:
         """Record the truth and measure declarations summaries read (not part
         of the fingerprint: they change no number) and the study file."""
