@@ -6,7 +6,7 @@ of every replicate), styles are inline. Open it in any browser. The report
 stays bounded for any number of design points: one nested-loop plot per
 measure, and zip / distribution plots for at most a few design points.
 
-Layers: imports ``plots, store, summary, cube, errors`` (and numpy, xarray;
+Layers: imports ``plots, store, summary, deviations, cube, errors`` (and numpy, xarray;
 matplotlib through ``plots``).
 """
 
@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import xarray as xr
 
+from simstudy import deviations
 from simstudy.cube import METHOD
 from simstudy.errors import UsageError
 from simstudy.store import open_results, read_failures, read_warnings
@@ -97,6 +98,7 @@ def write_report(
         ),
         f"<h1>Simulation study <i>{_e(meta['study'])}</i></h1>",
         _study_section(cube, meta),
+        deviations.section_html(meta.get("protocol"), meta),
         _measures_table(records, summary),
         _measure_figures(summary),
         _replicate_figures(cube),

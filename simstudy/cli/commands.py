@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from simstudy.cli.share import cmd_bundle, cmd_protocol, run_bundle, verify_bundle
 from simstudy.errors import EXIT_FAILED, EXIT_OK, UsageError
 from simstudy.options import FAIL_FAST
 from simstudy.progress import ProgressPrinter, duration
@@ -25,6 +26,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     from simstudy.options import RunKwargs
     from simstudy.runner import run
 
+    if args.add_method is not None or Path(args.study).suffix == ".tar":
+        return run_bundle(args)  # docs/share.md: a method added to a bundle
     modules = study_imports(args.study)
     store = args.store or Path.cwd() / f"{Path(args.study).stem}.zarr"
     fresh = args.restart or not Path(store).exists()  # a new store has work
@@ -243,8 +246,11 @@ def cmd_errors(args: argparse.Namespace) -> int:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
+    from simstudy.bundle import is_bundle
     from simstudy.debugging import verify
 
+    if is_bundle(args.store):
+        return verify_bundle(args)
     store, study_file = _verify_target(args)
     result = verify(
         study_file,
@@ -478,4 +484,6 @@ COMMANDS = {
     "errors": cmd_errors,
     "verify": cmd_verify,
     "plan": cmd_plan,
+    "protocol": cmd_protocol,
+    "bundle": cmd_bundle,
 }

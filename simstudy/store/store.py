@@ -262,6 +262,14 @@ class Store:
         with writing(self.path):
             self.layout.save_meta()
 
+    def record_protocol(self, registration: dict[str, Any]) -> None:
+        """Keep a registered protocol (``run --protocol``): its file name,
+        sha256, record and text; the report compares the store with it."""
+        if self.layout.meta.extra.get("protocol") != registration:
+            self.layout.meta.extra["protocol"] = registration
+            with writing(self.path):
+                self.layout.save_meta()
+
     def save_truth(self, study: Study) -> None:
         """Record the truth and measure declarations summaries read (not part
         of the fingerprint: they change no number) and the study file."""
