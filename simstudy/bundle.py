@@ -591,17 +591,22 @@ def add_method(
             "results to compare a new method with.",
             hint="ask for the bundle with its cube, or run the study file itself",
         )
-    study_file = d / manifest["study_file"]
-    copy = study_file.parent / mine.name
-    if copy.exists() and copy.read_bytes() != mine.read_bytes() and fresh:
-        raise UsageError(
-            f"--add-method {mine.name}: the bundle has a file of that name.",
-            hint="rename your file",
-        )
-    shutil.copy(mine, copy)
-    study = load_study(study_file)
-    original = list(study.method_names)
-    added = _added_methods(study, copy)
+    try:
+        study_file = d / manifest["study_file"]
+        copy = study_file.parent / mine.name
+        if copy.exists() and copy.read_bytes() != mine.read_bytes() and fresh:
+            raise UsageError(
+                f"--add-method {mine.name}: the bundle has a file of that name.",
+                hint="rename your file",
+            )
+        shutil.copy(mine, copy)
+        study = load_study(study_file)
+        original = list(study.method_names)
+        added = _added_methods(study, copy)
+    except BaseException:
+        if fresh:  # bad input leaves nothing behind
+            shutil.rmtree(d, ignore_errors=True)
+        raise
     store = d / manifest["store"]
     before = _columns_digest(store, original)
     report = run(study, store=store, **options)
