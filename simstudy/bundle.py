@@ -153,11 +153,11 @@ def task_hashes(store: Path) -> dict[str, Any]:
     levels = [list(ds[f].values.tolist()) for f in factors]
     for idx in np.ndindex(*(len(lv) for lv in levels)):
         point = {
-            f: levels[i][j] for i, (f, j) in enumerate(zip(factors, idx, strict=False))
+            f: levels[i][j] for i, (f, j) in enumerate(zip(factors, idx, strict=True))
         }
         per = {}
         for m, name in enumerate(methods):
-            col = []
+            col: list[str | None] = []
             for r in range(out["replicates"]):
                 if status[(*idx, r, m)] != OK:
                     col.append(None)
@@ -547,7 +547,7 @@ def _columns_digest(store: Path, methods: list[str]) -> str:
 
     ds = open_results(store, include_hidden=True)
     h = hashlib.sha256()
-    for v in sorted(ds.data_vars):
+    for v in sorted(str(name) for name in ds.data_vars):
         h.update(v.encode())
         h.update(np.ascontiguousarray(ds[v].sel({METHOD: methods}).values).tobytes())
     ds.close()

@@ -73,7 +73,8 @@ def test_protocol_has_every_ademp_section_and_the_fingerprint(write_study, tmp_p
         assert head in text
     assert "does shrinking the mean by K pay" in text  # aims: the docstring
     assert "`normal` (study.py:11): A standard normal sample" in text
-    assert "| mean | " in text and "MCSE(bias)" in text
+    assert "| mean | " in text
+    assert "MCSE(bias)" in text
     assert "Seed 3, scheme `spawn`" in text
     record = read_protocol(out)["record"]
     assert record["fingerprint"] == load_study(path).fingerprint()
@@ -142,8 +143,12 @@ def test_no_change_says_none(write_study, tmp_path):
 def test_a_changed_helper_module_is_a_deviation(write_study, tmp_path):
     write_study("SCALE = 1.0\n", name="scaling.py")
     path = write_study(
-        STUDY.replace("import numpy as np", "import numpy as np\nimport scaling")
-        .replace("return rng.standard_normal(n)", "return rng.standard_normal(n) * scaling.SCALE")
+        STUDY.replace(
+            "import numpy as np", "import numpy as np\nimport scaling"
+        ).replace(
+            "return rng.standard_normal(n)",
+            "return rng.standard_normal(n) * scaling.SCALE",
+        )
     )
     proto = tmp_path / "protocol.md"
     _protocol(path, proto)
@@ -197,7 +202,8 @@ def test_the_section_escapes_what_it_shows():
     shown = section_html(reg, meta)
     assert "&lt;b&gt;p.md" in shown
     assert "method &#x27;&lt;i&gt;&#x27; added" in shown
-    assert "<b>" not in shown and "<i>" not in shown
+    assert "<b>" not in shown
+    assert "<i>" not in shown
 
 
 @pytest.mark.parametrize(
