@@ -110,6 +110,9 @@ def test_a_changed_constant_and_method_are_deviations_in_the_report(
     store = tmp_path / "s.zarr"
     argv = ["run", str(path), "--store", str(store), "--protocol", str(proto)]
     assert main([*argv, "--scheduler", "synchronous", "--no-progress"]) == 0
+    err = capsys.readouterr().err
+    assert "note: the study deviates from" in err
+    assert "in 2 way(s) (global 'K' used by method 'mean' changed; ...)" in err
     assert main(["report", str(store), "-o", str(tmp_path / "r.html")]) == 0
     page = (tmp_path / "r.html").read_text()
     section = page[page.index("Deviations from the protocol") :]

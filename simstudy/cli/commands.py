@@ -12,7 +12,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from simstudy.cli.share import cmd_bundle, cmd_protocol, run_bundle, verify_bundle
+from simstudy.cli.share import (
+    cmd_bundle,
+    cmd_protocol,
+    protocol_note,
+    run_bundle,
+    verify_bundle,
+)
 from simstudy.errors import EXIT_FAILED, EXIT_OK, UsageError
 from simstudy.options import FAIL_FAST
 from simstudy.progress import ProgressPrinter, duration
@@ -65,6 +71,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         if printer is not None:
             printer.close()
     _print_report(report, args.max_errors)
+    if args.protocol is not None:
+        protocol_note(study, args.protocol)
     return report.exit_code
 
 

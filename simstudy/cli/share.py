@@ -12,7 +12,22 @@ from typing import Any
 
 from simstudy.errors import EXIT_FAILED, EXIT_OK, UsageError
 
-__all__ = ["cmd_bundle", "cmd_protocol", "run_bundle", "verify_bundle"]
+__all__ = ["cmd_bundle", "cmd_protocol", "protocol_note", "run_bundle", "verify_bundle"]
+
+
+def protocol_note(study: Any, path: str) -> None:
+    """After ``run --protocol``: say whether the study deviates from it."""
+    from simstudy.protocol import compare
+
+    found = compare(study, path)
+    if found:
+        print(
+            f"note: the study deviates from {path} in {len(found)} way(s) "
+            f"({found[0]}{'; ...' if len(found) > 1 else ''}); the report lists them",
+            file=sys.stderr,
+        )
+    else:
+        print(f"note: the study is as {path} registered it", file=sys.stderr)
 
 
 def cmd_protocol(args: argparse.Namespace) -> int:
