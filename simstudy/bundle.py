@@ -258,11 +258,14 @@ def pack(
 
 
 def _requirements(packages: dict[str, str]) -> str:
+    """The pins, simstudy itself as a comment: it is installed from its
+    source (it may be on no index), the rest with pip install -r."""
     head = (
         "# the environment that made this bundle: pip install -r requirements.txt\n"
         f"# python {platform.python_version()}\n"
+        f"# simstudy=={packages.get('simstudy', '?')} (install it from its source)\n"
     )
-    return head + "".join(f"{k}=={v}\n" for k, v in packages.items())
+    return head + "".join(f"{k}=={v}\n" for k, v in packages.items() if k != "simstudy")
 
 
 def _add_text(tar: tarfile.TarFile, name: str, text: str) -> None:

@@ -47,12 +47,13 @@ _PRE = re.compile(r"<pre id=" + MARKER + r">(.*?)</pre>", re.DOTALL)
 
 def block_markdown(record: dict[str, Any]) -> str:
     """The record as a fenced JSON block a protocol ends with."""
-    return f"```json {MARKER}\n{json.dumps(record, indent=1, sort_keys=True)}\n```\n"
+    # keys in their order: the factors' order is the grid's
+    return f"```json {MARKER}\n{json.dumps(record, indent=1)}\n```\n"
 
 
 def block_html(record: dict[str, Any]) -> str:
     """The record as an HTML ``<pre>`` (escaped; read back by ``read_protocol``)."""
-    text = html.escape(json.dumps(record, indent=1, sort_keys=True), quote=False)
+    text = html.escape(json.dumps(record, indent=1), quote=False)
     return f"<pre id={MARKER}>{text}</pre>"
 
 
@@ -159,7 +160,7 @@ def deviations(registered: dict[str, Any], now: dict[str, Any]) -> list[str]:
     backend = [fp.get("backend", {"name": "numpy"}) for fp in (old, new)]
     if backend[0] != backend[1]:
         out.append(f"backend changed: {backend[0]!r} -> {backend[1]!r}")
-    if list(old["factors"]) != list(new["factors"]):
+    if set(old["factors"]) != set(new["factors"]):
         out.append(f"factors changed: {list(old['factors'])} -> {list(new['factors'])}")
     out += _levels(old["factors"], new["factors"])
     if old["replicates"] != new["replicates"]:

@@ -21,13 +21,13 @@ from simstudy import Study
 
 K = 2.0
 
-study = Study("tiny", factors={"n": [5, 10]}, replicates=6, seed=3)
+study = Study("tiny", factors={"n": [5, 10], "mu": [0.0]}, replicates=6, seed=3)
 
 
 @study.data
-def normal(rng, n):
-    """A standard normal sample of size n."""
-    return rng.standard_normal(n)
+def normal(rng, n, mu):
+    """A normal sample of size n around mu."""
+    return mu + rng.standard_normal(n)
 
 
 def shrink(v):
@@ -72,12 +72,13 @@ def test_protocol_has_every_ademp_section_and_the_fingerprint(write_study, tmp_p
     ):
         assert head in text
     assert "does shrinking the mean by K pay" in text  # aims: the docstring
-    assert "`normal` (study.py:11): A standard normal sample" in text
+    assert "`normal` (study.py:11): A normal sample of size n" in text
     assert "| mean | " in text
     assert "MCSE(bias)" in text
     assert "Seed 3, scheme `spawn`" in text
     record = read_protocol(out)["record"]
     assert record["fingerprint"] == load_study(path).fingerprint()
+    assert list(record["fingerprint"]["factors"]) == ["n", "mu"]  # the grid's order
 
 
 def test_an_html_protocol_reads_back_the_same_record(write_study, tmp_path):
@@ -149,8 +150,8 @@ def test_a_changed_helper_module_is_a_deviation(write_study, tmp_path):
         STUDY.replace(
             "import numpy as np", "import numpy as np\nimport scaling"
         ).replace(
-            "return rng.standard_normal(n)",
-            "return rng.standard_normal(n) * scaling.SCALE",
+            "return mu + rng.standard_normal(n)",
+            "return mu + rng.standard_normal(n) * scaling.SCALE",
         )
     )
     proto = tmp_path / "protocol.md"
