@@ -540,21 +540,32 @@ def _added_methods(study: Study, path: Path) -> list[str]:
             hint="rename the function (its name is the method's name)",
         )
     for f in funcs:
-        study.method(f)
+        # what @study.method(...) would be given: f.simstudy = {"se": "se"}
+        declared = getattr(f, "simstudy", None) or {}
+        if not isinstance(declared, dict) or not set(declared) <= _OPTIONS:
+            raise UsageError(
+                f"--add-method {path.name}: {f.__name__}.simstudy must be a dict "
+                f"of {sorted(_OPTIONS)}, got {declared!r}.",
+                hint=f'write {f.__name__}.simstudy = {{"se": "se"}}',
+            )
+        study.method(**declared)(f)
     return [f.__name__ for f in funcs]
 
 
-def _columns_digest(store: Path, methods: list[str]) -> str:
-    """One hash of every variable's values in ``methods``' columns."""
+_OPTIONS = {"estimate", "se", "ci", "p"}
+
+
+def _columns_digest(store: Path, methods: list[str]) -> dict[str, str]:
+    """Per variable, a hash of its values in ``methods``' columns."""
     from simstudy.store import open_results
 
     ds = open_results(store, include_hidden=True)
-    h = hashlib.sha256()
+    out = {}
     for v in sorted(str(name) for name in ds.data_vars):
-        h.update(v.encode())
-        h.update(np.ascontiguousarray(ds[v].sel({METHOD: methods}).values).tobytes())
+        values = ds[v].sel({METHOD: methods}).values
+        out[v] = hashlib.sha256(np.ascontiguousarray(values).tobytes()).hexdigest()
     ds.close()
-    return h.hexdigest()
+    return out
 
 
 def add_method(
@@ -613,7 +624,8 @@ def add_method(
     store = d / manifest["store"]
     before = _columns_digest(store, original)
     report = run(study, store=store, **options)
-    unchanged = _columns_digest(store, original) == before
+    after = _columns_digest(store, original)  # a new output adds a variable
+    unchanged = all(after.get(v) == h for v, h in before.items())
     path = write_report(store, d / "report.html")
     return AddResult(
         folder=d,

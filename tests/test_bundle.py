@@ -170,7 +170,11 @@ def test_an_added_method_runs_only_its_tasks_on_the_same_data(
     bundle, tmp_path, monkeypatch, capsys
 ):
     mine = tmp_path / "mine.py"
-    mine.write_text("def again(x):\n    return {'estimate': float(x[0])}\n")
+    mine.write_text(
+        "def again(x):\n    return {'estimate': float(x[0]), 'sd': 1.0}\n\n"
+        "again.simstudy = {'se': 'sd'}\n\n"
+        "def _helper():\n    pass\n"
+    )
     before = xr.open_zarr(tmp_path / "shared.zarr").load()
     monkeypatch.chdir(tmp_path)
     argv = ["run", str(bundle), "--add-method", str(mine), "--scheduler", "threads"]
@@ -190,6 +194,7 @@ def test_an_added_method_runs_only_its_tasks_on_the_same_data(
         after["estimate"].sel({METHOD: "first"}).values,
     )
     assert "again" in (tmp_path / "shared.extended" / "report.html").read_text()
+    assert after.attrs["simstudy"]["measures"]["again"] == {"se": "sd"}
 
 
 def test_an_added_method_may_not_reuse_a_name(bundle, tmp_path, monkeypatch, capsys):
