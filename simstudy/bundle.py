@@ -333,6 +333,17 @@ class MethodCheck:
     differ: list[str] = field(default_factory=list)
     max_rel: float = 0.0
 
+    def add(self, rel: float, task: str) -> None:
+        """Count one recomputed task, ``rel`` its largest relative difference."""
+        self.tasks += 1
+        self.max_rel = max(self.max_rel, rel)
+        if rel == 0.0:
+            self.identical += 1
+        elif rel <= RTOL:
+            self.noise += 1
+        else:
+            self.differ.append(task)
+
     @property
     def verdict(self) -> str:
         if self.differ:
@@ -397,6 +408,39 @@ def _rel(new: np.ndarray[Any, Any], old: np.ndarray[Any, Any]) -> float:
     return float(np.max(np.where(same, 0.0, np.abs(a - b) / scale)))
 
 
+def _difference(
+    result: Any,
+    j: int,
+    hashes: dict[str, Any],
+    digest: str,
+    stored: tuple[Any, dict[str, Any]] | None,
+) -> float:
+    """How far method ``j``'s recomputed outputs are from the bundle's: 0
+    when the hash matches, else the largest relative difference from the
+    cube (inf without a cube, or for a failed task)."""
+    if result.status[0, j] != OK:
+        return float("inf")
+    try:
+        cast = [
+            np.asarray(
+                result.outputs[v][0, j] if v in result.outputs else np.nan,
+                dtype=hashes["dtypes"][v],
+            )
+            for v in hashes["outputs"]
+        ]
+    except (ValueError, TypeError):
+        return float("inf")
+    if _task_hash(cast) == digest:
+        return 0.0
+    if stored is None:
+        return float("inf")
+    cube, where = stored
+    return max(
+        _rel(cast[k], cube[v].sel(where).values)
+        for k, v in enumerate(hashes["outputs"])
+    )
+
+
 def verify(
     bundle: str | os.PathLike[str], *, sample: int = 20, seed: int | None = None
 ) -> BundleCheck:
@@ -447,32 +491,10 @@ def verify(
             for j, m in enumerate(study.methods):
                 if stored.get(m.name, [None] * (r + 1))[r] is None:
                     continue
-                c = checks[m.name]
-                c.tasks += 1
-                new = {
-                    v: result.outputs[v][0, j]
-                    for v in hashes["outputs"]
-                    if v in result.outputs
-                }
-                cast = [
-                    np.asarray(new.get(v, np.nan), dtype=hashes["dtypes"][v])
-                    for v in hashes["outputs"]
-                ]
-                if result.status[0, j] == OK and _task_hash(cast) == stored[m.name][r]:
-                    c.identical += 1
-                    continue
-                rel = float("inf")
-                if cube is not None and result.status[0, j] == OK:
-                    where = {**point, REPLICATE: r, METHOD: m.name}
-                    rel = max(
-                        _rel(cast[k], cube[v].sel(where).values)
-                        for k, v in enumerate(hashes["outputs"])
-                    )
-                c.max_rel = max(c.max_rel, rel)
-                if rel <= RTOL:
-                    c.noise += 1
-                else:
-                    c.differ.append(task_spec(point, r, m.name))
+                where = {**point, REPLICATE: r, METHOD: m.name}
+                stored_values = None if cube is None else (cube, where)
+                rel = _difference(result, j, hashes, stored[m.name][r], stored_values)
+                checks[m.name].add(rel, task_spec(point, r, m.name))
         if cube is not None:
             cube.close()
     return BundleCheck(
