@@ -205,3 +205,22 @@ def test_an_added_method_may_not_reuse_a_name(bundle, tmp_path, monkeypatch, cap
     assert main(argv) == 2
     assert "has a method 'mean' already" in capsys.readouterr().err
     assert not (tmp_path / "shared.extended").exists()  # bad input: nothing written
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["verify", "{tmp}/junk.tar"], "not a readable bundle"),
+        (["bundle", "{tmp}/none.zarr", "-o", "{tmp}/b.tar"], "no such store"),
+        (["run", "{tmp}/junk.tar"], "a bundle runs only with --add-method"),
+        (["run", "{tmp}/study.py", "--add-method", "{tmp}/m.py"], "is not a bundle"),
+    ],
+    ids=["verify-junk", "bundle-no-store", "run-bundle-alone", "add-to-a-study-file"],
+)
+def test_bad_bundle_commands_exit_2_and_write_nothing(tmp_path, capsys, argv, expected):
+    (tmp_path / "junk.tar").write_text("not a tar file")
+    (tmp_path / "study.py").write_text("")
+    before = sorted(tmp_path.iterdir())
+    assert main([a.format(tmp=tmp_path) for a in argv]) == 2
+    assert expected in capsys.readouterr().err
+    assert sorted(tmp_path.iterdir()) == before
