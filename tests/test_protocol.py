@@ -142,6 +142,10 @@ def test_no_change_says_none(write_study, tmp_path):
     assert "<p>None: the store holds exactly what the protocol registered.</p>" in page
     meta = json.loads((store / "zarr.json").read_text())["attributes"]["simstudy"]
     assert meta["protocol"]["sha256"] == read_protocol(proto)["sha256"]
+    restart = ["run", str(path), "--store", str(store), "--restart"]
+    assert main([*restart, "--scheduler", "synchronous", "--no-progress"]) == 0
+    meta = json.loads((store / "zarr.json").read_text())["attributes"]["simstudy"]
+    assert meta["protocol"]["sha256"] == read_protocol(proto)["sha256"]  # kept
 
 
 def test_a_changed_helper_module_is_a_deviation(write_study, tmp_path):

@@ -137,7 +137,9 @@ class Store:
         prune: bool,
         provenance: Mapping[str, str] | None,
     ) -> Store:
+        registered = None
         if restart and (p / "zarr.json").exists():
+            registered = _registered_protocol(p)  # a restart keeps it
             reconcile.wipe(p)
         for leftover in p.rglob("*.partial"):
             leftover.unlink(missing_ok=True)
@@ -154,6 +156,8 @@ class Store:
             layout = Layout.create(p, study, dict(provenance or {}), declared)
             store = cls(layout, lock, provenance)
         store.save_truth(study)
+        if registered is not None:
+            store.record_protocol(registered)
         store.hidden = reconcile.set_active(store.layout, study)
         if prune and (store.hidden["levels"] or store.hidden["methods"]):
             store.flush()
@@ -307,6 +311,18 @@ class Store:
             self.writer.close()
         finally:
             self.lock.release()
+
+
+def _registered_protocol(p: Path) -> dict[str, Any] | None:
+    """The protocol ``run --protocol`` recorded in a store, if any."""
+    import json
+
+    try:
+        attrs = json.loads((p / "zarr.json").read_text())["attributes"]
+        found: dict[str, Any] | None = attrs["simstudy"].get("protocol")
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+    return found
 
 
 def _declared(study: Study) -> dict[str, Any]:
