@@ -206,7 +206,7 @@ def pack(
     meta = dict(ds.attrs["simstudy"])
     ds.close()
     named = study or meta.get("source_file")
-    if not named or not Path(named).is_file():
+    if not named or not Path(named).is_file() or Path(named).suffix != ".py":
         raise UsageError(
             f"bundle {src}: the study file {named!r} is not there.",
             hint="give it: python -m simstudy bundle STORE --study STUDY.py -o FILE",
