@@ -45,6 +45,7 @@ import numpy as np
 from simstudy.cube import FIXED_VARS, METHOD, OK, REPLICATE
 from simstudy.errors import StoreError, UsageError
 from simstudy.loader import study_imports
+from simstudy.shell import quote
 from simstudy.study import Study
 
 __all__ = [
@@ -391,7 +392,7 @@ class BundleCheck:
                 )
                 what = (
                     f"DIFFERS ({len(c.differ)} of {c.tasks} task(s); {how}), "
-                    f"e.g. --task {c.differ[0]}"
+                    f"e.g. --task {quote(c.differ[0])}"
                 )
             out.append(f"  {name}: {what}")
         return out

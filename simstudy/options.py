@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, TypedDict, Unpack
 
 from simstudy.backends import Placement, backend_of
-from simstudy.errors import UsageError
+from simstudy.errors import UsageError, option
 from simstudy.executors import SCHEDULERS
 from simstudy.study import Study
 
@@ -108,9 +108,10 @@ class RunKwargs(TypedDict, total=False):
         Run failed tasks again.
     restart : bool
         Discard the store's contents first.
-    recompute : list of str
+    recompute : str or list of str
         Methods whose stored results are discarded and computed again (after
-        their code changed; every other result is kept).
+        their code changed; every other result is kept). One name may be
+        given as a string: ``recompute="median"``.
     prune : bool
         Delete the stored levels and methods the study no longer has (by
         default they are kept, hidden from summaries).
@@ -148,7 +149,7 @@ class RunKwargs(TypedDict, total=False):
     warnings_as_errors: bool
     retry_failed: bool
     restart: bool
-    recompute: tuple[str, ...] | list[str]
+    recompute: str | tuple[str, ...] | list[str]
     prune: bool
     target_mcse: Mapping[str, float] | None
     max_replicates: int | None
@@ -206,7 +207,7 @@ class RunOptions:
         task_timeout = o.get("task_timeout")
         warnings_as_errors = bool(o.get("warnings_as_errors", False))
         target = _target(study, o.get("target_mcse"), o.get("max_replicates"))
-        recompute = tuple(o.get("recompute", ()))
+        recompute = _names(o.get("recompute", ()))
         _known_methods(study, recompute)
         scheduler = _scheduler(study, scheduler, remote=bool(address or cluster))
         backend_of(study).check(study, Placement(scheduler, device, task_timeout))
@@ -275,11 +276,22 @@ def default_store(study: Study) -> Path:
     return Path.cwd() / f"{stem}.zarr"
 
 
+def _names(value: Any) -> tuple[str, ...]:
+    """A list-valued option: one name is a list of one (``recompute="welch"``
+    is ``recompute=["welch"]``, never the letters of ``welch``)."""
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        return (value,)
+    return tuple(value)
+
+
 def _known_methods(study: Study, recompute: tuple[str, ...] | list[str]) -> None:
     unknown = [m for m in recompute if m not in study.method_names]
     if unknown:
         raise UsageError(
-            f"--recompute {unknown[0]}: the study has no method {unknown[0]!r}.",
+            f"{option('recompute', unknown[0])}: the study has no method "
+            f"{unknown[0]!r}.",
             hint=f"methods: {', '.join(study.method_names)}",
         )
 

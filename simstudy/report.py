@@ -6,7 +6,7 @@ of every replicate), styles are inline. Open it in any browser. The report
 stays bounded for any number of design points: one nested-loop plot per
 measure, and zip / distribution plots for at most a few design points.
 
-Layers: imports ``plots, store, summary, deviations, cube, errors`` (and numpy, xarray;
+Layers: imports ``plots, store, summary, atomic, deviations, cube, errors`` (and numpy, xarray;
 matplotlib through ``plots``).
 """
 
@@ -27,9 +27,11 @@ import numpy as np
 import xarray as xr
 
 from simstudy import deviations
+from simstudy.atomic import write_text
 from simstudy.cube import METHOD
 from simstudy.errors import UsageError
 from simstudy.store import open_results, read_failures, read_warnings
+from simstudy.store.versionlog import notes as version_notes
 from simstudy.summary import MEASURES, RESERVED, summarize, to_records
 
 if TYPE_CHECKING:
@@ -107,9 +109,9 @@ def write_report(
         _warnings_section(read_warnings(store), cube),
         "</body></html>",
     ]
-    path = Path(output)
-    path.write_text("\n".join(parts), encoding="utf-8")
     cube.close()
+    # whole or not at all: a full disk leaves a previous report as it was
+    path = write_text(output, "\n".join(parts))
     return path
 
 
@@ -156,6 +158,7 @@ def _study_section(cube: xr.Dataset, meta: dict[str, Any]) -> str:
             ", ".join(f"{k} {v}" for k, v in meta.get("versions", {}).items()),
         ),
         ("workers", f"{len(meta.get('workers', []))} process(es)"),
+        *(("version change", note) for note in version_notes(meta)),
     ]
     declared = meta.get("measures", {})
     if declared:

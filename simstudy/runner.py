@@ -18,6 +18,7 @@ import html
 import os
 import shutil
 import signal
+import sys
 import threading
 import time
 import warnings
@@ -46,7 +47,7 @@ from simstudy.lint import lint_study
 from simstudy.loader import load_study
 from simstudy.options import FAIL_FAST, RunKwargs, RunOptions, default_store
 from simstudy.plan import BatchSizer, Plan, Round
-from simstudy.progress import NotebookProgress, in_notebook
+from simstudy.progress import NotebookProgress, ProgressPrinter, in_notebook
 from simstudy.recompute import recheck_versions, task_batch
 from simstudy.results import BatchResult
 from simstudy.stall import Watchdog
@@ -157,6 +158,8 @@ def run(
     study: Study | str | os.PathLike[str],
     *,
     replicates: int | None = None,
+    rng: str | None = None,
+    progress: bool | None = None,
     on_progress: Callable[[Progress], None] | None = None,
     on_start: Callable[[str], None] | None = None,
     **options: Unpack[RunKwargs],
@@ -171,6 +174,12 @@ def run(
         Override the study's replicate count (more extends the store; fewer
         computes only those and keeps the rest of the store as it is). The
         study object itself is not changed.
+    rng : {"spawn", "pcg64-jump", "mt19937-jump"}, optional
+        Override the study's stream scheme (``--rng``), on a copy.
+    progress : bool, optional
+        ``False`` (``--no-progress``): no progress at all. ``True``: a
+        progress line on stderr (a bar in a notebook). Default: a bar in a
+        notebook, nothing in a script.
     on_progress : callable, optional
         Called with a :class:`Progress` after each finished batch.
     on_start : callable, optional
@@ -199,12 +208,26 @@ def run(
                 hint="drop --replicates to use the study file's count",
             )
         study = study.derive(replicates=int(replicates))
+    if rng is not None and rng != study.scheme:
+        study = study.derive(scheme=rng)
     opts = RunOptions.build(study, **options)
     for message in lint_study(study):
         warnings.warn(message, ReproducibilityWarning, stacklevel=2)
     payload = study_payload(study)  # an unpicklable input fails here, first
-    if on_progress is None and in_notebook():
-        on_progress = NotebookProgress()
+    if progress is not None and not isinstance(progress, bool):
+        raise UsageError(
+            f"progress must be True or False, got {progress!r}.",
+            hint="write progress=False for no progress output",
+        )
+    if on_progress is None and progress is not False:
+        if in_notebook():
+            on_progress = NotebookProgress()
+        elif progress:
+            printer = ProgressPrinter(sys.stderr)
+            try:
+                return _Run(study, opts, payload, printer, on_start).go()
+            finally:
+                printer.close()
     return _Run(study, opts, payload, on_progress, on_start).go()
 
 
@@ -591,6 +614,8 @@ def _hidden_notes(hidden: dict[str, Any]) -> tuple[str, ...]:
     ]
     if hidden["methods"]:
         parts.append(f"method {', '.join(hidden['methods'])}")
+    if hidden.get("points"):
+        parts.append(f"{hidden['points']} design point(s) outside the design")
     if not parts:
         return ()
     note = (

@@ -25,7 +25,7 @@ import warnings
 from collections.abc import Sequence
 from typing import TextIO
 
-from simstudy.errors import EXIT_INTERRUPTED, SimstudyError
+from simstudy.errors import EXIT_INTERRUPTED, FROM_CLI, SimstudyError
 
 __all__ = ["main"]
 
@@ -58,6 +58,7 @@ def _main(argv: list[str], *, debug: bool) -> int:
     from simstudy.cli.commands import COMMANDS
     from simstudy.cli.parser import build_parser
 
+    token = FROM_CLI.set(True)  # hints name flags, not run()'s keywords
     try:
         args = build_parser().parse_args(argv)
         return COMMANDS[args.command](args)
@@ -88,3 +89,5 @@ def _main(argv: list[str], *, debug: bool) -> int:
             "hint: rerun with --debug for the traceback and report it", file=sys.stderr
         )
         return 1
+    finally:
+        FROM_CLI.reset(token)

@@ -280,7 +280,9 @@ def _add_other(sub: Any) -> None:
         "--task",
         required=True,
         help="every factor, the replicate and the method: "
-        "n=100,eps=0.1,replicate=17,method=median",
+        "n=100,eps=0.1,replicate=17,method=median, or as a JSON object "
+        '(levels with \',\' or \'=\'): \'{"lab": "a,b", "replicate": 17, '
+        '"method": "median"}\'',
     )
     rpl.add_argument("--store", help="compare with this store (default ./<stem>.zarr)")
     rpl.add_argument("--pdb", action="store_true", help="debug the task's exception")
@@ -319,6 +321,11 @@ def _add_other(sub: Any) -> None:
     pln.add_argument("--store", help="the store (default ./<stem>.zarr)")
     pln.add_argument("--replicates", type=_positive, metavar="N", help="as for run")
     pln.add_argument("--workers", type=_positive, help="worker processes (cores)")
+    pln.add_argument(
+        "--retry-failed",
+        action="store_true",
+        help="count failed tasks as to run, as run --retry-failed does",
+    )
     pln.add_argument("--debug", action="store_true", help="show tracebacks")
     rep = sub.add_parser("report", help="write a self-contained HTML report")
     rep.add_argument("store", help="the store (.zarr)")

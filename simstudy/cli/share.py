@@ -52,9 +52,11 @@ def cmd_protocol(args: argparse.Namespace) -> int:
         print(result.markdown, end="")
         return EXIT_OK
     path = write(result, args.output)
+    from simstudy.shell import command
+
     print(
-        f"wrote {path}; register it with: python -m simstudy run {args.study} "
-        f"--protocol {path}"
+        f"wrote {path}; register it with: "
+        + command("run", args.study, "--protocol", path)
     )
     return EXIT_OK
 

@@ -1,9 +1,10 @@
 """What every plot shares: the figure, checks of its arguments, design points.
 
-A figure is a plain ``matplotlib.figure.Figure`` with the Agg canvas and a
+A figure is a ``matplotlib.figure.Figure`` with the Agg canvas and a
 constrained layout (labels are never clipped); no pyplot, so no GUI backend
-and no global state. Checks raise ``UsageError`` naming what was given and
-what is available.
+and no global state. Its texts draw as plain text (a ``$`` in a level is a
+dollar sign, never mathtext) unless ``fig.mathtext = True``. Checks raise
+``UsageError`` naming what was given and what is available.
 
 Layers: imports ``cube, errors`` (plus numpy, xarray, matplotlib).
 """
@@ -13,6 +14,7 @@ from __future__ import annotations
 import itertools
 import json
 import math
+import weakref
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -21,12 +23,14 @@ import xarray as xr
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.text import Text
 
 from simstudy.cube import METHOD, OK, REPLICATE
 from simstudy.errors import UsageError
 
 __all__ = [
     "COLORS",
+    "PlainTextFigure",
     "Point",
     "Points",
     "check_cube",
@@ -35,6 +39,7 @@ __all__ = [
     "choose_points",
     "decimals_for",
     "declared",
+    "design_mask",
     "design_points",
     "factors_of",
     "grid_shape",
@@ -85,9 +90,35 @@ REFERENCES: dict[str, float | str] = {
 COUNTS = ("n_ok", "n_failed", "n_pending", "n_dropped")
 
 
+class PlainTextFigure(Figure):
+    """A Figure whose texts are drawn as plain text: no mathtext.
+
+    Levels, method and output names come from the user's study, and a ``$``
+    in them (``price $5``, ``$\\nope{$``) would otherwise be parsed as
+    mathtext: drawn as math, or failing the whole figure. Set
+    ``fig.mathtext = True`` before drawing or saving to parse ``$...$``
+    again (then every text must be valid mathtext).
+    """
+
+    mathtext = False
+
+    def draw(self, renderer: Any) -> None:
+        plain: weakref.WeakSet[Text] = self.__dict__.setdefault(
+            "_plain_texts", weakref.WeakSet()
+        )
+        for text in self.findobj(Text):
+            if not self.mathtext and text.get_parse_math():
+                text.set_parse_math(False)
+                plain.add(text)
+            elif self.mathtext and text in plain:
+                text.set_parse_math(True)  # what was ours to turn off
+                plain.discard(text)
+        super().draw(renderer)
+
+
 def new_figure(width: float, height: float, dpi: float = 100) -> Figure:
-    """A Figure on the Agg canvas with a constrained layout."""
-    fig = Figure(figsize=(width, height), dpi=dpi, layout="constrained")
+    """A Figure on the Agg canvas with a constrained layout; plain-text labels."""
+    fig = PlainTextFigure(figsize=(width, height), dpi=dpi, layout="constrained")
     FigureCanvasAgg(fig)
     return fig
 
@@ -226,11 +257,31 @@ def choose_points(
 def design_points(
     data: xr.Dataset | xr.DataArray, factors: Sequence[str]
 ) -> list[Point]:
-    """Every design point of ``data`` in grid order (first factor slowest)."""
+    """Every design point of ``data`` in grid order (first factor slowest);
+    with an ``in_design`` coordinate (``where=``), only the points in it."""
     levels = [list(data[f].values.tolist()) for f in factors]
-    return [
+    grid = [
         dict(zip(factors, combo, strict=True)) for combo in itertools.product(*levels)
     ]
+    keep = design_mask(data, factors)
+    if keep is None:
+        return grid
+    return [p for p, k in zip(grid, keep, strict=True) if k]
+
+
+def design_mask(
+    data: xr.Dataset | xr.DataArray, factors: Sequence[str]
+) -> np.ndarray[Any, Any] | None:
+    """Which points of the cross of ``factors`` (first slowest) are in the
+    study's design (the ``in_design`` coordinate); None: all of them."""
+    if "in_design" not in data.coords:
+        return None
+    inside = data["in_design"]
+    others = [d for d in inside.dims if d not in factors]
+    reduced = inside.any(others) if others else inside
+    if set(reduced.dims) != set(factors) or bool(reduced.all()):
+        return None
+    return np.asarray(reduced.transpose(*factors).values).reshape(-1)
 
 
 def label(point: Mapping[str, Any]) -> str:

@@ -26,6 +26,7 @@ from simstudy.plots.common import (
     COLORS,
     check_measure,
     check_methods,
+    design_mask,
     design_points,
     label,
     new_figure,
@@ -45,7 +46,7 @@ def loops_of(values: xr.DataArray, order: Sequence[str] | None) -> list[str]:
     dims = [str(d) for d in values.dims if d != METHOD]
     if order is None:
         return dims
-    chosen = list(order)
+    chosen = [order] if isinstance(order, str) else list(order)  # one name
     if sorted(chosen) != sorted(dims):
         raise UsageError(
             f"order= must name each factor once: got {chosen}, the factors are {dims}",
@@ -58,10 +59,13 @@ def _series(
     summary: xr.Dataset, name: str, method: str, loops: list[str]
 ) -> np.ndarray:
     """One method's values of ``name`` in design-point order (NaN if absent)."""
+    keep = design_mask(summary, loops)  # where=: the design points alone
     if name not in summary.data_vars:
-        return np.full(int(np.prod([summary.sizes[d] for d in loops])), np.nan)
-    cell = summary[name].sel({METHOD: method})
-    return np.asarray(cell.transpose(*loops).values, dtype=float).ravel()
+        values = np.full(int(np.prod([summary.sizes[d] for d in loops])), np.nan)
+    else:
+        cell = summary[name].sel({METHOD: method})
+        values = np.asarray(cell.transpose(*loops).values, dtype=float).ravel()
+    return values if keep is None else values[keep]
 
 
 def nested_loop_plot(
@@ -152,7 +156,7 @@ def _draw_measure(
     mcse: bool,
 ) -> None:
     """Step lines, dots and MCSE bands of each method, and the reference."""
-    x = np.arange(1, int(np.prod([summary[measure].sizes[d] for d in loops])) + 1)
+    x = np.arange(1, len(design_points(summary[measure], loops)) + 1)
     for j, m in enumerate(chosen):
         color = COLORS[j % len(COLORS)]
         y = _series(summary, measure, m, loops)
@@ -182,10 +186,13 @@ def _draw_loops(
 ) -> None:
     """One band per factor under the plot: its level at each design point."""
     sizes = [values.sizes[f] for f in loops]
+    at = np.arange(int(np.prod(sizes)))  # each point's place in the cross
+    keep = design_mask(values, loops)
+    at = at if keep is None else at[keep]  # where=: the design points alone
     labels = []
     for k, f in enumerate(loops):
         inner = int(np.prod(sizes[k + 1 :]))
-        index = (np.arange(len(x)) // inner) % sizes[k]
+        index = (at // inner) % sizes[k]
         base = -k
         y = base + 0.1 + 0.6 * index / max(sizes[k] - 1, 1)
         ax.step(x, y, where="mid", color="0.2", lw=1.1, gid=f"loop:{f}")

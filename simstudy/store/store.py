@@ -79,7 +79,7 @@ class Store:
         self.writer.guard = lock.check  # a run that lost its lock writes nothing
         self.repaired: list[str] = []  # damaged chunks found on open (dropped)
         # levels and methods in the store that the current study does not have
-        self.hidden: dict[str, Any] = {"levels": {}, "methods": []}
+        self.hidden: dict[str, Any] = {"levels": {}, "methods": [], "points": 0}
         # joins versions() where versions are recorded and compared
         self.provenance: dict[str, str] = dict(provenance or {})
 
@@ -108,15 +108,10 @@ class Store:
         _check_path(p)
         reconcile.finish_prune(p)
         lock = Lock(p / META / "lock")
-        try:
+        # a read-only folder or file system: a clear error, not an OSError
+        with writing(p):
             p.mkdir(exist_ok=True)
-            with writing(p):
-                lock.acquire(p)
-        except PermissionError:
-            raise StoreError(
-                f"cannot write store {p}: permission denied.",
-                hint="choose a writable --store path",
-            ) from None
+            lock.acquire(p)
         try:
             with writing(p):
                 return cls._open_locked(
@@ -159,7 +154,7 @@ class Store:
         if registered is not None:
             store.record_protocol(registered)
         store.hidden = reconcile.set_active(store.layout, study)
-        if prune and (store.hidden["levels"] or store.hidden["methods"]):
+        if prune and any(store.hidden.values()):
             store.flush()
             reconcile.prune(store.layout, study, lock.path)
             store = cls(Layout.open(p), lock, provenance)
@@ -298,12 +293,16 @@ class Store:
             if k in then and k in now and then[k] != now[k]
         }
 
-    def accept_versions(self) -> None:
-        """Record the current versions, keeping the old ones in a history."""
+    def accept_versions(self, log: dict[str, Any] | None = None) -> None:
+        """Record the current versions, keeping the old ones in a history,
+        and ``log`` (a ``versionlog.entry``) in the version log."""
         meta = self.layout.meta
         meta.versions_history.append(meta.versions)
         meta.versions = {**versions(), **self.provenance}
-        self.layout.save_meta()
+        if log is not None:
+            meta.version_log.append(log)
+        with writing(self.path):
+            self.layout.save_meta()
 
     def close(self) -> None:
         """Write what is buffered, then release the lock."""
