@@ -15,7 +15,7 @@ bundle's store: the data sets are regenerated bit for bit from the streams
 
 Verifying or extending a bundle runs its code: only for bundles you trust.
 
-Layers: imports ``runner, protocol, recompute, report, store, loader,
+Layers: imports ``runner, protocol, atomic, shell, recompute, report, store, loader,
 backends, grid, study, deviations, fingerprint, errors``.
 """
 
@@ -42,6 +42,7 @@ from typing import Any
 
 import numpy as np
 
+from simstudy.atomic import replacing
 from simstudy.cube import FIXED_VARS, METHOD, OK, REPLICATE
 from simstudy.errors import StoreError, UsageError
 from simstudy.loader import study_imports
@@ -241,8 +242,7 @@ def pack(
             "platform": platform.platform(),
             "packages": packages,
         }
-        part = out.with_name(out.name + ".partial")
-        with tarfile.open(part, "w") as tar:
+        with replacing(out) as part, tarfile.open(part, "w") as tar:
             _add_text(tar, MANIFEST, json.dumps(manifest, indent=1))
             for f in files:
                 tar.add(f, f"study/{f.relative_to(study_file.parent)}")
@@ -254,7 +254,6 @@ def pack(
             tar.add(report, "report.html")
             if not no_results:
                 tar.add(src, f"results/{src.name}", filter=_no_lock)
-        part.replace(out)
     return out
 
 

@@ -9,7 +9,7 @@ store keeps and a resume compares; ``deviations``), so what was run can be
 compared with what was registered. Nothing is written but the protocol.
 
 Layers: imports ``recompute, backends, store, grid, loader, study,
-deviations, fingerprint, errors``.
+atomic, deviations, fingerprint, errors``.
 """
 
 # ruff: noqa: RUF001  (the formulas are written in Unicode math on purpose)
@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from simstudy import deviations
+from simstudy.atomic import write_text
 from simstudy.backends import backend_of
 from simstudy.cube import OK
 from simstudy.errors import UsageError
@@ -504,8 +505,7 @@ def write(protocol: Protocol, path: str | os.PathLike[str]) -> Path:
             hint="create it first or choose another -o",
         )
     text = protocol.html() if p.suffix in (".html", ".htm") else protocol.markdown
-    p.write_text(text, encoding="utf-8")
-    return p
+    return write_text(p, text)  # whole or not at all
 
 
 def compare(study: Study, path: str | os.PathLike[str]) -> list[str]:
