@@ -7,7 +7,7 @@ run then reads the options and never re-checks them. The CLI builds the
 same object from its flags (``run(**vars)`` and ``python -m simstudy run``
 agree by construction).
 
-Layers: imports ``executors, backends, target, study, errors``.
+Layers: imports ``executors, backends, target, study, deviations, errors``.
 """
 
 from __future__ import annotations
@@ -134,6 +134,9 @@ class RunKwargs(TypedDict, total=False):
     device : {"cpu", "gpu"}
         jax backend: the JAX platform to run on (default: JAX's default
         device, a GPU when there is one).
+    protocol : path
+        A protocol file (``python -m simstudy protocol``) to record in the
+        store; the report then lists the deviations from it (docs/share.md).
     """
 
     store: str | os.PathLike[str] | None
@@ -161,6 +164,7 @@ class RunKwargs(TypedDict, total=False):
     round_size: int | None
     strict: bool
     device: str | None
+    protocol: str | os.PathLike[str] | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,6 +202,7 @@ class RunOptions:
     target: TargetSpec | None = None
     strict: bool = False
     device: str | None = None
+    protocol: dict[str, Any] | None = None  # a registration (deviations)
 
     @classmethod
     def build(cls, study: Study, **kwargs: Unpack[RunKwargs]) -> RunOptions:
@@ -274,7 +279,14 @@ class RunOptions:
             target=target,
             strict=bool(o.get("strict", False)),
             device=device,
+            protocol=_protocol(o.get("protocol")),
         )
+
+
+def _protocol(path: str | os.PathLike[str] | None) -> dict[str, Any] | None:
+    from simstudy.deviations import read_protocol
+
+    return None if path is None else read_protocol(path)
 
 
 def default_store(study: Study) -> Path:

@@ -6,7 +6,7 @@ of every replicate), styles are inline. Open it in any browser. The report
 stays bounded for any number of design points: one nested-loop plot per
 measure, and zip / distribution plots for at most a few design points.
 
-Layers: imports ``plots, store, summary, atomic, cube, errors`` (and numpy, xarray;
+Layers: imports ``plots, store, summary, atomic, deviations, cube, errors`` (and numpy, xarray;
 matplotlib through ``plots``).
 """
 
@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import xarray as xr
 
+from simstudy import deviations
 from simstudy.atomic import write_text
 from simstudy.cube import METHOD, REPLICATE
 from simstudy.errors import UsageError
@@ -116,6 +117,7 @@ def write_report(
         f"<h1>Simulation study <i>{_e(meta['study'])}</i></h1>",
         _study_section(cube, meta),
         _solve_section(summary, meta),
+        deviations.section_html(meta.get("protocol"), meta),
         _measures_table(records, summary),
         failure_rates(summary),
         _measure_figures(summary, split),

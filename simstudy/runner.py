@@ -320,6 +320,8 @@ class _Run:
                     self.study, Placement(o.scheduler, o.device)
                 ),
             )
+            if o.protocol is not None:
+                st.record_protocol(o.protocol)  # report lists deviations from it
         except BaseException:
             self._close_executor()
             raise

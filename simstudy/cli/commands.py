@@ -14,6 +14,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from simstudy.cli.share import (
+    cmd_bundle,
+    cmd_protocol,
+    protocol_note,
+    run_bundle,
+    verify_bundle,
+)
 from simstudy.cli.solve import cmd_solve
 from simstudy.errors import EXIT_FAILED, EXIT_OK, UsageError
 from simstudy.options import FAIL_FAST
@@ -29,6 +36,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     from simstudy.options import RunKwargs
     from simstudy.runner import run
 
+    if args.add_method is not None or Path(args.study).suffix == ".tar":
+        return run_bundle(args)  # docs/share.md: a method added to a bundle
     modules = study_imports(args.study)
     store = args.store or Path.cwd() / f"{Path(args.study).stem}.zarr"
     fresh = args.restart or not Path(store).exists()  # a new store has work
@@ -66,6 +75,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         if printer is not None:
             printer.close()
     _print_report(report, args.max_errors)
+    if args.protocol is not None:
+        protocol_note(study, args.protocol)
     return report.exit_code
 
 
@@ -260,8 +271,11 @@ def cmd_errors(args: argparse.Namespace) -> int:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
+    from simstudy.bundle import is_bundle
     from simstudy.debugging import verify
 
+    if is_bundle(args.store):
+        return verify_bundle(args)
     store, study_file = _verify_target(args)
     result = verify(
         study_file,
@@ -574,4 +588,6 @@ COMMANDS = {
     "verify": cmd_verify,
     "plan": cmd_plan,
     "solve": cmd_solve,
+    "protocol": cmd_protocol,
+    "bundle": cmd_bundle,
 }

@@ -75,6 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run(sub)
     _add_other(sub)
     add_solve(sub)
+    _add_share(sub)
     return top
 
 
@@ -114,6 +115,7 @@ def _add_run(sub: Any) -> None:
     )
     _add_run_execution(run)
     _add_run_study(run)
+    _add_run_share(run)
     run.add_argument("--no-progress", action="store_true", help="no progress output")
     run.add_argument("--debug", action="store_true", help="show tracebacks")
 
@@ -324,7 +326,9 @@ def _add_other(sub: Any) -> None:
     err_p.add_argument("--debug", action="store_true", help="show tracebacks")
     ver = sub.add_parser("verify", help="recompute finished tasks, compare bit for bit")
     ver.add_argument(
-        "store", metavar="STORE|STUDY.py", help="the store (.zarr), or the study file"
+        "store",
+        metavar="STORE|STUDY.py|BUNDLE",
+        help="the store (.zarr), the study file, or a bundle (.tar: runs its code)",
     )
     ver.add_argument(
         "--study",
@@ -370,3 +374,69 @@ def _add_other(sub: Any) -> None:
         "figures in one section per level (e.g. --split delta)",
     )
     rep.add_argument("--debug", action="store_true", help="show tracebacks")
+
+
+def _add_run_share(run: Any) -> None:
+    """``run``'s flags of docs/share.md: a registered protocol, an added method."""
+    run.add_argument(
+        "--protocol",
+        metavar="FILE",
+        help="record this protocol (python -m simstudy protocol) in the store: "
+        "the report then lists the deviations from it",
+    )
+    run.add_argument(
+        "--add-method",
+        metavar="FILE.py",
+        help="with a bundle (.tar) as STUDY: add the methods of FILE.py to it and "
+        "run only their tasks, on the bundle's data sets",
+    )
+
+
+def _add_share(sub: Any) -> None:
+    """`protocol` and `bundle`: register a study, share what it made."""
+    pro = sub.add_parser("protocol", help="write an ADEMP protocol of a study file")
+    pro.add_argument("study", help="the study file (.py)")
+    pro.add_argument(
+        "-o", "--output", help="write to this file (.md, or .html); default: print"
+    )
+    pro.add_argument(
+        "--compare",
+        metavar="PROTOCOL",
+        help="list how the study file now deviates from this protocol instead",
+    )
+    pro.add_argument(
+        "--pilot",
+        type=_positive,
+        default=50,
+        metavar="N",
+        help="replicates per design point the pilot runs here (50)",
+    )
+    pro.add_argument(
+        "--target-mcse",
+        type=_targets,
+        action="append",
+        metavar="MEASURE=MCSE",
+        help="also give the replicates each MCSE target needs, e.g. bias=0.005",
+    )
+    pro.add_argument("--debug", action="store_true", help="show tracebacks")
+    bnd = sub.add_parser(
+        "bundle", help="pack a store, its study code, environment and report"
+    )
+    bnd.add_argument("store", help="the store (.zarr)")
+    bnd.add_argument(
+        "--study",
+        help="the study file that made STORE (default: the one the store names, "
+        "copied, never run); needed to write a protocol when none was registered",
+    )
+    bnd.add_argument(
+        "-o", "--output", required=True, help="the bundle (e.g. study.simstudy.tar)"
+    )
+    bnd.add_argument(
+        "--no-results",
+        action="store_true",
+        help="leave the cube out (keep only the per-task hashes)",
+    )
+    bnd.add_argument(
+        "--protocol", metavar="FILE", help="the protocol (default: the registered one)"
+    )
+    bnd.add_argument("--debug", action="store_true", help="show tracebacks")

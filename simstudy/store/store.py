@@ -132,7 +132,9 @@ class Store:
         prune: bool,
         provenance: Mapping[str, str] | None,
     ) -> Store:
+        registered = None
         if restart and (p / "zarr.json").exists():
+            registered = _registered_protocol(p)  # a restart keeps it
             reconcile.wipe(p)
         for leftover in p.rglob("*.partial"):
             leftover.unlink(missing_ok=True)
@@ -149,6 +151,8 @@ class Store:
             layout = Layout.create(p, study, dict(provenance or {}), declared)
             store = cls(layout, lock, provenance)
         store.save_truth(study)
+        if registered is not None:
+            store.record_protocol(registered)
         store.hidden = reconcile.set_active(store.layout, study)
         if prune and any(store.hidden.values()):
             store.flush()
@@ -263,6 +267,14 @@ class Store:
         with writing(self.path):
             self.layout.save_meta()
 
+    def record_protocol(self, registration: dict[str, Any]) -> None:
+        """Keep a registered protocol (``run --protocol``): its file name,
+        sha256, record and text; the report compares the store with it."""
+        if self.layout.meta.extra.get("protocol") != registration:
+            self.layout.meta.extra["protocol"] = registration
+            with writing(self.path):
+                self.layout.save_meta()
+
     def save_truth(self, study: Study) -> None:
         """Record the truth and measure declarations summaries read (not part
         of the fingerprint: they change no number) and the study file."""
@@ -304,6 +316,18 @@ class Store:
             self.writer.close()
         finally:
             self.lock.release()
+
+
+def _registered_protocol(p: Path) -> dict[str, Any] | None:
+    """The protocol ``run --protocol`` recorded in a store, if any."""
+    import json
+
+    try:
+        attrs = json.loads((p / "zarr.json").read_text())["attributes"]
+        found: dict[str, Any] | None = attrs["simstudy"].get("protocol")
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+    return found
 
 
 def _declared(study: Study) -> dict[str, Any]:
