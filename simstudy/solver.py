@@ -278,11 +278,12 @@ class _Solver:
         p = self.p
         for lv in levels:
             self.counts[lv] = top
-        derived = p.study.derive(replicates=top)
-        derived.factors = {
-            f: (self.point[f],) if f != p.factor else tuple(sorted(levels))
-            for f in p.study.factors
-        }
+        derived = p.study.derive(replicates=top).with_levels(
+            {
+                f: (self.point[f],) if f != p.factor else tuple(sorted(levels))
+                for f in p.study.factors
+            }
+        )
         derived.methods = [m for m in p.study.methods if m.name == p.method]
         result = run(derived, store=p.store, **p.options)
         self.report.computed += result.computed
@@ -455,22 +456,23 @@ def _record(problem: SolveSpec, solutions: list[Solution]) -> None:
     kept = [s for s in old.get("solve", []) if key(s) not in keys]
     record = kept + new
     study = problem.study
-    view = study.derive()
-    view.factors = {
-        f: tuple(
-            sorted(
-                set(levels)
-                | {s["point"][f] for s in record if f in s["point"]}
-                | {
-                    e["level"]
-                    for s in record
-                    if s["factor"] == f
-                    for e in s["evaluations"]
-                }
+    view = study.with_levels(
+        {
+            f: tuple(
+                sorted(
+                    set(levels)
+                    | {s["point"][f] for s in record if f in s["point"]}
+                    | {
+                        e["level"]
+                        for s in record
+                        if s["factor"] == f
+                        for e in s["evaluations"]
+                    }
+                )
             )
-        )
-        for f, levels in study.factors.items()
-    }
+            for f, levels in study.factors.items()
+        }
+    )
     opts = RunOptions.build(view, store=problem.store, **problem.options)
     st = Store.open_for_run(
         problem.store,

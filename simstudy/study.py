@@ -487,6 +487,18 @@ class Study:
             new.scheme = scheme
         return new
 
+    def with_levels(self, factors: Mapping[str, Sequence[Level]]) -> Study:
+        """Return a copy whose factors take ``factors``' levels (the same
+        names): its design is their full cross, less what ``where=`` drops.
+        ``simstudy solve`` evaluates new levels of a factor on such a copy."""
+        new = self.derive()
+        new.design = design_of(
+            {name: list(levels) for name, levels in factors.items()},
+            self.design.where,
+        )
+        new.factors = new.design.factors
+        return new
+
     # ---- derived -----------------------------------------------------
     @property
     def method_names(self) -> list[str]:
