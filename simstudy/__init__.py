@@ -1,9 +1,9 @@
 """simstudy: simulation studies with reproducible parallel random numbers.
 
 Public API: :class:`Study`, :func:`load_study`, :func:`run`,
-:func:`open_results`, :func:`summarize`, :func:`replay`, :func:`verify`,
-:func:`write_report`, :func:`contrast`, :func:`failure_ledger` and the
-error classes. Everything else is internal.
+:func:`open_results`, :func:`summarize`, :func:`solve`, :func:`replay`,
+:func:`verify`, :func:`write_report`, :func:`contrast`, :func:`failure_ledger`
+and the error classes. Everything else is internal.
 Heavy names are resolved lazily so ``import simstudy.batch`` on a worker
 stays light; so is the figures subpackage ``simstudy.plots`` (matplotlib),
 imported on first use of ``simstudy.plots``.
@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from simstudy.debugging import replay, verify
     from simstudy.report import write_report
     from simstudy.runner import run
+    from simstudy.solver import solve
     from simstudy.store import open_results
     from simstudy.summary import failure_ledger, summarize
 
@@ -48,6 +49,7 @@ __all__ = [
     "open_results",
     "replay",
     "run",
+    "solve",
     "summarize",
     "verify",
     "write_report",
@@ -59,6 +61,10 @@ def __getattr__(name: str) -> Any:
         from simstudy.runner import run
 
         return run
+    if name == "solve":
+        from simstudy.solver import solve
+
+        return solve
     if name == "open_results":
         from simstudy.store import open_results
 

@@ -3,15 +3,16 @@
 ``replay`` reruns a single (design point, replicate, method) in this
 process, as the worker ran it, and compares with the store. ``errors``
 groups a store's failures and prints the replay command of each group.
-``verify`` recomputes a sample of finished tasks and names any method that
-does not give the same numbers twice.
+``verify`` recomputes a sample of finished tasks, each alone, and names any
+method that does not give the same numbers twice.
 
 Layers: imports ``recompute, executors, backends, store, outputs, grid,
-loader, study, cube, errors``.
+loader, study, cube, errors, shell``.
 """
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +27,7 @@ from simstudy.grid import points
 from simstudy.loader import load_study
 from simstudy.outputs import OutputSpecs
 from simstudy.recompute import differing, task_batch
+from simstudy.shell import command, quote
 from simstudy.study import Level, Study
 
 __all__ = [
@@ -61,22 +63,69 @@ class Replay:
 
 
 def task_spec(point: dict[str, Any], replicate: int, method: str) -> str:
-    """The ``--task`` text of a task: ``n=100,eps=0.1,replicate=17,method=median``."""
-    levels = ",".join(f"{k}={v}" for k, v in point.items())
-    return f"{levels},replicate={replicate},method={method}"
+    """The ``--task`` text of a task: ``n=100,eps=0.1,replicate=17,method=median``.
+
+    A level or method name that this form cannot carry (a ``,`` or ``=`` in
+    it, spaces at its ends, a newline or tab, empty) gives the JSON form:
+    ``{"lab": "a,b", "replicate": 3, "method": "m"}``. Either is one shell
+    argument once quoted (:func:`simstudy.shell.quote`).
+    """
+    fields = {**point, "replicate": replicate, "method": method}
+    if all(_plain(v) for v in fields.values()):
+        return ",".join(f"{k}={v}" for k, v in fields.items())
+    return json.dumps(fields, ensure_ascii=False)
 
 
-def parse_task(study: Study, text: str) -> tuple[int, dict[str, Level], int, int]:
-    """Parse ``--task`` text into (point index, point, replicate, method index)."""
-    given: dict[str, str] = {}
+def _plain(value: Any) -> bool:
+    """Whether ``NAME=VALUE,...`` carries ``value`` unchanged."""
+    text = str(value)
+    return (
+        bool(text)
+        and text == text.strip()
+        and text.isprintable()  # a newline or tab: JSON escapes it
+        and not set(text) & {",", "="}
+    )
+
+
+def _task_fields(text: str) -> dict[str, Any]:
+    """``--task`` text -> name -> value (text, or JSON values for the JSON form)."""
+    if text.lstrip().startswith("{"):
+        try:
+            given = json.loads(text)
+        except ValueError as exc:
+            raise UsageError(
+                f"--task {text!r}: not a JSON object ({exc}).",
+                hint='write e.g. --task \'{"n": 100, "replicate": 17, "method": '
+                '"median"}\'',
+            ) from None
+        if not isinstance(given, dict):
+            raise UsageError(
+                f"--task {text!r}: not a JSON object.",
+                hint='write e.g. --task \'{"n": 100, "replicate": 17, "method": '
+                '"median"}\'',
+            )
+        return given
+    fields: dict[str, Any] = {}
     for part in text.split(","):
         key, sep, value = part.partition("=")
         if not sep or not key.strip():
             raise UsageError(
                 f"--task {text!r}: {part!r} is not NAME=VALUE.",
-                hint="write e.g. --task n=100,eps=0.1,replicate=17,method=median",
+                hint="write e.g. --task n=100,eps=0.1,replicate=17,method=median, "
+                "or the JSON form for levels with ',' or '=' (see docs/cli.md)",
             )
-        given[key.strip()] = value.strip()
+        fields[key.strip()] = value.strip()
+    return fields
+
+
+def parse_task(study: Study, text: str) -> tuple[int, dict[str, Level], int, int]:
+    """Parse ``--task`` text into (point index, point, replicate, method index).
+
+    Two forms: ``n=100,eps=0.1,replicate=17,method=median`` and a JSON object
+    ``{"n": 100, "eps": 0.1, "replicate": 17, "method": "median"}`` (for
+    levels or method names containing ``,`` or ``=``).
+    """
+    given = _task_fields(text)
     names = [*study.factors, "replicate", "method"]
     missing = [n for n in names if n not in given]
     unknown = [k for k in given if k not in names]
@@ -85,36 +134,53 @@ def parse_task(study: Study, text: str) -> tuple[int, dict[str, Level], int, int
             f"--task {text!r}: "
             + (f"missing {missing}" if missing else f"unknown names {unknown}")
             + f"; a task names {names}.",
-            hint="write every factor, replicate and method, e.g. "
-            + task_spec(
-                {f: lv[0] for f, lv in study.factors.items()}, 0, study.method_names[0]
-            ),
+            hint="write every factor, replicate and method, e.g. --task "
+            + quote(task_spec(study.first_point, 0, study.method_names[0])),
         )
     point: dict[str, Level] = {}
     for f, levels in study.factors.items():
-        match = [lv for lv in levels if str(lv) == given[f] or _same(lv, given[f])]
+        match = [lv for lv in levels if _matches(lv, given[f])]
         if not match:
             raise UsageError(
                 f"--task: {f}={given[f]} is not a level of factor {f!r}.",
-                hint=f"levels of {f}: {', '.join(map(str, levels))}",
+                hint=f"levels of {f}: {', '.join(map(repr, levels))}",
             )
         point[f] = match[0]
+    rep = given["replicate"]
     try:
-        r = int(given["replicate"])
-    except ValueError:
+        r = int(rep) if isinstance(rep, str | int) and not isinstance(rep, bool) else -1
+    except (TypeError, ValueError):
         r = -1
     if not 0 <= r < study.replicates:
         raise UsageError(
-            f"--task: replicate={given['replicate']} is not in 0..{study.replicates - 1}.",
+            f"--task: replicate={rep} is not in 0..{study.replicates - 1}.",
             hint="replicates are numbered from 0",
         )
     if given["method"] not in study.method_names:
         raise UsageError(
             f"--task: method={given['method']} is not a method of the study.",
-            hint=f"methods: {', '.join(study.method_names)}",
+            hint=f"methods: {', '.join(map(repr, study.method_names))}",
         )
-    p = points(study).index(point)
-    return p, point, r, study.method_names.index(given["method"])
+    grid = points(study)
+    if point not in grid:
+        raise UsageError(
+            f"--task: {task_spec(point, r, given['method'])} is outside the "
+            "study's design (where=, or factors that vary together, leave it out).",
+            hint="replay a design point, e.g. "
+            + task_spec(study.first_point, r, given["method"]),
+        )
+    return grid.index(point), point, r, study.method_names.index(given["method"])
+
+
+def _matches(level: Level, given: Any) -> bool:
+    """Whether ``given`` (text, or a JSON value) names ``level``."""
+    if isinstance(given, str):
+        return str(level) == given or _same(level, given)
+    if isinstance(level, bool) or isinstance(given, bool):
+        return level is given
+    if isinstance(level, int | float) and isinstance(given, int | float):
+        return float(level) == float(given)
+    return False
 
 
 def _same(level: Level, text: str) -> bool:
@@ -141,7 +207,9 @@ def replay(
         The study (file).
     task : str
         ``n=100,eps=0.1,replicate=17,method=median``: every factor, the
-        replicate and the method.
+        replicate and the method; or the same as a JSON object,
+        ``{"lab": "a,b", "replicate": 17, "method": "median"}``, for levels
+        or method names with ``,`` or ``=``.
     store : path, optional
         A store to compare with (bit for bit).
     debugger : bool
@@ -277,7 +345,7 @@ def _same_study(
             f"{store} was made by another version of the study: "
             + "; ".join(c.text for c in changes)
             + "; verify compares a store with the study that made it.",
-            hint="run the study first (python -m simstudy run STUDY.py, with "
+            hint=f"run the study first ({command('run', 'STUDY.py')}, with "
             "--recompute METHOD for a changed method), then verify",
         )
 
@@ -302,8 +370,11 @@ def verify(
 ) -> Verification:
     """Recompute a random sample of finished replicates; compare bit for bit.
 
-    A method that uses global random state, the clock or unordered threads
-    gives other numbers the second time; it is named in ``differ``. Runs
+    Each finished task of a sampled replicate is recomputed alone (its own
+    one-task batch, as ``replay`` does), not in the batch order of the run.
+    A method that uses global random state, the clock or unordered threads,
+    or whose numbers depend on the methods run before it, gives other
+    numbers the second time; it is named in ``differ``. Runs
     in this process unless ``scheduler`` says otherwise.
     """
     from simstudy.executors import SCHEDULERS, make_executor, study_payload
@@ -339,9 +410,12 @@ def verify(
         )
     rng = np.random.default_rng(seed)
     chosen = sorted(rng.choice(len(rows), size=min(sample, len(rows)), replace=False))
-    every = tuple(range(len(study.methods)))
+    # each method of a sampled replicate alone, as replay computes it: a
+    # number that depends on the methods run before it in a batch differs
     batches = [
-        task_batch(study, p, grid[p], r, every) for p, r in (rows[i] for i in chosen)
+        task_batch(study, p, grid[p], r, (m,))
+        for p, r in (rows[i] for i in chosen)
+        for m in range(len(study.methods))
     ]
     specs = _stored_specs(Path(store))
     differ: dict[str, list[str]] = {}

@@ -2,7 +2,9 @@
 
 A method returns ``{output: number or fixed-shape array}`` (a bare number
 is output ``value``); NaN and inf are values like any other (the task is
-ok; summaries leave them out measure by measure). ``OutputSpecs`` holds what is known so far: each
+ok; summaries leave them out measure by measure). Every output is stored
+as float64: an integer it would round (beyond 2**53) is refused, a task
+failure, never silently rounded. ``OutputSpecs`` holds what is known so far: each
 output's per-task shape (one store array per output, shared by the methods
 that return it) and each method's output names. The numpy batch loop, the
 jax kernels and the store all judge outputs with the functions here, so a
@@ -34,6 +36,7 @@ __all__ = [
 ]
 
 MAX_OUTPUT_VALUES = 1_000_000  # values of one output of one task
+EXACT = 2**53  # float64, every output's store dtype, holds integers up to this
 
 
 @dataclass(slots=True)
@@ -106,12 +109,21 @@ def _as_array(method: str, name: str, v: Any) -> np.ndarray[Any, Any]:
         arr = np.asarray(v)
         if arr.dtype.kind not in "biuf":
             raise TypeError(arr.dtype)
+        rounded = _rounded(arr)
         arr = arr.astype(np.float64)
     except (TypeError, ValueError):
         raise OutputError(
             f"method {method!r} output {name!r} is not numeric: "
             f"got {type(v).__name__} {str(v)[:60]!r}."
         ) from None
+    if rounded is not None:
+        raise OutputError(
+            f"method {method!r} output {name!r} is the integer {rounded}, which "
+            f"float64 (the store's type of every output) cannot hold exactly "
+            f"(integers beyond 2**53 = {EXACT:,} round)."
+            " Return float(value) if rounding is fine, or split the integer "
+            "into outputs below 2**53."
+        )
     if arr.size > MAX_OUTPUT_VALUES:
         raise OutputError(
             f"method {method!r} output {name!r} has {arr.size:,} values; "
@@ -119,6 +131,14 @@ def _as_array(method: str, name: str, v: Any) -> np.ndarray[Any, Any]:
             "summary of it, not the data)."
         )
     return arr
+
+
+def _rounded(arr: np.ndarray[Any, Any]) -> int | None:
+    """The first integer of ``arr`` that float64 would round, or None."""
+    if arr.dtype.kind not in "iu":
+        return None
+    big = arr[(arr > EXACT) | (arr < -EXACT)]
+    return next((int(v) for v in big.ravel() if int(float(v)) != int(v)), None)
 
 
 def to_outputs(
@@ -194,8 +214,8 @@ def stack(
         shape = arr.shape[1:]
         if specs.shapes.get(out, shape) != shape:
             return None
-        if arr.size > MAX_OUTPUT_VALUES * len(vals):
-            return None
+        if arr.size > MAX_OUTPUT_VALUES * len(vals) or _rounded(arr) is not None:
+            return None  # the per-value path says what is wrong
         shapes[out] = shape
         stacked[out] = arr.astype(np.float64)
     specs.shapes.update(shapes)

@@ -36,7 +36,7 @@ from simstudy.blocks import (
 from simstudy.cube import METHOD
 from simstudy.cube import REPLICATE as REP
 from simstudy.errors import UsageError
-from simstudy.ledger import CONVERGED, KINDS, RecordIndex, scalar_levels
+from simstudy.ledger import CONVERGED, KINDS, RecordIndex
 from simstudy.measures import Measure, UserFunc, Wald
 
 __all__ = [
@@ -149,8 +149,11 @@ def to_records(summary: xr.Dataset) -> list[dict[str, Any]]:
     }
     # plain Python levels (text levels are no numpy scalars: no .item())
     levels = {d: full[d].values.tolist() if d in full.coords else None for d in order}
+    inside = values("in_design") if "in_design" in full.coords else None
     records = []
     for idx in np.ndindex(*(full.sizes[d] for d in order)):
+        if inside is not None and not inside[idx]:
+            continue  # outside the design: no row, not even an empty one
         where = {
             d: (levels[d][i] if levels[d] is not None else i)  # type: ignore[index]
             for d, i in zip(order[:-1], idx, strict=False)
@@ -372,6 +375,8 @@ def _summarize(
     for count in RESERVED:  # a method without an estimate counts 0, not NaN
         if count in out:
             out[count] = out[count].fillna(0).astype(np.int64)
+    if "in_design" in cube.coords:
+        out = _design_only(out, cube["in_design"])
     if "n_nonfinite" in out and not bool(out["n_nonfinite"].any()):
         out = out.drop_vars("n_nonfinite")  # shown only when there are some
     if not bool((out["failure_rate_unknown"] > 0).any()):  # no record missing
@@ -388,6 +393,23 @@ def _check_winsorize(given: float | None) -> None:
             f"got {k!r}.",
             hint="write winsorize=3 (simhelpers' winz default), or leave it out",
         )
+
+
+def _design_only(out: xr.Dataset, in_design: xr.DataArray) -> xr.Dataset:
+    """Points outside the design (``where=``) were never tasks: nothing is
+    pending there and no measure is shown (``to_records`` skips them)."""
+    keep = in_design.values.astype(bool)
+    if keep.all():
+        return out.assign_coords(in_design=in_design)
+    masked = {}
+    for name, var in out.data_vars.items():
+        if not set(in_design.dims) <= set(var.dims):
+            continue
+        if str(name).startswith("n_"):
+            masked[name] = var.where(in_design, 0).astype(var.dtype)
+        elif var.dtype.kind == "f":
+            masked[name] = var.where(in_design)
+    return out.assign(masked).assign_coords(in_design=in_design)
 
 
 def _methods(cube: xr.Dataset, reference: str | None) -> list[str]:
@@ -607,10 +629,16 @@ def _truth(cube: xr.Dataset, estimate: str, truth: Truth) -> xr.DataArray | None
     grid = tuple(cube.sizes[f] for f in factors)
     values = np.full(grid + shape, np.nan)
     levels = {f: cube[f].values.tolist() for f in factors}  # text levels too
-    fixed = scalar_levels(cube)  # factors selected down to one level
+    fixed = {  # factors selected down to one level: cube.sel(n=30)
+        str(f): cube.coords[f].item()
+        for f in meta.get("factor_order", [])
+        if f in cube.coords and cube.coords[f].ndim == 0
+    }
     for idx in np.ndindex(*grid):
-        point = {f: levels[f][i] for f, i in zip(factors, idx, strict=True)}
-        point.update(fixed)
+        point = {
+            **fixed,
+            **{f: levels[f][i] for f, i in zip(factors, idx, strict=True)},
+        }
         entry = stored.get(json.dumps(point, sort_keys=True), {})
         if entry.get(estimate) is not None:
             values[idx] = _value(entry[estimate], shape, estimate)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +15,15 @@ from numpy.random import MT19937, PCG64, Generator, SeedSequence
 from simstudy.store import open_results
 
 FIXED = ("status", "seconds", "started", "worker", "warnings")
+
+
+def wait_for(what: str, cond: Callable[[], bool], timeout: float = 60) -> None:
+    """Poll ``cond`` until it holds; fail naming ``what`` after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.02)
 
 
 def data_generator(seed: int, pkey: int, replicate: int) -> Generator:
@@ -79,7 +90,11 @@ def assert_store_consistent(path: str | Path) -> xr.Dataset:
     assert len(keys) == len(records), "a task has two failure records"
     failed = set()
     for idx in zip(*np.nonzero(status != 0), strict=True):
-        levels = [ds[f].values[i].item() for f, i in zip(factors, idx, strict=False)]
+        # tolist(): plain values for numeric and string (object) levels alike
+        levels = [
+            ds[f].values[i : i + 1].tolist()[0]
+            for f, i in zip(factors, idx, strict=False)
+        ]
         key = (*levels, int(idx[-2]), str(ds["method_name"].values[idx[-1]]))
         if status[idx] == 2:
             failed.add(key)
@@ -122,3 +137,19 @@ def reseal(store: str | Path) -> None:
     for array_dir in sorted(Path(store).iterdir()):
         if (array_dir / "zarr.json").is_file():
             seal_folder(array_dir)
+
+
+def pretend_versions(store: str | Path, **versions: str) -> None:
+    """Rewrite recorded library versions (e.g. ``numpy="1.0.0"``), as if an
+    older install had made the store; the root metadata only."""
+    import warnings
+
+    import zarr
+
+    group = zarr.open_group(store, mode="r+")
+    meta = json.loads((Path(store) / "zarr.json").read_text())["attributes"]["simstudy"]
+    meta["versions"] = {**meta["versions"], **versions}
+    group.attrs["simstudy"] = meta
+    with warnings.catch_warnings():  # .simstudy/ is not a zarr node
+        warnings.simplefilter("ignore")
+        zarr.consolidate_metadata(store)

@@ -18,7 +18,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
@@ -27,7 +27,7 @@ import pytest
 import simstudy
 from simstudy.cli import main
 from tests.dask_cluster import DaskProcesses, make_certs
-from tests.helpers import assert_store_consistent, cube_digest
+from tests.helpers import assert_store_consistent, cube_digest, wait_for
 from tests.studies import GOOD_STUDY
 from tests.test_cli_errors import _check_bad_input, _snapshot
 
@@ -63,14 +63,6 @@ def boot(x, rng):
 """
 
 RUN_TIMEOUT = 120  # seconds any one `simstudy run` subprocess may take
-
-
-def wait_for(what: str, cond: Callable[[], bool], timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.02)
 
 
 @pytest.fixture
@@ -400,7 +392,8 @@ def test_an_unreachable_scheduler_fails_fast_and_writes_nothing(
     _, err = capsys.readouterr()
     _check_bad_input(code, err, "Connection refused", tmp_path)
     assert _snapshot(tmp_path) == before
-    assert seconds < 5, f"took {seconds:.1f} s to say the port is closed"
+    # fails at once (~0.1 s), not after the 30 s connect timeout
+    assert seconds < 20, f"took {seconds:.1f} s to say the port is closed"
 
 
 TLS = ["--address", "tls://127.0.0.1:8786"]

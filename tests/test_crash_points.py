@@ -150,7 +150,7 @@ def test_a_kill_while_migrating_an_old_store_is_finished_by_the_next_run(
     )
 
 
-def test_a_kill_when_a_grown_study_creates_a_new_output_issue_19(
+def test_a_kill_when_a_grown_study_creates_a_new_output(
     tmp_path: Path,
 ) -> None:
     """The issue's case: a finished store grows a method with a new output and

@@ -133,7 +133,7 @@ DAMAGE = {
     ),
     "broken-failure-records": (
         lambda s: _failures_file(s).write_text('[{"replicate": 1, '),
-        r"\.simstudy/failures/.*\.json \(records: not valid JSON\)",
+        r"\.simstudy/failures/.*\.json \(records: not valid JSON",
     ),
     "flipped-level": (
         lambda s: _flip(_coordinate_chunk(s, "eps"), -3),
@@ -143,7 +143,7 @@ DAMAGE = {
 
 
 @pytest.mark.parametrize("case", list(DAMAGE), ids=list(DAMAGE))
-def test_reading_commands_name_the_damage_and_a_run_repairs_it_issue_19(
+def test_reading_commands_name_the_damage_and_a_run_repairs_it(
     stores, tmp_path, capsys, case
 ):
     path, reference, store = stores
@@ -170,7 +170,7 @@ def test_reading_commands_name_the_damage_and_a_run_repairs_it_issue_19(
     assert simstudy.run(path, store=store, scheduler="synchronous").repaired == ()
 
 
-def test_a_damaged_root_metadata_is_a_clear_error_issue_19(stores, capsys):
+def test_a_damaged_root_metadata_is_a_clear_error(stores, capsys):
     path, _, store = stores
     (store / "zarr.json").write_bytes(b"\x00garbage")
     assert main(["status", str(store)]) == 2

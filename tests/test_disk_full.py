@@ -49,7 +49,7 @@ def test_every_step_is_covered() -> None:
 
 
 @pytest.mark.parametrize("point", list(SCENARIOS), ids=list(SCENARIOS))
-def test_a_full_disk_at_each_step_is_exit_4_and_the_run_resumes_issue_19(
+def test_a_full_disk_at_each_step_is_exit_4_and_the_run_resumes(
     tmp_path, monkeypatch, capsys, point
 ):
     monkeypatch.setenv("SIMSTUDY_FLUSH_SECONDS", "0.1")
@@ -82,7 +82,7 @@ def test_a_full_disk_at_each_step_is_exit_4_and_the_run_resumes_issue_19(
     assert cube_digest(store) == _reference(tmp_path, source)
 
 
-def test_a_full_disk_while_migrating_an_old_store_issue_19(tmp_path, monkeypatch):
+def test_a_full_disk_while_migrating_an_old_store(tmp_path, monkeypatch):
     folder = tmp_path / "run"
     folder.mkdir()
     store = folder / "s.zarr"
@@ -106,7 +106,7 @@ LIMITED = (
 )
 
 
-def test_a_real_file_size_limit_while_creating_the_store_issue_19(tmp_path):
+def test_a_real_file_size_limit_while_creating_the_store(tmp_path):
     """A real process whose files may not grow past 1.5 kB: the store's root
     metadata cannot be written (EFBIG, as a full disk would refuse it)."""
     folder = tmp_path / "run"

@@ -194,7 +194,7 @@ def test_warnings_are_counted_per_task_and_can_be_errors(tmp_path, scheduler):
     assert {f["type"] for f in failures} == {"RuntimeWarning"}
 
 
-def test_a_worker_whose_driver_died_while_it_started_exits_issue_4(tmp_path):
+def test_a_worker_whose_driver_died_while_it_started_exits(tmp_path):
     """The driver's pid travels to the worker: a worker that starts after its
     driver was killed (its parent is already init) still sees it and exits.
     Before, it read the parent pid itself after installing the study, got

@@ -174,7 +174,7 @@ def test_not_a_python_file(write_study: WriteStudy) -> None:
         load_study(path)
 
 
-def test_directory_is_not_a_study_file_issue_19(tmp_path: Path) -> None:
+def test_directory_is_not_a_study_file(tmp_path: Path) -> None:
     (tmp_path / "s.zarr").mkdir()
     with pytest.raises(StudyError, match=r"s\.zarr is a directory, not a study file"):
         load_study(tmp_path / "s.zarr")
@@ -188,7 +188,7 @@ def test_directory_is_not_a_study_file_issue_19(tmp_path: Path) -> None:
     ],
     ids=["null-bytes", "not-utf8"],
 )
-def test_a_binary_file_is_named_without_a_bogus_line_issue_19(
+def test_a_binary_file_is_named_without_a_bogus_line(
     tmp_path: Path, content: bytes, message: str
 ) -> None:
     path = tmp_path / "binary.py"
@@ -209,7 +209,7 @@ def test_good_study_loads(write_study: WriteStudy) -> None:
     assert study.source_file == str(path.resolve())
 
 
-def test_a_second_study_is_refused_even_beside_study_issue_19(
+def test_a_second_study_is_refused_even_beside_study(
     write_study: WriteStudy,
 ) -> None:
     """One of them named ``study`` used to be taken silently."""

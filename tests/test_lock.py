@@ -10,8 +10,6 @@ import json
 import os
 import subprocess
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -19,7 +17,7 @@ import pytest
 import simstudy
 from simstudy.errors import StoreError
 from simstudy.store.lock import Lock
-from tests.helpers import assert_store_consistent, cube_digest
+from tests.helpers import assert_store_consistent, cube_digest, wait_for
 
 NAPPING = """
 import os
@@ -54,13 +52,6 @@ def _start(folder: Path, store: Path) -> subprocess.Popen[str]:
     )
 
 
-def _wait_for(check: Callable[[], bool], timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.05)
-
-
 def _holder(lock: Path) -> int | None:
     try:
         return int(json.loads(lock.read_text())["pid"])
@@ -68,7 +59,7 @@ def _holder(lock: Path) -> int | None:
         return None
 
 
-def test_a_run_that_lost_its_lock_stops_and_spares_the_new_owner_issue_19(
+def test_a_run_that_lost_its_lock_stops_and_spares_the_new_owner(
     tmp_path,
 ):
     folder = tmp_path / "run"
@@ -79,10 +70,13 @@ def test_a_run_that_lost_its_lock_stops_and_spares_the_new_owner_issue_19(
     first = _start(folder, store)
     second = None
     try:
-        _wait_for(lambda: (store / "status").is_dir() and _holder(lock) == first.pid)
+        wait_for(
+            "the first run to hold the lock",
+            lambda: (store / "status").is_dir() and _holder(lock) == first.pid,
+        )
         lock.unlink()  # by hand, while the first run writes the store
         second = _start(folder, store)
-        _wait_for(lambda: _holder(lock) == second.pid)
+        wait_for("the second run to hold the lock", lambda: _holder(lock) == second.pid)
         _, err = first.communicate(timeout=60)
         assert first.returncode == 2, err
         assert "error: this run lost the lock of store" in err

@@ -68,10 +68,13 @@ def test_jumps_compose(a: int, b: int) -> None:
     np.testing.assert_array_equal(walk.row(a + b), mtjump.MTJumper(9).row(a + b))
 
 
-def test_any_stream_below_2_to_32_is_set_up_fast() -> None:
+def test_any_stream_below_2_to_32_is_set_up_without_jumping_k_times() -> None:
+    """The farthest stream costs 29 table applications, not 2**32 - 1 jumps
+    (~2 ms each: months); its speed is measured in benchmarks/throughput.py.
+    The bound only tells the two apart on a loaded machine."""
     t0 = time.perf_counter()
     mtjump.MTJumper(3).row(2**32 - 1)  # the most set bits: 29 applications
-    assert time.perf_counter() - t0 <= 0.5
+    assert time.perf_counter() - t0 <= 30
 
 
 def test_shipped_tables_are_numpys_jump_polynomial_and_its_powers() -> None:

@@ -14,6 +14,14 @@ def test_all_is_sorted_and_complete():
         and not isinstance(getattr(simstudy, name, None), type(simstudy))
     }
     assert simstudy.__all__ == sorted(simstudy.__all__)
-    lazy = {"run", "open_results", "summarize", "replay", "verify", "write_report"}
+    lazy = {
+        "run",
+        "solve",
+        "open_results",
+        "summarize",
+        "replay",
+        "verify",
+        "write_report",
+    }
     lazy |= {"contrast", "failure_ledger"}
     assert set(simstudy.__all__) == public | lazy

@@ -383,7 +383,7 @@ def test_replicates_override_extends_and_matches_a_from_scratch_run(tmp_path):
         simstudy.run(path, store=store, scheduler="synchronous", replicates=0)
 
 
-def test_nan_and_inf_are_values_and_the_run_counts_them_issue_16(tmp_path, capsys):
+def test_nan_and_inf_are_values_and_the_run_counts_them(tmp_path, capsys):
     src = SOURCE.format(
         n=[5],
         replicates=40,
@@ -433,7 +433,7 @@ FAILS_ALWAYS = SOURCE.format(
 )
 
 
-def test_fail_fast_stops_a_method_that_fails_every_task_issue_16(tmp_path, capsys):
+def test_fail_fast_stops_a_method_that_fails_every_task(tmp_path, capsys):
     path = tmp_path / "s.py"
     path.write_text(FAILS_ALWAYS)
     store = tmp_path / "s.zarr"
@@ -490,7 +490,7 @@ SHIFTY = SOURCE.format(
     ],
     ids=["threads-7", "processes", "interrupted-then-resumed"],
 )
-def test_output_names_fail_the_same_tasks_however_it_runs_issue_16(tmp_path, options):
+def test_output_names_fail_the_same_tasks_however_it_runs(tmp_path, options):
     """The names a method returns are fixed by its first successful task in
     task order, so the same tasks fail whatever the workers, batches, or an
     interruption (was: 849, 773, 719 failures in three runs)."""
@@ -531,9 +531,7 @@ TRUTH_P = (
 )
 
 
-def test_a_truth_no_method_returns_is_refused_and_leaves_no_store_issue_16(
-    tmp_path, capsys
-):
+def test_a_truth_no_method_returns_is_refused_and_leaves_no_store(tmp_path, capsys):
     path = tmp_path / "s.py"
     path.write_text(TRUTH_P)
     store = tmp_path / "s.zarr"
@@ -563,9 +561,7 @@ def test_a_truth_no_method_returns_is_refused_and_leaves_no_store_issue_16(
     ],
     ids=["keyword", "function", "function-raises"],
 )
-def test_a_truth_naming_no_estimate_is_refused_at_load_issue_16(
-    tmp_path, truth, message
-):
+def test_a_truth_naming_no_estimate_is_refused_at_load(tmp_path, truth, message):
     path = tmp_path / "s.py"
     path.write_text(
         SOURCE.format(n=[5], replicates=3, seed=1, methods=METHODS["mean"]) + truth

@@ -48,7 +48,7 @@ def _study(tmp_path: Path, points: int, replicates: int) -> Path:
     return path
 
 
-def test_a_round_of_10_million_tasks_holds_no_per_replicate_mask_issue_19(
+def test_a_round_of_10_million_tasks_holds_no_per_replicate_mask(
     tmp_path,
 ):
     path = _study(tmp_path, 5, 10**6)  # 5 points x 10^6 x 2 methods = 10^7 tasks
@@ -69,7 +69,7 @@ def test_a_round_of_10_million_tasks_holds_no_per_replicate_mask_issue_19(
         peak = tracemalloc.get_traced_memory()[1]
         tracemalloc.stop()
         assert (first.point, first.start, first.methods) == (0, 0, (0, 1))
-        assert seconds < 5, seconds
+        assert seconds < 60, seconds  # O(chunks), not O(10^7 tasks): ~0.1 s here
         assert peak < 20 * 2**20, f"{peak / 2**20:.0f} MB for a 10^7-task round"
         assert all(not p.partial and not p.done for p in work.pending)
         # one status chunk written in part: only that chunk holds a mask
@@ -92,7 +92,7 @@ def plan_batches(plan, work, st):
     return plan.batches(work, sizer, timeout=None, warnings=None, device=None)
 
 
-def test_ctrl_c_stops_a_10_million_task_run_within_seconds_issue_19(tmp_path):
+def test_ctrl_c_stops_a_10_million_task_run_within_seconds(tmp_path):
     path = _study(tmp_path, 10, 5 * 10**5)
     store = tmp_path / "tiny.zarr"
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
@@ -131,9 +131,7 @@ def test_ctrl_c_stops_a_10_million_task_run_within_seconds_issue_19(tmp_path):
     assert ok == 0
 
 
-def test_absurd_workers_are_refused_before_anything_is_written_issue_19(
-    tmp_path, capsys
-):
+def test_absurd_workers_are_refused_before_anything_is_written(tmp_path, capsys):
     path = _study(tmp_path, 2, 4)
     most = 8 * (os.cpu_count() or 1)
     assert main(["run", str(path), "--workers", str(most + 1)]) == 2
@@ -143,7 +141,7 @@ def test_absurd_workers_are_refused_before_anything_is_written_issue_19(
     assert not (tmp_path / "tiny.zarr").exists()
 
 
-def test_plan_times_a_sample_of_a_large_grid_issue_19(tmp_path):
+def test_plan_times_a_sample_of_a_large_grid(tmp_path):
     path = _study(tmp_path, 100_000, 3)
     t0 = time.perf_counter()
     p = estimate(path, workers=2, pilot_seconds=0.5)

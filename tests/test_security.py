@@ -126,9 +126,7 @@ def _name_a_trap(store: Path, trap: Path) -> None:
     root_file.write_text(json.dumps(root))
 
 
-def test_no_command_runs_the_study_file_a_store_names_issue_19(
-    tmp_path, write_study, capsys
-):
+def test_no_command_runs_the_study_file_a_store_names(tmp_path, write_study, capsys):
     """19.3: whoever can write a store must not choose code for others to run."""
     path = write_study(GOOD_STUDY)
     store = tmp_path / "s.zarr"
@@ -152,7 +150,7 @@ def test_no_command_runs_the_study_file_a_store_names_issue_19(
     assert not marker.exists()
 
 
-def test_verify_without_study_is_exit_2_in_a_real_process_issue_19(tmp_path):
+def test_verify_without_study_is_exit_2_in_a_real_process(tmp_path):
     store = tmp_path / "s.zarr"
     store.mkdir()
     proc = subprocess.run(

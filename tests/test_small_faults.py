@@ -38,7 +38,7 @@ def mean(x):
     ],
     ids=["float-for-int", "int-for-float"],
 )
-def test_levels_of_another_type_than_the_store_are_refused_issue_19(
+def test_levels_of_another_type_than_the_store_are_refused(
     tmp_path, stored, given, said
 ):
     path = tmp_path / "lv.py"
@@ -71,7 +71,7 @@ def mean(x):
 """
 
 
-def test_a_run_with_no_finished_task_for_long_says_a_task_may_hang_issue_19(
+def test_a_run_with_no_finished_task_for_long_says_a_task_may_hang(
     tmp_path,
 ):
     path = tmp_path / "hang.py"

@@ -94,7 +94,7 @@ def test_the_cache_stays_within_its_budget(tmp_path: Path) -> None:
     np.testing.assert_array_equal(np.asarray(z[0, :, 0]), np.arange(10.0))
 
 
-def test_a_chunk_larger_than_the_budget_is_kept_until_written_issue_18(
+def test_a_chunk_larger_than_the_budget_is_kept_until_written(
     tmp_path: Path,
 ) -> None:
     """A store of large array outputs (chunks over the cache budget) lost the

@@ -11,10 +11,11 @@ from __future__ import annotations
 import argparse
 from typing import Any, NoReturn
 
+from simstudy.cli.solve import add_solve
 from simstudy.errors import UsageError
 from simstudy.executors import SCHEDULERS
 
-__all__ = ["Parser", "build_parser"]
+__all__ = ["Parser", "add_summary_options", "build_parser"]
 
 
 class Parser(argparse.ArgumentParser):
@@ -73,6 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = top.add_subparsers(dest="command", required=True, parser_class=Parser)
     _add_run(sub)
     _add_other(sub)
+    add_solve(sub)
+    _add_share(sub)
     return top
 
 
@@ -112,6 +115,7 @@ def _add_run(sub: Any) -> None:
     )
     _add_run_execution(run)
     _add_run_study(run)
+    _add_run_share(run)
     run.add_argument("--no-progress", action="store_true", help="no progress output")
     run.add_argument("--debug", action="store_true", help="show tracebacks")
 
@@ -182,6 +186,19 @@ def _add_run_study(run: Any) -> None:
         "(default 100 x the first round)",
     )
     run.add_argument(
+        "--round-size",
+        type=_positive,
+        metavar="K",
+        help="with --target-mcse: a point's next round adds at least K "
+        "replicates, its count a multiple of K (default: a tenth of the first)",
+    )
+    run.add_argument(
+        "--strict",
+        action="store_true",
+        help="with --target-mcse: exit with code 6 when a point stops at "
+        "--max-replicates short of its target",
+    )
+    run.add_argument(
         "--accept-version-change",
         action="store_true",
         help="go on although numpy/jax changed and finished tasks recompute "
@@ -234,16 +251,24 @@ def _add_summarize(sub: Any) -> None:
     )
     summ.add_argument("-o", "--output", help="write to this file (netcdf needs it)")
     summ.add_argument(
-        "--measures",
-        metavar="M1,M2,...",
-        help="only these measures, e.g. bias,coverage (default: all computed)",
-    )
-    summ.add_argument(
         "--wide",
         action="store_true",
         help="methods as columns (table, csv, latex, markdown)",
     )
-    summ.add_argument(
+    add_summary_options(summ)
+    summ.add_argument("--debug", action="store_true", help="show tracebacks")
+
+
+def add_summary_options(p: Any) -> None:
+    """What a summary computes, for `summarize` and `report` alike: the
+    keyword options of ``simstudy.summarize`` and which methods and design
+    points it covers."""
+    p.add_argument(
+        "--measures",
+        metavar="M1,M2,...",
+        help="only these measures, e.g. bias,coverage (default: all computed)",
+    )
+    p.add_argument(
         "--cases",
         type=_cases,
         default="available",
@@ -253,39 +278,50 @@ def _add_summarize(sub: Any) -> None:
         "fallback (a failed method takes its declared fallback's value); "
         "several, comma-separated, side by side",
     )
-    summ.add_argument(
+    p.add_argument(
         "--winsorize",
         type=float,
         metavar="K",
         help="clip estimates to [Q1 - K IQR, Q3 + K IQR] per design point and "
         "method before every measure",
     )
-    summ.add_argument(
+    p.add_argument(
         "--reference",
         metavar="M",
         help="method to compare with: relprec, bias_diff, mse_ratio, corr",
     )
-    summ.add_argument(
+    p.add_argument(
         "--alpha", type=float, default=0.05, help="test level for power (0.05)"
     )
-    summ.add_argument(
+    p.add_argument(
         "--level",
         type=float,
         default=0.95,
         help="confidence level of Wald intervals from se (0.95)",
     )
-    summ.add_argument(
+    p.add_argument(
         "--null",
         type=float,
         default=0.0,
         help="the value the Wald test from se rejects (0)",
     )
-    summ.add_argument(
+    p.add_argument(
         "--df",
         help="t intervals/tests with these degrees of freedom: a number or "
         "an output (default: normal)",
     )
-    summ.add_argument("--debug", action="store_true", help="show tracebacks")
+    p.add_argument(
+        "--methods",
+        metavar="M1,M2,...",
+        help="only these methods (default: all)",
+    )
+    p.add_argument(
+        "--points",
+        action="append",
+        metavar="FACTOR=L1,L2,...",
+        help="only these levels of a factor, e.g. n=20,50; repeat for several "
+        "factors (default: every design point)",
+    )
 
 
 def _add_other(sub: Any) -> None:
@@ -301,7 +337,9 @@ def _add_other(sub: Any) -> None:
         "--task",
         required=True,
         help="every factor, the replicate and the method: "
-        "n=100,eps=0.1,replicate=17,method=median",
+        "n=100,eps=0.1,replicate=17,method=median, or as a JSON object "
+        '(levels with \',\' or \'=\'): \'{"lab": "a,b", "replicate": 17, '
+        '"method": "median"}\'',
     )
     rpl.add_argument("--store", help="compare with this store (default ./<stem>.zarr)")
     rpl.add_argument("--pdb", action="store_true", help="debug the task's exception")
@@ -311,7 +349,9 @@ def _add_other(sub: Any) -> None:
     err_p.add_argument("--debug", action="store_true", help="show tracebacks")
     ver = sub.add_parser("verify", help="recompute finished tasks, compare bit for bit")
     ver.add_argument(
-        "store", metavar="STORE|STUDY.py", help="the store (.zarr), or the study file"
+        "store",
+        metavar="STORE|STUDY.py|BUNDLE",
+        help="the store (.zarr), the study file, or a bundle (.tar: runs its code)",
     )
     ver.add_argument(
         "--study",
@@ -338,23 +378,88 @@ def _add_other(sub: Any) -> None:
     pln.add_argument("--store", help="the store (default ./<stem>.zarr)")
     pln.add_argument("--replicates", type=_positive, metavar="N", help="as for run")
     pln.add_argument("--workers", type=_positive, help="worker processes (cores)")
+    pln.add_argument(
+        "--retry-failed",
+        action="store_true",
+        help="count failed tasks as to run, as run --retry-failed does",
+    )
     pln.add_argument("--debug", action="store_true", help="show tracebacks")
     rep = sub.add_parser("report", help="write a self-contained HTML report")
     rep.add_argument("store", help="the store (.zarr)")
     rep.add_argument(
         "-o", "--output", default="report.html", help="the HTML file (report.html)"
     )
+    add_summary_options(rep)
     rep.add_argument(
-        "--reference", help="method for relative precision and paired measures"
-    )
-    rep.add_argument(
-        "--alpha", type=float, default=0.05, help="test level for rejection (0.05)"
-    )
-    rep.add_argument(
-        "--cases",
-        choices=["available", "complete"],
-        default=None,
-        help="replicates per method: each method's own ok ones (available, the "
-        "default) or only those where every method is ok (complete)",
+        "--split",
+        metavar="FACTOR",
+        help="one panel per level of FACTOR in each figure, and the replicate "
+        "figures in one section per level (e.g. --split delta)",
     )
     rep.add_argument("--debug", action="store_true", help="show tracebacks")
+
+
+def _add_run_share(run: Any) -> None:
+    """``run``'s flags of docs/share.md: a registered protocol, an added method."""
+    run.add_argument(
+        "--protocol",
+        metavar="FILE",
+        help="record this protocol (python -m simstudy protocol) in the store: "
+        "the report then lists the deviations from it",
+    )
+    run.add_argument(
+        "--add-method",
+        metavar="FILE.py",
+        help="with a bundle (.tar) as STUDY: add the methods of FILE.py to it and "
+        "run only their tasks, on the bundle's data sets",
+    )
+
+
+def _add_share(sub: Any) -> None:
+    """`protocol` and `bundle`: register a study, share what it made."""
+    pro = sub.add_parser("protocol", help="write an ADEMP protocol of a study file")
+    pro.add_argument("study", help="the study file (.py)")
+    pro.add_argument(
+        "-o", "--output", help="write to this file (.md, or .html); default: print"
+    )
+    pro.add_argument(
+        "--compare",
+        metavar="PROTOCOL",
+        help="list how the study file now deviates from this protocol instead",
+    )
+    pro.add_argument(
+        "--pilot",
+        type=_positive,
+        default=50,
+        metavar="N",
+        help="replicates per design point the pilot runs here (50)",
+    )
+    pro.add_argument(
+        "--target-mcse",
+        type=_targets,
+        action="append",
+        metavar="MEASURE=MCSE",
+        help="also give the replicates each MCSE target needs, e.g. bias=0.005",
+    )
+    pro.add_argument("--debug", action="store_true", help="show tracebacks")
+    bnd = sub.add_parser(
+        "bundle", help="pack a store, its study code, environment and report"
+    )
+    bnd.add_argument("store", help="the store (.zarr)")
+    bnd.add_argument(
+        "--study",
+        help="the study file that made STORE (default: the one the store names, "
+        "copied, never run); needed to write a protocol when none was registered",
+    )
+    bnd.add_argument(
+        "-o", "--output", required=True, help="the bundle (e.g. study.simstudy.tar)"
+    )
+    bnd.add_argument(
+        "--no-results",
+        action="store_true",
+        help="leave the cube out (keep only the per-task hashes)",
+    )
+    bnd.add_argument(
+        "--protocol", metavar="FILE", help="the protocol (default: the registered one)"
+    )
+    bnd.add_argument("--debug", action="store_true", help="show tracebacks")

@@ -41,6 +41,7 @@ from simstudy.loader import installed_modules, study_imports
 from simstudy.outputs import OutputSpecs
 from simstudy.results import BatchResult
 from simstudy.study import Study
+from simstudy.system import env_seconds
 
 __all__ = ["EXECUTORS", "prestart", "start_forkserver"]
 
@@ -52,6 +53,8 @@ THREAD_VARS = (
     "NUMEXPR_NUM_THREADS",
 )
 SpecsFn = Callable[[], OutputSpecs]
+# seconds a launched cluster may have no worker before the run says it waits
+QUEUE_SECONDS = 10.0
 PRELOAD = "SIMSTUDY_PRELOAD"  # modules the forkserver imports (executors._preload)
 MAIN = "SIMSTUDY_MAIN"  # the driver's main script, which its workers never run
 
@@ -491,6 +494,15 @@ class DistributedExecutor(_WindowedExecutor):
             if "dashboard" in self.client.scheduler_info().get("services", {}):
                 self.dashboard = self.client.dashboard_link
         self.finished = as_completed()
+        self.notice: Any = None
+        if cluster is not None:
+            from simstudy.executors.launchers import QueueNotice
+
+            self.notice = QueueNotice(
+                self._threads,
+                kind=cluster.capitalize(),
+                seconds=env_seconds("SIMSTUDY_QUEUE_SECONDS", QUEUE_SECONDS),
+            )
 
     def _threads(self) -> int:
         """Worker threads the scheduler knows now (0 if it cannot say)."""
@@ -531,6 +543,8 @@ class DistributedExecutor(_WindowedExecutor):
         return isinstance(exc, KilledWorker)
 
     def close(self) -> None:
+        if self.notice is not None:
+            self.notice.close()
         self.config.__exit__(None, None, None)
         if self.client is not None:
             with contextlib.suppress(Exception):  # leave long-lived workers clean

@@ -4,8 +4,11 @@ Settings come from a TOML file (``--cluster-config``, default
 ``./simstudy-cluster.toml``), table ``[slurm]``: every key but ``jobs`` is
 passed to ``dask_jobqueue.SLURMCluster``; what the file leaves out falls back
 to Dask's own jobqueue config (``~/.config/dask/jobqueue.yaml``). ``jobs``
-(default 1) is how many Slurm jobs of workers to submit. Worker jobs get
-BLAS/OpenMP threads = 1 unless the prologue sets them.
+(default 1) is how many Slurm jobs of workers to keep: the cluster adapts
+to exactly that many, so a job that ends mid-run (walltime, pre-emption,
+``scancel``) is replaced and Dask reruns the batches it held. Worker jobs get
+BLAS/OpenMP threads = 1 unless the prologue sets them. While no worker job
+runs (a busy queue), ``QueueNotice`` says so on stderr.
 
 Layers: imports ``errors``; 3rd-party: dask_jobqueue (optional extra
 ``simstudy[slurm]``), inside functions.
@@ -15,7 +18,11 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
+import threading
+import time
 import tomllib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +31,7 @@ from simstudy.errors import UsageError
 __all__ = [
     "CLUSTERS",
     "DEFAULT_CONFIG",
+    "QueueNotice",
     "check_cluster",
     "cluster_settings",
     "make_cluster",
@@ -120,7 +128,57 @@ def make_cluster(kind: str, config: str | None) -> tuple[Any, int]:
 
 def start_cluster(kind: str, config: str | None) -> Any:
     """Start the cluster and submit its worker jobs; the workers arrive as
-    Slurm runs them (batches wait in Dask's queue until then)."""
+    Slurm runs them (batches wait in Dask's queue until then).
+
+    The cluster adapts between ``jobs`` and ``jobs`` jobs rather than being
+    scaled once: a scaled cluster never replaces a job that ended, so a
+    study outliving its worker jobs' walltime would wait for ever."""
     cluster, jobs = make_cluster(kind, config)
-    cluster.scale(jobs=jobs)
+    cluster.adapt(minimum_jobs=jobs, maximum_jobs=jobs, interval="1s")
     return cluster
+
+
+class QueueNotice:
+    """Say on stderr when a launched cluster has had no worker for
+    ``seconds`` (jobs pending in a busy queue, or all ended and being
+    replaced), and again when workers arrive; checked every second."""
+
+    def __init__(
+        self,
+        threads: Callable[[], int],
+        *,
+        kind: str,
+        seconds: float = 10.0,
+        out: Any = None,
+    ) -> None:
+        self.threads = threads
+        self.kind = kind
+        self.seconds = seconds
+        self.out = out
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._watch, daemon=True)
+        self.thread.start()
+
+    def _say(self, text: str) -> None:
+        print(text, file=self.out or sys.stderr, flush=True)
+
+    def _watch(self) -> None:
+        since = time.monotonic()
+        waiting = False
+        while not self.stop.wait(1.0):
+            n = self.threads()
+            if n:
+                if waiting:
+                    self._say(f"note: {n} worker thread(s) joined; the run goes on.")
+                waiting = False
+                since = time.monotonic()
+            elif not waiting and time.monotonic() - since >= self.seconds:
+                waiting = True
+                self._say(
+                    f"note: waiting for {self.kind} to start the worker jobs: no "
+                    f"worker for {time.monotonic() - since:.0f} s (squeue --me "
+                    "shows why); batches wait in the scheduler's queue."
+                )
+
+    def close(self) -> None:
+        self.stop.set()

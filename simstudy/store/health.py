@@ -13,7 +13,7 @@ the metadata, records that are not JSON. Reading commands refuse a store
 with problems (``check_readable``, a ``StoreError`` naming the files); a run
 repairs them (``store.integrity``): it recomputes the tasks concerned.
 
-Layers: imports ``cube, errors`` and ``store.chunks``, ``store.meta``,
+Layers: imports ``cube, errors, shell`` and ``store.chunks``, ``store.meta``,
 ``store.seals`` (and zarr, numpy).
 """
 
@@ -29,11 +29,19 @@ import numpy as np
 
 from simstudy.cube import FIXED_VARS, METHOD, OK, PENDING, REPLICATE
 from simstudy.errors import StoreError
+from simstudy.shell import command
 from simstudy.store.chunks import ChunkedArray, CorruptChunk
 from simstudy.store.meta import META
 from simstudy.store.seals import Seals
 
-__all__ = ["Problems", "check_readable", "read_json", "run_hint", "survey"]
+__all__ = [
+    "Problems",
+    "check_readable",
+    "read_json",
+    "record_problem",
+    "run_hint",
+    "survey",
+]
 
 # per-task variables a finished task always has a chunk of (``warnings`` is
 # left out: stores made before it existed have none for older tasks)
@@ -43,7 +51,7 @@ SHOWN = 4  # files named in a message
 
 def run_hint(store: Path) -> str:
     return (
-        f"run python -m simstudy run STUDY.py --store {store}: it recomputes "
+        f"run {command('run', 'STUDY.py', '--store', store)}: it recomputes "
         "what those files held (the rest of the store is kept)"
     )
 
@@ -58,6 +66,37 @@ def read_json(path: Path, store: Path) -> Any:
             f"{path}: the store's {what} file is damaged (not valid JSON: {exc}).",
             hint=_json_hint(path, store),
         ) from None
+
+
+# what every record of a kind holds besides the levels of its design point
+RECORD_KEYS: dict[str, dict[str, type]] = {
+    "failures": {"replicate": int, "method": str, "type": str, "message": str},
+    "warnings": {
+        "replicate": int,
+        "method": str,
+        "category": str,
+        "message": str,
+        "count": int,
+    },
+}
+
+
+def record_problem(data: Any, kind: str, factors: list[str]) -> str | None:
+    """What makes a record file's JSON not records of ``kind``, or None."""
+    if not isinstance(data, list):
+        return f"a list of records expected, got {type(data).__name__}"
+    need = RECORD_KEYS[kind]
+    for i, record in enumerate(data):
+        if not isinstance(record, dict):
+            return f"record {i} is {type(record).__name__}, not an object"
+        missing = [k for k in (*factors, *need) if k not in record]
+        if missing:
+            return f"record {i} has no {', '.join(map(repr, missing))}"
+        for key, kind_of in need.items():
+            value = record[key]
+            if not isinstance(value, kind_of) or isinstance(value, bool):
+                return f"record {i}: {key} is {value!r}, not {kind_of.__name__}"
+    return None
 
 
 def _json_hint(path: Path, store: Path) -> str:
@@ -95,7 +134,8 @@ class Problems:
             for name in self.coords
         ]
         out += [
-            f"{f.relative_to(store)} (records: not valid JSON)" for f in self.records
+            f"{f.relative_to(store)} (records: not valid JSON, or not records)"
+            for f in self.records
         ]
         return out
 
@@ -127,9 +167,12 @@ def survey(store: Path, root: Any, meta: dict[str, Any]) -> Problems:
     for kind in ("failures", "warnings"):
         for f in sorted((store / META / kind).glob("*.json")):
             try:
-                json.loads(f.read_bytes())
+                data = json.loads(f.read_bytes())
             except (ValueError, UnicodeDecodeError):
                 problems.records.append(f)
+                continue
+            if record_problem(data, kind, factors) is not None:
+                problems.records.append(f)  # valid JSON, but not records
     return problems
 
 
@@ -285,6 +328,6 @@ def _check_growth(store: Path, root_meta: dict[str, Any]) -> None:
                 f"store {store}: a run stopped while growing the store "
                 f"({name!r} has shape {shape}, the store's metadata says "
                 f"{entry.get('shape')}).",
-                hint=f"run python -m simstudy run STUDY.py --store {store}: it "
+                hint=f"run {command('run', 'STUDY.py', '--store', store)}: it "
                 "finishes growing the store",
             )

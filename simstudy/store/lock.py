@@ -1,9 +1,11 @@
 """The store's lock: one run writes a store at a time.
 
 ``<store>/.simstudy/lock`` holds the owner's pid, host, start time and a
-random token. A lock of a dead process on this host is stale and taken
-over (so is one naming this very process that it does not hold: left by
-a run of this process that failed). The owner checks that the lock is
+random token (and, inside a Slurm job, its job id). A lock of a dead
+process on this host is stale and taken over (so is one naming this very
+process that it does not hold: left by a run of this process that failed),
+and so is another host's lock whose Slurm job has ended (a driver job
+killed by ``scancel`` or its walltime, resubmitted onto another node). The owner checks that the lock is
 still its own (the token) before each write of results (``check``) and
 before it deletes it (``release``): a run whose lock was deleted or taken
 over stops with a clear error instead of writing beside another run, and
@@ -16,7 +18,9 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
+import subprocess
 import time
 import uuid
 from pathlib import Path
@@ -28,6 +32,26 @@ from simstudy.system import pid_alive
 __all__ = ["Lock"]
 
 _HELD: set[str] = set()  # tokens of the locks this process holds
+# Slurm job states in which the job's processes may still run
+_ALIVE = {"PENDING", "CONFIGURING", "RUNNING", "SUSPENDED", "COMPLETING", "STOPPED"}
+
+
+def slurm_job_ended(job: str) -> bool:
+    """Whether Slurm says job ``job`` no longer runs (False: cannot tell)."""
+    if shutil.which("squeue") is None:
+        return False
+    try:
+        out = subprocess.run(
+            ["squeue", "-h", "-j", job, "-o", "%T"],
+            capture_output=True,
+            text=True,
+            timeout=20,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return False
+    if out.returncode != 0:
+        return "invalid job id" in out.stderr.lower()
+    return not (set(out.stdout.split()) & _ALIVE)
 
 
 def _read(path: Path) -> dict[str, Any]:
@@ -51,7 +75,9 @@ class Lock:
         if not other:
             return True  # empty or damaged: its writer died while writing it
         if other.get("host") != host:
-            return False  # another machine's: cannot tell, so respect it
+            # another machine's: respect it unless Slurm says its job ended
+            job = other.get("slurm_job")
+            return bool(job) and slurm_job_ended(str(job))
         try:
             pid = int(other.get("pid", 0))
         except (TypeError, ValueError):
@@ -68,6 +94,8 @@ class Lock:
             "since": time.time(),
             "token": self.token,
         }
+        if os.environ.get("SLURM_JOB_ID"):
+            me["slurm_job"] = os.environ["SLURM_JOB_ID"]
         for _ in range(2):
             try:
                 fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)

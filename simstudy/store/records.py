@@ -5,7 +5,8 @@ hold, per design point and status chunk (a *group*), one record per task
 that failed (or warned): the point's levels, replicate, method, then the
 details. Plain JSON: reading a store never unpickles anything.
 
-Layers: imports ``results`` and ``store.layout``, ``store.meta``.
+Layers: imports ``results``, ``errors`` and ``store.health``, ``store.layout``,
+``store.meta``.
 """
 
 from __future__ import annotations
@@ -15,8 +16,9 @@ import os
 from pathlib import Path
 from typing import Any
 
+from simstudy.errors import StoreError
 from simstudy.results import Failure, Warned
-from simstudy.store.health import read_json
+from simstudy.store.health import read_json, record_problem, run_hint
 from simstudy.store.layout import Layout
 from simstudy.store.meta import META
 
@@ -41,12 +43,31 @@ def write_json(path: Path, data: Any) -> None:
 
 
 def read_records(path: str | os.PathLike[str], kind: str) -> list[dict[str, Any]]:
-    """All records of one kind in a store, file by file."""
+    """All records of one kind in a store, file by file; a file that is not
+    such records (valid JSON or not) is a ``StoreError`` naming it."""
+    store = Path(path)
     out: list[dict[str, Any]] = []
-    folder = Path(path) / META / kind
+    folder = store / META / kind
+    factors = _factor_order(store)
     for f in sorted(folder.glob("*.json")) if folder.exists() else []:
-        out.extend(read_json(f, Path(path)))
+        data = read_json(f, store)
+        problem = record_problem(data, kind, factors)
+        if problem is not None:
+            raise StoreError(
+                f"{f}: the store's records file is damaged ({problem}).",
+                hint=run_hint(store),
+            )
+        out.extend(data)
     return out
+
+
+def _factor_order(store: Path) -> list[str]:
+    """The factors every record names (none if the metadata does not say)."""
+    try:
+        meta = read_json(store / "zarr.json", store)["attributes"]["simstudy"]
+        return [str(f) for f in meta["factor_order"]]
+    except (OSError, KeyError, TypeError):
+        return []
 
 
 class Records:

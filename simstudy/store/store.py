@@ -79,7 +79,7 @@ class Store:
         self.writer.guard = lock.check  # a run that lost its lock writes nothing
         self.repaired: list[str] = []  # damaged chunks found on open (dropped)
         # levels and methods in the store that the current study does not have
-        self.hidden: dict[str, Any] = {"levels": {}, "methods": []}
+        self.hidden: dict[str, Any] = {"levels": {}, "methods": [], "points": 0}
         # joins versions() where versions are recorded and compared
         self.provenance: dict[str, str] = dict(provenance or {})
 
@@ -108,15 +108,10 @@ class Store:
         _check_path(p)
         reconcile.finish_prune(p)
         lock = Lock(p / META / "lock")
-        try:
+        # a read-only folder or file system: a clear error, not an OSError
+        with writing(p):
             p.mkdir(exist_ok=True)
-            with writing(p):
-                lock.acquire(p)
-        except PermissionError:
-            raise StoreError(
-                f"cannot write store {p}: permission denied.",
-                hint="choose a writable --store path",
-            ) from None
+            lock.acquire(p)
         try:
             with writing(p):
                 return cls._open_locked(
@@ -137,7 +132,9 @@ class Store:
         prune: bool,
         provenance: Mapping[str, str] | None,
     ) -> Store:
+        registered = None
         if restart and (p / "zarr.json").exists():
+            registered = _registered_protocol(p)  # a restart keeps it
             reconcile.wipe(p)
         for leftover in p.rglob("*.partial"):
             leftover.unlink(missing_ok=True)
@@ -154,8 +151,10 @@ class Store:
             layout = Layout.create(p, study, dict(provenance or {}), declared)
             store = cls(layout, lock, provenance)
         store.save_truth(study)
+        if registered is not None:
+            store.record_protocol(registered)
         store.hidden = reconcile.set_active(store.layout, study)
-        if prune and (store.hidden["levels"] or store.hidden["methods"]):
+        if prune and any(store.hidden.values()):
             store.flush()
             reconcile.prune(store.layout, study, lock.path)
             store = cls(Layout.open(p), lock, provenance)
@@ -262,6 +261,20 @@ class Store:
         with writing(self.path):
             self.layout.save_meta()
 
+    def record_solve(self, record: list[dict[str, Any]]) -> None:
+        """Keep a solve's solutions (``simstudy solve``) for the report."""
+        self.layout.meta.extra["solve"] = record
+        with writing(self.path):
+            self.layout.save_meta()
+
+    def record_protocol(self, registration: dict[str, Any]) -> None:
+        """Keep a registered protocol (``run --protocol``): its file name,
+        sha256, record and text; the report compares the store with it."""
+        if self.layout.meta.extra.get("protocol") != registration:
+            self.layout.meta.extra["protocol"] = registration
+            with writing(self.path):
+                self.layout.save_meta()
+
     def save_truth(self, study: Study) -> None:
         """Record the truth and measure declarations summaries read (not part
         of the fingerprint: they change no number) and the study file."""
@@ -286,12 +299,16 @@ class Store:
             if k in then and k in now and then[k] != now[k]
         }
 
-    def accept_versions(self) -> None:
-        """Record the current versions, keeping the old ones in a history."""
+    def accept_versions(self, log: dict[str, Any] | None = None) -> None:
+        """Record the current versions, keeping the old ones in a history,
+        and ``log`` (a ``versionlog.entry``) in the version log."""
         meta = self.layout.meta
         meta.versions_history.append(meta.versions)
         meta.versions = {**versions(), **self.provenance}
-        self.layout.save_meta()
+        if log is not None:
+            meta.version_log.append(log)
+        with writing(self.path):
+            self.layout.save_meta()
 
     def close(self) -> None:
         """Write what is buffered, then release the lock."""
@@ -299,6 +316,18 @@ class Store:
             self.writer.close()
         finally:
             self.lock.release()
+
+
+def _registered_protocol(p: Path) -> dict[str, Any] | None:
+    """The protocol ``run --protocol`` recorded in a store, if any."""
+    import json
+
+    try:
+        attrs = json.loads((p / "zarr.json").read_text())["attributes"]
+        found: dict[str, Any] | None = attrs["simstudy"].get("protocol")
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+    return found
 
 
 def _declared(study: Study) -> dict[str, Any]:
