@@ -495,3 +495,13 @@ def test_a_declared_output_never_returned_is_skipped_with_its_reason(
     }
     assert np.isfinite(summary["modelse"].sel(method_name="mean")).all()
     assert np.isfinite(summary["bias"]).all()
+
+
+def test_report_takes_one_strategy_and_writes_nothing_for_several(
+    store, tmp_path, capsys
+):
+    out = tmp_path / "r.html"
+    argv = ["report", str(store), "-o", str(out), "--cases", "available,complete"]
+    assert main(argv) == 2
+    assert "the report shows one strategy" in capsys.readouterr().err
+    assert not out.exists()
