@@ -38,6 +38,7 @@ from simstudy.cube import REPLICATE as REP
 from simstudy.errors import UsageError
 from simstudy.ledger import CONVERGED, KINDS, RecordIndex
 from simstudy.measures import Measure, UserFunc, Wald
+from simstudy.selection import subset
 
 __all__ = [
     "CASES",
@@ -196,6 +197,8 @@ def summarize(
     winsorize: float | None = None,
     measures: Sequence[str] | Mapping[str, UserMeasure] | None = None,
     custom: Mapping[str, UserMeasure] | None = None,
+    methods: str | Sequence[str] | None = None,
+    points: Mapping[str, Any] | None = None,
     block_bytes: int = BLOCK_BYTES,
 ) -> xr.Dataset:
     """Return per design point x method performance measures and their MCSEs.
@@ -231,6 +234,9 @@ def summarize(
         Names of the measures to keep (default: all); user-defined measures
         ``{name: func or simstudy.summary.Measure}``. A mapping given as
         ``measures`` is read as ``custom`` with every built-in measure.
+    methods, points
+        Summarise only these methods (a name or a list) and levels
+        (``{"n": [20, 50]}``; a level may be given as text, ``"20"``).
 
     Returns
     -------
@@ -247,6 +253,7 @@ def summarize(
         Unknown output, method, measure, ``cases``; ``alpha``/``level``
         outside (0, 1).
     """
+    cube = subset(cube, methods=methods, points=points)
     options: dict[str, Any] = {
         "estimate": estimate,
         "truth": truth,
