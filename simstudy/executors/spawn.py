@@ -1,0 +1,77 @@
+"""How the executors start worker processes: BLAS/OpenMP threads = 1 unless
+the user set those variables, SIGINT left to the driver, and the driver's
+main script not run again in each child.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing
+import os
+import signal
+import sys
+from collections.abc import Iterator
+
+__all__ = ["THREAD_VARS", "spawn_env", "worker_env"]
+
+THREAD_VARS = (
+    "OMP_NUM_THREADS",
+    "OPENBLAS_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "VECLIB_MAXIMUM_THREADS",
+    "NUMEXPR_NUM_THREADS",
+)
+
+
+def worker_env() -> dict[str, str]:
+    """Return the thread variables workers get (the user's own values win)."""
+    return {v: os.environ.get(v, "1") for v in THREAD_VARS}
+
+
+@contextlib.contextmanager
+def spawn_env() -> Iterator[None]:
+    """Spawn children with BLAS threads = 1, SIGINT ignored (the driver owns
+    it) and without the driver's main script (see ``_main_hidden``)."""
+    saved = {v: os.environ.get(v) for v in THREAD_VARS}
+    os.environ.update(worker_env())
+    old = signal.getsignal(signal.SIGINT)
+    in_main = multiprocessing.current_process().name == "MainProcess"
+    try:
+        if in_main:
+            with contextlib.suppress(ValueError):
+                signal.signal(signal.SIGINT, signal.SIG_IGN)
+        with _main_hidden():
+            yield
+    finally:
+        if in_main:
+            with contextlib.suppress(ValueError):
+                signal.signal(signal.SIGINT, old)
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+@contextlib.contextmanager
+def _main_hidden() -> Iterator[None]:
+    """Start children without running the driver's main script in them.
+
+    A spawned child runs the parent's ``__main__`` file again (as
+    ``__mp_main__``) unless told where it is not; a plain script calling
+    ``simstudy.run`` without an ``if __name__ == "__main__":`` guard would
+    then start a run in every worker. Workers get the study by value and
+    need nothing from the script, so hide its file and spec while they start.
+    """
+    main = sys.modules.get("__main__")
+    hidden = {a: getattr(main, a) for a in ("__file__", "__spec__") if hasattr(main, a)}
+    try:
+        for a in hidden:
+            if a == "__file__":
+                delattr(main, a)
+            else:
+                setattr(main, a, None)
+        yield
+    finally:
+        for a, v in hidden.items():
+            setattr(main, a, v)
