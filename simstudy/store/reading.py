@@ -1,7 +1,7 @@
 """Reading a store: the cube as xarray, and its records. Never writes.
 
-Layers: imports ``store.integrity``, ``store.records``, ``store.meta``,
-``cube``, ``errors`` (xarray inside functions).
+A store of an older format reads as this version's through
+``store.migrations.as_current`` (old formats are read there, nowhere else).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from simstudy.errors import StoreError
 from simstudy.store.chunks import ChunkedArray
 from simstudy.store.health import check_readable
 from simstudy.store.integrity import check_codecs
-from simstudy.store.migrations import OLD_METHOD
+from simstudy.store.migrations import as_current
 from simstudy.store.records import read_records
 
 if TYPE_CHECKING:
@@ -69,9 +69,7 @@ def open_results(
     import xarray as xr
 
     p = _checked(path)
-    ds: xr.Dataset = xr.open_zarr(str(p), consolidated=True)
-    if OLD_METHOD in ds.dims and METHOD not in ds.dims:  # a format-1 store
-        ds = ds.rename({OLD_METHOD: METHOD})
+    ds = as_current(xr.open_zarr(str(p), consolidated=True))
     meta = ds.attrs.get("simstudy", {})
     active = meta.get("active")
     if active and not include_hidden:
