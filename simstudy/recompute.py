@@ -6,9 +6,6 @@ differ) and the runner's recheck when numpy or jax changed since a store
 was made (a few finished replicates; refuse to mix versions if they
 differ). ``task_batch`` builds the one-replicate batch of a cell with
 exactly its streams; ``differing`` names the outputs that changed.
-
-Layers: imports ``backends, store, grid, streams, study, cube, errors`` (and
-numpy).
 """
 
 from __future__ import annotations

@@ -1,7 +1,4 @@
-"""The Study declaration and all load-time validation. Runs nothing.
-
-Layers: imports ``factors``, ``fingerprint`` and ``errors`` (and numpy).
-"""
+"""The Study declaration and all load-time validation. Runs nothing."""
 
 from __future__ import annotations
 

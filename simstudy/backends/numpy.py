@@ -5,9 +5,6 @@ Data is generated once per replicate and shared by every pending method
 raw return values; checking and converting them happens afterwards per
 method, vectorised when every value has the same form (``outputs.stack``).
 Failures are captured as records, never raised. Pure: no I/O, no dask.
-
-Layers: imports ``backends`` (the protocol), ``outputs, results, grid,
-streams, study, cube, errors`` (and numpy).
 """
 
 from __future__ import annotations

@@ -4,9 +4,6 @@ Each takes the ``xr.Dataset`` that ``simstudy.summarize`` returns and one
 measure name, draws every method on one shared scale with the measure's
 reference line (0 for bias, the nominal level for coverage, alpha for
 rejection), and returns a ``matplotlib.figure.Figure``.
-
-Layers: imports ``plots.common, cube, errors`` (plus numpy, xarray,
-matplotlib).
 """
 
 from __future__ import annotations

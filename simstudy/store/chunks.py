@@ -5,10 +5,8 @@ every chunk (about 1 ms a chunk here, several ms when workers load the
 cores); encoding a chunk and renaming it into place costs ~0.1 ms. The bytes
 are exactly what zarr writes for the codecs the store uses (the ``bytes``
 codec little-endian, ``zstd`` without checksum, ``crc32c``), so zarr, xarray
-and anyone else read them as usual; tests/test_chunkio.py compares the bytes
+and anyone else read them as usual; tests/test_store_chunks.py compares the bytes
 with zarr's.
-
-Layers: imports ``errors``, ``store.seals``, ``store.crash`` (and numpy, numcodecs, google_crc32c).
 """
 
 from __future__ import annotations

@@ -12,9 +12,6 @@ otherwise read as NaN for status-ok tasks), coordinates that disagree with
 the metadata, records that are not JSON. Reading commands refuse a store
 with problems (``check_readable``, a ``StoreError`` naming the files); a run
 repairs them (``store.integrity``): it recomputes the tasks concerned.
-
-Layers: imports ``cube, errors, shell`` and ``store.chunks``, ``store.meta``,
-``store.seals`` (and zarr, numpy).
 """
 
 from __future__ import annotations

@@ -4,9 +4,6 @@
 replicates, methods), creates arrays and coordinates, and reads and writes
 the metadata; the writer, the records and the integrity checks work
 through it.
-
-Layers: imports ``cube, grid, outputs, study`` and ``store.meta`` (and
-zarr, numpy).
 """
 
 from __future__ import annotations

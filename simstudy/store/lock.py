@@ -10,8 +10,6 @@ still its own (the token) before each write of results (``check``) and
 before it deletes it (``release``): a run whose lock was deleted or taken
 over stops with a clear error instead of writing beside another run, and
 never deletes another run's lock.
-
-Layers: imports ``errors``.
 """
 
 from __future__ import annotations

@@ -6,10 +6,6 @@ what); added replicates, levels and methods grow the cube; ``--recompute``
 methods are made pending; levels and methods the study dropped are hidden
 (``active`` in the metadata) or, with ``--prune``, deleted by rewriting the
 store beside itself and swapping it in.
-
-Layers: imports ``cube, study, fingerprint, errors, shell`` and ``store.layout``,
-``store.records``, ``store.meta``, ``store.chunks``, ``store.seals``,
-``store.crash`` (and zarr, numpy).
 """
 
 from __future__ import annotations

@@ -4,9 +4,6 @@
 lock, reconciles the fingerprint (growing or refusing), checks every
 chunk's checksum, and hands back a ``Store`` whose ``write`` takes finished
 batches (see ``store.writer`` for the order on disk).
-
-Layers: imports ``results, outputs, grid, study, cube, errors`` and the
-other ``store`` modules.
 """
 
 from __future__ import annotations

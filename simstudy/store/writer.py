@@ -6,9 +6,6 @@ the buffer is over budget, or ``flush_seconds`` after it was first touched
 (a timer), so ``kill -9`` loses at most that much work. Within a flush,
 outputs, timings and records are written before status: status is the
 commit mark, so on disk a task is never ok before its outputs are there.
-
-Layers: imports ``cube, outputs, results, errors`` and ``store.chunks``,
-``store.layout``, ``store.records`` (and numpy).
 """
 
 from __future__ import annotations
