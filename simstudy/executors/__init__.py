@@ -158,7 +158,7 @@ def failed_result(
     batch: Batch, exc: BaseException, method_names: list[str]
 ) -> BatchResult:
     """Record every task of a batch as failed because its worker failed."""
-    b, k = batch.stop - batch.start, len(batch.methods)
+    rows, columns = batch.stop - batch.start, len(batch.methods)
     if isinstance(exc, WorkerDied):
         message = str(exc)
     else:
@@ -166,9 +166,9 @@ def failed_result(
         message = f"the worker running this batch failed: {text}"
     return BatchResult(
         batch,
-        np.full((b, k), FAILED, np.int8),
-        np.full((b, k), np.nan, np.float32),
-        np.full((b, k), np.nan, np.float64),
+        np.full((rows, columns), FAILED, np.int8),
+        np.full((rows, columns), np.nan, np.float32),
+        np.full((rows, columns), np.nan, np.float64),
         {},
         [
             Failure(r, method_names[m], type(exc).__name__, message[:2000])

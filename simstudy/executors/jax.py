@@ -54,10 +54,10 @@ class JaxExecutor(Executor):
         from simstudy.backends.jax import run_jax_batch
 
         inflight: set[cf.Future[BatchResult]] = set()
-        it = iter(batches)
+        pending = iter(batches)
         while True:
             while not self.stopping and len(inflight) <= self.threads:
-                batch = next(it, None)
+                batch = next(pending, None)
                 if batch is None:
                     break
                 inflight.add(

@@ -66,11 +66,11 @@ def start_forkserver(modules: Iterable[str] = ()) -> None:
         try:
             forkserver.ensure_running()
         finally:
-            for k, v in saved.items():
-                if v is None:
-                    os.environ.pop(k, None)
+            for name, value in saved.items():
+                if value is None:
+                    os.environ.pop(name, None)
                 else:
-                    os.environ[k] = v
+                    os.environ[name] = value
 
 
 def _pool_context() -> Any:

@@ -46,11 +46,11 @@ def spawn_env() -> Iterator[None]:
         if in_main:
             with contextlib.suppress(ValueError):
                 signal.signal(signal.SIGINT, old)
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
             else:
-                os.environ[k] = v
+                os.environ[name] = value
 
 
 @contextlib.contextmanager
@@ -64,14 +64,18 @@ def _main_hidden() -> Iterator[None]:
     need nothing from the script, so hide its file and spec while they start.
     """
     main = sys.modules.get("__main__")
-    hidden = {a: getattr(main, a) for a in ("__file__", "__spec__") if hasattr(main, a)}
+    hidden = {
+        attr: getattr(main, attr)
+        for attr in ("__file__", "__spec__")
+        if hasattr(main, attr)
+    }
     try:
-        for a in hidden:
-            if a == "__file__":
-                delattr(main, a)
+        for attr in hidden:
+            if attr == "__file__":
+                delattr(main, attr)
             else:
-                setattr(main, a, None)
+                setattr(main, attr, None)
         yield
     finally:
-        for a, v in hidden.items():
-            setattr(main, a, v)
+        for attr, value in hidden.items():
+            setattr(main, attr, value)

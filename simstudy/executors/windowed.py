@@ -81,43 +81,43 @@ class WindowedExecutor(Executor):
         # future -> (batch, attempts, pool generation, rerun after a death)
         inflight: dict[Any, tuple[Batch, int, int, bool]] = {}
         retry: deque[tuple[Batch, int]] = deque()
-        it = iter(batches)
+        pending = iter(batches)
         while True:
             alone = bool(retry) or any(v[3] for v in inflight.values())
             window = 1 if alone else self._window()
             while not self.stopping and len(inflight) < window:
                 if retry:
-                    b, attempts = retry.popleft()
+                    batch, attempts = retry.popleft()
                 elif alone:
                     break
                 else:
-                    nxt = next(it, None)
+                    nxt = next(pending, None)
                     if nxt is None:
                         break
-                    b, attempts = nxt, 0
-                future = self._submit(b, specs())
-                inflight[future] = (b, attempts, self.generation, alone)
+                    batch, attempts = nxt, 0
+                future = self._submit(batch, specs())
+                inflight[future] = (batch, attempts, self.generation, alone)
             if not inflight:
                 return
-            for f in self._wait(set(inflight)):
-                b, attempts, gen, _ = inflight.pop(f)
+            for finished in self._wait(set(inflight)):
+                batch, attempts, gen, _ = inflight.pop(finished)
                 try:
-                    result: BatchResult = f.result()
+                    result: BatchResult = finished.result()
                 except Exception as exc:
                     if not self._died(exc):
-                        yield failed_result(b, exc, self.names)
+                        yield failed_result(batch, exc, self.names)
                         continue
                     others = any(v[2] == gen for v in inflight.values())
                     if gen == self.generation:
                         self._restart()
                     if others and not self.precise_deaths:
-                        retry.append((b, attempts))  # a suspect: rerun alone
-                    elif b.size > 1:
-                        retry.extend((half, attempts) for half in b.split())
+                        retry.append((batch, attempts))  # a suspect: rerun alone
+                    elif batch.size > 1:
+                        retry.extend((half, attempts) for half in batch.split())
                     elif attempts + 1 >= self.max_attempts:
                         deaths = (attempts + 1) * self.deaths_per_attempt
-                        yield failed_result(b, WorkerDied(exc, deaths), self.names)
+                        yield failed_result(batch, WorkerDied(exc, deaths), self.names)
                     else:
-                        retry.append((b, attempts + 1))
+                        retry.append((batch, attempts + 1))
                     continue
                 yield result

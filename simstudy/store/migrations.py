@@ -58,25 +58,25 @@ class Step:
     in_memory: Callable[[xr.Dataset], xr.Dataset]  # how readers see it unmigrated
 
 
-def stored_format(p: Path) -> int:
+def stored_format(path: Path) -> int:
     """The format the store at ``p`` says it has (1 before formats were kept)."""
-    root = json.loads((p / "zarr.json").read_text())
+    root = json.loads((path / "zarr.json").read_text())
     meta: dict[str, Any] = root.get("attributes", {}).get("simstudy", {})
     return int(meta.get("format", 1))
 
 
-def needs_migration(p: Path) -> bool:
+def needs_migration(path: Path) -> bool:
     """Whether the store at ``p`` is older than this version's format."""
-    return stored_format(p) < FORMAT or any(step.unfinished(p) for step in STEPS)
+    return stored_format(path) < FORMAT or any(step.unfinished(path) for step in STEPS)
 
 
-def migrate(p: Path) -> bool:
+def migrate(path: Path) -> bool:
     """Migrate the store at ``p`` (held under its lock) step by step to
     ``FORMAT``; True if it did anything."""
     done = False
     for step in STEPS:
-        if stored_format(p) < step.to or step.unfinished(p):
-            step.on_disk(p)
+        if stored_format(path) < step.to or step.unfinished(path):
+            step.on_disk(path)
             done = True
     return done
 
@@ -98,13 +98,13 @@ def _write_json(path: Path, data: Any) -> None:
     tmp.replace(path)
 
 
-def _consolidate(p: Path, to: int, *, leave_out: str = "") -> None:
+def _consolidate(path: Path, to: int, *, leave_out: str = "") -> None:
     """Replace the root's consolidated metadata (what readers open) by the
     members' own, in one atomic write, and record format ``to``."""
-    top = json.loads((p / "zarr.json").read_text())
+    top = json.loads((path / "zarr.json").read_text())
     members = {
         f.parent.name: json.loads(f.read_text())
-        for f in p.glob("*/zarr.json")
+        for f in path.glob("*/zarr.json")
         if f.parent.name != leave_out
     }
     consolidated = dict(top.get("consolidated_metadata") or {"kind": "inline"})
@@ -112,7 +112,7 @@ def _consolidate(p: Path, to: int, *, leave_out: str = "") -> None:
     consolidated.setdefault("must_understand", False)
     top["consolidated_metadata"] = consolidated
     top["attributes"]["simstudy"]["format"] = to
-    _write_json(p / "zarr.json", top)
+    _write_json(path / "zarr.json", top)
 
 
 # ---- 1 -> 2: the method dimension renamed --------------------------------
@@ -128,20 +128,20 @@ def _renamed(meta: dict[str, Any]) -> dict[str, Any]:
     return meta
 
 
-def _old_method_left(p: Path) -> bool:
-    return (p / OLD_METHOD / "zarr.json").exists()
+def _old_method_left(path: Path) -> bool:
+    return (path / OLD_METHOD / "zarr.json").exists()
 
 
-def _rename_method(p: Path) -> None:
+def _rename_method(path: Path) -> None:
     """Order: the method coordinate is written under its new name; each
     array's own metadata is renamed; then the root's consolidated metadata
     is replaced in one atomic write; last the old coordinate is deleted."""
-    old = p / OLD_METHOD / "zarr.json"
+    old = path / OLD_METHOD / "zarr.json"
     if old.exists():  # the method coordinate under its new name, values kept
-        methods = np.asarray(zarr.open_array(str(p / OLD_METHOD), mode="r")[:])
-        root = zarr.open_group(str(p), mode="r+", use_consolidated=False)
+        methods = np.asarray(zarr.open_array(str(path / OLD_METHOD), mode="r")[:])
+        root = zarr.open_group(str(path), mode="r+", use_consolidated=False)
         coord(root, METHOD, [str(m) for m in methods.tolist()], overwrite=True)
-    for meta_file in p.glob("*/zarr.json"):
+    for meta_file in path.glob("*/zarr.json"):
         if meta_file.parent.name == OLD_METHOD:
             continue
         meta = json.loads(meta_file.read_text())
@@ -149,9 +149,9 @@ def _rename_method(p: Path) -> None:
         if renamed is not meta:
             _write_json(meta_file, renamed)
     crash_point("migrate:arrays")
-    _consolidate(p, 2, leave_out=OLD_METHOD)
+    _consolidate(path, 2, leave_out=OLD_METHOD)
     if old.exists():
-        shutil.rmtree(p / OLD_METHOD)
+        shutil.rmtree(path / OLD_METHOD)
 
 
 def _method_renamed_in_memory(ds: xr.Dataset) -> xr.Dataset:

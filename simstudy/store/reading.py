@@ -129,12 +129,12 @@ def status_counts(
     """
     import zarr
 
-    p = _checked(path)
-    root = zarr.open_group(str(p), mode="r")
+    store = _checked(path)
+    root = zarr.open_group(str(store), mode="r")
     meta: dict[str, Any] = dict(root.attrs.asdict()["simstudy"])  # type: ignore[arg-type]
-    fp, factors = meta["fingerprint"], list(meta["factor_order"])
-    levels = {f: list(fp["factors"][f]) for f in factors}
-    methods = list(fp["methods"])
+    fingerprint, factors = meta["fingerprint"], list(meta["factor_order"])
+    levels = {f: list(fingerprint["factors"][f]) for f in factors}
+    methods = list(fingerprint["methods"])
     active = meta.get("active") or {}
     shown = {f: list((active.get("factors") or levels)[f]) for f in factors}
     midx = np.array([methods.index(m) for m in active.get("methods") or methods])
@@ -142,14 +142,14 @@ def status_counts(
     targets = {
         json.dumps(e["point"], sort_keys=True): e for e in record.get("points", [])
     }
-    status = ChunkedArray(p, "status", root["status"])
+    status = ChunkedArray(store, "status", root["status"])
     n = len(factors)
     rows, cols = status.chunks[n], status.chunks[n + 1]
     written: dict[tuple[int, ...], set[int]] = {}
     for f in status.chunk_files():
         at = status.coords_of(f)
         written.setdefault(at[:n], set()).add(at[n])
-    replicates = int(fp["replicates"])
+    replicates = int(fingerprint["replicates"])
     out = []
     for combo in itertools.product(*(shown[f] for f in factors)):
         point = dict(zip(factors, combo, strict=True))
@@ -160,10 +160,10 @@ def status_counts(
             want = min(replicates, int(entry["replicates"]))
         counts = PointCounts(point, target=entry)
         unseen = want  # planned replicates in chunks never written
-        for rc in sorted(written.get(pidx, ())):
-            block = _status_block(status, pidx, rc, midx, cols)
-            block = block[: max(0, min(rows, replicates - rc * rows))]
-            planned = max(0, min(len(block), want - rc * rows))
+        for row_chunk in sorted(written.get(pidx, ())):
+            block = _status_block(status, pidx, row_chunk, midx, cols)
+            block = block[: max(0, min(rows, replicates - row_chunk * rows))]
+            planned = max(0, min(len(block), want - row_chunk * rows))
             counts.ok += int((block == 1).sum())
             counts.failed += int((block == 2).sum())
             counts.pending += int((block[:planned] == 0).sum())
@@ -176,29 +176,29 @@ def status_counts(
 def _status_block(
     status: ChunkedArray,
     pidx: tuple[int, ...],
-    rc: int,
+    row_chunk: int,
     midx: np.ndarray[Any, Any],
     cols: int,
 ) -> np.ndarray[Any, Any]:
     """One replicate chunk of a point's status: (replicates, shown methods)."""
     n = len(pidx)
     block = np.zeros((status.chunks[n], len(midx)), np.int8)
-    for mc in set((midx // cols).tolist()):
-        js = np.flatnonzero(midx // cols == mc)
-        chunk = status.read((*pidx, rc, int(mc)))[(0,) * n]
-        block[:, js] = chunk[:, midx[js] % cols]
+    for method_chunk in set((midx // cols).tolist()):
+        columns = np.flatnonzero(midx // cols == method_chunk)
+        chunk = status.read((*pidx, row_chunk, int(method_chunk)))[(0,) * n]
+        block[:, columns] = chunk[:, midx[columns] % cols]
     return block
 
 
 def _checked(path: str | os.PathLike[str]) -> Path:
     """A store's path, once it is known to be one and readable: no damaged
     or missing chunks, coordinates or records (StoreError naming them)."""
-    p = Path(path)
-    if not (p / "zarr.json").is_file():
+    store = Path(path)
+    if not (store / "zarr.json").is_file():
         raise StoreError(
             f"{path} is not a simstudy store (no zarr.json).",
             hint="pass the .zarr directory that `simstudy run` wrote",
         )
-    check_codecs(p)
-    check_readable(p)
-    return p
+    check_codecs(store)
+    check_readable(store)
+    return store
