@@ -22,7 +22,7 @@ from typing import Any, ClassVar
 from simstudy import worker
 from simstudy.errors import StudyError
 from simstudy.executors import ExecutorOptions, study_payload
-from simstudy.executors.spawn import spawn_env
+from simstudy.executors.spawn import environ, spawn_env
 from simstudy.executors.windowed import WindowedExecutor
 from simstudy.grid import Batch
 from simstudy.loader import installed_modules, study_imports
@@ -59,18 +59,9 @@ def start_forkserver(modules: Iterable[str] = ()) -> None:
 
     # what a forked worker would run as its main script (see _preload)
     main = spawn.get_preparation_data("main").get("init_main_from_path", "")
-    saved = {k: os.environ.get(k) for k in (PRELOAD, MAIN)}
-    with spawn_env():
-        os.environ[PRELOAD] = ",".join(installed_modules(modules))
-        os.environ[MAIN] = main
-        try:
-            forkserver.ensure_running()
-        finally:
-            for name, value in saved.items():
-                if value is None:
-                    os.environ.pop(name, None)
-                else:
-                    os.environ[name] = value
+    preload = {PRELOAD: ",".join(installed_modules(modules)), MAIN: main}
+    with spawn_env(), environ(preload):
+        forkserver.ensure_running()
 
 
 def _pool_context() -> Any:

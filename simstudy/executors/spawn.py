@@ -10,9 +10,9 @@ import multiprocessing
 import os
 import signal
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 
-__all__ = ["THREAD_VARS", "spawn_env", "worker_env"]
+__all__ = ["THREAD_VARS", "environ", "spawn_env", "worker_env"]
 
 THREAD_VARS = (
     "OMP_NUM_THREADS",
@@ -29,28 +29,37 @@ def worker_env() -> dict[str, str]:
 
 
 @contextlib.contextmanager
-def spawn_env() -> Iterator[None]:
-    """Spawn children with BLAS threads = 1, SIGINT ignored (the driver owns
-    it) and without the driver's main script (see ``_main_hidden``)."""
-    saved = {v: os.environ.get(v) for v in THREAD_VARS}
-    os.environ.update(worker_env())
-    old = signal.getsignal(signal.SIGINT)
-    in_main = multiprocessing.current_process().name == "MainProcess"
+def environ(values: Mapping[str, str]) -> Iterator[None]:
+    """Set environment variables for the block; then put back what was there."""
+    saved = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
     try:
-        if in_main:
-            with contextlib.suppress(ValueError):
-                signal.signal(signal.SIGINT, signal.SIG_IGN)
-        with _main_hidden():
-            yield
+        yield
     finally:
-        if in_main:
-            with contextlib.suppress(ValueError):
-                signal.signal(signal.SIGINT, old)
         for name, value in saved.items():
             if value is None:
                 os.environ.pop(name, None)
             else:
                 os.environ[name] = value
+
+
+@contextlib.contextmanager
+def spawn_env() -> Iterator[None]:
+    """Spawn children with BLAS threads = 1, SIGINT ignored (the driver owns
+    it) and without the driver's main script (see ``_main_hidden``)."""
+    with environ(worker_env()):
+        old = signal.getsignal(signal.SIGINT)
+        in_main = multiprocessing.current_process().name == "MainProcess"
+        try:
+            if in_main:
+                with contextlib.suppress(ValueError):
+                    signal.signal(signal.SIGINT, signal.SIG_IGN)
+            with _main_hidden():
+                yield
+        finally:
+            if in_main:
+                with contextlib.suppress(ValueError):
+                    signal.signal(signal.SIGINT, old)
 
 
 @contextlib.contextmanager
