@@ -1,8 +1,8 @@
 """simstudy: simulation studies with reproducible parallel random numbers.
 
 Public API: the names in ``__all__`` (:class:`Study`, :func:`load_study`,
-:func:`run`, :func:`open_results`, :func:`summarize`, :func:`replay`,
-:func:`verify`, :func:`write_report`, the user-facing classes and the error
+:func:`run`, :func:`open_results`, :func:`summarize`, :func:`solve`,
+:func:`replay`, :func:`verify`, :func:`write_report`, the user-facing classes and the error
 classes). Everything else is internal. Names whose modules are heavy load
 on first use (``_LAZY``), so ``import simstudy`` on a worker stays light; so
 does the figures subpackage ``simstudy.plots`` (matplotlib).
@@ -34,6 +34,7 @@ _LAZY: dict[str, str] = {
     "open_results": "simstudy.store",
     "replay": "simstudy.debugging",
     "run": "simstudy.runner",
+    "solve": "simstudy.solver",
     "summarize": "simstudy.summary",
     "verify": "simstudy.debugging",
     "write_report": "simstudy.report",
@@ -47,6 +48,7 @@ if TYPE_CHECKING:  # the same names, for type checkers (which cannot read _LAZY)
     from simstudy.runner import Progress as Progress
     from simstudy.runner import RunReport as RunReport
     from simstudy.runner import run as run
+    from simstudy.solver import solve as solve
     from simstudy.store import open_results as open_results
     from simstudy.summary import Measure as Measure
     from simstudy.summary import summarize as summarize

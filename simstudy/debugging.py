@@ -3,8 +3,8 @@
 ``replay`` reruns a single (design point, replicate, method) in this
 process, as the worker ran it, and compares with the store. ``errors``
 groups a store's failures and prints the replay command of each group.
-``verify`` recomputes a sample of finished tasks and names any method that
-does not give the same numbers twice.
+``verify`` recomputes a sample of finished tasks, each alone, and names any
+method that does not give the same numbers twice.
 """
 
 from __future__ import annotations
@@ -132,13 +132,7 @@ def parse_task(study: Study, text: str) -> tuple[int, dict[str, Level], int, int
             + (f"missing {missing}" if missing else f"unknown names {unknown}")
             + f"; a task names {names}.",
             hint="write every factor, replicate and method, e.g. --task "
-            + quote(
-                task_spec(
-                    {f: lv[0] for f, lv in study.factors.items()},
-                    0,
-                    study.method_names[0],
-                )
-            ),
+            + quote(task_spec(study.first_point, 0, study.method_names[0])),
         )
     point: dict[str, Level] = {}
     for f, levels in study.factors.items():
@@ -164,8 +158,15 @@ def parse_task(study: Study, text: str) -> tuple[int, dict[str, Level], int, int
             f"--task: method={given['method']} is not a method of the study.",
             hint=f"methods: {', '.join(map(repr, study.method_names))}",
         )
-    p = points(study).index(point)
-    return p, point, r, study.method_names.index(given["method"])
+    grid = points(study)
+    if point not in grid:
+        raise UsageError(
+            f"--task: {task_spec(point, r, given['method'])} is outside the "
+            "study's design (where=, or factors that vary together, leave it out).",
+            hint="replay a design point, e.g. "
+            + task_spec(study.first_point, r, given["method"]),
+        )
+    return grid.index(point), point, r, study.method_names.index(given["method"])
 
 
 def _matches(level: Level, given: Any) -> bool:
@@ -366,8 +367,11 @@ def verify(
 ) -> Verification:
     """Recompute a random sample of finished replicates; compare bit for bit.
 
-    A method that uses global random state, the clock or unordered threads
-    gives other numbers the second time; it is named in ``differ``. Runs
+    Each finished task of a sampled replicate is recomputed alone (its own
+    one-task batch, as ``replay`` does), not in the batch order of the run.
+    A method that uses global random state, the clock or unordered threads,
+    or whose numbers depend on the methods run before it, gives other
+    numbers the second time; it is named in ``differ``. Runs
     in this process unless ``scheduler`` says otherwise.
     """
     from simstudy.executors import SCHEDULERS, make_executor, study_payload
@@ -404,9 +408,12 @@ def verify(
         )
     rng = np.random.default_rng(seed)
     chosen = sorted(rng.choice(len(rows), size=min(sample, len(rows)), replace=False))
-    every = tuple(range(len(study.methods)))
+    # each method of a sampled replicate alone, as replay computes it: a
+    # number that depends on the methods run before it in a batch differs
     batches = [
-        task_batch(study, p, grid[p], r, every) for p, r in (rows[i] for i in chosen)
+        task_batch(study, p, grid[p], r, (m,))
+        for p, r in (rows[i] for i in chosen)
+        for m in range(len(study.methods))
     ]
     specs = _stored_specs(Path(store))
     differ: dict[str, list[str]] = {}

@@ -5,44 +5,82 @@
     SimstudyError            every error simstudy raises on purpose
     ├── StudyError           bad study file or definition        (exit 2)
     ├── UsageError           bad command-line arguments          (exit 2)
-    └── StoreError           missing, locked or corrupt store    (exit 2)
-        ├── FingerprintMismatch   store made by a different study (exit 2)
-        └── DiskFull         no space left writing the store     (exit 4)
+    ├── StoreError           missing, locked or corrupt store    (exit 2)
+    │   ├── FingerprintMismatch   store made by a different study (exit 2)
+    │   └── DiskFull         no space left writing the store     (exit 4)
+    └── NoSolution           solve: the measure is not monotone or
+                             misses the target in the range      (exit 5)
 
 Task failures are not exceptions: they are data in the cube.
 
 The command line's exit codes live here too, beside the errors that map
 to them: 0 all tasks ok; 3 finished with failed tasks; 2 bad input
 (nothing written); 4 disk full (store consistent, resumable once there is
-space); 130 interrupted (store consistent, resumable). Each error class
+space); 5 a solve found no solution (its evaluations are kept); 6 an MCSE
+target missed under ``--strict``; 130 interrupted (store consistent, resumable). Each error class
 carries its exit code (``exit_code``).
 """
 
 from __future__ import annotations
 
+import contextvars
 import errno
+import json
+import shlex
 
 __all__ = [
     "EXIT_BAD_INPUT",
     "EXIT_DISK_FULL",
     "EXIT_FAILED",
     "EXIT_INTERRUPTED",
+    "EXIT_NO_SOLUTION",
     "EXIT_OK",
+    "EXIT_TARGET_MISSED",
+    "FROM_CLI",
     "NO_SPACE",
     "DiskFull",
     "FingerprintMismatch",
+    "NoSolution",
     "SimstudyError",
     "StoreError",
     "StudyError",
     "UsageError",
+    "option",
 ]
 
 EXIT_OK, EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INTERRUPTED = 0, 2, 3, 130
 EXIT_DISK_FULL = 4
+EXIT_NO_SOLUTION = 5  # solve: not monotone, or the target is out of range
+EXIT_TARGET_MISSED = 6  # run --target-mcse --strict: a point missed its target
 # errno values that mean "no room": disk full, quota, file size limit
 NO_SPACE = frozenset(
     {errno.ENOSPC, errno.EFBIG, getattr(errno, "EDQUOT", errno.ENOSPC)}
 )
+
+
+# set by the command line while a command runs: hints then name its flags
+# (``--recompute median``); from Python they name run()'s keywords
+FROM_CLI: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "simstudy_from_cli", default=False
+)
+
+
+def option(name: str, value: object = True) -> str:
+    """An option as the user spells it here: ``--recompute median`` on the
+    command line, ``recompute="median"`` from Python (a list for several)."""
+    if FROM_CLI.get():
+        flag = "--" + name.replace("_", "-")
+        if value is True:
+            return flag
+        values = value if isinstance(value, list | tuple) else [value]
+        return " ".join(f"{flag} {shlex.quote(str(v))}" for v in values)
+    if isinstance(value, list | tuple):
+        return f"{name}=[{', '.join(_py(v) for v in value)}]"
+    return f"{name}={_py(value)}"
+
+
+def _py(value: object) -> str:
+    return json.dumps(value) if isinstance(value, str) else repr(value)
 
 
 class SimstudyError(Exception):
@@ -85,6 +123,14 @@ class DiskFull(StoreError):
     """
 
     exit_code = EXIT_DISK_FULL
+
+
+class NoSolution(SimstudyError):
+    """A solve found no level meeting the target: the measure is not
+    monotone in the factor within its Monte Carlo error, or does not reach
+    the target in the range. The evaluations made are kept in the store."""
+
+    exit_code = EXIT_NO_SOLUTION
 
 
 class ReproducibilityWarning(UserWarning):

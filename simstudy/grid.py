@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from typing import Any
@@ -60,12 +59,11 @@ class Batch:
 
 
 def points(study: Study) -> list[dict[str, Level]]:
-    """Return the design points in grid order (first factor slowest)."""
+    """Return the design points in grid order (first factor slowest): the
+    full cross of the levels, or the points of it the design keeps
+    (``where=``, factors that vary together); no other point is ever a task."""
     names = list(study.factors)
-    return [
-        dict(zip(names, combo, strict=True))
-        for combo in itertools.product(*study.factors.values())
-    ]
+    return [dict(zip(names, row, strict=True)) for row in study.design.points]
 
 
 def _row_codes(pending: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:

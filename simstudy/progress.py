@@ -11,7 +11,13 @@ import sys
 import time
 from typing import Any, TextIO
 
-__all__ = ["NotebookProgress", "ProgressPrinter", "duration", "in_notebook"]
+__all__ = [
+    "NotebookProgress",
+    "ProgressPrinter",
+    "duration",
+    "in_notebook",
+    "percent",
+]
 
 
 class _Rate:
@@ -124,3 +130,19 @@ def duration(seconds: float) -> str:
         if s >= 3600
         else f"{s // 60}:{s % 60:02d}"
     )
+
+
+def percent(part: int, total: int) -> str:
+    """``part`` of ``total`` as a percentage that never rounds a difference
+    away: ``99.98%`` for 59,991 of 60,000, never ``100.0%`` unless all,
+    never ``0.0%`` unless none (one decimal, more only when needed)."""
+    if total <= 0 or part == total:
+        return "100.0%"
+    exact = 100 * part / total
+    decimals = 1
+    while decimals < 12:
+        shown = round(exact, decimals)
+        if shown < 100 and (shown > 0 or part == 0):
+            break
+        decimals += 1
+    return f"{exact:.{decimals}f}%"

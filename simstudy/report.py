@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import base64
 import html
-import inspect
 import io
 import json
 import os
 import re
 from collections import Counter
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -24,15 +24,16 @@ import numpy as np
 import xarray as xr
 
 from simstudy.atomic import write_text
-from simstudy.cube import METHOD
+from simstudy.cube import METHOD, REPLICATE
 from simstudy.errors import UsageError
 from simstudy.store import open_results, read_failures, read_warnings
+from simstudy.store.versionlog import notes as version_notes
 from simstudy.summary import MEASURES, RESERVED, summarize, to_records
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-__all__ = ["write_report"]
+__all__ = ["failure_rates", "write_report"]
 
 STYLE = """
 body{font:14px/1.45 system-ui,sans-serif;margin:2em auto;max-width:1160px;color:#222;
@@ -59,8 +60,9 @@ TABLES = (
         ("modelse", "relerr_modelse", "coverage", "becoverage", "ci_width", "power"),
     ),
     ("Against the reference method", ("relprec", "bias_diff", "mse_ratio", "corr")),
-    ("Failures and warnings", ("failure_rate", "warning_rate")),
 )
+# shown in their own section (failure_rates), always, not among the measures
+RATES = ("failure_rate", "warning_rate")
 LONG_TABLE = 60  # rows; a longer table is folded (an HTML <details>, no script)
 # measures whose values compare on one scale: their figures share a y range
 SHARED = (("coverage", "becoverage"),)
@@ -72,21 +74,36 @@ def write_report(
     store: str | os.PathLike[str],
     output: str | os.PathLike[str],
     *,
-    reference: str | None = None,
-    alpha: float = 0.05,
-    cases: str | None = None,
+    split: str | None = None,
+    methods: str | Sequence[str] | None = None,
+    points: Mapping[str, Any] | None = None,
+    **options: Any,
 ) -> Path:
     """Write the HTML report of ``store`` to ``output``; return its path.
 
-    ``reference`` (a method: relative precision and paired measures),
-    ``alpha`` (rejection level) and ``cases`` (``"available"`` or
-    ``"complete"`` replicates) are passed to ``simstudy.summarize``.
+    ``methods`` and ``points`` (``{"n": [20, 50]}``) restrict the report to
+    some methods and levels; ``split`` (a factor) draws one panel per level
+    in each measure's figure and one section of replicate figures per
+    level. Every other keyword (``reference``, ``alpha``, ``level``,
+    ``df``, ``null``, ``cases``, ``measures``, ...) is passed to
+    ``simstudy.summarize``, so the report shows the numbers the user's
+    summary shows (t intervals with ``df=``, for instance).
     """
+    from simstudy.plots.common import factors_of, subset
+
     cube = open_results(store)
     meta = cube.attrs["simstudy"]
-    summary = summarize(cube, **_summary_options(reference, alpha, cases))
+    cube = subset(cube, methods=methods, points=points)
+    if split is not None and split not in factors_of(cube):
+        raise UsageError(
+            f"--split {split!r} is not a factor of this study; its factors are: "
+            f"{', '.join(factors_of(cube)) or 'none'}",
+            hint="pass --split with one of those names",
+        )
+    options = {k: v for k, v in options.items() if v is not None}  # defaults
+    summary = summarize(cube, **options)
     records = to_records(summary)
-    failures = read_failures(store)
+    failures = _within(read_failures(store), cube)
     parts = [
         (
             f"<!doctype html><html lang=en><head><meta charset=utf-8>"
@@ -95,12 +112,14 @@ def write_report(
         ),
         f"<h1>Simulation study <i>{_e(meta['study'])}</i></h1>",
         _study_section(cube, meta),
+        _solve_section(summary, meta),
         _measures_table(records, summary),
-        _measure_figures(summary),
-        _replicate_figures(cube),
+        failure_rates(summary),
+        _measure_figures(summary, split),
+        _replicate_sections(cube, split, options),
         _timeline(cube, meta),
         _failures_section(failures, cube),
-        _warnings_section(read_warnings(store), cube),
+        _warnings_section(_within(read_warnings(store), cube), cube),
         "</body></html>",
     ]
     cube.close()
@@ -109,18 +128,19 @@ def write_report(
     return path
 
 
-def _summary_options(
-    reference: str | None, alpha: float, cases: str | None
-) -> dict[str, Any]:
-    options: dict[str, Any] = {"reference": reference, "alpha": alpha}
-    if cases is not None:
-        if "cases" not in inspect.signature(summarize).parameters:
-            raise UsageError(
-                "this version of summarize cannot choose cases",
-                hint="leave out --cases",
-            )
-        options["cases"] = cases
-    return options
+def _within(records: list[dict[str, Any]], cube: xr.Dataset) -> list[dict[str, Any]]:
+    """The failure or warning records of the cube's methods and levels (all
+    of them unless --methods or --points cut the cube down)."""
+    from simstudy.plots.common import factors_of
+
+    keep = {f: set(cube[f].values.tolist()) for f in factors_of(cube)}
+    keep[METHOD] = set(cube[METHOD].values.tolist())
+    return [
+        r
+        for r in records
+        if str(r["method"]) in keep[METHOD]
+        and all(r.get(f) in levels for f, levels in keep.items() if f != METHOD)
+    ]
 
 
 def _e(x: Any) -> str:
@@ -131,6 +151,14 @@ def _study_section(cube: xr.Dataset, meta: dict[str, Any]) -> str:
     fp = meta["fingerprint"]
     status = cube["status"].values
     counts = [int((status == c).sum()) for c in (1, 2, 0)]
+    planned = status.size
+    if "target_replicates" in cube:  # past a point's target stop: not planned
+        within = (cube[REPLICATE] < cube["target_replicates"]).broadcast_like(
+            cube["status"]
+        )
+        inside = within.transpose(*cube["status"].dims).values
+        planned = int(inside.sum())
+        counts[2] = int(((status == 0) & inside).sum())
     rows = [
         (
             "factors",
@@ -142,16 +170,18 @@ def _study_section(cube: xr.Dataset, meta: dict[str, Any]) -> str:
         (
             "tasks",
             (
-                f"{status.size:,}: {counts[0]:,} ok, {counts[1]:,} failed, "
+                f"{planned:,}: {counts[0]:,} ok, {counts[1]:,} failed, "
                 f"{counts[2]:,} pending"
             ),
         ),
+        *_target_rows(cube, meta),
         ("created", meta.get("created", "?")),
         (
             "versions",
             ", ".join(f"{k} {v}" for k, v in meta.get("versions", {}).items()),
         ),
         ("workers", f"{len(meta.get('workers', []))} process(es)"),
+        *(("version change", note) for note in version_notes(meta)),
     ]
     declared = meta.get("measures", {})
     if declared:
@@ -165,6 +195,72 @@ def _study_section(cube: xr.Dataset, meta: dict[str, Any]) -> str:
         f"<tr><th class=l>{_e(k)}</th><td class=l>{_e(v)}</td></tr>" for k, v in rows
     )
     return f"<h2>Study and provenance</h2><table>{body}</table>"
+
+
+def _target_rows(cube: xr.Dataset, meta: dict[str, Any]) -> list[tuple[str, str]]:
+    """The --target-mcse rule and where each design point stopped."""
+    if meta.get("solve"):
+        return [
+            (
+                "solve",
+                (
+                    "levels a `simstudy solve` evaluated have only the replicates "
+                    "and the method it needed: their other cells count as pending"
+                ),
+            )
+        ]
+    record = meta.get("target_mcse")
+    if not record or "target_replicates" not in cube:
+        return []
+    goals = ", ".join(f"{m} \u2264 {g:g}" for m, g in record["targets"].items())
+    points = record["points"]
+    met = sum(e["state"] == "met" for e in points)
+    rule = (
+        f"{goals}, per method, at most {record['max_replicates']:,} replicates "
+        f"(rounds of at least {record['step']:,}): met at {met} of "
+        f"{len(points)} point(s)"
+    )
+    where = "; ".join(
+        f"{', '.join(f'{k}={v}' for k, v in e['point'].items())}: "
+        f"{e['replicates']:,} replicates, "
+        f"{'met' if e['state'] == 'met' else 'not met'}"
+        for e in points
+    )
+    return [("target MCSE", rule), ("target_replicates", where)]
+
+
+def _solve_section(summary: xr.Dataset, meta: dict[str, Any]) -> str:
+    """Each ``simstudy solve`` the store holds: the answer with its interval
+    and the measure's curve over the solved factor, MCSE bands, the target."""
+    from simstudy.plots import measure_curve
+
+    parts = []
+    for i, s in enumerate(meta.get("solve", [])):
+        where = ", ".join(f"{k} = {v}" for k, v in s["point"].items())
+        state = "" if s["met"] else " (budget spent before the tolerance was met)"
+        text = (
+            f"{s['factor']} = <b>{_e(s['answer'])}</b>"
+            f"{' at ' + _e(where) if where else ''}: {_e(s['measure'])} of "
+            f"{_e(s['method'])} reaches {s['target']:g} at {s['estimate']:.4g}, "
+            f"{s['level']:.0%} CI {s['lower']:.4g} to {s['upper']:.4g} "
+            f"({s['tasks']:,} tasks, {s['rounds']} rounds){_e(state)}."
+        )
+        figure = ""
+        if s["measure"] in summary and s["method"] in summary[METHOD].values:
+            fig = measure_curve(
+                summary,
+                s["measure"],
+                factor=s["factor"],
+                at=s["point"],
+                methods=s["method"],
+                target=s["target"],
+                solution=s,
+            )
+            figure = _svg(fig, f"solve{i}")
+        parts.append(f"<p>{text}</p>{figure}")
+    if not parts:
+        return ""
+    return "<h2>Solved levels</h2>" + "".join(parts)
 
 
 def _shown(summary: xr.Dataset) -> list[str]:
@@ -210,7 +306,7 @@ def _measures_table(records: list[dict[str, Any]], summary: xr.Dataset) -> str:
     )
     tables += _table(
         "Other measures",
-        [m for m in present if not any(m in g for _, g in TABLES)],
+        [m for m in present if not any(m in g for _, g in TABLES) and m not in RATES],
         cells,
         counts,
     )
@@ -224,7 +320,7 @@ def _measures_table(records: list[dict[str, Any]], summary: xr.Dataset) -> str:
     settings = ", ".join(
         f"{k} = {_e(v)}"
         for k, v in summary.attrs.items()
-        if k in ("level", "alpha", "reference", "cases") and v is not None
+        if k in ("level", "alpha", "df", "null", "reference", "cases") and v is not None
     )
     if "n_dropped" in summary.data_vars:
         dropped = int(summary["n_dropped"].sum())
@@ -336,9 +432,10 @@ def _shared_limits(
     return limits
 
 
-def _measure_figures(summary: xr.Dataset) -> str:
+def _measure_figures(summary: xr.Dataset, split: str | None = None) -> str:
     """One figure per measure, every design point and method in it: a
-    nested-loop plot (or a lollipop plot for a single design point)."""
+    nested-loop plot (or a lollipop plot for a single design point); with
+    ``split``, one panel per level of that factor."""
     from simstudy.plots import lollipop_plot, nested_loop_plot
 
     shown = _shown(summary)
@@ -349,29 +446,51 @@ def _measure_figures(summary: xr.Dataset) -> str:
     figures = []
     for k, measure in enumerate(shown):
         loops = [d for d in summary[measure].dims if d != METHOD]
-        if loops:
+        if split is not None:
+            fig = nested_loop_plot(
+                summary,
+                measure,
+                split=split,
+                ylim=limits.get(measure),
+                size=(min(11.0, 4.0 * summary.sizes[split]), 3.6 + 0.25 * len(loops)),
+            )
+        elif loops:
             fig = nested_loop_plot(
                 summary,
                 measure,
                 ylim=limits.get(measure),
-                size=(5.3, 3.3 + 0.25 * len(loops)),
+                size=(5.3, 3.6 + 0.25 * len(loops)),
             )
         else:
             fig = lollipop_plot(
                 summary, measure, size=(5.3, 1.4 + 0.3 * summary.sizes[METHOD])
             )
-        figures.append(f"<figure>{_svg(fig, f'm{k}')}</figure>")
+        figures.append(f"<figure>{_svg(fig, f'm{k}')}</figure>")  # notes: in it
     kind = (
         "nested-loop plots: design points in order, the factors' levels stepping "
         "underneath"
         if any(d != METHOD for d in summary.dims)
         else "one design point"
     )
+    if split is not None:
+        kind += f"; one panel per level of {split}, each on its own scale"
     return (
         "<h2>Measures against factors</h2>"
         f"<p class=muted>{kind}; bands and bars: ± 1.96 MCSE; dotted: the "
-        "reference (0 for bias, the level for coverage, alpha for rejection).</p>"
+        "reference (0 for bias, the level for coverage, alpha for rejection). "
+        "A method 1000 times further off than the others is drawn off scale: "
+        "arrow heads at the edge, labelled with its values.</p>"
         f"<div class=grid>{''.join(figures)}</div>"
+    )
+
+
+def _notes(fig: Figure) -> str:
+    """What a figure left out, as text under it (also printed in it)."""
+    notes = getattr(fig, "notes", [])
+    return (
+        f"<figcaption class=muted>{'<br>'.join(_e(n) for n in notes)}</figcaption>"
+        if notes
+        else ""
     )
 
 
@@ -389,9 +508,26 @@ def _which(picked: list[dict[str, Any]], grid: list[dict[str, Any]]) -> str:
     return f"{len(picked)} of {len(grid)} design points"
 
 
-def _replicate_figures(cube: xr.Dataset) -> str:
+def _replicate_sections(
+    cube: xr.Dataset, split: str | None, options: Mapping[str, Any]
+) -> str:
+    """The replicate figures, in one section per level of ``split``."""
+    wald = {"level": options.get("level", 0.95), "df": options.get("df")}
+    if split is None:
+        return _replicate_figures(cube, wald)
+    return "".join(
+        f"<h2 class=split>{_e(split)} = {_e(level)}</h2>"
+        + _replicate_figures(cube.sel({split: level}), wald, 3)
+        for level in cube[split].values.tolist()
+    )
+
+
+def _replicate_figures(
+    cube: xr.Dataset, wald: Mapping[str, Any], depth: int = 2
+) -> str:
     """Zip plots of the interval methods and the estimates' distributions,
-    for a few design points spread over the grid."""
+    for a few design points spread over the grid (zip plots with the
+    summary's level and df)."""
     from simstudy.plots import distribution_plot, zip_plot
     from simstudy.plots.common import declared, design_points, factors_of, output_dims
 
@@ -407,27 +543,37 @@ def _replicate_figures(cube: xr.Dataset) -> str:
     ]
     out = []
     interval = [m for m in scalar if {"se", "ci"} & set(declared(cube, m))]
+    h = f"h{depth}"
     if interval:
         try:
-            fig = zip_plot(cube, methods=interval, points=picked)
-        except UsageError as e:  # e.g. no truth: the zip plot needs one
-            out.append(f"<h2>Zip plots</h2><p class=muted>Not drawn: {_e(e)}.</p>")
+            fig = zip_plot(
+                cube,
+                methods=interval,
+                points=picked,
+                level=wald["level"],
+                df=wald["df"],
+            )
+        except UsageError as e:  # e.g. no truth at all: the zip plot needs one
+            out.append(f"<{h}>Zip plots</{h}><p class=muted>Not drawn: {_e(e)}.</p>")
         else:
             out.append(
-                f"<h2>Zip plots of the interval methods ({_which(picked, grid)})</h2>"
-                "<p class=muted>Each replicate's interval at its centile of "
+                f"<{h}>Zip plots of the interval methods ({_which(picked, grid)})"
+                f"</{h}><p class=muted>Each replicate's interval at its centile of "
                 "|estimate &minus; truth| / SE; orange: it misses the truth. Solid "
                 "line: coverage, dashed: its Monte Carlo 95% interval, dotted: "
                 "the nominal level (Morris et al. 2019).</p>"
-                f"<figure>{_png(fig, 'zip plots')}</figure>"
+                f"<figure>{_png(fig, 'zip plots')}{_notes(fig)}</figure>"
             )
     if scalar:
         fig = distribution_plot(cube, methods=scalar, points=boxes)
         out.append(
-            f"<h2>Estimates by method ({_which(boxes, grid)})</h2>"
+            f"<{h}>Estimates by method ({_which(boxes, grid)})</{h}>"
             "<p class=muted>Box: quartiles and median; whiskers: 1.5 IQR; "
-            "dotted: the truth.</p>"
-            f"<figure>{_png(fig, 'distributions of the estimates')}</figure>"
+            "dotted: the truth. One scale holds every box and whisker; values "
+            "far beyond are counted at the edge (arrow head: how many, the most "
+            "extreme).</p>"
+            f"<figure>{_png(fig, 'distributions of the estimates')}{_notes(fig)}"
+            "</figure>"
         )
     return "".join(out)
 
@@ -489,6 +635,70 @@ def _bar(s: float, e: float, span: float, left: int, w: int, y: int, row: int) -
         f"<rect x={left + s * scale:.1f} y={y} width={max((e - s) * scale, 0.5):.1f} "
         f"height={row - 4} fill='#4a78b0'/>"
     )
+
+
+def failure_rates(summary: xr.Dataset) -> str:
+    """The section "Failures and warnings by design point and method": the
+    rate of failed tasks and of tasks that warned, each with its MCSE, always
+    present (saying so when every rate is zero), as current guidance asks
+    (report missing results by condition and method, even when none).
+
+    Built from what ``summarize`` gives (n_failed, failure_rate,
+    warning_rate); a failure ledger by kind replaces it in one place."""
+    from simstudy.plots.common import design_points, label
+
+    if "failure_rate" not in summary.data_vars and "n_failed" in summary.data_vars:
+        done = summary["n_ok"] + summary["n_failed"]  # --measures left it out
+        p = summary["n_failed"] / done.where(done > 0)
+        summary = summary.assign(
+            failure_rate=p, failure_rate_mcse=np.sqrt(p * (1 - p) / done)
+        )
+    rates = [v for v in ("failure_rate", "warning_rate") if v in summary.data_vars]
+    title = "<h2>Failures and warnings by design point and method</h2>"
+    if not rates:
+        return title + "<p>This summary has no failure or warning rates.</p>"
+    total = int(
+        summary["n_ok"].sum() + summary.get("n_failed", 0 * summary["n_ok"]).sum()
+    )
+    if not any(np.nan_to_num(summary[v].values).any() for v in rates):
+        return (
+            title + f"<p>Every rate is zero: none of the {total:,} finished tasks "
+            "failed or emitted a warning, at any design point, for any method.</p>"
+        )
+    head = "".join(f"<th>{_e(v.replace('_', ' '))} (MCSE)</th>" for v in rates)
+    factors = [str(d) for d in summary[rates[0]].dims if d != METHOD]
+    rows = []
+    methods = summary[METHOD].values.tolist()
+    for point in design_points(summary[rates[0]], factors):
+        for k, m in enumerate(methods):
+            cell = summary.sel({**point, METHOD: m})
+            failed = int(cell["n_failed"]) if "n_failed" in cell else 0
+            first = (
+                f"<td class=l rowspan={len(methods)}>{_e(label(point))}</td>"
+                if k == 0
+                else ""
+            )
+            rows.append(
+                f"<tr>{first}<td class=l>{_e(m)}</td>"
+                f"<td>{failed:,}</td>"
+                + "".join(f"<td>{_e(_rate(cell, v))}</td>" for v in rates)
+                + "</tr>"
+            )
+    table = (
+        "<div class=scroll><table class=measures><tr><th class=l>design point</th>"
+        f"<th class=l>method</th><th>failed</th>{head}</tr>{''.join(rows)}</table></div>"
+    )
+    if len(rows) > LONG_TABLE:
+        table = f"<details><summary>{len(rows):,} rows: show</summary>{table}</details>"
+    return title + table
+
+
+def _rate(cell: xr.Dataset, name: str) -> str:
+    """``0.075 (0.019)``: a rate with its MCSE (when the summary has one)."""
+    from simstudy.plots.common import with_mcse
+
+    mcse = float(cell[f"{name}_mcse"]) if f"{name}_mcse" in cell else None
+    return with_mcse(float(cell[name]), mcse)
 
 
 def _failures_section(failures: list[dict[str, Any]], cube: xr.Dataset) -> str:

@@ -14,6 +14,7 @@ import html
 import os
 import shutil
 import signal
+import sys
 import threading
 import time
 import warnings
@@ -32,6 +33,7 @@ from simstudy.errors import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
     EXIT_OK,
+    EXIT_TARGET_MISSED,
     ReproducibilityWarning,
     SimstudyError,
     StudyError,
@@ -42,7 +44,7 @@ from simstudy.lint import lint_study
 from simstudy.loader import load_study
 from simstudy.options import FAIL_FAST, RunKwargs, RunOptions, default_store
 from simstudy.plan import BatchSizer, Plan, Round
-from simstudy.progress import NotebookProgress, in_notebook
+from simstudy.progress import NotebookProgress, ProgressPrinter, in_notebook
 from simstudy.recompute import recheck_versions, task_batch
 from simstudy.results import BatchResult
 from simstudy.stall import Watchdog
@@ -97,6 +99,8 @@ class RunReport:
     warnings: tuple[str, ...] = ()  # said once, e.g. a library version changed
     notes: tuple[str, ...] = ()  # e.g. results hidden because the study dropped them
     nonfinite: int = 0  # ok tasks of this run with a NaN or inf output
+    target_missed: bool = False  # --target-mcse: a point stopped short of it
+    strict: bool = False  # --strict: a missed target is exit code 6
 
     @property
     def tasks_per_second(self) -> float:
@@ -108,7 +112,9 @@ class RunReport:
     def exit_code(self) -> int:
         if self.interrupted:
             return EXIT_INTERRUPTED
-        return EXIT_FAILED if self.failed or self.stopped_on_errors else EXIT_OK
+        if self.failed or self.stopped_on_errors:
+            return EXIT_FAILED
+        return EXIT_TARGET_MISSED if self.strict and self.target_missed else EXIT_OK
 
     def lines(self) -> list[tuple[str, str]]:
         """What a person wants to see of the run, as (label, text) rows."""
@@ -153,6 +159,8 @@ def run(
     study: Study | str | os.PathLike[str],
     *,
     replicates: int | None = None,
+    rng: str | None = None,
+    progress: bool | None = None,
     on_progress: Callable[[Progress], None] | None = None,
     on_start: Callable[[str], None] | None = None,
     **options: Unpack[RunKwargs],
@@ -167,6 +175,12 @@ def run(
         Override the study's replicate count (more extends the store; fewer
         computes only those and keeps the rest of the store as it is). The
         study object itself is not changed.
+    rng : {"spawn", "pcg64-jump", "mt19937-jump"}, optional
+        Override the study's stream scheme (``--rng``), on a copy.
+    progress : bool, optional
+        ``False`` (``--no-progress``): no progress at all. ``True``: a
+        progress line on stderr (a bar in a notebook). Default: a bar in a
+        notebook, nothing in a script.
     on_progress : callable, optional
         Called with a :class:`Progress` after each finished batch.
     on_start : callable, optional
@@ -195,12 +209,26 @@ def run(
                 hint="drop --replicates to use the study file's count",
             )
         study = study.derive(replicates=int(replicates))
+    if rng is not None and rng != study.scheme:
+        study = study.derive(scheme=rng)
     opts = RunOptions.build(study, **options)
     for message in lint_study(study):
         warnings.warn(message, ReproducibilityWarning, stacklevel=2)
     payload = study_payload(study)  # an unpicklable input fails here, first
-    if on_progress is None and in_notebook():
-        on_progress = NotebookProgress()
+    if progress is not None and not isinstance(progress, bool):
+        raise UsageError(
+            f"progress must be True or False, got {progress!r}.",
+            hint="write progress=False for no progress output",
+        )
+    if on_progress is None and progress is not False:
+        if in_notebook():
+            on_progress = NotebookProgress()
+        elif progress:
+            printer = ProgressPrinter(sys.stderr)
+            try:
+                return _Run(study, opts, payload, printer, on_start).go()
+            finally:
+                printer.close()
     return _Run(study, opts, payload, on_progress, on_start).go()
 
 
@@ -243,7 +271,7 @@ class _Run:
         self.on_progress, self.on_start = on_progress, on_start
         self.executor: Executor | None = None
         self.t0 = time.perf_counter()
-        self.report = RunReport(store=opts.store)
+        self.report = RunReport(store=opts.store, strict=opts.strict)
         self.failed_before = 0  # failed tasks before this run (within round 1)
         self.failed_now = 0  # failed in this run
         self.base = 0  # tasks computed in earlier rounds
@@ -397,13 +425,20 @@ class _Run:
     def _short_of_target(self, target: TargetRule, points: int) -> None:
         short = [e for e in target.last if e["state"] == "max"]
         if short:
+            first = short[0]
+            where = ", ".join(f"{k}={v}" for k, v in first["point"].items())
+            mcse = ", ".join(
+                f"{m} MCSE {v:.3g} > {target.spec.targets[m]:g}"
+                for m, v in first["mcse"].items()
+                if v is not None and v > target.spec.targets[m]
+            )
             message = (
                 f"the MCSE target is not met at {len(short)} of {points} "
                 f"design point(s), stopped at --max-replicates "
-                f"{target.spec.max_replicates:,} (e.g. {short[0]['point']}: "
-                f"{short[0]['mcse']})."
+                f"{target.spec.max_replicates:,} (e.g. {where}: {mcse})."
             )
             self.report.warnings += (message,)
+            self.report.target_missed = True
 
     def _round(
         self,
@@ -573,6 +608,8 @@ def _hidden_notes(hidden: dict[str, Any]) -> tuple[str, ...]:
     ]
     if hidden["methods"]:
         parts.append(f"method {', '.join(hidden['methods'])}")
+    if hidden.get("points"):
+        parts.append(f"{hidden['points']} design point(s) outside the design")
     if not parts:
         return ()
     note = (

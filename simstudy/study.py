@@ -6,7 +6,6 @@ import contextvars
 import copy
 import hashlib
 import inspect
-import math
 import numbers
 import sys
 import warnings
@@ -17,8 +16,9 @@ from typing import Any, overload
 import numpy as np
 
 from simstudy import fingerprint
+from simstudy.design import Design, design_of
 from simstudy.errors import StudyError
-from simstudy.factors import RESERVED, Level, validate_factors
+from simstudy.factors import RESERVED, Level
 
 __all__ = [
     "BACKENDS",
@@ -160,7 +160,15 @@ class Study:
         The study's name.
     factors : dict of str -> list
         Factor name -> levels (int, float, str or bool). The design points are
-        the Cartesian product of the levels, first factor slowest.
+        the Cartesian product of the levels, first factor slowest. A tuple
+        key names factors that vary together: ``{("n1", "n2"): [(10, 10),
+        (10, 40)], "vr": [1.0, 4.0]}`` crosses the two pairs with ``vr``.
+    where : callable, optional
+        A predicate over factor values, asking for factors by name like a
+        data function (``where=lambda n1, n2: n1 <= n2``): only the design
+        points where it is true are computed, counted and summarised. The
+        cube keeps one dimension per factor; ``open_results`` marks the
+        points in the design (``in_design``). See docs/tutorial.md.
     replicates : int
         Replicates per design point (>= 1).
     seed : int
@@ -199,12 +207,13 @@ class Study:
         self,
         name: str,
         *,
-        factors: Mapping[str, Sequence[Any]] | None = None,
+        factors: Mapping[Any, Sequence[Any]] | None = None,
         replicates: int,
         seed: int,
         rng: str = "spawn",
         backend: str = "numpy",
         vmap_width: int | None = None,
+        where: Callable[..., Any] | None = None,
     ) -> None:
         # user input: check types at run time whatever the annotations say
         name_, replicates_, seed_, rng_ = _unchecked(name, replicates, seed, rng)
@@ -215,7 +224,8 @@ class Study:
                 hint='write Study("my_study", ...)',
             )
         self.name: str = name_
-        self.factors = validate_factors({} if factors is None else factors)
+        self.design: Design = design_of(factors, where)
+        self.factors = self.design.factors
         if isinstance(replicates_, bool) or not isinstance(
             replicates_, numbers.Integral
         ):
@@ -480,12 +490,13 @@ class Study:
 
     @property
     def first_point(self) -> dict[str, Level]:
-        """The first design point in grid order (every factor's first level)."""
-        return {name: levels[0] for name, levels in self.factors.items()}
+        """The first design point in grid order."""
+        return dict(zip(self.factors, self.design.points[0], strict=True))
 
     @property
     def n_points(self) -> int:
-        return math.prod(len(v) for v in self.factors.values())
+        """Design points: the full cross, or the part ``where=`` keeps."""
+        return len(self.design.points)
 
     @property
     def n_tasks(self) -> int:
@@ -518,6 +529,7 @@ class Study:
             "seed": self.seed,
             "scheme": self.scheme,
             "factors": {k: list(v) for k, v in self.factors.items()},
+            **({"design": self.design.digest()} if not self.design.full else {}),
             "replicates": self.replicates,
             "methods": {name: fingerprint.digest(p) for name, p in methods.items()},
             "data": fingerprint.digest(data),

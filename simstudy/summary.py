@@ -129,8 +129,11 @@ def to_records(summary: xr.Dataset) -> list[dict[str, Any]]:
     }
     # plain Python levels (text levels are no numpy scalars: no .item())
     levels = {d: full[d].values.tolist() if d in full.coords else None for d in order}
+    inside = values("in_design") if "in_design" in full.coords else None
     records = []
     for idx in np.ndindex(*(full.sizes[d] for d in order)):
+        if inside is not None and not inside[idx]:
+            continue  # outside the design: no row, not even an empty one
         where = {
             d: (levels[d][i] if levels[d] is not None else i)  # type: ignore[index]
             for d, i in zip(order[:-1], idx, strict=False)
@@ -234,10 +237,29 @@ def summarize(
     ).sel({METHOD: methods})
     out.attrs.update(alpha=alpha, level=level, df=df, null=null, reference=reference)
     out.attrs.update(cases=cases, outputs={m: decls[m] for m in methods})
+    if "in_design" in cube.coords:
+        out = _design_only(out, cube["in_design"])
     if not bool(out["n_nonfinite"].any()):  # shown only when there are some
         out = out.drop_vars("n_nonfinite")
     _note_zero_truth(out, plans)
     return _select(out, keep) if keep is not None else out
+
+
+def _design_only(out: xr.Dataset, in_design: xr.DataArray) -> xr.Dataset:
+    """Points outside the design (``where=``) were never tasks: nothing is
+    pending there and no measure is shown (``to_records`` skips them)."""
+    keep = in_design.values.astype(bool)
+    if keep.all():
+        return out.assign_coords(in_design=in_design)
+    masked = {}
+    for name, var in out.data_vars.items():
+        if not set(in_design.dims) <= set(var.dims):
+            continue
+        if str(name).startswith("n_"):
+            masked[name] = var.where(in_design, 0).astype(var.dtype)
+        elif var.dtype.kind == "f":
+            masked[name] = var.where(in_design)
+    return out.assign(masked).assign_coords(in_design=in_design)
 
 
 def _methods(cube: xr.Dataset, reference: str | None) -> list[str]:
@@ -403,8 +425,16 @@ def _truth(cube: xr.Dataset, estimate: str, truth: Truth) -> xr.DataArray | None
     grid = tuple(cube.sizes[f] for f in factors)
     values = np.full(grid + shape, np.nan)
     levels = {f: cube[f].values.tolist() for f in factors}  # text levels too
+    fixed = {  # factors selected down to one level: cube.sel(n=30)
+        str(f): cube.coords[f].item()
+        for f in meta.get("factor_order", [])
+        if f in cube.coords and cube.coords[f].ndim == 0
+    }
     for idx in np.ndindex(*grid):
-        point = {f: levels[f][i] for f, i in zip(factors, idx, strict=True)}
+        point = {
+            **fixed,
+            **{f: levels[f][i] for f, i in zip(factors, idx, strict=True)},
+        }
         entry = stored.get(json.dumps(point, sort_keys=True), {})
         if entry.get(estimate) is not None:
             values[idx] = _value(entry[estimate], shape, estimate)

@@ -30,7 +30,9 @@ class TargetRule:
     ``n * (mcse / target)**2`` (MCSE shrinks like 1/sqrt(n)) but at most
     ``2 n`` (an early MCSE is itself noisy, so a far projection is not
     trusted), at least ``n + step``, rounded up to a multiple of ``step``
-    (the first round's size), at most ``max_replicates``.
+    (``--round-size``; default a tenth of the first round, so a point just
+    short of its target grows by what it still needs, not by a whole first
+    round), at most ``max_replicates``.
     """
 
     spec: TargetSpec

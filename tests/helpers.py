@@ -137,3 +137,19 @@ def reseal(store: str | Path) -> None:
     for array_dir in sorted(Path(store).iterdir()):
         if (array_dir / "zarr.json").is_file():
             seal_folder(array_dir)
+
+
+def pretend_versions(store: str | Path, **versions: str) -> None:
+    """Rewrite recorded library versions (e.g. ``numpy="1.0.0"``), as if an
+    older install had made the store; the root metadata only."""
+    import warnings
+
+    import zarr
+
+    group = zarr.open_group(store, mode="r+")
+    meta = json.loads((Path(store) / "zarr.json").read_text())["attributes"]["simstudy"]
+    meta["versions"] = {**meta["versions"], **versions}
+    group.attrs["simstudy"] = meta
+    with warnings.catch_warnings():  # .simstudy/ is not a zarr node
+        warnings.simplefilter("ignore")
+        zarr.consolidate_metadata(store)

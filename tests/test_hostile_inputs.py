@@ -20,7 +20,7 @@ from simstudy.debugging import parse_task, task_spec
 from simstudy.errors import UsageError
 from simstudy.grid import points
 from simstudy.loader import load_study
-from simstudy.plots.common import PlainTextFigure
+from simstudy.plots.common import PlotFigure
 from simstudy.shell import command, quote
 from tests.conftest import WriteStudy
 from tests.helpers import assert_store_consistent
@@ -326,7 +326,7 @@ def test_levels_that_are_not_mathtext_draw_as_plain_text(math_store):
     for fig in figures:
         fig.savefig(io.BytesIO(), format="png", bbox_inches="tight")
     fig = figures[0]
-    assert isinstance(fig, PlainTextFigure)
+    assert isinstance(fig, PlotFigure)
     fig.mathtext = True  # the user asks for mathtext: then it must be valid
     with pytest.raises(ValueError, match="Unknown symbol"):
         fig.savefig(io.BytesIO(), format="png")

@@ -84,7 +84,7 @@ def test_an_api_error_shows_its_hint_in_the_traceback(tmp_path):
     assert done.returncode == 1
     assert "simstudy.errors.FingerprintMismatch:" in done.stderr
     assert "\nhint: " in done.stderr
-    assert "--restart" in done.stderr.split("\nhint: ")[1]
+    assert "restart=True" in done.stderr.split("\nhint: ")[1]
 
 
 def test_an_api_error_carries_the_clis_hint():

@@ -20,7 +20,7 @@ def test_all_is_sorted_and_complete():
     }
     assert simstudy.__all__ == sorted(simstudy.__all__)
     lazy = set(simstudy._LAZY)
-    assert {"run", "open_results", "summarize", "replay", "verify"} <= lazy
+    assert {"run", "solve", "open_results", "summarize", "replay", "verify"} <= lazy
     assert "write_report" in lazy
     assert set(simstudy.__all__) == public | lazy
 

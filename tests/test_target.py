@@ -45,10 +45,11 @@ def write(tmp_path, step=100, name="study.py"):
     return path
 
 
-def _replay_rule(x, step, target, limit):
+def _replay_rule(x, first, target, limit, step=None):
     """The documented rule, recomputed with plain numpy from one point's
-    replicates of its noisiest method."""
-    n = step
+    replicates of its noisiest method (``step``: --round-size, default a
+    tenth of the first round)."""
+    n, step = first, step or math.ceil(first / 10)
     while True:
         mcse = np.std(x[:n], ddof=1) / math.sqrt(n)
         if mcse <= target or n >= limit:
@@ -71,10 +72,10 @@ def test_each_point_stops_where_its_known_variance_says(tmp_path):
         stop = int(ds["target_replicates"].sel(sigma=sigma))
         assert bool(ds["target_met"].sel(sigma=sigma))
         # (sigma / t)^2 = 400 and 1600 replicates, up to the noise of the
-        # empirical SD the rule uses (~3 SE of it) and one round of 100
+        # empirical SD the rule uses (~3 SE of it) and one round of 10
         expected = (sigma / 0.05) ** 2
-        assert 0.85 * expected <= stop <= 1.15 * expected + 100, (sigma, stop)
-        assert stop % 100 == 0
+        assert 0.85 * expected <= stop <= 1.15 * expected + 10, (sigma, stop)
+        assert stop % 10 == 0
         status = ds["status"].sel(sigma=sigma).values
         assert (status[:stop] == 1).all()
         assert (status[stop:] == 0).all()  # nothing past the stop was run

@@ -1,9 +1,11 @@
 """The numpy backend: run a batch task by task, in this worker process.
 
 Data is generated once per replicate and shared by every pending method
-(common random numbers). User code is called in a tight loop that keeps the
-raw return values; checking and converting them happens afterwards per
-method, vectorised when every value has the same form (``outputs.stack``).
+(common random numbers), each method getting it through a ``guard.Guard``
+(arrays read-only, other objects copied) so no method changes another's.
+User code is called in a tight loop that keeps the raw return values;
+checking and converting them happens afterwards per method, vectorised when
+every value has the same form (``outputs.stack``).
 Failures are captured as records, never raised. Pure: no I/O, no dask.
 """
 
@@ -19,6 +21,7 @@ import numpy as np
 
 from simstudy import streams
 from simstudy.backends import Cell, Placement, Work
+from simstudy.backends.guard import Guard, read_only_advice, read_only_inputs
 from simstudy.cube import FAILED, OK
 from simstudy.errors import UsageError
 from simstudy.grid import Batch
@@ -187,7 +190,7 @@ class _BatchRun:
     def loop(self) -> None:
         """Call the data function once per replicate, then each method."""
         study, batch = self.study, self.batch
-        values = {**self.levels, **study.fixed_inputs}
+        values = {**self.levels, **read_only_inputs(study.fixed_inputs)}
         src = TaskStreams(study, batch)
         data_func: Callable[..., Any] = study.data_func  # type: ignore[assignment]
         data_kw = kwargs_of(study.data_params, values, None)
@@ -201,6 +204,7 @@ class _BatchRun:
             for i in range(batch.stop - batch.start):
                 c0 = perf()
                 data_error: BaseException | None = None
+                guard: Guard | None = None
                 seen = len(log)
                 try:
                     if data_rng:
@@ -210,6 +214,7 @@ class _BatchRun:
                     data = data_func(**data_kw)
                     if timed:
                         alarm.disarm()
+                    guard = Guard(data)  # no method changes another's data
                 except Exception as exc:
                     if timed:
                         alarm.disarm()
@@ -221,12 +226,13 @@ class _BatchRun:
                     try:
                         if data_error is not None:
                             raise data_error
+                        assert guard is not None  # set with the data
                         kw = method_kw[j]
                         if method.takes_rng:
                             kw["rng"] = src.method(i, batch.methods[j])
                         if timed:
                             alarm.arm()
-                        self.raw[j][i] = method.func(data, **kw)
+                        self.raw[j][i] = method.func(guard.get(), **kw)
                         if timed:
                             alarm.disarm()
                         self.status[i, j] = OK
@@ -247,7 +253,11 @@ class _BatchRun:
     def _failed(self, i: int, j: int, exc: BaseException, in_data: bool) -> None:
         name = self.methods[j].name
         self.status[i, j] = FAILED
-        message = f"data function: {exc}" if in_data else f"method {name!r}: {exc}"
+        message = (
+            f"data function: {exc}{read_only_advice(exc)}"
+            if in_data
+            else f"method {name!r}: {exc}{read_only_advice(exc)}"
+        )
         record = failure(
             self.batch.start + i, name, exc, message, self.study.source_file
         )
@@ -356,7 +366,7 @@ class NumpyBackend:
         m = batch.methods[0]
         method = study.methods[m]
         levels = dict(batch.levels)
-        values = {**levels, **study.fixed_inputs}
+        values = {**levels, **read_only_inputs(study.fixed_inputs)}
         src = TaskStreams(study, batch)
         out = Cell()
         data_func: Callable[..., Any] = study.data_func  # type: ignore[assignment]
@@ -364,7 +374,8 @@ class NumpyBackend:
             data_rng = src.data(0) if "rng" in study.data_params else None
             out.data = data_func(**kwargs_of(study.data_params, values, data_rng))
             rng = src.method(0, m) if method.takes_rng else None
-            value = method.func(out.data, **kwargs_of(method.params, values, rng))
+            given = Guard(out.data).get()  # read-only, as the engine gives it
+            value = method.func(given, **kwargs_of(method.params, values, rng))
             out.outputs = to_outputs(method.name, value, specs.copy(), levels)
         except Exception as exc:
             out.error = exc

@@ -11,7 +11,8 @@
 (The progress bar with rate and ETA is ``simstudy/progress.py``.)
 
 Exit codes: 0 all tasks ok; 3 finished with failed tasks; 2 bad input
-(nothing written); 4 disk full (resumable once there is space); 130
+(nothing written); 4 disk full (resumable once there is space); 5 solve
+found no solution; 6 an MCSE target missed under ``--strict``; 130
 interrupted (store consistent, resumable).
 """
 
@@ -24,7 +25,7 @@ import warnings
 from collections.abc import Sequence
 from typing import TextIO
 
-from simstudy.errors import EXIT_INTERRUPTED, SimstudyError
+from simstudy.errors import EXIT_INTERRUPTED, FROM_CLI, SimstudyError
 
 __all__ = ["main"]
 
@@ -57,6 +58,7 @@ def _main(argv: list[str], *, debug: bool) -> int:
     from simstudy.cli.commands import COMMANDS
     from simstudy.cli.parser import build_parser
 
+    token = FROM_CLI.set(True)  # hints name flags, not run()'s keywords
     try:
         args = build_parser().parse_args(argv)
         return COMMANDS[args.command](args)
@@ -87,3 +89,5 @@ def _main(argv: list[str], *, debug: bool) -> int:
             "hint: rerun with --debug for the traceback and report it", file=sys.stderr
         )
         return 1
+    finally:
+        FROM_CLI.reset(token)

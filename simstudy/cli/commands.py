@@ -7,13 +7,15 @@ Each command imports what it needs inside itself, so ``--help`` and
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from pathlib import Path
 from typing import Any
 
+from simstudy.cli.solve import cmd_solve
 from simstudy.errors import EXIT_FAILED, EXIT_OK, UsageError
 from simstudy.options import FAIL_FAST
-from simstudy.progress import ProgressPrinter, duration
+from simstudy.progress import ProgressPrinter, duration, percent
 from simstudy.shell import command, quote
 
 __all__ = ["COMMANDS"]
@@ -119,6 +121,12 @@ def _print_report(report: Any, max_errors: int | None) -> None:
             "--retry-failed reruns them; after editing the study use --restart.",
             file=err,
         )
+    if report.exit_code == EXIT_OK and not report.interrupted:
+        import shlex
+
+        # quoted: a store path with spaces pastes and runs as it is
+        store = shlex.quote(str(report.store))
+        print(f"next: python -m simstudy summarize {store}", file=err)
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -138,9 +146,11 @@ def cmd_status(args: argparse.Namespace) -> int:
     failed = sum(c.failed for c in points)
     pending = sum(c.pending for c in points)
     total = ok + failed + pending
+    # the share never rounds failures away: 99.98% ok, 9 failed
+    share = f"{percent(ok, total)} ok" + (f", {failed:,} failed" if failed else "")
     print(
         f"{store}: {ok:,} ok, {failed:,} failed, {pending:,} pending "
-        f"of {total:,} tasks ({100 * ok / max(total, 1):.1f}% ok)"
+        f"of {total:,} tasks ({share})"
     )
     if record:
         goals = ", ".join(f"{k} <= {v:g}" for k, v in record["targets"].items())
@@ -154,6 +164,10 @@ def cmd_status(args: argparse.Namespace) -> int:
         if record:
             line += _target_state(c.target)
         print(line)
+    from simstudy.store.versionlog import read_notes
+
+    for note in read_notes(store):  # more than one set of library versions
+        print(f"  versions: {note}")
     return EXIT_OK
 
 
@@ -189,7 +203,10 @@ def cmd_replay(args: argparse.Namespace) -> int:
     print(f"task {args.task}")
     if result.error is not None:
         print(user_traceback(result.error, study.source_file), end="")
-        print(f"the task raises {type(result.error).__name__}: {result.error}")
+        from simstudy.backends.guard import read_only_advice
+
+        advice = read_only_advice(result.error)
+        print(f"the task raises {type(result.error).__name__}: {result.error}{advice}")
         return EXIT_FAILED
     print(f"data: {type(result.data).__name__} {np.shape(result.data)}")
     assert result.outputs is not None
@@ -309,15 +326,28 @@ def cmd_plan(args: argparse.Namespace) -> int:
     for message in lint_study(study):
         print(f"warning: {message}", file=sys.stderr)
     store = Path(args.store) if args.store else default_store(study)
-    p = estimate(study, store=store, workers=args.workers)
+    p = estimate(
+        study, store=store, workers=args.workers, retry_failed=args.retry_failed
+    )
     levels = " x ".join(f"{f}: {len(v)}" for f, v in study.factors.items())
     print(f"study {study.name!r} ({args.study})")
+    cross = math.prod(len(v) for v in study.factors.values())
+    grid = f"{study.n_points} design point(s)"
+    if not study.design.full:  # where=, or factors that vary together
+        grid = f"{cross:,} point(s) in the cross, {study.n_points:,} in the design"
     print(
-        f"  grid: {levels} = {study.n_points} design point(s); "
+        f"  grid: {levels} = {grid}; "
         f"{study.replicates:,} replicates; {len(study.methods)} method(s)"
     )
     where = f"done in {store}" if store.exists() else f"done: {store} not created yet"
-    print(f"  tasks: {p.tasks:,} ({p.done:,} {where}; {p.tasks - p.done:,} to run)")
+    left = ""
+    if p.failed:
+        left = (
+            f", {p.failed:,} failed (rerun: --retry-failed)"
+            if not args.retry_failed
+            else f", {p.failed:,} failed to rerun"
+        )
+    print(f"  tasks: {p.tasks:,} ({p.done:,} {where}{left}; {p.to_run:,} to run)")
     print(
         f"  cube: {p.shape}, {p.values_per_task} output value(s) a task: about "
         f"{p.bytes / 2**20:,.1f} MB before compression"
@@ -337,8 +367,38 @@ def cmd_plan(args: argparse.Namespace) -> int:
             f"({per * 1e3:.3g} ms a task); the rest would take about "
             f"{duration(p.estimate)} on {p.workers} worker(s), plus ~1 s to start"
         )
+    _print_pilot_findings(p, args.study)
     print("nothing was written.")
     return EXIT_OK
+
+
+def _print_pilot_findings(p: Any, study_file: str) -> None:
+    """Pilot failures per method (grouped by message) and each distinct
+    warning once, with a count: what the run would meet, said up front."""
+    for method in dict.fromkeys(f.method for f in p.failures):
+        mine = [f for f in p.failures if f.method == method]
+        n, of = sum(f.count for f in mine), p.pilot_per_method.get(method, 0)
+        every = " (every one: a run would likely fail them all)" if n >= of else ""
+        print(f"  pilot: method {method!r}: {n} of {of} task(s) failed{every}")
+        for f in mine:
+            print(f"    {f.count} x {f.type}: {_one_line(f.message)}")
+    for w in p.warnings:
+        print(
+            f"  pilot warning ({w.count} x, method {w.method!r}): {w.type}: "
+            f"{_one_line(w.message)}"
+        )
+    if p.failures:
+        import shlex
+
+        print(
+            f"  hint: python -m simstudy replay {shlex.quote(study_file)} --task "
+            "... reruns one task here, with its traceback"
+        )
+
+
+def _one_line(text: str, most: int = 200) -> str:
+    line = " ".join(text.split())
+    return line if len(line) <= most else line[: most - 3] + "..."
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -350,17 +410,13 @@ def cmd_report(args: argparse.Namespace) -> int:
             f"cannot write {target}: directory {target.parent} does not exist.",
             hint="create it first or choose another -o",
         )
-    if not 0 < args.alpha < 1:
-        raise UsageError(
-            f"--alpha must be between 0 and 1, got {args.alpha}.",
-            hint="write --alpha 0.05",
-        )
     path = write_report(
         args.store,
         target,
-        reference=args.reference,
-        alpha=args.alpha,
-        cases=args.cases,
+        split=args.split,
+        methods=_names(args.methods),
+        points=_points(args.points),
+        **summary_options(args),
     )
     print(f"wrote {path} ({path.stat().st_size / 1024:,.0f} kB); open it in a browser")
     return EXIT_OK
@@ -381,21 +437,18 @@ def cmd_summarize(args: argparse.Namespace) -> int:
 
     from simstudy.atomic import replacing, write_text
     from simstudy.cli import tables
+    from simstudy.plots.common import subset
     from simstudy.store import open_results
     from simstudy.summary import summarize, to_records
 
     fmt = _summary_format(args)
-    cube = open_results(args.store)
-    result = summarize(
-        cube,
-        reference=args.reference,
-        alpha=args.alpha,
-        level=args.level,
-        df=_df(args.df),
-        null=args.null,
-        cases=args.cases,
-        measures=args.measures,  # "bias, coverage": summarize splits it
+    options = summary_options(args)
+    cube = subset(
+        open_results(args.store),
+        methods=_names(args.methods),
+        points=_points(args.points),
     )
+    result = summarize(cube, **options)
     if fmt == "netcdf":
         out = result.copy()
         out.attrs = {k: json.dumps(v) for k, v in result.attrs.items()}
@@ -447,6 +500,12 @@ def _summary_format(args: argparse.Namespace) -> str:
             f"--wide lays out a table; --format {fmt} keeps one record per measure.",
             hint="use --wide with --format table, csv, latex or markdown",
         )
+    return fmt
+
+
+def summary_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The keyword options of ``summarize`` from the flags that
+    ``parser.add_summary_options`` adds (`summarize` and `report`), checked."""
     for flag, value, example in (
         ("alpha", args.alpha, "0.05"),
         ("level", args.level, "0.95"),
@@ -456,7 +515,41 @@ def _summary_format(args: argparse.Namespace) -> str:
                 f"--{flag} must be between 0 and 1, got {value}.",
                 hint=f"write --{flag} {example}",
             )
-    return fmt
+    return {
+        "reference": args.reference,
+        "alpha": args.alpha,
+        "level": args.level,
+        "df": _df(args.df),
+        "null": args.null,
+        "cases": args.cases,
+        "measures": args.measures,  # "bias, coverage": summarize splits it
+    }
+
+
+def _names(text: str | None) -> list[str] | None:
+    """--methods a,b: the names (None: all)."""
+    if text is None:
+        return None
+    return [t.strip() for t in text.split(",") if t.strip()]
+
+
+def _points(texts: list[str] | None) -> dict[str, list[str]] | None:
+    """--points n=20,50 (repeated): levels by factor, as text (the plots'
+    selection matches them to the levels)."""
+    if not texts:
+        return None
+    out: dict[str, list[str]] = {}
+    for text in texts:
+        factor, sep, levels = text.partition("=")
+        if not sep or not factor.strip() or not levels.strip():
+            raise UsageError(
+                f"--points expects FACTOR=LEVEL[,LEVEL...], got {text!r}.",
+                hint="write e.g. --points n=20,50",
+            )
+        out.setdefault(factor.strip(), []).extend(
+            t.strip() for t in levels.split(",") if t.strip()
+        )
+    return out
 
 
 def _df(text: str | None) -> float | str | None:
@@ -478,4 +571,5 @@ COMMANDS = {
     "errors": cmd_errors,
     "verify": cmd_verify,
     "plan": cmd_plan,
+    "solve": cmd_solve,
 }

@@ -9,10 +9,11 @@ from __future__ import annotations
 import argparse
 from typing import Any, NoReturn
 
+from simstudy.cli.solve import add_solve
 from simstudy.errors import UsageError
 from simstudy.executors import SCHEDULERS
 
-__all__ = ["Parser", "build_parser"]
+__all__ = ["Parser", "add_summary_options", "build_parser"]
 
 
 class Parser(argparse.ArgumentParser):
@@ -71,6 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = top.add_subparsers(dest="command", required=True, parser_class=Parser)
     _add_run(sub)
     _add_other(sub)
+    add_solve(sub)
     return top
 
 
@@ -180,6 +182,19 @@ def _add_run_study(run: Any) -> None:
         "(default 100 x the first round)",
     )
     run.add_argument(
+        "--round-size",
+        type=_positive,
+        metavar="K",
+        help="with --target-mcse: a point's next round adds at least K "
+        "replicates, its count a multiple of K (default: a tenth of the first)",
+    )
+    run.add_argument(
+        "--strict",
+        action="store_true",
+        help="with --target-mcse: exit with code 6 when a point stops at "
+        "--max-replicates short of its target",
+    )
+    run.add_argument(
         "--accept-version-change",
         action="store_true",
         help="go on although numpy/jax changed and finished tasks recompute "
@@ -219,48 +234,67 @@ def _add_summarize(sub: Any) -> None:
     )
     summ.add_argument("-o", "--output", help="write to this file (netcdf needs it)")
     summ.add_argument(
-        "--measures",
-        metavar="M1,M2,...",
-        help="only these measures, e.g. bias,coverage (default: all computed)",
-    )
-    summ.add_argument(
         "--wide",
         action="store_true",
         help="methods as columns (table, csv, latex, markdown)",
     )
-    summ.add_argument(
+    add_summary_options(summ)
+    summ.add_argument("--debug", action="store_true", help="show tracebacks")
+
+
+def add_summary_options(p: Any) -> None:
+    """What a summary computes, for `summarize` and `report` alike: the
+    keyword options of ``simstudy.summarize`` and which methods and design
+    points it covers."""
+    p.add_argument(
+        "--measures",
+        metavar="M1,M2,...",
+        help="only these measures, e.g. bias,coverage (default: all computed)",
+    )
+    p.add_argument(
         "--cases",
         choices=["available", "complete"],
         default="available",
         help="each method's ok replicates (available), or only those every "
         "method has (complete)",
     )
-    summ.add_argument(
+    p.add_argument(
         "--reference",
         metavar="M",
         help="method to compare with: relprec, bias_diff, mse_ratio, corr",
     )
-    summ.add_argument(
+    p.add_argument(
         "--alpha", type=float, default=0.05, help="test level for power (0.05)"
     )
-    summ.add_argument(
+    p.add_argument(
         "--level",
         type=float,
         default=0.95,
         help="confidence level of Wald intervals from se (0.95)",
     )
-    summ.add_argument(
+    p.add_argument(
         "--null",
         type=float,
         default=0.0,
         help="the value the Wald test from se rejects (0)",
     )
-    summ.add_argument(
+    p.add_argument(
         "--df",
         help="t intervals/tests with these degrees of freedom: a number or "
         "an output (default: normal)",
     )
-    summ.add_argument("--debug", action="store_true", help="show tracebacks")
+    p.add_argument(
+        "--methods",
+        metavar="M1,M2,...",
+        help="only these methods (default: all)",
+    )
+    p.add_argument(
+        "--points",
+        action="append",
+        metavar="FACTOR=L1,L2,...",
+        help="only these levels of a factor, e.g. n=20,50; repeat for several "
+        "factors (default: every design point)",
+    )
 
 
 def _add_other(sub: Any) -> None:
@@ -315,23 +349,22 @@ def _add_other(sub: Any) -> None:
     pln.add_argument("--store", help="the store (default ./<stem>.zarr)")
     pln.add_argument("--replicates", type=_positive, metavar="N", help="as for run")
     pln.add_argument("--workers", type=_positive, help="worker processes (cores)")
+    pln.add_argument(
+        "--retry-failed",
+        action="store_true",
+        help="count failed tasks as to run, as run --retry-failed does",
+    )
     pln.add_argument("--debug", action="store_true", help="show tracebacks")
     rep = sub.add_parser("report", help="write a self-contained HTML report")
     rep.add_argument("store", help="the store (.zarr)")
     rep.add_argument(
         "-o", "--output", default="report.html", help="the HTML file (report.html)"
     )
+    add_summary_options(rep)
     rep.add_argument(
-        "--reference", help="method for relative precision and paired measures"
-    )
-    rep.add_argument(
-        "--alpha", type=float, default=0.05, help="test level for rejection (0.05)"
-    )
-    rep.add_argument(
-        "--cases",
-        choices=["available", "complete"],
-        default=None,
-        help="replicates per method: each method's own ok ones (available, the "
-        "default) or only those where every method is ok (complete)",
+        "--split",
+        metavar="FACTOR",
+        help="one panel per level of FACTOR in each figure, and the replicate "
+        "figures in one section per level (e.g. --split delta)",
     )
     rep.add_argument("--debug", action="store_true", help="show tracebacks")

@@ -9,6 +9,7 @@ dollar sign, never mathtext) unless ``fig.mathtext = True``. Checks raise
 
 from __future__ import annotations
 
+import io
 import itertools
 import json
 import math
@@ -28,28 +29,35 @@ from simstudy.errors import UsageError
 
 __all__ = [
     "COLORS",
-    "PlainTextFigure",
+    "PlotFigure",
     "Point",
     "Points",
+    "add_note",
     "check_cube",
     "check_measure",
     "check_methods",
     "choose_points",
     "decimals_for",
     "declared",
+    "design_mask",
     "design_points",
     "factors_of",
+    "fixed_levels",
     "grid_shape",
     "label",
     "measures_of",
+    "method_dim",
     "new_figure",
     "ok_values",
     "output_dims",
     "output_name",
+    "outside_legend",
     "plain_ticks",
     "read_points",
     "reference_value",
     "select_points",
+    "subset",
+    "title_fixed",
     "truth_at",
     "with_mcse",
 ]
@@ -87,8 +95,14 @@ REFERENCES: dict[str, float | str] = {
 COUNTS = ("n_ok", "n_failed", "n_pending", "n_dropped")
 
 
-class PlainTextFigure(Figure):
-    """A Figure whose texts are drawn as plain text: no mathtext.
+class PlotFigure(Figure):
+    """A ``matplotlib.figure.Figure`` that Jupyter shows as a picture, with
+    plain-text labels.
+
+    Everything a Figure does works (``.savefig``, ``.axes``); as a cell's
+    value it displays inline as a PNG without ``%matplotlib inline``.
+    ``notes`` lists what the plot left out and why (e.g. a method without a
+    truth in a zip plot); the figure also prints them under its axes.
 
     Levels, method and output names come from the user's study, and a ``$``
     in them (``price $5``, ``$\\nope{$``) would otherwise be parsed as
@@ -97,6 +111,8 @@ class PlainTextFigure(Figure):
     again (then every text must be valid mathtext).
     """
 
+    notes: list[str]
+    xlabel: str = ""
     mathtext = False
 
     def draw(self, renderer: Any) -> None:
@@ -112,12 +128,27 @@ class PlainTextFigure(Figure):
                 plain.discard(text)
         super().draw(renderer)
 
+    def _repr_png_(self) -> bytes:
+        buf = io.BytesIO()
+        self.savefig(buf, format="png", dpi=self.dpi)
+        return buf.getvalue()
 
-def new_figure(width: float, height: float, dpi: float = 100) -> Figure:
-    """A Figure on the Agg canvas with a constrained layout; plain-text labels."""
-    fig = PlainTextFigure(figsize=(width, height), dpi=dpi, layout="constrained")
+
+def new_figure(width: float, height: float, dpi: float = 100) -> PlotFigure:
+    """A PlotFigure on the Agg canvas with a constrained layout; plain-text
+    labels."""
+    fig = PlotFigure(figsize=(width, height), dpi=dpi, layout="constrained")
+    fig.notes = []
     FigureCanvasAgg(fig)
     return fig
+
+
+def add_note(fig: PlotFigure, note: str) -> None:
+    """Record what the figure leaves out, and print it under its axes."""
+    if not fig.notes:  # a shared x label (the zip plot's) stays on top
+        fig.xlabel = fig.get_supxlabel()
+    fig.notes.append(note)
+    fig.supxlabel("\n".join([fig.xlabel, *fig.notes]).strip(), fontsize="small")
 
 
 def measures_of(summary: xr.Dataset) -> list[str]:
@@ -185,11 +216,21 @@ def check_methods(
 
 def factors_of(data: xr.Dataset | xr.DataArray) -> list[str]:
     """The design factors: the dims that are neither replicate nor method."""
-    order = data.attrs.get("simstudy", {}).get("factor_order")
-    if order:
-        return [str(f) for f in order]
     dims = data.dims if isinstance(data, xr.DataArray) else data["status"].dims
+    order = data.attrs.get("simstudy", {}).get("factor_order")
+    if order:  # a factor selected down to one level (cube.sel(n=30)) is no dim
+        return [str(f) for f in order if f in dims]
     return [str(d) for d in dims if d not in (REPLICATE, METHOD)]
+
+
+def fixed_levels(data: xr.Dataset | xr.DataArray) -> Point:
+    """Factors selected down to one level (``cube.sel(n=30)``): ``{"n": 30}``."""
+    order = data.attrs.get("simstudy", {}).get("factor_order") or list(data.coords)
+    return {
+        str(f): data.coords[f].item()
+        for f in order
+        if f in data.coords and data.coords[f].ndim == 0 and f != METHOD
+    }
 
 
 def output_dims(cube: xr.Dataset, output: str) -> list[str]:
@@ -214,14 +255,45 @@ def select_points(
             )
         levels = list(data[f].values.tolist())
         wanted = list(want) if isinstance(want, list | tuple) else [want]
-        for v in wanted:
-            if v not in levels:
-                raise UsageError(
-                    f"factor {f!r} has no level {v!r}; its levels are: {levels}",
-                    hint="pick levels from that list",
-                )
-        where[f] = wanted
+        where[f] = [_level(f, levels, v) for v in wanted]
     return data.sel(where)
+
+
+def _level(factor: str, levels: list[Any], given: Any) -> Any:
+    """The level ``given`` names: itself, or its text (``"0"`` for 0.0, as
+    the command line gives it)."""
+    for level in levels:
+        if level == given or str(level) == str(given):
+            return level
+    if isinstance(given, str):
+        try:
+            number = float(given)
+        except ValueError:
+            number = None
+        for level in levels:
+            if (
+                number is not None
+                and isinstance(level, int | float)
+                and level == number
+            ):
+                return level
+    raise UsageError(
+        f"factor {factor!r} has no level {given!r}; its levels are: {levels}",
+        hint="pick levels from that list",
+    )
+
+
+def subset(
+    cube: xr.Dataset,
+    *,
+    methods: str | Sequence[str] | None = None,
+    points: Mapping[str, Any] | None = None,
+) -> xr.Dataset:
+    """The cube cut down to some methods and levels (``{"n": [20, 50]}``;
+    a level may be given as text, ``"20"``), each one checked."""
+    if methods is not None:
+        cube = cube.sel({METHOD: check_methods(cube, methods)})
+    return select_points(cube, points, factors_of(cube))
 
 
 def choose_points(
@@ -254,11 +326,31 @@ def choose_points(
 def design_points(
     data: xr.Dataset | xr.DataArray, factors: Sequence[str]
 ) -> list[Point]:
-    """Every design point of ``data`` in grid order (first factor slowest)."""
+    """Every design point of ``data`` in grid order (first factor slowest);
+    with an ``in_design`` coordinate (``where=``), only the points in it."""
     levels = [list(data[f].values.tolist()) for f in factors]
-    return [
+    grid = [
         dict(zip(factors, combo, strict=True)) for combo in itertools.product(*levels)
     ]
+    keep = design_mask(data, factors)
+    if keep is None:
+        return grid
+    return [p for p, k in zip(grid, keep, strict=True) if k]
+
+
+def design_mask(
+    data: xr.Dataset | xr.DataArray, factors: Sequence[str]
+) -> np.ndarray[Any, Any] | None:
+    """Which points of the cross of ``factors`` (first slowest) are in the
+    study's design (the ``in_design`` coordinate); None: all of them."""
+    if "in_design" not in data.coords:
+        return None
+    inside = data["in_design"]
+    others = [d for d in inside.dims if d not in factors]
+    reduced = inside.any(others) if others else inside
+    if set(reduced.dims) != set(factors) or bool(reduced.all()):
+        return None
+    return np.asarray(reduced.transpose(*factors).values).reshape(-1)
 
 
 def label(point: Mapping[str, Any]) -> str:
@@ -282,7 +374,8 @@ def truth_at(cube: xr.Dataset, output: str, point: Mapping[str, Any]) -> float |
     stored = meta.get("truth") if isinstance(meta, Mapping) else None
     if not stored:
         return None
-    entry = stored.get(json.dumps(dict(point), sort_keys=True), {})
+    full = {**fixed_levels(cube), **point}
+    entry = stored.get(json.dumps(full, sort_keys=True), {})
     value = entry.get(output) if isinstance(entry, Mapping) else None
     if value is None or isinstance(value, list | dict):
         return None
@@ -343,12 +436,25 @@ def with_mcse(value: float, mcse: float | None) -> str:
     return f"{value:.{d}f} ({mcse:.{d}f})"
 
 
+def method_dim(data: Any) -> Any:
+    """A cube or summary with one method selected (``.sel(method_name=
+    "wald")``) given its method dimension back, of length one."""
+    if (
+        isinstance(data, xr.Dataset)
+        and METHOD in data.coords
+        and data.coords[METHOD].ndim == 0
+    ):
+        return data.expand_dims(METHOD)
+    return data
+
+
 def check_cube(cube: Any) -> xr.Dataset:
     """The cube, or a clear error when given something else (a summary, say).
 
     A cube made by hand (dims ``replicate`` and ``method_name``, no
     ``status``) counts every task as ok.
     """
+    cube = method_dim(cube)
     if (
         isinstance(cube, xr.Dataset)
         and "status" not in cube.data_vars
@@ -410,3 +516,39 @@ def read_points(
     once (a few variables of the chosen points, not the whole cube)."""
     cube, grid = choose_points(cube, points, factors_of(cube))
     return cube[sorted({"status", *outputs})].load(), grid
+
+
+def outside_legend(fig: Figure, lines: Sequence[Any], off: Any = ()) -> None:
+    """The methods' legend above every axes, in as many columns as fit the
+    figure's width (rows otherwise): no entry is ever cut off."""
+    marked = [x for x in lines if str(x.get_gid() or "").startswith("points:")]
+    if not marked:
+        return
+    labels = [str(x.get_label()) for x in marked]
+    entry = 0.45 + 0.068 * max(len(t) for t in labels)  # inches, small font
+    columns = max(1, min(len(labels), int(fig.get_figwidth() // entry)))
+    rows = math.ceil(len(labels) / columns)
+    # matplotlib fills a legend column by column: reorder to read in rows
+    order = [
+        r * columns + j
+        for j in range(columns)
+        for r in range(rows)
+        if r * columns + j < len(labels)
+    ]
+    fig.legend(
+        [marked[i] for i in order],
+        [labels[i] for i in order],
+        loc="outside upper center",
+        ncols=columns,
+        fontsize="small",
+        frameon=False,
+    )
+
+
+def title_fixed(fig: Figure, data: xr.Dataset | xr.DataArray) -> None:
+    """Name the factors selected down to one level (``n=30``) on top."""
+    fixed = fixed_levels(data)
+    if fixed and fig.legends:  # a suptitle would sit on the figure's legend
+        fig.legends[0].set_title(label(fixed))
+    elif fixed:
+        fig.suptitle(label(fixed), fontsize="medium")

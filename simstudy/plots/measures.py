@@ -1,9 +1,10 @@
 """Plots of a summary: nested-loop plot, lollipop (forest) plot, heat map.
 
 Each takes the ``xr.Dataset`` that ``simstudy.summarize`` returns and one
-measure name, draws every method on one shared scale with the measure's
+measure name, draws the methods on one shared scale with the measure's
 reference line (0 for bias, the nominal level for coverage, alpha for
-rejection), and returns a ``matplotlib.figure.Figure``.
+rejection), a method 1000 times further off drawn off scale and marked
+(``plots.scales``), and returns a ``PlotFigure``.
 """
 
 from __future__ import annotations
@@ -14,22 +15,34 @@ from typing import Any
 import numpy as np
 import xarray as xr
 from matplotlib.axes import Axes
-from matplotlib.figure import Figure
 from matplotlib.image import AxesImage
 
 from simstudy.cube import METHOD
 from simstudy.errors import UsageError
 from simstudy.plots.common import (
     COLORS,
+    PlotFigure,
+    add_note,
     check_measure,
     check_methods,
+    design_mask,
     design_points,
     label,
+    method_dim,
     new_figure,
+    outside_legend,
     plain_ticks,
     reference_value,
     select_points,
+    title_fixed,
     with_mcse,
+)
+from simstudy.plots.scales import (
+    BOUNDED,
+    check_scale,
+    limits,
+    mark_off_scale,
+    outliers,
 )
 
 __all__ = ["heatmap", "lollipop_plot", "nested_loop_plot"]
@@ -42,7 +55,7 @@ def loops_of(values: xr.DataArray, order: Sequence[str] | None) -> list[str]:
     dims = [str(d) for d in values.dims if d != METHOD]
     if order is None:
         return dims
-    chosen = list(order)
+    chosen = [order] if isinstance(order, str) else list(order)  # one name
     if sorted(chosen) != sorted(dims):
         raise UsageError(
             f"order= must name each factor once: got {chosen}, the factors are {dims}",
@@ -55,10 +68,13 @@ def _series(
     summary: xr.Dataset, name: str, method: str, loops: list[str]
 ) -> np.ndarray:
     """One method's values of ``name`` in design-point order (NaN if absent)."""
+    keep = design_mask(summary, loops)  # where=: the design points alone
     if name not in summary.data_vars:
-        return np.full(int(np.prod([summary.sizes[d] for d in loops])), np.nan)
-    cell = summary[name].sel({METHOD: method})
-    return np.asarray(cell.transpose(*loops).values, dtype=float).ravel()
+        values = np.full(int(np.prod([summary.sizes[d] for d in loops])), np.nan)
+    else:
+        cell = summary[name].sel({METHOD: method})
+        values = np.asarray(cell.transpose(*loops).values, dtype=float).ravel()
+    return values if keep is None else values[keep]
 
 
 def nested_loop_plot(
@@ -67,10 +83,12 @@ def nested_loop_plot(
     *,
     methods: str | Sequence[str] | None = None,
     order: Sequence[str] | None = None,
+    split: str | None = None,
+    scale: str = "auto",
     mcse: bool = True,
     ylim: tuple[float, float] | None = None,
     size: tuple[float, float] | None = None,
-) -> Figure:
+) -> PlotFigure:
     """Nested-loop plot (Rücker & Schwarzer 2014) of one measure.
 
     Every design point on one axis, ordered by the factors (the first in
@@ -81,62 +99,110 @@ def nested_loop_plot(
     Parameters
     ----------
     summary : xr.Dataset
-        What ``simstudy.summarize(cube)`` returns.
+        What ``simstudy.summarize(cube)`` returns (factors selected down to
+        one level, ``summary.sel(n=30)``, are shown in the title).
     measure : str
         A measure in the summary, e.g. ``"coverage"`` or ``"bias"``.
     methods : str or list of str, optional
         The methods to draw (default: all).
     order : list of str, optional
         The factors, outermost loop first (default: the study's order).
+    split : str, optional
+        A factor: one panel per level, each with its own y scale and
+        reference line (e.g. ``split="delta"``: type I error at delta=0
+        beside power at delta=0.5).
+    scale : {"auto", "linear", "symlog"}
+        ``"auto"``: linear, but a method 1000 times further from the
+        reference than the others (an exploding model SE) is drawn off
+        scale (arrow heads at the edge, labelled with its values) rather
+        than flatten them; shares (coverage, power, rates) stay on 0-1.
+        ``"symlog"``: every method on a symmetric log axis.
     mcse : bool
         Draw the ±1.96 MCSE band.
     ylim : (float, float), optional
-        Fix the measure's axis (to share it between figures).
+        Fix the measure's axis (to share it between figures); values
+        outside are marked at the edge.
     size : (float, float), optional
         Figure width and height in inches.
 
     Returns
     -------
-    matplotlib.figure.Figure
-        Axes 0 holds the measure (lines with gid ``points:<method>``), axes 1
-        the factor levels (lines with gid ``loop:<factor>``).
+    PlotFigure
+        A ``matplotlib.figure.Figure``. Per panel, an axes of the measure
+        (lines with gid ``points:<method>``, ``offscale:<method>`` for
+        values off scale) and an axes of the factor levels (gid
+        ``loop:<factor>``). ``fig.notes`` says which methods are off scale.
 
     Raises
     ------
     UsageError
-        An unknown measure, method or factor.
+        An unknown measure, method, factor or scale.
 
     Examples
     --------
     >>> fig = nested_loop_plot(simstudy.summarize(cube), "coverage")
     >>> fig.savefig("coverage.pdf")
     """
+    summary = method_dim(summary)
     values = check_measure(summary, measure)
     chosen = check_methods(summary, methods)
-    loops = loops_of(values, order)
-    points = design_points(values, loops)
-    x = np.arange(1, len(points) + 1, dtype=float)
-    width = min(12.0, max(5.0, 3.5 + 0.1 * len(points)))
-    fig = new_figure(*(size or (width, 3.4 + 0.32 * len(loops))))
-    top, bottom = fig.subplots(
-        2, 1, sharex=True, height_ratios=[3.0, 0.45 * max(len(loops), 1) + 0.2]
+    check_scale(scale)
+    panels = split_panels(summary, split)
+    loops = loops_of(values.isel({split: 0}) if split else values, order)
+    n_points = len(design_points(values, loops))
+    width = min(12.0, max(5.0, 3.5 + 0.1 * n_points))
+    fig = new_figure(
+        *(size or (min(20.0, width * len(panels)), 3.6 + 0.32 * len(loops)))
     )
-    _draw_measure(top, summary, measure, chosen, loops, mcse=mcse)
-    top.set_ylabel(measure)
-    if ylim is not None:
-        top.set_ylim(*ylim)
-    top.legend(  # above the axes: never over the data
-        fontsize="small",
-        ncols=min(len(chosen), 5),
-        loc="lower left",
-        bbox_to_anchor=(0.0, 1.0),
-        frameon=False,
-        borderaxespad=0.2,
-    )
-    top.grid(axis="y", color="0.92")
-    plain_ticks(top)
-    _draw_loops(bottom, values, loops, x)
+    targets = fig.subfigures(1, len(panels), squeeze=False)[0] if split else [fig]
+    off: dict[str, None] = {}
+    for target, (title, part) in zip(targets, panels, strict=True):
+        top, bottom = target.subplots(
+            2, 1, sharex=True, height_ratios=[3.0, 0.45 * max(len(loops), 1) + 0.2]
+        )
+        off.update(
+            dict.fromkeys(
+                _draw_measure(
+                    top, part, measure, chosen, loops, mcse=mcse, scale=scale, ylim=ylim
+                )
+            )
+        )
+        top.set_ylabel(measure)
+        top.grid(axis="y", color="0.92")
+        plain_ticks(top)
+        _draw_loops(bottom, part[measure], loops, np.arange(1, n_points + 1.0))
+        if not loops:  # every factor split or selected: no levels to step
+            bottom.set_axis_off()
+        if title:
+            target.suptitle(title, fontsize="medium")
+    outside_legend(fig, [*targets[0].axes[0].get_lines()], off)
+    title_fixed(fig, summary)
+    if off:
+        add_note(
+            fig,
+            f"off scale (arrow heads, labelled): {', '.join(off)}; "
+            "scale='symlog' draws every method",
+        )
     return fig
+
+
+def split_panels(
+    summary: xr.Dataset, split: str | None
+) -> list[tuple[str, xr.Dataset]]:
+    """One (title, summary) per level of ``split`` (one untitled without)."""
+    if split is None:
+        return [("", summary)]
+    factors = [str(d) for d in summary.dims if d != METHOD]
+    if split not in factors:
+        raise UsageError(
+            f"split={split!r} is not a factor of this summary; its factors are: "
+            f"{', '.join(factors) or 'none'}",
+            hint="pass split= with one of those names",
+        )
+    return [
+        (f"{split}={level}", summary.sel({split: level}))
+        for level in summary[split].values.tolist()
+    ]
 
 
 def _draw_measure(
@@ -147,31 +213,74 @@ def _draw_measure(
     loops: list[str],
     *,
     mcse: bool,
-) -> None:
-    """Step lines, dots and MCSE bands of each method, and the reference."""
-    x = np.arange(1, int(np.prod([summary[measure].sizes[d] for d in loops])) + 1)
+    scale: str,
+    ylim: tuple[float, float] | None,
+) -> list[str]:
+    """Step lines, dots and MCSE bands of each method, and the reference;
+    return the methods drawn off scale."""
+    x = np.arange(1, len(design_points(summary[measure], loops)) + 1)
+    ref = reference_value(measure, summary.attrs)
+    series = {m: _series(summary, measure, m, loops) for m in chosen}
+    bands = {
+        m: Z95 * _series(summary, f"{measure}_mcse", m, loops)
+        if mcse and f"{measure}_mcse" in summary.data_vars
+        else np.zeros(len(x))
+        for m in chosen
+    }
+    off = outliers(series, ref) if scale == "auto" and measure not in BOUNDED else []
     for j, m in enumerate(chosen):
         color = COLORS[j % len(COLORS)]
-        y = _series(summary, measure, m, loops)
+        y = series[m]
         if not np.isfinite(y).any():  # e.g. coverage of a method without intervals
             continue
-        if mcse and f"{measure}_mcse" in summary.data_vars:
-            e = Z95 * _series(summary, f"{measure}_mcse", m, loops)
+        e = np.nan_to_num(bands[m])
+        if m not in off and len(x) == 1:  # one point: a band would have no width
+            side = x + 0.08 * (j - (len(chosen) - 1) / 2)  # side by side
+            top.errorbar(side, y, yerr=e, fmt="none", ecolor=color, capsize=4, lw=1.5)
+            top.set_xlim(0.5, 1.5)
+        elif m not in off:
             top.fill_between(x, y - e, y + e, step="mid", color=color, alpha=0.15, lw=0)
-        top.step(
-            x,
-            y,
-            where="mid",
-            color=color,
-            lw=min(1.2 + 0.6 * (len(chosen) - 1 - j), 2.4),
-        )
+        if m not in off:  # an off-scale line would only cross the axes
+            top.step(
+                x,
+                y,
+                where="mid",
+                color=color,
+                lw=min(1.2 + 0.6 * (len(chosen) - 1 - j), 2.4),
+            )
         # earlier methods get larger dots, so equal values stay visible
         base, step = (3.5, 2.0) if len(x) <= 24 else (2.2, 1.2)  # many points: small
         dot = base + step * (len(chosen) - 1 - j)
-        top.plot(x, y, "o", ms=dot, color=color, label=m, gid=f"points:{m}")
-    ref = reference_value(measure, summary.attrs)
+        shown = f"{m} (off scale)" if m in off else m
+        at = x if len(x) > 1 else x + 0.08 * (j - (len(chosen) - 1) / 2)
+        top.plot(at, y, "o", ms=dot, color=color, label=shown, gid=f"points:{m}")
     if ref is not None:
         top.axhline(ref, color="0.25", ls=":", lw=1.2, gid="reference", zorder=0)
+    if scale == "symlog":
+        finite = np.abs(np.concatenate(list(series.values())))
+        finite = finite[np.isfinite(finite) & (finite > 0)]
+        top.set_yscale(
+            "symlog", linthresh=float(np.quantile(finite, 0.1)) if finite.size else 1.0
+        )
+        return []
+    kept = [series[m] + s * bands[m] for m in chosen if m not in off for s in (-1, 1)]
+    span = ylim or (limits(kept, [] if ref is None else [ref]) if off else None)
+    if span is not None:
+        top.set_ylim(*span)
+        for j, m in enumerate(chosen):
+            if (
+                mark_off_scale(
+                    top,
+                    x,
+                    series[m],
+                    COLORS[j % len(COLORS)],
+                    f"offscale:{m}",
+                    annotate=len(x) <= 12,
+                )
+                and m not in off
+            ):
+                off.append(m)
+    return off
 
 
 def _draw_loops(
@@ -179,10 +288,13 @@ def _draw_loops(
 ) -> None:
     """One band per factor under the plot: its level at each design point."""
     sizes = [values.sizes[f] for f in loops]
+    at = np.arange(int(np.prod(sizes)))  # each point's place in the cross
+    keep = design_mask(values, loops)
+    at = at if keep is None else at[keep]  # where=: the design points alone
     labels = []
     for k, f in enumerate(loops):
         inner = int(np.prod(sizes[k + 1 :]))
-        index = (np.arange(len(x)) // inner) % sizes[k]
+        index = (at // inner) % sizes[k]
         base = -k
         y = base + 0.1 + 0.6 * index / max(sizes[k] - 1, 1)
         ax.step(x, y, where="mid", color="0.2", lw=1.1, gid=f"loop:{f}")
@@ -212,9 +324,10 @@ def lollipop_plot(
     *,
     methods: str | Sequence[str] | None = None,
     points: Mapping[str, Any] | None = None,
+    split: str | None = None,
     mcse: bool = True,
     size: tuple[float, float] | None = None,
-) -> Figure:
+) -> PlotFigure:
     """Lollipop (forest) plot: a measure per design point and method.
 
     One row per design point and method on one shared axis: a stick from
@@ -231,6 +344,8 @@ def lollipop_plot(
         The methods to draw (default: all).
     points : dict, optional
         Keep only these levels, e.g. ``{"n": [20, 100]}``.
+    split : str, optional
+        A factor: one panel per level, each on its own scale.
     mcse : bool
         Draw the ±1.96 MCSE bars.
     size : (float, float), optional
@@ -238,8 +353,8 @@ def lollipop_plot(
 
     Returns
     -------
-    matplotlib.figure.Figure
-        One axes; each method's values are the line with gid
+    PlotFigure
+        A ``matplotlib.figure.Figure`` with one axes; each method's values are the line with gid
         ``points:<method>``.
 
     Raises
@@ -251,37 +366,84 @@ def lollipop_plot(
     --------
     >>> fig = lollipop_plot(simstudy.summarize(cube), "bias")
     """
+    summary = method_dim(summary)
     check_measure(summary, measure)
     chosen = check_methods(summary, methods)
     loops = [str(d) for d in summary[measure].dims if d != METHOD]
     summary = select_points(summary, points, loops)
+    panels = split_panels(summary, split)
+    loops = [f for f in loops if f != split]
+    rows = len(design_points(panels[0][1][measure], loops)) * len(chosen)
+    width = 6.0 if split is None else min(20.0, 4.2 * len(panels))
+    fig = new_figure(*(size or (width, min(40.0, 1.4 + 0.22 * rows))))
+    targets = fig.subfigures(1, len(panels), squeeze=False)[0] if split else [fig]
+    off: dict[str, None] = {}
+    for target, (title, part) in zip(targets, panels, strict=True):
+        ax = target.subplots()
+        off.update(dict.fromkeys(_lollipops(ax, part, measure, chosen, loops, mcse)))
+        if title:
+            target.suptitle(title, fontsize="medium")
+    outside_legend(fig, targets[0].axes[0].get_lines())
+    title_fixed(fig, summary)
+    if off:
+        add_note(fig, f"off scale (arrow heads, labelled): {', '.join(off)}")
+    return fig
+
+
+def _lollipops(
+    ax: Axes,
+    summary: xr.Dataset,
+    measure: str,
+    chosen: list[str],
+    loops: list[str],
+    mcse: bool,
+) -> list[str]:
+    """One panel of lollipops; return the methods drawn off scale."""
     grid = design_points(summary[measure], loops)
-    rows = len(grid) * len(chosen)
-    fig = new_figure(*(size or (6.0, min(40.0, 1.2 + 0.22 * rows))))
-    ax = fig.subplots()
     ref = reference_value(measure, summary.attrs)
+    series = {m: _series(summary, measure, m, loops) for m in chosen}
+    off = outliers(series, ref) if measure not in BOUNDED else []
+    kept = []
     for j, m in enumerate(chosen):
         color = COLORS[j % len(COLORS)]
-        y = _series(summary, measure, m, loops)
+        y = series[m]
         e = Z95 * _series(summary, f"{measure}_mcse", m, loops)
         pos = np.arange(len(grid)) * (len(chosen) + 1) + j
         if not np.isfinite(y).any():  # e.g. coverage of a method without intervals
             continue
         if ref is not None:  # the lollipop's stick: from the reference
             ax.hlines(pos, ref, y, color=color, lw=0.8, alpha=0.5)
-        if mcse:
+        if mcse and m not in off:
             ax.errorbar(y, pos, xerr=e, fmt="none", ecolor=color, capsize=3, lw=1.8)
-        ax.plot(y, pos, "o", color=color, ms=5, label=m, gid=f"points:{m}")
+            kept += [y - np.nan_to_num(e), y + np.nan_to_num(e)]
+        shown = f"{m} (off scale)" if m in off else m
+        ax.plot(y, pos, "o", color=color, ms=5, label=shown, gid=f"points:{m}")
     if ref is not None:
         ax.axvline(ref, color="0.25", ls=":", lw=1.2, gid="reference")
+    if off:  # limits of the kept methods; the others marked at the edge
+        span = limits(
+            kept or [series[m] for m in chosen if m not in off],
+            [] if ref is None else [ref],
+        )
+        if span is not None:
+            ax.set_xlim(*span)
+        for j, m in enumerate(chosen):
+            pos = np.arange(len(grid)) * (len(chosen) + 1) + j
+            mark_off_scale(
+                ax,
+                pos,
+                series[m],
+                COLORS[j % len(COLORS)],
+                f"offscale:{m}",
+                vertical=False,
+            )
     centres = np.arange(len(grid)) * (len(chosen) + 1) + (len(chosen) - 1) / 2
     ax.set_yticks(centres, [label(p) for p in grid], fontsize="small")
     ax.set_ylim(centres[-1] + len(chosen) / 2 + 0.5, -1)
     ax.set_xlabel(measure)
     ax.grid(axis="x", color="0.92")
-    ax.legend(fontsize="small", loc="best")
     plain_ticks(ax)
-    return fig
+    return off
 
 
 def heatmap(
@@ -290,9 +452,10 @@ def heatmap(
     *,
     methods: str | Sequence[str] | None = None,
     order: Sequence[str] | None = None,
+    split: str | None = None,
     annotate: bool | None = None,
     size: tuple[float, float] | None = None,
-) -> Figure:
+) -> PlotFigure:
     """Heat map of a measure: design points (rows) by methods (columns).
 
     Measures with a reference (bias, coverage, rejection, ...) use a
@@ -310,6 +473,8 @@ def heatmap(
         The methods (columns) to draw (default: all).
     order : list of str, optional
         The factors, outermost first, that order the rows.
+    split : str, optional
+        A factor: one map per level, each with its own colour scale.
     annotate : bool, optional
         Write each cell's value (default: when there are at most 400 cells).
     size : (float, float), optional
@@ -317,8 +482,10 @@ def heatmap(
 
     Returns
     -------
-    matplotlib.figure.Figure
-        The map, then its colour bar.
+    PlotFigure
+        A ``matplotlib.figure.Figure``: the map, then its colour bar (its
+        range is that of the methods on scale: cells of an off-scale method
+        saturate, their values written in them).
 
     Raises
     ------
@@ -330,20 +497,51 @@ def heatmap(
     --------
     >>> fig = heatmap(simstudy.summarize(cube), "rmse")
     """
+    summary = method_dim(summary)
     values = check_measure(summary, measure)
     chosen = check_methods(summary, methods)
-    loops = loops_of(values, order)
-    grid = design_points(values, loops)
+    panels = split_panels(summary, split)
+    loops = loops_of(values.isel({split: 0}) if split else values, order)
+    rows = len(design_points(panels[0][1][measure], loops))
+    width = 2.8 + 1.1 * len(chosen)
+    fig = new_figure(
+        *(size or (min(20.0, width * len(panels)), min(40.0, 1.6 + 0.28 * rows)))
+    )
+    targets = fig.subfigures(1, len(panels), squeeze=False)[0] if split else [fig]
+    off: dict[str, None] = {}
+    for target, (title, part) in zip(targets, panels, strict=True):
+        off.update(dict.fromkeys(_heat(target, part, measure, chosen, loops, annotate)))
+        if title:
+            target.suptitle(title, fontsize="medium")
+    title_fixed(fig, summary)
+    if off:
+        add_note(fig, f"colours saturate for {', '.join(off)} (off scale)")
+    return fig
+
+
+def _heat(
+    target: Any,
+    summary: xr.Dataset,
+    measure: str,
+    chosen: list[str],
+    loops: list[str],
+    annotate: bool | None,
+) -> list[str]:
+    """One heat map and its colour bar; return the methods off scale."""
+    grid = design_points(summary[measure], loops)
     table = np.column_stack([_series(summary, measure, m, loops) for m in chosen])
     errors = np.column_stack(
         [_series(summary, f"{measure}_mcse", m, loops) for m in chosen]
     )
-    fig = new_figure(
-        *(size or (2.8 + 1.1 * len(chosen), min(40.0, 1.4 + 0.28 * len(grid))))
-    )
-    ax = fig.subplots()
+    ax = target.subplots()
     ref = reference_value(measure, summary.attrs)
-    image = _paint(ax, table, ref)
+    off = (
+        outliers({m: table[:, j] for j, m in enumerate(chosen)}, ref)
+        if measure not in BOUNDED
+        else []
+    )
+    kept = table[:, [j for j, m in enumerate(chosen) if m not in off]]
+    image = _paint(ax, table, kept, ref)
     if annotate if annotate is not None else table.size <= 400:
         for (i, j), v in np.ndenumerate(table):
             ax.text(
@@ -355,19 +553,33 @@ def heatmap(
                 fontsize="x-small",
                 bbox={"fc": "white", "alpha": 0.6, "lw": 0, "pad": 1},
             )
-    ax.set_xticks(range(len(chosen)), chosen)
+    long = max(len(m) for m in chosen) > 8  # long names: slanted, not overlapping
+    ax.set_xticks(
+        range(len(chosen)),
+        chosen,
+        rotation=30 if long else 0,
+        ha="left" if long else "center",
+    )
     ax.xaxis.tick_top()
     ax.set_yticks(range(len(grid)), [label(p) for p in grid], fontsize="small")
-    fig.colorbar(image, ax=ax, label=measure, shrink=0.8)
-    return fig
+    target.colorbar(
+        image, ax=ax, label=measure, shrink=0.8, extend="both" if off else "neither"
+    )
+    return off
 
 
-def _paint(ax: Axes, table: np.ndarray, ref: float | None) -> AxesImage:
-    """Colour the cells: diverging about the reference when there is one."""
-    finite = table[np.isfinite(table)]
+def _paint(
+    ax: Axes, table: np.ndarray, kept: np.ndarray, ref: float | None
+) -> AxesImage:
+    """Colour the cells: diverging about the reference when there is one;
+    the colour range is that of the ``kept`` (not off-scale) columns."""
+    finite = kept[np.isfinite(kept)]
     if ref is not None and finite.size:
         span = float(np.max(np.abs(finite - ref))) or 1.0
         return ax.imshow(
             table, cmap="RdBu_r", vmin=ref - span, vmax=ref + span, aspect="auto"
         )
+    if finite.size:
+        lo, hi = float(finite.min()), float(finite.max())
+        return ax.imshow(table, cmap="viridis", vmin=lo, vmax=hi, aspect="auto")
     return ax.imshow(table, cmap="viridis", aspect="auto")

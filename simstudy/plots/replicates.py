@@ -16,13 +16,14 @@ from typing import Any, Literal
 
 import numpy as np
 import xarray as xr
-from matplotlib.figure import Figure
 
 from simstudy.errors import UsageError
 from simstudy.plots.common import (
     COLORS,
+    PlotFigure,
     Point,
     Points,
+    add_note,
     check_cube,
     check_methods,
     grid_shape,
@@ -32,8 +33,10 @@ from simstudy.plots.common import (
     output_name,
     plain_ticks,
     read_points,
+    title_fixed,
     truth_at,
 )
+from simstudy.plots.scales import check_scale, limits, outliers, short
 
 __all__ = ["bland_altman_plot", "distribution_plot", "scatter_plot"]
 
@@ -75,7 +78,7 @@ def scatter_plot(
     methods: str | Sequence[str] | None = None,
     reference: str | None = None,
     points: Points = None,
-) -> Figure:
+) -> PlotFigure:
     """Method against method: each replicate's value of ``output`` under
     ``reference`` (x) and another method (y), with the identity line.
 
@@ -135,7 +138,7 @@ def bland_altman_plot(
     methods: str | Sequence[str] | None = None,
     reference: str | None = None,
     points: Points = None,
-) -> Figure:
+) -> PlotFigure:
     """Bland-Altman plot: per replicate, the difference of ``output``
     (method - reference) against the two methods' mean, with the mean
     difference, its limits of agreement (mean ± ``agreement`` SD, 1.96 by
@@ -176,7 +179,7 @@ def _pair_figure(
     points: Points,
     draw: Callable[[Any, np.ndarray, np.ndarray, str, str], None],
     share: Literal["row"] | bool = False,
-) -> Figure:
+) -> PlotFigure:
     """One axes per other method (rows) and design point (columns), each
     drawn by ``draw(ax, reference values, method values, reference, method)``
     from the replicates where both are finite."""
@@ -191,6 +194,7 @@ def _pair_figure(
             draw(ax, a, b, ref, m)
             ax.set_title(label(point), fontsize="small")
             plain_ticks(ax)
+    title_fixed(fig, cube)
     return fig
 
 
@@ -200,7 +204,7 @@ def _dots(ax: Any, x: np.ndarray, y: np.ndarray, m: str) -> None:
 
 def _pair_axes(
     rows: int, cols: int, share: Literal["row"] | bool = False
-) -> tuple[Figure, np.ndarray]:
+) -> tuple[PlotFigure, np.ndarray]:
     fig = new_figure(min(2.8 * cols + 0.6, 20), min(2.6 * rows + 0.6, 30))
     return fig, np.asarray(fig.subplots(rows, cols, squeeze=False, sharey=share))
 
@@ -216,7 +220,8 @@ def distribution_plot(
     points: Points = None,
     kind: str = "box",
     columns: int = 4,
-) -> Figure:
+    scale: str = "auto",
+) -> PlotFigure:
     """The distribution of ``output`` over replicates, per method, one panel
     per design point on a shared scale, with the truth for estimates.
 
@@ -235,6 +240,13 @@ def distribution_plot(
         Box plots (median, quartiles, 1.5 IQR whiskers) or violins.
     columns : int
         Panels per row.
+    scale : {"auto", "linear", "symlog"}
+        ``"auto"``: one y range over the panels that holds the boxes and
+        whiskers of every method and outliers up to one whisker span
+        beyond; values further out (a few estimates of 3e4 beside values
+        near 1) are counted at the axis edge, so one method's extremes never
+        squeeze the others' boxes flat. ``"linear"``: every value in range.
+        ``"symlog"``: a symmetric log axis.
 
     Returns
     -------
@@ -251,6 +263,7 @@ def distribution_plot(
     >>> fig = distribution_plot(cube, "estimate", kind="violin")
     """
     cube = check_cube(cube)
+    check_scale(scale)
     if kind not in ("box", "violin"):
         raise UsageError(
             f"unknown kind {kind!r}; expected 'box' or 'violin'",
@@ -264,10 +277,12 @@ def distribution_plot(
         min(0.9 + cols * (0.7 + 0.55 * len(chosen)), 20), min(0.6 + 2.4 * rows, 30)
     )
     axes = np.asarray(fig.subplots(rows, cols, squeeze=False, sharey=True)).ravel()
+    pos = np.arange(1, len(chosen) + 1)
+    panels = []
     for ax, point in zip(axes, grid, strict=False):
         data = [ok_values(cube, names[m], point, m) for m in chosen]
         data = [d[np.isfinite(d)] for d in data]
-        pos = np.arange(1, len(chosen) + 1)
+        panels.append(data)
         if kind == "box":
             ax.boxplot(data, positions=pos, widths=0.6, flierprops={"ms": 2})
         else:
@@ -282,7 +297,104 @@ def distribution_plot(
             ax.axhline(theta, color="0.3", ls=":", lw=1.2, gid="truth")
         ax.set_title(label(point), fontsize="small")
         plain_ticks(ax)
+    if scale == "auto":
+        _robust_range(fig, axes[: len(grid)], panels, chosen)
+    elif scale == "symlog":
+        axes[0].set_yscale("symlog", linthresh=_linthresh(panels))
     for ax in axes[len(grid) :]:
         ax.set_visible(False)
     axes[0].set_ylabel(output)
+    title_fixed(fig, cube)
     return fig
+
+
+def _whiskers(d: np.ndarray) -> tuple[float, float]:
+    """The ends of a box plot's whiskers: the data within 1.5 IQR."""
+    if not d.size:
+        return float("nan"), float("nan")
+    q1, q3 = np.quantile(d, [0.25, 0.75])
+    inside = d[(d >= q1 - 1.5 * (q3 - q1)) & (d <= q3 + 1.5 * (q3 - q1))]
+    return float(inside.min()), float(inside.max())
+
+
+def _robust_range(
+    fig: PlotFigure, axes: np.ndarray, panels: list[list[np.ndarray]], chosen: list[str]
+) -> None:
+    """One y range for every panel that holds each kept method's whiskers and
+    the outliers up to one whisker span further; values beyond are counted
+    at the edge (arrow head, count and extreme value) instead of squeezing
+    the boxes. A method whose whiskers are 1000 times wider is off scale."""
+    ends = {
+        m: np.array([_whiskers(p[k]) for p in panels]).ravel()
+        for k, m in enumerate(chosen)
+    }
+    every = np.concatenate(list(ends.values()))
+    every = every[np.isfinite(every)]
+    off = outliers(ends, float(np.median(every)) if every.size else None)
+    kept = [k for k, m in enumerate(chosen) if m not in off]
+    span = limits([ends[chosen[k]] for k in kept], pad=0.0)
+    if span is None:
+        return
+    width = span[1] - span[0] or 1.0
+    near = np.concatenate(
+        [
+            p[k][(p[k] >= span[0] - width) & (p[k] <= span[1] + width)]
+            for p in panels
+            for k in kept
+        ]
+        + [np.asarray(span)]
+    )
+    lo, hi = limits([near], [y for ax in axes for y in _truths(ax)]) or span
+    axes[0].set_ylim(lo, hi)
+    clipped = 0
+    for ax, data in zip(axes, panels, strict=True):
+        for k, d in enumerate(data):
+            clipped += _count_off(ax, k + 1, d, lo, hi)
+    if off:
+        add_note(fig, f"off scale: {', '.join(off)} (its whiskers are 1000x wider)")
+    elif clipped:
+        add_note(
+            fig,
+            f"{clipped:,} extreme value(s) beyond the axis: counted at its edge "
+            "(arrow head: how many, and the most extreme)",
+        )
+
+
+def _truths(ax: Any) -> list[float]:
+    return [
+        float(line.get_ydata()[0]) for line in ax.lines if line.get_gid() == "truth"
+    ]
+
+
+def _count_off(ax: Any, x: float, d: np.ndarray, lo: float, hi: float) -> int:
+    """Mark the values of one box beyond the axis: an arrow head at the edge
+    with how many and the most extreme."""
+    count = 0
+    for sel, edge, marker, far, dy in (
+        (d > hi, hi, "^", np.max, -9),
+        (d < lo, lo, "v", np.min, 3),
+    ):
+        k = int(sel.sum())
+        if not k:
+            continue
+        count += k
+        ax.plot(
+            [x], [edge], marker, color="#D55E00", ms=6, clip_on=False, gid="offscale"
+        )
+        ax.annotate(
+            f"{k}: {short(float(far(d[sel])))}",
+            (x, edge),
+            xytext=(4, dy),
+            textcoords="offset points",
+            fontsize="x-small",
+            color="#D55E00",
+            annotation_clip=False,
+        )
+    return count
+
+
+def _linthresh(panels: list[list[np.ndarray]]) -> float:
+    """symlog's linear range: the typical magnitude of the values."""
+    every = np.abs(np.concatenate([d for p in panels for d in p] + [np.zeros(0)]))
+    every = every[every > 0]
+    return float(np.quantile(every, 0.25)) if every.size else 1.0

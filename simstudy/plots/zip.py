@@ -12,11 +12,11 @@ import numpy as np
 import xarray as xr
 from matplotlib.axes import Axes
 from matplotlib.collections import LineCollection
-from matplotlib.figure import Figure
 
 from simstudy.cube import METHOD
 from simstudy.errors import UsageError
 from simstudy.plots import common
+from simstudy.plots.scales import outliers
 
 __all__ = ["Zip", "zip_intervals", "zip_plot"]
 
@@ -112,7 +112,7 @@ def zip_plot(
     level: float = 0.95,
     df: float | str | None = None,
     zoom: float = 1.0,
-) -> Figure:
+) -> common.PlotFigure:
     """Zip plot (Morris, White & Crowther 2019, Fig. 4) of interval methods.
 
     Per method (rows) and design point (columns): each replicate's interval
@@ -147,14 +147,19 @@ def zip_plot(
 
     Returns
     -------
-    matplotlib.figure.Figure
-        One axes per method and design point; line gids ``coverage``,
-        ``coverage-low``, ``coverage-high``, ``level`` and ``truth``.
+    PlotFigure
+        A ``matplotlib.figure.Figure`` with one axes per method and design
+        point; line gids ``coverage``, ``coverage-low``, ``coverage-high``,
+        ``level`` and ``truth``. Methods share each column's x scale, except
+        a method whose intervals reach 1000 times further (an exploding SE):
+        it gets its own. A method without a truth is left out, and
+        ``fig.notes`` (printed under the panels) says so.
 
     Raises
     ------
     UsageError
-        No interval output, no truth, unknown method, factor or level.
+        No interval output, no method with a truth, unknown method, factor
+        or level.
 
     Examples
     --------
@@ -169,17 +174,57 @@ def zip_plot(
         common.output_name(cube, df, next(iter(sources)))
         used.add(df)
     cube, grid = common.read_points(cube, points, used)
+    sources, untrue = _with_truth(cube, sources, grid, truth)
     rows, cols = len(sources), len(grid)
-    fig = common.new_figure(min(2.6 * cols + 0.8, 20), min(2.3 * rows + 0.9, 30))
-    axes = fig.subplots(rows, cols, squeeze=False, sharey=True, sharex="col")
+    fig = common.new_figure(min(2.6 * cols + 0.8, 20), min(2.3 * rows + 1.0, 30))
+    axes = fig.subplots(rows, cols, squeeze=False, sharey=True)
+    own: list[str] = []
     for j, point in enumerate(grid):
-        _zip_column(axes[:, j], cube, sources, point, truth, (level, df))
+        own += _zip_column(axes[:, j], cube, sources, point, truth, (level, df))
     wald = all(c is None for _, _, c in sources.values())
     kind = f"{100 * level:g}% {'Wald' if df is None else 't'} intervals"
     fig.supylabel("fractional centile of |z|", fontsize="medium")
     fig.supxlabel(kind if wald else "intervals", fontsize="medium")
     axes[0, 0].set_ylim(1 - zoom, 1.0)
+    common.title_fixed(fig, cube)
+    if own:
+        common.add_note(
+            fig,
+            f"own x scale (its intervals are 1000x wider): {', '.join(dict.fromkeys(own))}",
+        )
+    for m, output in untrue.items():
+        common.add_note(
+            fig,
+            f"not drawn: {m} (no truth for its estimate {output!r}; "
+            "declare it in study.truth or pass truth=)",
+        )
     return fig
+
+
+def _with_truth(
+    cube: xr.Dataset,
+    sources: dict[str, tuple[str, str | None, tuple[str, str] | None]],
+    grid: list[common.Point],
+    truth: float | None,
+) -> tuple[dict[str, tuple[str, str | None, tuple[str, str] | None]], dict[str, str]]:
+    """The methods whose estimate has a truth at every design point, and the
+    others (method -> estimate): those are left out with a note."""
+    if truth is not None:
+        return sources, {}
+    kept, left = {}, {}
+    for m, source in sources.items():
+        if all(common.truth_at(cube, source[0], p) is not None for p in grid):
+            kept[m] = source
+        else:
+            left[m] = source[0]
+    if not kept:
+        est = next(iter(left.values()))
+        raise UsageError(
+            f"the zip plot needs the truth of {est!r}"
+            + (f" (and of {len(left) - 1} more method(s))" if len(left) > 1 else ""),
+            hint="declare study.truth(...) in the study or pass truth=",
+        )
+    return kept, left
 
 
 def _check_share(**shares: float) -> None:
@@ -199,50 +244,73 @@ def _zip_column(
     point: common.Point,
     truth: float | None,
     wald: tuple[float, float | str | None],
-) -> None:
+) -> list[str]:
     """One design point: a zip panel per method, on one x scale that holds
     99% of every method's bounds (a few huge intervals run off the edge
-    rather than squash the others)."""
-    edges: list[float] = []
-    theta = truth
+    rather than squash the others). A method whose bounds reach 1000 times
+    further from the truth than the others' gets its own x scale; return
+    those methods."""
+    edges: dict[str, list[float]] = {}
+    theta = 0.0
     for ax, (m, (est, s, c)) in zip(axes, sources.items(), strict=True):
-        theta = truth if truth is not None else common.truth_at(cube, est, point)
-        if theta is None:
-            raise UsageError(
-                f"the zip plot needs the truth of {est!r} at {common.label(point)}",
-                hint="declare study.truth(...) in the study or pass truth=",
-            )
-        level, df = wald
-        if isinstance(df, str):
-            crit: float | np.ndarray = _critical(
-                level, common.ok_values(cube, df, point, m)
-            )
-        else:
-            crit = _critical(level, df)
-        bounds = None
-        if c is not None:
-            bounds = (
-                common.ok_values(cube, c[0], point, m),
-                common.ok_values(cube, c[1], point, m),
-            )
-        z = zip_intervals(
-            common.ok_values(cube, est, point, m),
-            None if s is None else common.ok_values(cube, s, point, m),
-            bounds,
-            theta,
-            crit,
-        )
-        _zip_panel(ax, z, theta, level)
+        found = truth if truth is not None else common.truth_at(cube, est, point)
+        assert found is not None  # _with_truth kept methods with a truth
+        theta = found
+        z = _zip_of(cube, point, m, (est, s, c), theta, wald)
+        _zip_panel(ax, z, theta, wald[0])
+        where = f"{m} · {common.label(point)}"
+        if len(where) > 32:  # a long name: one line each, never overlapping
+            where = f"{m}\n{common.label(point)}"
         ax.set_title(
-            f"{m} · {common.label(point)}\ncoverage {common.with_mcse(z.coverage, z.mcse)}",
+            f"{where}\ncoverage {common.with_mcse(z.coverage, z.mcse)}",
             fontsize="small",
         )
         if z.lo.size:
-            edges += [float(np.quantile(z.lo, 0.005)), float(np.quantile(z.hi, 0.995))]
-    if edges and theta is not None:
-        lo, hi = min(*edges, theta), max(*edges, theta)
-        pad = 0.04 * (hi - lo or 1.0)
-        axes[0].set_xlim(lo - pad, hi + pad)
+            edges[m] = [
+                float(np.quantile(z.lo, 0.005)),
+                float(np.quantile(z.hi, 0.995)),
+            ]
+    own = outliers({m: np.array(e) for m, e in edges.items()}, theta)
+    shared = [x for m, e in edges.items() if m not in own for x in e]
+    for ax, m in zip(axes, sources, strict=True):
+        span = edges.get(m, []) if m in own else shared
+        if span:
+            lo, hi = min(*span, theta), max(*span, theta)
+            pad = 0.04 * (hi - lo or 1.0)
+            ax.set_xlim(lo - pad, hi + pad)
+    return own
+
+
+def _zip_of(
+    cube: xr.Dataset,
+    point: common.Point,
+    m: str,
+    source: tuple[str, str | None, tuple[str, str] | None],
+    theta: float,
+    wald: tuple[float, float | str | None],
+) -> Zip:
+    """One method's intervals at one design point, ranked."""
+    est, s, c = source
+    level, df = wald
+    if isinstance(df, str):
+        crit: float | np.ndarray = _critical(
+            level, common.ok_values(cube, df, point, m)
+        )
+    else:
+        crit = _critical(level, df)
+    bounds = None
+    if c is not None:
+        bounds = (
+            common.ok_values(cube, c[0], point, m),
+            common.ok_values(cube, c[1], point, m),
+        )
+    return zip_intervals(
+        common.ok_values(cube, est, point, m),
+        None if s is None else common.ok_values(cube, s, point, m),
+        bounds,
+        theta,
+        crit,
+    )
 
 
 def _critical(level: float, df: float | np.ndarray | None) -> float | np.ndarray:

@@ -20,7 +20,8 @@ __all__ = ["META", "NUMBER_MAKERS", "StoreMeta", "installed", "versions"]
 META = ".simstudy"  # the folder of lock, records and checkpoints in a store
 FORMAT = 2  # 2: the method dimension is cube.METHOD (store.migrations)
 # recorded versions and settings that can change numbers: a change since the
-# store was made makes a run recompute a few finished tasks and compare
+# store was made makes a run recompute finished tasks across the store and
+# compare (recompute.recheck_versions; store.versionlog records it)
 NUMBER_MAKERS = ("numpy", "jax", "jaxlib", "jax-device", "jax-x64")
 
 
@@ -53,7 +54,14 @@ def versions() -> dict[str, str]:
     }
 
 
-_OPTIONAL = ("outputs", "active", "target_mcse", "versions_history")
+_OPTIONAL = (
+    "outputs",
+    "active",
+    "design",
+    "target_mcse",
+    "versions_history",
+    "version_log",
+)
 
 
 @dataclass
@@ -74,8 +82,13 @@ class StoreMeta:
     source_file: str | None = None
     # the levels and methods the current study has, when the store has more
     active: dict[str, Any] | None = None
+    # the current study's design points (levels in factor order) when they
+    # are not the full cross of its levels (where=, factors varying together)
+    design: list[list[Any]] | None = None
     target_mcse: dict[str, Any] | None = None
     versions_history: list[dict[str, str]] = field(default_factory=list)
+    # each version change a run went on with (store.versionlog)
+    version_log: list[dict[str, Any]] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod

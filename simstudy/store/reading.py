@@ -61,6 +61,18 @@ def open_results(
         from the study file after they ran; kept in the store, hidden by
         default, in the study's order otherwise).
 
+    Returns
+    -------
+    xr.Dataset
+        One dimension per factor, then ``replicate`` and ``method``. The
+        boolean coordinate ``in_design`` (over the factor dims) is True at
+        the study's design points: everywhere for a full cross; with
+        ``where=`` or factors that vary together, the other points of the
+        cross were never computed (status pending, outputs NaN) and
+        ``summarize``, plots and ``status`` leave them out. The design
+        points alone: ``cells = ds.stack(point=[*factors])``, then
+        ``cells.isel(point=cells.in_design.values)``.
+
     Raises
     ------
     StoreError
@@ -74,9 +86,41 @@ def open_results(
     active = meta.get("active")
     if active and not include_hidden:
         ds = ds.sel({**active["factors"], METHOD: active["methods"]})
+    ds = _with_design(ds, meta["factor_order"], meta.get("design"), include_hidden)
     if meta.get("target_mcse"):
         ds = _with_target_counts(ds, meta["factor_order"], meta["target_mcse"])
     return ds
+
+
+def _with_design(
+    ds: xr.Dataset,
+    factors: list[str],
+    design: list[list[Any]] | None,
+    include_hidden: bool,
+) -> xr.Dataset:
+    """Add the coordinate ``in_design`` over the factor dims: True at the
+    study's design points. Without ``where=`` or factors that vary together
+    it is True everywhere; levels only ``include_hidden`` shows count as in
+    (they are shown as they ran)."""
+    import xarray as xr
+
+    shape = tuple(ds.sizes[f] for f in factors)
+    index = {f: {v: i for i, v in enumerate(ds[f].values.tolist())} for f in factors}
+    mask = np.ones(shape, bool)
+    if design is not None:
+        mask[...] = False
+        for point in design:
+            if all(v in index[f] for f, v in zip(factors, point, strict=True)):
+                at = tuple(index[f][v] for f, v in zip(factors, point, strict=True))
+                mask[at] = True
+        active = ds.attrs.get("simstudy", {}).get("active") or {}
+        for axis, f in enumerate(factors):  # hidden levels: shown as they ran
+            shown = (active.get("factors") or {}).get(f)
+            if include_hidden and shown is not None:
+                hidden = ~np.isin(ds[f].values, np.asarray(shown))
+                mask[(slice(None),) * axis + (hidden,)] = True
+    coords = {f: ds[f] for f in factors}
+    return ds.assign_coords(in_design=xr.DataArray(mask, coords=coords, dims=factors))
 
 
 def _with_target_counts(
@@ -150,8 +194,12 @@ def status_counts(
         at = status.coords_of(f)
         written.setdefault(at[:n], set()).add(at[n])
     replicates = int(fingerprint["replicates"])
+    design = meta.get("design")
+    kept = None if design is None else {tuple(p) for p in design}
     out = []
     for combo in itertools.product(*(shown[f] for f in factors)):
+        if kept is not None and tuple(combo) not in kept:
+            continue  # outside the design: never a task, never counted
         point = dict(zip(factors, combo, strict=True))
         pidx = tuple(levels[f].index(v) for f, v in point.items())
         entry = targets.get(json.dumps(point, sort_keys=True))

@@ -10,6 +10,7 @@ store beside itself and swapping it in.
 
 from __future__ import annotations
 
+import itertools
 import json
 import shutil
 import warnings
@@ -22,8 +23,7 @@ import zarr
 
 from simstudy import fingerprint
 from simstudy.cube import FIXED_VARS, METHOD, REPLICATE
-from simstudy.errors import FingerprintMismatch, UsageError
-from simstudy.shell import quote
+from simstudy.errors import FROM_CLI, FingerprintMismatch, UsageError, option
 from simstudy.store import seals
 from simstudy.store.chunks import ChunkedArray
 from simstudy.store.crash import crash_point
@@ -104,6 +104,7 @@ def compare(
     if new["scheme"] != "spawn" and not changes:
         same = (
             old["factors"] == new["factors"]
+            and old.get("design") == new.get("design")
             and old["replicates"] == new["replicates"]
             and list(old["methods"]) == list(new["methods"])
         )
@@ -146,7 +147,8 @@ def reconcile(
     unknown = [m for m in recompute if m not in study.method_names]
     if unknown:
         raise UsageError(
-            f"--recompute {unknown[0]}: the study has no method {unknown[0]!r}.",
+            f"{option('recompute', unknown[0])}: the study has no method "
+            f"{unknown[0]!r}.",
             hint=f"methods: {', '.join(study.method_names)}",
         )
     changes = compare(old, new, ignore_methods=set(recompute))
@@ -191,17 +193,16 @@ def _mismatch(layout: Layout, changes: list[Change]) -> FingerprintMismatch:
         + "."
     )
     if all(c.method is not None for c in changes):
-        flags = " ".join(f"--recompute {quote(m)}" for m in methods)
-        listed = ", ".join(repr(m) for m in methods)
+        which = methods[0] if len(methods) == 1 else methods
         hint = (
-            f"run with {flags} to recompute only that method's results (the rest "
-            f"is kept; from Python: simstudy.run(..., recompute=[{listed}])), or "
-            "--restart to discard everything"
+            f"run with {option('recompute', which)} to recompute only that "
+            f"method's results (the rest is kept), or {option('restart')} to "
+            "discard everything"
         )
     else:
         hint = (
-            "run with --restart to discard it (simstudy.run(..., restart=True)), "
-            "or choose a new --store"
+            f"run with {option('restart')} to discard it, or choose a new "
+            f"{option('store', 'PATH') if FROM_CLI.get() else 'store='}"
         )
     return FingerprintMismatch(message, hint=hint)
 
@@ -217,6 +218,9 @@ def _adopt(layout: Layout, old: dict[str, Any], new: dict[str, Any]) -> None:
     fingerprint["data"] = new["data"]
     fingerprint["reach"] = {"data": new["reach"]["data"], "methods": kept}
     fingerprint["version"] = new["version"]
+    fingerprint.pop("design", None)  # what the positional schemes compare (hashed)
+    if new.get("design"):
+        fingerprint["design"] = new["design"]
     if fingerprint != layout.meta.fingerprint:
         layout.meta.fingerprint = fingerprint
         layout.save_meta()  # after a reset: only once it is on disk
@@ -311,10 +315,49 @@ def set_active(layout: Layout, study: Study) -> dict[str, Any]:
             "factors": {f: list(study.factors[f]) for f in layout.factor_names},
             "methods": list(study.method_names),
         }
-    if active != layout.meta.active:
+    design = _design(layout, study)
+    if active != layout.meta.active or design != layout.meta.design:
         layout.meta.active = active
+        layout.meta.design = design
         layout.save_meta()
-    return {"levels": hidden_levels, "methods": hidden_methods}
+    points = _hidden_points(layout, study) if design is not None else 0
+    return {"levels": hidden_levels, "methods": hidden_methods, "points": points}
+
+
+def _design(layout: Layout, study: Study) -> list[list[Any]] | None:
+    """The study's design points as the metadata keeps them (levels in the
+    store's factor order), or None for the full cross of its levels."""
+    if study.design.full:
+        return None
+    names = list(study.factors)
+    at = [names.index(f) for f in layout.factor_names]
+    return [[row[i] for i in at] for row in study.design.points]
+
+
+def _out_of_design(layout: Layout, study: Study) -> set[tuple[int, ...]]:
+    """Store indices of the points within the study's levels that its
+    design leaves out."""
+    kept = {layout.point_index(p) for p in _points(layout, study)}
+    axes = [
+        [i for i, lv in enumerate(layout.levels[f]) if lv in study.factors[f]]
+        for f in layout.factor_names
+    ]
+    return {tuple(ix) for ix in itertools.product(*axes)} - kept
+
+
+def _points(layout: Layout, study: Study) -> list[dict[str, Any]]:
+    names = list(study.factors)
+    return [dict(zip(names, row, strict=True)) for row in study.design.points]
+
+
+def _hidden_points(layout: Layout, study: Study) -> int:
+    """Points outside the design that have stored tasks (hidden, or deleted
+    by --prune)."""
+    out = _out_of_design(layout, study)
+    status = ChunkedArray(layout.path, "status", layout.array("status"))
+    n = len(layout.factor_names)
+    written = {status.coords_of(f)[:n] for f in status.chunk_files()}
+    return len(out & written)
 
 
 def prune(layout: Layout, study: Study, lock_file: Path) -> None:
@@ -348,13 +391,14 @@ def prune(layout: Layout, study: Study, lock_file: Path) -> None:
         coord(root, f, levels[f])
     coord(root, REPLICATE, range(layout.replicates))
     coord(root, METHOD, names)
+    dropped = _out_of_design(layout, study) if not study.design.full else set()
     for var in layout.var_names():
-        _copy_kept(layout, root, var, keep, levels, methods)
+        _copy_kept(layout, root, var, keep, levels, methods, dropped)
         seals.seal_folder(tmp / var)  # zarr wrote the copy
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         zarr.consolidate_metadata(str(tmp))
-    _copy_records(layout, tmp, levels, names)
+    _copy_records(layout, tmp, levels, names, study)
     (tmp / META).mkdir(exist_ok=True)
     shutil.copy(lock_file, tmp / META / "lock")
     (tmp / META / "pruned").write_text("complete\n")
@@ -369,6 +413,7 @@ def _copy_kept(
     keep: dict[str, list[int]],
     levels: dict[str, list[Any]],
     methods: list[int],
+    dropped: set[tuple[int, ...]],
 ) -> None:
     """Copy the kept levels and methods of one variable into the pruned copy."""
     factors = layout.factor_names
@@ -392,6 +437,8 @@ def _copy_kept(
     )
     for new in np.ndindex(*(len(keep[f]) for f in factors)):
         old = tuple(keep[f][i] for f, i in zip(factors, new, strict=True))
+        if old in dropped:  # outside the design: left pending, never copied
+            continue
         block = src.get_orthogonal_selection(
             (
                 *old,
@@ -404,16 +451,23 @@ def _copy_kept(
 
 
 def _copy_records(
-    layout: Layout, tmp: Path, levels: dict[str, list[Any]], names: list[str]
+    layout: Layout,
+    tmp: Path,
+    levels: dict[str, list[Any]],
+    names: list[str],
+    study: Study,
 ) -> None:
     """Copy the records of kept tasks, regrouped by their new point index."""
     factors = layout.factor_names
+    design = {tuple(p[f] for f in factors) for p in _points(layout, study)}
     for kind in KINDS:
         grouped: dict[str, list[Any]] = {}
         for rf in sorted((layout.path / META / kind).glob("*.json")):
             for r in json.loads(rf.read_text()):
-                if r["method"] not in names or any(
-                    r[k] not in levels[k] for k in factors
+                if (
+                    r["method"] not in names
+                    or any(r[k] not in levels[k] for k in factors)
+                    or tuple(r[k] for k in factors) not in design
                 ):
                     continue
                 pidx = tuple(levels[k].index(r[k]) for k in factors)

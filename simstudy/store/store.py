@@ -76,7 +76,7 @@ class Store:
         self.writer.guard = lock.check  # a run that lost its lock writes nothing
         self.repaired: list[str] = []  # damaged chunks found on open (dropped)
         # levels and methods in the store that the current study does not have
-        self.hidden: dict[str, Any] = {"levels": {}, "methods": []}
+        self.hidden: dict[str, Any] = {"levels": {}, "methods": [], "points": 0}
         # joins versions() where versions are recorded and compared
         self.provenance: dict[str, str] = dict(provenance or {})
 
@@ -147,7 +147,7 @@ class Store:
             store = cls(layout, lock, provenance)
         store.save_truth(study)
         store.hidden = reconcile.set_active(store.layout, study)
-        if prune and (store.hidden["levels"] or store.hidden["methods"]):
+        if prune and any(store.hidden.values()):
             store.flush()
             reconcile.prune(store.layout, study, lock.path)
             store = cls(Layout.open(folder), lock, provenance)
@@ -255,6 +255,12 @@ class Store:
         with writing(self.path):
             self.layout.save_meta()
 
+    def record_solve(self, record: list[dict[str, Any]]) -> None:
+        """Keep a solve's solutions (``simstudy solve``) for the report."""
+        self.layout.meta.extra["solve"] = record
+        with writing(self.path):
+            self.layout.save_meta()
+
     def save_truth(self, study: Study) -> None:
         """Record the truth and measure declarations summaries read (not part
         of the fingerprint: they change no number) and the study file."""
@@ -279,12 +285,16 @@ class Store:
             if k in then and k in now and then[k] != now[k]
         }
 
-    def accept_versions(self) -> None:
-        """Record the current versions, keeping the old ones in a history."""
+    def accept_versions(self, log: dict[str, Any] | None = None) -> None:
+        """Record the current versions, keeping the old ones in a history,
+        and ``log`` (a ``versionlog.entry``) in the version log."""
         meta = self.layout.meta
         meta.versions_history.append(meta.versions)
         meta.versions = {**versions(), **self.provenance}
-        self.layout.save_meta()
+        if log is not None:
+            meta.version_log.append(log)
+        with writing(self.path):
+            self.layout.save_meta()
 
     def close(self) -> None:
         """Write what is buffered, then release the lock."""
