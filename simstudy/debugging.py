@@ -418,8 +418,8 @@ def verify(
     specs = _stored_specs(Path(store))
     differ: dict[str, list[str]] = {}
     tasks = 0
-    placement = RunOptions(store=Path(store), scheduler=scheduler, workers=workers or 2)
-    executor = make_executor(study, placement, payload=study_payload(study))
+    options = RunOptions(store=Path(store), scheduler=scheduler, workers=workers or 2)
+    executor = make_executor(study, options, payload=study_payload(study))
     try:
         executor.wait()
         for result in executor.results(iter(batches), lambda: specs):
