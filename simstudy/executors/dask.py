@@ -148,6 +148,7 @@ class DistributedExecutor(WindowedExecutor):
         self.cluster: Any = None
         self.client: Any = None
         self.config: Any = contextlib.nullcontext()
+        self.notice: Any = None  # close() reads it, also when connecting fails
         if cluster is not None:
             from simstudy.executors.launchers import start_cluster
 
@@ -190,7 +191,6 @@ class DistributedExecutor(WindowedExecutor):
             if "dashboard" in self.client.scheduler_info().get("services", {}):
                 self.dashboard = self.client.dashboard_link
         self.finished = as_completed()
-        self.notice: Any = None
         if cluster is not None:
             from simstudy.executors.launchers import QueueNotice
 
