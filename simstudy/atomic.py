@@ -8,8 +8,6 @@ and leaves a previous file at the target byte for byte as it was. A full
 disk (or quota, or file size limit) is :class:`DiskFull` (exit 4); a
 missing folder or a refused write is a :class:`UsageError` (exit 2), each
 naming the file.
-
-Layers: imports ``errors``.
 """
 
 from __future__ import annotations

@@ -5,8 +5,6 @@ elements) one at a time, at most a byte budget each, applies a function and
 joins the results; ``summarize_block`` computes every measure of one block
 for every method, group by group of methods that declare the same outputs
 (formulas in ``measures``). ``summary.summarize`` plans and calls them.
-
-Layers: imports ``measures, cube, errors`` (plus numpy, xarray).
 """
 
 from __future__ import annotations

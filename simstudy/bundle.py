@@ -14,9 +14,6 @@ bundle's store: the data sets are regenerated bit for bit from the streams
 (common random numbers), the original columns stay as they were.
 
 Verifying or extending a bundle runs its code: only for bundles you trust.
-
-Layers: imports ``runner, protocol, atomic, shell, recompute, report, store, loader,
-backends, grid, study, deviations, fingerprint, errors``.
 """
 
 from __future__ import annotations

@@ -14,8 +14,6 @@ per-replicate differences, exactly.
 Levels of a factor are not paired (each design point has its own streams):
 ``contrast(..., levels={"n": (100, 50)})`` takes the two summaries' values
 and ``sqrt(mcse_1**2 + mcse_2**2)``.
-
-Layers: imports ``summary, blocks, ledger, measures, cube, errors``.
 """
 
 from __future__ import annotations

@@ -5,8 +5,6 @@ The cube (``open_results``) has dims ``(*factors, REPLICATE, METHOD,
 variables in ``FIXED_VARS`` exist in every store beside one variable per
 output. Writers (the store), readers (summaries, reports) and workers (task
 status) take these names from here.
-
-Layers: a leaf; imports nothing from simstudy.
 """
 
 from __future__ import annotations

@@ -5,9 +5,6 @@ process, as the worker ran it, and compares with the store. ``errors``
 groups a store's failures and prints the replay command of each group.
 ``verify`` recomputes a sample of finished tasks, each alone, and names any
 method that does not give the same numbers twice.
-
-Layers: imports ``recompute, executors, backends, store, outputs, grid,
-loader, study, cube, errors, shell``.
 """
 
 from __future__ import annotations
@@ -378,6 +375,7 @@ def verify(
     in this process unless ``scheduler`` says otherwise.
     """
     from simstudy.executors import SCHEDULERS, make_executor, study_payload
+    from simstudy.options import RunOptions
     from simstudy.store import open_results
 
     if not isinstance(study, Study):
@@ -420,9 +418,8 @@ def verify(
     specs = _stored_specs(Path(store))
     differ: dict[str, list[str]] = {}
     tasks = 0
-    executor = make_executor(
-        scheduler, study=study, workers=workers or 2, payload=study_payload(study)
-    )
+    options = RunOptions(store=Path(store), scheduler=scheduler, workers=workers or 2)
+    executor = make_executor(study, options, payload=study_payload(study))
     try:
         executor.wait()
         for result in executor.results(iter(batches), lambda: specs):

@@ -8,8 +8,6 @@ keeps the points where it is true. Each factor keeps its own levels (the
 union of the values it takes, in the order first given), so the cube keeps
 one dimension per factor; the design points are a subset of the full cross
 of those levels, in its order (first factor slowest).
-
-Layers: imports ``factors`` and ``errors`` (and numpy).
 """
 
 from __future__ import annotations

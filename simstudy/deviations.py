@@ -11,8 +11,6 @@ anything of the user's they use (a helper function, a module constant, a
 local module), fixed inputs, truths, declared measure outputs, and stored
 results hidden from the measures. ``section_html`` renders the report's
 "Deviations from the protocol" section (every text HTML-escaped).
-
-Layers: imports ``fingerprint, errors`` (and the standard library).
 """
 
 from __future__ import annotations

@@ -1,7 +1,5 @@
 """Factors and their levels: the names a factor may not take, and levels
 normalised to plain Python values and checked.
-
-Layers: imports ``errors`` (and numpy).
 """
 
 from __future__ import annotations

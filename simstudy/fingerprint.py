@@ -13,8 +13,6 @@ decorator lines, so an edit of a comment or of whitespace changes nothing.
 ``digest(parts)`` folds them into one hash; ``explain(old, new)`` says what
 changed. The code objects are read with ``dis`` and the source with
 ``tokenize``; nothing of the user's is parsed into a syntax tree.
-
-Layers: a leaf; imports nothing from simstudy.
 """
 
 from __future__ import annotations

@@ -1,7 +1,4 @@
-"""Design points, and batches of consecutive replicates aligned to store chunks.
-
-Layers: imports ``simstudy.study`` and ``simstudy.errors`` (and numpy).
-"""
+"""Design points, and batches of consecutive replicates aligned to store chunks."""
 
 from __future__ import annotations
 

@@ -24,8 +24,6 @@ warning a task emitted (the store keeps the first one and the count).
 The kinds of failed tasks come from the store's failure records, which
 ``open_results`` attaches to the cube as ``attrs["records"]`` (compact:
 point, replicate, method, kind or category); the rest comes from the cube.
-
-Layers: imports ``measures, cube`` (plus numpy, xarray).
 """
 
 from __future__ import annotations

@@ -4,8 +4,6 @@ A data function or method that draws from ``np.random.*`` or ``random.*``
 global state, or builds and seeds its own generator, gives numbers that do
 not depend (only) on the task's stream: they change between runs, workers
 and resumes. This finds such calls in the functions' source and says where.
-
-Layers: imports ``study`` (and the standard library).
 """
 
 from __future__ import annotations

@@ -7,8 +7,6 @@ LazyLoader``): ``from scipy import stats`` binds a module that loads on its
 first attribute access. The driver only declares, fingerprints and pickles
 the study, which never touches it; so a run or a resume pays no ~1 s for
 ``scipy.stats`` here (the workers import it, from the forkserver).
-
-Layers: imports ``study``, ``fingerprint`` and ``errors``.
 """
 
 from __future__ import annotations

@@ -7,8 +7,6 @@ the replicates it may use, and returns ``{name: DataArray}`` reduced over
 38:2074, Table 6); docs/analysis.md states each one. ``Measure`` declares a
 user-defined measure; ``custom_measures`` evaluates it, with a jackknife
 MCSE vectorised over design points x methods when the user gives none.
-
-Layers: imports ``cube, errors`` (plus numpy, xarray; scipy inside).
 """
 
 from __future__ import annotations

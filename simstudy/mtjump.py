@@ -22,8 +22,6 @@ is GF(2)-linear, so the XORs run over numpy's tempered outputs and only the
 ``make_tables`` recomputes the shipped file from scratch (Berlekamp-Massey
 on an MT19937 bit sequence gives ``chi``); tests/test_mtjump.py checks the
 file against it and every result against numpy's own ``jumped``.
-
-Layers: imports nothing from simstudy (numpy only).
 """
 
 from __future__ import annotations

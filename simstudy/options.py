@@ -6,8 +6,6 @@ the study's backend), in one place and before anything is written; the
 run then reads the options and never re-checks them. The CLI builds the
 same object from its flags (``run(**vars)`` and ``python -m simstudy run``
 agree by construction).
-
-Layers: imports ``executors, backends, target, study, deviations, errors``.
 """
 
 from __future__ import annotations
@@ -364,7 +362,7 @@ def _check_timeout(seconds: float, scheduler: str, supported: bool) -> None:
             hint="drop --task-timeout to let tasks run as long as they need",
         )
     if not supported:
-        names = [s.name for s in SCHEDULERS.values() if s.timeout]
+        names = [name for name, executor in SCHEDULERS.items() if executor.timeout]
         raise UsageError(
             f"--task-timeout works with the {' and '.join(names)} "
             f"schedulers, not {scheduler!r} (it interrupts a task with a "

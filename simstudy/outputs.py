@@ -9,8 +9,6 @@ output's per-task shape (one store array per output, shared by the methods
 that return it) and each method's output names. The numpy batch loop, the
 jax kernels and the store all judge outputs with the functions here, so a
 rule and its message exist once.
-
-Layers: imports ``study``, ``factors`` (and numpy).
 """
 
 from __future__ import annotations

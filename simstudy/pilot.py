@@ -3,9 +3,6 @@
 Counts the tasks (new vs done in the store), sizes the cube, and times a
 short pilot of every design point in this process with the study's backend
 (its numbers are the real ones, but nothing is stored).
-
-Layers: imports ``recompute, backends, store, grid, streams, loader, study,
-cube``.
 """
 
 from __future__ import annotations

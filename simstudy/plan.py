@@ -6,8 +6,6 @@ replicates each point gets this round); ``Plan.batches`` then yields the
 round's batches point by point, sized by ``BatchSizer`` and aligned to
 store chunks. The execution loop consumes them; workers set up the streams
 (mt19937-jump ones too, by random access: simstudy.mtjump).
-
-Layers: imports ``store, grid, study, cube`` (and numpy).
 """
 
 from __future__ import annotations

@@ -1,7 +1,5 @@
 """Progress of a run: a live bar with rate and ETA on a terminal (a line
 every 10 s elsewhere), or a bar that updates in place in a notebook.
-
-Layers: imports nothing from simstudy (IPython inside functions).
 """
 
 from __future__ import annotations

@@ -7,9 +7,6 @@ tasks), the seed and stream scheme, failure handling and software versions;
 last, a machine-readable block with the study's fingerprint (the one a
 store keeps and a resume compares; ``deviations``), so what was run can be
 compared with what was registered. Nothing is written but the protocol.
-
-Layers: imports ``recompute, backends, store, grid, loader, study,
-atomic, deviations, fingerprint, errors``.
 """
 
 # ruff: noqa: RUF001  (the formulas are written in Unicode math on purpose)

@@ -8,9 +8,6 @@ each alone; refuse to mix versions if they differ, else record the change
 in the store's version log). ``task_batch`` builds the one-replicate batch
 of a cell with exactly its streams; ``differing`` names the outputs that
 changed.
-
-Layers: imports ``backends, store, grid, streams, study, cube, errors`` (and
-numpy).
 """
 
 from __future__ import annotations

@@ -5,9 +5,6 @@ figures embedded inline (SVG for measures, PNG in ``data:`` URIs for plots
 of every replicate), styles are inline. Open it in any browser. The report
 stays bounded for any number of design points: one nested-loop plot per
 measure, and zip / distribution plots for at most a few design points.
-
-Layers: imports ``plots, store, summary, atomic, deviations, cube, errors`` (and numpy, xarray;
-matplotlib through ``plots``).
 """
 
 from __future__ import annotations

@@ -4,8 +4,6 @@ These value objects cross from the workers (``batch``, the jax backend,
 executors that record a dead worker) to the driver's store, which adds the
 design point's levels when it writes a record to
 ``<store>/.simstudy/{failures,warnings}/*.json``.
-
-Layers: imports ``grid`` (and numpy).
 """
 
 from __future__ import annotations

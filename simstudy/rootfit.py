@@ -16,8 +16,6 @@ local around the root as evaluations concentrate there.
 
 ``check_monotone`` refuses a measure that goes both up and down across the
 evaluated levels by more than its Monte Carlo error allows.
-
-Layers: numpy and scipy only; imports nothing from simstudy.
 """
 
 from __future__ import annotations

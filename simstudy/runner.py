@@ -6,10 +6,6 @@ to an executor (``executors``), writing each finished batch to the store as
 it arrives. Progress goes to ``on_progress``; Ctrl-C or SIGTERM once lets
 the batches in flight finish, twice stops at once; either way the store is
 consistent and a second run resumes. The study is never changed by a run.
-
-Layers: imports ``options, plan, target, recompute, executors, store,
-backends, results, lint, loader, grid, study, stall, progress, cube,
-errors``.
 """
 
 from __future__ import annotations
@@ -341,19 +337,7 @@ class _Run:
         return self.report
 
     def _make_executor(self) -> Executor:
-        o = self.opts
-        return make_executor(
-            o.scheduler,
-            study=self.study,
-            workers=o.workers,
-            address=o.address,
-            insecure=o.insecure,
-            tls=None if o.tls is None else dict(o.tls),
-            cluster=o.cluster,
-            cluster_config=o.cluster_config,
-            payload=self.payload,
-            device=o.device,
-        )
+        return make_executor(self.study, self.opts, payload=self.payload)
 
     def _close_executor(self) -> None:
         if self.executor is not None:

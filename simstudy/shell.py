@@ -4,8 +4,6 @@ Every argument goes through :func:`shlex.quote`, so a level, method name or
 path taken from a store (``lab=$(touch pwned)``, ``a,b``, ``it's``) is one
 literal argument when the line is pasted into a POSIX shell: it runs
 nothing and is not split.
-
-Layers: imports nothing from simstudy.
 """
 
 from __future__ import annotations

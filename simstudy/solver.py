@@ -19,9 +19,7 @@ a second solve with a tighter tolerance or a larger budget replays the
 first and goes on. At the end the store shows the study's own levels and
 every evaluated level (``open_results``), and records the solution in its
 metadata (``solve``) for ``report``.
-
-Layers: imports ``runner, solvespec, options, store, summary, rootfit,
-study, cube, errors``; the arguments are checked in ``solvespec``.
+The arguments are checked in ``solvespec``.
 """
 
 from __future__ import annotations

@@ -3,9 +3,6 @@
 ``validate`` turns ``simstudy.solve``'s arguments (and the ``solve``
 command's flags) into one ``SolveSpec`` and the design points of the other
 factors, or raises UsageError with one line and a hint.
-
-Layers: imports ``options, summary (inside), rootfit, loader, study,
-errors``.
 """
 
 from __future__ import annotations

@@ -7,8 +7,6 @@ writes one ``warning:`` line to stderr, and again after the next finished
 batch if it stalls again. Not through ``warnings``: the synchronous and
 threads schedulers record the warnings raised while a task runs as that
 task's, and this one is the run's.
-
-Layers: imports ``system``.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Stream schemes: point/method keys and the numpy Generator of every task.
 
-Layers: imports ``mtjump`` (and numpy). See docs/streams.md for
-the public recipe; tests/data/golden_streams.json pins known answers.
+See docs/streams.md for the public recipe; tests/data/golden_streams.json
+pins known answers.
 """
 
 from __future__ import annotations

@@ -1,8 +1,4 @@
-"""The Study declaration and all load-time validation. Runs nothing.
-
-Layers: imports ``design``, ``factors``, ``fingerprint`` and ``errors`` (and
-numpy).
-"""
+"""The Study declaration and all load-time validation. Runs nothing."""
 
 from __future__ import annotations
 

@@ -11,8 +11,6 @@ The work is split: ``summary`` checks the arguments, plans (which outputs
 each method's measures use, the truth) and labels the result; ``blocks``
 reads and summarises the cube block by block; ``measures`` holds the
 formulas. docs/analysis.md states every formula.
-
-Layers: imports ``blocks, measures, cube, errors`` (plus numpy, xarray).
 """
 
 from __future__ import annotations

@@ -1,7 +1,5 @@
 """What simstudy asks of the operating system: a number of seconds set in an
 environment variable, and whether a process is alive.
-
-Layers: imports ``errors``.
 """
 
 from __future__ import annotations

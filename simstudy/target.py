@@ -1,7 +1,4 @@
-"""``--target-mcse``: how many replicates each design point gets next round.
-
-Layers: imports ``options, store, summary, cube, errors`` (xarray inside).
-"""
+"""``--target-mcse``: how many replicates each design point gets next round."""
 
 from __future__ import annotations
 

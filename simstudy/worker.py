@@ -3,8 +3,6 @@
 The study travels to each worker once (a pool initializer or a Dask worker
 plugin calls ``install``), never once per batch; ``run_installed`` then runs
 a batch with the study's backend.
-
-Layers: imports ``backends, outputs, results, grid, study``.
 """
 
 from __future__ import annotations

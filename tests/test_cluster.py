@@ -519,13 +519,15 @@ def test_window_follows_the_cluster_s_threads(driver, procs):
     """The in-flight window is 2 x threads + 1, recounted as workers come."""
     from simstudy.executors.dask import DistributedExecutor
     from simstudy.loader import load_study
+    from simstudy.options import RunOptions
 
     address = procs.start_scheduler()
     procs.start_worker("w1")
     procs.wait_for_workers(1)
-    ex = DistributedExecutor(
-        load_study(driver / "study.py"), workers=1, address=address
+    opts = RunOptions(
+        store=driver / "s.zarr", scheduler="distributed", workers=1, address=address
     )
+    ex = DistributedExecutor(load_study(driver / "study.py"), opts)
     try:
         assert ex._window() == 3
         procs.start_worker("w2")

@@ -5,9 +5,8 @@ that differs between the two lives behind :class:`Backend`, chosen by
 ``backend_of(study)``: running a batch in this process, replaying a cell,
 timing a pilot, the schedulers each can use, and what besides the library
 versions makes its numbers. No other module branches on the backend name.
-
-Layers: imports ``outputs, results, grid, study, errors``; the jax backend
-(``simstudy.backends.jax``, importing jax) is imported only for jax studies.
+The jax backend (``simstudy.backends.jax``, importing jax) is imported only
+for jax studies.
 """
 
 from __future__ import annotations

@@ -27,8 +27,6 @@ other fixed inputs are passed as they are.
 A method that sets ``x.flags.writeable = True`` on its view again defeats
 the guard; that is deliberate and not caught here (``verify`` catches the
 numbers it changes).
-
-Layers: part of ``backends``; imports nothing from simstudy (numpy only).
 """
 
 from __future__ import annotations

@@ -18,11 +18,6 @@ Keys: lane ``r`` of the data kernel gets
 np.uint32), impl="threefry2x32")``, a method taking ``key`` the same with
 ``spawn_key=(point_key, r, method_key)`` (DESIGN §2), derived vectorised for a
 whole block.
-
-Layers: imports ``backends`` (the protocol), ``backends.kernels``,
-``backends.numpy`` (argument injection), ``outputs, results, grid, streams,
-study, cube, errors``; 3rd-party:
-jax (this module is imported only for jax studies).
 """
 
 from __future__ import annotations

@@ -8,9 +8,6 @@ all their levels; a kernel whose tracing needs a float factor's value
 fixed inputs are arguments, placed on the device once per process.
 ``jax_threefry_partitionable`` is pinned to False: it changes the numbers
 (JAX flipped its default in 0.5) and is 2-3x faster on CPU here.
-
-Layers: imports ``outputs, study, errors``; 3rd-party: jax (imported only
-for jax studies).
 """
 
 from __future__ import annotations

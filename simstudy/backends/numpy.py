@@ -7,9 +7,6 @@ User code is called in a tight loop that keeps the raw return values;
 checking and converting them happens afterwards per method, vectorised when
 every value has the same form (``outputs.stack``).
 Failures are captured as records, never raised. Pure: no I/O, no dask.
-
-Layers: imports ``backends`` (the protocol), ``outputs, results, grid,
-streams, study, cube, errors`` (and numpy).
 """
 
 from __future__ import annotations

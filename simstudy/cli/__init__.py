@@ -6,15 +6,14 @@
     ├── __init__.py   main(): parse, run the command, map errors to exit codes
     ├── parser.py     argparse: every command and flag
     ├── commands.py   one function per command
-    └── progress.py   the progress bar with rate and ETA
+    └── tables.py     summary records as text: table, CSV, LaTeX, Markdown
+
+(The progress bar with rate and ETA is ``simstudy/progress.py``.)
 
 Exit codes: 0 all tasks ok; 3 finished with failed tasks; 2 bad input
 (nothing written); 4 disk full (resumable once there is space); 5 solve
 found no solution; 6 an MCSE target missed under ``--strict``; 130
 interrupted (store consistent, resumable).
-
-Layers: imports ``runner, debugging, pilot, options, store, summary, report,
-loader, executors, errors``.
 """
 
 from __future__ import annotations

@@ -1,9 +1,7 @@
 """The commands of ``python -m simstudy``: one function each, args -> exit code.
 
-Layers: imports ``runner, debugging, pilot, options, executors, store,
-summary, report, plots, results, loader, lint, progress, atomic, cube, errors,
-shell`` (each inside the command that needs it, so ``--help`` and
-``status`` stay quick).
+Each command imports what it needs inside itself, so ``--help`` and
+``status`` stay quick.
 """
 
 from __future__ import annotations

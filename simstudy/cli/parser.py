@@ -2,8 +2,6 @@
 
 Flags are the snake_case option names in kebab-case (``--max-errors`` for
 ``max_errors``); a bad argument raises UsageError, printed as one line.
-
-Layers: imports ``executors`` (the scheduler names), ``errors``.
 """
 
 from __future__ import annotations

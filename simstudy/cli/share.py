@@ -1,7 +1,4 @@
-"""The commands of docs/share.md: protocol, bundle, verify BUNDLE, run BUNDLE.
-
-Layers: imports ``bundle, protocol, loader, errors`` (inside each command).
-"""
+"""The commands of docs/share.md: protocol, bundle, verify BUNDLE, run BUNDLE."""
 
 from __future__ import annotations
 

@@ -2,8 +2,6 @@
 
 Kept apart from parser.py and commands.py so the solve's flags live in one
 place; ``build_parser`` and ``COMMANDS`` only register them.
-
-Layers: imports ``solver, executors, errors``.
 """
 
 from __future__ import annotations

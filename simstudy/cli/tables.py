@@ -5,9 +5,6 @@ The long layout has one row per design point x method and one column per
 measure; ``wide`` has one row per design point x measure and one column per
 method. Manuscript formats (LaTeX booktabs, Markdown) show ``value (MCSE)``
 with the value rounded where its MCSE's second significant digit falls.
-
-Layers: part of ``cli``; imports ``summary`` (``pair``, the cell format
-the report shares).
 """
 
 from __future__ import annotations

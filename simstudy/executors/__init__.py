@@ -1,23 +1,20 @@
 """Executors: run batches, yield their results, a bounded window in flight.
 
-Every executor implements :class:`Executor`; ``SCHEDULERS`` maps each
-``--scheduler`` name to a :class:`Scheduler`: the module that serves it and
-what it can do (interrupt a hung call, count warnings, join a cluster).
-Option checks read these traits instead of comparing names. No plugin entry
-points.
-
-Layers: imports ``results, outputs, grid, study, cube, errors``; the dask
-executors import dask inside ``simstudy.executors.dask``, the jax executor
-jax inside ``simstudy.executors.jax``.
+Every executor subclasses :class:`Executor` and says in class attributes
+what its scheduler can do (interrupt a hung call, count warnings, join a
+cluster); ``REGISTRY`` names the class serving each ``--scheduler`` name and
+``SCHEDULERS`` imports it on first use. Option checks read the traits
+instead of comparing names. Executors that keep a window of batches in
+flight and bisect a batch whose worker died subclass
+:class:`simstudy.executors.windowed.WindowedExecutor`. No plugin entry points.
 """
 
 from __future__ import annotations
 
 import importlib
 import traceback
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from typing import Any, Protocol
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any, ClassVar, Protocol
 
 import numpy as np
 
@@ -30,9 +27,10 @@ from simstudy.study import Study
 
 __all__ = [
     "MAX_ATTEMPTS",
+    "REGISTRY",
     "SCHEDULERS",
     "Executor",
-    "Scheduler",
+    "ExecutorOptions",
     "WorkerDied",
     "failed_result",
     "make_executor",
@@ -40,31 +38,6 @@ __all__ = [
     "study_payload",
 ]
 
-
-@dataclass(frozen=True, slots=True)
-class Scheduler:
-    """A ``--scheduler`` name: where it runs batches and what it can do."""
-
-    name: str
-    module: str  # serves it: ``EXECUTORS[name]`` there builds the executor
-    timeout: bool = False  # can interrupt a hung user call (SIGALRM, main thread)
-    warnings: bool = True  # can count warnings per task (filters are per process)
-    remote: bool = False  # takes --address / --cluster
-    early: bool = False  # worth starting before the store is opened
-    elsewhere: bool = False  # tasks run in other processes than the driver
-
-
-_DASK, _JAX = "simstudy.executors.dask", "simstudy.executors.jax"
-SCHEDULERS: dict[str, Scheduler] = {
-    s.name: s
-    for s in (
-        Scheduler("processes", _DASK, timeout=True, early=True, elsewhere=True),
-        Scheduler("distributed", _DASK, remote=True, elsewhere=True),
-        Scheduler("threads", _DASK, warnings=False),
-        Scheduler("synchronous", _DASK, timeout=True),
-        Scheduler("jax", _JAX, warnings=False),
-    )
-}
 
 MAX_ATTEMPTS = 3  # a task that kills its worker this often is recorded failed
 
@@ -81,40 +54,111 @@ class WorkerDied(Exception):
         )
 
 
-class Executor(Protocol):
-    """Runs batches somewhere and yields their results as they finish."""
+class ExecutorOptions(Protocol):
+    """What an executor reads of a run's options (``RunOptions`` has it all)."""
 
-    description: str
+    @property
+    def scheduler(self) -> str: ...
+    @property
+    def workers(self) -> int: ...
+    @property
+    def address(self) -> str | None: ...
+    @property
+    def insecure(self) -> bool: ...
+    @property
+    def tls(self) -> Mapping[str, str] | None: ...
+    @property
+    def cluster(self) -> str | None: ...
+    @property
+    def cluster_config(self) -> str | None: ...
+    @property
+    def device(self) -> str | None: ...
+
+
+class Executor:
+    """Runs batches somewhere and yields their results as they finish.
+
+    A subclass serves one ``--scheduler`` name (a line in ``REGISTRY``) and
+    says what it can do in the class attributes below; option checks read
+    them instead of comparing names. It is built from the study and the
+    run's typed options (``RunOptions``), plus the pickled study if the
+    caller has it already.
+    """
+
+    timeout: ClassVar[bool] = False  # can interrupt a hung user call (SIGALRM)
+    warnings: ClassVar[bool] = True  # can count warnings per task (per process)
+    remote: ClassVar[bool] = False  # takes --address / --cluster
+    early: ClassVar[bool] = False  # worth starting before the store is opened
+    elsewhere: ClassVar[bool] = False  # tasks run in other processes than the driver
+
+    description: str = ""
+
+    def __init__(
+        self, study: Study, opts: ExecutorOptions, *, payload: bytes | None = None
+    ) -> None:
+        self.study = study
+        self.stopping = False
+
+    @classmethod
+    def prestart(cls, modules: list[str]) -> None:
+        """Start what the workers come from, before the study is loaded
+        (``early`` executors only; the default does nothing)."""
 
     def results(
         self, batches: Iterator[Batch], specs: Callable[[], OutputSpecs]
     ) -> Iterator[BatchResult]:
         """Submit batches (a bounded window at a time), yield finished results."""
-        ...
+        raise NotImplementedError
 
     def wait(self) -> None:
         """Return when workers are up to take batches (others may still start)."""
-        ...
 
     def prepare(self, work: list[tuple[int, tuple[int, ...]]]) -> None:
         """Hear which (design point, methods) batches will come, in order
         (the jax executor compiles their kernels ahead)."""
-        ...
 
     def stop_submitting(self) -> None:
         """Finish the batches in flight but submit no new ones."""
-        ...
+        self.stopping = True
 
     def close(self) -> None:
         """Release workers and pools; cancel anything still running."""
-        ...
+
+
+# one line per --scheduler name: "module:class" (imported when first used)
+REGISTRY: dict[str, str] = {
+    "processes": "simstudy.executors.pool:PoolExecutor",
+    "distributed": "simstudy.executors.dask:DistributedExecutor",
+    "threads": "simstudy.executors.dask:ThreadsExecutor",
+    "synchronous": "simstudy.executors.dask:SynchronousExecutor",
+    "jax": "simstudy.executors.jax:JaxExecutor",
+}
+
+
+class _Schedulers(Mapping[str, type[Executor]]):
+    """``--scheduler`` name -> executor class, imported on first use (the
+    names alone, e.g. for the CLI's choices, import nothing)."""
+
+    def __getitem__(self, name: str) -> type[Executor]:
+        module, _, attr = REGISTRY[name].partition(":")
+        executor: type[Executor] = getattr(importlib.import_module(module), attr)
+        return executor
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(REGISTRY)
+
+    def __len__(self) -> int:
+        return len(REGISTRY)
+
+
+SCHEDULERS: Mapping[str, type[Executor]] = _Schedulers()
 
 
 def failed_result(
     batch: Batch, exc: BaseException, method_names: list[str]
 ) -> BatchResult:
     """Record every task of a batch as failed because its worker failed."""
-    b, k = batch.stop - batch.start, len(batch.methods)
+    rows, columns = batch.stop - batch.start, len(batch.methods)
     if isinstance(exc, WorkerDied):
         message = str(exc)
     else:
@@ -122,9 +166,9 @@ def failed_result(
         message = f"the worker running this batch failed: {text}"
     return BatchResult(
         batch,
-        np.full((b, k), FAILED, np.int8),
-        np.full((b, k), np.nan, np.float32),
-        np.full((b, k), np.nan, np.float64),
+        np.full((rows, columns), FAILED, np.int8),
+        np.full((rows, columns), np.nan, np.float32),
+        np.full((rows, columns), np.nan, np.float64),
         {},
         [
             Failure(r, method_names[m], type(exc).__name__, message[:2000])
@@ -175,15 +219,13 @@ def prestart(scheduler: str | None, modules: list[str]) -> None:
     """Start what the scheduler's workers come from now, before the study is
     loaded (the ``processes`` pool's forkserver imports ``modules`` meanwhile).
     ``None`` is the default scheduler; one not started early does nothing."""
-    traits = SCHEDULERS.get(scheduler or "processes")
-    if traits is not None and traits.early:
-        start = getattr(importlib.import_module(traits.module), "prestart", None)
-        if start is not None:
-            start(modules)
+    name = scheduler or "processes"
+    if name in REGISTRY and SCHEDULERS[name].early:
+        SCHEDULERS[name].prestart(modules)
 
 
-def make_executor(name: str, **options: Any) -> Executor:
-    """Build the executor registered under ``name``."""
-    module = importlib.import_module(SCHEDULERS[name].module)
-    executor: Executor = module.EXECUTORS[name](**options)
-    return executor
+def make_executor(
+    study: Study, opts: ExecutorOptions, *, payload: bytes | None = None
+) -> Executor:
+    """Build the executor registered under ``opts.scheduler``."""
+    return SCHEDULERS[opts.scheduler](study, opts, payload=payload)

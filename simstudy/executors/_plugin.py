@@ -5,10 +5,8 @@
 Workers that join later, or that the nanny restarts after a crash, run the
 plugin too, so a lost worker never loses the study (scattered data would be).
 A module of its own: importing ``distributed`` costs ~0.3 s, which the
-``processes`` scheduler's workers (they import ``simstudy.executors.dask``)
+``processes`` scheduler's workers (they import ``simstudy.executors.pool``)
 should not pay.
-
-Layers: imports ``worker``; 3rd-party: distributed.
 """
 
 from __future__ import annotations

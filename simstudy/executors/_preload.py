@@ -1,13 +1,11 @@
 """What the forkserver imports once, so pool workers forked from it start warm.
 
 The ``processes`` scheduler forks its workers from a forkserver
-(``simstudy.executors.dask.start_forkserver``) that imports numpy, the
+(``simstudy.executors.pool.start_forkserver``) that imports numpy, the
 worker side of simstudy and the modules the study file imports (named in
 ``SIMSTUDY_PRELOAD``, comma-separated) before it forks anything. A module
 that fails to import here is skipped: the worker imports it again when it
 installs the study, and reports any error then, as without a preload.
-
-Layers: imports ``worker, backends, executors.dask`` (and numpy, cloudpickle).
 """
 
 from __future__ import annotations
@@ -22,7 +20,7 @@ import numpy  # noqa: F401
 
 import simstudy.backends.numpy
 import simstudy.worker  # noqa: F401
-from simstudy.executors.dask import MAIN, PRELOAD
+from simstudy.executors.pool import MAIN, PRELOAD
 
 if os.environ.get(MAIN):
     # a worker forked from here runs the driver's main script again (as

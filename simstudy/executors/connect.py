@@ -3,8 +3,6 @@
 """Reaching a Dask scheduler: the address and TLS files checked before
 anything is written, and a connection that fails at once with one clear
 line (not after Dask's retries).
-
-Layers: imports ``errors``; 3rd-party: distributed (inside functions).
 """
 
 from __future__ import annotations

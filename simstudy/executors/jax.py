@@ -4,8 +4,8 @@ XLA runs each of these kernels on about one core (measured: 1.0-1.1 cores
 busy), so ``workers`` threads (default: the cores) each run a batch;
 executions are independent, so this changes no number.
 
-Layers: imports ``backends.jax, grid, outputs, results, study``; 3rd-party:
-jax (through the backend; this module is imported only for jax studies).
+jax itself is imported (through ``backends.jax``) when the executor is
+built, so reading its traits costs nothing.
 """
 
 from __future__ import annotations
@@ -13,34 +13,32 @@ from __future__ import annotations
 import concurrent.futures as cf
 import os
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import ClassVar
 
-from simstudy.backends.jax import kernels_for, run_jax_batch, use_compilation_cache
+from simstudy.executors import Executor, ExecutorOptions
 from simstudy.grid import Batch, points
 from simstudy.outputs import OutputSpecs
 from simstudy.results import BatchResult
 from simstudy.study import Study
 
-__all__ = ["EXECUTORS", "JaxExecutor"]
+__all__ = ["JaxExecutor"]
 
 
-class JaxExecutor:
+class JaxExecutor(Executor):
     """Runs a jax study's batches in this process, on one JAX device."""
 
+    warnings: ClassVar[bool] = False  # jax kernels run no Python per task
+
     def __init__(
-        self,
-        study: Study,
-        *,
-        device: str | None = None,
-        workers: int | None = None,
-        **_: Any,
+        self, study: Study, opts: ExecutorOptions, *, payload: bytes | None = None
     ) -> None:
-        self.study = study
-        self.stopping = False
+        from simstudy.backends.jax import kernels_for, use_compilation_cache
+
+        super().__init__(study, opts)
         use_compilation_cache()
-        self.kernels = kernels_for(study, device)
+        self.kernels = kernels_for(study, opts.device)
         self.grid = points(study)
-        self.threads = max(1, workers or os.cpu_count() or 1)
+        self.threads = max(1, opts.workers or os.cpu_count() or 1)
         self.pool = cf.ThreadPoolExecutor(self.threads, "simstudy-jax")
         dev = self.kernels.device
         self.description = (
@@ -53,11 +51,13 @@ class JaxExecutor:
     ) -> Iterator[BatchResult]:
         """Keep one batch per thread in flight, and one more queued (the
         driver writes a finished batch meanwhile); yield as they finish."""
+        from simstudy.backends.jax import run_jax_batch
+
         inflight: set[cf.Future[BatchResult]] = set()
-        it = iter(batches)
+        pending = iter(batches)
         while True:
             while not self.stopping and len(inflight) <= self.threads:
-                batch = next(it, None)
+                batch = next(pending, None)
                 if batch is None:
                     break
                 inflight.add(
@@ -69,18 +69,9 @@ class JaxExecutor:
             for future in done:
                 yield future.result()
 
-    def wait(self) -> None:
-        pass
-
     def prepare(self, work: list[tuple[int, tuple[int, ...]]]) -> None:
         self.kernels.prepare([(self.grid[p], methods) for p, methods in work])
-
-    def stop_submitting(self) -> None:
-        self.stopping = True
 
     def close(self) -> None:
         self.pool.shutdown(wait=False, cancel_futures=True)
         self.kernels.close()
-
-
-EXECUTORS: dict[str, Callable[..., Any]] = {"jax": JaxExecutor}

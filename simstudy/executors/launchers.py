@@ -8,10 +8,8 @@ to Dask's own jobqueue config (``~/.config/dask/jobqueue.yaml``). ``jobs``
 to exactly that many, so a job that ends mid-run (walltime, pre-emption,
 ``scancel``) is replaced and Dask reruns the batches it held. Worker jobs get
 BLAS/OpenMP threads = 1 unless the prologue sets them. While no worker job
-runs (a busy queue), ``QueueNotice`` says so on stderr.
-
-Layers: imports ``errors``; 3rd-party: dask_jobqueue (optional extra
-``simstudy[slurm]``), inside functions.
+runs (a busy queue), ``QueueNotice`` says so on stderr. dask_jobqueue (the
+optional extra ``simstudy[slurm]``) is imported inside functions.
 """
 
 from __future__ import annotations

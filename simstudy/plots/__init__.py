@@ -14,10 +14,6 @@ measure by measure: :func:`nested_loop_plot`, :func:`lollipop_plot`,
 
 Figures use matplotlib's Agg canvas directly (no pyplot, no GUI backend,
 no global state). ``import simstudy`` does not import this package.
-
-Layers: ``plots`` sits under ``report`` and above ``summary``; it reads
-cubes and summaries it is given (imports ``cube`` and ``errors``) and never
-imports ``store``, ``runner`` or ``executors`` (an import-linter contract).
 """
 
 from __future__ import annotations

@@ -5,8 +5,6 @@ constrained layout (labels are never clipped); no pyplot, so no GUI backend
 and no global state. Its texts draw as plain text (a ``$`` in a level is a
 dollar sign, never mathtext) unless ``fig.mathtext = True``. Checks raise
 ``UsageError`` naming what was given and what is available.
-
-Layers: imports ``cube, errors`` (plus numpy, xarray, matplotlib).
 """
 
 from __future__ import annotations

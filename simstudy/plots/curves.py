@@ -1,7 +1,4 @@
-"""A measure as a curve over one numeric factor: the power curve.
-
-Layers: inside ``plots``; imports ``plots.common``, ``cube``, ``errors``.
-"""
+"""A measure as a curve over one numeric factor: the power curve."""
 
 from __future__ import annotations
 

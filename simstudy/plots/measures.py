@@ -5,9 +5,6 @@ measure name, draws the methods on one shared scale with the measure's
 reference line (0 for bias, the nominal level for coverage, alpha for
 rejection), a method 1000 times further off drawn off scale and marked
 (``plots.scales``), and returns a ``PlotFigure``.
-
-Layers: imports ``plots.common, plots.scales, cube, errors`` (plus numpy,
-xarray, matplotlib).
 """
 
 from __future__ import annotations

@@ -7,8 +7,6 @@ points with ``points={"n": 100}`` when there are many.
 
 ``output="estimate"`` and ``output="se"`` mean each method's declared
 estimate and standard-error outputs; any other name is taken literally.
-
-Layers: imports ``plots.common, errors`` (plus numpy, xarray, matplotlib).
 """
 
 from __future__ import annotations

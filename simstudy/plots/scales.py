@@ -15,8 +15,6 @@ beyond are *off scale*. The kept methods would otherwise fill under 0.1% of
 the axis: a flat line. Exploding methods are 1e4 to 1e10 times off; a
 biased method 10 or 100 times further from 0 than unbiased ones stays on
 the shared scale, as it should: that difference is the finding.
-
-Layers: imports ``errors`` (plus numpy, matplotlib).
 """
 
 from __future__ import annotations

@@ -1,8 +1,5 @@
 """The zip plot (Morris, White & Crowther 2019): every replicate's interval,
 ranked, with the coverage and its Monte Carlo interval.
-
-Layers: imports ``plots.common, cube, errors`` (plus numpy, xarray,
-matplotlib; scipy for t quantiles).
 """
 
 from __future__ import annotations

@@ -19,9 +19,6 @@
 A batch's outputs are written before its status: status is the commit mark.
 Failure details live in ``<store>/.simstudy/failures/*.json``; the lock is
 ``<store>/.simstudy/lock``. See docs/store.md for the format.
-
-Layers: the package imports ``cube, outputs, results, grid, study, errors``
-(and zarr, numpy; xarray inside ``reading``).
 """
 
 from __future__ import annotations

@@ -5,10 +5,8 @@ every chunk (about 1 ms a chunk here, several ms when workers load the
 cores); encoding a chunk and renaming it into place costs ~0.1 ms. The bytes
 are exactly what zarr writes for the codecs the store uses (the ``bytes``
 codec little-endian, ``zstd`` without checksum, ``crc32c``), so zarr, xarray
-and anyone else read them as usual; tests/test_chunkio.py compares the bytes
+and anyone else read them as usual; tests/test_store_chunks.py compares the bytes
 with zarr's.
-
-Layers: imports ``errors``, ``store.seals``, ``store.crash`` (and numpy, numcodecs, google_crc32c).
 """
 
 from __future__ import annotations
@@ -206,20 +204,21 @@ class ChunkCache:
         replicates ``start:stop`` and the given method indices, in memory."""
         self.arrays.setdefault(array.name, array)
         n = len(index)
-        rc, mc = array.chunks[n], array.chunks[n + 1]
+        rows, width = array.chunks[n], array.chunks[n + 1]  # of one chunk
         head = tuple(i // c for i, c in zip(index, array.chunks[:n], strict=True))
         inner = tuple(i % c for i, c in zip(index, array.chunks[:n], strict=True))
         tail = (0,) * (len(array.chunks) - n - 2)
         methods = np.asarray(methods)
-        for c in range(start // rc, (stop - 1) // rc + 1):
-            r0, r1 = max(start, c * rc), min(stop, (c + 1) * rc)
-            for m in np.unique(methods // mc):
-                cols = np.flatnonzero(methods // mc == m)
-                coords = (*head, c, int(m), *tail)
+        for row_chunk in range(start // rows, (stop - 1) // rows + 1):
+            offset = row_chunk * rows  # its first replicate
+            first, last = max(start, offset), min(stop, offset + rows)
+            for method_chunk in np.unique(methods // width):
+                cols = np.flatnonzero(methods // width == method_chunk)
+                coords = (*head, row_chunk, int(method_chunk), *tail)
                 chunk = self.get(array, coords)
-                at = chunk[inner]  # a view: (replicates, methods, *output)
-                at[r0 - c * rc : r1 - c * rc, methods[cols] % mc] = values[
-                    r0 - start : r1 - start
+                view = chunk[inner]  # (replicates, methods, *output)
+                view[first - offset : last - offset, methods[cols] % width] = values[
+                    first - start : last - start
                 ][:, cols]
                 self.dirty[(array.name, coords)] = None
 

@@ -9,8 +9,6 @@ that the next run finishes with the cube an uninterrupted run gives. When
 ``SIMSTUDY_DISK_FULL_AT`` names the point, the write that follows it fails
 as on a full disk (``OSError(ENOSPC)``) instead: tests/test_disk_full.py
 checks that every step then gives a clear error and a resumable store.
-
-Layers: a leaf of the store package; imports nothing from simstudy.
 """
 
 from __future__ import annotations

@@ -12,9 +12,6 @@ otherwise read as NaN for status-ok tasks), coordinates that disagree with
 the metadata, records that are not JSON. Reading commands refuse a store
 with problems (``check_readable``, a ``StoreError`` naming the files); a run
 repairs them (``store.integrity``): it recomputes the tasks concerned.
-
-Layers: imports ``cube, errors, shell`` and ``store.chunks``, ``store.meta``,
-``store.seals`` (and zarr, numpy).
 """
 
 from __future__ import annotations
@@ -199,18 +196,18 @@ def _missing(
     }
     out, seen = [], set(bad)
     for f in status.chunk_files():
-        at = status.coords_of(f)
-        if ("status", at) in bad:
+        coords = status.coords_of(f)
+        if ("status", coords) in bad:
             continue
         try:
-            chunk = status.read(at)[(0,) * n]  # (replicates, methods)
+            chunk = status.read(coords)[(0,) * n]  # (replicates, methods)
         except CorruptChunk:
             continue
         rows, cols = np.nonzero(chunk != PENDING)
         if not len(rows):
             continue
-        reps = rows + at[n] * status.chunks[n]
-        meths = cols + at[n + 1] * status.chunks[n + 1]
+        reps = rows + coords[n] * status.chunks[n]
+        meths = cols + coords[n + 1] * status.chunks[n + 1]
         ok = chunk[rows, cols] == OK
         for name, array in arrays.items():
             if name == "status" or (name in FIXED_VARS and name not in NEEDED):
@@ -230,7 +227,7 @@ def _missing(
             wide = int(m_at.max()) + 1
             for code in np.unique(r_at.astype(np.int64) * wide + m_at):
                 r_chunk, m_chunk = divmod(int(code), wide)
-                key = (*at[:n], r_chunk, m_chunk, *tail)
+                key = (*coords[:n], r_chunk, m_chunk, *tail)
                 if (name, key) not in seen and not array.path(key).exists():
                     seen.add((name, key))
                     why = "missing, but the status says its tasks finished"
@@ -246,12 +243,12 @@ def _coordinate_problems(
     A coordinate may be longer than the metadata says (a run stopped while
     growing the store); only the recorded part is compared.
     """
-    fp = meta["fingerprint"]
+    fingerprint = meta["fingerprint"]
     method = METHOD if METHOD in names else "method"  # a format-1 store
     expected: dict[str, list[Any]] = {
-        f: list(fp["factors"][f]) for f in meta["factor_order"]
+        f: list(fingerprint["factors"][f]) for f in meta["factor_order"]
     }
-    expected[method] = list(fp["methods"])
+    expected[method] = list(fingerprint["methods"])
     out = []
     for name, levels in expected.items():
         want = repr(np.array(levels).tolist())
@@ -261,7 +258,7 @@ def _coordinate_problems(
             have = None
         if have != want:
             out.append(name)
-    if not _replicates_intact(root, int(fp["replicates"])):
+    if not _replicates_intact(root, int(fingerprint["replicates"])):
         out.append(REPLICATE)
     return out
 

@@ -4,9 +4,6 @@
 (some, a pickle codec, would run code from the store) before anything
 reads a chunk. ``drop_damaged_chunks`` finds chunk files whose checksum
 fails and makes the tasks they cover pending, so a run recomputes them.
-
-Layers: imports ``cube``, ``errors`` and ``store.chunks``, ``store.layout``,
-``store.writer`` (and numpy).
 """
 
 from __future__ import annotations

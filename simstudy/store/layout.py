@@ -4,9 +4,6 @@
 replicates, methods), creates arrays and coordinates, and reads and writes
 the metadata; the writer, the records and the integrity checks work
 through it.
-
-Layers: imports ``cube, grid, outputs, study`` and ``store.meta`` (and
-zarr, numpy).
 """
 
 from __future__ import annotations
@@ -93,12 +90,12 @@ class Layout:
         raw: dict[str, Any] = dict(root.attrs.asdict()["simstudy"])  # type: ignore[arg-type]
         self.meta = StoreMeta.from_json(raw)
         self.factor_names: list[str] = list(self.meta.factor_order)
-        fp = self.meta.fingerprint
+        fingerprint = self.meta.fingerprint
         self.levels: dict[str, list[Level]] = {
-            f: list(fp["factors"][f]) for f in self.factor_names
+            f: list(fingerprint["factors"][f]) for f in self.factor_names
         }
-        self.methods: list[str] = list(fp["methods"])
-        self.replicates: int = int(fp["replicates"])
+        self.methods: list[str] = list(fingerprint["methods"])
+        self.replicates: int = int(fingerprint["replicates"])
         self._arrays: dict[str, Any] = {}
         self._vars: list[str] | None = None
         self._group_rows: int | None = None

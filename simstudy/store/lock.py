@@ -10,8 +10,6 @@ still its own (the token) before each write of results (``check``) and
 before it deletes it (``release``): a run whose lock was deleted or taken
 over stops with a clear error instead of writing beside another run, and
 never deletes another run's lock.
-
-Layers: imports ``errors``.
 """
 
 from __future__ import annotations
@@ -88,20 +86,20 @@ class Lock:
 
     def acquire(self, store: Path) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        me = {
+        holder = {
             "pid": os.getpid(),
             "host": socket.gethostname(),
             "since": time.time(),
             "token": self.token,
         }
         if os.environ.get("SLURM_JOB_ID"):
-            me["slurm_job"] = os.environ["SLURM_JOB_ID"]
+            holder["slurm_job"] = os.environ["SLURM_JOB_ID"]
         for _ in range(2):
             try:
-                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+                handle = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
             except FileExistsError:
                 other = _read(self.path)
-                if self._stale(other, str(me["host"])):
+                if self._stale(other, str(holder["host"])):
                     self.path.unlink(missing_ok=True)
                     continue
                 raise StoreError(
@@ -109,8 +107,8 @@ class Lock:
                     f"{other.get('host')}; two runs cannot write one store.",
                     hint="wait for that run to finish, or use another --store",
                 ) from None
-            with os.fdopen(fd, "w") as f:
-                json.dump(me, f)
+            with os.fdopen(handle, "w") as f:
+                json.dump(holder, f)
             self.held = True
             _HELD.add(self.token)
             return

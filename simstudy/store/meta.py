@@ -5,8 +5,6 @@ is known of the outputs, the library versions that made the numbers, the
 truth and measure declarations summaries read, the workers that ran tasks,
 and what a ``--target-mcse`` run decided. Plain JSON on disk; keys this
 version does not know are kept as they are.
-
-Layers: imports nothing from simstudy (numpy, zarr for versions).
 """
 
 from __future__ import annotations

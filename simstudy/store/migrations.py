@@ -1,23 +1,28 @@
 """Bring a store made by an older simstudy to this version's format.
 
-Format 1 named the method dimension ``method``, which xarray's own
+``STEPS`` is the chain: ``STEPS[k - 1]`` takes format ``k`` to ``k + 1``, so
+``FORMAT == len(STEPS) + 1``. Each step rewrites a store on disk (under its
+lock, repeatable: a kill at any point leaves a store whose consolidated
+metadata, what readers open, is either the old or the new one, and the next
+run finishes the job) and says how a reader sees an unmigrated store in
+memory (``as_current``, the one place old formats are read). A format change
+is one new step here, one fixture store in ``tests/data/format<k>/``, and
+``FORMAT`` in ``store.meta``.
+
+1 -> 2: format 1 named the method dimension ``method``, which xarray's own
 ``sel(method=...)`` keyword shadows (``ds.sel(method="wald")`` silently
 selected nothing). Format 2 names it ``cube.METHOD``. Migrating rewrites
-metadata only, never a chunk of results, and every step can be repeated: a
-kill at any point leaves a store whose consolidated metadata (what readers
-open) is either the old or the new one, and the next run finishes the job.
-``open_results`` reads an unmigrated store as before, renaming the
-dimension in memory.
-
-Layers: imports ``cube`` and ``store.layout``, ``store.meta`` (and zarr).
+metadata only, never a chunk of results.
 """
 
 from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import zarr
@@ -27,26 +32,90 @@ from simstudy.store.crash import crash_point
 from simstudy.store.layout import coord
 from simstudy.store.meta import FORMAT
 
-__all__ = ["OLD_METHOD", "migrate", "needs_migration"]
+if TYPE_CHECKING:
+    import xarray as xr
+
+__all__ = [
+    "STEPS",
+    "Step",
+    "as_current",
+    "migrate",
+    "needs_migration",
+    "stored_format",
+]
 
 OLD_METHOD = "method"  # format 1's method dimension
 
 
-def _format(p: Path) -> int:
-    root = json.loads((p / "zarr.json").read_text())
+@dataclass(frozen=True, slots=True)
+class Step:
+    """One migration: a store of format ``to - 1`` becomes format ``to``."""
+
+    to: int
+    what: str
+    unfinished: Callable[[Path], bool]  # a killed earlier migration left work
+    on_disk: Callable[[Path], None]  # rewrite the store (repeatable)
+    in_memory: Callable[[xr.Dataset], xr.Dataset]  # how readers see it unmigrated
+
+
+def stored_format(path: Path) -> int:
+    """The format the store at ``p`` says it has (1 before formats were kept)."""
+    root = json.loads((path / "zarr.json").read_text())
     meta: dict[str, Any] = root.get("attributes", {}).get("simstudy", {})
     return int(meta.get("format", 1))
 
 
-def needs_migration(p: Path) -> bool:
+def needs_migration(path: Path) -> bool:
     """Whether the store at ``p`` is older than this version's format."""
-    return _format(p) < FORMAT or (p / OLD_METHOD / "zarr.json").exists()
+    return stored_format(path) < FORMAT or any(step.unfinished(path) for step in STEPS)
+
+
+def migrate(path: Path) -> bool:
+    """Migrate the store at ``p`` (held under its lock) step by step to
+    ``FORMAT``; True if it did anything."""
+    done = False
+    for step in STEPS:
+        if stored_format(path) < step.to or step.unfinished(path):
+            step.on_disk(path)
+            done = True
+    return done
+
+
+def as_current(ds: xr.Dataset) -> xr.Dataset:
+    """A store's dataset as this version's format shows it (an unmigrated
+    store is read through each missing step's in-memory view)."""
+    meta = ds.attrs.get("simstudy", {})
+    found = int(meta.get("format", 1))
+    for step in STEPS:
+        if found < step.to:
+            ds = step.in_memory(ds)
+    return ds
 
 
 def _write_json(path: Path, data: Any) -> None:
     tmp = path.with_suffix(".json.partial")
     tmp.write_text(json.dumps(data, indent=2))
     tmp.replace(path)
+
+
+def _consolidate(path: Path, to: int, *, leave_out: str = "") -> None:
+    """Replace the root's consolidated metadata (what readers open) by the
+    members' own, in one atomic write, and record format ``to``."""
+    top = json.loads((path / "zarr.json").read_text())
+    members = {
+        f.parent.name: json.loads(f.read_text())
+        for f in path.glob("*/zarr.json")
+        if f.parent.name != leave_out
+    }
+    consolidated = dict(top.get("consolidated_metadata") or {"kind": "inline"})
+    consolidated["metadata"] = dict(sorted(members.items()))
+    consolidated.setdefault("must_understand", False)
+    top["consolidated_metadata"] = consolidated
+    top["attributes"]["simstudy"]["format"] = to
+    _write_json(path / "zarr.json", top)
+
+
+# ---- 1 -> 2: the method dimension renamed --------------------------------
 
 
 def _renamed(meta: dict[str, Any]) -> dict[str, Any]:
@@ -59,22 +128,20 @@ def _renamed(meta: dict[str, Any]) -> dict[str, Any]:
     return meta
 
 
-def migrate(p: Path) -> bool:
-    """Migrate the store at ``p`` (held under its lock); True if it did.
+def _old_method_left(path: Path) -> bool:
+    return (path / OLD_METHOD / "zarr.json").exists()
 
-    Order: the method coordinate is written under its new name; each array's
-    own metadata is renamed; then the root's consolidated metadata, which
-    readers open, is replaced in one atomic write; last the old coordinate
-    is deleted.
-    """
-    if not needs_migration(p):
-        return False
-    old = p / OLD_METHOD / "zarr.json"
+
+def _rename_method(path: Path) -> None:
+    """Order: the method coordinate is written under its new name; each
+    array's own metadata is renamed; then the root's consolidated metadata
+    is replaced in one atomic write; last the old coordinate is deleted."""
+    old = path / OLD_METHOD / "zarr.json"
     if old.exists():  # the method coordinate under its new name, values kept
-        methods = np.asarray(zarr.open_array(str(p / OLD_METHOD), mode="r")[:])
-        root = zarr.open_group(str(p), mode="r+", use_consolidated=False)
+        methods = np.asarray(zarr.open_array(str(path / OLD_METHOD), mode="r")[:])
+        root = zarr.open_group(str(path), mode="r+", use_consolidated=False)
         coord(root, METHOD, [str(m) for m in methods.tolist()], overwrite=True)
-    for meta_file in p.glob("*/zarr.json"):
+    for meta_file in path.glob("*/zarr.json"):
         if meta_file.parent.name == OLD_METHOD:
             continue
         meta = json.loads(meta_file.read_text())
@@ -82,18 +149,23 @@ def migrate(p: Path) -> bool:
         if renamed is not meta:
             _write_json(meta_file, renamed)
     crash_point("migrate:arrays")
-    top = json.loads((p / "zarr.json").read_text())
-    members = {
-        f.parent.name: json.loads(f.read_text())
-        for f in p.glob("*/zarr.json")
-        if f.parent.name != OLD_METHOD
-    }
-    consolidated = dict(top.get("consolidated_metadata") or {"kind": "inline"})
-    consolidated["metadata"] = dict(sorted(members.items()))
-    consolidated.setdefault("must_understand", False)
-    top["consolidated_metadata"] = consolidated
-    top["attributes"]["simstudy"]["format"] = FORMAT
-    _write_json(p / "zarr.json", top)
+    _consolidate(path, 2, leave_out=OLD_METHOD)
     if old.exists():
-        shutil.rmtree(p / OLD_METHOD)
-    return True
+        shutil.rmtree(path / OLD_METHOD)
+
+
+def _method_renamed_in_memory(ds: xr.Dataset) -> xr.Dataset:
+    if OLD_METHOD in ds.dims and METHOD not in ds.dims:
+        ds = ds.rename({OLD_METHOD: METHOD})
+    return ds
+
+
+STEPS: list[Step] = [
+    Step(
+        2,
+        "the method dimension is cube.METHOD",
+        _old_method_left,
+        _rename_method,
+        _method_renamed_in_memory,
+    ),
+]

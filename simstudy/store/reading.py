@@ -1,7 +1,7 @@
 """Reading a store: the cube as xarray, and its records. Never writes.
 
-Layers: imports ``store.integrity``, ``store.records``, ``store.meta``,
-``cube``, ``errors`` (xarray inside functions).
+A store of an older format reads as this version's through
+``store.migrations.as_current`` (old formats are read there, nowhere else).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from simstudy.ledger import compact_records
 from simstudy.store.chunks import ChunkedArray
 from simstudy.store.health import check_readable
 from simstudy.store.integrity import check_codecs
-from simstudy.store.migrations import OLD_METHOD
+from simstudy.store.migrations import as_current
 from simstudy.store.records import read_records
 
 if TYPE_CHECKING:
@@ -82,9 +82,7 @@ def open_results(
     import xarray as xr
 
     p = _checked(path)
-    ds: xr.Dataset = xr.open_zarr(str(p), consolidated=True)
-    if OLD_METHOD in ds.dims and METHOD not in ds.dims:  # a format-1 store
-        ds = ds.rename({OLD_METHOD: METHOD})
+    ds = as_current(xr.open_zarr(str(p), consolidated=True))
     meta = ds.attrs.get("simstudy", {})
     active = meta.get("active")
     if active and not include_hidden:
@@ -180,12 +178,12 @@ def status_counts(
     """
     import zarr
 
-    p = _checked(path)
-    root = zarr.open_group(str(p), mode="r")
+    store = _checked(path)
+    root = zarr.open_group(str(store), mode="r")
     meta: dict[str, Any] = dict(root.attrs.asdict()["simstudy"])  # type: ignore[arg-type]
-    fp, factors = meta["fingerprint"], list(meta["factor_order"])
-    levels = {f: list(fp["factors"][f]) for f in factors}
-    methods = list(fp["methods"])
+    fingerprint, factors = meta["fingerprint"], list(meta["factor_order"])
+    levels = {f: list(fingerprint["factors"][f]) for f in factors}
+    methods = list(fingerprint["methods"])
     active = meta.get("active") or {}
     shown = {f: list((active.get("factors") or levels)[f]) for f in factors}
     midx = np.array([methods.index(m) for m in active.get("methods") or methods])
@@ -193,14 +191,14 @@ def status_counts(
     targets = {
         json.dumps(e["point"], sort_keys=True): e for e in record.get("points", [])
     }
-    status = ChunkedArray(p, "status", root["status"])
+    status = ChunkedArray(store, "status", root["status"])
     n = len(factors)
     rows, cols = status.chunks[n], status.chunks[n + 1]
     written: dict[tuple[int, ...], set[int]] = {}
     for f in status.chunk_files():
         at = status.coords_of(f)
         written.setdefault(at[:n], set()).add(at[n])
-    replicates = int(fp["replicates"])
+    replicates = int(fingerprint["replicates"])
     design = meta.get("design")
     kept = None if design is None else {tuple(p) for p in design}
     out = []
@@ -215,10 +213,10 @@ def status_counts(
             want = min(replicates, int(entry["replicates"]))
         counts = PointCounts(point, target=entry)
         unseen = want  # planned replicates in chunks never written
-        for rc in sorted(written.get(pidx, ())):
-            block = _status_block(status, pidx, rc, midx, cols)
-            block = block[: max(0, min(rows, replicates - rc * rows))]
-            planned = max(0, min(len(block), want - rc * rows))
+        for row_chunk in sorted(written.get(pidx, ())):
+            block = _status_block(status, pidx, row_chunk, midx, cols)
+            block = block[: max(0, min(rows, replicates - row_chunk * rows))]
+            planned = max(0, min(len(block), want - row_chunk * rows))
             counts.ok += int((block == 1).sum())
             counts.failed += int((block == 2).sum())
             counts.pending += int((block[:planned] == 0).sum())
@@ -231,29 +229,29 @@ def status_counts(
 def _status_block(
     status: ChunkedArray,
     pidx: tuple[int, ...],
-    rc: int,
+    row_chunk: int,
     midx: np.ndarray[Any, Any],
     cols: int,
 ) -> np.ndarray[Any, Any]:
     """One replicate chunk of a point's status: (replicates, shown methods)."""
     n = len(pidx)
     block = np.zeros((status.chunks[n], len(midx)), np.int8)
-    for mc in set((midx // cols).tolist()):
-        js = np.flatnonzero(midx // cols == mc)
-        chunk = status.read((*pidx, rc, int(mc)))[(0,) * n]
-        block[:, js] = chunk[:, midx[js] % cols]
+    for method_chunk in set((midx // cols).tolist()):
+        columns = np.flatnonzero(midx // cols == method_chunk)
+        chunk = status.read((*pidx, row_chunk, int(method_chunk)))[(0,) * n]
+        block[:, columns] = chunk[:, midx[columns] % cols]
     return block
 
 
 def _checked(path: str | os.PathLike[str]) -> Path:
     """A store's path, once it is known to be one and readable: no damaged
     or missing chunks, coordinates or records (StoreError naming them)."""
-    p = Path(path)
-    if not (p / "zarr.json").is_file():
+    store = Path(path)
+    if not (store / "zarr.json").is_file():
         raise StoreError(
             f"{path} is not a simstudy store (no zarr.json).",
             hint="pass the .zarr directory that `simstudy run` wrote",
         )
-    check_codecs(p)
-    check_readable(p)
-    return p
+    check_codecs(store)
+    check_readable(store)
+    return store

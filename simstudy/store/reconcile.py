@@ -6,10 +6,6 @@ what); added replicates, levels and methods grow the cube; ``--recompute``
 methods are made pending; levels and methods the study dropped are hidden
 (``active`` in the metadata) or, with ``--prune``, deleted by rewriting the
 store beside itself and swapping it in.
-
-Layers: imports ``cube, study, fingerprint, errors, shell`` and ``store.layout``,
-``store.records``, ``store.meta``, ``store.chunks``, ``store.seals``,
-``store.crash`` (and zarr, numpy).
 """
 
 from __future__ import annotations
@@ -214,19 +210,19 @@ def _mismatch(layout: Layout, changes: list[Change]) -> FingerprintMismatch:
 def _adopt(layout: Layout, old: dict[str, Any], new: dict[str, Any]) -> None:
     """Keep the study's hashes and reach (they match, or were recomputed);
     methods the study dropped keep theirs."""
-    fp = dict(layout.meta.fingerprint)
-    reach = dict(fp.get("reach") or {})
+    fingerprint = dict(layout.meta.fingerprint)
+    reach = dict(fingerprint.get("reach") or {})
     kept = dict(reach.get("methods") or {})
     kept.update(new["reach"]["methods"])
-    fp["methods"] = {**old["methods"], **new["methods"]}
-    fp["data"] = new["data"]
-    fp["reach"] = {"data": new["reach"]["data"], "methods": kept}
-    fp["version"] = new["version"]
-    fp.pop("design", None)  # what the positional schemes compare (hashed)
+    fingerprint["methods"] = {**old["methods"], **new["methods"]}
+    fingerprint["data"] = new["data"]
+    fingerprint["reach"] = {"data": new["reach"]["data"], "methods": kept}
+    fingerprint["version"] = new["version"]
+    fingerprint.pop("design", None)  # what the positional schemes compare (hashed)
     if new.get("design"):
-        fp["design"] = new["design"]
-    if fp != layout.meta.fingerprint:
-        layout.meta.fingerprint = fp
+        fingerprint["design"] = new["design"]
+    if fingerprint != layout.meta.fingerprint:
+        layout.meta.fingerprint = fingerprint
         layout.save_meta()  # after a reset: only once it is on disk
 
 
@@ -252,11 +248,11 @@ def _grow(layout: Layout, study: Study, methods_fp: dict[str, Any]) -> None:
     crash_point("grow:coords")
     layout.resize()
     crash_point("grow:resized")
-    fp = dict(layout.meta.fingerprint)
-    fp["factors"] = layout.levels
-    fp["methods"] = methods_fp
-    fp["replicates"] = replicates
-    layout.meta.fingerprint = fp
+    fingerprint = dict(layout.meta.fingerprint)
+    fingerprint["factors"] = layout.levels
+    fingerprint["methods"] = methods_fp
+    fingerprint["replicates"] = replicates
+    layout.meta.fingerprint = fingerprint
     layout.save_meta()
     layout.reopen()
 
@@ -383,9 +379,9 @@ def prune(layout: Layout, study: Study, lock_file: Path) -> None:
     levels = {f: [layout.levels[f][i] for i in keep[f]] for f in layout.factor_names}
     names = [layout.methods[i] for i in methods]
     meta = json.loads(json.dumps(layout.meta.to_json()))
-    fp = meta["fingerprint"]
-    fp["factors"] = levels
-    fp["methods"] = {m: fp["methods"][m] for m in names}
+    fingerprint = meta["fingerprint"]
+    fingerprint["factors"] = levels
+    fingerprint["methods"] = {m: fingerprint["methods"][m] for m in names}
     meta["outputs"] = {m: v for m, v in meta.get("outputs", {}).items() if m in names}
     meta.pop("active", None)
     attrs = dict(layout.root.attrs.asdict())
@@ -483,25 +479,25 @@ def _copy_records(
                 (tmp / META / kind / name).write_text(json.dumps(records))
 
 
-def finish_prune(p: Path) -> None:
+def finish_prune(path: Path) -> None:
     """Swap in a complete pruned copy (``<store>.pruning``); drop leftovers.
 
     Crash-safe order: the store moves to ``<store>.pruned-old``, the copy
     takes its place, the old one is deleted. At any point either the old or
     the new store is complete under one of these names.
     """
-    tmp = p.with_name(p.name + ".pruning")
-    old = p.with_name(p.name + ".pruned-old")
+    tmp = path.with_name(path.name + ".pruning")
+    old = path.with_name(path.name + ".pruned-old")
     complete = (tmp / META / "pruned").is_file()
     if complete:
-        if p.exists() and not old.exists():
-            p.rename(old)
-        if not p.exists():
-            tmp.rename(p)
-            (p / META / "pruned").unlink()
+        if path.exists() and not old.exists():
+            path.rename(old)
+        if not path.exists():
+            tmp.rename(path)
+            (path / META / "pruned").unlink()
     if tmp.exists():
         shutil.rmtree(tmp)  # incomplete: the store itself is untouched
-    if old.exists() and p.exists():
+    if old.exists() and path.exists():
         shutil.rmtree(old)
 
 

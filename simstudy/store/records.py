@@ -4,9 +4,6 @@
 hold, per design point and status chunk (a *group*), one record per task
 that failed (or warned): the point's levels, replicate, method, then the
 details. Plain JSON: reading a store never unpickles anything.
-
-Layers: imports ``results``, ``errors`` and ``store.health``, ``store.layout``,
-``store.meta``.
 """
 
 from __future__ import annotations

@@ -22,8 +22,6 @@ left there too.
 A torn last line (a kill or a full disk mid-append) does not parse and is
 skipped; the next append starts a new line. The log only grows by what the
 chunk writes add (about one line per chunk of a run).
-
-Layers: imports ``store.meta``.
 """
 
 from __future__ import annotations

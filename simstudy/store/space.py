@@ -5,8 +5,6 @@ quota, or file size limit) becomes ``DiskFull`` (exit 4), a read-only or
 forbidden store a ``StoreError`` (exit 2), each naming the store and the
 cause, with the hint that the same command resumes. Other ``OSError``\\ s
 pass through: they are not the user's to fix.
-
-Layers: imports ``errors``.
 """
 
 from __future__ import annotations

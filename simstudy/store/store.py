@@ -4,9 +4,6 @@
 lock, reconciles the fingerprint (growing or refusing), checks every
 chunk's checksum, and hands back a ``Store`` whose ``write`` takes finished
 batches (see ``store.writer`` for the order on disk).
-
-Layers: imports ``results, outputs, grid, study, cube, errors`` and the
-other ``store`` modules.
 """
 
 from __future__ import annotations
@@ -41,26 +38,26 @@ from simstudy.study import Level, Study
 __all__ = ["Store"]
 
 
-def _check_path(p: Path) -> None:
+def _check_path(path: Path) -> None:
     """Refuse a store path that cannot be, or is not, a simstudy store."""
-    if not p.parent.is_dir():
+    if not path.parent.is_dir():
         raise StoreError(
-            f"cannot create store {p}: directory {p.parent} does not exist.",
+            f"cannot create store {path}: directory {path.parent} does not exist.",
             hint="create the directory first or choose another --store",
         )
-    if p.exists() and not p.is_dir():
+    if path.exists() and not path.is_dir():
         raise StoreError(
-            f"{p} is a file, not a store (a store is a directory).",
+            f"{path} is a file, not a store (a store is a directory).",
             hint="choose another --store path, e.g. results.zarr",
         )
     if (
-        p.exists()
-        and not (p / "zarr.json").exists()
-        and any(p.iterdir())
-        and not (p / META).exists()
+        path.exists()
+        and not (path / "zarr.json").exists()
+        and any(path.iterdir())
+        and not (path / META).exists()
     ):
         raise StoreError(
-            f"{p} exists and is not a simstudy store; refusing to touch it.",
+            f"{path} exists and is not a simstudy store; refusing to touch it.",
             hint="choose another --store path",
         )
 
@@ -104,18 +101,18 @@ class Store:
         the device kind and x64 setting), compared like them on resume.
         """
         flush_seconds()  # a bad setting fails before anything is written
-        p = Path(path).resolve()
-        _check_path(p)
-        reconcile.finish_prune(p)
-        lock = Lock(p / META / "lock")
+        folder = Path(path).resolve()
+        _check_path(folder)
+        reconcile.finish_prune(folder)
+        lock = Lock(folder / META / "lock")
         # a read-only folder or file system: a clear error, not an OSError
-        with writing(p):
-            p.mkdir(exist_ok=True)
-            lock.acquire(p)
+        with writing(folder):
+            folder.mkdir(exist_ok=True)
+            lock.acquire(folder)
         try:
-            with writing(p):
+            with writing(folder):
                 return cls._open_locked(
-                    p, study, lock, restart, recompute, prune, provenance
+                    folder, study, lock, restart, recompute, prune, provenance
                 )
         except BaseException:
             lock.release()
@@ -124,7 +121,7 @@ class Store:
     @classmethod
     def _open_locked(
         cls,
-        p: Path,
+        folder: Path,
         study: Study,
         lock: Lock,
         restart: bool,
@@ -133,22 +130,22 @@ class Store:
         provenance: Mapping[str, str] | None,
     ) -> Store:
         registered = None
-        if restart and (p / "zarr.json").exists():
-            registered = _registered_protocol(p)  # a restart keeps it
-            reconcile.wipe(p)
-        for leftover in p.rglob("*.partial"):
+        if restart and (folder / "zarr.json").exists():
+            registered = _registered_protocol(folder)  # a restart keeps it
+            reconcile.wipe(folder)
+        for leftover in folder.rglob("*.partial"):
             leftover.unlink(missing_ok=True)
-        if (p / "zarr.json").exists():
-            restored = restore_array_metadata(p)
-            check_codecs(p)
-            migrations.migrate(p)
-            drop_orphan_arrays(p)
-            store = cls(Layout.open(p), lock, provenance)
+        if (folder / "zarr.json").exists():
+            restored = restore_array_metadata(folder)
+            check_codecs(folder)
+            migrations.migrate(folder)
+            drop_orphan_arrays(folder)
+            store = cls(Layout.open(folder), lock, provenance)
             reconcile.reconcile(store.layout, store.records, study, recompute)
             store.repaired = restored + drop_damaged_chunks(store.layout, store.writer)
         else:
             declared = _declared(study)
-            layout = Layout.create(p, study, dict(provenance or {}), declared)
+            layout = Layout.create(folder, study, dict(provenance or {}), declared)
             store = cls(layout, lock, provenance)
         store.save_truth(study)
         if registered is not None:
@@ -157,7 +154,7 @@ class Store:
         if prune and any(store.hidden.values()):
             store.flush()
             reconcile.prune(store.layout, study, lock.path)
-            store = cls(Layout.open(p), lock, provenance)
+            store = cls(Layout.open(folder), lock, provenance)
             store.hidden = reconcile.set_active(store.layout, study)
         return store
 
@@ -220,21 +217,22 @@ class Store:
         for at in [status.coords_of(f) for f in status.chunk_files()] + keys:
             written.setdefault(at[:n], set()).add(at[n])
         groups = [
-            (mc, np.flatnonzero(methods // cols == mc)) for mc in set(methods // cols)
+            (method_chunk, np.flatnonzero(methods // cols == method_chunk))
+            for method_chunk in set(methods // cols)
         ]
-        for p, pidx in enumerate(points):
-            for rc in sorted(written.get(pidx, ())):
-                stop = min(rows, counts[p] - rc * rows)
+        for index, pidx in enumerate(points):
+            for row_chunk in sorted(written.get(pidx, ())):
+                stop = min(rows, counts[index] - row_chunk * rows)
                 if stop <= 0:
                     continue
                 block = np.zeros((stop, len(methods)), np.int8)
-                for mc, js in groups:
-                    coords = (*pidx, rc, int(mc))
+                for method_chunk, columns in groups:
+                    coords = (*pidx, row_chunk, int(method_chunk))
                     chunk = self.writer.cache.chunks.get(("status", coords))
                     if chunk is None:
                         chunk = status.read(coords)
-                    block[:, js] = chunk[(0,) * n][:stop, methods[js] % cols]
-                yield p, rc, block
+                    block[:, columns] = chunk[(0,) * n][:stop, methods[columns] % cols]
+                yield index, row_chunk, block
 
     def flush(self, groups: set[Group] | None = None) -> None:
         self.writer.flush(groups)

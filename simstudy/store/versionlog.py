@@ -10,8 +10,6 @@ were recomputed and how many differed, and whether the change was found
 identical or accepted with ``--accept-version-change``. ``status`` and the
 HTML report print ``notes`` of it, so a cube made by more than one set of
 versions always says so.
-
-Layers: part of ``store``; imports nothing from simstudy.
 """
 
 from __future__ import annotations

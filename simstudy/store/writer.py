@@ -6,9 +6,6 @@ the buffer is over budget, or ``flush_seconds`` after it was first touched
 (a timer), so ``kill -9`` loses at most that much work. Within a flush,
 outputs, timings and records are written before status: status is the
 commit mark, so on disk a task is never ok before its outputs are there.
-
-Layers: imports ``cube, outputs, results, errors`` and ``store.chunks``,
-``store.layout``, ``store.records`` (and numpy).
 """
 
 from __future__ import annotations
@@ -87,44 +84,48 @@ class Writer:
     def _write(
         self, result: BatchResult, pidx: tuple[int, ...], midx: np.ndarray[Any, Any]
     ) -> BatchResult:
-        b, lay = result.batch, self.layout
+        batch, layout = result.batch, self.layout
         status = result.status.copy()
-        names = [lay.methods[i] for i in midx]
+        names = [layout.methods[i] for i in midx]
         failures = list(result.failures)
         failures += self._check_keys(result, status, names)
         failures += self._check_shapes(result, status, names)
-        specs = lay.output_specs().shapes
+        specs = layout.output_specs().shapes
         for name, values in result.outputs.items():
             shape = values.shape[2:]
             if name not in specs:
-                lay.new_var(name, "float64", np.nan, shape)
+                layout.new_var(name, "float64", np.nan, shape)
                 crash_point("output:created")
-                lay.consolidate()
+                layout.consolidate()
                 specs[name] = shape
-                lay.forget_specs()
+                layout.forget_specs()
             if specs[name] != shape:
                 continue
             ok = (status == OK).reshape(status.shape + (1,) * len(shape))
-            self._put(name, pidx, b.start, b.stop, midx, np.where(ok, values, np.nan))
-        if result.worker not in lay.meta.workers:
-            lay.meta.workers.append(result.worker)
-            lay.save_meta()
-        wid = lay.meta.workers.index(result.worker)
-        self._put("seconds", pidx, b.start, b.stop, midx, result.seconds)
-        self._put("started", pidx, b.start, b.stop, midx, result.started)
+            self._put(
+                name, pidx, batch.start, batch.stop, midx, np.where(ok, values, np.nan)
+            )
+        if result.worker not in layout.meta.workers:
+            layout.meta.workers.append(result.worker)
+            layout.save_meta()
+        wid = layout.meta.workers.index(result.worker)
+        self._put("seconds", pidx, batch.start, batch.stop, midx, result.seconds)
+        self._put("started", pidx, batch.start, batch.stop, midx, result.started)
         worker = np.full(status.shape, wid, np.int16)
-        self._put("worker", pidx, b.start, b.stop, midx, worker)
-        if "warnings" not in lay.var_names():  # stores made before warnings
-            lay.new_var("warnings", *FIXED_VARS["warnings"], ())
-            lay.consolidate()
+        self._put("worker", pidx, batch.start, batch.stop, midx, worker)
+        if "warnings" not in layout.var_names():  # stores made before warnings
+            layout.new_var("warnings", *FIXED_VARS["warnings"], ())
+            layout.consolidate()
         counts = result.warnings
         if counts is None:  # a batch whose worker failed emitted none
             counts = np.zeros(status.shape, np.int16)
-        self._put("warnings", pidx, b.start, b.stop, midx, counts)
-        self._put("status", pidx, b.start, b.stop, midx, status)
-        group = (pidx, b.start // lay.group_rows)
-        self.records.add("failures", group, (b.start, b.stop, names, failures))
-        self.records.add("warnings", group, (b.start, b.stop, names, result.warned))
+        self._put("warnings", pidx, batch.start, batch.stop, midx, counts)
+        self._put("status", pidx, batch.start, batch.stop, midx, status)
+        group = (pidx, batch.start // layout.group_rows)
+        self.records.add("failures", group, (batch.start, batch.stop, names, failures))
+        self.records.add(
+            "warnings", group, (batch.start, batch.stop, names, result.warned)
+        )
         self._written(group, status.size)
         result.status = status
         result.failures = failures
