@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 import textwrap
 from collections.abc import Callable
 from pathlib import Path
@@ -11,6 +12,14 @@ import pytest
 from hypothesis import settings
 
 settings.register_profile("ci", deadline=None, print_blob=True, max_examples=25)
+
+# Under pytest-xdist a test runs in a worker whose __main__ (execnet's) has no
+# __file__, which simstudy takes for a notebook (where declaring a method
+# twice replaces it instead of raising). A plain `pytest` run's __main__ is
+# pytest's own, with a __file__: give the workers the same.
+_main = sys.modules.get("__main__")
+if _main is not None and not hasattr(_main, "__file__"):
+    _main.__file__ = "<pytest-xdist worker>"
 if os.environ.get("CI"):
     settings.load_profile("ci")
 

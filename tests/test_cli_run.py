@@ -217,7 +217,7 @@ def test_kill_9_at_20_points_then_resume_gives_the_same_cube(tmp_path, reference
             # killed before the store was created: a new store is built in
             # its .simstudy/creating and published by its root zarr.json, last
             continue
-        ds = assert_store_consistent(store)
+        ds = assert_store_consistent(store, killed=True)
         status, started = ds.status.values, ds.started.values
         partial += 0 < int((status == 1).sum()) < status.size
         for idx in zip(*np.nonzero(status == 1), strict=True):

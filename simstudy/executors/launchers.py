@@ -139,7 +139,9 @@ def start_cluster(kind: str, config: str | None) -> Any:
 class QueueNotice:
     """Say on stderr when a launched cluster has had no worker for
     ``seconds`` (jobs pending in a busy queue, or all ended and being
-    replaced), and again when workers arrive; checked every second."""
+    replaced), and again when workers arrive; checked every ``POLL`` s."""
+
+    POLL = 0.25
 
     def __init__(
         self,
@@ -153,6 +155,7 @@ class QueueNotice:
         self.kind = kind
         self.seconds = seconds
         self.out = out
+        self.waiting = False
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._watch, daemon=True)
         self.thread.start()
@@ -160,23 +163,31 @@ class QueueNotice:
     def _say(self, text: str) -> None:
         print(text, file=self.out or sys.stderr, flush=True)
 
+    def _check(self, since: float) -> float:
+        """Say what changed since the last check; return when workers were
+        last seen (or the wait began)."""
+        n = self.threads()
+        if n:
+            if self.waiting:
+                self._say(f"note: {n} worker thread(s) joined; the run goes on.")
+            self.waiting = False
+            return time.monotonic()
+        if not self.waiting and time.monotonic() - since >= self.seconds:
+            self.waiting = True
+            self._say(
+                f"note: waiting for {self.kind} to start the worker jobs: no "
+                f"worker for {time.monotonic() - since:.0f} s (squeue --me "
+                "shows why); batches wait in the scheduler's queue."
+            )
+        return since
+
     def _watch(self) -> None:
         since = time.monotonic()
-        waiting = False
-        while not self.stop.wait(1.0):
-            n = self.threads()
-            if n:
-                if waiting:
-                    self._say(f"note: {n} worker thread(s) joined; the run goes on.")
-                waiting = False
-                since = time.monotonic()
-            elif not waiting and time.monotonic() - since >= self.seconds:
-                waiting = True
-                self._say(
-                    f"note: waiting for {self.kind} to start the worker jobs: no "
-                    f"worker for {time.monotonic() - since:.0f} s (squeue --me "
-                    "shows why); batches wait in the scheduler's queue."
-                )
+        while not self.stop.wait(self.POLL):
+            since = self._check(since)
 
     def close(self) -> None:
         self.stop.set()
+        self.thread.join(timeout=5)
+        if self.waiting and self.threads():  # they came, and the run ended first
+            self._check(time.monotonic())
