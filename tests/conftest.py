@@ -16,10 +16,11 @@ settings.register_profile("ci", deadline=None, print_blob=True, max_examples=25)
 # Under pytest-xdist a test runs in a worker whose __main__ (execnet's) has no
 # __file__, which simstudy takes for a notebook (where declaring a method
 # twice replaces it instead of raising). A plain `pytest` run's __main__ is
-# pytest's own, with a __file__: give the workers the same.
+# pytest's own __main__.py, which spawned children import and which does
+# nothing then: give the workers a file that behaves the same.
 _main = sys.modules.get("__main__")
 if _main is not None and not hasattr(_main, "__file__"):
-    _main.__file__ = "<pytest-xdist worker>"
+    _main.__file__ = str(Path(__file__).with_name("xdist_main.py"))
 if os.environ.get("CI"):
     settings.load_profile("ci")
 

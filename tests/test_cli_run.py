@@ -200,7 +200,8 @@ def test_kill_9_at_20_points_then_resume_gives_the_same_cube(tmp_path, reference
     committed: dict[tuple[int, ...], float] = {}  # task -> its start time
     partial = 0  # kills that left some, not all, tasks committed
     workers: list[psutil.Process] = []  # of the killed drivers
-    for _ in range(20):
+    for i in range(20):
+        before = _ok_count(store)
         proc = subprocess.Popen(
             _cmd("run", str(path), "--no-progress"),
             cwd=tmp_path,
@@ -208,7 +209,19 @@ def test_kill_9_at_20_points_then_resume_gives_the_same_cube(tmp_path, reference
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        time.sleep(rng.uniform(0.2, 2.5))
+        if i % 2:
+            # every other kill waits for this run's first commit, so kills land
+            # mid-run however slowly a loaded machine starts the run
+            deadline = time.monotonic() + 60
+            while (
+                _ok_count(store) <= before
+                and proc.poll() is None
+                and time.monotonic() < deadline
+            ):
+                time.sleep(0.02)
+            time.sleep(rng.uniform(0.0, 0.3))
+        else:
+            time.sleep(rng.uniform(0.2, 2.5))
         with contextlib.suppress(psutil.NoSuchProcess):
             workers += psutil.Process(proc.pid).children(recursive=True)
         proc.kill()
