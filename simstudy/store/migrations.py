@@ -24,8 +24,10 @@ import zarr
 
 from simstudy.cube import METHOD
 from simstudy.store.crash import crash_point
+from simstudy.store.files import read_bytes, write_atomic
 from simstudy.store.layout import coord
 from simstudy.store.meta import FORMAT
+from simstudy.store.trust import ours
 
 __all__ = ["OLD_METHOD", "migrate", "needs_migration"]
 
@@ -33,7 +35,7 @@ OLD_METHOD = "method"  # format 1's method dimension
 
 
 def _format(p: Path) -> int:
-    root = json.loads((p / "zarr.json").read_text())
+    root = json.loads(read_bytes(p / "zarr.json"))
     meta: dict[str, Any] = root.get("attributes", {}).get("simstudy", {})
     return int(meta.get("format", 1))
 
@@ -44,9 +46,7 @@ def needs_migration(p: Path) -> bool:
 
 
 def _write_json(path: Path, data: Any) -> None:
-    tmp = path.with_suffix(".json.partial")
-    tmp.write_text(json.dumps(data, indent=2))
-    tmp.replace(path)
+    write_atomic(path, json.dumps(data, indent=2).encode())
 
 
 def _renamed(meta: dict[str, Any]) -> dict[str, Any]:
@@ -75,18 +75,18 @@ def migrate(p: Path) -> bool:
         root = zarr.open_group(str(p), mode="r+", use_consolidated=False)
         coord(root, METHOD, [str(m) for m in methods.tolist()], overwrite=True)
     for meta_file in p.glob("*/zarr.json"):
-        if meta_file.parent.name == OLD_METHOD:
-            continue
-        meta = json.loads(meta_file.read_text())
+        if meta_file.parent.name == OLD_METHOD or not ours(meta_file.parent):
+            continue  # a folder of the user's is never rewritten
+        meta = json.loads(read_bytes(meta_file))
         renamed = _renamed(meta)
         if renamed is not meta:
             _write_json(meta_file, renamed)
     crash_point("migrate:arrays")
-    top = json.loads((p / "zarr.json").read_text())
+    top = json.loads(read_bytes(p / "zarr.json"))
     members = {
-        f.parent.name: json.loads(f.read_text())
+        f.parent.name: json.loads(read_bytes(f))
         for f in p.glob("*/zarr.json")
-        if f.parent.name != OLD_METHOD
+        if f.parent.name != OLD_METHOD and ours(f.parent)
     }
     consolidated = dict(top.get("consolidated_metadata") or {"kind": "inline"})
     consolidated["metadata"] = dict(sorted(members.items()))
@@ -94,6 +94,6 @@ def migrate(p: Path) -> bool:
     top["consolidated_metadata"] = consolidated
     top["attributes"]["simstudy"]["format"] = FORMAT
     _write_json(p / "zarr.json", top)
-    if old.exists():
+    if old.exists() and ours(p / OLD_METHOD):
         shutil.rmtree(p / OLD_METHOD)
     return True

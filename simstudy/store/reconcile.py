@@ -26,14 +26,16 @@ import zarr
 
 from simstudy import fingerprint
 from simstudy.cube import FIXED_VARS, METHOD, REPLICATE
-from simstudy.errors import FingerprintMismatch, UsageError
+from simstudy.errors import FingerprintMismatch, StoreError, UsageError
 from simstudy.store import seals
 from simstudy.store.chunks import ChunkedArray
 from simstudy.store.crash import crash_point
+from simstudy.store.files import read_bytes
 from simstudy.store.layout import CHUNK_KEYS, COMPRESSORS, Layout, coord
 from simstudy.store.meta import META
 from simstudy.store.records import KINDS, Records, records_name
 from simstudy.store.seals import Seals
+from simstudy.store.trust import foreign
 from simstudy.study import Study
 
 __all__ = ["compare", "finish_prune", "prune", "reconcile", "set_active", "wipe"]
@@ -334,8 +336,9 @@ def prune(layout: Layout, study: Study, lock_file: Path) -> None:
     methods = [i for i, m in enumerate(layout.methods) if m in study.method_names]
     tmp = layout.path.with_name(layout.path.name + ".pruning")
     if tmp.exists():
-        shutil.rmtree(tmp)
-    root = zarr.open_group(str(tmp), mode="w", zarr_format=3)
+        _discard(tmp)
+    (tmp / META).mkdir(parents=True)  # marks the copy as ours from the start
+    root = zarr.open_group(str(tmp), mode="w-", zarr_format=3)
     levels = {f: [layout.levels[f][i] for i in keep[f]] for f in layout.factor_names}
     names = [layout.methods[i] for i in methods]
     meta = json.loads(json.dumps(layout.meta.to_json()))
@@ -414,7 +417,7 @@ def _copy_records(
     for kind in KINDS:
         grouped: dict[str, list[Any]] = {}
         for rf in sorted((layout.path / META / kind).glob("*.json")):
-            for r in json.loads(rf.read_text()):
+            for r in json.loads(read_bytes(rf)):
                 if r["method"] not in names or any(
                     r[k] not in levels[k] for k in factors
                 ):
@@ -445,16 +448,38 @@ def finish_prune(p: Path) -> None:
             tmp.rename(p)
             (p / META / "pruned").unlink()
     if tmp.exists():
-        shutil.rmtree(tmp)  # incomplete: the store itself is untouched
+        _discard(tmp)  # incomplete: the store itself is untouched
     if old.exists() and p.exists():
-        shutil.rmtree(old)
+        kept = True  # what the user put in the store moves to the pruned one
+        for child in foreign(old):
+            if (p / child.name).exists():
+                kept = False
+            else:
+                child.rename(p / child.name)
+        if kept:
+            _discard(old)
+
+
+def _discard(folder: Path) -> None:
+    """Delete a store copy of ours (it has a ``.simstudy`` folder); refuse
+    to delete anything else."""
+    if folder.is_symlink() or not (folder / META).is_dir():
+        raise StoreError(
+            f"{folder} exists and is not a copy simstudy made; refusing to delete it.",
+            hint=f"move {folder.name} away, then run again",
+        )
+    shutil.rmtree(folder)
 
 
 def wipe(p: Path) -> None:
-    """Delete a store's contents but its lock (``--restart``): the root
-    ``zarr.json`` first, so a kill halfway leaves no store, not half of one."""
+    """Delete what simstudy wrote in a store but its lock (``--restart``):
+    the root ``zarr.json`` first, so a kill halfway leaves no store, not half
+    of one. Files it did not write (``trust.foreign``) stay."""
+    keep = set(foreign(p))
     (p / "zarr.json").unlink(missing_ok=True)
     for child in p.iterdir():
+        if child in keep:
+            continue
         if child.name == META:
             for sub in child.iterdir():
                 if sub.name != "lock":

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from simstudy.results import Failure, Warned
+from simstudy.store.files import scan, write_atomic
 from simstudy.store.health import read_json
 from simstudy.store.layout import Layout
 from simstudy.store.meta import META
@@ -35,14 +36,13 @@ def records_name(group: Group) -> str:
 
 def write_json(path: Path, data: Any) -> None:
     """Replace a JSON file atomically (a temporary file, then rename)."""
-    tmp = path.with_suffix(".json.partial")
-    tmp.write_text(json.dumps(data))
-    tmp.replace(path)
+    write_atomic(path, json.dumps(data).encode())
 
 
 def read_records(path: str | os.PathLike[str], kind: str) -> list[dict[str, Any]]:
     """All records of one kind in a store, file by file."""
     out: list[dict[str, Any]] = []
+    scan(Path(path), META)  # a linked records folder or file is refused
     folder = Path(path) / META / kind
     for f in sorted(folder.glob("*.json")) if folder.exists() else []:
         out.extend(read_json(f, Path(path)))

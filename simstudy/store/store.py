@@ -24,6 +24,7 @@ from simstudy.grid import points
 from simstudy.outputs import OutputSpecs
 from simstudy.results import BatchResult
 from simstudy.store import migrations, reconcile
+from simstudy.store.files import scan
 from simstudy.store.integrity import (
     check_codecs,
     drop_damaged_chunks,
@@ -35,14 +36,17 @@ from simstudy.store.lock import Lock
 from simstudy.store.meta import META, NUMBER_MAKERS, versions
 from simstudy.store.records import Group, Records
 from simstudy.store.space import writing
+from simstudy.store.trust import check_owned, check_sizes, ours
 from simstudy.store.writer import Writer, flush_seconds
 from simstudy.study import Level, Study
 
 __all__ = ["Store"]
 
 
-def _check_path(p: Path) -> None:
-    """Refuse a store path that cannot be, or is not, a simstudy store."""
+def _check_path(p: Path, *, restart: bool = False) -> None:
+    """Refuse a store path that cannot be, or is not, a simstudy store, and
+    a store with links or special files, or metadata that cannot be trusted
+    (``store.trust``); nothing is written before."""
     if not p.parent.is_dir():
         raise StoreError(
             f"cannot create store {p}: directory {p.parent} does not exist.",
@@ -63,6 +67,11 @@ def _check_path(p: Path) -> None:
             f"{p} exists and is not a simstudy store; refusing to touch it.",
             hint="choose another --store path",
         )
+    if p.is_dir():
+        check_owned(p)
+        scan(p)
+        if not restart and (p / "zarr.json").exists():
+            check_sizes(p)
 
 
 class Store:
@@ -105,7 +114,7 @@ class Store:
         """
         flush_seconds()  # a bad setting fails before anything is written
         p = Path(path).resolve()
-        _check_path(p)
+        _check_path(p, restart=restart)
         reconcile.finish_prune(p)
         lock = Lock(p / META / "lock")
         try:
@@ -140,7 +149,9 @@ class Store:
         if restart and (p / "zarr.json").exists():
             reconcile.wipe(p)
         for leftover in p.rglob("*.partial"):
-            leftover.unlink(missing_ok=True)
+            top = leftover.relative_to(p).parts
+            if ours(p / top[0]) or (len(top) == 1 and top[0].startswith("zarr.")):
+                leftover.unlink(missing_ok=True)  # never a partial of the user's
         if (p / "zarr.json").exists():
             restored = restore_array_metadata(p)
             check_codecs(p)
