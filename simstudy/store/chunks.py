@@ -42,6 +42,14 @@ def _whole(blob: bytes) -> bool:
     return len(blob) >= 4 and google_crc32c.value(body).to_bytes(4, "little") == crc
 
 
+def _hint(chunk: Path) -> str:
+    store = chunk.parent.parent
+    return (
+        f"run python -m simstudy run STUDY.py --store {store}: it recomputes "
+        "what the chunk held"
+    )
+
+
 def _content_size(blob: bytes) -> int | None:
     """The decoded size a zstd frame's header declares (None: not given).
 
@@ -140,17 +148,23 @@ class ChunkedArray:
         except FileNotFoundError:
             return self.empty()
         if not _whole(blob):
-            raise CorruptChunk(f"chunk {path} fails its crc32c check.")
+            raise CorruptChunk(
+                f"chunk {path} fails its crc32c check.", hint=_hint(path)
+            )
         size = _content_size(blob)
         if size != self.raw:
             raise CorruptChunk(
-                f"chunk {path} declares {size} bytes; its array's chunks hold {self.raw}."
+                f"chunk {path} declares {size} bytes; its array's chunks hold "
+                f"{self.raw}.",
+                hint=_hint(path),
             )
         out = np.empty(self.chunks, dtype=self.dtype)
         try:  # into a buffer of the chunk's size: a crafted frame cannot grow it
             self.zstd.decode(blob[:-4], out=out.view(np.uint8).reshape(-1))
         except Exception as exc:
-            raise CorruptChunk(f"chunk {path} does not decode: {exc}") from None
+            raise CorruptChunk(
+                f"chunk {path} does not decode: {exc}", hint=_hint(path)
+            ) from None
         return out
 
     def encode(self, chunk: np.ndarray[Any, Any]) -> bytes:
