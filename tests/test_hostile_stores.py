@@ -190,6 +190,24 @@ def test_a_seal_log_linked_outside_gets_no_line_appended(
     assert _tree(victim.parent) == before
 
 
+def test_a_seal_log_hard_linked_outside_is_copied_before_appending(
+    ran, tmp_path, write_study
+):
+    """A hard link passes the scan (it is a regular file): the run appends to
+    a copy of its own, and the other path keeps its bytes."""
+    _, store, _ = ran
+    log = store / ".simstudy" / "seals" / "status.log"
+    other = tmp_path / "backup-status.log"
+    os.link(log, other)
+    before = other.read_bytes()
+    more = _study(write_study, reps=8, name="more.py")
+    assert _run(more, store) == 3
+    assert other.read_bytes() == before
+    assert log.read_bytes().startswith(before)
+    assert len(log.read_bytes()) > len(before)
+    assert os.stat(log).st_nlink == 1
+
+
 def test_a_failures_folder_linked_outside_receives_no_record(
     ran, tmp_path, write_study, capsys
 ):

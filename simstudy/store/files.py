@@ -22,6 +22,7 @@ Layers: imports ``errors`` only.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import stat
@@ -53,6 +54,9 @@ def _kind(mode: int) -> str:
 
 
 def _refuse(path: Path, what: str) -> StoreError:
+    if what == "a symbolic link":
+        with contextlib.suppress(OSError):
+            what += f" (to {os.readlink(path)})"
     return StoreError(
         f"{path} is {what}, not a regular file or folder; simstudy reads and "
         "writes only its own files inside a store.",
