@@ -232,7 +232,7 @@ class Study:
                 f"replicates must be >= 1, got {replicates_!r}.",
                 hint="write replicates=1000",
             )
-        if replicates_ > MAX_REPLICATES:
+        if int(replicates_) > MAX_REPLICATES:
             raise StudyError(
                 f"replicates must be <= {MAX_REPLICATES:,}, got {replicates_!r}.",
                 hint="split the study: several stores of fewer replicates each",

@@ -58,7 +58,7 @@ def _state(pid: int) -> str | None:
     except (OSError, ValueError):
         pass
     try:
-        import psutil  # type: ignore[import-untyped]
+        import psutil
     except ImportError:
         return None
     try:
