@@ -129,11 +129,18 @@ def test_run_refuses_a_zarr_store_that_is_not_simstudys_and_leaves_it_alone(
     assert _tree(store) == before
 
 
-def test_readers_refuse_a_zarr_store_that_is_not_simstudys(tmp_path, capsys):
+def test_readers_refuse_a_zarr_store_that_is_not_simstudys(
+    tmp_path, write_study, capsys
+):
+    study = _study(write_study)
     store = tmp_path / "mydata.zarr"
     _foreign_store(store)
     before = _tree(store)
-    for argv in _readers(store, tmp_path):
+    for argv in [
+        *_readers(store, tmp_path),
+        ["verify", str(store), "--study", str(study), "--sample", "2"],
+        ["plan", str(study), "--store", str(store)],
+    ]:
         assert main(argv) == 2, argv
         _one_error(capsys.readouterr().err, "not simstudy's")
     with pytest.raises(StoreError, match="is a zarr store but not simstudy's"):
@@ -344,6 +351,33 @@ def test_a_store_declaring_huge_sizes_is_refused_before_writing(
     for argv in _readers(store, tmp_path):
         assert main(argv) == 2, argv
         _one_error(capsys.readouterr().err, f"{replicates:,} replicates")
+
+
+MALFORMED = {
+    "no-fingerprint": lambda m: m.pop("fingerprint"),
+    "replicates-text": lambda m: m["fingerprint"].update(replicates="4"),
+    "factors-not-the-order": lambda m: m.update(factor_order=["n", "k"]),
+    "too-many-methods": lambda m: m["fingerprint"].update(
+        methods={f"m{i}": "" for i in range(10**4 + 1)}
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(MALFORMED), ids=list(MALFORMED))
+def test_malformed_metadata_is_refused_not_an_internal_error(
+    ran, tmp_path, capsys, case
+):
+    study, store, _ = ran
+    f = store / "zarr.json"
+    root = json.loads(f.read_text())
+    MALFORMED[case](root["attributes"]["simstudy"])
+    f.write_text(json.dumps(root))
+    before = _tree(store)
+    assert _run(study, store) == 2
+    _one_error(capsys.readouterr().err, "its metadata is damaged or not simstudy's")
+    assert _tree(store) == before
+    assert main(["status", str(store)]) == 2
+    _one_error(capsys.readouterr().err, "its metadata is damaged or not simstudy's")
 
 
 def test_a_study_may_not_declare_more_replicates_than_a_store_holds(write_study):

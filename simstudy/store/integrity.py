@@ -159,7 +159,17 @@ def _group_of(name: str) -> tuple[tuple[int, ...], int]:
 
 
 def _rewrite_coordinates(layout: Layout, names: list[str]) -> None:
-    """Write coordinates again from the levels the metadata records."""
+    """Write coordinates again from the levels the metadata records, once
+    the store's arrays confirm their lengths (never from metadata alone)."""
+    held = tuple(layout.array("status").shape[: len(layout.cube_shape)])
+    if any(n > h for n, h in zip(layout.cube_shape, held, strict=True)):
+        raise StoreError(
+            f"store {layout.path}: its metadata says the cube is "
+            f"{layout.cube_shape}, its status array holds {held}; refusing to "
+            "write coordinates of that length.",
+            hint="restore the store's zarr.json from a backup, or run with "
+            "--restart to compute everything again",
+        )
     values: dict[str, list[Any] | range] = {
         f: layout.levels[f] for f in layout.factor_names
     }
