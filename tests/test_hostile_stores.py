@@ -387,10 +387,11 @@ def test_a_study_may_not_declare_more_replicates_than_a_store_holds(write_study)
 
 # ---- 7. a zombie holding the lock ----------------------------------------
 SLOW = """
+import os
 import time
 from simstudy import Study
 
-study = Study("slow", factors={"n": [5]}, replicates=200, seed=1)
+study = Study("slow", factors={"n": [5]}, replicates=100, seed=1)
 
 @study.data
 def gen(rng, n):
@@ -398,7 +399,7 @@ def gen(rng, n):
 
 @study.method
 def mean(x):
-    time.sleep(0.05)
+    time.sleep(float(os.environ.get("HOSTILE_SLEEP", "0")))  # slow in the child
     return {"estimate": float(x.mean())}
 """
 
@@ -435,6 +436,7 @@ def test_a_run_takes_over_the_lock_of_a_killed_unreaped_run(tmp_path, write_stud
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+        env={**os.environ, "HOSTILE_SLEEP": "0.2"},
     )
     try:
         deadline = time.monotonic() + 120
