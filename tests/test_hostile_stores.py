@@ -174,6 +174,47 @@ def test_restart_and_prune_keep_the_files_a_user_put_in_a_store(
     assert_store_consistent(store)
 
 
+class _Killed(BaseException):
+    """A kill -9 stand-in: nothing below catches it."""
+
+
+def test_a_prune_killed_while_deleting_the_old_store_loses_no_user_file(
+    ran, write_study, monkeypatch
+):
+    """Killed halfway through deleting ``<store>.pruned-old`` (the user's files
+    already moved into the pruned store): the next run finishes the job."""
+    from simstudy.store import reconcile
+
+    study, store, reference = ran
+    (store / "README").write_text("notes\n")
+    fewer = write_study(
+        study.read_text().replace("@study.method\ndef picky", "def picky"),
+        name="fewer.py",
+    )
+    real = reconcile._discard
+
+    def killed_halfway(folder: Path) -> None:
+        if not folder.name.endswith(".pruned-old"):
+            real(folder)
+            return
+        assert (folder / ".simstudy" / "discard").is_file()
+        shutil.rmtree(folder / "estimate")
+        raise _Killed
+
+    monkeypatch.setattr(reconcile, "_discard", killed_halfway)
+    with pytest.raises(_Killed):
+        _run(fewer, store, "--prune")
+    monkeypatch.undo()
+    old = store.with_name("s.zarr.pruned-old")
+    assert old.is_dir()
+    assert (store / "README").read_text() == "notes\n"
+    assert _run(fewer, store, "--prune") == 0
+    assert not old.exists()
+    assert (store / "README").read_text() == "notes\n"
+    assert _run(fewer, reference, "--prune") == 0
+    assert cube_digest(store) == cube_digest(reference)
+
+
 # ---- 4. links, FIFOs and devices inside a store ---------------------------
 def _outside(tmp_path: Path) -> Path:
     victim = tmp_path / "outside" / "victim.txt"

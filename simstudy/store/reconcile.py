@@ -435,8 +435,9 @@ def finish_prune(p: Path) -> None:
     """Swap in a complete pruned copy (``<store>.pruning``); drop leftovers.
 
     Crash-safe order: the store moves to ``<store>.pruned-old``, the copy
-    takes its place, the old one is deleted. At any point either the old or
-    the new store is complete under one of these names.
+    takes its place, the files a user put in the store move into it, the old
+    one is deleted. At any point either the old or the new store is complete
+    under one of these names, and each file of the user's is in one of them.
     """
     tmp = p.with_name(p.name + ".pruning")
     old = p.with_name(p.name + ".pruned-old")
@@ -450,25 +451,32 @@ def finish_prune(p: Path) -> None:
     if tmp.exists():
         _discard(tmp)  # incomplete: the store itself is untouched
     if old.exists() and p.exists():
-        kept = True  # what the user put in the store moves to the pruned one
-        for child in foreign(old):
-            if (p / child.name).exists():
-                kept = False
-            else:
+        mark = old / META / "discard"
+        if not mark.exists():  # first, the user's files move to the new store
+            for child in foreign(old):
+                if (p / child.name).exists():
+                    return  # its name is taken there: leave the old store
                 child.rename(p / child.name)
-        if kept:
-            _discard(old)
+            mark.touch()
+        _discard(old)
 
 
 def _discard(folder: Path) -> None:
-    """Delete a store copy of ours (it has a ``.simstudy`` folder); refuse
-    to delete anything else."""
-    if folder.is_symlink() or not (folder / META).is_dir():
+    """Delete a store copy of ours (it has a ``.simstudy`` folder), that
+    folder last: a kill halfway leaves it recognisable; refuse to delete
+    anything else."""
+    meta = folder / META
+    if folder.is_symlink() or meta.is_symlink() or not meta.is_dir():
         raise StoreError(
             f"{folder} exists and is not a copy simstudy made; refusing to delete it.",
             hint=f"move {folder.name} away, then run again",
         )
-    shutil.rmtree(folder)
+    for child in folder.iterdir():
+        if child.name != META:
+            real_dir = child.is_dir() and not child.is_symlink()
+            shutil.rmtree(child) if real_dir else child.unlink()
+    shutil.rmtree(meta)
+    folder.rmdir()
 
 
 def wipe(p: Path) -> None:
