@@ -33,7 +33,9 @@ from simstudy.errors import StoreError
 
 __all__ = ["open_append", "open_read", "read_bytes", "scan", "write_atomic"]
 
-_SAFE = os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
+# O_NOFOLLOW and O_NONBLOCK are POSIX; elsewhere the scan and the regular-file
+# check on the open file remain
+_SAFE = sum(getattr(os, flag, 0) for flag in ("O_NOFOLLOW", "O_NONBLOCK", "O_CLOEXEC"))
 _HINT = (
     "this store holds what simstudy never writes: if you trust it, replace "
     "the path with a regular copy of what it stands for (or delete it), "

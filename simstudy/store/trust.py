@@ -48,8 +48,8 @@ __all__ = ["MAX_CHUNK_ITEMS", "check_owned", "check_sizes", "foreign", "ours"]
 
 MAX_CHUNK_ITEMS = 2**25  # values in one chunk (simstudy's stay under 2^20)
 _NOT_OURS_HINT = (
-    "choose another --store path: simstudy never writes into, or deletes, "
-    "a folder it did not make"
+    "use a store simstudy made (for a run: a new --store path); simstudy "
+    "never writes into, or deletes, a folder it did not make"
 )
 
 
