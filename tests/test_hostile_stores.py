@@ -421,6 +421,39 @@ def test_malformed_metadata_is_refused_not_an_internal_error(
     _one_error(capsys.readouterr().err, "its metadata is damaged or not simstudy's")
 
 
+def _reshape(store: Path, name: str, at: int, size: int) -> None:
+    """Give array ``name`` another length along dimension ``at``, in the
+    root's consolidated metadata and in its own."""
+    f = store / "zarr.json"
+    root = json.loads(f.read_text())
+    root["consolidated_metadata"]["metadata"][name]["shape"][at] = size
+    f.write_text(json.dumps(root))
+    own = store / name / "zarr.json"
+    meta = json.loads(own.read_text())
+    meta["shape"][at] = size
+    own.write_text(json.dumps(meta))
+
+
+@pytest.mark.parametrize(
+    ("name", "at", "size", "said"),
+    [
+        ("replicate", 0, 10**11, "array 'replicate' has 100,000,000,000 replicates"),
+        ("estimate", 1, 10**11, "array 'estimate' has 100,000,000,000 replicates"),
+        ("method_name", 0, 10**5, "array 'method_name' has 100,000 methods"),
+    ],
+    ids=["replicate-coordinate", "output-array", "method-coordinate"],
+)
+def test_an_array_shape_beyond_the_limits_is_refused(ran, capsys, name, at, size, said):
+    study, store, _ = ran
+    _reshape(store, name, at, size)
+    before = _tree(store)
+    assert _run(study, store) == 2
+    _one_error(capsys.readouterr().err, said)
+    assert _tree(store) == before
+    assert main(["status", str(store)]) == 2
+    _one_error(capsys.readouterr().err, said)
+
+
 def test_a_study_may_not_declare_more_replicates_than_a_store_holds(write_study):
     with pytest.raises(StudyError, match="replicates must be <= 1,000,000,000"):
         simstudy.Study("big", factors={"n": [1]}, replicates=MAX_REPLICATES + 1, seed=1)

@@ -175,19 +175,35 @@ def check_sizes(p: Path) -> None:
             raise _damaged(
                 p, f"it declares {n:,} {_noun(dim)}, its status array holds {held:,}"
             )
+    limits = dict.fromkeys(counts, MAX_LEVELS)
+    limits.update(
+        {REPLICATE: MAX_REPLICATES, METHOD: MAX_METHODS, "method": MAX_METHODS}
+    )
     for name, entry in known.items():
-        _check_chunks(p, name, entry)
+        _check_array(p, name, entry, limits)
 
 
-def _check_chunks(p: Path, name: str, entry: Any) -> None:
-    """Refuse an array whose chunks would not fit in memory one at a time."""
+def _check_array(p: Path, name: str, entry: Any, limits: dict[str, int]) -> None:
+    """Refuse an array whose chunks would not fit in memory one at a time,
+    or whose shape is beyond the cube's limits (an output's own dimensions:
+    its values per task must fit in one chunk)."""
     try:
-        shape = entry["chunk_grid"]["configuration"]["chunk_shape"]
-        items = math.prod(int(c) for c in shape)
-    except (TypeError, KeyError, ValueError):
+        chunk = entry["chunk_grid"]["configuration"]["chunk_shape"]
+        items = math.prod(int(c) for c in chunk)
+        shape = [int(n) for n in entry["shape"]]
+        dims = list(entry.get("dimension_names") or [])
+    except (TypeError, KeyError, ValueError, AttributeError):
         return  # not an array of ours; zarr or health reports what is wrong
     if items > MAX_CHUNK_ITEMS:
         raise _damaged(
             p,
             f"array {name!r} has chunks of {items:,} values, above {MAX_CHUNK_ITEMS:,}",
+        )
+    own = [n for d, n in zip(dims, shape, strict=False) if d not in limits]
+    for d, n in zip(dims, shape, strict=False):
+        if n > limits.get(d, n):
+            raise _damaged(p, f"array {name!r} has {n:,} {_noun(d)}")
+    if dims and (len(dims) != len(shape) or math.prod(own) > MAX_CHUNK_ITEMS):
+        raise _damaged(
+            p, f"array {name!r} has shape {shape}, beyond what a task returns"
         )
