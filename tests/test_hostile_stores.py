@@ -454,9 +454,16 @@ def test_an_array_shape_beyond_the_limits_is_refused(ran, capsys, name, at, size
     _one_error(capsys.readouterr().err, said)
 
 
-def test_a_study_may_not_declare_more_replicates_than_a_store_holds(write_study):
+def test_a_study_may_not_declare_more_replicates_than_a_store_holds(
+    write_study, capsys
+):
     with pytest.raises(StudyError, match="replicates must be <= 1,000,000,000"):
         simstudy.Study("big", factors={"n": [1]}, replicates=MAX_REPLICATES + 1, seed=1)
+    study = _study(write_study)
+    argv = ["run", str(study), "--target-mcse", "mean=0.1", "--max-replicates"]
+    assert main([*argv, str(MAX_REPLICATES + 1)]) == 2
+    _one_error(capsys.readouterr().err, "above the 1,000,000,000 a store holds")
+    assert not study.with_suffix(".zarr").exists()
 
 
 # ---- 7. a zombie holding the lock ----------------------------------------
