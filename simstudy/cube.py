@@ -9,7 +9,18 @@ status) take these names from here.
 
 from __future__ import annotations
 
-__all__ = ["FAILED", "FIXED_VARS", "METHOD", "OK", "PENDING", "REPLICATE"]
+__all__ = [
+    "FAILED",
+    "FIXED_VARS",
+    "MAX_LEVELS",
+    "MAX_METHODS",
+    "MAX_REPLICATES",
+    "MAX_TASKS",
+    "METHOD",
+    "OK",
+    "PENDING",
+    "REPLICATE",
+]
 
 REPLICATE = "replicate"
 METHOD = "method_name"  # not "method": xarray's sel(method=...) keyword shadows it
@@ -24,3 +35,12 @@ FIXED_VARS: dict[str, tuple[str, float]] = {
     "worker": ("int16", -1),
     "warnings": ("int16", 0),  # warnings the task emitted
 }
+
+# the largest cube simstudy makes or opens: a study may not declare more, and a
+# store whose metadata says more is refused before anything is written (a
+# crafted "10^11 replicates" would otherwise have a run write a coordinate of
+# that length until the disk is full)
+MAX_REPLICATES = 10**9
+MAX_LEVELS = 10**6  # per factor
+MAX_METHODS = 10**4
+MAX_TASKS = 10**12  # design points x replicates x methods

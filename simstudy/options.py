@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, TypedDict, Unpack
 
 from simstudy.backends import Placement, backend_of
+from simstudy.cube import MAX_REPLICATES
 from simstudy.errors import UsageError, option
 from simstudy.executors import SCHEDULERS
 from simstudy.study import Study
@@ -443,12 +444,19 @@ def _target(
             f"positional {study.scheme!r} scheme.",
             hint="use the spawn scheme (the default) for precision-driven runs",
         )
-    limit = 100 * study.replicates if max_replicates is None else max_replicates
+    limit = max_replicates
+    if limit is None:
+        limit = min(100 * study.replicates, MAX_REPLICATES)
     if isinstance(limit, bool) or limit < study.replicates:
         raise UsageError(
             f"--max-replicates {limit} is below the first round's "
             f"{study.replicates} replicates.",
             hint="raise --max-replicates or lower --replicates",
+        )
+    if limit > MAX_REPLICATES:
+        raise UsageError(
+            f"--max-replicates {limit} is above the {MAX_REPLICATES:,} a store holds.",
+            hint=f"give --max-replicates {MAX_REPLICATES} or less",
         )
     step = round_size or max(1, -(-study.replicates // 10))
     return TargetSpec(dict(targets), int(limit), int(step))

@@ -16,6 +16,7 @@ from typing import Any, overload
 import numpy as np
 
 from simstudy import fingerprint
+from simstudy.cube import MAX_REPLICATES
 from simstudy.design import Design, design_of
 from simstudy.errors import StudyError
 from simstudy.factors import RESERVED, Level
@@ -237,6 +238,11 @@ class Study:
             raise StudyError(
                 f"replicates must be >= 1, got {replicates_!r}.",
                 hint="write replicates=1000",
+            )
+        if int(replicates_) > MAX_REPLICATES:
+            raise StudyError(
+                f"replicates must be <= {MAX_REPLICATES:,}, got {replicates_!r}.",
+                hint="split the study: several stores of fewer replicates each",
             )
         self.replicates: int = int(replicates_)
         if (

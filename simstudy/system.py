@@ -29,11 +29,37 @@ def env_seconds(name: str, default: float) -> float:
 
 
 def pid_alive(pid: int) -> bool:
-    """Whether process ``pid`` exists (one of another user's counts)."""
+    """Whether process ``pid`` runs (one of another user's counts).
+
+    A zombie - dead, not yet reaped by its parent - is not alive, although
+    ``kill(pid, 0)`` succeeds for it: a run killed while its parent never
+    calls ``wait()`` must not hold a store's lock for ever.
+    """
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
-        return True
-    return True
+        pass
+    state = _state(pid)
+    return state not in ("Z", "X", "zombie", "dead")
+
+
+def _state(pid: int) -> str | None:
+    """A process's state: /proc's letter on Linux, psutil's word elsewhere
+    (None when neither tells)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+        # "pid (comm) S ...": comm may hold spaces and parentheses
+        return stat[stat.rindex(b")") + 2 :].split(b" ", 1)[0].decode()
+    except (OSError, ValueError):
+        pass
+    try:
+        import psutil
+    except ImportError:
+        return None
+    try:
+        return str(psutil.Process(pid).status())
+    except Exception:  # gone, or not ours to ask
+        return None

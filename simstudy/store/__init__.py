@@ -13,6 +13,8 @@
     ├── records.py      failure and warning records (JSON beside the cube)
     ├── reconcile.py    fingerprint compare, grow, reset, hide, prune
     ├── integrity.py    codec check (no code from a store), damaged chunks
+    ├── trust.py        whether a folder is ours; what in it is; sane sizes
+    ├── files.py        store files opened safely: no links, regular, bounded
     ├── lock.py         one run per store
     └── reading.py      open_results, read_failures, read_warnings
 

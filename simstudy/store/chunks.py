@@ -11,6 +11,7 @@ with zarr's.
 
 from __future__ import annotations
 
+import math
 import os
 import uuid
 from collections import OrderedDict
@@ -22,7 +23,7 @@ import numpy as np
 from numcodecs import Zstd
 
 from simstudy.errors import StoreError
-from simstudy.store import seals
+from simstudy.store import files, seals
 from simstudy.store.crash import crash_point
 from simstudy.store.seals import crc_of
 
@@ -37,6 +38,32 @@ def _whole(blob: bytes) -> bool:
     """Whether a chunk file's bytes end with the crc32c of the rest."""
     body, crc = blob[:-4], blob[-4:]
     return len(blob) >= 4 and google_crc32c.value(body).to_bytes(4, "little") == crc
+
+
+def _hint(chunk: Path) -> str:
+    store = chunk.parent.parent
+    return (
+        f"run python -m simstudy run STUDY.py --store {store}: it recomputes "
+        "what the chunk held"
+    )
+
+
+def _content_size(blob: bytes) -> int | None:
+    """The decoded size a zstd frame's header declares (None: not given).
+
+    RFC 8878, 3.1.1.1: magic, frame header descriptor, window descriptor
+    (unless single segment), dictionary id, then the content size.
+    """
+    if len(blob) < 6 or blob[:4] != b"\x28\xb5\x2f\xfd":
+        return None
+    desc = blob[4]
+    fcs_flag, single, dict_flag = desc >> 6, (desc >> 5) & 1, desc & 3
+    width = (1 if single else 0, 2, 4, 8)[fcs_flag]
+    if not width:
+        return None
+    at = 5 + (0 if single else 1) + (0, 1, 2, 4)[dict_flag]
+    value = int.from_bytes(blob[at : at + width], "little")
+    return value + 256 if width == 2 else value
 
 
 class ChunkedArray:
@@ -60,6 +87,11 @@ class ChunkedArray:
         self.dtype = np.dtype(array.dtype).newbyteorder("<")
         self.fill = array.fill_value
         self.zstd = Zstd(level=codecs[1]["configuration"]["level"], checksum=False)
+        # a chunk's decoded bytes, and the most its file may hold: zstd's
+        # worst case (incompressible data) plus the crc32c; nothing larger
+        # is read (a chunk linked to /dev/zero, a crafted file)
+        self.raw = math.prod(self.chunks) * self.dtype.itemsize
+        self.limit = self.raw + self.raw // 128 + 4096
         self.encode_key = array.metadata.encode_chunk_key
 
     def path(self, coords: tuple[int, ...]) -> Path:
@@ -95,7 +127,9 @@ class ChunkedArray:
         content, or (with ``sealed``) it is not what was written at its
         position. None when nothing is."""
         try:
-            blob = path.read_bytes()
+            blob = files.read_bytes(path, limit=self.limit)
+        except StoreError:
+            return f"not a chunk file: larger than {self.limit} bytes, or not a regular file"
         except OSError:
             return "cannot be read"
         if not _whole(blob):
@@ -108,17 +142,28 @@ class ChunkedArray:
         """Return a whole chunk (the fill value where never written)."""
         path = self.path(coords)
         try:
-            blob = path.read_bytes()
+            blob = files.read_bytes(path, limit=self.limit)
         except FileNotFoundError:
             return self.empty()
         if not _whole(blob):
-            raise CorruptChunk(f"chunk {path} fails its crc32c check.")
-        try:
-            raw = self.zstd.decode(blob[:-4])
-            out = np.frombuffer(raw, dtype=self.dtype).reshape(self.chunks)
+            raise CorruptChunk(
+                f"chunk {path} fails its crc32c check.", hint=_hint(path)
+            )
+        size = _content_size(blob)
+        if size != self.raw:
+            raise CorruptChunk(
+                f"chunk {path} declares {size} bytes; its array's chunks hold "
+                f"{self.raw}.",
+                hint=_hint(path),
+            )
+        out = np.empty(self.chunks, dtype=self.dtype)
+        try:  # into a buffer of the chunk's size: a crafted frame cannot grow it
+            self.zstd.decode(blob[:-4], out=out.view(np.uint8).reshape(-1))
         except Exception as exc:
-            raise CorruptChunk(f"chunk {path} does not decode: {exc}") from None
-        return out.copy()
+            raise CorruptChunk(
+                f"chunk {path} does not decode: {exc}", hint=_hint(path)
+            ) from None
+        return out
 
     def encode(self, chunk: np.ndarray[Any, Any]) -> bytes:
         body = bytes(self.zstd.encode(np.ascontiguousarray(chunk, dtype=self.dtype)))

@@ -28,6 +28,7 @@ from simstudy.cube import FIXED_VARS, METHOD, OK, PENDING, REPLICATE
 from simstudy.errors import StoreError
 from simstudy.shell import command
 from simstudy.store.chunks import ChunkedArray, CorruptChunk
+from simstudy.store.files import read_bytes
 from simstudy.store.meta import META
 from simstudy.store.seals import Seals
 
@@ -56,7 +57,7 @@ def run_hint(store: Path) -> str:
 def read_json(path: Path, store: Path) -> Any:
     """Load a JSON file of a store; a damaged one is a ``StoreError`` naming it."""
     try:
-        return json.loads(path.read_bytes())
+        return json.loads(read_bytes(path))
     except (ValueError, UnicodeDecodeError) as exc:
         what = "metadata" if path.name == "zarr.json" else "records"
         raise StoreError(
@@ -164,7 +165,7 @@ def survey(store: Path, root: Any, meta: dict[str, Any]) -> Problems:
     for kind in ("failures", "warnings"):
         for f in sorted((store / META / kind).glob("*.json")):
             try:
-                data = json.loads(f.read_bytes())
+                data = json.loads(read_bytes(f))
             except (ValueError, UnicodeDecodeError):
                 problems.records.append(f)
                 continue

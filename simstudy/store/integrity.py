@@ -17,8 +17,10 @@ import numpy as np
 
 from simstudy.cube import METHOD, REPLICATE
 from simstudy.errors import StoreError
+from simstudy.store.files import read_bytes, write_atomic
 from simstudy.store.health import read_json, survey
 from simstudy.store.layout import Layout, coord
+from simstudy.store.trust import ours
 from simstudy.store.writer import Writer
 
 __all__ = [
@@ -66,7 +68,11 @@ def drop_orphan_arrays(p: Path) -> list[str]:
     """
     root = read_json(p / "zarr.json", p)
     known = set((root.get("consolidated_metadata") or {}).get("metadata") or {})
-    orphans = [f.parent for f in p.glob("*/zarr.json") if f.parent.name not in known]
+    orphans = [
+        f.parent
+        for f in p.glob("*/zarr.json")
+        if f.parent.name not in known and ours(f.parent)  # never a user's folder
+    ]
     for folder in orphans:
         shutil.rmtree(folder)
     return [f.name for f in orphans]
@@ -84,14 +90,12 @@ def restore_array_metadata(p: Path) -> list[str]:
     restored = []
     for f in sorted(p.glob("*/zarr.json")):
         try:
-            json.loads(f.read_bytes())
+            json.loads(read_bytes(f))
         except (ValueError, UnicodeDecodeError):
             entry = consolidated.get(f.parent.name)
             if entry is None:
                 continue  # an orphan: drop_orphan_arrays deletes it
-            tmp = f.with_name("zarr.json.partial")
-            tmp.write_text(json.dumps(entry, indent=2))
-            tmp.replace(f)
+            write_atomic(f, json.dumps(entry, indent=2).encode())
             restored.append(str(f.relative_to(p)))
     return restored
 
@@ -152,7 +156,17 @@ def _group_of(name: str) -> tuple[tuple[int, ...], int]:
 
 
 def _rewrite_coordinates(layout: Layout, names: list[str]) -> None:
-    """Write coordinates again from the levels the metadata records."""
+    """Write coordinates again from the levels the metadata records, once
+    the store's arrays confirm their lengths (never from metadata alone)."""
+    held = tuple(layout.array("status").shape[: len(layout.cube_shape)])
+    if any(n > h for n, h in zip(layout.cube_shape, held, strict=True)):
+        raise StoreError(
+            f"store {layout.path}: its metadata says the cube is "
+            f"{layout.cube_shape}, its status array holds {held}; refusing to "
+            "write coordinates of that length.",
+            hint="restore the store's zarr.json from a backup, or run with "
+            "--restart to compute everything again",
+        )
     values: dict[str, list[Any] | range] = {
         f: layout.levels[f] for f in layout.factor_names
     }

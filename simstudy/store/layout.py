@@ -23,6 +23,7 @@ from simstudy.grid import CHUNK_METHODS, CHUNK_REPLICATES, chunk_replicates
 from simstudy.outputs import OutputSpecs
 from simstudy.store.crash import crash_point
 from simstudy.store.meta import META, StoreMeta, versions
+from simstudy.store.trust import foreign
 from simstudy.study import Level, Study
 
 __all__ = ["Layout", "coord"]
@@ -122,10 +123,11 @@ class Layout:
         joins the metadata from the start.
         """
         scratch = path / META / "creating"
+        keep = {c.name for c in foreign(path)}  # the user's files stay
         if scratch.exists():
             shutil.rmtree(scratch)
         for child in path.iterdir():  # what a killed creation left behind
-            if child.name != META:
+            if child.name != META and child.name not in keep:
                 shutil.rmtree(child) if child.is_dir() else child.unlink()
         root = zarr.open_group(str(scratch), mode="w", zarr_format=3)
         meta = StoreMeta(

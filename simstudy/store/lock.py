@@ -25,10 +25,12 @@ from pathlib import Path
 from typing import Any
 
 from simstudy.errors import StoreError
+from simstudy.store.files import read_bytes
 from simstudy.system import pid_alive
 
 __all__ = ["Lock"]
 
+LOCK_BYTES = 2**16  # a lock file is ~150 bytes
 _HELD: set[str] = set()  # tokens of the locks this process holds
 # Slurm job states in which the job's processes may still run
 _ALIVE = {"PENDING", "CONFIGURING", "RUNNING", "SUSPENDED", "COMPLETING", "STOPPED"}
@@ -54,7 +56,7 @@ def slurm_job_ended(job: str) -> bool:
 
 def _read(path: Path) -> dict[str, Any]:
     try:
-        data = json.loads(path.read_text() or "{}")
+        data = json.loads(read_bytes(path, limit=LOCK_BYTES) or b"{}")
     except (OSError, ValueError):
         return {}
     return data if isinstance(data, dict) else {}

@@ -29,8 +29,10 @@ import zarr
 
 from simstudy.cube import METHOD
 from simstudy.store.crash import crash_point
+from simstudy.store.files import read_bytes, write_atomic
 from simstudy.store.layout import coord
 from simstudy.store.meta import FORMAT
+from simstudy.store.trust import ours
 
 if TYPE_CHECKING:
     import xarray as xr
@@ -60,7 +62,7 @@ class Step:
 
 def stored_format(path: Path) -> int:
     """The format the store at ``p`` says it has (1 before formats were kept)."""
-    root = json.loads((path / "zarr.json").read_text())
+    root = json.loads(read_bytes(path / "zarr.json"))
     meta: dict[str, Any] = root.get("attributes", {}).get("simstudy", {})
     return int(meta.get("format", 1))
 
@@ -93,19 +95,17 @@ def as_current(ds: xr.Dataset) -> xr.Dataset:
 
 
 def _write_json(path: Path, data: Any) -> None:
-    tmp = path.with_suffix(".json.partial")
-    tmp.write_text(json.dumps(data, indent=2))
-    tmp.replace(path)
+    write_atomic(path, json.dumps(data, indent=2).encode())
 
 
 def _consolidate(path: Path, to: int, *, leave_out: str = "") -> None:
     """Replace the root's consolidated metadata (what readers open) by the
     members' own, in one atomic write, and record format ``to``."""
-    top = json.loads((path / "zarr.json").read_text())
+    top = json.loads(read_bytes(path / "zarr.json"))
     members = {
-        f.parent.name: json.loads(f.read_text())
+        f.parent.name: json.loads(read_bytes(f))
         for f in path.glob("*/zarr.json")
-        if f.parent.name != leave_out
+        if f.parent.name != leave_out and ours(f.parent)
     }
     consolidated = dict(top.get("consolidated_metadata") or {"kind": "inline"})
     consolidated["metadata"] = dict(sorted(members.items()))
@@ -142,15 +142,15 @@ def _rename_method(path: Path) -> None:
         root = zarr.open_group(str(path), mode="r+", use_consolidated=False)
         coord(root, METHOD, [str(m) for m in methods.tolist()], overwrite=True)
     for meta_file in path.glob("*/zarr.json"):
-        if meta_file.parent.name == OLD_METHOD:
-            continue
-        meta = json.loads(meta_file.read_text())
+        if meta_file.parent.name == OLD_METHOD or not ours(meta_file.parent):
+            continue  # a folder of the user's is never rewritten
+        meta = json.loads(read_bytes(meta_file))
         renamed = _renamed(meta)
         if renamed is not meta:
             _write_json(meta_file, renamed)
     crash_point("migrate:arrays")
     _consolidate(path, 2, leave_out=OLD_METHOD)
-    if old.exists():
+    if old.exists() and ours(path / OLD_METHOD):
         shutil.rmtree(path / OLD_METHOD)
 
 

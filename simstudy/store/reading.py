@@ -19,10 +19,12 @@ from simstudy.cube import METHOD
 from simstudy.errors import StoreError
 from simstudy.ledger import compact_records
 from simstudy.store.chunks import ChunkedArray
+from simstudy.store.files import scan
 from simstudy.store.health import check_readable
 from simstudy.store.integrity import check_codecs
 from simstudy.store.migrations import as_current
 from simstudy.store.records import read_records
+from simstudy.store.trust import check_owned, check_sizes
 
 if TYPE_CHECKING:
     import xarray as xr
@@ -245,13 +247,17 @@ def _status_block(
 
 def _checked(path: str | os.PathLike[str]) -> Path:
     """A store's path, once it is known to be one and readable: no damaged
-    or missing chunks, coordinates or records (StoreError naming them)."""
+    or missing chunks, coordinates or records, no link or special file, and
+    metadata within limits (StoreError naming what is wrong)."""
     store = Path(path)
     if not (store / "zarr.json").is_file():
         raise StoreError(
             f"{path} is not a simstudy store (no zarr.json).",
             hint="pass the .zarr directory that `simstudy run` wrote",
         )
+    check_owned(store)  # someone's zarr store: not ours to read as a cube
+    scan(store)  # links, FIFOs, devices: refused before any file is opened
     check_codecs(store)
+    check_sizes(store)
     check_readable(store)
     return store

@@ -23,14 +23,22 @@ import zarr
 
 from simstudy import fingerprint
 from simstudy.cube import FIXED_VARS, METHOD, REPLICATE
-from simstudy.errors import FROM_CLI, FingerprintMismatch, UsageError, option
+from simstudy.errors import (
+    FROM_CLI,
+    FingerprintMismatch,
+    StoreError,
+    UsageError,
+    option,
+)
 from simstudy.store import seals
 from simstudy.store.chunks import ChunkedArray
 from simstudy.store.crash import crash_point
+from simstudy.store.files import read_bytes
 from simstudy.store.layout import CHUNK_KEYS, COMPRESSORS, Layout, coord
 from simstudy.store.meta import META
 from simstudy.store.records import KINDS, Records, records_name
 from simstudy.store.seals import Seals
+from simstudy.store.trust import foreign
 from simstudy.study import Study
 
 __all__ = ["compare", "finish_prune", "prune", "reconcile", "set_active", "wipe"]
@@ -374,8 +382,9 @@ def prune(layout: Layout, study: Study, lock_file: Path) -> None:
     methods = [i for i, m in enumerate(layout.methods) if m in study.method_names]
     tmp = layout.path.with_name(layout.path.name + ".pruning")
     if tmp.exists():
-        shutil.rmtree(tmp)
-    root = zarr.open_group(str(tmp), mode="w", zarr_format=3)
+        _discard(tmp)
+    (tmp / META).mkdir(parents=True)  # marks the copy as ours from the start
+    root = zarr.open_group(str(tmp), mode="w-", zarr_format=3)
     levels = {f: [layout.levels[f][i] for i in keep[f]] for f in layout.factor_names}
     names = [layout.methods[i] for i in methods]
     meta = json.loads(json.dumps(layout.meta.to_json()))
@@ -463,7 +472,7 @@ def _copy_records(
     for kind in KINDS:
         grouped: dict[str, list[Any]] = {}
         for rf in sorted((layout.path / META / kind).glob("*.json")):
-            for r in json.loads(rf.read_text()):
+            for r in json.loads(read_bytes(rf)):
                 if (
                     r["method"] not in names
                     or any(r[k] not in levels[k] for k in factors)
@@ -483,8 +492,9 @@ def finish_prune(path: Path) -> None:
     """Swap in a complete pruned copy (``<store>.pruning``); drop leftovers.
 
     Crash-safe order: the store moves to ``<store>.pruned-old``, the copy
-    takes its place, the old one is deleted. At any point either the old or
-    the new store is complete under one of these names.
+    takes its place, the files a user put in the store move into it, the old
+    one is deleted. At any point either the old or the new store is complete
+    under one of these names, and each file of the user's is in one of them.
     """
     tmp = path.with_name(path.name + ".pruning")
     old = path.with_name(path.name + ".pruned-old")
@@ -496,16 +506,45 @@ def finish_prune(path: Path) -> None:
             tmp.rename(path)
             (path / META / "pruned").unlink()
     if tmp.exists():
-        shutil.rmtree(tmp)  # incomplete: the store itself is untouched
+        _discard(tmp)  # incomplete: the store itself is untouched
     if old.exists() and path.exists():
-        shutil.rmtree(old)
+        mark = old / META / "discard"
+        if not mark.exists():  # first, the user's files move to the new store
+            for child in foreign(old):
+                if (path / child.name).exists():
+                    return  # its name is taken there: leave the old store
+                child.rename(path / child.name)
+            mark.touch()
+        _discard(old)
+
+
+def _discard(folder: Path) -> None:
+    """Delete a store copy of ours (it has a ``.simstudy`` folder), that
+    folder last: a kill halfway leaves it recognisable; refuse to delete
+    anything else."""
+    meta = folder / META
+    if folder.is_symlink() or meta.is_symlink() or not meta.is_dir():
+        raise StoreError(
+            f"{folder} exists and is not a copy simstudy made; refusing to delete it.",
+            hint=f"move {folder.name} away, then run again",
+        )
+    for child in folder.iterdir():
+        if child.name != META:
+            real_dir = child.is_dir() and not child.is_symlink()
+            shutil.rmtree(child) if real_dir else child.unlink()
+    shutil.rmtree(meta)
+    folder.rmdir()
 
 
 def wipe(p: Path) -> None:
-    """Delete a store's contents but its lock (``--restart``): the root
-    ``zarr.json`` first, so a kill halfway leaves no store, not half of one."""
+    """Delete what simstudy wrote in a store but its lock (``--restart``):
+    the root ``zarr.json`` first, so a kill halfway leaves no store, not half
+    of one. Files it did not write (``trust.foreign``) stay."""
+    keep = set(foreign(p))
     (p / "zarr.json").unlink(missing_ok=True)
     for child in p.iterdir():
+        if child in keep:
+            continue
         if child.name == META:
             for sub in child.iterdir():
                 if sub.name != "lock":

@@ -15,6 +15,7 @@ from typing import Any
 
 from simstudy.errors import StoreError
 from simstudy.results import Failure, Warned
+from simstudy.store.files import scan, write_atomic
 from simstudy.store.health import read_json, record_problem, run_hint
 from simstudy.store.layout import Layout
 from simstudy.store.meta import META
@@ -34,9 +35,7 @@ def records_name(group: Group) -> str:
 
 def write_json(path: Path, data: Any) -> None:
     """Replace a JSON file atomically (a temporary file, then rename)."""
-    tmp = path.with_suffix(".json.partial")
-    tmp.write_text(json.dumps(data))
-    tmp.replace(path)
+    write_atomic(path, json.dumps(data).encode())
 
 
 def read_records(path: str | os.PathLike[str], kind: str) -> list[dict[str, Any]]:
@@ -44,6 +43,7 @@ def read_records(path: str | os.PathLike[str], kind: str) -> list[dict[str, Any]
     such records (valid JSON or not) is a ``StoreError`` naming it."""
     store = Path(path)
     out: list[dict[str, Any]] = []
+    scan(store, META)  # a linked records folder or file is refused
     folder = store / META / kind
     factors = _factor_order(store)
     for f in sorted(folder.glob("*.json")) if folder.exists() else []:

@@ -29,6 +29,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from simstudy.store import files
 from simstudy.store.meta import META
 
 __all__ = ["SEALS", "Seals", "append", "crc_of", "log_path", "seal_folder"]
@@ -43,11 +44,16 @@ def crc_of(blob: bytes) -> int:
 
 def _file_crc(path: Path) -> int | None:
     try:
-        with open(path, "rb") as f:
-            f.seek(-4, os.SEEK_END)
-            return int.from_bytes(f.read(4), "little")
-    except (FileNotFoundError, OSError):
+        fd = files.open_read(path)
+    except FileNotFoundError:
         return None
+    try:
+        size = os.fstat(fd).st_size
+        return (
+            int.from_bytes(os.pread(fd, 4, size - 4), "little") if size >= 4 else None
+        )
+    finally:
+        os.close(fd)
 
 
 def log_path(array_dir: Path) -> Path:
@@ -71,18 +77,26 @@ def append(array_dir: Path, entries: list[tuple[Path, int]]) -> None:
         lines.append(f"{key} {'-' if old is None else f'{old:08x}'} {new:08x}\n")
     if not log.parent.is_dir():
         log.parent.mkdir(parents=True, exist_ok=True)
-    with open(log, "a+b") as f:  # writes go to the end, wherever we read
-        if f.seek(0, os.SEEK_END):
-            f.seek(-1, os.SEEK_END)
-            if f.read(1) != b"\n":
-                f.write(b"\n")  # after a torn line: start a new one
-        f.write("".join(lines).encode())
+    fd = files.open_append(log)  # never through a link
+    try:
+        st = os.fstat(fd)
+        if st.st_nlink > 1:  # shared with another path (a hard-linked copy)
+            os.close(fd)
+            files.write_atomic(log, files.read_bytes(log))  # a copy of our own
+            fd = files.open_append(log)
+            st = os.fstat(fd)
+        head = b""
+        if st.st_size and os.pread(fd, 1, st.st_size - 1) != b"\n":
+            head = b"\n"  # after a torn line: start a new one
+        os.write(fd, head + "".join(lines).encode())
+    finally:
+        os.close(fd)
 
 
 def seal_folder(array_dir: Path) -> None:
     """Seal every chunk of one variable as it is now (a copy zarr wrote)."""
-    files = sorted(f for f in array_dir.glob("c.*") if not f.name.endswith(".partial"))
-    append(array_dir, [(f, crc_of(f.read_bytes())) for f in files])
+    chunks = sorted(f for f in array_dir.glob("c.*") if not f.name.endswith(".partial"))
+    append(array_dir, [(f, crc_of(files.read_bytes(f))) for f in chunks])
 
 
 class Seals:
@@ -93,7 +107,7 @@ class Seals:
         self._owner: dict[int, str] | None = None
         log = log_path(array_dir)
         try:
-            text = log.read_bytes().decode("ascii", errors="replace")
+            text = files.read_bytes(log).decode("ascii", errors="replace")
         except FileNotFoundError:
             return
         for line in text.split("\n"):

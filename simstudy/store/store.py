@@ -21,6 +21,7 @@ from simstudy.grid import points
 from simstudy.outputs import OutputSpecs
 from simstudy.results import BatchResult
 from simstudy.store import migrations, reconcile
+from simstudy.store.files import read_bytes, scan
 from simstudy.store.integrity import (
     check_codecs,
     drop_damaged_chunks,
@@ -32,14 +33,17 @@ from simstudy.store.lock import Lock
 from simstudy.store.meta import META, NUMBER_MAKERS, versions
 from simstudy.store.records import Group, Records
 from simstudy.store.space import writing
+from simstudy.store.trust import check_owned, check_sizes, ours
 from simstudy.store.writer import Writer, flush_seconds
 from simstudy.study import Level, Study
 
 __all__ = ["Store"]
 
 
-def _check_path(path: Path) -> None:
-    """Refuse a store path that cannot be, or is not, a simstudy store."""
+def _check_path(path: Path, *, restart: bool = False) -> None:
+    """Refuse a store path that cannot be, or is not, a simstudy store, and
+    a store with links or special files, or metadata that cannot be trusted
+    (``store.trust``); nothing is written before."""
     if not path.parent.is_dir():
         raise StoreError(
             f"cannot create store {path}: directory {path.parent} does not exist.",
@@ -60,6 +64,11 @@ def _check_path(path: Path) -> None:
             f"{path} exists and is not a simstudy store; refusing to touch it.",
             hint="choose another --store path",
         )
+    if path.is_dir():
+        check_owned(path)
+        scan(path)
+        if not restart and (path / "zarr.json").exists():
+            check_sizes(path)
 
 
 class Store:
@@ -102,7 +111,7 @@ class Store:
         """
         flush_seconds()  # a bad setting fails before anything is written
         folder = Path(path).resolve()
-        _check_path(folder)
+        _check_path(folder, restart=restart)
         reconcile.finish_prune(folder)
         lock = Lock(folder / META / "lock")
         # a read-only folder or file system: a clear error, not an OSError
@@ -134,7 +143,9 @@ class Store:
             registered = _registered_protocol(folder)  # a restart keeps it
             reconcile.wipe(folder)
         for leftover in folder.rglob("*.partial"):
-            leftover.unlink(missing_ok=True)
+            top = leftover.relative_to(folder).parts
+            if ours(folder / top[0]) or (len(top) == 1 and top[0].startswith("zarr.")):
+                leftover.unlink(missing_ok=True)  # never a partial of the user's
         if (folder / "zarr.json").exists():
             restored = restore_array_metadata(folder)
             check_codecs(folder)
@@ -321,7 +332,7 @@ def _registered_protocol(p: Path) -> dict[str, Any] | None:
     import json
 
     try:
-        attrs = json.loads((p / "zarr.json").read_text())["attributes"]
+        attrs = json.loads(read_bytes(p / "zarr.json"))["attributes"]
         found: dict[str, Any] | None = attrs["simstudy"].get("protocol")
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
