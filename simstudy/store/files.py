@@ -16,8 +16,6 @@ reader forever. So:
   the caller's bound (a chunk: what its array's metadata allows);
 - ``write_atomic`` writes a new file under a fresh name (``O_EXCL``: never
   through a link planted there) and renames it into place.
-
-Layers: imports ``errors`` only.
 """
 
 from __future__ import annotations

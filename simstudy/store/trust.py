@@ -18,9 +18,6 @@ formed, within the cube's limits (``cube.MAX_*``) and no larger than the
 store's own ``status`` array. A store whose metadata declares 10^11
 replicates is refused rather than grown into: coordinates are written
 again only from metadata that the arrays confirm.
-
-Layers: imports ``cube, errors`` and ``store.files``, ``store.health``,
-``store.meta``.
 """
 
 from __future__ import annotations
