@@ -28,6 +28,7 @@ import argparse
 import os
 import re
 import resource
+import signal
 import subprocess
 import sys
 import tempfile
@@ -59,6 +60,7 @@ def nap(x):
 """
 
 PROCESSES = 4  # worker processes the threads are spread over
+BATCHES = 6  # batches each worker thread gets, at least
 
 
 def start_workers(procs: DaskProcesses, threads: int) -> None:
@@ -94,7 +96,12 @@ def one_run(study: Path, address: str, store: Path, batch: int) -> dict[str, flo
     }
 
 
+def _stop(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)  # so the finally below stops the cluster
+
+
 def main() -> None:
+    signal.signal(signal.SIGTERM, _stop)
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--threads", default="100,250,1000")
     parser.add_argument("--batch", default="1,5,25")
@@ -113,14 +120,16 @@ def main() -> None:
                 address = procs.start_scheduler()
                 start_workers(procs, threads)
                 scheduler = psutil.Process(procs.procs[0].pid)
-                tasks = int(threads * args.seconds / args.sleep)
                 study = root / f"nap{threads}.py"
-                study.write_text(
-                    STUDY.format(
-                        points=10, replicates=max(1, tasks // 10), sleep=args.sleep
-                    )
-                )
                 for batch in batches:
+                    # --seconds of ideal work, and at least BATCHES batches a
+                    # thread, so the last round's tail does not pass for overhead
+                    span = max(args.seconds, BATCHES * batch * args.sleep)
+                    tasks = int(threads * span / args.sleep)
+                    replicates = max(1, tasks // 10)
+                    study.write_text(
+                        STUDY.format(points=10, replicates=replicates, sleep=args.sleep)
+                    )
                     s0 = sum(scheduler.cpu_times()[:2])
                     store = root / f"s-{threads}-{batch}.zarr"
                     got = one_run(study, address, store, batch)

@@ -10,7 +10,8 @@ From a cube (``simstudy.open_results(store)``), replicate by replicate:
 :func:`zip_plot`, :func:`scatter_plot`, :func:`bland_altman_plot`,
 :func:`distribution_plot`. From a summary (``simstudy.summarize(cube)``),
 measure by measure: :func:`nested_loop_plot`, :func:`lollipop_plot`,
-:func:`heatmap`, :func:`measure_curve` (a power curve).
+:func:`heatmap`, :func:`measure_curve` (a power curve). From a paired
+contrast (``simstudy.contrast``): :func:`contrast_plot`.
 
 Figures use matplotlib's Agg canvas directly (no pyplot, no GUI backend,
 no global state). ``import simstudy`` does not import this package.
@@ -19,6 +20,7 @@ no global state). ``import simstudy`` does not import this package.
 from __future__ import annotations
 
 from simstudy.plots.common import PlotFigure
+from simstudy.plots.contrasts import contrast_plot
 from simstudy.plots.curves import measure_curve
 from simstudy.plots.measures import heatmap, lollipop_plot, nested_loop_plot
 from simstudy.plots.replicates import (
@@ -31,6 +33,7 @@ from simstudy.plots.zip import zip_plot
 __all__ = [
     "PlotFigure",
     "bland_altman_plot",
+    "contrast_plot",
     "distribution_plot",
     "heatmap",
     "lollipop_plot",
