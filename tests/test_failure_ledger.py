@@ -339,7 +339,7 @@ def test_contrast_plot_draws_each_value_and_its_mcse_bar(store, tmp_path):
     refs = [line.get_xdata()[0] for line in ax.lines if line.get_gid() == "reference"]
     assert refs == [1.0]
     fig.savefig(tmp_path / "contrast.png")
-    with pytest.raises(UsageError, match="what simstudy.contrast returns"):
+    with pytest.raises(UsageError, match=r"what simstudy\.contrast returns"):
         plots.contrast_plot(simstudy.summarize(cube))
 
 
