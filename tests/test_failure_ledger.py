@@ -325,18 +325,26 @@ def test_contrast_plot_draws_each_value_and_its_mcse_bar(store, tmp_path):
     (ax,) = fig.axes
     assert ax.get_title() == "bias: robust - ols (paired by replicate)"
     drawn = sorted(
-        float(line.get_xdata()[0]) for line in ax.lines if line.get_marker() == "o"
+        float(np.asarray(line.get_xdata())[0])
+        for line in ax.lines
+        if line.get_marker() == "o"
     )
     want = sorted(float(v) for v in pair["bias_diff"].values.ravel() if np.isfinite(v))
     np.testing.assert_allclose(drawn, want, atol=1e-12)
     assert [
-        line.get_xdata()[0] for line in ax.lines if line.get_gid() == "reference"
+        np.asarray(line.get_xdata())[0]
+        for line in ax.lines
+        if line.get_gid() == "reference"
     ] == [0.0]
     ratio = simstudy.contrast(cube, "rmse", levels={"delta": (0.6, 0.0)}, ratio=True)
     fig = plots.contrast_plot(ratio)
     (ax,) = fig.axes
     assert "delta=0.6 / delta=0.0" in ax.get_title()
-    refs = [line.get_xdata()[0] for line in ax.lines if line.get_gid() == "reference"]
+    refs = [
+        np.asarray(line.get_xdata())[0]
+        for line in ax.lines
+        if line.get_gid() == "reference"
+    ]
     assert refs == [1.0]
     fig.savefig(tmp_path / "contrast.png")
     with pytest.raises(UsageError, match=r"what simstudy\.contrast returns"):
