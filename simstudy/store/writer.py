@@ -58,6 +58,10 @@ class Writer:
         # called before anything is written (the store's lock check)
         self.guard: Callable[[], None] = _nothing
         self.failed: StoreError | None = None  # a flush on the timer that failed
+        # workers met since the metadata was last saved: saved once per flush,
+        # before any status, not once per new worker (a cluster of 1,000
+        # worker threads rewrote and consolidated the metadata 1,000 times)
+        self.new_workers = False
 
     # ---- taking batches ------------------------------------------------
     def expect(self, point: tuple[int, ...], counts: dict[int, int]) -> None:
@@ -107,7 +111,7 @@ class Writer:
             )
         if result.worker not in layout.meta.workers:
             layout.meta.workers.append(result.worker)
-            layout.save_meta()
+            self.new_workers = True
         wid = layout.meta.workers.index(result.worker)
         self._put("seconds", pidx, batch.start, batch.stop, midx, result.seconds)
         self._put("started", pidx, batch.start, batch.stop, midx, result.started)
@@ -235,6 +239,9 @@ class Writer:
             if groups is None
             or (k[1][:n], k[1][n] * self.cache.arrays[k[0]].chunks[n] // rows) in groups
         ]
+        if self.new_workers:  # the worker names a status is about to commit
+            self.layout.save_meta()
+            self.new_workers = False
         self.cache.flush([k for k in keys if k[0] != "status"])
         self.records.flush(groups)
         if keys:
