@@ -161,15 +161,17 @@ def _e(x: Any) -> str:
 def _study_section(cube: xr.Dataset, meta: dict[str, Any]) -> str:
     fp = meta["fingerprint"]
     status = cube["status"].values
-    counts = [int((status == c).sum()) for c in (1, 2, 0)]
-    planned = status.size
+    inside = np.ones(status.shape, bool)
+    if "in_design" in cube.coords:  # where=: points outside are never planned
+        design = cube["in_design"].broadcast_like(cube["status"])
+        inside &= design.transpose(*cube["status"].dims).values
     if "target_replicates" in cube:  # past a point's target stop: not planned
         within = (cube[REPLICATE] < cube["target_replicates"]).broadcast_like(
             cube["status"]
         )
-        inside = within.transpose(*cube["status"].dims).values
-        planned = int(inside.sum())
-        counts[2] = int(((status == 0) & inside).sum())
+        inside &= within.transpose(*cube["status"].dims).values
+    counts = [int(((status == c) & inside).sum()) for c in (1, 2, 0)]
+    planned = int(inside.sum())
     rows = [
         (
             "factors",

@@ -336,6 +336,8 @@ def test_plots_and_report_show_the_design_points_alone(write_study, tmp_path):
     html = write_report(store, tmp_path / "r.html").read_text()
     assert "n1=10, n2=10, vr=4.0" not in html
     assert "n1=10, n2=40, vr=4.0" in html
+    tasks = 5 * 4  # design points x replicates (one method); none pending
+    assert f"{tasks:,}: {tasks:,} ok, 0 failed, 0 pending" in html
 
 
 def test_plan_shows_the_cross_and_the_design(write_study, capsys):
