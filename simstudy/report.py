@@ -111,6 +111,10 @@ def write_report(
             hint="pass --split with one of those names",
         )
     options = {k: v for k, v in options.items() if v is not None}  # defaults
+    cases = options.get("cases", "available")
+    several = [cases] if isinstance(cases, str) else list(dict.fromkeys(cases))
+    # the figures and tables show the first strategy; a section compares all
+    options["cases"] = several[0]
     summary = summarize(cube, **options)
     records = to_records(summary)
     failures = _within(read_failures(store), cube)
@@ -125,6 +129,7 @@ def write_report(
         _solve_section(summary, meta),
         deviations.section_html(meta.get("protocol"), meta),
         _measures_table(records, summary),
+        _strategies_section(cube, options, several),
         failure_rates(summary),
         _measure_figures(summary, split),
         _replicate_sections(cube, split, options),
@@ -156,6 +161,54 @@ def _within(records: list[dict[str, Any]], cube: xr.Dataset) -> list[dict[str, A
 
 def _e(x: Any) -> str:
     return html.escape(str(x))
+
+
+STRATEGY_MEASURES = ("bias", "empse", "rmse", "coverage", "power")
+
+
+def _strategies_section(
+    cube: xr.Dataset, options: dict[str, Any], several: list[str]
+) -> str:
+    """With several ``cases``: a table of the main measures under each
+    strategy side by side (value and MCSE), per design point and method."""
+    if len(several) < 2:
+        return ""
+    side = summarize(cube, **{**options, "cases": several})
+    shown = [m for m in STRATEGY_MEASURES if m in side.data_vars]
+    factors = [str(d) for d in side["n_ok"].dims if d not in ("cases", METHOD)]
+    head = "".join(f"<th>{_e(m)} ({_e(c)})</th>" for m in shown for c in several)
+    rows = []
+    for idx in np.ndindex(*(side.sizes[f] for f in factors)):
+        at = {f: side[f].values[i] for f, i in zip(factors, idx, strict=True)}
+        if "in_design" in side.coords and not bool(side["in_design"].sel(at)):
+            continue
+        point = ", ".join(f"{f}={v}" for f, v in at.items())
+        for method in side[METHOD].values:
+            cell = side.sel({**at, METHOD: method})
+            values = "".join(
+                f"<td>{_value_mcse(cell, m, c)}</td>" for m in shown for c in several
+            )
+            rows.append(
+                f"<tr><td class=l>{_e(point)}</td><td class=l>{_e(str(method))}</td>"
+                f"{values}</tr>"
+            )
+    return (
+        "<h2>Handling strategies side by side</h2>"
+        f"<p>The same measures with the replicates each strategy uses "
+        f"({_e(', '.join(several))}; docs/analysis.md); the figures and the "
+        f"tables above use {_e(several[0])}.</p>"
+        f"<table><tr><th class=l>design point</th><th class=l>method</th>{head}"
+        f"</tr>{''.join(rows)}</table>"
+    )
+
+
+def _value_mcse(cell: xr.Dataset, measure: str, case: str) -> str:
+    value = float(cell[measure].sel(cases=case))
+    if not np.isfinite(value):
+        return ""
+    mcse = f"{measure}_mcse"
+    err = float(cell[mcse].sel(cases=case)) if mcse in cell else float("nan")
+    return f"{value:.4g} ({err:.2g})" if np.isfinite(err) else f"{value:.4g}"
 
 
 def _study_section(cube: xr.Dataset, meta: dict[str, Any]) -> str:

@@ -532,11 +532,16 @@ def test_a_declared_output_never_returned_is_skipped_with_its_reason(
     assert np.isfinite(summary["bias"]).all()
 
 
-def test_report_takes_one_strategy_and_writes_nothing_for_several(
-    store, tmp_path, capsys
-):
+def test_report_shows_several_strategies_side_by_side(store, tmp_path):
     out = tmp_path / "r.html"
     argv = ["report", str(store), "-o", str(out), "--cases", "available,complete"]
-    assert main(argv) == 2
-    assert "the report shows one strategy" in capsys.readouterr().err
-    assert not out.exists()
+    assert main(argv) == 0
+    html = out.read_text()
+    assert "<h2>Handling strategies side by side</h2>" in html
+    side = simstudy.summarize(
+        simstudy.open_results(store), cases=["available", "complete"]
+    )
+    for case in ("available", "complete"):
+        assert f"<th>bias ({case})</th>" in html
+        cell = side.sel(cases=case, method_name="ols").isel(n=0, delta=0)
+        assert f"{float(cell['bias']):.4g} ({float(cell['bias_mcse']):.2g})" in html

@@ -425,11 +425,6 @@ def cmd_report(args: argparse.Namespace) -> int:
             hint="create it first or choose another -o",
         )
     options = summary_options(args)
-    if not isinstance(options["cases"], str):
-        raise UsageError(
-            f"report --cases {args.cases}: the report shows one strategy.",
-            hint="pass one, e.g. --cases fallback (summarize shows several)",
-        )
     path = write_report(
         args.store,
         target,
