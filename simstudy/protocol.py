@@ -102,20 +102,15 @@ class Protocol:
 
 def record_of(study: Study) -> dict[str, Any]:
     """The machine-readable part: fingerprint and declarations."""
-    from simstudy.store.store import json_key
+    from simstudy.store.store import declared_of
 
-    truths = {}
-    for point in points(study):
-        t = study.truth_for(point)
-        if t:
-            truths[json_key(point)] = t
-    measures = {m.name: m.measures for m in study.methods if m.measures}
+    declared = declared_of(study)
     return {
         "format": deviations.FORMAT,
         "study": study.name,
         "study_file": Path(study.source_file).name if study.source_file else None,
         "fingerprint": study.fingerprint(),
-        "declared": {"truth": truths, "measures": measures},
+        "declared": {k: declared[k] for k in ("truth", "measures")},
     }
 
 

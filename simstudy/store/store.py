@@ -155,7 +155,7 @@ class Store:
             reconcile.reconcile(store.layout, store.records, study, recompute)
             store.repaired = restored + drop_damaged_chunks(store.layout, store.writer)
         else:
-            declared = _declared(study)
+            declared = declared_of(study)
             layout = Layout.create(folder, study, dict(provenance or {}), declared)
             store = cls(layout, lock, provenance)
         store.save_truth(study)
@@ -287,7 +287,7 @@ class Store:
     def save_truth(self, study: Study) -> None:
         """Record the truth and measure declarations summaries read (not part
         of the fingerprint: they change no number) and the study file."""
-        declared = _declared(study)
+        declared = declared_of(study)
         meta = self.layout.meta
         new = (declared["truth"], declared["measures"], declared["source_file"])
         if new != (meta.truth, meta.measures, meta.source_file):
@@ -339,7 +339,7 @@ def _registered_protocol(p: Path) -> dict[str, Any] | None:
     return found
 
 
-def _declared(study: Study) -> dict[str, Any]:
+def declared_of(study: Study) -> dict[str, Any]:
     """What the metadata keeps of the declaration: truth per design point,
     each method's measure outputs, the study file."""
     truths = {}
