@@ -22,7 +22,7 @@ from pathlib import Path
 
 from simstudy.errors import NO_SPACE, DiskFull, SimstudyError, UsageError
 
-__all__ = ["replacing", "write_text"]
+__all__ = ["check_target", "replacing", "write_text"]
 
 REFUSED = frozenset({errno.EROFS, errno.EACCES, errno.EPERM})
 NO_FOLDER = frozenset({errno.ENOENT, errno.ENOTDIR})
@@ -54,6 +54,18 @@ def replacing(path: str | os.PathLike[str]) -> Iterator[Path]:
         if clear is None:
             raise
         raise clear from exc
+
+
+def check_target(path: str | os.PathLike[str]) -> Path:
+    """Refuse an output whose folder does not exist, before the work that
+    fills it is done (``replacing`` says the same, but only at the end)."""
+    target = Path(path)
+    if not target.parent.is_dir():
+        raise UsageError(
+            f"cannot write {target}: directory {target.parent} does not exist.",
+            hint="create it first or choose another -o",
+        )
+    return target
 
 
 def write_text(path: str | os.PathLike[str], text: str) -> Path:

@@ -39,7 +39,7 @@ from typing import Any
 
 import numpy as np
 
-from simstudy.atomic import replacing
+from simstudy.atomic import check_target, replacing
 from simstudy.cube import FIXED_VARS, METHOD, OK, REPLICATE
 from simstudy.errors import StoreError, UsageError
 from simstudy.loader import study_imports
@@ -211,12 +211,7 @@ def pack(
             hint="give it: python -m simstudy bundle STORE --study STUDY.py -o FILE",
         )
     study_file = Path(named).resolve()
-    out = Path(output)
-    if not out.parent.is_dir():
-        raise UsageError(
-            f"cannot write {out}: directory {out.parent} does not exist.",
-            hint="create it first or choose another -o",
-        )
+    out = check_target(output)
     files = local_files(study_file)
     text = _protocol_text(
         meta, study_file if study else None, Path(protocol) if protocol else None

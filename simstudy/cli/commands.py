@@ -402,11 +402,9 @@ def _print_pilot_findings(p: Any, study_file: str) -> None:
             f"{_one_line(w.message)}"
         )
     if p.failures:
-        import shlex
-
         print(
-            f"  hint: python -m simstudy replay {shlex.quote(study_file)} --task "
-            "... reruns one task here, with its traceback"
+            f"  hint: {command('replay', study_file)} --task ... reruns one task "
+            "here, with its traceback"
         )
 
 
@@ -416,14 +414,10 @@ def _one_line(text: str, most: int = 200) -> str:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    from simstudy.atomic import check_target
     from simstudy.report import write_report
 
-    target = Path(args.output)
-    if not target.parent.is_dir():
-        raise UsageError(
-            f"cannot write {target}: directory {target.parent} does not exist.",
-            hint="create it first or choose another -o",
-        )
+    target = check_target(args.output)
     options = summary_options(args)
     path = write_report(
         args.store,
