@@ -133,11 +133,7 @@ def _print_report(report: Any, max_errors: int | None) -> None:
             file=err,
         )
     if report.exit_code == EXIT_OK and not report.interrupted:
-        import shlex
-
-        # quoted: a store path with spaces pastes and runs as it is
-        store = shlex.quote(str(report.store))
-        print(f"next: python -m simstudy summarize {store}", file=err)
+        print(f"next: {command('summarize', report.store)}", file=err)
 
 
 def cmd_status(args: argparse.Namespace) -> int:
