@@ -101,7 +101,7 @@ def pilot(repeat: int, extra: list[str]) -> None:
 
 
 def mt(repeat: int, extra: list[str]) -> None:
-    from simstudy.mtjump import MTJumper
+    from simstudy.rng.mtjump import MTJumper
 
     env = {"SIMSTUDY_BENCH_REPLICATES": "4096"}
     args = [*extra, "--rng", "mt19937-jump"]

@@ -33,7 +33,7 @@ sys.path.insert(0, str(ROOT))
 
 import simstudy
 from simstudy.backends import numpy as nb
-from simstudy.grid import Batch, points
+from simstudy.declare.grid import Batch, points
 
 
 class _Unguarded:
@@ -128,7 +128,7 @@ def guard(repeat: int, replicates: int) -> None:
 
 
 def recheck(replicates: int) -> None:
-    from simstudy.recompute import recheck_versions
+    from simstudy.running.recompute import recheck_versions
     from simstudy.store import Store
 
     with tempfile.TemporaryDirectory() as tmp:

@@ -19,7 +19,7 @@ import numpy as np
 from numpy.random import PCG64, Generator, SeedSequence
 from scipy import stats
 
-from simstudy.streams import key
+from simstudy.rng.streams import key
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -44,8 +44,8 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
 import numpy as np
 from numpy.random import PCG64, Generator, SeedSequence
 
-from simstudy.mtjump import MTJumper
-from simstudy.streams import key
+from simstudy.rng.mtjump import MTJumper
+from simstudy.rng.streams import key
 
 HERE = Path(__file__).resolve().parent
 SEED = 2026
@@ -213,10 +213,10 @@ def store_writes(repeat: int, extra: list[str]) -> None:
     """Results/s the store takes: 200,000 tiny-task results, computed first,
     then written as the runner writes them (buffered, flushed per chunk)."""
     os.environ["SIMSTUDY_BENCH_REPLICATES"] = "200000"
-    from simstudy import grid
     from simstudy.backends.numpy import run_batch
-    from simstudy.loader import load_study
-    from simstudy.plan import BatchSizer, Plan, Round
+    from simstudy.declare import grid
+    from simstudy.declare.loader import load_study
+    from simstudy.running.plan import BatchSizer, Plan, Round
     from simstudy.store import Store
 
     study = load_study(HERE / "studies" / "tiny.py")

@@ -13,6 +13,9 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from simstudy import _moved
+from simstudy.declare.loader import load_study
+from simstudy.declare.study import Study
 from simstudy.errors import (
     DiskFull,
     FingerprintMismatch,
@@ -22,40 +25,39 @@ from simstudy.errors import (
     StudyError,
     UsageError,
 )
-from simstudy.loader import load_study
-from simstudy.study import Study
 
 # the lazily loaded public names: name -> the module that defines it (the
 # one table; __all__ and __getattr__ read it, a test checks the block below)
 _LAZY: dict[str, str] = {
-    "Measure": "simstudy.summary",
-    "Progress": "simstudy.runner",
-    "RunReport": "simstudy.runner",
-    "contrast": "simstudy.contrasts",
-    "failure_ledger": "simstudy.summary",
+    "Measure": "simstudy.analysis.summary",
+    "Progress": "simstudy.running.runner",
+    "RunReport": "simstudy.running.runner",
+    "contrast": "simstudy.analysis.contrasts",
+    "failure_ledger": "simstudy.analysis.summary",
     "open_results": "simstudy.store",
-    "replay": "simstudy.debugging",
-    "run": "simstudy.runner",
-    "solve": "simstudy.solver",
-    "summarize": "simstudy.summary",
-    "verify": "simstudy.debugging",
+    "replay": "simstudy.running.debugging",
+    "run": "simstudy.running.runner",
+    "solve": "simstudy.solving.solver",
+    "summarize": "simstudy.analysis.summary",
+    "verify": "simstudy.running.debugging",
     "write_report": "simstudy.report",
 }
+_moved.install()  # the old flat module names (simstudy.summary, ...) still import
 _SUBPACKAGES = ("plots",)  # imported on first use: ``simstudy.plots``
 
 if TYPE_CHECKING:  # the same names, for type checkers (which cannot read _LAZY)
-    from simstudy.contrasts import contrast as contrast
-    from simstudy.debugging import replay as replay
-    from simstudy.debugging import verify as verify
+    from simstudy.analysis.contrasts import contrast as contrast
+    from simstudy.analysis.summary import Measure as Measure
+    from simstudy.analysis.summary import failure_ledger as failure_ledger
+    from simstudy.analysis.summary import summarize as summarize
     from simstudy.report import write_report as write_report
-    from simstudy.runner import Progress as Progress
-    from simstudy.runner import RunReport as RunReport
-    from simstudy.runner import run as run
-    from simstudy.solver import solve as solve
+    from simstudy.running.debugging import replay as replay
+    from simstudy.running.debugging import verify as verify
+    from simstudy.running.runner import Progress as Progress
+    from simstudy.running.runner import RunReport as RunReport
+    from simstudy.running.runner import run as run
+    from simstudy.solving.solver import solve as solve
     from simstudy.store import open_results as open_results
-    from simstudy.summary import Measure as Measure
-    from simstudy.summary import failure_ledger as failure_ledger
-    from simstudy.summary import summarize as summarize
 
 __version__ = "0.1.0"
 

@@ -9,10 +9,10 @@ import pytest
 
 from simstudy.backends.numpy import run_batch
 from simstudy.cube import FAILED, OK
-from simstudy.grid import Batch
-from simstudy.outputs import OutputSpecs, to_outputs
-from simstudy.streams import key, point_key
-from simstudy.study import Study
+from simstudy.declare.grid import Batch
+from simstudy.declare.outputs import OutputSpecs, to_outputs
+from simstudy.declare.study import Study
+from simstudy.rng.streams import key, point_key
 from tests.helpers import data_generator, method_generator
 
 

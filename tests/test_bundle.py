@@ -14,9 +14,9 @@ import pytest
 import xarray as xr
 
 import simstudy
-from simstudy.bundle import RTOL
 from simstudy.cli import main
 from simstudy.cube import METHOD
+from simstudy.sharing.bundle import RTOL
 
 STUDY = '''
 """Aims: the first draw against the mean."""

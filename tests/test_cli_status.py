@@ -45,7 +45,7 @@ def test_fixed_inputs_are_injected_on_every_scheduler(tmp_path, scheduler):
     assert report.exit_code == 0
     ds = assert_store_consistent(store)
     X = np.arange(12.0).reshape(4, 3)
-    pk = simstudy.streams.key({"n": 4})
+    pk = simstudy.rng.streams.key({"n": 4})
     rng = np.random.Generator(
         np.random.PCG64(np.random.SeedSequence(9, spawn_key=(pk, 2)))
     )
@@ -99,7 +99,7 @@ def test_progress_eta_ignores_the_start_up(monkeypatch):
     import time
 
     from simstudy.progress import ProgressPrinter
-    from simstudy.runner import Progress
+    from simstudy.running.runner import Progress
 
     clock = [100.0]
     monkeypatch.setattr(time, "monotonic", lambda: clock[0])
@@ -136,7 +136,7 @@ def test_progress_on_a_terminal_is_one_live_bar(monkeypatch):
     import time
 
     from simstudy.progress import ProgressPrinter
-    from simstudy.runner import Progress
+    from simstudy.running.runner import Progress
 
     class Terminal(io.StringIO):
         def isatty(self) -> bool:

@@ -11,8 +11,8 @@ import xarray as xr
 import zarr
 
 import simstudy
+from simstudy.analysis.summary import pair
 from simstudy.cli import main
-from simstudy.summary import pair
 from tests.helpers import reseal
 from tests.studies import GOOD_STUDY
 

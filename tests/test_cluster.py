@@ -517,9 +517,9 @@ def test_slurm_without_sbatch_fails_before_submitting(
 @pytest.mark.cluster
 def test_window_follows_the_cluster_s_threads(driver, procs):
     """The in-flight window is 2 x threads + 1, recounted as workers come."""
+    from simstudy.declare.loader import load_study
     from simstudy.executors.dask import DistributedExecutor
-    from simstudy.loader import load_study
-    from simstudy.options import RunOptions
+    from simstudy.running.options import RunOptions
 
     address = procs.start_scheduler()
     procs.start_worker("w1")

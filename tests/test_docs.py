@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 import simstudy
-from simstudy.streams import key as engine_key
+from simstudy.rng.streams import key as engine_key
 
 ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "streams.md"

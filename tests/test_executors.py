@@ -113,7 +113,9 @@ class ExecutorContract:
             _REFERENCES[self.source] = (cube_digest(store), ds.status.values.copy())
         return _REFERENCES[self.source]
 
-    def run(self, path: Path, store: Path, **extra: Any) -> simstudy.runner.RunReport:
+    def run(
+        self, path: Path, store: Path, **extra: Any
+    ) -> simstudy.running.runner.RunReport:
         return simstudy.run(path, store=store, **{**self.options, **extra})
 
     def test_gives_the_reference_cube(self, tmp_path, reference):

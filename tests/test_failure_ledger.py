@@ -482,7 +482,7 @@ def test_analysis_doc_failures_example_runs(tmp_path, monkeypatch, capsys):
     ids=["data", "data-jax", "method", "output", "timeout", "died", "batch-lost"],
 )
 def test_failure_records_are_classified_by_kind(record, kind):
-    from simstudy.ledger import failure_kind
+    from simstudy.analysis.ledger import failure_kind
 
     assert failure_kind(record) == kind
 

@@ -206,7 +206,7 @@ def test_a_worker_whose_driver_died_while_it_started_exits(tmp_path):
     gone = subprocess.Popen([sys.executable, "-c", "pass"])
     gone.wait()  # a pid that is no longer our parent (nor running)
     code = (
-        "import time, cloudpickle, simstudy.worker as b, simstudy.loader as l\n"
+        "import time, cloudpickle, simstudy.backends.worker as b, simstudy.declare.loader as l\n"
         f"study = l.load_study({str(tmp_path / 'study.py')!r})\n"
         f"b.install_worker('t', cloudpickle.dumps(study), {gone.pid})\n"
         "time.sleep(30)\n"

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import simstudy
-from simstudy import fingerprint
+from simstudy.declare import fingerprint
 from simstudy.errors import FingerprintMismatch
 from tests.helpers import assert_store_consistent, cube_digest
 
@@ -91,7 +91,7 @@ def _edit(folder: Path, old: str, new: str, name: str = "study.py") -> None:
     path.write_text(text.replace(old, new))
 
 
-def _run(folder: Path, **options: Any) -> simstudy.runner.RunReport:
+def _run(folder: Path, **options: Any) -> simstudy.running.runner.RunReport:
     import sys
 
     sys.modules.pop("helpers", None)  # the study file imports it afresh

@@ -15,9 +15,9 @@ import simstudy
 from simstudy.cli import main
 from simstudy.cli.parser import build_parser
 from simstudy.errors import FingerprintMismatch, UsageError
-from simstudy.options import RunKwargs
 from simstudy.progress import percent
-from simstudy.runner import run
+from simstudy.running.options import RunKwargs
+from simstudy.running.runner import run
 from tests.helpers import assert_store_consistent
 
 DOCS = Path(__file__).parent.parent / "docs" / "cli.md"
@@ -106,7 +106,7 @@ def test_every_run_flag_has_a_keyword_run_accepts_and_the_docs_table_agrees():
         assert flag in table, f"{flag} is missing from docs/cli.md's keyword table"
         if flag in ("--debug", "--add-method"):
             # the CLI's own: tracebacks; a bundle's new method (from Python:
-            # simstudy.bundle.add_method, docs/share.md)
+            # simstudy.sharing.bundle.add_method, docs/share.md)
             assert table[flag] == ""
             continue
         assert _keyword(action) in accepted, flag

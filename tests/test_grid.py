@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from simstudy.grid import batch_runs
+from simstudy.declare.grid import batch_runs
 
 
 def _reference(pending: np.ndarray[Any, Any], size: int, chunk: int) -> list[Any]:

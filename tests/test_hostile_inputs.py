@@ -16,11 +16,11 @@ import pytest
 import xarray as xr
 
 from simstudy.cli import main
-from simstudy.debugging import parse_task, task_spec
+from simstudy.declare.grid import points
+from simstudy.declare.loader import load_study
 from simstudy.errors import UsageError
-from simstudy.grid import points
-from simstudy.loader import load_study
 from simstudy.plots.common import PlotFigure
+from simstudy.running.debugging import parse_task, task_spec
 from simstudy.shell import command, quote
 from tests.conftest import WriteStudy
 from tests.helpers import assert_store_consistent

@@ -12,7 +12,7 @@ HEAVY = ("xarray", "zarr", "matplotlib", "jax", "dask", "distributed")
 
 @pytest.mark.parametrize(
     "module",
-    ["simstudy", "simstudy.backends.numpy", "simstudy.worker"],
+    ["simstudy", "simstudy.backends.numpy", "simstudy.backends.worker"],
     ids=["package", "numpy-backend", "worker"],
 )
 def test_light_imports(module):

@@ -91,7 +91,7 @@ def recompute(seed, point, r, method_name=None):
     SeedSequences, then the study's functions on one replicate, unvectorised."""
     from numpy.random import SeedSequence
 
-    from simstudy.streams import key
+    from simstudy.rng.streams import key
 
     pkey = key(point)
     spawn = (pkey, r) if method_name is None else (pkey, r, key(method_name))

@@ -63,7 +63,7 @@ def _python(code: str, cwd: Path) -> Any:
 
 PROBE = """
 import json, sys, cloudpickle
-from simstudy.loader import load_study
+from simstudy.declare.loader import load_study
 from simstudy.executors import study_payload
 study = load_study("study.py", lazy={lazy})
 payload = study_payload(study)
@@ -283,7 +283,7 @@ def test_which_imports_load_lazily(tmp_path, monkeypatch):
     """Installed libraries' leaf modules only: not the standard library, not
     numpy or simstudy, not a package another name lies in, not the user's
     own module beside the study (nor one already imported: not here)."""
-    from simstudy.loader import _lazy_names
+    from simstudy.declare.loader import _lazy_names
 
     for name in ("scipy.stats", "scipy.special"):
         monkeypatch.delitem(sys.modules, name, raising=False)

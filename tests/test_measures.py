@@ -15,9 +15,9 @@ import xarray as xr
 from scipy import stats
 
 import simstudy
+from simstudy.analysis.summary import Measure, summarize, to_records
 from simstudy.cli import main
 from simstudy.errors import StudyError, UsageError
-from simstudy.summary import Measure, summarize, to_records
 from tests.test_summary import EST, SE, STATUS, THETA, _cube
 
 ARRAY_STUDY = """

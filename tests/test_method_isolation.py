@@ -13,7 +13,7 @@ import pytest
 import simstudy
 from simstudy.backends.guard import Guard
 from simstudy.cli import main
-from simstudy.debugging import replay, verify
+from simstudy.running.debugging import replay, verify
 from simstudy.store import read_failures
 from tests.helpers import assert_store_consistent, cube_digest
 

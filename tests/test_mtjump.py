@@ -1,4 +1,4 @@
-"""Known answers for random access to mt19937-jump streams (simstudy.mtjump).
+"""Known answers for random access to mt19937-jump streams (simstudy.rng.mtjump).
 
 Every state must equal numpy's ``MT19937(seed).jumped(k)`` bit for bit: the
 624 key words (the unused low bits of the first word included) and ``pos``.
@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 from numpy.random import MT19937, Generator
 
-from simstudy import mtjump
-from simstudy.streams import Reseeder, mt19937_row
+from simstudy.rng import mtjump
+from simstudy.rng.streams import Reseeder, mt19937_row
 
 
 def _row(bg: MT19937) -> np.ndarray[Any, Any]:

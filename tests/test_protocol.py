@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 
 from simstudy.cli import main
-from simstudy.deviations import deviations, read_protocol, section_html
+from simstudy.declare.deviations import deviations, read_protocol, section_html
+from simstudy.declare.loader import load_study
 from simstudy.errors import UsageError
-from simstudy.loader import load_study
-from simstudy.protocol import compare
+from simstudy.sharing.protocol import compare
 
 STUDY = '''
 """Aims: does shrinking the mean by K pay under small n?"""

@@ -59,3 +59,38 @@ def test_the_type_checking_imports_list_the_lazy_table():
         for alias in node.names
     }
     assert imported == simstudy._LAZY
+
+
+@pytest.mark.parametrize("old", sorted(simstudy._moved.MOVED))
+def test_a_module_s_old_flat_name_is_the_same_module(old):
+    """``simstudy.summary`` etc. (before the folders) import the moved module."""
+    import importlib
+
+    moved = importlib.import_module(simstudy._moved.new_name(f"simstudy.{old}"))
+    aliased = importlib.import_module(f"simstudy.{old}")
+    assert aliased is moved
+    assert moved.__spec__ is not None
+    assert moved.__spec__.name == moved.__name__ != f"simstudy.{old}"
+
+
+def test_the_moved_table_names_every_module_in_the_folders_and_none_at_the_top():
+    import pathlib
+
+    root = pathlib.Path(simstudy.__file__).parent
+    for old, folder in simstudy._moved.MOVED.items():
+        assert (root / folder / f"{old}.py").is_file()
+        assert not (root / f"{old}.py").exists()
+
+
+def test_the_documented_measure_import_still_works_in_a_fresh_process():
+    import subprocess
+    import sys
+
+    code = (
+        "from simstudy.summary import Measure\n"
+        "import simstudy\n"
+        "assert Measure is simstudy.Measure\n"
+        "from simstudy import streams\n"
+        "assert streams.__name__ == 'simstudy.rng.streams'\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)

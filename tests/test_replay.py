@@ -14,12 +14,12 @@ import pytest
 
 import simstudy
 from simstudy.cli import main
-from simstudy.debugging import (  # == simstudy.replay, .verify
+from simstudy.errors import ReproducibilityWarning, UsageError
+from simstudy.running.debugging import (  # == simstudy.replay, .verify
     error_groups,
     replay,
     verify,
 )
-from simstudy.errors import ReproducibilityWarning, UsageError
 
 FRAGILE = """
 import numpy as np
@@ -185,7 +185,7 @@ def test_the_lint_flags_global_or_self_seeded_randomness(tmp_path, call):
     )
     path = tmp_path / "fit.py"
     path.write_text(source)
-    from simstudy.lint import lint_study
+    from simstudy.declare.lint import lint_study
 
     found = lint_study(simstudy.load_study(path))
     assert len(found) == 1

@@ -123,7 +123,7 @@ def test_cube_shape_and_values(tmp_path):
     rng = np.random.Generator(
         np.random.PCG64(
             np.random.SeedSequence(
-                1, spawn_key=(simstudy.streams.key({"n": 10, "eps": 0.5}), 3)
+                1, spawn_key=(simstudy.rng.streams.key({"n": 10, "eps": 0.5}), 3)
             )
         )
     )
@@ -320,7 +320,7 @@ def test_mt19937_resume_sets_up_streams_by_random_access(tmp_path, monkeypatch):
     status = zarr.open_array(store / "status", mode="r+")
     assert status.chunks[2] == 4
     status[1, 1, 8:, :] = 0  # as if the run died before the last chunk of n=10, eps=.5
-    from simstudy import mtjump, streams
+    from simstudy.rng import mtjump, streams
 
     streams._jumpers.clear()  # as in a fresh process: nothing cached
     asked: list[int] = []

@@ -18,8 +18,8 @@ import psutil
 
 import simstudy
 from simstudy.cli import main
-from simstudy.pilot import PILOT_POINTS, estimate
-from simstudy.plan import Plan
+from simstudy.running.pilot import PILOT_POINTS, estimate
+from simstudy.running.plan import Plan
 from simstudy.store import Store
 
 TINY = """
@@ -86,7 +86,7 @@ def test_a_round_of_10_million_tasks_holds_no_per_replicate_mask(
 
 
 def plan_batches(plan, work, st):
-    from simstudy.plan import BatchSizer
+    from simstudy.running.plan import BatchSizer
 
     sizer = BatchSizer(fixed=4, workers=1, rows=work.rows, chunk=st.group_rows)
     return plan.batches(work, sizer, timeout=None, warnings=None, device=None)

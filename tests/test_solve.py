@@ -15,7 +15,7 @@ import simstudy
 from simstudy import plots
 from simstudy.cli import main
 from simstudy.errors import NoSolution, UsageError
-from simstudy.rootfit import Point, Scale, fit_root, monotone_breach
+from simstudy.solving.rootfit import Point, Scale, fit_root, monotone_breach
 from simstudy.store import open_results
 from tests.helpers import assert_store_consistent, cube_digest
 

@@ -14,8 +14,8 @@ import pytest
 import zarr
 
 import simstudy
-from simstudy import grid
 from simstudy.backends.numpy import run_batch
+from simstudy.declare import grid
 from simstudy.store import Store
 from tests.helpers import assert_store_consistent, cube_digest, reseal
 from tests.studies import GOOD_STUDY

@@ -1,4 +1,4 @@
-"""Known answers for simstudy.streams (STYLE B2.10; recipe in docs/streams.md)."""
+"""Known answers for simstudy.rng.streams (STYLE B2.10; recipe in docs/streams.md)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from numpy.random import MT19937, PCG64, Generator, SeedSequence
 
-from simstudy.streams import (
+from simstudy.rng.streams import (
     Reseeder,
     jump_index,
     key,

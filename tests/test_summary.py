@@ -13,8 +13,8 @@ import pytest
 import xarray as xr
 
 import simstudy
+from simstudy.analysis.summary import summarize
 from simstudy.errors import UsageError
-from simstudy.summary import summarize
 
 NAN = np.nan
 # dims (n, replicate, method); methods "a", "b"; truth 1.0 at n=10, 2.0 at n=20

@@ -13,7 +13,7 @@ import zarr
 import simstudy
 from simstudy.cli import main
 from simstudy.errors import StoreError
-from simstudy.recompute import recheck_sample
+from simstudy.running.recompute import recheck_sample
 from tests.helpers import assert_store_consistent, cube_digest, pretend_versions, reseal
 
 # `shifted` stands for a method whose numbers a new library version changes
@@ -133,7 +133,7 @@ def test_a_large_design_rechecks_two_tasks_per_point_and_method(
 ):
     """With more cells than RECHECK_TOTAL / 2, each gets the minimum: the
     first and the last finished replicate."""
-    monkeypatch.setattr(simstudy.recompute, "RECHECK_TOTAL", 4)
+    monkeypatch.setattr(simstudy.running.recompute, "RECHECK_TOTAL", 4)
     path, store = write_study(DRIFT), tmp_path / "s.zarr"
     _run(path, store)
     pretend_versions(store, numpy="1.0.0")

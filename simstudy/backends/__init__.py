@@ -17,10 +17,10 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from simstudy.grid import Batch
-from simstudy.outputs import OutputSpecs
-from simstudy.results import BatchResult
-from simstudy.study import Level, Study
+from simstudy.declare.grid import Batch
+from simstudy.declare.outputs import OutputSpecs
+from simstudy.declare.results import BatchResult
+from simstudy.declare.study import Level, Study
 
 __all__ = ["Backend", "Cell", "Placement", "Work", "backend_of"]
 

@@ -30,7 +30,6 @@ from typing import Any
 import jax
 import numpy as np
 
-from simstudy import streams
 from simstudy.backends import Cell, Placement, Work
 from simstudy.backends.kernels import (
     THREEFRY_PARTITIONABLE,
@@ -43,16 +42,17 @@ from simstudy.backends.kernels import (
 )
 from simstudy.backends.numpy import kwargs_of
 from simstudy.cube import FAILED, OK
-from simstudy.errors import UsageError
-from simstudy.grid import Batch
-from simstudy.outputs import (
+from simstudy.declare.grid import Batch
+from simstudy.declare.outputs import (
     OutputError,
     OutputSpecs,
     keys_problem,
     shape_problem,
 )
-from simstudy.results import BatchResult, Failure, failure, worker_name
-from simstudy.study import Study
+from simstudy.declare.results import BatchResult, Failure, failure, worker_name
+from simstudy.declare.study import Study
+from simstudy.errors import UsageError
+from simstudy.rng import streams
 
 __all__ = [
     "BACKEND",

@@ -25,9 +25,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from simstudy.declare.outputs import MAX_OUTPUT_VALUES, name_problem
+from simstudy.declare.study import Study
 from simstudy.errors import UsageError
-from simstudy.outputs import MAX_OUTPUT_VALUES, name_problem
-from simstudy.study import Study
 
 __all__ = [
     "THREEFRY_PARTITIONABLE",

@@ -19,15 +19,15 @@ from typing import Any
 
 import numpy as np
 
-from simstudy import streams
 from simstudy.backends import Cell, Placement, Work
 from simstudy.backends.guard import Guard, read_only_advice, read_only_inputs
 from simstudy.cube import FAILED, OK
+from simstudy.declare.grid import Batch
+from simstudy.declare.outputs import OutputError, OutputSpecs, stack, to_outputs
+from simstudy.declare.results import BatchResult, Failure, Warned, failure, worker_name
+from simstudy.declare.study import Study
 from simstudy.errors import UsageError
-from simstudy.grid import Batch
-from simstudy.outputs import OutputError, OutputSpecs, stack, to_outputs
-from simstudy.results import BatchResult, Failure, Warned, failure, worker_name
-from simstudy.study import Study
+from simstudy.rng import streams
 
 __all__ = ["BACKEND", "TaskStreams", "TaskTimeout", "kwargs_of", "run_batch"]
 

@@ -21,18 +21,18 @@ from simstudy.cli.share import (
 )
 from simstudy.cli.solve import cmd_solve
 from simstudy.errors import EXIT_FAILED, EXIT_OK, UsageError
-from simstudy.options import FAIL_FAST
 from simstudy.progress import ProgressPrinter, duration, percent
+from simstudy.running.options import FAIL_FAST
 from simstudy.shell import command, quote
 
 __all__ = ["COMMANDS"]
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from simstudy.declare.loader import load_study, study_imports
     from simstudy.executors import SCHEDULERS, prestart
-    from simstudy.loader import load_study, study_imports
-    from simstudy.options import RunKwargs
-    from simstudy.runner import run
+    from simstudy.running.options import RunKwargs
+    from simstudy.running.runner import run
 
     if args.add_method is not None or Path(args.study).suffix == ".tar":
         return run_bundle(args)  # docs/share.md: a method added to a bundle
@@ -141,8 +141,8 @@ def cmd_status(args: argparse.Namespace) -> int:
 
     target = Path(args.target)
     if target.suffix == ".py":
-        from simstudy.loader import load_study
-        from simstudy.options import default_store
+        from simstudy.declare.loader import load_study
+        from simstudy.running.options import default_store
 
         store = Path(args.store) if args.store else default_store(load_study(target))
     else:
@@ -195,10 +195,10 @@ def _target_state(entry: dict[str, Any] | None) -> str:
 def cmd_replay(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from simstudy.debugging import replay
-    from simstudy.loader import load_study
-    from simstudy.options import default_store
-    from simstudy.results import user_traceback
+    from simstudy.declare.loader import load_study
+    from simstudy.declare.results import user_traceback
+    from simstudy.running.debugging import replay
+    from simstudy.running.options import default_store
 
     study = load_study(args.study)
     store = Path(args.store) if args.store else default_store(study)
@@ -241,7 +241,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 
 def cmd_errors(args: argparse.Namespace) -> int:
-    from simstudy.debugging import error_groups, task_spec
+    from simstudy.running.debugging import error_groups, task_spec
     from simstudy.store import open_results
 
     groups = error_groups(args.store)
@@ -265,8 +265,8 @@ def cmd_errors(args: argparse.Namespace) -> int:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    from simstudy.bundle import is_bundle
-    from simstudy.debugging import verify
+    from simstudy.running.debugging import verify
+    from simstudy.sharing.bundle import is_bundle
 
     if is_bundle(args.store):
         return verify_bundle(args)
@@ -302,8 +302,8 @@ def _verify_target(args: argparse.Namespace) -> tuple[Path, Path]:
     is always one the user gives: ``verify STUDY.py`` (store ``--store`` or
     the default) or ``verify STORE --study STUDY.py``.
     """
-    from simstudy.loader import load_study
-    from simstudy.options import default_store
+    from simstudy.declare.loader import load_study
+    from simstudy.running.options import default_store
 
     target = Path(args.store)
     if target.suffix == ".py":
@@ -325,10 +325,10 @@ def _verify_target(args: argparse.Namespace) -> tuple[Path, Path]:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    from simstudy.lint import lint_study
-    from simstudy.loader import load_study
-    from simstudy.options import default_store
-    from simstudy.pilot import estimate
+    from simstudy.declare.lint import lint_study
+    from simstudy.declare.loader import load_study
+    from simstudy.running.options import default_store
+    from simstudy.running.pilot import estimate
 
     study = load_study(args.study)
     if args.replicates:
@@ -440,11 +440,11 @@ SUFFIX_FORMATS = {
 def cmd_summarize(args: argparse.Namespace) -> int:
     import json
 
+    from simstudy.analysis.summary import summarize, to_records
     from simstudy.atomic import replacing, write_text
     from simstudy.cli import tables
     from simstudy.plots.common import subset
     from simstudy.store import open_results
-    from simstudy.summary import summarize, to_records
 
     fmt = _summary_format(args)
     options = summary_options(args)

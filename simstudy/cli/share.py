@@ -14,7 +14,7 @@ __all__ = ["cmd_bundle", "cmd_protocol", "protocol_note", "run_bundle", "verify_
 
 def protocol_note(study: Any, path: str) -> None:
     """After ``run --protocol``: say whether the study deviates from it."""
-    from simstudy.protocol import compare
+    from simstudy.sharing.protocol import compare
 
     found = compare(study, path)
     if found:
@@ -28,8 +28,8 @@ def protocol_note(study: Any, path: str) -> None:
 
 
 def cmd_protocol(args: argparse.Namespace) -> int:
-    from simstudy.loader import load_study
-    from simstudy.protocol import build, compare, write
+    from simstudy.declare.loader import load_study
+    from simstudy.sharing.protocol import build, compare, write
 
     study = load_study(args.study)
     if args.compare is not None:
@@ -59,7 +59,7 @@ def cmd_protocol(args: argparse.Namespace) -> int:
 
 
 def cmd_bundle(args: argparse.Namespace) -> int:
-    from simstudy.bundle import pack
+    from simstudy.sharing.bundle import pack
 
     if not Path(args.store).is_dir():
         raise UsageError(f"bundle {args.store}: no such store.", hint="check the path")
@@ -76,7 +76,7 @@ def cmd_bundle(args: argparse.Namespace) -> int:
 
 
 def verify_bundle(args: argparse.Namespace) -> int:
-    from simstudy.bundle import verify
+    from simstudy.sharing.bundle import verify
 
     for flag in ("study", "to", "scheduler", "workers"):
         if getattr(args, flag, None) is not None:
@@ -97,7 +97,7 @@ def verify_bundle(args: argparse.Namespace) -> int:
 
 
 def run_bundle(args: argparse.Namespace) -> int:
-    from simstudy.bundle import add_method, is_bundle
+    from simstudy.sharing.bundle import add_method, is_bundle
 
     if not is_bundle(args.study):
         raise UsageError(

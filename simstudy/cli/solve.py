@@ -123,7 +123,7 @@ def add_solve(sub: Any) -> None:
 
 def cmd_solve(args: argparse.Namespace) -> int:
     """Solve; print each solution on stdout, the rounds on stderr."""
-    from simstudy.solver import solve
+    from simstudy.solving.solver import solve
 
     err = sys.stderr
 

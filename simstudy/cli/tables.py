@@ -14,7 +14,7 @@ import io
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from simstudy.summary import pair
+from simstudy.analysis.summary import pair
 
 __all__ = [
     "csv_text",

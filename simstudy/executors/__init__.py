@@ -19,11 +19,11 @@ from typing import Any, ClassVar, Protocol
 import numpy as np
 
 from simstudy.cube import FAILED
+from simstudy.declare.grid import Batch
+from simstudy.declare.outputs import OutputSpecs
+from simstudy.declare.results import BatchResult, Failure, worker_name
+from simstudy.declare.study import Study
 from simstudy.errors import StudyError
-from simstudy.grid import Batch
-from simstudy.outputs import OutputSpecs
-from simstudy.results import BatchResult, Failure, worker_name
-from simstudy.study import Study
 
 __all__ = [
     "MAX_ATTEMPTS",

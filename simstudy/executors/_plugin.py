@@ -15,7 +15,7 @@ from typing import Any
 
 from distributed.diagnostics.plugin import WorkerPlugin
 
-from simstudy.worker import install, uninstall
+from simstudy.backends.worker import install, uninstall
 
 
 class InstallStudy(WorkerPlugin):

@@ -19,7 +19,7 @@ import cloudpickle  # noqa: F401  (the study arrives cloudpickled)
 import numpy  # noqa: F401
 
 import simstudy.backends.numpy
-import simstudy.worker  # noqa: F401
+import simstudy.backends.worker  # noqa: F401
 from simstudy.executors.pool import MAIN, PRELOAD
 
 if os.environ.get(MAIN):

@@ -18,15 +18,15 @@ import time
 import uuid
 from typing import Any, ClassVar
 
-from simstudy import worker
+from simstudy.backends import worker
+from simstudy.declare.grid import Batch
+from simstudy.declare.outputs import OutputSpecs
+from simstudy.declare.results import BatchResult
+from simstudy.declare.study import Study
 from simstudy.executors import ExecutorOptions, study_payload
 from simstudy.executors.connect import check_address, connect
 from simstudy.executors.spawn import spawn_env, worker_env
 from simstudy.executors.windowed import WindowedExecutor
-from simstudy.grid import Batch
-from simstudy.outputs import OutputSpecs
-from simstudy.results import BatchResult
-from simstudy.study import Study
 from simstudy.system import env_seconds
 
 __all__ = ["DistributedExecutor", "SynchronousExecutor", "ThreadsExecutor"]

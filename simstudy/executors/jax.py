@@ -15,11 +15,11 @@ import os
 from collections.abc import Callable, Iterator
 from typing import ClassVar
 
+from simstudy.declare.grid import Batch, points
+from simstudy.declare.outputs import OutputSpecs
+from simstudy.declare.results import BatchResult
+from simstudy.declare.study import Study
 from simstudy.executors import Executor, ExecutorOptions
-from simstudy.grid import Batch, points
-from simstudy.outputs import OutputSpecs
-from simstudy.results import BatchResult
-from simstudy.study import Study
 
 __all__ = ["JaxExecutor"]
 

@@ -19,16 +19,16 @@ from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Any, ClassVar
 
-from simstudy import worker
+from simstudy.backends import worker
+from simstudy.declare.grid import Batch
+from simstudy.declare.loader import installed_modules, study_imports
+from simstudy.declare.outputs import OutputSpecs
+from simstudy.declare.results import BatchResult
+from simstudy.declare.study import Study
 from simstudy.errors import StudyError
 from simstudy.executors import ExecutorOptions, study_payload
 from simstudy.executors.spawn import environ, spawn_env
 from simstudy.executors.windowed import WindowedExecutor
-from simstudy.grid import Batch
-from simstudy.loader import installed_modules, study_imports
-from simstudy.outputs import OutputSpecs
-from simstudy.results import BatchResult
-from simstudy.study import Study
 
 __all__ = ["MAIN", "PRELOAD", "PoolExecutor", "start_forkserver"]
 

@@ -14,11 +14,11 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from simstudy.declare.grid import Batch
+from simstudy.declare.outputs import OutputSpecs
+from simstudy.declare.results import BatchResult
+from simstudy.declare.study import Study
 from simstudy.executors import MAX_ATTEMPTS, Executor, WorkerDied, failed_result
-from simstudy.grid import Batch
-from simstudy.outputs import OutputSpecs
-from simstudy.results import BatchResult
-from simstudy.study import Study
 
 __all__ = ["SpecsFn", "WindowedExecutor"]
 

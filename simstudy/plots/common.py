@@ -24,9 +24,9 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.text import Text
 
+from simstudy.analysis.selection import check_methods, factors_of, select_points, subset
 from simstudy.cube import METHOD, OK, REPLICATE
 from simstudy.errors import UsageError
-from simstudy.selection import check_methods, factors_of, select_points, subset
 
 __all__ = [
     "COLORS",

@@ -19,12 +19,12 @@ import zarr
 from zarr.codecs import Crc32cCodec, ZstdCodec
 
 from simstudy.cube import FIXED_VARS, METHOD, REPLICATE
-from simstudy.grid import CHUNK_METHODS, CHUNK_REPLICATES, chunk_replicates
-from simstudy.outputs import OutputSpecs
+from simstudy.declare.grid import CHUNK_METHODS, CHUNK_REPLICATES, chunk_replicates
+from simstudy.declare.outputs import OutputSpecs
+from simstudy.declare.study import Level, Study
 from simstudy.store.crash import crash_point
 from simstudy.store.meta import META, StoreMeta, versions
 from simstudy.store.trust import foreign
-from simstudy.study import Level, Study
 
 __all__ = ["Layout", "coord"]
 

@@ -15,9 +15,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from simstudy.analysis.ledger import compact_records
 from simstudy.cube import METHOD
 from simstudy.errors import StoreError
-from simstudy.ledger import compact_records
 from simstudy.store.chunks import ChunkedArray
 from simstudy.store.files import scan
 from simstudy.store.health import check_readable
@@ -92,7 +92,7 @@ def open_results(
     ds = _with_design(ds, meta["factor_order"], meta.get("design"), include_hidden)
     if meta.get("target_mcse"):
         ds = _with_target_counts(ds, meta["factor_order"], meta["target_mcse"])
-    # the failure ledger's kinds and warning categories (simstudy.ledger)
+    # the failure ledger's kinds and warning categories (simstudy.analysis.ledger)
     ds.attrs["records"] = compact_records(
         read_failures(p), read_warnings(p), list(meta.get("factor_order", []))
     )

@@ -21,8 +21,9 @@ from typing import Any
 import numpy as np
 import zarr
 
-from simstudy import fingerprint
 from simstudy.cube import FIXED_VARS, METHOD, REPLICATE
+from simstudy.declare import fingerprint
+from simstudy.declare.study import Study
 from simstudy.errors import (
     FROM_CLI,
     FingerprintMismatch,
@@ -39,7 +40,6 @@ from simstudy.store.meta import META
 from simstudy.store.records import KINDS, Records, records_name
 from simstudy.store.seals import Seals
 from simstudy.store.trust import foreign
-from simstudy.study import Study
 
 __all__ = ["compare", "finish_prune", "prune", "reconcile", "set_active", "wipe"]
 

@@ -13,8 +13,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from simstudy.declare.results import Failure, Warned
 from simstudy.errors import StoreError
-from simstudy.results import Failure, Warned
 from simstudy.store.files import scan, write_atomic
 from simstudy.store.health import read_json, record_problem, run_hint
 from simstudy.store.layout import Layout

@@ -16,10 +16,11 @@ from typing import Any
 import numpy as np
 
 from simstudy.cube import REPLICATE
+from simstudy.declare.grid import points
+from simstudy.declare.outputs import OutputSpecs
+from simstudy.declare.results import BatchResult
+from simstudy.declare.study import Level, Study
 from simstudy.errors import StoreError
-from simstudy.grid import points
-from simstudy.outputs import OutputSpecs
-from simstudy.results import BatchResult
 from simstudy.store import migrations, reconcile
 from simstudy.store.files import read_bytes, scan
 from simstudy.store.integrity import (
@@ -35,7 +36,6 @@ from simstudy.store.records import Group, Records
 from simstudy.store.space import writing
 from simstudy.store.trust import check_owned, check_sizes, ours
 from simstudy.store.writer import Writer, flush_seconds
-from simstudy.study import Level, Study
 
 __all__ = ["Store"]
 

@@ -17,9 +17,9 @@ from typing import Any
 import numpy as np
 
 from simstudy.cube import FAILED, FIXED_VARS, OK
+from simstudy.declare.outputs import keys_problem, shape_problem
+from simstudy.declare.results import BatchResult, Failure
 from simstudy.errors import StoreError
-from simstudy.outputs import keys_problem, shape_problem
-from simstudy.results import BatchResult, Failure
 from simstudy.store.chunks import ChunkCache, ChunkedArray
 from simstudy.store.crash import crash_point
 from simstudy.store.layout import Layout

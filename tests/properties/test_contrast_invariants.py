@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from simstudy.contrasts import _TRANSFORMS, _jackknife
+from simstudy.analysis.contrasts import _TRANSFORMS, _jackknife
 
 values = arrays(
     np.float64,

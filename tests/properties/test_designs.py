@@ -9,8 +9,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from simstudy import Study
-from simstudy.grid import points
-from simstudy.streams import point_key
+from simstudy.declare.grid import points
+from simstudy.rng.streams import point_key
 
 LEVELS: dict[str, list[Any]] = {"a": [1, 2, 3], "b": [0.5, 1.5], "c": ["x", "y", "z"]}
 CROSS = Study("p", factors=LEVELS, replicates=1, seed=1)

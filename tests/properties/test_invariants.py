@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 import simstudy
 from simstudy.backends.numpy import run_batch
-from simstudy.plan import BatchSizer, Plan
+from simstudy.running.plan import BatchSizer, Plan
 from tests.helpers import assert_store_consistent, cube_digest
 
 SOURCE = """

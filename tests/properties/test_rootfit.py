@@ -9,7 +9,7 @@ from hypothesis import assume, given
 from hypothesis import strategies as st
 from scipy.special import ndtr
 
-from simstudy.rootfit import Point, Scale, fit_root
+from simstudy.solving.rootfit import Point, Scale, fit_root
 
 PROBIT_SQRT = Scale(sqrt_factor=True, probit=True)
 

@@ -10,8 +10,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from simstudy import Study
-from simstudy.debugging import parse_task, task_spec
-from simstudy.grid import points
+from simstudy.declare.grid import points
+from simstudy.running.debugging import parse_task, task_spec
 from simstudy.shell import command
 
 text = st.text(st.characters(codec="utf-8"), min_size=0, max_size=12)

@@ -1,0 +1,9 @@
+"""Declaring a study: the design, its methods and outputs, the task grid.
+
+``study`` (the :class:`~simstudy.Study` a user writes), ``factors`` and
+``design`` (levels, tied factors, subset designs), ``outputs`` (what a method
+returns), ``grid`` (design x replicates x methods flattened into batches),
+``results`` (what a batch gives back), ``loader`` (a study file into a
+Study), ``lint`` (first-day traps), ``fingerprint`` (what makes the numbers)
+and ``deviations`` (changes to a registered protocol).
+"""

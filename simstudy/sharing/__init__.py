@@ -1,0 +1,5 @@
+"""Sharing a study: its ADEMP protocol and a bundle others can rerun.
+
+``protocol`` (the registered protocol and its deviations) and ``bundle``
+(a study, its store and its environment in one file).
+"""
