@@ -9,7 +9,7 @@ rejection), a method 1000 times further off drawn off scale and marked
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -75,6 +75,32 @@ def _series(
         cell = summary[name].sel({METHOD: method})
         values = np.asarray(cell.transpose(*loops).values, dtype=float).ravel()
     return values if keep is None else values[keep]
+
+
+def _on_scale(
+    summary: xr.Dataset,
+    measure: str,
+    chosen: list[str],
+    loops: list[str],
+    auto: bool = True,
+) -> tuple[dict[str, np.ndarray], float | None, list[str]]:
+    """Each method's values in design-point order, the measure's reference,
+    and (``auto``) the methods 1000 times further off, drawn off scale."""
+    ref = reference_value(measure, summary.attrs)
+    series = {m: _series(summary, measure, m, loops) for m in chosen}
+    off = outliers(series, ref) if auto and measure not in BOUNDED else []
+    return series, ref, off
+
+
+def _finish(
+    fig: PlotFigure, summary: xr.Dataset, off: Sequence[str], note: str
+) -> PlotFigure:
+    """Name the factors fixed to one level; say which methods are off scale
+    (``note`` with ``{}`` for their names)."""
+    title_fixed(fig, summary)
+    if off:
+        add_note(fig, note.format(", ".join(off)))
+    return fig
 
 
 def nested_loop_plot(
@@ -149,41 +175,50 @@ def nested_loop_plot(
     check_scale(scale)
     panels = split_panels(summary, split)
     loops = loops_of(values.isel({split: 0}) if split else values, order)
-    n_points = len(design_points(values, loops))
-    width = min(12.0, max(5.0, 3.5 + 0.1 * n_points))
+    style = {"mcse": mcse, "scale": scale, "ylim": ylim}
+    return _nested_figure(summary, measure, panels, split, chosen, loops, size, style)
+
+
+def _nested_figure(
+    summary: xr.Dataset,
+    measure: str,
+    panels: list[tuple[str, xr.Dataset]],
+    split: str | None,
+    chosen: list[str],
+    loops: list[str],
+    size: tuple[float, float] | None,
+    style: dict[str, Any],
+) -> PlotFigure:
+    """The nested-loop plot of checked arguments: in each panel the measure
+    on top (``style``: mcse, scale, ylim of ``_draw_measure``) and the
+    factors' levels underneath."""
+    steps = np.arange(1, len(design_points(summary[measure], loops)) + 1.0)
+    width = min(12.0, max(5.0, 3.5 + 0.1 * len(steps)))
     fig = new_figure(
         *(size or (min(20.0, width * len(panels)), 3.6 + 0.32 * len(loops)))
     )
-    targets = fig.subfigures(1, len(panels), squeeze=False)[0] if split else [fig]
-    off: dict[str, None] = {}
-    for target, (title, part) in zip(targets, panels, strict=True):
+
+    def panel(target: Any, part: xr.Dataset) -> list[str]:
         top, bottom = target.subplots(
             2, 1, sharex=True, height_ratios=[3.0, 0.45 * max(len(loops), 1) + 0.2]
         )
-        off.update(
-            dict.fromkeys(
-                _draw_measure(
-                    top, part, measure, chosen, loops, mcse=mcse, scale=scale, ylim=ylim
-                )
-            )
-        )
+        off = _draw_measure(top, part, measure, chosen, loops, **style)
         top.set_ylabel(measure)
         top.grid(axis="y", color="0.92")
         plain_ticks(top)
-        _draw_loops(bottom, part[measure], loops, np.arange(1, n_points + 1.0))
+        _draw_loops(bottom, part[measure], loops, steps)
         if not loops:  # every factor split or selected: no levels to step
             bottom.set_axis_off()
-        if title:
-            target.suptitle(title, fontsize="medium")
+        return off
+
+    targets, off = draw_panels(fig, panels, split, panel)
     outside_legend(fig, [*targets[0].axes[0].get_lines()], off)
-    title_fixed(fig, summary)
-    if off:
-        add_note(
-            fig,
-            f"off scale (arrow heads, labelled): {', '.join(off)}; "
-            "scale='symlog' draws every method",
-        )
-    return fig
+    return _finish(
+        fig,
+        summary,
+        list(off),
+        "off scale (arrow heads, labelled): {}; scale='symlog' draws every method",
+    )
 
 
 def split_panels(
@@ -205,6 +240,26 @@ def split_panels(
     ]
 
 
+def draw_panels(
+    fig: PlotFigure,
+    panels: list[tuple[str, xr.Dataset]],
+    split: str | None,
+    draw: Callable[..., list[str]],
+    *args: Any,
+) -> tuple[list[Any], dict[str, None]]:
+    """``draw(subfigure, summary, *args)`` each panel in a subfigure of its
+    own (in ``fig`` itself without ``split``), titled with its level; return
+    the subfigures and the methods drawn off scale in any panel (in order,
+    each once)."""
+    targets = fig.subfigures(1, len(panels), squeeze=False)[0] if split else [fig]
+    off: dict[str, None] = {}
+    for target, (title, part) in zip(targets, panels, strict=True):
+        off.update(dict.fromkeys(draw(target, part, *args)))
+        if title:
+            target.suptitle(title, fontsize="medium")
+    return list(targets), off
+
+
 def _draw_measure(
     top: Axes,
     summary: xr.Dataset,
@@ -219,15 +274,13 @@ def _draw_measure(
     """Step lines, dots and MCSE bands of each method, and the reference;
     return the methods drawn off scale."""
     x = np.arange(1, len(design_points(summary[measure], loops)) + 1)
-    ref = reference_value(measure, summary.attrs)
-    series = {m: _series(summary, measure, m, loops) for m in chosen}
+    series, ref, off = _on_scale(summary, measure, chosen, loops, scale == "auto")
     bands = {
         m: Z95 * _series(summary, f"{measure}_mcse", m, loops)
         if mcse and f"{measure}_mcse" in summary.data_vars
         else np.zeros(len(x))
         for m in chosen
     }
-    off = outliers(series, ref) if scale == "auto" and measure not in BOUNDED else []
     for j, m in enumerate(chosen):
         color = COLORS[j % len(COLORS)]
         y = series[m]
@@ -376,22 +429,15 @@ def lollipop_plot(
     rows = len(design_points(panels[0][1][measure], loops)) * len(chosen)
     width = 6.0 if split is None else min(20.0, 4.2 * len(panels))
     fig = new_figure(*(size or (width, min(40.0, 1.4 + 0.22 * rows))))
-    targets = fig.subfigures(1, len(panels), squeeze=False)[0] if split else [fig]
-    off: dict[str, None] = {}
-    for target, (title, part) in zip(targets, panels, strict=True):
-        ax = target.subplots()
-        off.update(dict.fromkeys(_lollipops(ax, part, measure, chosen, loops, mcse)))
-        if title:
-            target.suptitle(title, fontsize="medium")
+    targets, off = draw_panels(
+        fig, panels, split, _lollipops, measure, chosen, loops, mcse
+    )
     outside_legend(fig, targets[0].axes[0].get_lines())
-    title_fixed(fig, summary)
-    if off:
-        add_note(fig, f"off scale (arrow heads, labelled): {', '.join(off)}")
-    return fig
+    return _finish(fig, summary, list(off), "off scale (arrow heads, labelled): {}")
 
 
 def _lollipops(
-    ax: Axes,
+    target: Any,
     summary: xr.Dataset,
     measure: str,
     chosen: list[str],
@@ -399,10 +445,9 @@ def _lollipops(
     mcse: bool,
 ) -> list[str]:
     """One panel of lollipops; return the methods drawn off scale."""
+    ax = target.subplots()
     grid = design_points(summary[measure], loops)
-    ref = reference_value(measure, summary.attrs)
-    series = {m: _series(summary, measure, m, loops) for m in chosen}
-    off = outliers(series, ref) if measure not in BOUNDED else []
+    series, ref, off = _on_scale(summary, measure, chosen, loops)
     kept = []
     for j, m in enumerate(chosen):
         color = COLORS[j % len(COLORS)]
@@ -507,16 +552,8 @@ def heatmap(
     fig = new_figure(
         *(size or (min(20.0, width * len(panels)), min(40.0, 1.6 + 0.28 * rows)))
     )
-    targets = fig.subfigures(1, len(panels), squeeze=False)[0] if split else [fig]
-    off: dict[str, None] = {}
-    for target, (title, part) in zip(targets, panels, strict=True):
-        off.update(dict.fromkeys(_heat(target, part, measure, chosen, loops, annotate)))
-        if title:
-            target.suptitle(title, fontsize="medium")
-    title_fixed(fig, summary)
-    if off:
-        add_note(fig, f"colours saturate for {', '.join(off)} (off scale)")
-    return fig
+    _, off = draw_panels(fig, panels, split, _heat, measure, chosen, loops, annotate)
+    return _finish(fig, summary, list(off), "colours saturate for {} (off scale)")
 
 
 def _heat(
@@ -529,17 +566,12 @@ def _heat(
 ) -> list[str]:
     """One heat map and its colour bar; return the methods off scale."""
     grid = design_points(summary[measure], loops)
-    table = np.column_stack([_series(summary, measure, m, loops) for m in chosen])
+    series, ref, off = _on_scale(summary, measure, chosen, loops)
+    table = np.column_stack(list(series.values()))
     errors = np.column_stack(
         [_series(summary, f"{measure}_mcse", m, loops) for m in chosen]
     )
     ax = target.subplots()
-    ref = reference_value(measure, summary.attrs)
-    off = (
-        outliers({m: table[:, j] for j, m in enumerate(chosen)}, ref)
-        if measure not in BOUNDED
-        else []
-    )
     kept = table[:, [j for j, m in enumerate(chosen) if m not in off]]
     image = _paint(ax, table, kept, ref)
     if annotate if annotate is not None else table.size <= 400:

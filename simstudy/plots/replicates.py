@@ -272,31 +272,29 @@ def distribution_plot(
     chosen = check_methods(cube, methods)
     names = {m: output_name(cube, output, m) for m in chosen}
     cube, grid = read_points(cube, points, set(names.values()))
+    return _distribution_figure(cube, output, names, grid, kind, columns, scale)
+
+
+def _distribution_figure(
+    cube: xr.Dataset,
+    output: str,
+    names: dict[str, str],
+    grid: list[Point],
+    kind: str,
+    columns: int,
+    scale: str,
+) -> PlotFigure:
+    """The distribution plot of checked arguments (``names``: each method's
+    output), a panel per design point, ``columns`` to a row."""
+    chosen = list(names)
     rows, cols = grid_shape(len(grid), columns)
     fig = new_figure(
         min(0.9 + cols * (0.7 + 0.55 * len(chosen)), 20), min(0.6 + 2.4 * rows, 30)
     )
     axes = np.asarray(fig.subplots(rows, cols, squeeze=False, sharey=True)).ravel()
-    pos = np.arange(1, len(chosen) + 1)
     panels = []
     for ax, point in zip(axes, grid, strict=False):
-        data = [ok_values(cube, names[m], point, m) for m in chosen]
-        data = [d[np.isfinite(d)] for d in data]
-        panels.append(data)
-        if kind == "box":
-            ax.boxplot(data, positions=pos, widths=0.6, flierprops={"ms": 2})
-        else:
-            present = [k for k, d in enumerate(data) if d.size]
-            if present:
-                ax.violinplot(
-                    [data[k] for k in present], positions=pos[present], showmedians=True
-                )
-        ax.set_xticks(pos, chosen, rotation=30 if len(chosen) > 3 else 0)
-        theta = truth_at(cube, names[chosen[0]], point)
-        if output == "estimate" and theta is not None:
-            ax.axhline(theta, color="0.3", ls=":", lw=1.2, gid="truth")
-        ax.set_title(label(point), fontsize="small")
-        plain_ticks(ax)
+        panels.append(_distribution_panel(ax, cube, point, output, names, kind))
     if scale == "auto":
         _robust_range(fig, axes[: len(grid)], panels, chosen)
     elif scale == "symlog":
@@ -306,6 +304,39 @@ def distribution_plot(
     axes[0].set_ylabel(output)
     title_fixed(fig, cube)
     return fig
+
+
+def _distribution_panel(
+    ax: Any,
+    cube: xr.Dataset,
+    point: Point,
+    output: str,
+    names: dict[str, str],
+    kind: str,
+) -> list[np.ndarray]:
+    """One design point: a box or violin per method, the truth of an
+    estimate; return each method's finite values."""
+    chosen = list(names)
+    positions = np.arange(1, len(chosen) + 1)
+    data = [ok_values(cube, names[m], point, m) for m in chosen]
+    data = [values[np.isfinite(values)] for values in data]
+    if kind == "box":
+        ax.boxplot(data, positions=positions, widths=0.6, flierprops={"ms": 2})
+    else:
+        present = [k for k, values in enumerate(data) if values.size]
+        if present:
+            ax.violinplot(
+                [data[k] for k in present],
+                positions=positions[present],
+                showmedians=True,
+            )
+    ax.set_xticks(positions, chosen, rotation=30 if len(chosen) > 3 else 0)
+    theta = truth_at(cube, names[chosen[0]], point)
+    if output == "estimate" and theta is not None:
+        ax.axhline(theta, color="0.3", ls=":", lw=1.2, gid="truth")
+    ax.set_title(label(point), fontsize="small")
+    plain_ticks(ax)
+    return data
 
 
 def _whiskers(d: np.ndarray) -> tuple[float, float]:

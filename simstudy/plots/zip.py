@@ -21,6 +21,9 @@ from simstudy.plots.scales import outliers
 __all__ = ["Zip", "zip_intervals", "zip_plot"]
 
 COVERS, MISSES = "#0072B2", "#D55E00"
+# one method's (estimate, se, ci) outputs; se or ci may be absent
+Source = tuple[str, str | None, tuple[str, str] | None]
+Sources = dict[str, Source]
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,7 +74,7 @@ def _zip_sources(
     methods: list[str] | None,
     se: str | None,
     ci: tuple[str, str] | None,
-) -> dict[str, tuple[str, str | None, tuple[str, str] | None]]:
+) -> Sources:
     """Per method: (estimate, se, ci) outputs; only methods with intervals."""
     known = [str(m) for m in cube[METHOD].values]
     out = {}
@@ -169,22 +172,43 @@ def zip_plot(
     _check_share(level=level, zoom=zoom)
     chosen = None if methods is None else common.check_methods(cube, methods)
     sources = _zip_sources(cube, chosen, se, ci)
+    cube, grid = common.read_points(cube, points, _outputs(cube, sources, df))
+    sources, untrue = _with_truth(cube, sources, grid, truth)
+    return _zip_figure(cube, sources, grid, untrue, truth, (level, df), zoom)
+
+
+def _outputs(cube: xr.Dataset, sources: Sources, df: float | str | None) -> set[str]:
+    """The outputs the zip plot reads: each method's estimate, se and ci,
+    and ``df`` when it names an output."""
     used = {x for e, s_, c in sources.values() for x in (e, s_, *(c or ())) if x}
     if isinstance(df, str):
         common.output_name(cube, df, next(iter(sources)))
         used.add(df)
-    cube, grid = common.read_points(cube, points, used)
-    sources, untrue = _with_truth(cube, sources, grid, truth)
+    return used
+
+
+def _zip_figure(
+    cube: xr.Dataset,
+    sources: Sources,
+    grid: list[common.Point],
+    untrue: dict[str, str],
+    truth: float | None,
+    wald: tuple[float, float | str | None],
+    zoom: float,
+) -> common.PlotFigure:
+    """The zip plot of checked arguments: a row per method, a column per
+    design point; notes for methods on their own scale or left out."""
+    level, df = wald
     rows, cols = len(sources), len(grid)
     fig = common.new_figure(min(2.6 * cols + 0.8, 20), min(2.3 * rows + 1.0, 30))
     axes = fig.subplots(rows, cols, squeeze=False, sharey=True)
     own: list[str] = []
     for j, point in enumerate(grid):
-        own += _zip_column(axes[:, j], cube, sources, point, truth, (level, df))
-    wald = all(c is None for _, _, c in sources.values())
+        own += _zip_column(axes[:, j], cube, sources, point, truth, wald)
+    all_wald = all(c is None for _, _, c in sources.values())
     kind = f"{100 * level:g}% {'Wald' if df is None else 't'} intervals"
     fig.supylabel("fractional centile of |z|", fontsize="medium")
-    fig.supxlabel(kind if wald else "intervals", fontsize="medium")
+    fig.supxlabel(kind if all_wald else "intervals", fontsize="medium")
     axes[0, 0].set_ylim(1 - zoom, 1.0)
     common.title_fixed(fig, cube)
     if own:
@@ -203,10 +227,10 @@ def zip_plot(
 
 def _with_truth(
     cube: xr.Dataset,
-    sources: dict[str, tuple[str, str | None, tuple[str, str] | None]],
+    sources: Sources,
     grid: list[common.Point],
     truth: float | None,
-) -> tuple[dict[str, tuple[str, str | None, tuple[str, str] | None]], dict[str, str]]:
+) -> tuple[Sources, dict[str, str]]:
     """The methods whose estimate has a truth at every design point, and the
     others (method -> estimate): those are left out with a note."""
     if truth is not None:
@@ -240,7 +264,7 @@ def _check_share(**shares: float) -> None:
 def _zip_column(
     axes: np.ndarray,
     cube: xr.Dataset,
-    sources: dict[str, tuple[str, str | None, tuple[str, str] | None]],
+    sources: Sources,
     point: common.Point,
     truth: float | None,
     wald: tuple[float, float | str | None],
@@ -285,7 +309,7 @@ def _zip_of(
     cube: xr.Dataset,
     point: common.Point,
     m: str,
-    source: tuple[str, str | None, tuple[str, str] | None],
+    source: Source,
     theta: float,
     wald: tuple[float, float | str | None],
 ) -> Zip:
