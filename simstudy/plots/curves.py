@@ -152,24 +152,24 @@ def _other_levels(
 ) -> dict[str, Any]:
     """The level of every other factor: given, or its only one."""
     point: dict[str, Any] = {}
-    for f in factors:
-        if f == factor:
+    for other in factors:
+        if other == factor:
             continue
-        levels = summary[f].values.tolist()
-        if at is not None and f in at:
-            if at[f] not in levels:
+        levels = summary[other].values.tolist()
+        if at is not None and other in at:
+            if at[other] not in levels:
                 raise UsageError(
-                    f"measure_curve: at {f}={at[f]!r} is not a level of the "
+                    f"measure_curve: at {other}={at[other]!r} is not a level of the "
                     f"summary (levels: {levels}).",
-                    hint=f"pass at={{{f!r}: {levels[0]!r}}}",
+                    hint=f"pass at={{{other!r}: {levels[0]!r}}}",
                 )
-            point[f] = at[f]
+            point[other] = at[other]
         elif len(levels) == 1:
-            point[f] = levels[0]
+            point[other] = levels[0]
         else:
             raise UsageError(
-                f"measure_curve: factor {f!r} has {len(levels)} levels; say "
+                f"measure_curve: factor {other!r} has {len(levels)} levels; say "
                 "which one to draw.",
-                hint=f"pass at={{{f!r}: {levels[0]!r}}}",
+                hint=f"pass at={{{other!r}: {levels[0]!r}}}",
             )
     return point

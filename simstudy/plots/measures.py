@@ -276,24 +276,28 @@ def _draw_measure(
     x = np.arange(1, len(design_points(summary[measure], loops)) + 1)
     series, ref, off = _on_scale(summary, measure, chosen, loops, scale == "auto")
     bands = {
-        m: Z95 * _series(summary, f"{measure}_mcse", m, loops)
+        method: Z95 * _series(summary, f"{measure}_mcse", method, loops)
         if mcse and f"{measure}_mcse" in summary.data_vars
         else np.zeros(len(x))
-        for m in chosen
+        for method in chosen
     }
-    for j, m in enumerate(chosen):
+    for j, method in enumerate(chosen):
         color = COLORS[j % len(COLORS)]
-        y = series[m]
+        y = series[method]
         if not np.isfinite(y).any():  # e.g. coverage of a method without intervals
             continue
-        e = np.nan_to_num(bands[m])
-        if m not in off and len(x) == 1:  # one point: a band would have no width
+        half = np.nan_to_num(bands[method])
+        if method not in off and len(x) == 1:  # one point: a band would have no width
             side = x + 0.08 * (j - (len(chosen) - 1) / 2)  # side by side
-            top.errorbar(side, y, yerr=e, fmt="none", ecolor=color, capsize=4, lw=1.5)
+            top.errorbar(
+                side, y, yerr=half, fmt="none", ecolor=color, capsize=4, lw=1.5
+            )
             top.set_xlim(0.5, 1.5)
-        elif m not in off:
-            top.fill_between(x, y - e, y + e, step="mid", color=color, alpha=0.15, lw=0)
-        if m not in off:  # an off-scale line would only cross the axes
+        elif method not in off:
+            top.fill_between(
+                x, y - half, y + half, step="mid", color=color, alpha=0.15, lw=0
+            )
+        if method not in off:  # an off-scale line would only cross the axes
             top.step(
                 x,
                 y,
@@ -304,9 +308,9 @@ def _draw_measure(
         # earlier methods get larger dots, so equal values stay visible
         base, step = (3.5, 2.0) if len(x) <= 24 else (2.2, 1.2)  # many points: small
         dot = base + step * (len(chosen) - 1 - j)
-        shown = f"{m} (off scale)" if m in off else m
+        shown = f"{method} (off scale)" if method in off else method
         at = x if len(x) > 1 else x + 0.08 * (j - (len(chosen) - 1) / 2)
-        top.plot(at, y, "o", ms=dot, color=color, label=shown, gid=f"points:{m}")
+        top.plot(at, y, "o", ms=dot, color=color, label=shown, gid=f"points:{method}")
     if ref is not None:
         top.axhline(ref, color="0.25", ls=":", lw=1.2, gid="reference", zorder=0)
     if scale == "symlog":
@@ -320,19 +324,19 @@ def _draw_measure(
     span = ylim or (limits(kept, [] if ref is None else [ref]) if off else None)
     if span is not None:
         top.set_ylim(*span)
-        for j, m in enumerate(chosen):
+        for j, method in enumerate(chosen):
             if (
                 mark_off_scale(
                     top,
                     x,
-                    series[m],
+                    series[method],
                     COLORS[j % len(COLORS)],
-                    f"offscale:{m}",
+                    f"offscale:{method}",
                     annotate=len(x) <= 12,
                 )
-                and m not in off
+                and method not in off
             ):
-                off.append(m)
+                off.append(method)
     return off
 
 
@@ -340,20 +344,20 @@ def _draw_loops(
     ax: Axes, values: xr.DataArray, loops: list[str], x: np.ndarray
 ) -> None:
     """One band per factor under the plot: its level at each design point."""
-    sizes = [values.sizes[f] for f in loops]
+    sizes = [values.sizes[factor] for factor in loops]
     at = np.arange(int(np.prod(sizes)))  # each point's place in the cross
     keep = design_mask(values, loops)
     at = at if keep is None else at[keep]  # where=: the design points alone
     labels = []
-    for k, f in enumerate(loops):
+    for k, factor in enumerate(loops):
         inner = int(np.prod(sizes[k + 1 :]))
         index = (at // inner) % sizes[k]
         base = -k
         y = base + 0.1 + 0.6 * index / max(sizes[k] - 1, 1)
-        ax.step(x, y, where="mid", color="0.2", lw=1.1, gid=f"loop:{f}")
-        levels = [str(v) for v in values[f].values.tolist()]
+        ax.step(x, y, where="mid", color="0.2", lw=1.1, gid=f"loop:{factor}")
+        levels = [str(v) for v in values[factor].values.tolist()]
         shown = levels if len(levels) <= 6 else [*levels[:2], "…", *levels[-2:]]
-        labels.append(f"{f}: {', '.join(shown)}")
+        labels.append(f"{factor}: {', '.join(shown)}")
         if k == 0 and len(loops) > 1:  # separate the outermost blocks
             for edge in np.flatnonzero(np.diff(index)) + 1.5:
                 ax.axvline(edge, color="0.85", lw=0.8)
@@ -449,37 +453,37 @@ def _lollipops(
     grid = design_points(summary[measure], loops)
     series, ref, off = _on_scale(summary, measure, chosen, loops)
     kept = []
-    for j, m in enumerate(chosen):
+    for j, method in enumerate(chosen):
         color = COLORS[j % len(COLORS)]
-        y = series[m]
-        e = Z95 * _series(summary, f"{measure}_mcse", m, loops)
+        y = series[method]
+        half = Z95 * _series(summary, f"{measure}_mcse", method, loops)
         pos = np.arange(len(grid)) * (len(chosen) + 1) + j
         if not np.isfinite(y).any():  # e.g. coverage of a method without intervals
             continue
         if ref is not None:  # the lollipop's stick: from the reference
             ax.hlines(pos, ref, y, color=color, lw=0.8, alpha=0.5)
-        if mcse and m not in off:
-            ax.errorbar(y, pos, xerr=e, fmt="none", ecolor=color, capsize=3, lw=1.8)
-            kept += [y - np.nan_to_num(e), y + np.nan_to_num(e)]
-        shown = f"{m} (off scale)" if m in off else m
-        ax.plot(y, pos, "o", color=color, ms=5, label=shown, gid=f"points:{m}")
+        if mcse and method not in off:
+            ax.errorbar(y, pos, xerr=half, fmt="none", ecolor=color, capsize=3, lw=1.8)
+            kept += [y - np.nan_to_num(half), y + np.nan_to_num(half)]
+        shown = f"{method} (off scale)" if method in off else method
+        ax.plot(y, pos, "o", color=color, ms=5, label=shown, gid=f"points:{method}")
     if ref is not None:
         ax.axvline(ref, color="0.25", ls=":", lw=1.2, gid="reference")
     if off:  # limits of the kept methods; the others marked at the edge
         span = limits(
-            kept or [series[m] for m in chosen if m not in off],
+            kept or [series[method] for method in chosen if method not in off],
             [] if ref is None else [ref],
         )
         if span is not None:
             ax.set_xlim(*span)
-        for j, m in enumerate(chosen):
+        for j, method in enumerate(chosen):
             pos = np.arange(len(grid)) * (len(chosen) + 1) + j
             mark_off_scale(
                 ax,
                 pos,
-                series[m],
+                series[method],
                 COLORS[j % len(COLORS)],
-                f"offscale:{m}",
+                f"offscale:{method}",
                 vertical=False,
             )
     centres = np.arange(len(grid)) * (len(chosen) + 1) + (len(chosen) - 1) / 2
@@ -569,17 +573,17 @@ def _heat(
     series, ref, off = _on_scale(summary, measure, chosen, loops)
     table = np.column_stack(list(series.values()))
     errors = np.column_stack(
-        [_series(summary, f"{measure}_mcse", m, loops) for m in chosen]
+        [_series(summary, f"{measure}_mcse", method, loops) for method in chosen]
     )
     ax = target.subplots()
-    kept = table[:, [j for j, m in enumerate(chosen) if m not in off]]
+    kept = table[:, [j for j, method in enumerate(chosen) if method not in off]]
     image = _paint(ax, table, kept, ref)
     if annotate if annotate is not None else table.size <= 400:
-        for (i, j), v in np.ndenumerate(table):
+        for (i, j), value in np.ndenumerate(table):
             ax.text(
                 j,
                 i,
-                with_mcse(float(v), float(errors[i, j])),
+                with_mcse(float(value), float(errors[i, j])),
                 ha="center",
                 va="center",
                 fontsize="x-small",

@@ -339,12 +339,12 @@ def _distribution_panel(
     return data
 
 
-def _whiskers(d: np.ndarray) -> tuple[float, float]:
+def _whiskers(values: np.ndarray) -> tuple[float, float]:
     """The ends of a box plot's whiskers: the data within 1.5 IQR."""
-    if not d.size:
+    if not values.size:
         return float("nan"), float("nan")
-    q1, q3 = np.quantile(d, [0.25, 0.75])
-    inside = d[(d >= q1 - 1.5 * (q3 - q1)) & (d <= q3 + 1.5 * (q3 - q1))]
+    q1, q3 = np.quantile(values, [0.25, 0.75])
+    inside = values[(values >= q1 - 1.5 * (q3 - q1)) & (values <= q3 + 1.5 * (q3 - q1))]
     return float(inside.min()), float(inside.max())
 
 
@@ -356,7 +356,7 @@ def _robust_range(
     at the edge (arrow head, count and extreme value) instead of squeezing
     the boxes. A method whose whiskers are 1000 times wider is off scale."""
     ends = {
-        m: np.array([_whiskers(p[k]) for p in panels]).ravel()
+        m: np.array([_whiskers(panel[k]) for panel in panels]).ravel()
         for k, m in enumerate(chosen)
     }
     every = np.concatenate(list(ends.values()))
@@ -369,8 +369,8 @@ def _robust_range(
     width = span[1] - span[0] or 1.0
     near = np.concatenate(
         [
-            p[k][(p[k] >= span[0] - width) & (p[k] <= span[1] + width)]
-            for p in panels
+            panel[k][(panel[k] >= span[0] - width) & (panel[k] <= span[1] + width)]
+            for panel in panels
             for k in kept
         ]
         + [np.asarray(span)]
@@ -379,8 +379,8 @@ def _robust_range(
     axes[0].set_ylim(lo, hi)
     clipped = 0
     for ax, data in zip(axes, panels, strict=True):
-        for k, d in enumerate(data):
-            clipped += _count_off(ax, k + 1, d, lo, hi)
+        for k, values in enumerate(data):
+            clipped += _count_off(ax, k + 1, values, lo, hi)
     if off:
         add_note(fig, f"off scale: {', '.join(off)} (its whiskers are 1000x wider)")
     elif clipped:
@@ -397,13 +397,13 @@ def _truths(ax: Any) -> list[float]:
     ]
 
 
-def _count_off(ax: Any, x: float, d: np.ndarray, lo: float, hi: float) -> int:
+def _count_off(ax: Any, x: float, values: np.ndarray, lo: float, hi: float) -> int:
     """Mark the values of one box beyond the axis: an arrow head at the edge
     with how many and the most extreme."""
     count = 0
     for sel, edge, marker, far, dy in (
-        (d > hi, hi, "^", np.max, -9),
-        (d < lo, lo, "v", np.min, 3),
+        (values > hi, hi, "^", np.max, -9),
+        (values < lo, lo, "v", np.min, 3),
     ):
         k = int(sel.sum())
         if not k:
@@ -413,7 +413,7 @@ def _count_off(ax: Any, x: float, d: np.ndarray, lo: float, hi: float) -> int:
             [x], [edge], marker, color="#D55E00", ms=6, clip_on=False, gid="offscale"
         )
         ax.annotate(
-            f"{k}: {short(float(far(d[sel])))}",
+            f"{k}: {short(float(far(values[sel])))}",
             (x, edge),
             xytext=(4, dy),
             textcoords="offset points",
