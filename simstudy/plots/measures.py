@@ -9,7 +9,7 @@ rejection), a method 1000 times further off drawn off scale and marked
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -18,11 +18,9 @@ from matplotlib.axes import Axes
 from matplotlib.image import AxesImage
 
 from simstudy.cube import METHOD
-from simstudy.errors import UsageError
 from simstudy.plots.common import (
     COLORS,
     PlotFigure,
-    add_note,
     check_measure,
     check_methods,
     design_mask,
@@ -32,75 +30,26 @@ from simstudy.plots.common import (
     new_figure,
     outside_legend,
     plain_ticks,
-    reference_value,
     select_points,
-    title_fixed,
     with_mcse,
 )
+from simstudy.plots.panels import (
+    draw_panels,
+    finish,
+    loops_of,
+    on_scale,
+    series_of,
+    split_panels,
+)
 from simstudy.plots.scales import (
-    BOUNDED,
     check_scale,
     limits,
     mark_off_scale,
-    outliers,
 )
 
 __all__ = ["heatmap", "lollipop_plot", "nested_loop_plot"]
 
 Z95 = 1.959963984540054  # bars and bands span the Monte Carlo 95% interval
-
-
-def loops_of(values: xr.DataArray, order: Sequence[str] | None) -> list[str]:
-    """The dims to loop over (all but method), outermost first."""
-    dims = [str(d) for d in values.dims if d != METHOD]
-    if order is None:
-        return dims
-    chosen = [order] if isinstance(order, str) else list(order)  # one name
-    if sorted(chosen) != sorted(dims):
-        raise UsageError(
-            f"order= must name each factor once: got {chosen}, the factors are {dims}",
-            hint=f"write order={dims!r} in the nesting you want (outermost first)",
-        )
-    return chosen
-
-
-def _series(
-    summary: xr.Dataset, name: str, method: str, loops: list[str]
-) -> np.ndarray:
-    """One method's values of ``name`` in design-point order (NaN if absent)."""
-    keep = design_mask(summary, loops)  # where=: the design points alone
-    if name not in summary.data_vars:
-        values = np.full(int(np.prod([summary.sizes[d] for d in loops])), np.nan)
-    else:
-        cell = summary[name].sel({METHOD: method})
-        values = np.asarray(cell.transpose(*loops).values, dtype=float).ravel()
-    return values if keep is None else values[keep]
-
-
-def _on_scale(
-    summary: xr.Dataset,
-    measure: str,
-    chosen: list[str],
-    loops: list[str],
-    auto: bool = True,
-) -> tuple[dict[str, np.ndarray], float | None, list[str]]:
-    """Each method's values in design-point order, the measure's reference,
-    and (``auto``) the methods 1000 times further off, drawn off scale."""
-    ref = reference_value(measure, summary.attrs)
-    series = {m: _series(summary, measure, m, loops) for m in chosen}
-    off = outliers(series, ref) if auto and measure not in BOUNDED else []
-    return series, ref, off
-
-
-def _finish(
-    fig: PlotFigure, summary: xr.Dataset, off: Sequence[str], note: str
-) -> PlotFigure:
-    """Name the factors fixed to one level; say which methods are off scale
-    (``note`` with ``{}`` for their names)."""
-    title_fixed(fig, summary)
-    if off:
-        add_note(fig, note.format(", ".join(off)))
-    return fig
 
 
 def nested_loop_plot(
@@ -213,51 +162,12 @@ def _nested_figure(
 
     targets, off = draw_panels(fig, panels, split, panel)
     outside_legend(fig, [*targets[0].axes[0].get_lines()], off)
-    return _finish(
+    return finish(
         fig,
         summary,
         list(off),
         "off scale (arrow heads, labelled): {}; scale='symlog' draws every method",
     )
-
-
-def split_panels(
-    summary: xr.Dataset, split: str | None
-) -> list[tuple[str, xr.Dataset]]:
-    """One (title, summary) per level of ``split`` (one untitled without)."""
-    if split is None:
-        return [("", summary)]
-    factors = [str(d) for d in summary.dims if d != METHOD]
-    if split not in factors:
-        raise UsageError(
-            f"split={split!r} is not a factor of this summary; its factors are: "
-            f"{', '.join(factors) or 'none'}",
-            hint="pass split= with one of those names",
-        )
-    return [
-        (f"{split}={level}", summary.sel({split: level}))
-        for level in summary[split].values.tolist()
-    ]
-
-
-def draw_panels(
-    fig: PlotFigure,
-    panels: list[tuple[str, xr.Dataset]],
-    split: str | None,
-    draw: Callable[..., list[str]],
-    *args: Any,
-) -> tuple[list[Any], dict[str, None]]:
-    """``draw(subfigure, summary, *args)`` each panel in a subfigure of its
-    own (in ``fig`` itself without ``split``), titled with its level; return
-    the subfigures and the methods drawn off scale in any panel (in order,
-    each once)."""
-    targets = fig.subfigures(1, len(panels), squeeze=False)[0] if split else [fig]
-    off: dict[str, None] = {}
-    for target, (title, part) in zip(targets, panels, strict=True):
-        off.update(dict.fromkeys(draw(target, part, *args)))
-        if title:
-            target.suptitle(title, fontsize="medium")
-    return list(targets), off
 
 
 def _draw_measure(
@@ -274,9 +184,9 @@ def _draw_measure(
     """Step lines, dots and MCSE bands of each method, and the reference;
     return the methods drawn off scale."""
     x = np.arange(1, len(design_points(summary[measure], loops)) + 1)
-    series, ref, off = _on_scale(summary, measure, chosen, loops, scale == "auto")
+    series, ref, off = on_scale(summary, measure, chosen, loops, scale == "auto")
     bands = {
-        method: Z95 * _series(summary, f"{measure}_mcse", method, loops)
+        method: Z95 * series_of(summary, f"{measure}_mcse", method, loops)
         if mcse and f"{measure}_mcse" in summary.data_vars
         else np.zeros(len(x))
         for method in chosen
@@ -437,7 +347,7 @@ def lollipop_plot(
         fig, panels, split, _lollipops, measure, chosen, loops, mcse
     )
     outside_legend(fig, targets[0].axes[0].get_lines())
-    return _finish(fig, summary, list(off), "off scale (arrow heads, labelled): {}")
+    return finish(fig, summary, list(off), "off scale (arrow heads, labelled): {}")
 
 
 def _lollipops(
@@ -451,12 +361,12 @@ def _lollipops(
     """One panel of lollipops; return the methods drawn off scale."""
     ax = target.subplots()
     grid = design_points(summary[measure], loops)
-    series, ref, off = _on_scale(summary, measure, chosen, loops)
+    series, ref, off = on_scale(summary, measure, chosen, loops)
     kept = []
     for j, method in enumerate(chosen):
         color = COLORS[j % len(COLORS)]
         y = series[method]
-        half = Z95 * _series(summary, f"{measure}_mcse", method, loops)
+        half = Z95 * series_of(summary, f"{measure}_mcse", method, loops)
         pos = np.arange(len(grid)) * (len(chosen) + 1) + j
         if not np.isfinite(y).any():  # e.g. coverage of a method without intervals
             continue
@@ -557,7 +467,7 @@ def heatmap(
         *(size or (min(20.0, width * len(panels)), min(40.0, 1.6 + 0.28 * rows)))
     )
     _, off = draw_panels(fig, panels, split, _heat, measure, chosen, loops, annotate)
-    return _finish(fig, summary, list(off), "colours saturate for {} (off scale)")
+    return finish(fig, summary, list(off), "colours saturate for {} (off scale)")
 
 
 def _heat(
@@ -570,10 +480,10 @@ def _heat(
 ) -> list[str]:
     """One heat map and its colour bar; return the methods off scale."""
     grid = design_points(summary[measure], loops)
-    series, ref, off = _on_scale(summary, measure, chosen, loops)
+    series, ref, off = on_scale(summary, measure, chosen, loops)
     table = np.column_stack(list(series.values()))
     errors = np.column_stack(
-        [_series(summary, f"{measure}_mcse", method, loops) for method in chosen]
+        [series_of(summary, f"{measure}_mcse", method, loops) for method in chosen]
     )
     ax = target.subplots()
     kept = table[:, [j for j, method in enumerate(chosen) if method not in off]]

@@ -148,18 +148,10 @@ def _table(
     rows = []
     previous = None
     for (point, method), row in kept.items():
-        first = (
-            f"<td class=l rowspan={spans[point]}>{escape(point)}</td>"
-            if point != previous
-            else ""
-        )
+        span = spans[point] if point != previous else 0
         previous = point
-        rows.append(
-            f"<tr>{first}<td class=l>{escape(method)}</td>"
-            f"<td>{counts[(point, method)]:,}</td>"
-            + "".join(f"<td>{escape(row.get(x, ''))}</td>" for x in measures)
-            + "</tr>"
-        )
+        values = [row.get(x, "") for x in measures]
+        rows.append(_row(point, span, method, counts[(point, method)], values))
     table = (
         "<div class=scroll><table class=measures><tr>"
         f"<th class=l>design point</th><th class=l>method</th><th>n ok</th>{head}"
@@ -266,17 +258,9 @@ def failure_rates(summary: xr.Dataset) -> str:
         for k, method in enumerate(methods):
             cell = summary.sel({**point, METHOD: method})
             failed = int(cell["n_failed"]) if "n_failed" in cell else 0
-            first = (
-                f"<td class=l rowspan={len(methods)}>{escape(label(point))}</td>"
-                if k == 0
-                else ""
-            )
-            rows.append(
-                f"<tr>{first}<td class=l>{escape(method)}</td>"
-                f"<td>{failed:,}</td>"
-                + "".join(f"<td>{escape(_rate(cell, v))}</td>" for v in rates)
-                + "</tr>"
-            )
+            span = len(methods) if k == 0 else 0
+            values = [_rate(cell, v) for v in rates]
+            rows.append(_row(label(point), span, method, failed, values))
     table = (
         "<div class=scroll><table class=measures><tr><th class=l>design point</th>"
         f"<th class=l>method</th><th>failed</th>{head}</tr>{''.join(rows)}</table></div>"
@@ -284,6 +268,18 @@ def failure_rates(summary: xr.Dataset) -> str:
     if len(rows) > LONG_TABLE:
         table = f"<details><summary>{len(rows):,} rows: show</summary>{table}</details>"
     return title + table
+
+
+def _row(point: str, span: int, method: str, count: int, values: list[str]) -> str:
+    """A row of a table by design point and method: the design point ``span``
+    rows high on its first method's row (``span`` 0 on the others), the
+    method, a count, the values."""
+    first = f"<td class=l rowspan={span}>{escape(point)}</td>" if span else ""
+    return (
+        f"<tr>{first}<td class=l>{escape(method)}</td><td>{count:,}</td>"
+        + "".join(f"<td>{escape(value)}</td>" for value in values)
+        + "</tr>"
+    )
 
 
 def _rate(cell: xr.Dataset, name: str) -> str:
