@@ -37,11 +37,12 @@ def _shared_limits(
         if len(members) < 2:
             continue
         values = []
-        for m in members:
-            v = np.asarray(summary[m].values, dtype=float)
-            e = np.asarray(summary.get(f"{m}_mcse", 0 * summary[m]).values, dtype=float)
-            values += [v - 1.96 * np.nan_to_num(e), v + 1.96 * np.nan_to_num(e)]
-            ref = reference_value(m, summary.attrs)
+        for measure in members:
+            value = np.asarray(summary[measure].values, dtype=float)
+            mcse = summary.get(f"{measure}_mcse", 0 * summary[measure])
+            half = 1.96 * np.nan_to_num(np.asarray(mcse.values, dtype=float))
+            values += [value - half, value + half]
+            ref = reference_value(measure, summary.attrs)
             if ref is not None:
                 values.append(np.array([ref]))
         finite = np.concatenate([x.ravel() for x in values])
@@ -153,7 +154,7 @@ def _replicate_figures(
     ]
     out = []
     interval = [m for m in scalar if {"se", "ci"} & set(declared(cube, m))]
-    h = f"h{depth}"
+    heading = f"h{depth}"
     if interval:
         try:
             fig = zip_plot(
@@ -163,14 +164,16 @@ def _replicate_figures(
                 level=wald["level"],
                 df=wald["df"],
             )
-        except UsageError as e:  # e.g. no truth at all: the zip plot needs one
+        except UsageError as error:  # e.g. no truth at all: the zip plot needs one
             out.append(
-                f"<{h}>Zip plots</{h}><p class=muted>Not drawn: {escape(e)}.</p>"
+                f"<{heading}>Zip plots</{heading}>"
+                f"<p class=muted>Not drawn: {escape(error)}.</p>"
             )
         else:
             out.append(
-                f"<{h}>Zip plots of the interval methods ({_which(picked, grid)})"
-                f"</{h}><p class=muted>Each replicate's interval at its centile of "
+                f"<{heading}>Zip plots of the interval methods "
+                f"({_which(picked, grid)})</{heading}>"
+                "<p class=muted>Each replicate's interval at its centile of "
                 "|estimate &minus; truth| / SE; orange: it misses the truth. Solid "
                 "line: coverage, dashed: its Monte Carlo 95% interval, dotted: "
                 "the nominal level (Morris et al. 2019).</p>"
@@ -179,7 +182,7 @@ def _replicate_figures(
     if scalar:
         fig = distribution_plot(cube, methods=scalar, points=boxes)
         out.append(
-            f"<{h}>Estimates by method ({_which(boxes, grid)})</{h}>"
+            f"<{heading}>Estimates by method ({_which(boxes, grid)})</{heading}>"
             "<p class=muted>Box: quartiles and median; whiskers: 1.5 IQR; "
             "dotted: the truth. One scale holds every box and whisker; values "
             "far beyond are counted at the edge (arrow head: how many, the most "

@@ -23,7 +23,7 @@ __all__ = [
 
 
 def study_section(cube: xr.Dataset, meta: dict[str, Any]) -> str:
-    fp = meta["fingerprint"]
+    fingerprint = meta["fingerprint"]
     status = cube["status"].values
     inside = np.ones(status.shape, bool)
     if "in_design" in cube.coords:  # where=: points outside are never planned
@@ -39,11 +39,13 @@ def study_section(cube: xr.Dataset, meta: dict[str, Any]) -> str:
     rows = [
         (
             "factors",
-            "; ".join(f"{f} = {fp['factors'][f]}" for f in meta["factor_order"]),
+            "; ".join(
+                f"{f} = {fingerprint['factors'][f]}" for f in meta["factor_order"]
+            ),
         ),
-        ("replicates", f"{fp['replicates']:,}"),
+        ("replicates", f"{fingerprint['replicates']:,}"),
         ("methods", ", ".join(str(m) for m in cube[METHOD].values)),
-        ("seed, streams", f"{fp['seed']}, {fp['scheme']}"),
+        ("seed, streams", f"{fingerprint['seed']}, {fingerprint['scheme']}"),
         (
             "tasks",
             (
@@ -99,10 +101,10 @@ def _target_rows(cube: xr.Dataset, meta: dict[str, Any]) -> list[tuple[str, str]
         f"{len(points)} point(s)"
     )
     where = "; ".join(
-        f"{', '.join(f'{k}={v}' for k, v in e['point'].items())}: "
-        f"{e['replicates']:,} replicates, "
-        f"{'met' if e['state'] == 'met' else 'not met'}"
-        for e in points
+        f"{', '.join(f'{k}={v}' for k, v in stop['point'].items())}: "
+        f"{stop['replicates']:,} replicates, "
+        f"{'met' if stop['state'] == 'met' else 'not met'}"
+        for stop in points
     )
     return [("target MCSE", rule), ("target_replicates", where)]
 
@@ -113,26 +115,28 @@ def solve_section(summary: xr.Dataset, meta: dict[str, Any]) -> str:
     from simstudy.plots import measure_curve
 
     parts = []
-    for i, s in enumerate(meta.get("solve", [])):
-        where = ", ".join(f"{k} = {v}" for k, v in s["point"].items())
-        state = "" if s["met"] else " (budget spent before the tolerance was met)"
+    for i, solved in enumerate(meta.get("solve", [])):
+        where = ", ".join(f"{k} = {v}" for k, v in solved["point"].items())
+        state = "" if solved["met"] else " (budget spent before the tolerance was met)"
         text = (
-            f"{s['factor']} = <b>{escape(s['answer'])}</b>"
-            f"{' at ' + escape(where) if where else ''}: {escape(s['measure'])} of "
-            f"{escape(s['method'])} reaches {s['target']:g} at {s['estimate']:.4g}, "
-            f"{s['level']:.0%} CI {s['lower']:.4g} to {s['upper']:.4g} "
-            f"({s['tasks']:,} tasks, {s['rounds']} rounds){escape(state)}."
+            f"{solved['factor']} = <b>{escape(solved['answer'])}</b>"
+            f"{' at ' + escape(where) if where else ''}: "
+            f"{escape(solved['measure'])} of {escape(solved['method'])} reaches "
+            f"{solved['target']:g} at {solved['estimate']:.4g}, "
+            f"{solved['level']:.0%} CI "
+            f"{solved['lower']:.4g} to {solved['upper']:.4g} "
+            f"({solved['tasks']:,} tasks, {solved['rounds']} rounds){escape(state)}."
         )
         figure = ""
-        if s["measure"] in summary and s["method"] in summary[METHOD].values:
+        if solved["measure"] in summary and solved["method"] in summary[METHOD].values:
             fig = measure_curve(
                 summary,
-                s["measure"],
-                factor=s["factor"],
-                at=s["point"],
-                methods=s["method"],
-                target=s["target"],
-                solution=s,
+                solved["measure"],
+                factor=solved["factor"],
+                at=solved["point"],
+                methods=solved["method"],
+                target=solved["target"],
+                solution=solved,
             )
             figure = svg(fig, f"solve{i}")
         parts.append(f"<p>{text}</p>{figure}")
@@ -153,37 +157,43 @@ def timeline(cube: xr.Dataset, meta: dict[str, Any]) -> str:
     span = max(float((started[done] + seconds[done]).max() - t0), 1e-9)
     names = meta.get("workers", [])
     ids = sorted(int(i) for i in np.unique(worker[done]))
-    w, row, left = 1000, 18, 150
+    width, row, left = 1000, 18, 150
     height = row * len(ids) + 30
     parts = [
-        f"<svg class=tl width={w} height={height} viewBox='0 0 {w} {height}' role=img>"
+        (
+            f"<svg class=tl width={width} height={height} "
+            f"viewBox='0 0 {width} {height}' role=img>"
+        )
     ]
     gap = span / 2000  # tasks closer than this are drawn as one busy stretch
     for k, wid in enumerate(ids):
-        m = done & (worker == wid)
-        order = np.argsort(started[m])
-        a = started[m][order] - t0
-        b = a + seconds[m][order]
-        busy = float(seconds[m].sum())
+        mine = done & (worker == wid)
+        order = np.argsort(started[mine])
+        starts = started[mine][order] - t0
+        ends = starts + seconds[mine][order]
+        busy = float(seconds[mine].sum())
         label = names[wid] if wid < len(names) else str(wid)
-        yk = 5 + k * row
+        top = 5 + k * row
         parts.append(
-            f"<text x={left - 6} y={yk + 12} text-anchor=end>{escape(label)}</text>"
+            f"<text x={left - 6} y={top + 12} text-anchor=end>{escape(label)}</text>"
         )
-        s0, e0 = a[0], b[0]
-        for s, e in zip(a[1:], b[1:], strict=True):
-            if s - e0 > gap:
-                parts.append(_bar(s0, e0, span, left, w, yk, row))
-                s0 = s
-            e0 = max(e0, e)
-        parts.append(_bar(s0, e0, span, left, w, yk, row))
+        stretch_start, stretch_end = starts[0], ends[0]
+        for start, end in zip(starts[1:], ends[1:], strict=True):
+            if start - stretch_end > gap:
+                parts.append(
+                    _bar(stretch_start, stretch_end, span, left, width, top, row)
+                )
+                stretch_start = start
+            stretch_end = max(stretch_end, end)
+        parts.append(_bar(stretch_start, stretch_end, span, left, width, top, row))
         parts.append(
-            f"<text x={w - 4} y={yk + 12} text-anchor=end class=muted>"
+            f"<text x={width - 4} y={top + 12} text-anchor=end class=muted>"
             f"{100 * busy / span:.0f}% busy</text>"
         )
     parts.append(
         f"<text x={left} y={height - 6}>0 s</text>"
-        f"<text x={w - 60} y={height - 6} text-anchor=end>{span:.1f} s</text></svg>"
+        f"<text x={width - 60} y={height - 6} text-anchor=end>{span:.1f} s</text>"
+        "</svg>"
     )
     return (
         "<h2>Workers: tasks over time</h2><p class=muted>One row per worker "
@@ -192,10 +202,14 @@ def timeline(cube: xr.Dataset, meta: dict[str, Any]) -> str:
     )
 
 
-def _bar(s: float, e: float, span: float, left: int, w: int, y: int, row: int) -> str:
-    scale = (w - left - 80) / span
+def _bar(
+    start: float, end: float, span: float, left: int, width: int, y: int, row: int
+) -> str:
+    """One busy stretch of a worker's row, from ``start`` to ``end`` seconds."""
+    scale = (width - left - 80) / span
+    length = max((end - start) * scale, 0.5)
     return (
-        f"<rect x={left + s * scale:.1f} y={y} width={max((e - s) * scale, 0.5):.1f} "
+        f"<rect x={left + start * scale:.1f} y={y} width={length:.1f} "
         f"height={row - 4} fill='#4a78b0'/>"
     )
 

@@ -61,15 +61,15 @@ def worth_showing(summary: xr.Dataset) -> list[str]:
         and np.issubdtype(summary[v].dtype, np.floating)
     ]
     shown = []
-    for m in [*known, *extra]:
-        if m.startswith(NOT_DRAWN):
+    for measure in [*known, *extra]:
+        if measure.startswith(NOT_DRAWN):
             continue
-        values = np.asarray(summary[m].values, dtype=float)
+        values = np.asarray(summary[measure].values, dtype=float)
         if not np.isfinite(values).any():
             continue
-        if m.endswith("_rate") and not np.nan_to_num(values).any():
+        if measure.endswith("_rate") and not np.nan_to_num(values).any():
             continue
-        shown.append(m)
+        shown.append(measure)
     return shown
 
 
@@ -82,11 +82,14 @@ def measures_table(records: list[dict[str, Any]], summary: xr.Dataset) -> str:
     fixed = {"method", "measure", "value", "mcse", *RESERVED}
     cells: dict[tuple[str, str], dict[str, str]] = {}
     counts: dict[tuple[str, str], int] = {}
-    for r in records:
-        point = ", ".join(f"{k}={v}" for k, v in r.items() if k not in fixed) or "all"
-        key = (point, r["method"])
-        cells.setdefault(key, {})[r["measure"]] = with_mcse(r["value"], r["mcse"])
-        counts[key] = r["n_ok"]
+    for record in records:
+        point = (
+            ", ".join(f"{k}={v}" for k, v in record.items() if k not in fixed) or "all"
+        )
+        key = (point, record["method"])
+        value = with_mcse(record["value"], record["mcse"])
+        cells.setdefault(key, {})[record["measure"]] = value
+        counts[key] = record["n_ok"]
     tables = "".join(
         _table(title, [m for m in present if m in group], cells, counts)
         for title, group in TABLES
@@ -144,16 +147,11 @@ def _table(
     spans = Counter(p for p, _ in kept)
     rows = []
     previous = None
-    for (p, m), row in kept.items():
-        first = (
-            f"<td class=l rowspan={spans[p]}>{escape(p)}</td>" if p != previous else ""
-        )
-        previous = p
-        rows.append(
-            f"<tr>{first}<td class=l>{escape(m)}</td><td>{counts[(p, m)]:,}</td>"
-            + "".join(f"<td>{escape(row.get(x, ''))}</td>" for x in measures)
-            + "</tr>"
-        )
+    for (point, method), row in kept.items():
+        span = spans[point] if point != previous else 0
+        previous = point
+        values = [row.get(x, "") for x in measures]
+        rows.append(_row(point, span, method, counts[(point, method)], values))
     table = (
         "<div class=scroll><table class=measures><tr>"
         f"<th class=l>design point</th><th class=l>method</th><th>n ok</th>{head}"
@@ -192,8 +190,8 @@ def strategies_section(
                 f"<td>{_value_mcse(cell, m, c)}</td>" for m in shown for c in several
             )
             rows.append(
-                f"<tr><td class=l>{escape(point)}</td><td class=l>{escape(str(method))}</td>"
-                f"{values}</tr>"
+                f"<tr><td class=l>{escape(point)}</td>"
+                f"<td class=l>{escape(str(method))}</td>{values}</tr>"
             )
     return (
         "<h2>Handling strategies side by side</h2>"
@@ -226,9 +224,9 @@ def failure_rates(summary: xr.Dataset) -> str:
 
     if "failure_rate" not in summary.data_vars and "n_failed" in summary.data_vars:
         done = summary["n_ok"] + summary["n_failed"]  # --measures left it out
-        p = summary["n_failed"] / done.where(done > 0)
+        share = summary["n_failed"] / done.where(done > 0)
         summary = summary.assign(
-            failure_rate=p, failure_rate_mcse=np.sqrt(p * (1 - p) / done)
+            failure_rate=share, failure_rate_mcse=np.sqrt(share * (1 - share) / done)
         )
     rates = [v for v in ("failure_rate", "warning_rate") if v in summary.data_vars]
     ledger = [  # the failure ledger by kind (simstudy.analysis.ledger), beside the totals
@@ -257,20 +255,12 @@ def failure_rates(summary: xr.Dataset) -> str:
     rows = []
     methods = summary[METHOD].values.tolist()
     for point in design_points(summary[rates[0]], factors):
-        for k, m in enumerate(methods):
-            cell = summary.sel({**point, METHOD: m})
+        for k, method in enumerate(methods):
+            cell = summary.sel({**point, METHOD: method})
             failed = int(cell["n_failed"]) if "n_failed" in cell else 0
-            first = (
-                f"<td class=l rowspan={len(methods)}>{escape(label(point))}</td>"
-                if k == 0
-                else ""
-            )
-            rows.append(
-                f"<tr>{first}<td class=l>{escape(m)}</td>"
-                f"<td>{failed:,}</td>"
-                + "".join(f"<td>{escape(_rate(cell, v))}</td>" for v in rates)
-                + "</tr>"
-            )
+            span = len(methods) if k == 0 else 0
+            values = [_rate(cell, v) for v in rates]
+            rows.append(_row(label(point), span, method, failed, values))
     table = (
         "<div class=scroll><table class=measures><tr><th class=l>design point</th>"
         f"<th class=l>method</th><th>failed</th>{head}</tr>{''.join(rows)}</table></div>"
@@ -278,6 +268,18 @@ def failure_rates(summary: xr.Dataset) -> str:
     if len(rows) > LONG_TABLE:
         table = f"<details><summary>{len(rows):,} rows: show</summary>{table}</details>"
     return title + table
+
+
+def _row(point: str, span: int, method: str, count: int, values: list[str]) -> str:
+    """A row of a table by design point and method: the design point ``span``
+    rows high on its first method's row (``span`` 0 on the others), the
+    method, a count, the values."""
+    first = f"<td class=l rowspan={span}>{escape(point)}</td>" if span else ""
+    return (
+        f"<tr>{first}<td class=l>{escape(method)}</td><td>{count:,}</td>"
+        + "".join(f"<td>{escape(value)}</td>" for value in values)
+        + "</tr>"
+    )
 
 
 def _rate(cell: xr.Dataset, name: str) -> str:
