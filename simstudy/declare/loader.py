@@ -26,7 +26,8 @@ from types import ModuleType
 from typing import Any
 
 from simstudy.declare.fingerprint import user_file
-from simstudy.declare.study import FROM_FILE, Study
+from simstudy.declare.methods import FROM_FILE
+from simstudy.declare.study import Study
 from simstudy.errors import StudyError
 
 __all__ = ["installed_modules", "load_study", "study_imports"]

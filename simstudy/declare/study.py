@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import contextvars
 import copy
 import hashlib
 import inspect
 import numbers
-import sys
-import warnings
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, overload
 
 import numpy as np
@@ -19,23 +16,17 @@ from simstudy.cube import MAX_REPLICATES
 from simstudy.declare import fingerprint
 from simstudy.declare.design import Design, design_of
 from simstudy.declare.factors import RESERVED, Level
+from simstudy.declare.methods import Method, measures_of, params_of, redeclared
 from simstudy.errors import StudyError
 
 __all__ = [
     "BACKENDS",
-    "FROM_FILE",
     "SCHEMES",
     "BackendTraits",
     "Level",
     "Method",
     "Study",
 ]
-
-# set by the loader while a study file runs: there a second declaration of a
-# method is a mistake; typed again in a notebook or a REPL it is an edit
-FROM_FILE: contextvars.ContextVar[bool] = contextvars.ContextVar(
-    "simstudy_from_file", default=False
-)
 
 SCHEMES = ("spawn", "pcg64-jump", "mt19937-jump")
 
@@ -57,50 +48,6 @@ BACKENDS = {
 DEFAULT_VMAP_WIDTH = 1024  # lanes of every jax kernel (numbers depend on it)
 MAX_VMAP_WIDTH = 8192  # a store chunk's replicates: one kernel call per chunk at most
 Truth = float | list[Any]  # one number, or nested lists for an array output
-
-
-@dataclass(frozen=True, slots=True)
-class Method:
-    """A method: its name, function and the parameters it asks for."""
-
-    name: str
-    func: Callable[..., Any]
-    params: tuple[str, ...]  # injected parameters after the data argument
-    # which outputs summaries read: {"estimate": ..., "se": ..., "ci": [lo, hi], "p": ...}
-    measures: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def takes_rng(self) -> bool:
-        return "rng" in self.params
-
-    @property
-    def takes_key(self) -> bool:
-        return "key" in self.params
-
-
-def _measures(method: str | None, **declared: Any) -> dict[str, Any]:
-    """Check a method's measure declarations; return the ones given."""
-    out: dict[str, Any] = {}
-    where = f"method {method!r}" if method else "@study.method"
-    for key, value in declared.items():
-        if value is None:
-            continue
-        names = (
-            list(value) if key == "ci" and isinstance(value, tuple | list) else [value]
-        )
-        if key == "ci" and len(names) != 2:
-            raise StudyError(
-                f"{where}: ci must be two output names (lower, upper), got {value!r}.",
-                hint='write ci=("lo", "hi")',
-            )
-        for v in names:
-            if not isinstance(v, str) or not v.isidentifier():
-                raise StudyError(
-                    f"{where}: {key}= must name an output (an identifier), got {v!r}.",
-                    hint='write e.g. se="se" for a method returning {"se": ...}',
-                )
-        out[key] = names if key == "ci" else value
-    return out
 
 
 def _array_hash(value: Any) -> str:
@@ -145,6 +92,17 @@ def _vmap_width(backend: str, width: Any, scheme: Any) -> int | None:
             "vmap_width=4096",
         )
     return int(width)
+
+
+def _scheme(scheme: Any) -> str:
+    """Check a stream scheme's name; return it."""
+    if scheme not in SCHEMES:
+        raise StudyError(
+            f"rng scheme {scheme!r} is unknown; expected one of {list(SCHEMES)}.",
+            hint='use rng="spawn" unless you need the jump recipe',
+        )
+    name: str = scheme
+    return name
 
 
 def _unchecked(*values: Any) -> Any:
@@ -255,12 +213,7 @@ class Study:
                 hint="write seed=2026 (any fixed non-negative integer)",
             )
         self.seed: int = int(seed_)
-        if rng_ not in SCHEMES:
-            raise StudyError(
-                f"rng scheme {rng_!r} is unknown; expected one of {list(SCHEMES)}.",
-                hint='use rng="spawn" unless you need the jump recipe',
-            )
-        self.scheme: str = rng_
+        self.scheme: str = _scheme(rng_)
         if backend_ not in BACKENDS:
             raise StudyError(
                 f"backend {backend_!r} is unknown; expected one of {list(BACKENDS)}.",
@@ -288,7 +241,7 @@ class Study:
 
     def data(self, func: Callable[..., Any]) -> Callable[..., Any]:
         """Register the data function: ``f(rng, **factors) -> data``."""
-        if self.data_func is not None and not _redeclared(
+        if self.data_func is not None and not redeclared(
             "data function", self.data_func.__name__, func.__name__
         ):
             raise StudyError(
@@ -296,7 +249,7 @@ class Study:
                 f"(first: {self.data_func.__name__!r}); a study has exactly one.",
                 hint="remove one of the @study.data functions",
             )
-        self.data_params = self._params(func, skip_first=False, what="data function")
+        self.data_params = params_of(func, skip_first=False, what="data function")
         self.data_func = func
         return func
 
@@ -336,7 +289,7 @@ class Study:
         this method gives no result, summaries use the fallback's values in
         the same replicate (from the cube; nothing is recomputed).
         """
-        measures = _measures(name, estimate=estimate, se=se, ci=ci, p=p)
+        measures = measures_of(name, estimate=estimate, se=se, ci=ci, p=p)
         given: Any = fallback  # from the user: any type
         if given is not None:
             if not isinstance(given, str) or not given:
@@ -347,27 +300,27 @@ class Study:
                 )
             measures["fallback"] = fallback
 
-        def register(f: Callable[..., Any]) -> Callable[..., Any]:
-            mname: Any = f.__name__ if name is None else name
+        def register(function: Callable[..., Any]) -> Callable[..., Any]:
+            mname: Any = function.__name__ if name is None else name
             if not isinstance(mname, str) or not mname:
                 raise StudyError(
                     f"method name must be a non-empty string, got {mname!r}.",
                     hint='write @study.method(name="median")',
                 )
             same = [i for i, m in enumerate(self.methods) if m.name == mname]
-            if same and not _redeclared("method", mname, mname):
+            if same and not redeclared("method", mname, mname):
                 raise StudyError(
                     f"method {mname!r} is declared twice; method names must be "
                     "distinct.",
                     hint='rename one, e.g. @study.method(name="median2")',
                 )
-            params = self._params(f, skip_first=True, what=f"method {mname!r}")
-            method = Method(mname, f, params, measures)
+            params = params_of(function, skip_first=True, what=f"method {mname!r}")
+            method = Method(mname, function, params, measures)
             if same:  # an edit typed again in a notebook: same place, new code
                 self.methods[same[0]] = method
             else:
                 self.methods.append(method)
-            return f
+            return function
 
         if func is not None:
             return register(func)
@@ -376,43 +329,13 @@ class Study:
     def truth(self, func: Callable[..., Any] | None = None, /, **values: Any) -> Any:
         """Declare the true values: ``study.truth(estimate=0.0)`` or a decorator."""
         if func is not None:
-            self._params(func, skip_first=False, what="truth function")
+            params_of(func, skip_first=False, what="truth function")
             self.truth_values = func
             return func
         self.truth_values = {k: _truth_value(k, v) for k, v in values.items()}
         return None
 
-    # ---- introspection -----------------------------------------------
-    def _params(
-        self, func: Callable[..., Any], *, skip_first: bool, what: str
-    ) -> tuple[str, ...]:
-        if not callable(func):
-            raise StudyError(f"{what} {func!r} is not callable.", hint="decorate a def")
-        try:
-            sig = inspect.signature(func)
-        except (TypeError, ValueError) as exc:
-            raise StudyError(f"cannot read the signature of {what}: {exc}") from None
-        params = list(sig.parameters.values())
-        if skip_first:
-            if not params or params[0].kind not in (
-                inspect.Parameter.POSITIONAL_ONLY,
-                inspect.Parameter.POSITIONAL_OR_KEYWORD,
-            ):
-                raise StudyError(
-                    f"{what} must take the data as its first parameter.",
-                    hint=f"write def {getattr(func, '__name__', 'method')}(x): ...",
-                )
-            params = params[1:]
-        names = []
-        for p in params:
-            if p.kind in (
-                inspect.Parameter.VAR_POSITIONAL,
-                inspect.Parameter.VAR_KEYWORD,
-            ):
-                continue
-            names.append(p.name)
-        return tuple(names)
-
+    # ---- checks ------------------------------------------------------
     @property
     def stream_param(self) -> str:
         """The parameter that receives a task's stream: ``rng`` or ``key``."""
@@ -441,7 +364,7 @@ class Study:
             self._check_params(m.func, m.params, known, f"method {m.name!r}")
         self._check_fallbacks()
         if callable(self.truth_values):
-            params = self._params(self.truth_values, skip_first=False, what="truth")
+            params = params_of(self.truth_values, skip_first=False, what="truth")
             self._check_params(
                 self.truth_values,
                 params,
@@ -455,13 +378,14 @@ class Study:
         """A declared fallback is another method of the study."""
         names = self.method_names
         for m in self.methods:
-            f = m.measures.get("fallback")
-            if f is None:
+            fallback = m.measures.get("fallback")
+            if fallback is None:
                 continue
-            if f == m.name or f not in names:
+            if fallback == m.name or fallback not in names:
+                itself = fallback == m.name
                 raise StudyError(
-                    f"method {m.name!r} declares fallback={f!r}, which is "
-                    + ("the method itself" if f == m.name else "no method of the study")
+                    f"method {m.name!r} declares fallback={fallback!r}, which is "
+                    + ("the method itself" if itself else "no method of the study")
                     + f"; methods: {', '.join(names)}.",
                     hint="name another method as its fallback",
                 )
@@ -510,13 +434,7 @@ class Study:
         if replicates is not None:
             new.replicates = int(replicates)
         if scheme is not None:
-            if scheme not in SCHEMES:
-                raise StudyError(
-                    f"rng scheme {scheme!r} is unknown; expected one of "
-                    f"{list(SCHEMES)}.",
-                    hint='use rng="spawn" unless you need the jump recipe',
-                )
-            new.scheme = scheme
+            new.scheme = _scheme(scheme)
         return new
 
     def with_levels(self, factors: Mapping[str, Sequence[Level]]) -> Study:
@@ -572,7 +490,7 @@ class Study:
         methods = {
             m.name: fingerprint.reach(m.func, self.fixed_inputs) for m in self.methods
         }
-        fp: dict[str, Any] = {
+        out: dict[str, Any] = {
             "version": 2,
             "seed": self.seed,
             "scheme": self.scheme,
@@ -585,8 +503,8 @@ class Study:
             "reach": {"data": data, "methods": methods},
         }
         if BACKENDS[self.backend].fingerprinted:
-            fp["backend"] = {"name": self.backend, "vmap_width": self.vmap_width}
-        return fp
+            out["backend"] = {"name": self.backend, "vmap_width": self.vmap_width}
+        return out
 
     def legacy_hashes(self) -> dict[str, Any]:
         """The function hashes of format-1 fingerprints (the raw source)."""
@@ -615,15 +533,15 @@ def _truth_value(key: str, value: Any) -> Truth:
     if isinstance(value, numbers.Real):
         return float(value)
     try:
-        a = np.asarray(value, dtype=np.float64)
+        array = np.asarray(value, dtype=np.float64)
     except (TypeError, ValueError):
-        a = None
-    if a is None or a.ndim == 0 or a.size == 0 or isinstance(value, str):
+        array = None
+    if array is None or array.ndim == 0 or array.size == 0 or isinstance(value, str):
         raise StudyError(
             f"truth {key}={value!r} is not a number or an array of numbers.",
             hint="use @study.truth on a function for point-dependent truths",
         )
-    out: list[Any] = a.tolist()
+    out: list[Any] = array.tolist()
     return out
 
 
@@ -650,22 +568,3 @@ def _check_truth(study: Study) -> None:
                 hint=f"key the truth by the estimate's output, or declare "
                 f'@study.method(estimate="{key}") on the methods returning it',
             )
-
-
-def _interactive() -> bool:
-    """Whether code runs in a notebook or a REPL (not from a file)."""
-    ipython = sys.modules.get("IPython")
-    get = getattr(ipython, "get_ipython", None)
-    if get is not None and get() is not None:
-        return True
-    return hasattr(sys, "ps1") or not hasattr(sys.modules.get("__main__"), "__file__")
-
-
-def _redeclared(what: str, old: str, new: str) -> bool:
-    """Allow a second declaration typed in a notebook or REPL (a cell run
-    again), with a notice; in a study file it stays an error (False)."""
-    if FROM_FILE.get() or not _interactive():
-        return False
-    name = repr(new) if old == new else f"{old!r} by {new!r}"
-    warnings.warn(f"{what} {name} declared again: replaced.", stacklevel=4)
-    return True
