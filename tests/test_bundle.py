@@ -16,7 +16,7 @@ import xarray as xr
 import simstudy
 from simstudy.cli import main
 from simstudy.cube import METHOD
-from simstudy.sharing.bundle import RTOL
+from simstudy.sharing.checks import RTOL
 
 STUDY = '''
 """Aims: the first draw against the mean."""

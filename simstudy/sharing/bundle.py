@@ -7,7 +7,7 @@ and simstudy need, pinned; ``environment.json``), the protocol, the cube
 (or, with ``no_results``, none), per-task hashes of the outputs and the
 HTML report. ``verify`` unpacks a bundle, recomputes a sample of tasks
 here and says per method whether they are identical, differ only by
-floating-point noise (relative difference <= ``RTOL``) or differ, naming
+floating-point noise (relative difference <= ``checks.RTOL``) or differ, naming
 the package versions that differ from the bundle's. ``add_method`` adds
 the methods of a file to a bundle's study and runs only their tasks on the
 bundle's store: the data sets are regenerated bit for bit from the streams
@@ -32,7 +32,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -44,10 +44,15 @@ from simstudy.cube import FIXED_VARS, METHOD, OK, REPLICATE
 from simstudy.declare.loader import study_imports
 from simstudy.declare.study import Study
 from simstudy.errors import StoreError, UsageError
-from simstudy.shell import quote
+from simstudy.sharing.checks import (
+    BundleCheck,
+    MethodCheck,
+    difference,
+    task_hash,
+    version_differences,
+)
 
 __all__ = [
-    "RTOL",
     "AddResult",
     "BundleCheck",
     "add_method",
@@ -58,7 +63,6 @@ __all__ = [
 ]
 
 FORMAT = 1
-RTOL = 1e-9  # relative difference still called floating-point noise
 MANIFEST = "bundle.json"
 
 
@@ -70,11 +74,11 @@ def local_files(study_file: Path) -> list[Path]:
     found: list[Path] = []
     todo = [study_file]
     while todo:
-        f = todo.pop()
-        if f in found:
+        path = todo.pop()
+        if path in found:
             continue
-        found.append(f)
-        for name in study_imports(f):
+        found.append(path)
+        for name in study_imports(path):
             parts = name.split(".")
             todo += [
                 c
@@ -123,13 +127,6 @@ def _output_vars(ds: Any) -> list[str]:
     return sorted(v for v in ds.data_vars if v not in FIXED_VARS)
 
 
-def _task_hash(values: list[np.ndarray[Any, Any]]) -> str:
-    h = hashlib.blake2b(digest_size=8)
-    for v in values:
-        h.update(np.ascontiguousarray(v).tobytes())
-    return h.hexdigest()
-
-
 def task_hashes(store: Path) -> dict[str, Any]:
     """Per design point and method, a hash of each ok task's outputs (None
     for a task not ok), with the dtypes hashed."""
@@ -161,7 +158,7 @@ def task_hashes(store: Path) -> dict[str, Any]:
                 if status[(*idx, r, m)] != OK:
                     col.append(None)
                     continue
-                col.append(_task_hash([loaded[v][(*idx, r, m)] for v in names]))
+                col.append(task_hash([loaded[v][(*idx, r, m)] for v in names]))
             per[name] = col
         out["hashes"][json_key(point)] = per
     ds.close()
@@ -275,8 +272,8 @@ def _no_lock(info: tarfile.TarInfo) -> tarfile.TarInfo | None:
 # ---- reading a bundle -----------------------------------------------------
 def is_bundle(path: str | os.PathLike[str]) -> bool:
     """Whether ``path`` is a tar file (a bundle, or meant to be one)."""
-    p = Path(path)
-    return p.is_file() and (p.suffix == ".tar" or tarfile.is_tarfile(p))
+    file = Path(path)
+    return file.is_file() and (file.suffix == ".tar" or tarfile.is_tarfile(file))
 
 
 def _unpack(bundle: Path, into: Path) -> dict[str, Any]:
@@ -302,135 +299,6 @@ def _unpack(bundle: Path, into: Path) -> dict[str, Any]:
 def _unpacked(bundle: Path) -> Iterator[tuple[Path, dict[str, Any]]]:
     with tempfile.TemporaryDirectory(prefix="simstudy-bundle-") as tmp:
         yield Path(tmp), _unpack(bundle, Path(tmp))
-
-
-def version_differences(recorded: dict[str, str]) -> list[str]:
-    """Packages whose version here differs from the bundle's, as text."""
-    out = []
-    for name, then in recorded.items():
-        try:
-            now = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            now = "not installed"
-        if now != then:
-            out.append(f"{name} {then} (bundle) -> {now} (here)")
-    return out
-
-
-@dataclass
-class MethodCheck:
-    tasks: int = 0
-    identical: int = 0
-    noise: int = 0
-    differ: list[str] = field(default_factory=list)
-    max_rel: float = 0.0
-
-    def add(self, rel: float, task: str) -> None:
-        """Count one recomputed task, ``rel`` its largest relative difference."""
-        self.tasks += 1
-        self.max_rel = max(self.max_rel, rel)
-        if rel == 0.0:
-            self.identical += 1
-        elif rel <= RTOL:
-            self.noise += 1
-        else:
-            self.differ.append(task)
-
-    @property
-    def verdict(self) -> str:
-        if self.differ:
-            return "differs"
-        return "noise" if self.noise else "identical"
-
-
-@dataclass
-class BundleCheck:
-    """What ``verify`` found: per method, and the versions that differ."""
-
-    study: str
-    sample: int
-    methods: dict[str, MethodCheck]
-    versions: list[str]
-    hashes_only: bool
-    python: tuple[str, str]
-
-    @property
-    def ok(self) -> bool:
-        return all(not c.differ for c in self.methods.values())
-
-    def lines(self) -> list[str]:
-        out = [f"study {self.study!r}: {self.sample} replicate(s) recomputed here"]
-        if self.python[0] != self.python[1]:
-            out.append(f"python {self.python[0]} (bundle) -> {self.python[1]} (here)")
-        if self.versions:
-            out.append("package versions differ: " + "; ".join(self.versions))
-        else:
-            out.append("package versions: the same as the bundle's")
-        for name, c in self.methods.items():
-            if c.verdict == "identical":
-                what = f"identical ({c.tasks} task(s), bit for bit)"
-            elif c.verdict == "noise":
-                what = (
-                    f"differs only by floating-point noise ({c.noise} of {c.tasks} "
-                    f"task(s); largest relative difference {c.max_rel:.2g} <= "
-                    f"{RTOL:g})"
-                )
-            else:
-                how = (
-                    "hashes differ; the bundle has no cube to measure by how much"
-                    if self.hashes_only
-                    else f"largest relative difference {c.max_rel:.2g} > {RTOL:g}"
-                )
-                what = (
-                    f"DIFFERS ({len(c.differ)} of {c.tasks} task(s); {how}), "
-                    f"e.g. --task {quote(c.differ[0])}"
-                )
-            out.append(f"  {name}: {what}")
-        return out
-
-
-def _rel(new: np.ndarray[Any, Any], old: np.ndarray[Any, Any]) -> float:
-    a, b = np.asarray(new, dtype=float), np.asarray(old, dtype=float)
-    if a.shape != b.shape:
-        return float("inf")
-    same = (a == b) | (np.isnan(a) & np.isnan(b))
-    if same.all():
-        return 0.0
-    scale = np.maximum(np.abs(b), np.finfo(float).tiny)
-    return float(np.max(np.where(same, 0.0, np.abs(a - b) / scale)))
-
-
-def _difference(
-    result: Any,
-    j: int,
-    hashes: dict[str, Any],
-    digest: str,
-    stored: tuple[Any, dict[str, Any]] | None,
-) -> float:
-    """How far method ``j``'s recomputed outputs are from the bundle's: 0
-    when the hash matches, else the largest relative difference from the
-    cube (inf without a cube, or for a failed task)."""
-    if result.status[0, j] != OK:
-        return float("inf")
-    try:
-        cast = [
-            np.asarray(
-                result.outputs[v][0, j] if v in result.outputs else np.nan,
-                dtype=hashes["dtypes"][v],
-            )
-            for v in hashes["outputs"]
-        ]
-    except (ValueError, TypeError):
-        return float("inf")
-    if _task_hash(cast) == digest:
-        return 0.0
-    if stored is None:
-        return float("inf")
-    cube, where = stored
-    return max(
-        _rel(cast[k], cube[v].sel(where).values)
-        for k, v in enumerate(hashes["outputs"])
-    )
 
 
 def verify(
@@ -485,7 +353,7 @@ def verify(
                     continue
                 where = {**point, REPLICATE: r, METHOD: m.name}
                 stored_values = None if cube is None else (cube, where)
-                rel = _difference(result, j, hashes, stored[m.name][r], stored_values)
+                rel = difference(result, j, hashes, stored[m.name][r], stored_values)
                 checks[m.name].add(rel, task_spec(point, r, m.name))
         if cube is not None:
             cube.close()
@@ -553,16 +421,16 @@ def _added_methods(study: Study, path: Path) -> list[str]:
             f"{clash[0]!r} already.",
             hint="rename the function (its name is the method's name)",
         )
-    for f in funcs:
-        # what @study.method(...) would be given: f.simstudy = {"se": "se"}
-        declared = getattr(f, "simstudy", None) or {}
+    for func in funcs:
+        # what @study.method(...) would be given: func.simstudy = {"se": "se"}
+        declared = getattr(func, "simstudy", None) or {}
         if not isinstance(declared, dict) or not set(declared) <= _OPTIONS:
             raise UsageError(
-                f"--add-method {path.name}: {f.__name__}.simstudy must be a dict "
-                f"of {sorted(_OPTIONS)}, got {declared!r}.",
-                hint=f'write {f.__name__}.simstudy = {{"se": "se"}}',
+                f"--add-method {path.name}: {func.__name__}.simstudy must be a "
+                f"dict of {sorted(_OPTIONS)}, got {declared!r}.",
+                hint=f'write {func.__name__}.simstudy = {{"se": "se"}}',
             )
-        study.method(**declared)(f)
+        study.method(**declared)(func)
     return [f.__name__ for f in funcs]
 
 
@@ -596,31 +464,33 @@ def add_method(
     from simstudy.report import write_report
     from simstudy.running.runner import run
 
-    t0 = time.perf_counter()
-    b, mine = Path(bundle), Path(method_file)
+    started = time.perf_counter()
+    packed, mine = Path(bundle), Path(method_file)
     if not mine.is_file() or mine.suffix != ".py":
         raise UsageError(
             f"--add-method {mine}: no such Python file.", hint="check the path"
         )
-    stem = b.name.removesuffix(".tar").removesuffix(".simstudy")
-    d = Path(folder) if folder is not None else Path.cwd() / f"{stem}.extended"
-    if d.exists() and not (d / MANIFEST).is_file():
+    stem = packed.name.removesuffix(".tar").removesuffix(".simstudy")
+    into = Path(folder) if folder is not None else Path.cwd() / f"{stem}.extended"
+    if into.exists() and not (into / MANIFEST).is_file():
         raise UsageError(
-            f"{d} exists and is not an unpacked bundle.",
+            f"{into} exists and is not an unpacked bundle.",
             hint="move it away, or run from another directory",
         )
-    fresh = not d.exists()
-    manifest = _unpack(b, d) if fresh else json.loads((d / MANIFEST).read_text())
+    fresh = not into.exists()
+    manifest = (
+        _unpack(packed, into) if fresh else json.loads((into / MANIFEST).read_text())
+    )
     if not manifest.get("store"):
         if fresh:
-            shutil.rmtree(d)
+            shutil.rmtree(into)
         raise UsageError(
-            f"{b}: a bundle without results (--no-results): no data sets' "
+            f"{packed}: a bundle without results (--no-results): no data sets' "
             "results to compare a new method with.",
             hint="ask for the bundle with its cube, or run the study file itself",
         )
     try:
-        study_file = d / manifest["study_file"]
+        study_file = into / manifest["study_file"]
         copy = study_file.parent / mine.name
         if copy.exists() and copy.read_bytes() != mine.read_bytes() and fresh:
             raise UsageError(
@@ -633,22 +503,22 @@ def add_method(
         added = _added_methods(study, copy)
     except BaseException:
         if fresh:  # bad input leaves nothing behind
-            shutil.rmtree(d, ignore_errors=True)
+            shutil.rmtree(into, ignore_errors=True)
         raise
-    store = d / manifest["store"]
+    store = into / manifest["store"]
     before = _columns_digest(store, original)
     report = run(study, store=store, **options)
     after = _columns_digest(store, original)  # a new output adds a variable
     unchanged = all(after.get(v) == h for v, h in before.items())
-    path = write_report(store, d / "report.html")
+    path = write_report(store, into / "report.html")
     return AddResult(
-        folder=d,
+        folder=into,
         store=store,
         added=added,
         computed=report.computed,
         original_tasks=study.n_points * study.replicates * len(original),
         unchanged=unchanged,
         report=path,
-        seconds=time.perf_counter() - t0,
+        seconds=time.perf_counter() - started,
         exit_code=report.exit_code,
     )
