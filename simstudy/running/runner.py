@@ -10,7 +10,6 @@ consistent and a second run resumes. The study is never changed by a run.
 
 from __future__ import annotations
 
-import html
 import os
 import shutil
 import signal
@@ -19,7 +18,7 @@ import threading
 import time
 import warnings
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any, Unpack
@@ -37,7 +36,6 @@ from simstudy.errors import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
     EXIT_OK,
-    EXIT_TARGET_MISSED,
     ReproducibilityWarning,
     SimstudyError,
     StudyError,
@@ -46,6 +44,7 @@ from simstudy.errors import (
 from simstudy.executors import SCHEDULERS, Executor, make_executor, study_payload
 from simstudy.progress import NotebookProgress, ProgressPrinter, in_notebook
 from simstudy.running.options import FAIL_FAST, RunKwargs, RunOptions, default_store
+from simstudy.running.outcome import Progress, RunReport
 from simstudy.running.plan import BatchSizer, Plan, Round
 from simstudy.running.recompute import recheck_versions, task_batch
 from simstudy.running.stall import Watchdog
@@ -64,95 +63,6 @@ __all__ = [
     "default_store",
     "run",
 ]
-
-
-@dataclass(slots=True)
-class Progress:
-    """A progress event: tasks done of total this run, failures, elapsed time."""
-
-    done: int
-    total: int
-    failed: int
-    elapsed: float
-    stopping: bool = False
-
-
-@dataclass(slots=True, kw_only=True)
-class RunReport:
-    """What a run did; ``exit_code`` follows the CLI contract."""
-
-    store: Path
-    tasks: int = 0  # tasks of the study
-    already_done: int = 0  # ok before this run
-    computed: int = 0  # tasks run now
-    ok: int = 0  # ok in the study after this run
-    failed: int = 0
-    pending: int = 0
-    interrupted: bool = False
-    stopped_on_errors: bool = False  # by --max-errors or by fail-fast
-    # fail-fast: the method whose first tasks all failed, and its first error
-    failing: tuple[str, str] | None = None
-    seconds: float = 0.0
-    executor: str = "nothing to run"
-    startup: float = 0.0  # seconds until the workers were ready
-    repaired: tuple[str, ...] = ()  # damaged chunks found on open, recomputed
-    warnings: tuple[str, ...] = ()  # said once, e.g. a library version changed
-    notes: tuple[str, ...] = ()  # e.g. results hidden because the study dropped them
-    nonfinite: int = 0  # ok tasks of this run with a NaN or inf output
-    target_missed: bool = False  # --target-mcse: a point stopped short of it
-    strict: bool = False  # --strict: a missed target is exit code 6
-
-    @property
-    def tasks_per_second(self) -> float:
-        """Tasks computed per second once the workers were ready."""
-        busy = self.seconds - self.startup
-        return self.computed / busy if busy > 0 else 0.0
-
-    @property
-    def exit_code(self) -> int:
-        if self.interrupted:
-            return EXIT_INTERRUPTED
-        if self.failed or self.stopped_on_errors:
-            return EXIT_FAILED
-        return EXIT_TARGET_MISSED if self.strict and self.target_missed else EXIT_OK
-
-    def lines(self) -> list[tuple[str, str]]:
-        """What a person wants to see of the run, as (label, text) rows."""
-        state = (
-            "interrupted (run again to resume)"
-            if self.interrupted
-            else "stopped on errors"
-            if self.stopped_on_errors
-            else "finished"
-        )
-        left, total = f"{self.pending:,} pending", f"{self.tasks:,}"
-        rows = [
-            ("store", str(self.store)),
-            ("state", f"{state}, exit code {self.exit_code}"),
-            ("tasks", f"{self.ok:,} ok, {self.failed:,} failed, {left} of {total}"),
-            ("this run", f"{self.computed:,} computed in {self.seconds:.1f} s"),
-        ]
-        if self.failing:
-            rows.append(("failing", f"method {self.failing[0]!r}: {self.failing[1]}"))
-        rows += [("note", n) for n in (*self.warnings, *self.notes)]
-        rows.append(
-            ("next", f"simstudy.summarize(simstudy.open_results({str(self.store)!r}))")
-        )
-        return rows
-
-    def __str__(self) -> str:
-        return "\n".join(f"{k:>9}: {v}" for k, v in self.lines())
-
-    def _repr_html_(self) -> str:
-        """A notebook shows the returned report as this table."""
-        body = "".join(
-            f"<tr><th style='text-align:right'>{html.escape(k)}</th>"
-            f"<td style='text-align:left'><code>{html.escape(v)}</code></td></tr>"
-            for k, v in self.lines()
-        )
-        return (
-            f"<table class='simstudy-run'><caption>simstudy run</caption>{body}</table>"
-        )
 
 
 def run(
@@ -291,47 +201,47 @@ class _Run:
     # ---- start and finish ----------------------------------------------
     def go(self) -> RunReport:
         """Start workers early where it pays, open the store, run, close."""
-        o = self.opts
-        created = not (o.store / "zarr.json").exists()  # by this run
-        fresh = o.restart or not o.store.exists()
-        early = SCHEDULERS[o.scheduler].early and fresh
-        if early and os.access(o.store.parent, os.W_OK):
+        opts = self.opts
+        created = not (opts.store / "zarr.json").exists()  # by this run
+        fresh = opts.restart or not opts.store.exists()
+        early = SCHEDULERS[opts.scheduler].early and fresh
+        if early and os.access(opts.store.parent, os.W_OK):
             # a new store always has work: spawn the workers first, so they
             # import and install the study while the store is being created
             self.executor = self._make_executor()
-        elif o.address is not None:
+        elif opts.address is not None:
             # connect first: an unreachable or refusing scheduler writes no store
             self.executor = self._make_executor()
         try:
             # imported here: zarr's ~0.15 s import overlaps the workers' start
             from simstudy.store import Store
 
-            st = Store.open_for_run(
-                o.store,
+            store = Store.open_for_run(
+                opts.store,
                 self.study,
-                restart=o.restart,
-                recompute=o.recompute,
-                prune=o.prune,
+                restart=opts.restart,
+                recompute=opts.recompute,
+                prune=opts.prune,
                 provenance=backend_of(self.study).provenance(
-                    self.study, Placement(o.scheduler, o.device)
+                    self.study, Placement(opts.scheduler, opts.device)
                 ),
             )
-            if o.protocol is not None:
-                st.record_protocol(o.protocol)  # report lists deviations from it
+            if opts.protocol is not None:
+                store.record_protocol(opts.protocol)  # report lists deviations from it
         except BaseException:
             self._close_executor()
             raise
         try:
-            self._rounds(st)
+            self._rounds(store)
         except SimstudyError:
-            st.close()
+            store.close()
             if created and self.report.computed == 0:
                 # bad input found once the first results were in (a truth
                 # naming no output): leave no store behind
-                shutil.rmtree(st.path, ignore_errors=True)
+                shutil.rmtree(store.path, ignore_errors=True)
             raise
         finally:
-            st.close()
+            store.close()
             self._close_executor()
         self.report.seconds = time.perf_counter() - self.t0
         return self.report
@@ -359,45 +269,45 @@ class _Run:
         return self.executor
 
     # ---- rounds ----------------------------------------------------------
-    def _rounds(self, st: Store) -> None:
+    def _rounds(self, store: Store) -> None:
         """Run rounds until nothing is left (or the MCSE targets are met)."""
-        study, o, report = self.study, self.opts, self.report
-        plan = Plan(study, st)
-        report.repaired = tuple(st.repaired)
-        report.notes = _hidden_notes(st.hidden)
-        changes = st.version_changes()
+        study, opts, report = self.study, self.opts, self.report
+        plan = Plan(study, store)
+        report.repaired = tuple(store.repaired)
+        report.notes = _hidden_notes(store.hidden)
+        changes = store.version_changes()
         if changes:
             message = recheck_versions(
-                study, st, changes, accept=o.accept_version_change
+                study, store, changes, accept=opts.accept_version_change
             )
             report.warnings += (message,)
-        target = None if o.target is None else TargetRule(o.target)
-        record = st.meta.target_mcse
+        target = None if opts.target is None else TargetRule(opts.target)
+        record = store.meta.target_mcse
         if target is None and record:
             planned = min(e["replicates"] for e in record["points"])
             if study.replicates > planned:  # a plain run past the rule's counts
-                st.record_target(None)
+                store.record_target(None)
         counts = [study.replicates] * len(plan.grid)  # replicates per point
-        self.sizer.chunk = st.group_rows
+        self.sizer.chunk = store.group_rows
         signals = _Signals()
-        self.watchdog = Watchdog(timeout=o.task_timeout)
+        self.watchdog = Watchdog(timeout=opts.task_timeout)
         first = True
         try:
             while True:
                 # failed tasks rerun once, in round one
-                work = plan.round(counts, retry_failed=o.retry_failed and first)
+                work = plan.round(counts, retry_failed=opts.retry_failed and first)
                 self._account(work, first=first)
                 first = False
                 if self.total:
-                    self._round(st, plan, work, signals)
+                    self._round(store, plan, work, signals)
                 if target is None or report.interrupted or report.stopped_on_errors:
                     break
-                st.flush()
-                counts, more = target.next_counts(st, plan.grid, counts)
+                store.flush()
+                counts, more = target.next_counts(store, plan.grid, counts)
                 if not more:
                     self._short_of_target(target, len(plan.grid))
                     break
-                st.extend_replicates(max(counts))
+                store.extend_replicates(max(counts))
         except KeyboardInterrupt:
             report.interrupted = True
         finally:
@@ -444,34 +354,39 @@ class _Run:
 
     def _round(
         self,
-        st: Store,
+        store: Store,
         plan: Plan,
         work: Round,
         signals: _Signals,
     ) -> None:
         """Compute a round's pending tasks, writing each finished batch."""
-        o, report, sizer = self.opts, self.report, self.sizer
+        opts, report, sizer = self.opts, self.report, self.sizer
         executor = self._start_executor()
         self.watchdog.beat()  # waiting for workers (a Slurm queue) is no stall
         sizer.rows_left = work.rows
         for p, pending in enumerate(work.pending):
-            st.expect(plan.pidx[p], pending.counts())
+            store.expect(plan.pidx[p], pending.counts())
         executor.prepare(work.work())
         self.base = report.computed
-        self._probe(st, plan, work, signals)
+        self._probe(store, plan, work, signals)
         batches = plan.batches(
-            work, sizer, timeout=o.task_timeout, warnings=o.warnings, device=o.device
+            work,
+            sizer,
+            timeout=opts.task_timeout,
+            warnings=opts.warnings,
+            device=opts.device,
         )
-        self._consume(st, plan, executor.results(batches, st.output_specs), signals)
+        results = executor.results(batches, store.output_specs)
+        self._consume(store, plan, results, signals)
 
-    def _probe(self, st: Store, plan: Plan, work: Round, signals: _Signals) -> None:
+    def _probe(self, store: Store, plan: Plan, work: Round, signals: _Signals) -> None:
         """Fix each method's output names by its first successful task in task
         order (design point, then replicate) before any other batch goes out,
         so which tasks fail for returning other names does not depend on the
         order results arrive in (workers, batch sizes, resume)."""
-        study, o, executor = self.study, self.opts, self._start_executor()
+        study, opts, executor = self.study, self.opts, self._start_executor()
         for _ in range(FAIL_FAST + 1):
-            known = st.meta.outputs
+            known = store.meta.outputs
             todo = [m for m, name in enumerate(study.method_names) if name not in known]
             at = work.first_pending(todo)
             report = self.report
@@ -481,19 +396,25 @@ class _Run:
             methods = tuple(int(m) for m in np.flatnonzero(work.pending[p].row(r)))
             one = task_batch(study, p, plan.grid[p], r, methods)
             batch = replace(
-                one, timeout=o.task_timeout, warnings=o.warnings, device=o.device
+                one,
+                timeout=opts.task_timeout,
+                warnings=opts.warnings,
+                device=opts.device,
             )
             work.pending[p].take(r)
             self.sizer.issued(batch)
-            self._consume(
-                st, plan, executor.results(iter([batch]), st.output_specs), signals
-            )
+            results = executor.results(iter([batch]), store.output_specs)
+            self._consume(store, plan, results, signals)
 
     def _consume(
-        self, st: Store, plan: Plan, results: Iterator[BatchResult], signals: _Signals
+        self,
+        store: Store,
+        plan: Plan,
+        results: Iterator[BatchResult],
+        signals: _Signals,
     ) -> None:
         """Take results as they come: write, count, stop when asked to."""
-        o, report, executor = self.opts, self.report, self._start_executor()
+        opts, report, executor = self.opts, self.report, self._start_executor()
         while True:
             try:
                 if signals.count and not report.interrupted:
@@ -502,8 +423,8 @@ class _Run:
                 if result is None:
                     break
                 self.sizer.observe(result.batch, result.seconds)
-                self._take(st, plan, result)
-                if o.max_errors is not None and self.failed_now >= o.max_errors:
+                self._take(store, plan, result)
+                if opts.max_errors is not None and self.failed_now >= opts.max_errors:
                     report.stopped_on_errors = True
                     executor.stop_submitting()
                 if report.failing is None and self._failing(result):
@@ -524,18 +445,20 @@ class _Run:
         executor.stop_submitting()
         self._emit()
 
-    def _take(self, st: Store, plan: Plan, result: BatchResult) -> None:
+    def _take(self, store: Store, plan: Plan, result: BatchResult) -> None:
         """Write a finished batch; count it."""
         if not self.truth_checked:
-            self.truth_checked = _check_truth(self.study, st.meta.outputs, result)
-        b, report = result.batch, self.report
+            self.truth_checked = _check_truth(self.study, store.meta.outputs, result)
+        batch, report = result.batch, self.report
         self.watchdog.beat()
-        result = st.write(result, plan.pidx[b.point], plan.midx[list(b.methods)])
+        result = store.write(
+            result, plan.pidx[batch.point], plan.midx[list(batch.methods)]
+        )
         n_ok = int((result.status == OK).sum())
         n_bad = int((result.status == FAILED).sum())
         report.computed += n_ok + n_bad
         report.ok += n_ok
-        report.nonfinite += _nonfinite(result, st.meta.outputs, self.study)
+        report.nonfinite += _nonfinite(result, store.meta.outputs, self.study)
         self.failed_now += n_bad
         report.failed = self.failed_before + self.failed_now
         report.pending -= n_ok + n_bad
