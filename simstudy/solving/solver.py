@@ -192,7 +192,7 @@ def solve(
         error, or does not reach the target in the range (exit code 5; the
         evaluations stay in the store).
     """
-    t0 = time.perf_counter()
+    started = time.perf_counter()
     problem, points = validate(
         study,
         factor=factor,
@@ -206,6 +206,18 @@ def solve(
         level=level,
         options=dict(options),
     )
+    report = _solve_each(problem, points, on_progress)
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+def _solve_each(
+    problem: SolveSpec,
+    points: list[dict[str, Any]],
+    on_progress: Callable[[str], None] | None,
+) -> SolveReport:
+    """Solve at each design point of the other factors in turn (an
+    interrupted one ends the solve); record the solutions in the store."""
     report = SolveReport(store=problem.store)
     for point in points:
         solution = _Solver(problem, point, report, on_progress).go()
@@ -214,7 +226,6 @@ def solve(
         report.solutions.append(solution)
     if report.solutions:
         _record(problem, report.solutions)
-    report.seconds = time.perf_counter() - t0
     return report
 
 
@@ -229,22 +240,22 @@ class _Solver:
         report: SolveReport,
         on_progress: Callable[[str], None] | None,
     ) -> None:
-        self.p, self.point, self.report = problem, point, report
+        self.spec, self.point, self.report = problem, point, report
         self.on_progress = on_progress
         self.counts: dict[float, int] = {}  # level -> replicates given, in order
         self.evaluations: dict[float, Evaluation] = {}
 
     def go(self) -> Solution | None:
-        p = self.p
-        lo, hi = p.bounds
-        scale = p.scale
+        spec = self.spec
+        lo, hi = spec.bounds
+        scale = spec.scale
         spread = np.linspace(scale.x(lo), scale.x(hi), 4)
-        levels = _unique(p.round_level(scale.level(float(x))) for x in spread)
-        reps, fit, rounds, met = p.first, None, 0, False
+        levels = _unique(spec.round_level(scale.level(float(x))) for x in spread)
+        reps, fit, rounds, met = spec.first, None, 0, False
         while rounds < MAX_ROUNDS:
             top = max(self.counts.get(lv, 0) for lv in levels) + reps
             cost = sum(top - self.counts.get(lv, 0) for lv in levels)
-            if fit is not None and self.tasks + cost > p.budget:
+            if fit is not None and self.tasks + cost > spec.budget:
                 break
             if not self._evaluate(levels, top):
                 return None
@@ -254,11 +265,12 @@ class _Solver:
             met = rounds > 1 and fit.width <= self._tolerance(fit)
             if met:
                 break
-            half = max((fit.upper - fit.lower) / 2, 1.0 if p.integer else 0.0)
+            half = max((fit.upper - fit.lower) / 2, 1.0 if spec.integer else 0.0)
             levels = _unique(
-                p.round_level(x) for x in (fit.root, fit.root - half, fit.root + half)
+                spec.round_level(x)
+                for x in (fit.root, fit.root - half, fit.root + half)
             )
-            reps = min(2 * reps, max(GROWTH_CAP * p.first, GROWTH_FLOOR))
+            reps = min(2 * reps, max(GROWTH_CAP * spec.first, GROWTH_FLOOR))
         assert fit is not None  # round 0 always runs
         return self._solution(fit, rounds, met)
 
@@ -267,23 +279,23 @@ class _Solver:
         return sum(self.counts.values())
 
     def _tolerance(self, fit: RootFit) -> float:
-        value, relative = self.p.tolerance
+        value, relative = self.spec.tolerance
         return value * abs(fit.root) if relative else value
 
     def _evaluate(self, levels: list[float], top: int) -> bool:
         """Bring the round's levels to ``top`` replicates (a level evaluated
         before goes on from its last replicate); read them back."""
-        p = self.p
+        spec = self.spec
         for lv in levels:
             self.counts[lv] = top
-        derived = p.study.derive(replicates=top).with_levels(
+        derived = spec.study.derive(replicates=top).with_levels(
             {
-                f: (self.point[f],) if f != p.factor else tuple(sorted(levels))
-                for f in p.study.factors
+                f: (self.point[f],) if f != spec.factor else tuple(sorted(levels))
+                for f in spec.study.factors
             }
         )
-        derived.methods = [m for m in p.study.methods if m.name == p.method]
-        result = run(derived, store=p.store, **p.options)
+        derived.methods = [m for m in spec.study.methods if m.name == spec.method]
+        result = run(derived, store=spec.store, **spec.options)
         self.report.computed += result.computed
         if result.interrupted:
             self.report.interrupted = True
@@ -292,7 +304,7 @@ class _Solver:
             method, error = result.failing
             raise NoSolution(
                 f"solve: the tasks of method {method!r} fail ({error}), so "
-                f"{p.measure} cannot be evaluated.",
+                f"{spec.measure} cannot be evaluated.",
                 hint="fix the method (`simstudy errors STORE` lists the failures)",
             )
         self._read()
@@ -305,30 +317,32 @@ class _Solver:
         from simstudy.analysis.summary import summarize
         from simstudy.store import open_results
 
-        p = self.p
+        spec = self.spec
         levels = sorted(self.counts)
-        cube = open_results(p.store, include_hidden=True)
-        cube = cube.sel({**{f: [v] for f, v in self.point.items()}, METHOD: [p.method]})
-        cube = cube.sel({p.factor: levels})
+        cube = open_results(spec.store, include_hidden=True)
+        cube = cube.sel(
+            {**{f: [v] for f, v in self.point.items()}, METHOD: [spec.method]}
+        )
+        cube = cube.sel({spec.factor: levels})
         cube = cube.isel({REPLICATE: slice(0, max(self.counts.values()))})
         limit = xr.DataArray(
-            [self.counts[lv] for lv in levels], coords={p.factor: levels}
+            [self.counts[lv] for lv in levels], coords={spec.factor: levels}
         )
         cube = cube.assign(status=cube["status"].where(cube[REPLICATE] < limit, 0))
         cube.attrs["simstudy"] = self._with_truth(cube.attrs["simstudy"], levels)
-        summary = summarize(cube, measures=[p.measure])
-        if p.measure not in summary:
-            skipped = summary.attrs.get("skipped", {})
+        summary = summarize(cube, measures=[spec.measure])
+        if spec.measure not in summary:
+            why = summary.attrs.get("skipped", {}).get(spec.measure, "unknown measure")
             raise UsageError(
-                f"solve: --target {p.measure}: the measure is not computed for "
-                f"method {p.method!r} ({skipped.get(p.measure, 'unknown measure')}).",
+                f"solve: --target {spec.measure}: the measure is not computed for "
+                f"method {spec.method!r} ({why}).",
                 hint="choose a measure `simstudy summarize` shows for this method",
             )
-        sel = summary.sel(dict(self.point)).sel({METHOD: p.method})
+        cells = summary.sel(dict(self.point)).sel({METHOD: spec.method})
         for lv in levels:
-            cell = sel.sel({p.factor: lv})
-            value = float(cell[p.measure].values)
-            name = f"{p.measure}_mcse"
+            cell = cells.sel({spec.factor: lv})
+            value = float(cell[spec.measure].values)
+            name = f"{spec.measure}_mcse"
             mcse = float(cell[name].values) if name in cell else math.nan
             n_ok = int(cell["n_ok"].values)
             self.evaluations[lv] = Evaluation(
@@ -341,42 +355,44 @@ class _Solver:
         records it for its own study's points only, a round's."""
         from simstudy.store.store import json_key
 
-        p, truths = self.p, dict(meta.get("truth") or {})
+        spec, truths = self.spec, dict(meta.get("truth") or {})
         for lv in levels:
-            point = {**self.point, p.factor: lv}
-            truth = p.study.truth_for(point)
+            point = {**self.point, spec.factor: lv}
+            truth = spec.study.truth_for(point)
             if truth:
                 truths[json_key(point)] = truth
         return {**meta, "truth": truths}
 
     def _fit(self) -> RootFit:
         """The fitted root, or NoSolution with the reason."""
-        p = self.p
+        spec = self.spec
         where = ", ".join(f"{k}={v}" for k, v in self.point.items())
         where = f" at {where}" if where else ""
-        pts = [
+        points = [
             Point(e.level, e.value, e.mcse, e.n_ok)
             for e in self.evaluations.values()
             if math.isfinite(e.value) and math.isfinite(e.mcse)
         ]
-        breach = _breach(pts)
+        breach = _breach(points)
         if breach is not None:
-            a, b, c, d = breach
+            rise, fall = breach[:2], breach[2:]
             raise NoSolution(
-                f"solve: {p.measure} of {p.method} is not monotone in "
-                f"{p.factor}{where}: it rises from {_fmt(a.value)} at "
-                f"{p.factor}={_fmt(a.level)} to {_fmt(b.value)} at {_fmt(b.level)} "
-                f"but falls from {_fmt(c.value)} at {_fmt(c.level)} to "
-                f"{_fmt(d.value)} at {_fmt(d.level)} (beyond Monte Carlo error).",
+                f"solve: {spec.measure} of {spec.method} is not monotone in "
+                f"{spec.factor}{where}: it rises from {_fmt(rise[0].value)} at "
+                f"{spec.factor}={_fmt(rise[0].level)} to {_fmt(rise[1].value)} at "
+                f"{_fmt(rise[1].level)} but falls from {_fmt(fall[0].value)} at "
+                f"{_fmt(fall[0].level)} to {_fmt(fall[1].value)} at "
+                f"{_fmt(fall[1].level)} (beyond Monte Carlo error).",
                 hint="narrow --range to a stretch where the measure is monotone",
             )
-        fit = fit_root(pts, p.target, p.scale, level=p.level)
-        lo, hi = p.bounds
+        fit = fit_root(points, spec.target, spec.scale, level=spec.level)
+        lo, hi = spec.bounds
         if fit is None or not lo <= fit.root <= hi:
-            ends = sorted(pts, key=lambda q: q.level)
+            ends = sorted(points, key=lambda q: q.level)
             raise NoSolution(
-                f"solve: {p.measure} of {p.method} does not reach {_fmt(p.target)} "
-                f"for {p.factor} in {_fmt(lo)}..{_fmt(hi)}{where}: "
+                f"solve: {spec.measure} of {spec.method} does not reach "
+                f"{_fmt(spec.target)} for {spec.factor} in "
+                f"{_fmt(lo)}..{_fmt(hi)}{where}: "
                 f"{_fmt(ends[0].value)} at {_fmt(ends[0].level)}, "
                 f"{_fmt(ends[-1].value)} at {_fmt(ends[-1].level)}.",
                 hint="widen --range (or check the target's value)",
@@ -386,33 +402,33 @@ class _Solver:
     def _progress(self, rounds: int, fit: RootFit) -> None:
         if self.on_progress is None:
             return
-        p = self.p
+        spec = self.spec
         evals = ", ".join(
             f"{_fmt(e.level)}:{e.value:.3f}"
             for e in sorted(self.evaluations.values(), key=lambda e: e.level)
         )
         self.on_progress(
-            f"round {rounds}: {p.factor} in [{_fmt(fit.lower)}, {_fmt(fit.upper)}] "
+            f"round {rounds}: {spec.factor} in [{_fmt(fit.lower)}, {_fmt(fit.upper)}] "
             f"(estimate {_fmt(fit.root)}), {self.tasks:,} tasks; {evals}"
         )
 
     def _solution(self, fit: RootFit, rounds: int, met: bool) -> Solution:
-        p = self.p
-        if p.integer:
+        spec = self.spec
+        if spec.integer:
             answer: float = math.ceil(round(fit.root, 9))
         else:
             answer = float(f"{fit.root:.4g}")
         return Solution(
             point=dict(self.point),
-            factor=p.factor,
-            measure=p.measure,
-            method=p.method,
-            target=p.target,
+            factor=spec.factor,
+            measure=spec.measure,
+            method=spec.method,
+            target=spec.target,
             answer=answer,
             estimate=fit.root,
             lower=fit.lower,
             upper=fit.upper,
-            level=p.level,
+            level=spec.level,
             tolerance=self._tolerance(fit),
             met=met,
             tasks=self.tasks,
@@ -472,7 +488,7 @@ def _record(problem: SolveSpec, solutions: list[Solution]) -> None:
         }
     )
     opts = RunOptions.build(view, store=problem.store, **problem.options)
-    st = Store.open_for_run(
+    store = Store.open_for_run(
         problem.store,
         view,
         provenance=backend_of(view).provenance(
@@ -480,6 +496,6 @@ def _record(problem: SolveSpec, solutions: list[Solution]) -> None:
         ),
     )
     try:
-        st.record_solve(record)
+        store.record_solve(record)
     finally:
-        st.close()
+        store.close()
