@@ -304,26 +304,26 @@ def error_groups(store: str | os.PathLike[str]) -> list[ErrorGroup]:
         for name in (*factors, METHOD)
     }
     groups: dict[tuple[Any, ...], ErrorGroup] = {}
-    for f in sorted(read_failures(store), key=lambda f: f["replicate"]):
-        point = {k: f[k] for k in factors}
+    for record in sorted(read_failures(store), key=lambda r: r["replicate"]):
+        point = {k: record[k] for k in factors}
         try:
             at = (
-                *(index[k][f[k]] for k in factors),
-                int(f["replicate"]),
-                index[METHOD][f["method"]],
+                *(index[k][record[k]] for k in factors),
+                int(record["replicate"]),
+                index[METHOD][record["method"]],
             )
         except (KeyError, IndexError):
             continue
         if status[at] != FAILED:
             continue  # a record not committed (the run stopped before its status)
-        key = (*point.values(), f["method"], f["type"])
+        key = (*point.values(), record["method"], record["type"])
         group = groups.get(key)
         if group is None:
             group = groups[key] = ErrorGroup(
-                point, f["method"], f["type"], 0, f["message"], []
+                point, record["method"], record["type"], 0, record["message"], []
             )
         group.count += 1
-        group.replicates.append(int(f["replicate"]))
+        group.replicates.append(int(record["replicate"]))
     ds.close()
     return sorted(groups.values(), key=lambda g: -g.count)
 
@@ -394,14 +394,7 @@ def verify(
     _same_study(study, ds.attrs["simstudy"]["fingerprint"], store)
     grid = points(study)
     status = ds["status"]
-    rows = []  # (point index, replicate) with at least one ok task
-    for p, point in enumerate(grid):
-        try:
-            st = status.sel(point).values  # (replicate, method) in store order
-        except KeyError:
-            continue
-        done = np.flatnonzero((st[: study.replicates] == OK).any(axis=1))
-        rows += [(p, int(r)) for r in done]
+    rows = _finished(study, grid, status)
     if not rows:
         raise StoreError(
             f"{store} has no finished task to verify.", hint="run it first"
@@ -423,19 +416,35 @@ def verify(
     try:
         executor.wait()
         for result in executor.results(iter(batches), lambda: specs):
-            b = result.batch
-            point = grid[b.point]
-            for j, m in enumerate(b.methods):
+            batch = result.batch
+            point = grid[batch.point]
+            for j, m in enumerate(batch.methods):
                 name = study.methods[m].name
-                where = {**point, REPLICATE: b.start, METHOD: name}
+                where = {**point, REPLICATE: batch.start, METHOD: name}
                 if int(status.sel(where)) != OK:
                     continue
                 tasks += 1
                 new = {v: result.outputs[v][0, j] for v in result.outputs}
                 old = {v: np.asarray(ds[v].sel(where).values) for v in result.outputs}
                 if result.status[0, j] != OK or differing(new, old):
-                    differ.setdefault(name, []).append(task_spec(point, b.start, name))
+                    task = task_spec(point, batch.start, name)
+                    differ.setdefault(name, []).append(task)
     finally:
         executor.close()
         ds.close()
     return Verification(tasks, differ)
+
+
+def _finished(
+    study: Study, grid: list[dict[str, Level]], status: Any
+) -> list[tuple[int, int]]:
+    """(point index, replicate) of every replicate with at least one ok task."""
+    rows = []
+    for p, point in enumerate(grid):
+        try:
+            codes = status.sel(point).values  # (replicate, method) in store order
+        except KeyError:
+            continue
+        done = np.flatnonzero((codes[: study.replicates] == OK).any(axis=1))
+        rows += [(p, int(r)) for r in done]
+    return rows
