@@ -99,15 +99,16 @@ def verify_bundle(args: argparse.Namespace) -> int:
 def run_bundle(args: argparse.Namespace) -> int:
     from simstudy.sharing.bundle import add_method, is_bundle
 
+    usage = "write python -m simstudy run BUNDLE.tar --add-method mine.py"
     if not is_bundle(args.study):
         raise UsageError(
             f"run {args.study} --add-method: {args.study} is not a bundle (.tar).",
-            hint="write python -m simstudy run BUNDLE.tar --add-method mine.py",
+            hint=usage,
         )
     if args.add_method is None:
         raise UsageError(
             f"run {args.study}: a bundle runs only with --add-method FILE.py.",
-            hint="write python -m simstudy run BUNDLE.tar --add-method mine.py",
+            hint=usage,
         )
     options: dict[str, Any] = {
         k: getattr(args, k)
