@@ -1,6 +1,7 @@
 """A method's declaration: the Method record, the outputs its measures read,
 the parameters a study function asks for, and when a second declaration
-replaces the first (typed again in a notebook) instead of being an error.
+replaces the first (typed again in a notebook) instead of being an error;
+``check_known`` refuses an option that names no method of the study.
 """
 
 from __future__ import annotations
@@ -9,13 +10,20 @@ import contextvars
 import inspect
 import sys
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from simstudy.errors import StudyError
+from simstudy.errors import StudyError, UsageError, option
 
-__all__ = ["FROM_FILE", "Method", "measures_of", "params_of", "redeclared"]
+__all__ = [
+    "FROM_FILE",
+    "Method",
+    "check_known",
+    "measures_of",
+    "params_of",
+    "redeclared",
+]
 
 # set by the loader while a study file runs: there a second declaration of a
 # method is a mistake; typed again in a notebook or a REPL it is an edit
@@ -41,6 +49,16 @@ class Method:
     @property
     def takes_key(self) -> bool:
         return "key" in self.params
+
+
+def check_known(name: str, given: Sequence[str], methods: Sequence[str]) -> None:
+    """Refuse option ``name`` when it names no method of the study."""
+    unknown = [method for method in given if method not in methods]
+    if unknown:
+        raise UsageError(
+            f"{option(name, unknown[0])}: the study has no method {unknown[0]!r}.",
+            hint=f"methods: {', '.join(methods)}",
+        )
 
 
 def measures_of(method: str | None, **declared: Any) -> dict[str, Any]:

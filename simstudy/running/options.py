@@ -19,8 +19,9 @@ from typing import Any, TypedDict, Unpack
 
 from simstudy.backends import Placement, backend_of
 from simstudy.cube import MAX_REPLICATES
+from simstudy.declare.methods import check_known
 from simstudy.declare.study import Study
-from simstudy.errors import UsageError, option
+from simstudy.errors import UsageError
 from simstudy.executors import SCHEDULERS
 
 __all__ = [
@@ -206,30 +207,30 @@ class RunOptions:
     @classmethod
     def build(cls, study: Study, **kwargs: Unpack[RunKwargs]) -> RunOptions:
         """Check every option (``RunKwargs``) for ``study``; raise UsageError."""
-        o: dict[str, Any] = dict(kwargs)
-        unknown = sorted(set(o) - set(RunKwargs.__annotations__))
+        given: dict[str, Any] = dict(kwargs)
+        unknown = sorted(set(given) - set(RunKwargs.__annotations__))
         if unknown:
             raise UsageError(
                 f"run() got an unknown option {unknown[0]!r}.",
                 hint=f"options: {', '.join(RunKwargs.__annotations__)}",
             )
-        address, cluster = o.get("address"), o.get("cluster")
-        scheduler, device = o.get("scheduler"), o.get("device")
-        task_timeout = o.get("task_timeout")
-        warnings_as_errors = bool(o.get("warnings_as_errors", False))
+        address, cluster = given.get("address"), given.get("cluster")
+        scheduler, device = given.get("scheduler"), given.get("device")
+        task_timeout = given.get("task_timeout")
+        warnings_as_errors = bool(given.get("warnings_as_errors", False))
         target = _target(
             study,
-            o.get("target_mcse"),
-            o.get("max_replicates"),
-            o.get("round_size"),
-            strict=bool(o.get("strict", False)),
+            given.get("target_mcse"),
+            given.get("max_replicates"),
+            given.get("round_size"),
+            strict=bool(given.get("strict", False)),
         )
-        recompute = _names(o.get("recompute", ()))
-        _known_methods(study, recompute)
+        recompute = _names(given.get("recompute", ()))
+        check_known("recompute", recompute, study.method_names)
         scheduler = _scheduler(study, scheduler, remote=bool(address or cluster))
         backend_of(study).check(study, Placement(scheduler, device, task_timeout))
-        workers, batch_size = o.get("workers"), o.get("batch_size")
-        max_errors = o.get("max_errors")
+        workers, batch_size = given.get("workers"), given.get("batch_size")
+        max_errors = given.get("max_errors")
         _at_least_one(workers=workers, batch_size=batch_size, max_errors=max_errors)
         if not (address or cluster):
             _local_workers(workers)
@@ -243,19 +244,19 @@ class RunOptions:
             )
         if task_timeout is not None:
             _check_timeout(task_timeout, scheduler, traits.timeout)
-        insecure = bool(o.get("insecure", False))
+        insecure = bool(given.get("insecure", False))
         tls = _remote(
             scheduler,
             address,
             insecure,
             cluster,
-            o.get("cluster_config"),
-            (o.get("tls_ca_file"), o.get("tls_cert"), o.get("tls_key")),
+            given.get("cluster_config"),
+            (given.get("tls_ca_file"), given.get("tls_cert"), given.get("tls_key")),
         )
         warnings = "error" if warnings_as_errors else None
         if warnings is None and traits.warnings:
             warnings = "record"
-        store = o.get("store")
+        store = given.get("store")
         return cls(
             store=Path(store) if store is not None else default_store(study),
             scheduler=scheduler,
@@ -264,21 +265,21 @@ class RunOptions:
             insecure=insecure,
             tls=tls,
             cluster=cluster,
-            cluster_config=o.get("cluster_config"),
+            cluster_config=given.get("cluster_config"),
             batch_size=batch_size,
             max_errors=max_errors,
-            fail_fast=bool(o.get("fail_fast", True)),
+            fail_fast=bool(given.get("fail_fast", True)),
             task_timeout=task_timeout,
-            accept_version_change=bool(o.get("accept_version_change", False)),
+            accept_version_change=bool(given.get("accept_version_change", False)),
             warnings=warnings,
-            retry_failed=bool(o.get("retry_failed", False)),
-            restart=bool(o.get("restart", False)),
+            retry_failed=bool(given.get("retry_failed", False)),
+            restart=bool(given.get("restart", False)),
             recompute=recompute,
-            prune=bool(o.get("prune", False)),
+            prune=bool(given.get("prune", False)),
             target=target,
-            strict=bool(o.get("strict", False)),
+            strict=bool(given.get("strict", False)),
             device=device,
-            protocol=_protocol(o.get("protocol")),
+            protocol=_protocol(given.get("protocol")),
         )
 
 
@@ -302,16 +303,6 @@ def _names(value: Any) -> tuple[str, ...]:
     if isinstance(value, str):
         return (value,)
     return tuple(value)
-
-
-def _known_methods(study: Study, recompute: tuple[str, ...] | list[str]) -> None:
-    unknown = [m for m in recompute if m not in study.method_names]
-    if unknown:
-        raise UsageError(
-            f"{option('recompute', unknown[0])}: the study has no method "
-            f"{unknown[0]!r}.",
-            hint=f"methods: {', '.join(study.method_names)}",
-        )
 
 
 def _scheduler(study: Study, scheduler: str | None, *, remote: bool) -> str:

@@ -23,12 +23,12 @@ import zarr
 
 from simstudy.cube import FIXED_VARS, METHOD, REPLICATE
 from simstudy.declare import fingerprint
+from simstudy.declare.methods import check_known
 from simstudy.declare.study import Study
 from simstudy.errors import (
     FROM_CLI,
     FingerprintMismatch,
     StoreError,
-    UsageError,
     option,
 )
 from simstudy.store import seals
@@ -152,13 +152,7 @@ def reconcile(
     discard the results of the ``recompute`` methods."""
     new = study.fingerprint()
     old = upgrade(layout.meta.fingerprint, study, new)
-    unknown = [m for m in recompute if m not in study.method_names]
-    if unknown:
-        raise UsageError(
-            f"{option('recompute', unknown[0])}: the study has no method "
-            f"{unknown[0]!r}.",
-            hint=f"methods: {', '.join(study.method_names)}",
-        )
+    check_known("recompute", recompute, study.method_names)
     changes = compare(old, new, ignore_methods=set(recompute))
     if changes:
         raise _mismatch(layout, changes)
