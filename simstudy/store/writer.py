@@ -90,6 +90,13 @@ class Writer:
     ) -> BatchResult:
         batch, layout = result.batch, self.layout
         status = result.status.copy()
+
+        def put(name: str, values: np.ndarray[Any, Any]) -> None:
+            """Set the batch's (replicates x methods x ...) block of ``name``
+            in the chunk buffer."""
+            array = self.chunked(name)
+            self.cache.put(array, pidx, batch.start, batch.stop, midx, values)
+
         names = [layout.methods[i] for i in midx]
         failures = list(result.failures)
         failures += self._check_keys(result, status, names)
@@ -106,25 +113,23 @@ class Writer:
             if specs[name] != shape:
                 continue
             ok = (status == OK).reshape(status.shape + (1,) * len(shape))
-            self._put(
-                name, pidx, batch.start, batch.stop, midx, np.where(ok, values, np.nan)
-            )
+            put(name, np.where(ok, values, np.nan))
         if result.worker not in layout.meta.workers:
             layout.meta.workers.append(result.worker)
             self.new_workers = True
         wid = layout.meta.workers.index(result.worker)
-        self._put("seconds", pidx, batch.start, batch.stop, midx, result.seconds)
-        self._put("started", pidx, batch.start, batch.stop, midx, result.started)
+        put("seconds", result.seconds)
+        put("started", result.started)
         worker = np.full(status.shape, wid, np.int16)
-        self._put("worker", pidx, batch.start, batch.stop, midx, worker)
+        put("worker", worker)
         if "warnings" not in layout.var_names():  # stores made before warnings
             layout.new_var("warnings", *FIXED_VARS["warnings"], ())
             layout.consolidate()
         counts = result.warnings
         if counts is None:  # a batch whose worker failed emitted none
             counts = np.zeros(status.shape, np.int16)
-        self._put("warnings", pidx, batch.start, batch.stop, midx, counts)
-        self._put("status", pidx, batch.start, batch.stop, midx, status)
+        put("warnings", counts)
+        put("status", status)
         group = (pidx, batch.start // layout.group_rows)
         self.records.add("failures", group, (batch.start, batch.stop, names, failures))
         self.records.add(
@@ -193,18 +198,6 @@ class Writer:
             self.timer = threading.Timer(self.flush_seconds, self._flush_on_timer)
             self.timer.daemon = True
             self.timer.start()
-
-    def _put(
-        self,
-        name: str,
-        pidx: tuple[int, ...],
-        start: int,
-        stop: int,
-        midx: np.ndarray[Any, Any],
-        values: np.ndarray[Any, Any],
-    ) -> None:
-        """Set a (replicates x methods x ...) block in the chunk buffer."""
-        self.cache.put(self.chunked(name), pidx, start, stop, midx, values)
 
     def chunked(self, name: str) -> ChunkedArray:
         """The chunk-level view of a data variable."""
