@@ -137,6 +137,18 @@ class Kernels:
         """Compile with float factors traced, shared by all their levels; a
         kernel whose tracing needs their values is compiled per point, with
         every factor static. ``extra`` joins the cache key."""
+
+        def attempt(dynamic: tuple[str, ...]) -> Kernel:
+            """Build one kernel; errors other than needing a traced value are kept."""
+            try:
+                return build(dynamic)
+            except _TRACE_NEEDS_VALUE:
+                raise
+            except KernelError as exc:
+                return Kernel(error=exc)
+            except Exception as exc:
+                return Kernel(error=self._error(kind, m, levels, exc))
+
         floats = tuple(k for k, v in levels.items() if type(v) is float)
         static = tuple((k, levels[k]) for k in levels if k not in floats)
         shared: tuple[Any, ...] = (kind, m, static, extra)
@@ -145,7 +157,7 @@ class Kernels:
             kernel = self.cache.get(shared)
             if kernel is None and floats:
                 try:
-                    kernel = self._build(kind, m, levels, build, floats)
+                    kernel = attempt(floats)
                 except _TRACE_NEEDS_VALUE:
                     kernel = Kernel(per_point=True)
                 self.cache[shared] = kernel
@@ -155,29 +167,11 @@ class Kernels:
             kernel = self.cache.get(own)
             if kernel is None:
                 try:
-                    kernel = self._build(kind, m, levels, build, ())
+                    kernel = attempt(())
                 except _TRACE_NEEDS_VALUE as exc:
                     kernel = Kernel(error=self._error(kind, m, levels, exc))
                 self.cache[own] = kernel
             return kernel
-
-    def _build(
-        self,
-        kind: str,
-        m: int,
-        levels: Mapping[str, Any],
-        build: Callable[[tuple[str, ...]], Kernel],
-        dynamic: tuple[str, ...],
-    ) -> Kernel:
-        """Build one kernel; errors other than needing a traced value are kept."""
-        try:
-            return build(dynamic)
-        except _TRACE_NEEDS_VALUE:
-            raise
-        except KernelError as exc:
-            return Kernel(error=exc)
-        except Exception as exc:
-            return Kernel(error=self._error(kind, m, levels, exc))
 
     def _error(
         self, kind: str, m: int, levels: Mapping[str, Any], exc: BaseException
