@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -95,14 +95,7 @@ def spawn_words(
     entropy += [col(w) for k in before for w in _words(k)]
     entropy.append(reps)
     entropy += [col(w) for k in after for w in _words(k)]
-    hash_const = _INIT_A
-
-    def hashmix(value: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
-        nonlocal hash_const
-        value = value ^ np.uint32(hash_const)
-        hash_const = (hash_const * _MULT_A) & _MASK32
-        value = value * np.uint32(hash_const)
-        return value ^ (value >> np.uint32(16))
+    hashmix = _hasher(_INIT_A, _MULT_A)
 
     def mix(x: np.ndarray[Any, Any], y: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
         result: np.ndarray[Any, Any] = np.uint32(_MIX_MULT_L) * x
@@ -119,14 +112,29 @@ def spawn_words(
         for dst in range(_POOL_SIZE):
             pool[dst] = mix(pool[dst], hashmix(entropy[src]))
     # generate_state: words cycling over the pool
-    hash_const = _INIT_B
+    draw = _hasher(_INIT_B, _MULT_B)
     out = np.empty((len(reps), words), dtype=np.uint32)
     for i in range(words):
-        value = pool[i % _POOL_SIZE] ^ np.uint32(hash_const)
-        hash_const = (hash_const * _MULT_B) & _MASK32
-        value = value * np.uint32(hash_const)
-        out[:, i] = value ^ (value >> np.uint32(16))
+        out[:, i] = draw(pool[i % _POOL_SIZE])
     return out
+
+
+def _hasher(
+    init: int, mult: int
+) -> Callable[[np.ndarray[Any, Any]], np.ndarray[Any, Any]]:
+    """SeedSequence's hash, its multiplier advancing with each call: from
+    ``_INIT_A`` it mixes entropy into the pool, from ``_INIT_B`` it draws
+    the state out of it."""
+    hash_const = init
+
+    def hashed(value: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+        nonlocal hash_const
+        value = value ^ np.uint32(hash_const)
+        hash_const = (hash_const * mult) & _MASK32
+        value = value * np.uint32(hash_const)
+        return value ^ (value >> np.uint32(16))
+
+    return hashed
 
 
 def spawn_states(
