@@ -74,6 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_other(sub)
     add_solve(sub)
     _add_share(sub)
+    for command in sub.choices.values():  # every command takes it, as its last
+        command.add_argument("--debug", action="store_true", help="show tracebacks")
     return top
 
 
@@ -115,7 +117,6 @@ def _add_run(sub: Any) -> None:
     _add_run_study(run)
     _add_run_share(run)
     run.add_argument("--no-progress", action="store_true", help="no progress output")
-    run.add_argument("--debug", action="store_true", help="show tracebacks")
 
 
 def _add_run_execution(run: Any) -> None:
@@ -254,7 +255,6 @@ def _add_summarize(sub: Any) -> None:
         help="methods as columns (table, csv, latex, markdown)",
     )
     add_summary_options(summ)
-    summ.add_argument("--debug", action="store_true", help="show tracebacks")
 
 
 def add_summary_options(p: Any) -> None:
@@ -327,7 +327,6 @@ def _add_other(sub: Any) -> None:
     status = sub.add_parser("status", help="show a store's progress")
     status.add_argument("target", help="a study file (.py) or a store (.zarr)")
     status.add_argument("--store", help="the store, when TARGET is a study file")
-    status.add_argument("--debug", action="store_true", help="show tracebacks")
     _add_summarize(sub)
     rpl = sub.add_parser("replay", help="rerun one task here, with its streams")
     rpl.add_argument("study", help="the study file (.py)")
@@ -341,10 +340,8 @@ def _add_other(sub: Any) -> None:
     )
     rpl.add_argument("--store", help="compare with this store (default ./<stem>.zarr)")
     rpl.add_argument("--pdb", action="store_true", help="debug the task's exception")
-    rpl.add_argument("--debug", action="store_true", help="show tracebacks")
     err_p = sub.add_parser("errors", help="failed tasks, grouped, with replay commands")
     err_p.add_argument("store", help="the store (.zarr)")
-    err_p.add_argument("--debug", action="store_true", help="show tracebacks")
     ver = sub.add_parser("verify", help="recompute finished tasks, compare bit for bit")
     ver.add_argument(
         "store",
@@ -370,7 +367,6 @@ def _add_other(sub: Any) -> None:
         help="where to recompute (default: in this process)",
     )
     ver.add_argument("--workers", type=_positive, help="worker processes")
-    ver.add_argument("--debug", action="store_true", help="show tracebacks")
     pln = sub.add_parser("plan", help="what a run would do: tasks, size, time")
     pln.add_argument("study", help="the study file (.py)")
     pln.add_argument("--store", help="the store (default ./<stem>.zarr)")
@@ -381,7 +377,6 @@ def _add_other(sub: Any) -> None:
         action="store_true",
         help="count failed tasks as to run, as run --retry-failed does",
     )
-    pln.add_argument("--debug", action="store_true", help="show tracebacks")
     rep = sub.add_parser("report", help="write a self-contained HTML report")
     rep.add_argument("store", help="the store (.zarr)")
     rep.add_argument(
@@ -394,7 +389,6 @@ def _add_other(sub: Any) -> None:
         help="one panel per level of FACTOR in each figure, and the replicate "
         "figures in one section per level (e.g. --split delta)",
     )
-    rep.add_argument("--debug", action="store_true", help="show tracebacks")
 
 
 def _add_run_share(run: Any) -> None:
@@ -439,7 +433,6 @@ def _add_share(sub: Any) -> None:
         metavar="MEASURE=MCSE",
         help="also give the replicates each MCSE target needs, e.g. bias=0.005",
     )
-    pro.add_argument("--debug", action="store_true", help="show tracebacks")
     bnd = sub.add_parser(
         "bundle", help="pack a store, its study code, environment and report"
     )
@@ -460,4 +453,3 @@ def _add_share(sub: Any) -> None:
     bnd.add_argument(
         "--protocol", metavar="FILE", help="the protocol (default: the registered one)"
     )
-    bnd.add_argument("--debug", action="store_true", help="show tracebacks")

@@ -118,7 +118,6 @@ def add_solve(sub: Any) -> None:
     cmd.add_argument("--scheduler", choices=list(SCHEDULERS), default=None)
     cmd.add_argument("--workers", type=_whole, help="worker processes")
     cmd.add_argument("--no-progress", action="store_true", help="no progress output")
-    cmd.add_argument("--debug", action="store_true", help="show tracebacks")
 
 
 def cmd_solve(args: argparse.Namespace) -> int:
