@@ -60,9 +60,9 @@ def read_protocol(path: str | os.PathLike[str]) -> dict[str, Any]:
 
     Raises UsageError when the file is missing or holds no protocol block.
     """
-    p = Path(path)
+    file = Path(path)
     try:
-        text = p.read_text(encoding="utf-8")
+        text = file.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise UsageError(
             f"--protocol {path}: cannot read the protocol ({exc.__class__.__name__}).",
@@ -86,7 +86,7 @@ def read_protocol(path: str | os.PathLike[str]) -> dict[str, Any]:
             "(keep its last block as it is)",
         )
     return {
-        "file": p.name,
+        "file": file.name,
         "sha256": hashlib.sha256(text.encode("utf-8")).hexdigest(),
         "record": record,
         "text": text,
@@ -96,21 +96,21 @@ def read_protocol(path: str | os.PathLike[str]) -> dict[str, Any]:
 def from_store_meta(meta: dict[str, Any]) -> dict[str, Any]:
     """What a store says it computes, in the shape of a protocol record: its
     fingerprint restricted to the levels and methods the study still has."""
-    fp = json.loads(json.dumps(meta["fingerprint"]))
+    stored = json.loads(json.dumps(meta["fingerprint"]))
     active = meta.get("active")
     hidden: dict[str, Any] = {"levels": {}, "methods": []}
     if active:
-        factors = active.get("factors") or fp["factors"]
-        for f, levels in fp["factors"].items():
+        factors = active.get("factors") or stored["factors"]
+        for f, levels in stored["factors"].items():
             gone = [lv for lv in levels if lv not in factors.get(f, levels)]
             if gone:
                 hidden["levels"][f] = gone
-        fp["factors"] = {f: factors.get(f, v) for f, v in fp["factors"].items()}
-        kept = active.get("methods") or list(fp["methods"])
-        hidden["methods"] = [m for m in fp["methods"] if m not in kept]
-        fp["methods"] = {m: h for m, h in fp["methods"].items() if m in kept}
+        stored["factors"] = {f: factors.get(f, v) for f, v in stored["factors"].items()}
+        kept = active.get("methods") or list(stored["methods"])
+        hidden["methods"] = [m for m in stored["methods"] if m not in kept]
+        stored["methods"] = {m: h for m, h in stored["methods"].items() if m in kept}
     declared = {"truth": meta.get("truth", {}), "measures": meta.get("measures", {})}
-    return {"fingerprint": fp, "declared": declared, "hidden": hidden}
+    return {"fingerprint": stored, "declared": declared, "hidden": hidden}
 
 
 def _levels(old: dict[str, Any], new: dict[str, Any]) -> list[str]:

@@ -287,11 +287,15 @@ def explain(old: Mapping[str, str], new: Mapping[str, str]) -> list[tuple[str, s
     | "is no longer used"); the label ``"itself"`` is the function's own code."""
     out = []
     for label in sorted(set(old) | set(new)):
-        a, b = old.get(label), new.get(label)
-        if a == b:
+        before, after = old.get(label), new.get(label)
+        if before == after:
             continue
         verb = (
-            "is new" if a is None else "is no longer used" if b is None else "changed"
+            "is new"
+            if before is None
+            else "is no longer used"
+            if after is None
+            else "changed"
         )
         out.append((label, verb))
     return out

@@ -108,13 +108,13 @@ def batch_runs(
             continue
         cut = (np.diff(idx) != 1) | (np.diff(code[idx]) != 0)
         for run in np.split(idx, np.flatnonzero(cut) + 1):
-            s, e = int(run[0]) + offset, int(run[-1]) + 1 + offset
-            methods = tuple(int(i) for i in np.flatnonzero(pending[s - offset]))
-            a = s
-            while a < e:
-                b = a + max(1, size_now())
-                if align > 1 and b < e:
-                    b = max(a + 1, b - b % align)
-                b = min(b, e)
-                yield a, b, methods
-                a = b
+            run_start, run_end = int(run[0]) + offset, int(run[-1]) + 1 + offset
+            methods = tuple(int(i) for i in np.flatnonzero(pending[run_start - offset]))
+            start = run_start
+            while start < run_end:
+                stop = start + max(1, size_now())
+                if align > 1 and stop < run_end:
+                    stop = max(start + 1, stop - stop % align)
+                stop = min(stop, run_end)
+                yield start, stop, methods
+                start = stop

@@ -193,30 +193,30 @@ def load_study(path: str | os.PathLike[str], *, lazy: bool = False) -> Study:
         The file is missing, fails to import, declares no or several Studies,
         or its Study is invalid.
     """
-    p = Path(path).resolve()
-    if p.is_dir():
+    file = Path(path).resolve()
+    if file.is_dir():
         raise StudyError(
             f"{path} is a directory, not a study file.",
             hint="pass the study's .py file (a store is a .zarr directory: "
             "`simstudy status` and `summarize` take those)",
         )
-    if not p.is_file():
+    if not file.is_file():
         raise StudyError(
             f"{path}: no such study file.", hint="check the path to the .py file"
         )
-    if p.suffix != ".py":
+    if file.suffix != ".py":
         raise StudyError(
             f"{path}: a study file must be a Python file ending in .py.",
             hint="pass the study's .py file (a store is a .zarr directory)",
         )
-    module = _import(p, _lazy_names(p) if lazy else [])
-    found = _the_study(module, p)
+    module = _import(file, _lazy_names(file) if lazy else [])
+    found = _the_study(module, file)
     try:
         found.validate()
     except StudyError as exc:
-        raise StudyError(f"{p.name}: {exc.message}", hint=exc.hint) from exc
-    found.source_file = str(p)
-    _ship_by_value(module, p.parent)
+        raise StudyError(f"{file.name}: {exc.message}", hint=exc.hint) from exc
+    found.source_file = str(file)
+    _ship_by_value(module, file.parent)
     return found
 
 

@@ -90,16 +90,16 @@ def user_traceback(exc: BaseException, source_file: str | None) -> str:
     Functions shipped by value report their file as ``<dynamic-code>``; put
     the study file's path back so the user sees file, line and code.
     """
-    tb = traceback.TracebackException.from_exception(exc)
+    trace = traceback.TracebackException.from_exception(exc)
     frames = []
-    for f in tb.stack:
-        if os.path.abspath(f.filename).startswith(_HERE):
+    for frame in trace.stack:
+        if os.path.abspath(frame.filename).startswith(_HERE):
             continue
-        if f.filename == "<dynamic-code>" and source_file:
-            f = traceback.FrameSummary(source_file, f.lineno, f.name)
-        frames.append(f)
-    tb.stack = traceback.StackSummary.from_list(frames)
-    return "".join(tb.format())[-4000:]
+        if frame.filename == "<dynamic-code>" and source_file:
+            frame = traceback.FrameSummary(source_file, frame.lineno, frame.name)
+        frames.append(frame)
+    trace.stack = traceback.StackSummary.from_list(frames)
+    return "".join(trace.format())[-4000:]
 
 
 def failure(

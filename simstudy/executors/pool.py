@@ -97,7 +97,7 @@ class PoolExecutor(WindowedExecutor):
         self.pool: cf.ProcessPoolExecutor | None = None
         self.warming: list[cf.Future[str]] = []
         self.warmer: threading.Thread | None = None
-        self.n = workers
+        self.workers = workers
         self.payload = payload or study_payload(study)
         self._start_pool()
         self.description = f"local process pool, {workers} worker(s)"
@@ -111,7 +111,7 @@ class PoolExecutor(WindowedExecutor):
         context = _pool_context()
         with spawn_env():
             self.pool = cf.ProcessPoolExecutor(
-                max_workers=self.n,
+                max_workers=self.workers,
                 mp_context=context,
                 initializer=_init_worker,
                 initargs=(self.token, self.payload, os.getpid(), dict(os.environ)),
@@ -130,7 +130,7 @@ class PoolExecutor(WindowedExecutor):
 
     def _warm(self) -> None:
         assert self.pool is not None
-        self.warming = [self.pool.submit(worker.ready) for _ in range(self.n)]
+        self.warming = [self.pool.submit(worker.ready) for _ in range(self.workers)]
 
     def _died(self, exc: BaseException) -> bool:
         return isinstance(exc, BrokenProcessPool)

@@ -93,11 +93,11 @@ def _done(
     names = [m for m in study.method_names if m in ds[METHOD].values]
     for p, point in enumerate(grid):
         try:
-            st = ds["status"].sel({**point, METHOD: names}).values
+            codes = ds["status"].sel({**point, METHOD: names}).values
         except KeyError:
             continue
-        done_at[p] = int((st[: study.replicates] == OK).sum())
-        failed_at[p] = int((st[: study.replicates] == FAILED).sum())
+        done_at[p] = int((codes[: study.replicates] == OK).sum())
+        failed_at[p] = int((codes[: study.replicates] == FAILED).sum())
     ds.close()
     return done_at, failed_at
 
@@ -112,6 +112,14 @@ def _sample(n: int) -> list[int]:
     if n <= PILOT_POINTS:
         return list(range(n))
     return sorted({int(i) for i in np.linspace(0, n - 1, PILOT_POINTS)})
+
+
+def _values_per_task(result: BatchResult) -> int:
+    """The numbers one task of ``result`` returns, over all its outputs."""
+    return sum(
+        int(np.prod(array.shape[2:], dtype=np.int64))
+        for array in result.outputs.values()
+    )
 
 
 def estimate(
@@ -137,44 +145,40 @@ def estimate(
         study = load_study(study)
     backend = backend_of(study)
     grid = points(study)
-    nm = len(study.methods)
+    n_methods = len(study.methods)
     done_at, failed_at = _done(study, store)
     found = _Findings()
     per_method: dict[str, int] = {}
     spent = [0.0] * len(grid)
     ran = [0] * len(grid)
     values = 0
-    t0 = time.perf_counter()
+    started = time.perf_counter()
     width = study.vmap_width or 1
     rounds = 1 if study.vmap_width else min(3, study.replicates)
     r = 0
-    while r < rounds and (r == 0 or time.perf_counter() - t0 < pilot_seconds):
+    while r < rounds and (r == 0 or time.perf_counter() - started < pilot_seconds):
         for p in _sample(len(grid)):
             point = grid[p]
             stop = min(width, study.replicates) if width > 1 else r + 1
-            one = task_batch(study, p, point, r, tuple(range(nm)))
+            one = task_batch(study, p, point, r, tuple(range(n_methods)))
             batch = Batch(p, one.levels, r, stop, one.methods, warnings="record")
             result = backend.pilot(study, batch)
             found.add(result)
             for m in study.method_names:
                 per_method[m] = per_method.get(m, 0) + stop - r
             spent[p] += float(np.nansum(result.seconds))
-            ran[p] += nm * (stop - r)
-            values = max(
-                values,
-                sum(
-                    int(np.prod(a.shape[2:], dtype=np.int64))
-                    for a in result.outputs.values()
-                ),
-            )
+            ran[p] += n_methods * (stop - r)
+            values = max(values, _values_per_task(result))
         r += 1
     per_task = {p: spent[p] / ran[p] for p in range(len(grid)) if ran[p]}
     typical = sum(spent) / max(sum(ran), 1)  # for points the pilot skipped
     n_workers = workers or os.cpu_count() or 1  # processes, or jax threads
     left = failed_at if not retry_failed else [0] * len(grid)
-    todo = [study.replicates * nm - done_at[p] - left[p] for p in range(len(grid))]
+    todo = [
+        study.replicates * n_methods - done_at[p] - left[p] for p in range(len(grid))
+    ]
     work = sum(per_task.get(p, typical) * todo[p] for p in range(len(grid)))
-    shape = (*(len(v) for v in study.factors.values()), study.replicates, nm)
+    shape = (*(len(v) for v in study.factors.values()), study.replicates, n_methods)
     per_task_bytes = 1 + 4 + 8 + 2 + 2 + 8 * max(values, 1)  # fixed vars + outputs
     return Estimate(
         tasks=study.n_tasks,
@@ -185,7 +189,7 @@ def estimate(
         values_per_task=values,
         bytes=study.n_tasks * per_task_bytes,
         pilot_tasks=sum(ran),
-        pilot_seconds=time.perf_counter() - t0,
+        pilot_seconds=time.perf_counter() - started,
         seconds_per_task=per_task,
         estimate=work / n_workers,
         workers=n_workers,

@@ -87,7 +87,7 @@ def recheck_sample(
 
 def recheck_versions(
     study: Study,
-    st: Store,
+    store: Store,
     changes: dict[str, tuple[str, str]],
     *,
     accept: bool,
@@ -110,19 +110,19 @@ def recheck_versions(
 
     backend = backend_of(study)
     what = ", ".join(f"{k} {a} -> {b}" for k, (a, b) in changes.items())
-    midx = st.method_index(study.method_names)
-    specs = st.output_specs()
+    midx = store.method_index(study.method_names)
+    specs = store.output_specs()
     grid = points(study)
     per_cell = max(RECHECK_PER_CELL, -(-RECHECK_TOTAL // (len(grid) * len(midx))))
     checked, finished, differ = 0, 0, []
     for p, point in enumerate(grid):
-        pidx = st.point_index(point)
-        status = st.status_of(pidx, study.replicates, midx)
+        pidx = store.point_index(point)
+        status = store.status_of(pidx, study.replicates, midx)
         finished += int((status == OK).sum())
         stored: dict[int, dict[str, Any]] = {}
         for r, m in recheck_sample(status, per_cell):
             if r not in stored:
-                stored[r] = st.read_task_outputs(pidx, r)
+                stored[r] = store.read_task_outputs(pidx, r)
             result = backend.run_batch(
                 study, task_batch(study, p, point, r, (m,)), specs
             )
@@ -147,7 +147,7 @@ def recheck_versions(
             "or --accept-version-change to go on anyway",
         )
     log = entry(changes, finished=finished, checked=checked, differ=len(differ))
-    st.accept_versions(log)
+    store.accept_versions(log)
     if differ:
         return (
             f"{what}: {len(differ)} of {checked} recomputed task(s) differ from "

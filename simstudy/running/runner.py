@@ -180,7 +180,7 @@ class _Run:
         self.study, self.opts, self.payload = study, opts, payload
         self.on_progress, self.on_start = on_progress, on_start
         self.executor: Executor | None = None
-        self.t0 = time.perf_counter()
+        self.started = time.perf_counter()
         self.report = RunReport(store=opts.store, strict=opts.strict)
         self.failed_before = 0  # failed tasks before this run (within round 1)
         self.failed_now = 0  # failed in this run
@@ -243,7 +243,7 @@ class _Run:
         finally:
             store.close()
             self._close_executor()
-        self.report.seconds = time.perf_counter() - self.t0
+        self.report.seconds = time.perf_counter() - self.started
         return self.report
 
     def _make_executor(self) -> Executor:
@@ -261,7 +261,7 @@ class _Run:
         if report.executor == "nothing to run":
             self.executor.wait()
             report.executor = self.executor.description
-            report.startup = time.perf_counter() - self.t0
+            report.startup = time.perf_counter() - self.started
             if self.on_start is not None:
                 link = getattr(self.executor, "dashboard", None)
                 dashboard = f"; dashboard {link}" if link else ""
@@ -483,7 +483,7 @@ class _Run:
             return
         report = self.report
         stopping = report.interrupted or report.stopped_on_errors
-        elapsed = time.perf_counter() - self.t0
+        elapsed = time.perf_counter() - self.started
         failed = report.failed - self.failed_before
         self.on_progress(
             Progress(report.computed, self.base + self.total, failed, elapsed, stopping)

@@ -39,10 +39,10 @@ class TargetRule:
     last: list[dict[str, Any]] = field(default_factory=list)  # the last decisions
 
     def next_counts(
-        self, st: Store, grid: list[dict[str, Any]], counts: list[int]
+        self, store: Store, grid: list[dict[str, Any]], counts: list[int]
     ) -> tuple[list[int], bool]:
         """Return the next round's replicates per point, and whether any grew."""
-        summary, cube = _summary_within(st, grid, counts)
+        summary, cube = _summary_within(store, grid, counts)
         for measure in self.spec.targets:
             if f"{measure}_mcse" not in summary:
                 why = summary.attrs["skipped"].get(measure, "not computed")
@@ -68,7 +68,7 @@ class TargetRule:
         cube.close()
         self.last = entries
         spec = self.spec
-        st.record_target(
+        store.record_target(
             {
                 "targets": dict(spec.targets),
                 "max_replicates": spec.max_replicates,
@@ -102,7 +102,7 @@ class TargetRule:
 
 
 def _summary_within(
-    st: Store, grid: list[dict[str, Any]], counts: list[int]
+    store: Store, grid: list[dict[str, Any]], counts: list[int]
 ) -> tuple[Any, Any]:
     """Summarize each point's first ``counts[p]`` replicates (the others
     masked as pending); return the summary and the open cube."""
@@ -111,7 +111,7 @@ def _summary_within(
     from simstudy.analysis.summary import summarize
     from simstudy.store import open_results
 
-    cube = open_results(st.path)
+    cube = open_results(store.path)
     factors = list(grid[0]) if grid else []
     shape = tuple(cube.sizes[f] for f in factors)
     limit = np.zeros(shape, np.int64)

@@ -171,13 +171,13 @@ def _pilot(study: Study, replicates: int) -> dict[str, Any]:
         if n <= PILOT_POINTS
         else sorted({int(i) for i in np.linspace(0, n - 1, PILOT_POINTS)})
     )
-    k = min(replicates, study.replicates)
+    count = min(replicates, study.replicates)
     every = tuple(range(len(study.methods)))
-    sd: dict[str, list[float]] = {m.name: [] for m in study.methods}
+    spreads: dict[str, list[float]] = {m.name: [] for m in study.methods}
     shapes: dict[str, dict[str, tuple[int, ...]]] = {m.name: {} for m in study.methods}
     failed = {m.name: 0 for m in study.methods}
     for p in picked:
-        batch = Batch(p, tuple(grid[p].items()), 0, k, every)
+        batch = Batch(p, tuple(grid[p].items()), 0, count, every)
         result = backend.run_batch(study, batch)
         for j, method in enumerate(study.methods):
             ok = result.status[:, j] == OK
@@ -189,11 +189,11 @@ def _pilot(study: Study, replicates: int) -> dict[str, Any]:
                 continue
             values = result.outputs[est][ok, j].astype(float)
             if values.ndim == 1:
-                sd[method.name].append(float(np.nanstd(values, ddof=1)))
+                spreads[method.name].append(float(np.nanstd(values, ddof=1)))
     return {
-        "replicates": k,
+        "replicates": count,
         "points": len(picked),
-        "sd": sd,
+        "sd": spreads,
         "shapes": shapes,
         "failed": failed,
     }
@@ -248,7 +248,7 @@ def build(
         or "(not stated: write the aims as the study file's docstring)"
     )
     run = _pilot(study, pilot)
-    fp = record["fingerprint"]
+    fingerprint = record["fingerprint"]
     sha = ""
     if study.source_file:
         sha = hashlib.sha256(Path(study.source_file).read_bytes()).hexdigest()
@@ -283,8 +283,8 @@ def build(
         "",
         "## Fingerprint",
         "",
-        f"Study fingerprint: data `{fp['data']}`; methods "
-        + ", ".join(f"{m} `{h}`" for m, h in fp["methods"].items())
+        f"Study fingerprint: data `{fingerprint['data']}`; methods "
+        + ", ".join(f"{m} `{h}`" for m, h in fingerprint["methods"].items())
         + ". The block below is what `run --protocol` registers and `report` "
         "compares with the store (docs/share.md); keep it as it is.",
         "",
@@ -309,13 +309,14 @@ def _dgm(study: Study, base: Path | None) -> list[str]:
     for name, value in study.fixed_inputs.items():
         arr = np.asarray(value)
         out.append(f"- fixed input `{name}`: {arr.dtype} {arr.shape}")
-    f = study.data_func
+    data_func = study.data_func
     out += [
-        f"Data function `{getattr(f, '__name__', '?')}` ({_where(f, base)}):"
-        + (f" {_doc(f)}" if _doc(f) else ""),
+        f"Data function `{getattr(data_func, '__name__', '?')}` "
+        f"({_where(data_func, base)}):"
+        + (f" {_doc(data_func)}" if _doc(data_func) else ""),
         "",
         "```python",
-        _source(f),
+        _source(data_func),
         "```",
         "",
     ]
@@ -324,15 +325,15 @@ def _dgm(study: Study, base: Path | None) -> list[str]:
 
 def _estimands(study: Study) -> list[str]:
     out = ["## Estimands and truths", ""]
-    t = study.truth_values
-    if t is None:
+    truth = study.truth_values
+    if truth is None:
         return [*out, "No truth declared: measures that need one are not computed.", ""]
-    if callable(t):
+    if callable(truth):
         out += [
-            f"Truth function `{getattr(t, '__name__', '?')}`:",
+            f"Truth function `{getattr(truth, '__name__', '?')}`:",
             "",
             "```python",
-            _source(t),
+            _source(truth),
             "```",
             "",
         ]
@@ -396,15 +397,16 @@ def _measures(study: Study) -> list[str]:
 def _replicates(
     study: Study, run: dict[str, Any], targets: Mapping[str, float] | None
 ) -> list[str]:
-    r = study.replicates
+    replicates = study.replicates
     out = [
         "## Number of replicates",
         "",
         (
-            f"{r:,} replicates per design point. Justification: a pilot of "
-            f"{run['replicates']} replicates at {run['points']} design point(s) gave "
-            "the SD s of each method's estimate; the expected Monte Carlo SEs at "
-            f"{r:,} replicates, at the design point where they are largest, are:"
+            f"{replicates:,} replicates per design point. Justification: a pilot "
+            f"of {run['replicates']} replicates at {run['points']} design point(s) "
+            "gave the SD s of each method's estimate; the expected Monte Carlo SEs "
+            f"at {replicates:,} replicates, at the design point where they are "
+            "largest, are:"
         ),
         "",
     ]
@@ -419,14 +421,14 @@ def _replicates(
         if not sds:
             out.append(f"| {name} | (no scalar estimate) | | | |")
             continue
-        s = max(sds)
+        sd = max(sds)
         row = (
-            f"| {name} | {s:.4g} | {s / math.sqrt(r):.3g} | "
-            f"{s / math.sqrt(2 * max(r - 1, 1)):.3g} | "
-            f"{math.sqrt(NOMINAL * (1 - NOMINAL) / r):.3g} |"
+            f"| {name} | {sd:.4g} | {sd / math.sqrt(replicates):.3g} | "
+            f"{sd / math.sqrt(2 * max(replicates - 1, 1)):.3g} | "
+            f"{math.sqrt(NOMINAL * (1 - NOMINAL) / replicates):.3g} |"
         )
         for measure, goal in goals.items():
-            row += f" {_needed(s, goal, measure):,} |"
+            row += f" {_needed(sd, goal, measure):,} |"
         out.append(row)
     out.append("")
     if goals:
@@ -434,8 +436,8 @@ def _replicates(
         out += [
             (
                 f"The run uses `--target-mcse {spec}`: replicates in rounds, the "
-                f"first of {r:,}, until every method's MCSE is at most the target at "
-                "each design point."
+                f"first of {replicates:,}, until every method's MCSE is at most the "
+                "target at each design point."
             ),
             "",
         ]

@@ -96,13 +96,13 @@ def _phi(z: float) -> float:
 def _se(p: Point, scale: Scale) -> float:
     """A point's SE on the fitted scale; a proportion of 0 or 1 (MCSE 0)
     gets the binomial SE of half a success."""
-    _, d = scale.y(p.value, p.n)
+    _, stretch = scale.y(p.value, p.n)
     se = p.mcse
     if scale.probit:
         eps = 0.5 / max(p.n, 1)
-        v = min(max(p.value, eps), 1 - eps)
-        se = max(se, math.sqrt(v * (1 - v) / max(p.n, 1)))
-    return max(se * d, 1e-12)
+        share = min(max(p.value, eps), 1 - eps)
+        se = max(se, math.sqrt(share * (1 - share) / max(p.n, 1)))
+    return max(se * stretch, 1e-12)
 
 
 def fit_root(
@@ -111,34 +111,34 @@ def fit_root(
     """Fit the line and return its root, or None when the slope is zero."""
     from scipy.special import chdtrc, ndtri
 
-    q = float(ndtri(0.5 + level / 2))
-    t, _ = scale.y(target, 10**9)
+    z_level = float(ndtri(0.5 + level / 2))
+    goal, _ = scale.y(target, 10**9)
     kept = sorted(points, key=lambda p: p.level)
     while True:
         fit = _wls(kept, scale)
         if fit is None:
             return None
         beta, cov, rss = fit
-        a, b = float(beta[0]), float(beta[1])
-        if b == 0.0:
+        intercept, slope = float(beta[0]), float(beta[1])
+        if slope == 0.0:
             return None
-        g = (t - a) / b
+        root = (goal - intercept) / slope
         df = len(kept) - 2
         if df > 1 and len(kept) > MIN_POINTS and chdtrc(df, rss) < LACK_OF_FIT_P:
-            far = max(kept, key=lambda p: (abs(scale.x(p.level) - g), p.level))
+            far = max(kept, key=lambda p: (abs(scale.x(p.level) - root), p.level))
             kept = [p for p in kept if p is not far]
             continue
         break
     disp = max(1.0, rss / df) if df > 0 else 1.0
-    grad = np.array([-1.0 / b, -g / b])
+    grad = np.array([-1.0 / slope, -root / slope])
     var = float(grad @ cov @ grad) * disp
-    half = q * math.sqrt(max(var, 0.0))
-    lo, hi = scale.level(g - half), scale.level(g + half)
+    half = z_level * math.sqrt(max(var, 0.0))
+    lo, hi = scale.level(root - half), scale.level(root + half)
     return RootFit(
-        root=scale.level(g),
+        root=scale.level(root),
         lower=min(lo, hi),
         upper=max(lo, hi),
-        slope=b,
+        slope=slope,
         used=tuple(p.level for p in kept),
         dispersion=disp,
     )
@@ -152,14 +152,14 @@ def _wls(
         return None
     x = np.array([scale.x(p.level) for p in points])
     y = np.array([scale.y(p.value, p.n)[0] for p in points])
-    w = np.array([1.0 / _se(p, scale) ** 2 for p in points])
+    weights = np.array([1.0 / _se(p, scale) ** 2 for p in points])
     design = np.column_stack([np.ones_like(x), x])
-    info = design.T @ (design * w[:, None])
+    info = design.T @ (design * weights[:, None])
     if abs(np.linalg.det(info)) < 1e-300:
         return None
     cov = np.linalg.inv(info)
-    beta = cov @ (design.T @ (w * y))
-    rss = float(np.sum(w * (y - design @ beta) ** 2))
+    beta = cov @ (design.T @ (weights * y))
+    rss = float(np.sum(weights * (y - design @ beta) ** 2))
     return beta, cov, rss
 
 

@@ -103,10 +103,10 @@ def _open(path: Path, flags: int, mode: int = 0o644) -> int:
         if exc.errno == errno.ELOOP or os.path.islink(path):
             raise _refuse(path, "a symbolic link") from None
         raise
-    st = os.fstat(fd)
-    if not stat.S_ISREG(st.st_mode):
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):
         os.close(fd)
-        raise _refuse(path, _kind(st.st_mode))
+        raise _refuse(path, _kind(info.st_mode))
     return fd
 
 

@@ -133,16 +133,16 @@ def upgrade(old: dict[str, Any], study: Study, new: dict[str, Any]) -> dict[str,
     if old.get("version", 1) >= 2:
         return old
     legacy = study.legacy_hashes()
-    up = dict(old)
+    upgraded = dict(old)
     if old["data"] == legacy["data"]:
-        up["data"] = new["data"]
-    up["methods"] = {
+        upgraded["data"] = new["data"]
+    upgraded["methods"] = {
         m: new["methods"][m]
         if m in new["methods"] and h == legacy["methods"].get(m)
         else h
         for m, h in old["methods"].items()
     }
-    return up
+    return upgraded
 
 
 def reconcile(
@@ -290,15 +290,15 @@ def _fill_columns(
     it is: the repair that follows (``store.integrity``) recomputes all its
     tasks."""
     sealed = Seals(array.dir)
-    mc = array.chunks[at_dim]
-    for f in array.chunk_files():
-        at = array.coords_of(f)
-        hit = cols[cols // mc == at[at_dim]]
-        if not len(hit) or array.problem(f, sealed) is not None:
+    width = array.chunks[at_dim]
+    for file in array.chunk_files():
+        coords = array.coords_of(file)
+        hit = cols[cols // width == coords[at_dim]]
+        if not len(hit) or array.problem(file, sealed) is not None:
             continue
-        chunk = array.read(at)
-        chunk[(*([slice(None)] * at_dim), hit % mc)] = fill
-        array.write(at, chunk)
+        chunk = array.read(coords)
+        chunk[(*([slice(None)] * at_dim), hit % width)] = fill
+        array.write(coords, chunk)
 
 
 def set_active(layout: Layout, study: Study) -> dict[str, Any]:
@@ -420,9 +420,9 @@ def _copy_kept(
 ) -> None:
     """Copy the kept levels and methods of one variable into the pruned copy."""
     factors = layout.factor_names
-    nf = len(factors)
+    n_factors = len(factors)
     src = layout.array(var)
-    extra = tuple(src.shape[nf + 2 :])
+    extra = tuple(src.shape[n_factors + 2 :])
     dest = root.create_array(
         var,
         shape=(

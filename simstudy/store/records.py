@@ -95,9 +95,9 @@ class Records:
 
     def _write(self, kind: str, group: Group, updates: list[Update]) -> None:
         """Apply updates to a group's file: a rerun task's old records go."""
-        f = self.file(kind, group)
-        known = f.name in self.files[kind]
-        records = read_json(f, self.layout.path) if known else []
+        path = self.file(kind, group)
+        known = path.name in self.files[kind]
+        records = read_json(path, self.layout.path) if known else []
         point = self.layout.point_of(group[0])
         for start, stop, names, new in updates:
             records = [
@@ -108,9 +108,9 @@ class Records:
             records += [r.record(point) for r in new]
         if not records and not known:
             return
-        f.parent.mkdir(parents=True, exist_ok=True)
-        write_json(f, records)
-        self.files[kind].add(f.name)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_json(path, records)
+        self.files[kind].add(path.name)
 
     def drop_methods(self, names: list[str]) -> None:
         """Forget every record of these methods (they are computed again)."""

@@ -79,14 +79,14 @@ def append(array_dir: Path, entries: list[tuple[Path, int]]) -> None:
         log.parent.mkdir(parents=True, exist_ok=True)
     fd = files.open_append(log)  # never through a link
     try:
-        st = os.fstat(fd)
-        if st.st_nlink > 1:  # shared with another path (a hard-linked copy)
+        info = os.fstat(fd)
+        if info.st_nlink > 1:  # shared with another path (a hard-linked copy)
             os.close(fd)
             files.write_atomic(log, files.read_bytes(log))  # a copy of our own
             fd = files.open_append(log)
-            st = os.fstat(fd)
+            info = os.fstat(fd)
         head = b""
-        if st.st_size and os.pread(fd, 1, st.st_size - 1) != b"\n":
+        if info.st_size and os.pread(fd, 1, info.st_size - 1) != b"\n":
             head = b"\n"  # after a torn line: start a new one
         os.write(fd, head + "".join(lines).encode())
     finally:

@@ -113,10 +113,11 @@ def _counts(p: Path, meta: Any) -> dict[str, int]:
     """Levels per factor, replicates and methods the metadata declares."""
     if not isinstance(meta, dict):
         raise _damaged(p, "attributes.simstudy is not an object")
-    order, fp = meta.get("factor_order"), meta.get("fingerprint")
-    if not isinstance(order, list) or not isinstance(fp, dict):
+    order, fingerprint = meta.get("factor_order"), meta.get("fingerprint")
+    if not isinstance(order, list) or not isinstance(fingerprint, dict):
         raise _damaged(p, "no factor_order or fingerprint")
-    factors, methods, reps = fp.get("factors"), fp.get("methods"), fp.get("replicates")
+    factors, methods = fingerprint.get("factors"), fingerprint.get("methods")
+    reps = fingerprint.get("replicates")
     if (
         not isinstance(factors, dict)
         or sorted(map(str, factors)) != sorted(map(str, order))
