@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from simstudy.atomic import write_text
+from simstudy.atomic import check_target, write_text
 from simstudy.backends import backend_of
 from simstudy.cube import OK
 from simstudy.declare import deviations
@@ -492,14 +492,9 @@ def _failures(study: Study, run: dict[str, Any]) -> list[str]:
 
 def write(protocol: Protocol, path: str | os.PathLike[str]) -> Path:
     """Write a protocol as Markdown, or as HTML for a ``.html`` path."""
-    p = Path(path)
-    if not p.parent.is_dir():
-        raise UsageError(
-            f"cannot write {p}: directory {p.parent} does not exist.",
-            hint="create it first or choose another -o",
-        )
-    text = protocol.html() if p.suffix in (".html", ".htm") else protocol.markdown
-    return write_text(p, text)  # whole or not at all
+    target = check_target(path)
+    text = protocol.html() if target.suffix in (".html", ".htm") else protocol.markdown
+    return write_text(target, text)  # whole or not at all
 
 
 def compare(study: Study, path: str | os.PathLike[str]) -> list[str]:
