@@ -143,14 +143,18 @@ def parse_task(study: Study, text: str) -> tuple[int, dict[str, Level], int, int
                 hint=f"levels of {f}: {', '.join(map(repr, levels))}",
             )
         point[f] = match[0]
-    rep = given["replicate"]
+    asked = given["replicate"]
     try:
-        r = int(rep) if isinstance(rep, str | int) and not isinstance(rep, bool) else -1
+        replicate = (
+            int(asked)
+            if isinstance(asked, str | int) and not isinstance(asked, bool)
+            else -1
+        )
     except (TypeError, ValueError):
-        r = -1
-    if not 0 <= r < study.replicates:
+        replicate = -1
+    if not 0 <= replicate < study.replicates:
         raise UsageError(
-            f"--task: replicate={rep} is not in 0..{study.replicates - 1}.",
+            f"--task: replicate={asked} is not in 0..{study.replicates - 1}.",
             hint="replicates are numbered from 0",
         )
     if given["method"] not in study.method_names:
@@ -161,12 +165,17 @@ def parse_task(study: Study, text: str) -> tuple[int, dict[str, Level], int, int
     grid = points(study)
     if point not in grid:
         raise UsageError(
-            f"--task: {task_spec(point, r, given['method'])} is outside the "
+            f"--task: {task_spec(point, replicate, given['method'])} is outside the "
             "study's design (where=, or factors that vary together, leave it out).",
             hint="replay a design point, e.g. "
-            + task_spec(study.first_point, r, given["method"]),
+            + task_spec(study.first_point, replicate, given["method"]),
         )
-    return grid.index(point), point, r, study.method_names.index(given["method"])
+    return (
+        grid.index(point),
+        point,
+        replicate,
+        study.method_names.index(given["method"]),
+    )
 
 
 def _matches(level: Level, given: Any) -> bool:

@@ -83,8 +83,8 @@ def open_results(
     """
     import xarray as xr
 
-    p = _checked(path)
-    ds = as_current(xr.open_zarr(str(p), consolidated=True))
+    store = _checked(path)
+    ds = as_current(xr.open_zarr(str(store), consolidated=True))
     meta = ds.attrs.get("simstudy", {})
     active = meta.get("active")
     if active and not include_hidden:
@@ -94,7 +94,7 @@ def open_results(
         ds = _with_target_counts(ds, meta["factor_order"], meta["target_mcse"])
     # the failure ledger's kinds and warning categories (simstudy.analysis.ledger)
     ds.attrs["records"] = compact_records(
-        read_failures(p), read_warnings(p), list(meta.get("factor_order", []))
+        read_failures(store), read_warnings(store), list(meta.get("factor_order", []))
     )
     return ds
 
