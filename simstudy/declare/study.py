@@ -8,7 +8,7 @@ import inspect
 import numbers
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, overload
+from typing import TYPE_CHECKING, Any, TypedDict, overload
 
 import numpy as np
 
@@ -18,6 +18,9 @@ from simstudy.declare.design import Design, design_of
 from simstudy.declare.factors import RESERVED, Level
 from simstudy.declare.methods import Method, measures_of, params_of, redeclared
 from simstudy.errors import StudyError
+
+if TYPE_CHECKING:
+    from typing import Unpack
 
 __all__ = [
     "BACKENDS",
@@ -108,6 +111,17 @@ def _scheme(scheme: Any) -> str:
 def _unchecked(*values: Any) -> Any:
     """Return values typed as Any, for validation of user input."""
     return values
+
+
+class MethodOptions(TypedDict, total=False):
+    """The keywords of ``@study.method(...)``: which outputs summaries read."""
+
+    name: str | None
+    estimate: str | None
+    se: str | None
+    ci: tuple[str, str] | None
+    p: str | None
+    fallback: str | None
 
 
 class Study:
@@ -257,16 +271,7 @@ class Study:
     def method(self, func: Callable[..., Any], /) -> Callable[..., Any]: ...
     @overload
     def method(
-        self,
-        func: None = None,
-        /,
-        *,
-        name: str | None = None,
-        estimate: str | None = None,
-        se: str | None = None,
-        ci: tuple[str, str] | None = None,
-        p: str | None = None,
-        fallback: str | None = None,
+        self, func: None = None, /, **outputs: Unpack[MethodOptions]
     ) -> Callable[[Callable[..., Any]], Callable[..., Any]]: ...
     def method(
         self,
