@@ -475,7 +475,8 @@ def cmd_summarize(args: argparse.Namespace) -> int:
     elif fmt == "csv":
         text = tables.csv_text(records, wide=args.wide)
     elif fmt in ("latex", "markdown"):
-        text = getattr(tables, fmt)(
+        text = tables.footnoted_table(
+            fmt,
             records,
             wide=args.wide,
             skipped=result.attrs["skipped"],

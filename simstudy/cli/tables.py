@@ -17,9 +17,9 @@ from typing import Any
 from simstudy.analysis.summary import pair
 
 __all__ = [
+    "STYLES",
     "csv_text",
-    "latex",
-    "markdown",
+    "footnoted_table",
     "skipped_lines",
     "text_table",
     "wide_table",
@@ -135,19 +135,26 @@ def _escape(text: str) -> str:
     return text.replace("#", r"\#").replace("$", r"\$")
 
 
-def latex(
+def footnoted_table(
+    style: str,
     records: list[dict[str, Any]],
     *,
     wide: bool = False,
     skipped: Mapping[str, Any] | None = None,
     methods: list[str] | None = None,
 ) -> str:
-    """A booktabs ``tabular``: \\toprule, \\midrule, \\bottomrule. In the
-    wide layout a measure a method lacks is an empty cell with a footnote
-    (its reason, from ``skipped``) under the table."""
-    head, body, text_cols, notes = _noted_grid(
-        records, wide, skipped, methods, _latex_mark
-    )
+    """``records`` as a ``"latex"`` or ``"markdown"`` table. In the wide
+    layout a measure a method lacks is an empty cell with a footnote (its
+    reason, from ``skipped``) under the table."""
+    mark, draw = STYLES[style]
+    head, body, text_cols, notes = _noted_grid(records, wide, skipped, methods, mark)
+    return draw(head, body, text_cols, notes)
+
+
+def _latex(
+    head: list[str], body: list[list[str]], text_cols: int, notes: list[str]
+) -> str:
+    """A booktabs ``tabular``: \\toprule, \\midrule, \\bottomrule."""
     spec = "l" * text_cols + "r" * (len(head) - text_cols)
     lines = [
         f"\\begin{{tabular}}{{{spec}}}",
@@ -165,26 +172,10 @@ def latex(
     return "\n".join(lines) + "\n"
 
 
-def _latex_mark(k: int) -> str:
-    return f"\\textsuperscript{{{k}}}"
-
-
-def _markdown_mark(k: int) -> str:
-    return f"[^{k}]"
-
-
-def markdown(
-    records: list[dict[str, Any]],
-    *,
-    wide: bool = False,
-    skipped: Mapping[str, Any] | None = None,
-    methods: list[str] | None = None,
+def _markdown(
+    head: list[str], body: list[list[str]], text_cols: int, notes: list[str]
 ) -> str:
-    """A pipe table (GitHub-flavoured), numbers right-aligned. In the wide
-    layout a measure a method lacks is an empty cell with a footnote."""
-    head, body, text_cols, notes = _noted_grid(
-        records, wide, skipped, methods, _markdown_mark
-    )
+    """A pipe table (GitHub-flavoured), numbers right-aligned."""
     rule = ["---"] * text_cols + ["---:"] * (len(head) - text_cols)
 
     def line(cells: list[str]) -> str:
@@ -193,6 +184,13 @@ def markdown(
     table = [line(head), line(rule), *(line(r) for r in body)]
     foot = [f"[^{n.split(':')[0]}]:{n.split(':', 1)[1]}" for n in notes]
     return "\n".join([*table, *(["", *foot] if foot else [])]) + "\n"
+
+
+# a style's footnote mark and how it draws the grid
+STYLES: dict[str, tuple[Callable[[int], str], Callable[..., str]]] = {
+    "latex": (lambda k: f"\\textsuperscript{{{k}}}", _latex),
+    "markdown": (lambda k: f"[^{k}]", _markdown),
+}
 
 
 def wide_table(
