@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
-import textwrap
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from hypothesis import settings
+
+from tests.studies import write_study_file
 
 settings.register_profile("ci", deadline=None, print_blob=True, max_examples=25)
 
@@ -29,11 +31,6 @@ WriteStudy = Callable[..., Path]
 
 @pytest.fixture
 def write_study(tmp_path: Path) -> WriteStudy:
-    """Return ``write(source, name="study.py") -> Path`` writing a dedented file."""
-
-    def write(source: str, name: str = "study.py") -> Path:
-        path = tmp_path / name
-        path.write_text(textwrap.dedent(source))
-        return path
-
-    return write
+    """Return ``write(source, name="study.py") -> Path`` writing a dedented file
+    into ``tmp_path``."""
+    return functools.partial(write_study_file, tmp_path)

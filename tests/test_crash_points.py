@@ -16,6 +16,7 @@ import pytest
 
 from simstudy.store.crash import KILL_AT, POINTS
 from tests.helpers import assert_store_consistent, cube_digest
+from tests.studies import write_study_file
 
 STUDY = """
 import numpy as np
@@ -76,8 +77,7 @@ def _run(
 def _reference(tmp_path: Path, source: str, *args: str) -> str:
     """The digest of ``source`` run from scratch, uninterrupted."""
     folder = tmp_path / "reference"
-    folder.mkdir(exist_ok=True)
-    (folder / "study.py").write_text(source)
+    write_study_file(folder, source)
     store = folder / "ref.zarr"
     shutil.rmtree(store, ignore_errors=True)
     done = _run(folder, store, *args)
@@ -112,12 +112,11 @@ def test_a_kill_at_each_step_leaves_a_store_the_next_run_finishes(
 ) -> None:
     first, killed, args = SCENARIOS[point]
     folder = tmp_path / "run"
-    folder.mkdir()
     store = folder / "s.zarr"
     if first is not None:
-        (folder / "study.py").write_text(first)
+        write_study_file(folder, first)
         assert _run(folder, store).returncode == 0
-    (folder / "study.py").write_text(killed)
+    write_study_file(folder, killed)
     dead = _run(folder, store, *args, kill=point)
     assert dead.returncode == -9, f"{point} was not reached: {dead.stderr}"
     again = _run(folder, store, *args)
@@ -156,12 +155,11 @@ def test_a_kill_when_a_grown_study_creates_a_new_output(
     """The issue's case: a finished store grows a method with a new output and
     the run is killed right after the new array is created."""
     folder = tmp_path / "run"
-    folder.mkdir()
     store = folder / "s.zarr"
-    (folder / "study.py").write_text(_source())
+    write_study_file(folder, _source())
     assert _run(folder, store).returncode == 0
     grown = _source(extra=EXTRA_METHOD)
-    (folder / "study.py").write_text(grown)
+    write_study_file(folder, grown)
     dead = _run(folder, store, kill="output:created")
     assert dead.returncode == -9, dead.stderr
     assert_store_consistent(store)

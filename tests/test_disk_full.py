@@ -20,6 +20,7 @@ from simstudy.cli import main
 from simstudy.errors import EXIT_DISK_FULL
 from simstudy.store.crash import DISK_FULL_AT, POINTS
 from tests.helpers import assert_store_consistent, cube_digest
+from tests.studies import write_study_file
 from tests.test_crash_points import FORMAT1, SCENARIOS
 
 RUN = ("--scheduler", "synchronous", "--no-progress")
@@ -36,8 +37,7 @@ def _cli(folder: Path, store: Path, *args: str) -> int:
 
 def _reference(tmp_path: Path, source: str) -> str:
     folder = tmp_path / "reference"
-    folder.mkdir(exist_ok=True)
-    (folder / "study.py").write_text(source)
+    write_study_file(folder, source)
     store = folder / "ref.zarr"
     shutil.rmtree(store, ignore_errors=True)
     assert _cli(folder, store) == 0
@@ -55,12 +55,11 @@ def test_a_full_disk_at_each_step_is_exit_4_and_the_run_resumes(
     monkeypatch.setenv("SIMSTUDY_FLUSH_SECONDS", "0.1")
     first, source, args = SCENARIOS[point]
     folder = tmp_path / "run"
-    folder.mkdir()
     store = folder / "s.zarr"
     if first is not None:
-        (folder / "study.py").write_text(first)
+        write_study_file(folder, first)
         assert _cli(folder, store) == 0
-    (folder / "study.py").write_text(source)
+    write_study_file(folder, source)
     capsys.readouterr()
     monkeypatch.setenv(DISK_FULL_AT, point)
     assert _cli(folder, store, *args) == EXIT_DISK_FULL
@@ -110,9 +109,8 @@ def test_a_real_file_size_limit_while_creating_the_store(tmp_path):
     """A real process whose files may not grow past 1.5 kB: the store's root
     metadata cannot be written (EFBIG, as a full disk would refuse it)."""
     folder = tmp_path / "run"
-    folder.mkdir()
     source = SCENARIOS["create:built"][1]
-    (folder / "study.py").write_text(source)
+    write_study_file(folder, source)
     store = folder / "s.zarr"
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     env["PYTHONDONTWRITEBYTECODE"] = "1"

@@ -10,7 +10,6 @@ the option before anything is written.
 
 from __future__ import annotations
 
-import textwrap
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -20,6 +19,7 @@ import pytest
 import simstudy
 from simstudy.store import read_failures
 from tests.helpers import assert_store_consistent, cube_digest
+from tests.studies import write_study_file
 
 NUMPY = """
 import time
@@ -83,12 +83,9 @@ _REFERENCES: dict[str, tuple[str, Any]] = {}  # source -> (digest, status)
 
 
 def _write(folder: Path, source: str, hang: bool = False) -> Path:
-    path = folder / "contract.py"
-    text = textwrap.dedent(source)
     if hang:
-        text = text.replace("HANG = False", "HANG = True")
-    path.write_text(text)
-    return path
+        source = source.replace("HANG = False", "HANG = True")
+    return write_study_file(folder, source, "contract.py")
 
 
 class ExecutorContract:

@@ -21,6 +21,7 @@ from simstudy.cli import main
 from simstudy.running.pilot import PILOT_POINTS, estimate
 from simstudy.running.plan import Plan
 from simstudy.store import Store
+from tests.studies import write_study_file
 
 TINY = """
 from simstudy import Study
@@ -43,9 +44,8 @@ def twice(x):
 
 
 def _study(tmp_path: Path, points: int, replicates: int) -> Path:
-    path = tmp_path / "tiny.py"
-    path.write_text(TINY.format(points=points, replicates=replicates))
-    return path
+    source = TINY.format(points=points, replicates=replicates)
+    return write_study_file(tmp_path, source, "tiny.py")
 
 
 def test_a_round_of_10_million_tasks_holds_no_per_replicate_mask(
