@@ -1,4 +1,4 @@
-"""docs/streams.md's recipes recompute real cubes bit for bit (STYLE B2.10)."""
+"""docs/streams.md's recipes recompute real cubes bit for bit."""
 
 from __future__ import annotations
 

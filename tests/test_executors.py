@@ -1,4 +1,4 @@
-"""The executor contract (STYLE B2.11, issue 15): one set of behaviour tests
+"""The executor contract (issue 15): one set of behaviour tests
 that every executor passes — synchronous, threads, processes, a LocalCluster
 and the JAX executor — each subclassing :class:`ExecutorContract`.
 

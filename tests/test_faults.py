@@ -16,7 +16,7 @@ import os
 from pathlib import Path
 from simstudy import Study
 
-study = Study("crashy", factors={"n": [5, 8]}, replicates=12, seed=3)
+study = Study("crashy", factors={"n": [5, 8]}, replicates=4, seed=3)
 
 @study.data
 def gen(rng, n):
