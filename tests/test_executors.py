@@ -110,21 +110,32 @@ class ExecutorContract:
             _REFERENCES[self.source] = (cube_digest(store), ds.status.values.copy())
         return _REFERENCES[self.source]
 
-    def run(
-        self, path: Path, store: Path, **extra: Any
-    ) -> simstudy.running.runner.RunReport:
-        return simstudy.run(path, store=store, **{**self.options, **extra})
+    @pytest.fixture(scope="class")
+    @classmethod
+    def finished(
+        cls, tmp_path_factory: pytest.TempPathFactory
+    ) -> tuple[simstudy.running.runner.RunReport, Path]:
+        """One whole run with this executor and its store, which the tests
+        below only read (one run, not one per test: a cluster starts slowly)."""
+        folder = tmp_path_factory.mktemp("finished")
+        store = folder / "s.zarr"
+        return cls.run(_write(folder, cls.source), store), store
 
-    def test_gives_the_reference_cube(self, tmp_path, reference):
-        report = self.run(_write(tmp_path, self.source), tmp_path / "s.zarr")
+    @classmethod
+    def run(
+        cls, path: Path, store: Path, **extra: Any
+    ) -> simstudy.running.runner.RunReport:
+        return simstudy.run(path, store=store, **{**cls.options, **extra})
+
+    def test_gives_the_reference_cube(self, finished, reference):
+        report, store = finished
         assert report.exit_code == 3
         assert report.computed == report.tasks == 2 * 2 * 12 * 3
-        assert_store_consistent(tmp_path / "s.zarr")
-        assert cube_digest(tmp_path / "s.zarr") == reference[0]
+        assert_store_consistent(store)
+        assert cube_digest(store) == reference[0]
 
-    def test_records_failures_as_data(self, tmp_path, reference):
-        store = tmp_path / "s.zarr"
-        report = self.run(_write(tmp_path, self.source), store)
+    def test_records_failures_as_data(self, finished, reference):
+        report, store = finished
         ds = assert_store_consistent(store)
         np.testing.assert_array_equal(ds.status.values, reference[1])
         picky = ds.status.sel(method_name="picky")
