@@ -1,15 +1,18 @@
-"""Shared fixtures: ``write_study`` and the hypothesis profiles."""
+"""Shared fixtures: ``write_study``, ``reference_digest`` and the hypothesis
+profiles."""
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
-import textwrap
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from hypothesis import settings
+
+from tests.studies import write_study_file
 
 settings.register_profile("ci", deadline=None, print_blob=True, max_examples=25)
 
@@ -29,11 +32,30 @@ WriteStudy = Callable[..., Path]
 
 @pytest.fixture
 def write_study(tmp_path: Path) -> WriteStudy:
-    """Return ``write(source, name="study.py") -> Path`` writing a dedented file."""
+    """Return ``write(source, name="study.py") -> Path`` writing a dedented file
+    into ``tmp_path``."""
+    return functools.partial(write_study_file, tmp_path)
 
-    def write(source: str, name: str = "study.py") -> Path:
-        path = tmp_path / name
-        path.write_text(textwrap.dedent(source))
-        return path
 
-    return write
+@pytest.fixture(scope="session")
+def reference_digest(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], str]:
+    """Return ``digest(source) -> str``: the cube digest of the study ``source``
+    run from scratch, uninterrupted, in this process. Each source runs once a
+    session: the crash and full-disk tests compare many runs to a few."""
+    import simstudy
+    from tests.helpers import cube_digest
+
+    digests: dict[str, str] = {}
+
+    def digest(source: str) -> str:
+        if source not in digests:
+            folder = tmp_path_factory.mktemp("reference")
+            path = write_study_file(folder, source)
+            report = simstudy.run(
+                path, store=folder / "ref.zarr", scheduler="synchronous"
+            )
+            assert report.exit_code == 0
+            digests[source] = cube_digest(folder / "ref.zarr")
+        return digests[source]
+
+    return digest

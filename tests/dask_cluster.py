@@ -21,6 +21,8 @@ from typing import Any
 
 import psutil
 
+from tests.helpers import wait_for
+
 DASK = str(Path(sys.executable).with_name("dask"))
 START_TIMEOUT = 60.0  # seconds for the scheduler file or the workers to appear
 
@@ -131,15 +133,17 @@ class DaskProcesses:
         if self.certs is not None:
             cmd += ["--protocol", "tls", *self.certs.args()]
         proc = self._popen(cmd, self.root / "scheduler", None, "scheduler.log")
-        deadline = time.monotonic() + START_TIMEOUT
-        while time.monotonic() < deadline:
+
+        def written() -> bool:
             if proc.poll() is not None:
                 raise RuntimeError(f"dask scheduler exited: {self.log('scheduler')}")
             with contextlib.suppress(OSError, ValueError, KeyError):
                 self.address = str(json.loads(file.read_text())["address"])
-                return self.address
-            time.sleep(0.05)
-        raise RuntimeError(f"no scheduler file after {START_TIMEOUT} s")
+                return True
+            return False
+
+        wait_for("the scheduler file", written, START_TIMEOUT)
+        return self.address
 
     def start_worker(
         self, name: str, *, env: dict[str, str] | None = None, nanny: bool = True

@@ -17,6 +17,7 @@ import simstudy
 from simstudy.cli import main
 from simstudy.cube import METHOD
 from simstudy.sharing.checks import RTOL
+from tests.studies import write_study_file
 
 STUDY = '''
 """Aims: the first draw against the mean."""
@@ -62,10 +63,10 @@ def made(tmp_path_factory):
     """A finished study and its bundle, made once for this file's tests."""
     folder = tmp_path_factory.mktemp("made")
     (folder / "tools.py").write_text(TOOLS)
-    (folder / "study.py").write_text(STUDY)
+    path = write_study_file(folder, STUDY)
     sys.modules.pop("tools", None)
     store = folder / "shared.zarr"
-    simstudy.run(folder / "study.py", store=store, scheduler="synchronous")
+    simstudy.run(path, store=store, scheduler="synchronous")
     out = folder / "shared.simstudy.tar"
     assert main(["bundle", str(store), "-o", str(out)]) == 0
     return folder
@@ -219,7 +220,7 @@ def test_an_added_method_may_not_reuse_a_name(bundle, tmp_path, monkeypatch, cap
 )
 def test_bad_bundle_commands_exit_2_and_write_nothing(tmp_path, capsys, argv, expected):
     (tmp_path / "junk.tar").write_text("not a tar file")
-    (tmp_path / "study.py").write_text("")
+    (tmp_path / "study.py").write_text("")  # a stand-in: it only has to be no bundle
     before = sorted(tmp_path.iterdir())
     assert main([a.format(tmp=tmp_path) for a in argv]) == 2
     assert expected in capsys.readouterr().err

@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import textwrap
 import time
 from pathlib import Path
 
@@ -16,7 +15,8 @@ import psutil
 import pytest
 
 import simstudy
-from tests.helpers import assert_store_consistent, cube_digest
+from tests.helpers import assert_store_consistent, cube_digest, wait_for
+from tests.studies import write_study_file
 
 SLOW = """
 import time
@@ -62,12 +62,6 @@ def _simstudy(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def _write(tmp_path: Path, source: str = SLOW) -> Path:
-    path = tmp_path / "slow.py"
-    path.write_text(textwrap.dedent(source))
-    return path
-
-
 def _ok_count(store: Path) -> int:
     try:
         return int((simstudy.open_results(store).status.values == 1).sum())
@@ -75,24 +69,30 @@ def _ok_count(store: Path) -> int:
         return 0
 
 
-def _wait_progress(store: Path, proc: subprocess.Popen[bytes], least: int) -> None:
-    deadline = time.monotonic() + 60
-    while _ok_count(store) < least:
-        assert proc.poll() is None, "run ended before it could be interrupted"
-        assert time.monotonic() < deadline, "no progress within 60 s"
-        time.sleep(0.05)
+def _wait_progress(
+    store: Path, proc: subprocess.Popen[bytes], least: int, *, or_end: bool = False
+) -> None:
+    """Wait for ``least`` committed tasks; ``or_end``: or for the run to end."""
+
+    def progressed() -> bool:
+        if _ok_count(store) >= least:
+            return True
+        assert or_end or proc.poll() is None, "run ended before it could be interrupted"
+        return proc.poll() is not None
+
+    wait_for(f"{least} committed tasks", progressed, 60)
 
 
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory: pytest.TempPathFactory) -> str:
     tmp = tmp_path_factory.mktemp("ref")
-    path = _write(tmp)
+    path = write_study_file(tmp, SLOW, "slow.py")
     simstudy.run(path, store=tmp / "ref.zarr", scheduler="threads", workers=2)
     return cube_digest(tmp / "ref.zarr")
 
 
-def test_exit_0_default_scheduler(tmp_path, reference):
-    path = _write(tmp_path)
+def test_exit_0_default_scheduler(write_study, tmp_path, reference):
+    path = write_study(SLOW, "slow.py")
     proc = _simstudy(tmp_path, "run", str(path), "--no-progress")
     assert proc.returncode == 0, proc.stderr
     assert "240 ok, 0 failed, 0 pending" in proc.stdout
@@ -101,12 +101,12 @@ def test_exit_0_default_scheduler(tmp_path, reference):
     assert cube_digest(store) == reference
 
 
-def test_exit_3_when_tasks_fail(tmp_path):
-    path = _write(
-        tmp_path,
+def test_exit_3_when_tasks_fail(write_study, tmp_path):
+    path = write_study(
         SLOW.replace(
             "time.sleep(0.01)", "if x[0] > 1.5:\n        raise RuntimeError('boom')"
         ),
+        "slow.py",
     )
     proc = _simstudy(tmp_path, "run", str(path), "--scheduler", "processes")
     assert proc.returncode == 3, proc.stderr
@@ -115,8 +115,8 @@ def test_exit_3_when_tasks_fail(tmp_path):
     assert int((ds.status.values == 2).sum()) > 0
 
 
-def test_exit_2_bad_study_writes_nothing(tmp_path):
-    path = _write(tmp_path, SLOW.replace("replicates=60", "replicates=0"))
+def test_exit_2_bad_study_writes_nothing(write_study, tmp_path):
+    path = write_study(SLOW.replace("replicates=60", "replicates=0"), "slow.py")
     proc = _simstudy(tmp_path, "run", str(path))
     assert proc.returncode == 2
     assert proc.stderr.startswith("error: slow.py:")
@@ -126,8 +126,8 @@ def test_exit_2_bad_study_writes_nothing(tmp_path):
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["int", "term"])
-def test_exit_130_on_signal_then_resume(tmp_path, reference, sig):
-    path = _write(tmp_path)
+def test_exit_130_on_signal_then_resume(write_study, tmp_path, reference, sig):
+    path = write_study(SLOW, "slow.py")
     store = tmp_path / "slow.zarr"
     proc = subprocess.Popen(
         _cmd(
@@ -159,8 +159,8 @@ def test_exit_130_on_signal_then_resume(tmp_path, reference, sig):
     assert cube_digest(store) == reference
 
 
-def test_kill_9_then_resume_gives_the_same_cube(tmp_path, reference):
-    path = _write(tmp_path)
+def test_kill_9_then_resume_gives_the_same_cube(write_study, tmp_path, reference):
+    path = write_study(SLOW, "slow.py")
     store = tmp_path / "slow.zarr"
     proc = subprocess.Popen(
         _cmd("run", str(path), "--batch-size", "2"),
@@ -187,13 +187,15 @@ def test_kill_9_then_resume_gives_the_same_cube(tmp_path, reference):
     assert np.isfinite(ds.estimate.values).all()
 
 
-def test_kill_9_at_20_points_then_resume_gives_the_same_cube(tmp_path, reference):
+def test_kill_9_at_20_points_then_resume_gives_the_same_cube(
+    write_study, tmp_path, reference
+):
     """Start, SIGKILL after a random delay, repeat 20 times, then finish: the
     cube is the uninterrupted one, no temporary files are left, no task
     committed by one run is computed again by a later one, and no worker of a
     killed driver stays behind (also one still starting when it was killed)."""
 
-    path = _write(tmp_path, SLOW.replace("time.sleep(0.01)", "time.sleep(0.02)"))
+    path = write_study(SLOW.replace("time.sleep(0.01)", "time.sleep(0.02)"), "slow.py")
     store = tmp_path / "slow.zarr"
     rng = np.random.Generator(np.random.PCG64(20261125))
     env = {**_env(), "SIMSTUDY_FLUSH_SECONDS": "0.2"}  # commits every 0.2 s
@@ -212,13 +214,7 @@ def test_kill_9_at_20_points_then_resume_gives_the_same_cube(tmp_path, reference
         if i % 2:
             # every other kill waits for this run's first commit, so kills land
             # mid-run however slowly a loaded machine starts the run
-            deadline = time.monotonic() + 60
-            while (
-                _ok_count(store) <= before
-                and proc.poll() is None
-                and time.monotonic() < deadline
-            ):
-                time.sleep(0.02)
+            _wait_progress(store, proc, before + 1, or_end=True)
             time.sleep(rng.uniform(0.0, 0.3))
         else:
             time.sleep(rng.uniform(0.2, 2.5))
@@ -249,8 +245,10 @@ def test_kill_9_at_20_points_then_resume_gives_the_same_cube(tmp_path, reference
     assert not alive, f"workers of killed drivers left running: {alive}"
 
 
-def test_a_second_sigint_stops_at_once_and_the_store_resumes(tmp_path, reference):
-    path = _write(tmp_path, SLOW.replace("time.sleep(0.01)", "time.sleep(0.05)"))
+def test_a_second_sigint_stops_at_once_and_the_store_resumes(
+    write_study, tmp_path, reference
+):
+    path = write_study(SLOW.replace("time.sleep(0.01)", "time.sleep(0.05)"), "slow.py")
     store = tmp_path / "slow.zarr"
     env = {**_env(), "SIMSTUDY_FLUSH_SECONDS": "0.2"}
     proc = subprocess.Popen(

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import textwrap
-
 import numpy as np
 import pytest
 
@@ -11,6 +9,7 @@ import simstudy
 from simstudy.cli import main
 from simstudy.errors import FingerprintMismatch
 from tests.helpers import assert_store_consistent
+from tests.studies import write_study_file
 
 FIXED = """
 import numpy as np
@@ -32,9 +31,7 @@ study.truth(lambda n: {"estimate": 0.0 * n})
 
 
 def _write(tmp_path, scale=1.0):
-    path = tmp_path / "fx.py"
-    path.write_text(textwrap.dedent(FIXED).replace("SCALE", repr(scale)))
-    return path
+    return write_study_file(tmp_path, FIXED.replace("SCALE", repr(scale)), "fx.py")
 
 
 @pytest.mark.parametrize("scheduler", ["synchronous", "distributed"])

@@ -214,7 +214,7 @@ def test_measures_cases_level_and_reference_reach_summarize(store, tmp_path):
     ],
     ids=["unknown-measure", "cases", "level", "wide-json", "format"],
 )
-def test_bad_issue18_arguments_exit_2(store, capsys, argv, expected):
+def test_bad_summarize_options_exit_2_with_a_hint(store, capsys, argv, expected):
     assert main(["summarize", str(store), *argv]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ")

@@ -28,7 +28,7 @@ import simstudy
 from simstudy.cli import main
 from tests.dask_cluster import DaskProcesses, make_certs
 from tests.helpers import assert_store_consistent, cube_digest, wait_for
-from tests.studies import GOOD_STUDY
+from tests.studies import GOOD_STUDY, write_study_file
 from tests.test_cli_errors import _check_bad_input, _snapshot
 
 # a study whose work is spread over many batches; the workers' environment
@@ -69,8 +69,7 @@ RUN_TIMEOUT = 120  # seconds any one `simstudy run` subprocess may take
 def driver(tmp_path: Path) -> Path:
     """The driver's directory, holding the study file."""
     d = tmp_path / "driver"
-    d.mkdir()
-    (d / "study.py").write_text(REMOTE)
+    write_study_file(d, REMOTE)
     return d
 
 
@@ -322,8 +321,7 @@ def test_fixed_inputs_travel_once_per_worker_not_per_batch(tmp_path, procs):
     received = {}
     for batches in (20, 200):
         d = tmp_path / f"b{batches}"
-        d.mkdir()
-        (d / "study.py").write_text(FIXED.replace("REPLICATES", str(batches)))
+        write_study_file(d, FIXED.replace("REPLICATES", str(batches)))
         before = tcp_bytes_received(pids)
         done = run_cli(d, "--address", address, "--batch-size", "1")
         assert done.returncode == 0, done.stderr
@@ -723,9 +721,7 @@ def test_a_jax_study_on_external_workers_gives_the_in_process_cube(tmp_path, pro
     in-process jax executor gives."""
     pytest.importorskip("jax")
     driver = tmp_path / "jdriver"
-    driver.mkdir()
-    (driver / "study.py").write_text(JAX_REMOTE)
-    simstudy.run(driver / "study.py", store=driver / "local.zarr")
+    simstudy.run(write_study_file(driver, JAX_REMOTE), store=driver / "local.zarr")
     address = procs.start_scheduler()
     procs.start_worker("w1")
     procs.start_worker("w2")

@@ -10,12 +10,14 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from simstudy.store.crash import KILL_AT, POINTS
 from tests.helpers import assert_store_consistent, cube_digest
+from tests.studies import write_study_file
 
 STUDY = """
 import numpy as np
@@ -73,18 +75,6 @@ def _run(
     )
 
 
-def _reference(tmp_path: Path, source: str, *args: str) -> str:
-    """The digest of ``source`` run from scratch, uninterrupted."""
-    folder = tmp_path / "reference"
-    folder.mkdir(exist_ok=True)
-    (folder / "study.py").write_text(source)
-    store = folder / "ref.zarr"
-    shutil.rmtree(store, ignore_errors=True)
-    done = _run(folder, store, *args)
-    assert done.returncode == 0, done.stderr
-    return cube_digest(store)
-
-
 # point -> (source of the first, uninterrupted run or None, source of the
 # killed run, arguments of the killed run and of the resume)
 EDITED = _source(levels=(5, 10, 20), replicates=9)
@@ -108,16 +98,15 @@ def test_every_crash_point_has_a_scenario() -> None:
 
 @pytest.mark.parametrize("point", list(SCENARIOS), ids=list(SCENARIOS))
 def test_a_kill_at_each_step_leaves_a_store_the_next_run_finishes(
-    tmp_path: Path, point: str
+    tmp_path: Path, reference_digest: Callable[[str], str], point: str
 ) -> None:
     first, killed, args = SCENARIOS[point]
     folder = tmp_path / "run"
-    folder.mkdir()
     store = folder / "s.zarr"
     if first is not None:
-        (folder / "study.py").write_text(first)
+        write_study_file(folder, first)
         assert _run(folder, store).returncode == 0
-    (folder / "study.py").write_text(killed)
+    write_study_file(folder, killed)
     dead = _run(folder, store, *args, kill=point)
     assert dead.returncode == -9, f"{point} was not reached: {dead.stderr}"
     again = _run(folder, store, *args)
@@ -126,11 +115,11 @@ def test_a_kill_at_each_step_leaves_a_store_the_next_run_finishes(
     # would recompute tasks and still end in the same cube)
     assert "damaged or missing" not in again.stderr, again.stderr
     assert_store_consistent(store)
-    assert cube_digest(store) == _reference(tmp_path, killed)
+    assert cube_digest(store) == reference_digest(killed)
 
 
 def test_a_kill_while_migrating_an_old_store_is_finished_by_the_next_run(
-    tmp_path: Path,
+    tmp_path: Path, reference_digest: Callable[[str], str]
 ) -> None:
     folder = tmp_path / "run"
     folder.mkdir()
@@ -145,27 +134,24 @@ def test_a_kill_while_migrating_an_old_store_is_finished_by_the_next_run(
     ds = assert_store_consistent(store)
     assert ds.attrs["simstudy"]["format"] == 2
     assert not (store / "method").exists()
-    assert cube_digest(store) == _reference(
-        tmp_path, (FORMAT1 / "study.py").read_text()
-    )
+    assert cube_digest(store) == reference_digest((FORMAT1 / "study.py").read_text())
 
 
 def test_a_kill_when_a_grown_study_creates_a_new_output(
-    tmp_path: Path,
+    tmp_path: Path, reference_digest: Callable[[str], str]
 ) -> None:
     """The issue's case: a finished store grows a method with a new output and
     the run is killed right after the new array is created."""
     folder = tmp_path / "run"
-    folder.mkdir()
     store = folder / "s.zarr"
-    (folder / "study.py").write_text(_source())
+    write_study_file(folder, _source())
     assert _run(folder, store).returncode == 0
     grown = _source(extra=EXTRA_METHOD)
-    (folder / "study.py").write_text(grown)
+    write_study_file(folder, grown)
     dead = _run(folder, store, kill="output:created")
     assert dead.returncode == -9, dead.stderr
     assert_store_consistent(store)
     again = _run(folder, store)
     assert again.returncode == 0, again.stderr
     assert_store_consistent(store)
-    assert cube_digest(store) == _reference(tmp_path, grown)
+    assert cube_digest(store) == reference_digest(grown)

@@ -276,7 +276,7 @@ def _cli(folder, store, *args, kill=None):
 def test_a_kill_while_pruning_a_narrowed_design_is_finished_by_the_next_run(
     write_study, tmp_path
 ):
-    wide = write(write_study)
+    write(write_study)
     narrow_src = SOURCE.format(
         factors=PAIRED,
         where="\n    where=lambda n1, n2: n1 <= n2,",
@@ -285,16 +285,18 @@ def test_a_kill_while_pruning_a_narrowed_design_is_finished_by_the_next_run(
     )
     store = tmp_path / "s.zarr"
     assert _cli(tmp_path, store).returncode == 0
-    wide.write_text(narrow_src)
+    write_study(narrow_src)
     dead = _cli(tmp_path, store, "--prune", kill="prune:copied")
     assert dead.returncode == -9, dead.stderr
     again = _cli(tmp_path, store, "--prune")
     assert again.returncode == 0, again.stderr
     assert_store_consistent(store)
     fresh = tmp_path / "fresh"
-    fresh.mkdir()
-    (fresh / "study.py").write_text(narrow_src)
-    simstudy.run(fresh / "study.py", store=fresh / "s.zarr", scheduler="synchronous")
+    simstudy.run(
+        write_study(narrow_src, "fresh/study.py"),
+        store=fresh / "s.zarr",
+        scheduler="synchronous",
+    )
     assert cube_digest(store) == cube_digest(fresh / "s.zarr")
 
 

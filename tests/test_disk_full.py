@@ -20,6 +20,7 @@ from simstudy.cli import main
 from simstudy.errors import EXIT_DISK_FULL
 from simstudy.store.crash import DISK_FULL_AT, POINTS
 from tests.helpers import assert_store_consistent, cube_digest
+from tests.studies import write_study_file
 from tests.test_crash_points import FORMAT1, SCENARIOS
 
 RUN = ("--scheduler", "synchronous", "--no-progress")
@@ -34,33 +35,22 @@ def _cli(folder: Path, store: Path, *args: str) -> int:
         os.chdir(cwd)
 
 
-def _reference(tmp_path: Path, source: str) -> str:
-    folder = tmp_path / "reference"
-    folder.mkdir(exist_ok=True)
-    (folder / "study.py").write_text(source)
-    store = folder / "ref.zarr"
-    shutil.rmtree(store, ignore_errors=True)
-    assert _cli(folder, store) == 0
-    return cube_digest(store)
-
-
 def test_every_step_is_covered() -> None:
     assert set(SCENARIOS) | {"migrate:arrays"} == set(POINTS)
 
 
 @pytest.mark.parametrize("point", list(SCENARIOS), ids=list(SCENARIOS))
 def test_a_full_disk_at_each_step_is_exit_4_and_the_run_resumes(
-    tmp_path, monkeypatch, capsys, point
+    tmp_path, reference_digest, monkeypatch, capsys, point
 ):
     monkeypatch.setenv("SIMSTUDY_FLUSH_SECONDS", "0.1")
     first, source, args = SCENARIOS[point]
     folder = tmp_path / "run"
-    folder.mkdir()
     store = folder / "s.zarr"
     if first is not None:
-        (folder / "study.py").write_text(first)
+        write_study_file(folder, first)
         assert _cli(folder, store) == 0
-    (folder / "study.py").write_text(source)
+    write_study_file(folder, source)
     capsys.readouterr()
     monkeypatch.setenv(DISK_FULL_AT, point)
     assert _cli(folder, store, *args) == EXIT_DISK_FULL
@@ -79,10 +69,12 @@ def test_a_full_disk_at_each_step_is_exit_4_and_the_run_resumes(
     # a full disk is no damage: nothing to repair
     assert "damaged or missing" not in capsys.readouterr().err
     assert_store_consistent(store)
-    assert cube_digest(store) == _reference(tmp_path, source)
+    assert cube_digest(store) == reference_digest(source)
 
 
-def test_a_full_disk_while_migrating_an_old_store(tmp_path, monkeypatch):
+def test_a_full_disk_while_migrating_an_old_store(
+    tmp_path, reference_digest, monkeypatch
+):
     folder = tmp_path / "run"
     folder.mkdir()
     store = folder / "s.zarr"
@@ -92,9 +84,7 @@ def test_a_full_disk_while_migrating_an_old_store(tmp_path, monkeypatch):
     assert _cli(folder, store) == EXIT_DISK_FULL
     monkeypatch.delenv(DISK_FULL_AT)
     assert _cli(folder, store) == 0
-    assert cube_digest(store) == _reference(
-        tmp_path, (FORMAT1 / "study.py").read_text()
-    )
+    assert cube_digest(store) == reference_digest((FORMAT1 / "study.py").read_text())
 
 
 # the child limits its own file size, then runs `python -m simstudy` (a
@@ -106,13 +96,12 @@ LIMITED = (
 )
 
 
-def test_a_real_file_size_limit_while_creating_the_store(tmp_path):
+def test_a_real_file_size_limit_while_creating_the_store(tmp_path, reference_digest):
     """A real process whose files may not grow past 1.5 kB: the store's root
     metadata cannot be written (EFBIG, as a full disk would refuse it)."""
     folder = tmp_path / "run"
-    folder.mkdir()
     source = SCENARIOS["create:built"][1]
-    (folder / "study.py").write_text(source)
+    write_study_file(folder, source)
     store = folder / "s.zarr"
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     env["PYTHONDONTWRITEBYTECODE"] = "1"
@@ -138,4 +127,4 @@ def test_a_real_file_size_limit_while_creating_the_store(tmp_path):
     )
     assert again.returncode == 0, again.stderr
     assert_store_consistent(store)
-    assert cube_digest(store) == _reference(tmp_path, source)
+    assert cube_digest(store) == reference_digest(source)

@@ -1,4 +1,4 @@
-"""docs/streams.md's recipes recompute real cubes bit for bit (STYLE B2.10)."""
+"""docs/streams.md's recipes recompute real cubes bit for bit."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ import pytest
 
 import simstudy
 from simstudy.rng.streams import key as engine_key
+from tests.studies import write_study_file
 
 ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "streams.md"
@@ -71,8 +72,9 @@ def recipe_block() -> str:
 
 
 def run_small(tmp_path: Path, scheme: str) -> tuple[np.ndarray, np.ndarray]:
-    path = tmp_path / f"small_{scheme}.py"
-    path.write_text(SMALL_STUDY.format(scheme=scheme))
+    path = write_study_file(
+        tmp_path, SMALL_STUDY.format(scheme=scheme), f"small_{scheme}.py"
+    )
     store = tmp_path / f"{scheme}.zarr"
     simstudy.run(path, store=store, scheduler="synchronous")
     ds = simstudy.open_results(store).load()
@@ -131,8 +133,9 @@ def recompute_small(scheme: str) -> np.ndarray:
 def test_doc_recipe_matches_real_store(tmp_path: Path) -> None:
     source = (ROOT / "studies" / "location.py").read_text()
     assert "replicates=2000," in source
-    path = tmp_path / "location.py"
-    path.write_text(source.replace("replicates=2000,", "replicates=20,"))
+    path = write_study_file(
+        tmp_path, source.replace("replicates=2000,", "replicates=20,"), "location.py"
+    )
     store = tmp_path / "s.zarr"
     simstudy.run(path, store=store, scheduler="synchronous")
     ds = simstudy.open_results(store)
@@ -192,8 +195,11 @@ def test_jax_doc_recipe_matches_real_store(tmp_path: Path) -> None:
     assert m, "no python block under the recompute heading"
     source = (ROOT / "studies" / "location_jax.py").read_text()
     assert "replicates=2000," in source
-    path = tmp_path / "location_jax.py"
-    path.write_text(source.replace("replicates=2000,", "replicates=20,"))
+    path = write_study_file(
+        tmp_path,
+        source.replace("replicates=2000,", "replicates=20,"),
+        "location_jax.py",
+    )
     store = tmp_path / "s.zarr"
     simstudy.run(path, store=store)
     ds = simstudy.open_results(store)
@@ -214,10 +220,11 @@ def test_tutorial_truth_function_example_runs(tmp_path: Path) -> None:
         for b in re.findall(r"```python\n(.*?)```", text, re.DOTALL)
         if "def truth(sigma)" in b
     )
-    path = tmp_path / "scale.py"
-    path.write_text(
+    path = write_study_file(
+        tmp_path,
         "from simstudy import Study\n\n"
-        + block.replace("replicates=500", "replicates=40")
+        + block.replace("replicates=500", "replicates=40"),
+        "scale.py",
     )
     study = simstudy.load_study(path)
     assert study.truth_for({"n": 20, "sigma": 3.0}) == {"estimate": 3.0}
@@ -304,8 +311,9 @@ def test_plots_doc_examples_run_on_small_stores(tmp_path, monkeypatch):
     ):
         source = (ROOT / "studies" / f"{name}.py").read_text()
         assert replicates in source
-        path = tmp_path / f"{name}.py"
-        path.write_text(source.replace(replicates, "replicates=12"))
+        path = write_study_file(
+            tmp_path, source.replace(replicates, "replicates=12"), f"{name}.py"
+        )
         simstudy.run(path, store=tmp_path / f"{name}.zarr", scheduler="synchronous")
     monkeypatch.chdir(tmp_path)
     text = (ROOT / "docs" / "plots.md").read_text()

@@ -1,4 +1,4 @@
-"""The executor contract (STYLE B2.11, issue 15): one set of behaviour tests
+"""The executor contract (issue 15): one set of behaviour tests
 that every executor passes — synchronous, threads, processes, a LocalCluster
 and the JAX executor — each subclassing :class:`ExecutorContract`.
 
@@ -10,7 +10,6 @@ the option before anything is written.
 
 from __future__ import annotations
 
-import textwrap
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -20,6 +19,7 @@ import pytest
 import simstudy
 from simstudy.store import read_failures
 from tests.helpers import assert_store_consistent, cube_digest
+from tests.studies import write_study_file
 
 NUMPY = """
 import time
@@ -83,12 +83,9 @@ _REFERENCES: dict[str, tuple[str, Any]] = {}  # source -> (digest, status)
 
 
 def _write(folder: Path, source: str, hang: bool = False) -> Path:
-    path = folder / "contract.py"
-    text = textwrap.dedent(source)
     if hang:
-        text = text.replace("HANG = False", "HANG = True")
-    path.write_text(text)
-    return path
+        source = source.replace("HANG = False", "HANG = True")
+    return write_study_file(folder, source, "contract.py")
 
 
 class ExecutorContract:
@@ -113,21 +110,32 @@ class ExecutorContract:
             _REFERENCES[self.source] = (cube_digest(store), ds.status.values.copy())
         return _REFERENCES[self.source]
 
-    def run(
-        self, path: Path, store: Path, **extra: Any
-    ) -> simstudy.running.runner.RunReport:
-        return simstudy.run(path, store=store, **{**self.options, **extra})
+    @pytest.fixture(scope="class")
+    @classmethod
+    def finished(
+        cls, tmp_path_factory: pytest.TempPathFactory
+    ) -> tuple[simstudy.running.runner.RunReport, Path]:
+        """One whole run with this executor and its store, which the tests
+        below only read (one run, not one per test: a cluster starts slowly)."""
+        folder = tmp_path_factory.mktemp("finished")
+        store = folder / "s.zarr"
+        return cls.run(_write(folder, cls.source), store), store
 
-    def test_gives_the_reference_cube(self, tmp_path, reference):
-        report = self.run(_write(tmp_path, self.source), tmp_path / "s.zarr")
+    @classmethod
+    def run(
+        cls, path: Path, store: Path, **extra: Any
+    ) -> simstudy.running.runner.RunReport:
+        return simstudy.run(path, store=store, **{**cls.options, **extra})
+
+    def test_gives_the_reference_cube(self, finished, reference):
+        report, store = finished
         assert report.exit_code == 3
         assert report.computed == report.tasks == 2 * 2 * 12 * 3
-        assert_store_consistent(tmp_path / "s.zarr")
-        assert cube_digest(tmp_path / "s.zarr") == reference[0]
+        assert_store_consistent(store)
+        assert cube_digest(store) == reference[0]
 
-    def test_records_failures_as_data(self, tmp_path, reference):
-        store = tmp_path / "s.zarr"
-        report = self.run(_write(tmp_path, self.source), store)
+    def test_records_failures_as_data(self, finished, reference):
+        report, store = finished
         ds = assert_store_consistent(store)
         np.testing.assert_array_equal(ds.status.values, reference[1])
         picky = ds.status.sel(method_name="picky")

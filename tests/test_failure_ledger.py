@@ -4,7 +4,6 @@ the store's failure records) against what ``summarize`` returns."""
 
 from __future__ import annotations
 
-import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +15,7 @@ from simstudy.cli import main
 from simstudy.errors import StudyError, UsageError
 from simstudy.store import read_failures, read_warnings
 from tests.helpers import assert_store_consistent
+from tests.studies import write_study_file
 
 # a method that raises, warns, returns NaN, runs past the timeout or says it
 # did not converge, beside one whose output is no estimate
@@ -69,8 +69,7 @@ KINDS += ("not_converged", "nonfinite")
 @pytest.fixture(scope="module")
 def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("ledger")
-    path = root / "study.py"
-    path.write_text(textwrap.dedent(STUDY))
+    path = write_study_file(root, STUDY)
     simstudy.run(path, store=root / "s.zarr", scheduler="synchronous", task_timeout=0.5)
     assert_store_consistent(root / "s.zarr")
     return root / "s.zarr"
@@ -437,7 +436,7 @@ def test_analysis_doc_failures_example_runs(tmp_path, monkeypatch, capsys):
     text = (Path(__file__).parents[1] / "docs" / "analysis.md").read_text()
     head = text.index("## Example: failures, fallbacks and contrasts")
     study, script = re.findall(r"```python\n(.*?)```", text[head:], re.DOTALL)[:2]
-    (tmp_path / "failing.py").write_text(study)
+    write_study_file(tmp_path, study, "failing.py")
     (tmp_path / "script.py").write_text(script)
     monkeypatch.chdir(tmp_path)
     ns = runpy.run_path(str(tmp_path / "script.py"))

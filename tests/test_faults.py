@@ -3,8 +3,6 @@ its worker every time (issue 4)."""
 
 from __future__ import annotations
 
-import textwrap
-
 import numpy as np
 import pytest
 
@@ -18,7 +16,7 @@ import os
 from pathlib import Path
 from simstudy import Study
 
-study = Study("crashy", factors={"n": [5, 8]}, replicates=12, seed=3)
+study = Study("crashy", factors={"n": [5, 8]}, replicates=4, seed=3)
 
 @study.data
 def gen(rng, n):
@@ -45,10 +43,8 @@ SCHEDULERS = [("processes", {}), ("distributed", {"batch_size": 4})]
 
 
 @pytest.fixture
-def study_file(tmp_path):
-    path = tmp_path / "crashy.py"
-    path.write_text(textwrap.dedent(CRASHY))
-    return path
+def study_file(write_study):
+    return write_study(CRASHY, "crashy.py")
 
 
 @pytest.mark.parametrize(
@@ -122,9 +118,8 @@ def stuck(x):
 
 
 @pytest.mark.parametrize("scheduler", ["processes", "synchronous"])
-def test_a_hung_task_times_out_and_the_study_goes_on(tmp_path, scheduler):
-    path = tmp_path / "hangs.py"
-    path.write_text(textwrap.dedent(HANGS))
+def test_a_hung_task_times_out_and_the_study_goes_on(write_study, tmp_path, scheduler):
+    path = write_study(HANGS, "hangs.py")
     store = tmp_path / "s.zarr"
     report = simstudy.run(
         path, store=store, scheduler=scheduler, workers=2, task_timeout=0.3
@@ -161,11 +156,12 @@ def logmean(x):
 
 
 @pytest.mark.parametrize("scheduler", ["processes", "synchronous"])
-def test_warnings_are_counted_per_task_and_can_be_errors(tmp_path, scheduler):
+def test_warnings_are_counted_per_task_and_can_be_errors(
+    write_study, tmp_path, scheduler
+):
     from simstudy.store import read_warnings
 
-    path = tmp_path / "warns.py"
-    path.write_text(textwrap.dedent(WARNS))
+    path = write_study(WARNS, "warns.py")
     store = tmp_path / "w.zarr"
     report = simstudy.run(path, store=store, scheduler=scheduler, workers=2)
     assert report.exit_code == 0
@@ -194,7 +190,7 @@ def test_warnings_are_counted_per_task_and_can_be_errors(tmp_path, scheduler):
     assert {f["type"] for f in failures} == {"RuntimeWarning"}
 
 
-def test_a_worker_whose_driver_died_while_it_started_exits(tmp_path):
+def test_a_worker_whose_driver_died_while_it_started_exits(write_study, tmp_path):
     """The driver's pid travels to the worker: a worker that starts after its
     driver was killed (its parent is already init) still sees it and exits.
     Before, it read the parent pid itself after installing the study, got
@@ -211,7 +207,7 @@ def test_a_worker_whose_driver_died_while_it_started_exits(tmp_path):
         f"b.install_worker('t', cloudpickle.dumps(study), {gone.pid})\n"
         "time.sleep(30)\n"
     )
-    (tmp_path / "study.py").write_text(GOOD_STUDY)
+    write_study(GOOD_STUDY)
     t0 = time.monotonic()
     proc = subprocess.run(
         [sys.executable, "-c", code], timeout=20, capture_output=True, text=True

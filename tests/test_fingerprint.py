@@ -5,7 +5,6 @@ comments, blank lines and docstrings change nothing."""
 from __future__ import annotations
 
 import re
-import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +14,7 @@ import pytest
 import simstudy
 from simstudy.declare import fingerprint
 from simstudy.errors import FingerprintMismatch
+from tests.conftest import WriteStudy
 from tests.helpers import assert_store_consistent, cube_digest
 
 STUDY = '''
@@ -78,9 +78,9 @@ def centre(x):
 
 
 @pytest.fixture
-def folder(tmp_path: Path) -> Path:
-    (tmp_path / "study.py").write_text(textwrap.dedent(STUDY))
-    (tmp_path / "helpers.py").write_text(textwrap.dedent(HELPERS))
+def folder(tmp_path: Path, write_study: WriteStudy) -> Path:
+    write_study(STUDY)
+    write_study(HELPERS, "helpers.py")
     return tmp_path
 
 

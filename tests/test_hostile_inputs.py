@@ -24,6 +24,7 @@ from simstudy.running.debugging import parse_task, task_spec
 from simstudy.shell import command, quote
 from tests.conftest import WriteStudy
 from tests.helpers import assert_store_consistent
+from tests.studies import write_study_file
 
 LABS = ["lab=$(touch pwned)", "a,b", "it's", " padded ", "new\nline", "plain"]
 HOSTILE = f"""
@@ -209,8 +210,7 @@ PREVIOUS = b"a previous good file\n" * 200
 @pytest.fixture(scope="module")
 def small_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("small")
-    path = folder / "small.py"
-    path.write_text(SMALL)
+    path = write_study_file(folder, SMALL, "small.py")
     store = folder / "small.zarr"
     assert main(["run", str(path), "--store", str(store), "--scheduler",
                  "synchronous", "--no-progress"]) == 0  # fmt: skip
@@ -309,8 +309,7 @@ study.truth(estimate=0.0)
 @pytest.fixture(scope="module")
 def math_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("math")
-    path = folder / "mt.py"
-    path.write_text(MATH)
+    path = write_study_file(folder, MATH, "mt.py")
     store = folder / "mt.zarr"
     assert main(["run", str(path), "--store", str(store), "--scheduler",
                  "synchronous", "--no-progress"]) == 0  # fmt: skip

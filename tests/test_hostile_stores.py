@@ -16,7 +16,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +28,7 @@ from simstudy.cube import MAX_REPLICATES
 from simstudy.errors import StoreError, StudyError
 from simstudy.store import read_failures
 from simstudy.system import _state, pid_alive
-from tests.helpers import assert_store_consistent, cube_digest, reseal
+from tests.helpers import assert_store_consistent, cube_digest, reseal, wait_for
 
 STUDY = """
 import numpy as np
@@ -496,13 +495,19 @@ def test_a_zombie_is_not_alive():
     try:
         assert pid_alive(child.pid)
         os.kill(child.pid, signal.SIGKILL)  # not child.kill(): no wait() here
-        deadline = time.monotonic() + 30
-        while _state(child.pid) != "Z" and time.monotonic() < deadline:
-            time.sleep(0.01)
+        wait_for("the child to be a zombie", lambda: _state(child.pid) == "Z", 30)
         assert _state(child.pid) == "Z"
         assert not pid_alive(child.pid)
     finally:
         child.wait()
+
+
+def _lock_pid(lock: Path) -> int | None:
+    """The pid a lock file names (None while it is absent or half written)."""
+    try:
+        return int(json.loads(lock.read_text())["pid"])
+    except (OSError, ValueError, KeyError):
+        return None
 
 
 def test_a_run_takes_over_the_lock_of_a_killed_unreaped_run(tmp_path, write_study):
@@ -526,18 +531,14 @@ def test_a_run_takes_over_the_lock_of_a_killed_unreaped_run(tmp_path, write_stud
         env={**os.environ, "HOSTILE_SLEEP": "0.2"},
     )
     try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and child.poll() is None:
-            try:
-                if json.loads(lock.read_text()).get("pid") == child.pid:
-                    break
-            except (OSError, ValueError):
-                pass
-            time.sleep(0.05)
+        wait_for(
+            "the child to hold the lock",
+            lambda: _lock_pid(lock) == child.pid or child.poll() is not None,
+            120,
+        )
         assert json.loads(lock.read_text())["pid"] == child.pid
         child.kill()  # and no wait(): the child stays a zombie
-        while _state(child.pid) != "Z" and time.monotonic() < deadline:
-            time.sleep(0.01)
+        wait_for("the child to be a zombie", lambda: _state(child.pid) == "Z", 30)
         assert _state(child.pid) == "Z"
         report = simstudy.run(study, store=store, scheduler="synchronous")
         assert report.exit_code == 0

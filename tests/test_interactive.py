@@ -16,6 +16,7 @@ from nbclient import NotebookClient
 
 import simstudy
 from tests.helpers import assert_store_consistent, cube_digest
+from tests.studies import write_study_file
 
 STUDY = """\
 import simstudy
@@ -66,9 +67,7 @@ def test_a_plain_script_without_a_main_guard_runs_once(tmp_path, scheduler):
 
 
 def _study_file(tmp_path: Path) -> Path:
-    path = tmp_path / "plain_study.py"
-    path.write_text(STUDY)
-    return path
+    return write_study_file(tmp_path, STUDY, "plain_study.py")
 
 
 def test_an_api_error_shows_its_hint_in_the_traceback(tmp_path):

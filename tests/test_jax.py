@@ -13,6 +13,7 @@ from simstudy import cli
 from simstudy.errors import FingerprintMismatch, StudyError
 from simstudy.store import open_results, read_failures
 from tests.helpers import assert_store_consistent, cube_digest, reseal
+from tests.studies import GOOD_STUDY, write_study_file
 
 jax = pytest.importorskip("jax")
 jnp = jax.numpy
@@ -47,9 +48,8 @@ def noisy(x, key, n):
 
 
 def write(tmp_path, *, replicates=40, extra="", name="jx.py"):
-    path = tmp_path / name
-    path.write_text(SOURCE.format(replicates=replicates, extra=textwrap.dedent(extra)))
-    return path
+    source = SOURCE.format(replicates=replicates, extra=textwrap.dedent(extra))
+    return write_study_file(tmp_path, source, name)
 
 
 def test_cube_is_identical_for_any_batch_size_and_after_resume(tmp_path):
@@ -218,8 +218,7 @@ def test_data_function_failing_at_one_point_fails_only_that_point(tmp_path):
         "    if n == 3:\n        raise RuntimeError('no data for n=3')\n"
         "    k1, k2 = jax.random.split(key)\n",
     )
-    path = tmp_path / "jx.py"
-    path.write_text(source.format(replicates=8, extra=""))
+    path = write_study_file(tmp_path, source.format(replicates=8, extra=""), "jx.py")
     store = tmp_path / "s.zarr"
     assert simstudy.run(path, store=store).exit_code == 3
     ds = assert_store_consistent(store)
@@ -359,8 +358,7 @@ def test_bad_jax_declarations_are_clear_errors(tmp_path, case):
         f"@study.data\n{signature}\n    return np.zeros(n)\n"
         "@study.method\ndef m(x):\n    return x.sum()\n"
     )
-    path = tmp_path / "bad.py"
-    path.write_text(source)
+    path = write_study_file(tmp_path, source, "bad.py")
     with pytest.raises(StudyError, match=message):
         simstudy.load_study(path)
 
@@ -380,12 +378,11 @@ CLI_CASES = {
 def test_bad_run_options_for_the_backend_exit_2_and_write_nothing(
     tmp_path, capsys, case
 ):
-    from tests.studies import GOOD_STUDY
-
     args, is_jax, message = CLI_CASES[case]
-    path = write(tmp_path, replicates=4) if is_jax else tmp_path / "good.py"
-    if not is_jax:
-        path.write_text(GOOD_STUDY)
+    if is_jax:
+        path = write(tmp_path, replicates=4)
+    else:
+        path = write_study_file(tmp_path, GOOD_STUDY, "good.py")
     before = sorted(p.name for p in tmp_path.rglob("*"))
     code = cli.main(["run", str(path), "--no-progress", *args])
     err = capsys.readouterr().err
@@ -454,8 +451,7 @@ def test_fixed_inputs_reach_the_kernels(tmp_path):
         fit = jnp.linalg.lstsq(X, y)[0]
         return {"err": jnp.abs(fit - beta).max(), "is_ols": float(label == "ols")}
     """
-    path = tmp_path / "fx.py"
-    path.write_text(textwrap.dedent(source))
+    path = write_study_file(tmp_path, source, "fx.py")
     store = tmp_path / "fx.zarr"
     assert simstudy.run(path, store=store).exit_code == 0
     ds = assert_store_consistent(store)

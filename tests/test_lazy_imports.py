@@ -21,7 +21,9 @@ import numpy as np
 import pytest
 
 import simstudy
+from tests.conftest import WriteStudy
 from tests.helpers import cube_digest
+from tests.studies import write_study_file
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -78,8 +80,8 @@ print(json.dumps({{
 
 
 @pytest.fixture
-def folder(tmp_path: Path) -> Path:
-    (tmp_path / "study.py").write_text(STUDY)
+def folder(tmp_path: Path, write_study: WriteStudy) -> Path:
+    write_study(STUDY)
     return tmp_path
 
 
@@ -110,10 +112,11 @@ def test_a_lazy_load_runs_no_library_and_changes_no_fingerprint(folder):
 
 
 def test_a_library_used_at_the_top_of_the_study_loads_as_usual(folder):
-    (folder / "study.py").write_text(
+    write_study_file(
+        folder,
         STUDY.replace(
             'study = Study("lazy"', 'CUT = stats.norm.ppf(0.975)\nstudy = Study("lazy"'
-        )
+        ),
     )
     got = _python(PROBE.format(lazy=True), folder)
     assert got["stats"]  # loaded at its first use, in the file itself
@@ -166,9 +169,7 @@ def test_an_edit_is_still_seen_by_a_lazy_resume(folder):
         "--no-progress",
     ]
     assert subprocess.run(cmd, cwd=folder, env=env, timeout=300).returncode == 0
-    (folder / "study.py").write_text(
-        STUDY.replace("trim_mean(x, 0.1)", "trim_mean(x, 0.2)")
-    )
+    write_study_file(folder, STUDY.replace("trim_mean(x, 0.1)", "trim_mean(x, 0.2)"))
     again = subprocess.run(
         cmd, cwd=folder, env=env, capture_output=True, text=True, timeout=300
     )
@@ -193,7 +194,9 @@ def m(x):
 """
 
 
-def test_a_library_that_fails_to_import_is_a_clear_error_and_no_store(tmp_path):
+def test_a_library_that_fails_to_import_is_a_clear_error_and_no_store(
+    write_study, tmp_path
+):
     """Loaded lazily, the library first fails in the workers: still exit 2,
     one clear line naming the error, and no store left behind."""
     import sysconfig
@@ -204,7 +207,7 @@ def test_a_library_that_fails_to_import_is_a_clear_error_and_no_store(tmp_path):
     where.mkdir()
     try:
         (where / "__init__.py").write_text('raise ImportError("boom: needs libfoo")\n')
-        (tmp_path / "study.py").write_text(BROKEN.format(package=package))
+        write_study(BROKEN.format(package=package))
         done = subprocess.run(
             [sys.executable, "-m", "simstudy", "run", "study.py", "--no-progress"],
             cwd=tmp_path,
@@ -262,14 +265,16 @@ def m(x, thing):
 """
 
 
-def test_a_study_the_workers_cannot_unpickle_is_a_clear_error(tmp_path, capsys):
+def test_a_study_the_workers_cannot_unpickle_is_a_clear_error(
+    write_study, tmp_path, capsys
+):
     """The same for an eagerly loaded study (a pool worker whose setup
     fails used to break the pool: an internal error)."""
     from simstudy.cli import main
 
-    (tmp_path / "w.py").write_text(WORKER_ONLY)
+    path = write_study(WORKER_ONLY, "w.py")
     store = tmp_path / "w.zarr"
-    assert main(["run", str(tmp_path / "w.py"), "--store", str(store)]) == 2
+    assert main(["run", str(path), "--store", str(store)]) == 2
     err = capsys.readouterr().err
     assert (
         "error: w.py: the worker processes cannot load the study: ImportError: "
@@ -279,7 +284,7 @@ def test_a_study_the_workers_cannot_unpickle_is_a_clear_error(tmp_path, capsys):
     assert not store.exists()
 
 
-def test_which_imports_load_lazily(tmp_path, monkeypatch):
+def test_which_imports_load_lazily(write_study, tmp_path, monkeypatch):
     """Installed libraries' leaf modules only: not the standard library, not
     numpy or simstudy, not a package another name lies in, not the user's
     own module beside the study (nor one already imported: not here)."""
@@ -288,9 +293,9 @@ def test_which_imports_load_lazily(tmp_path, monkeypatch):
     for name in ("scipy.stats", "scipy.special"):
         monkeypatch.delitem(sys.modules, name, raising=False)
     (tmp_path / "helpers.py").write_text("X = 1\n")
-    study = tmp_path / "s.py"
-    study.write_text(
+    study = write_study(
         "import json, statistics\nimport numpy as np\nimport helpers\n"
-        "import scipy.stats as st\nfrom scipy import special\nimport simstudy\n"
+        "import scipy.stats as st\nfrom scipy import special\nimport simstudy\n",
+        "s.py",
     )
     assert _lazy_names(study) == ["scipy.stats", "scipy.special"]

@@ -18,6 +18,7 @@ import simstudy
 from simstudy.errors import StoreError
 from simstudy.store.lock import Lock
 from tests.helpers import assert_store_consistent, cube_digest, wait_for
+from tests.studies import write_study_file
 
 NAPPING = """
 import os
@@ -63,8 +64,7 @@ def test_a_run_that_lost_its_lock_stops_and_spares_the_new_owner(
     tmp_path,
 ):
     folder = tmp_path / "run"
-    folder.mkdir()
-    (folder / "study.py").write_text(NAPPING)
+    path = write_study_file(folder, NAPPING)
     store = folder / "s.zarr"
     lock = store / ".simstudy" / "lock"
     first = _start(folder, store)
@@ -94,7 +94,6 @@ def test_a_run_that_lost_its_lock_stops_and_spares_the_new_owner(
                 proc.communicate()
     assert not lock.exists()
     assert_store_consistent(store)
-    path = folder / "study.py"
     reference = tmp_path / "ref.zarr"
     simstudy.run(path, store=reference, scheduler="synchronous")
     assert cube_digest(store) == cube_digest(reference)

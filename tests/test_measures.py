@@ -4,7 +4,6 @@ user-defined measures, blocks; each against a plain numpy computation."""
 from __future__ import annotations
 
 import math
-import textwrap
 from pathlib import Path
 from statistics import NormalDist
 from typing import Any
@@ -18,6 +17,7 @@ import simstudy
 from simstudy.analysis.summary import Measure, summarize, to_records
 from simstudy.cli import main
 from simstudy.errors import StudyError, UsageError
+from tests.studies import write_study_file
 from tests.test_summary import EST, SE, STATUS, THETA, _cube
 
 ARRAY_STUDY = """
@@ -52,8 +52,7 @@ def _vals(i: int, j: int) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any], f
 
 
 def _run_array(tmp_path: Path, truth: str) -> Path:
-    path = tmp_path / "arr.py"
-    path.write_text(ARRAY_STUDY.replace("TRUTH", truth))
+    path = write_study_file(tmp_path, ARRAY_STUDY.replace("TRUTH", truth), "arr.py")
     store = tmp_path / "arr.zarr"
     simstudy.run(path, store=store, scheduler="synchronous")
     return store
@@ -310,8 +309,8 @@ def test_bad_arguments_raise_usage_errors(kwargs, match):
     assert info.value.hint
 
 
-def test_end_to_end_declared_se_gives_wald_measures(tmp_path):
-    source = textwrap.dedent(
+def test_end_to_end_declared_se_gives_wald_measures(write_study, tmp_path):
+    path = write_study(
         """
         import numpy as np
         from simstudy import Study
@@ -326,10 +325,9 @@ def test_end_to_end_declared_se_gives_wald_measures(tmp_path):
         @study.method(estimate="est", se="se")
         def mean(x):
             return {"est": x.mean(), "se": x.std(ddof=1) / np.sqrt(len(x))}
-        """
+        """,
+        "w.py",
     )
-    path = tmp_path / "w.py"
-    path.write_text(source)
     simstudy.run(path, store=tmp_path / "w.zarr", scheduler="synchronous")
     cube = simstudy.open_results(tmp_path / "w.zarr")
     res = summarize(cube, df=14).isel(n=0, method_name=0)

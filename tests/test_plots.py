@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +13,7 @@ from matplotlib.figure import Figure
 import simstudy
 from simstudy import plots
 from simstudy.errors import UsageError
+from tests.studies import write_study_file
 
 STUDY = """
 import numpy as np
@@ -45,8 +45,7 @@ def median(x):
 @pytest.fixture(scope="module")
 def cube(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("plots")
-    path = tmp / "iv.py"
-    path.write_text(textwrap.dedent(STUDY))
+    path = write_study_file(tmp, STUDY, "iv.py")
     simstudy.run(path, store=tmp / "iv.zarr", scheduler="synchronous")
     return simstudy.open_results(tmp / "iv.zarr").load()
 
@@ -277,11 +276,9 @@ def test_import_simstudy_plots():
     assert Path(plots.__file__).parent.name == "plots"
 
 
-def test_array_outputs_ask_for_one_element(tmp_path):
-    path = tmp_path / "arr.py"
-    path.write_text(
-        textwrap.dedent(
-            """
+def test_array_outputs_ask_for_one_element(write_study, tmp_path):
+    path = write_study(
+        """
             import numpy as np
             from simstudy import Study
 
@@ -296,8 +293,8 @@ def test_array_outputs_ask_for_one_element(tmp_path):
             def mean(x):
                 s = x.std(axis=0, ddof=1) / np.sqrt(len(x))
                 return {"est": x.mean(axis=0), "se": s}
-            """
-        )
+            """,
+        "arr.py",
     )
     simstudy.run(path, store=tmp_path / "arr.zarr", scheduler="synchronous")
     cube = simstudy.open_results(tmp_path / "arr.zarr")

@@ -3,8 +3,6 @@ truth, selected cubes, split panels, and figures Jupyter shows inline."""
 
 from __future__ import annotations
 
-import textwrap
-
 import nbformat
 import numpy as np
 import pytest
@@ -15,6 +13,7 @@ import simstudy
 from simstudy import plots
 from simstudy.errors import UsageError
 from simstudy.plots.scales import outliers
+from tests.studies import write_study_file
 
 STUDY = """
 import warnings
@@ -67,8 +66,7 @@ def trimmed_mean_long_name(x):
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("explode")
-    path = tmp / "explode.py"
-    path.write_text(textwrap.dedent(STUDY))
+    path = write_study_file(tmp, STUDY, "explode.py")
     simstudy.run(path, store=tmp / "explode.zarr", scheduler="synchronous")
     return tmp / "explode.zarr"
 

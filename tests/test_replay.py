@@ -20,6 +20,7 @@ from simstudy.running.debugging import (  # == simstudy.replay, .verify
     replay,
     verify,
 )
+from tests.studies import write_study_file
 
 FRAGILE = """
 import numpy as np
@@ -45,9 +46,9 @@ def fragile(x, rng):
 
 
 def _study(tmp_path: Path, scheme: str = "spawn") -> Path:
-    path = tmp_path / "fit.py"
-    path.write_text(textwrap.dedent(FRAGILE).replace("SCHEME", repr(scheme)))
-    return path
+    return write_study_file(
+        tmp_path, textwrap.dedent(FRAGILE).replace("SCHEME", repr(scheme)), "fit.py"
+    )
 
 
 @pytest.mark.parametrize("scheme", ["spawn", "pcg64-jump", "mt19937-jump"])
@@ -145,8 +146,7 @@ def test_verify_names_a_nondeterministic_method_and_passes_honest_ones(
             return {"estimate": x.mean() + np.random.default_rng().normal()}
         """
     )
-    path = tmp_path / "fit.py"
-    path.write_text(source)
+    path = write_study_file(tmp_path, source, "fit.py")
     store = tmp_path / "fit.zarr"
     with pytest.warns(ReproducibilityWarning, match=r"fit.py:\d+: method 'sloppy'"):
         simstudy.run(path, store=store, scheduler="synchronous")
@@ -183,8 +183,7 @@ def test_the_lint_flags_global_or_self_seeded_randomness(tmp_path, call):
         "\nimport random\nimport numpy\nfrom numpy.random import default_rng\n\n"
         f"@study.method\ndef bad(x):\n    return x.mean() + {call}\n"
     )
-    path = tmp_path / "fit.py"
-    path.write_text(source)
+    path = write_study_file(tmp_path, source, "fit.py")
     from simstudy.declare.lint import lint_study
 
     found = lint_study(simstudy.load_study(path))

@@ -5,13 +5,13 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
-import textwrap
 from pathlib import Path
 
 import pytest
 
 import simstudy
 from simstudy.cli import main
+from tests.studies import write_study_file
 
 STUDY = """
 import numpy as np
@@ -48,8 +48,7 @@ def _chromium() -> str:
 @pytest.fixture(scope="module")
 def report(tmp_path_factory: pytest.TempPathFactory) -> Path:
     tmp = tmp_path_factory.mktemp("report")
-    path = tmp / "rep.py"
-    path.write_text(textwrap.dedent(STUDY))
+    path = write_study_file(tmp, STUDY, "rep.py")
     simstudy.run(path, store=tmp / "rep.zarr", scheduler="synchronous")
     out = tmp / "report.html"
     assert main(["report", str(tmp / "rep.zarr"), "-o", str(out)]) == 0
@@ -143,9 +142,10 @@ def median(x):
 """
 
 
-def test_report_of_an_array_output_with_reference_alpha_and_cases(tmp_path):
-    path = tmp_path / "arr.py"
-    path.write_text(textwrap.dedent(ARRAY_STUDY))
+def test_report_of_an_array_output_with_reference_alpha_and_cases(
+    write_study, tmp_path
+):
+    path = write_study(ARRAY_STUDY, "arr.py")
     simstudy.run(path, store=tmp_path / "arr.zarr", scheduler="synchronous")
     out = tmp_path / "arr.html"
     argv = ["report", str(tmp_path / "arr.zarr"), "-o", str(out)]
@@ -217,12 +217,11 @@ def mean(x):
 """
 
 
-def test_report_of_64_design_points_stays_bounded(tmp_path):
+def test_report_of_64_design_points_stays_bounded(write_study, tmp_path):
     """3 factors x 4 levels: one nested-loop plot per measure (not a panel
     per level combination), zip and box plots of a few points, and the
     long measures tables folded."""
-    path = tmp_path / "many.py"
-    path.write_text(textwrap.dedent(MANY_POINTS))
+    path = write_study(MANY_POINTS, "many.py")
     simstudy.run(path, store=tmp_path / "many.zarr", scheduler="synchronous")
     out = tmp_path / "many.html"
     assert main(["report", str(tmp_path / "many.zarr"), "-o", str(out)]) == 0

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import re
 import subprocess
-import textwrap
 
 import pytest
 from scipy import stats
@@ -14,6 +13,7 @@ from scipy import stats
 import simstudy
 from simstudy.cli import main
 from simstudy.plots.common import with_mcse
+from tests.studies import write_study_file
 from tests.test_plots_real_data import STUDY
 from tests.test_report import _chromium
 
@@ -21,8 +21,7 @@ from tests.test_report import _chromium
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("report-real")
-    path = tmp / "explode.py"
-    path.write_text(textwrap.dedent(STUDY))
+    path = write_study_file(tmp, STUDY, "explode.py")
     simstudy.run(path, store=tmp / "explode.zarr", scheduler="synchronous")
     return tmp / "explode.zarr"
 

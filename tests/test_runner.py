@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import textwrap
 
 import numpy as np
 import pytest
@@ -13,6 +12,7 @@ import simstudy.cli
 from simstudy.errors import FingerprintMismatch, StoreError, UsageError
 from simstudy.store import read_failures
 from tests.helpers import assert_store_consistent, cube_digest
+from tests.studies import write_study_file
 
 SOURCE = """
 import numpy as np
@@ -59,9 +59,7 @@ def write(
         seed=seed,
         methods="\n".join(METHODS[m] for m in methods),
     )
-    path = tmp_path / name
-    path.write_text(textwrap.dedent(src))
-    return path
+    return write_study_file(tmp_path, src, name)
 
 
 @pytest.fixture(scope="module")
@@ -240,15 +238,14 @@ def test_max_errors_stops_cleanly(tmp_path):
     assert rest.pending == 0
 
 
-def test_bad_output_shape_is_a_task_failure(tmp_path):
+def test_bad_output_shape_is_a_task_failure(write_study, tmp_path):
     src = SOURCE.format(
         n=[5, 10],
         replicates=3,
         seed=1,
         methods=("@study.method\ndef grow(x):\n    return {'v': x[: len(x) // 5]}\n"),
     )
-    path = tmp_path / "s.py"
-    path.write_text(src)
+    path = write_study(src, "s.py")
     store = tmp_path / "s.zarr"
     report = simstudy.run(path, store=store, scheduler="synchronous", batch_size=1)
     assert report.exit_code == 3
@@ -339,7 +336,7 @@ def test_mt19937_resume_sets_up_streams_by_random_access(tmp_path, monkeypatch):
     assert not (store / ".simstudy" / "mt19937").exists()
 
 
-def test_outputs_that_change_between_batches_are_task_failures(tmp_path):
+def test_outputs_that_change_between_batches_are_task_failures(write_study, tmp_path):
     """A method's output names are fixed by its first task and kept in the store:
     a later batch that returns other names fails those tasks, by name."""
     src = SOURCE.format(
@@ -352,8 +349,7 @@ def test_outputs_that_change_between_batches_are_task_failures(tmp_path):
             "    return {'a': x[0]}\n"
         ),
     )
-    path = tmp_path / "s.py"
-    path.write_text(src)
+    path = write_study(src, "s.py")
     store = tmp_path / "s.zarr"
     report = simstudy.run(path, store=store, scheduler="synchronous", batch_size=1)
     ds = assert_store_consistent(store)
@@ -383,7 +379,7 @@ def test_replicates_override_extends_and_matches_a_from_scratch_run(tmp_path):
         simstudy.run(path, store=store, scheduler="synchronous", replicates=0)
 
 
-def test_nan_and_inf_are_values_and_the_run_counts_them(tmp_path, capsys):
+def test_nan_and_inf_are_values_and_the_run_counts_them(write_study, tmp_path, capsys):
     src = SOURCE.format(
         n=[5],
         replicates=40,
@@ -395,8 +391,7 @@ def test_nan_and_inf_are_values_and_the_run_counts_them(tmp_path, capsys):
             "    return {'est': x[0], 'se': 1.0}\n"
         ),
     )
-    path = tmp_path / "s.py"
-    path.write_text(src)
+    path = write_study(src, "s.py")
     store = tmp_path / "s.zarr"
     assert (
         simstudy.cli.main(
@@ -433,9 +428,8 @@ FAILS_ALWAYS = SOURCE.format(
 )
 
 
-def test_fail_fast_stops_a_method_that_fails_every_task(tmp_path, capsys):
-    path = tmp_path / "s.py"
-    path.write_text(FAILS_ALWAYS)
+def test_fail_fast_stops_a_method_that_fails_every_task(write_study, tmp_path, capsys):
+    path = write_study(FAILS_ALWAYS, "s.py")
     store = tmp_path / "s.zarr"
     argv = ["run", str(path), "--store", str(store), "--no-progress"]
     code = simstudy.cli.main([*argv, "--scheduler", "synchronous", "--batch-size", "5"])
@@ -456,11 +450,13 @@ def test_fail_fast_stops_a_method_that_fails_every_task(tmp_path, capsys):
     assert (ds.status.sel({"method_name": "mean"}).values == 1).all()
 
 
-def test_fail_fast_is_per_method_and_never_on_a_method_that_succeeds(tmp_path):
+def test_fail_fast_is_per_method_and_never_on_a_method_that_succeeds(
+    write_study, tmp_path
+):
     """flaky fails 30% of its tasks: never all of its first 50."""
-    path = tmp_path / "s.py"
-    path.write_text(
-        SOURCE.format(n=[5], replicates=200, seed=3, methods=METHODS["flaky"])
+    path = write_study(
+        SOURCE.format(n=[5], replicates=200, seed=3, methods=METHODS["flaky"]),
+        "s.py",
     )
     report = simstudy.run(path, store=tmp_path / "s.zarr", scheduler="synchronous")
     assert report.failing is None
@@ -490,12 +486,13 @@ SHIFTY = SOURCE.format(
     ],
     ids=["threads-7", "processes", "interrupted-then-resumed"],
 )
-def test_output_names_fail_the_same_tasks_however_it_runs(tmp_path, options):
+def test_output_names_fail_the_same_tasks_however_it_runs(
+    write_study, tmp_path, options
+):
     """The names a method returns are fixed by its first successful task in
     task order, so the same tasks fail whatever the workers, batches, or an
     interruption (was: 849, 773, 719 failures in three runs)."""
-    path = tmp_path / "s.py"
-    path.write_text(SHIFTY)
+    path = write_study(SHIFTY, "s.py")
     ref = tmp_path / "ref.zarr"
     simstudy.run(path, store=ref, scheduler="synchronous", batch_size=60)
     store = tmp_path / "s.zarr"
@@ -531,9 +528,10 @@ TRUTH_P = (
 )
 
 
-def test_a_truth_no_method_returns_is_refused_and_leaves_no_store(tmp_path, capsys):
-    path = tmp_path / "s.py"
-    path.write_text(TRUTH_P)
+def test_a_truth_no_method_returns_is_refused_and_leaves_no_store(
+    write_study, tmp_path, capsys
+):
+    path = write_study(TRUTH_P, "s.py")
     store = tmp_path / "s.zarr"
     code = simstudy.cli.main(["run", str(path), "--store", str(store), "--no-progress"])
     assert code == 2
@@ -561,10 +559,12 @@ def test_a_truth_no_method_returns_is_refused_and_leaves_no_store(tmp_path, caps
     ],
     ids=["keyword", "function", "function-raises"],
 )
-def test_a_truth_naming_no_estimate_is_refused_at_load(tmp_path, truth, message):
-    path = tmp_path / "s.py"
-    path.write_text(
-        SOURCE.format(n=[5], replicates=3, seed=1, methods=METHODS["mean"]) + truth
+def test_a_truth_naming_no_estimate_is_refused_at_load(
+    write_study, tmp_path, truth, message
+):
+    path = write_study(
+        SOURCE.format(n=[5], replicates=3, seed=1, methods=METHODS["mean"]) + truth,
+        "s.py",
     )
     with pytest.raises(simstudy.StudyError, match=re.escape(message)):
         simstudy.load_study(path)

@@ -21,6 +21,8 @@ from simstudy.cli import main
 from simstudy.running.pilot import PILOT_POINTS, estimate
 from simstudy.running.plan import Plan
 from simstudy.store import Store
+from tests.helpers import wait_for
+from tests.studies import write_study_file
 
 TINY = """
 from simstudy import Study
@@ -43,9 +45,8 @@ def twice(x):
 
 
 def _study(tmp_path: Path, points: int, replicates: int) -> Path:
-    path = tmp_path / "tiny.py"
-    path.write_text(TINY.format(points=points, replicates=replicates))
-    return path
+    source = TINY.format(points=points, replicates=replicates)
+    return write_study_file(tmp_path, source, "tiny.py")
 
 
 def test_a_round_of_10_million_tasks_holds_no_per_replicate_mask(
@@ -107,13 +108,18 @@ def test_ctrl_c_stops_a_10_million_task_run_within_seconds(tmp_path):
     )
     driver = psutil.Process(proc.pid)
     peak = 0
+
+    def first_result() -> bool:
+        """Whether a result is on disk; samples the driver's memory meanwhile."""
+        nonlocal peak
+        if any((store / "status").glob("c.*")):
+            return True
+        assert proc.poll() is None, proc.communicate()
+        peak = max(peak, driver.memory_info().rss)
+        return False
+
     try:
-        deadline = time.monotonic() + 60
-        while not any((store / "status").glob("c.*")):
-            assert time.monotonic() < deadline, "no result within 60 s"
-            assert proc.poll() is None, proc.communicate()
-            peak = max(peak, driver.memory_info().rss)
-            time.sleep(0.05)
+        wait_for("a first result", first_result, 60)
         peak = max(peak, driver.memory_info().rss)
         sent = time.monotonic()
         proc.send_signal(signal.SIGINT)

@@ -6,7 +6,6 @@ import json
 import pickle
 import subprocess
 import sys
-import textwrap
 import time
 from pathlib import Path
 
@@ -54,9 +53,8 @@ def _listening(root: psutil.Process) -> list[tuple[str, int, int]]:
 
 
 @pytest.mark.parametrize("scheduler", ["distributed", "processes"])
-def test_a_local_run_listens_on_loopback_only(tmp_path, scheduler):
-    path = tmp_path / "slow.py"
-    path.write_text(textwrap.dedent(SLOW))
+def test_a_local_run_listens_on_loopback_only(write_study, tmp_path, scheduler):
+    path = write_study(SLOW, "slow.py")
     proc = subprocess.Popen(
         [sys.executable, "-m", "simstudy", "run", str(path), "--scheduler", scheduler],
         cwd=tmp_path,
@@ -132,7 +130,7 @@ def test_no_command_runs_the_study_file_a_store_names(tmp_path, write_study, cap
     store = tmp_path / "s.zarr"
     simstudy.run(path, store=store, scheduler="synchronous")
     marker = tmp_path / "pwned.txt"
-    trap = tmp_path / "trap.py"
+    trap = tmp_path / "trap.py"  # a hostile study file: running it writes the marker
     trap.write_text(f"open({str(marker)!r}, 'w').write('pwned')\n" + GOOD_STUDY)
     _name_a_trap(store, trap)
     assert main(["verify", str(store)]) == 2

@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import cube_digest, wait_for
+from tests.studies import write_study_file
 
 ROOT = Path(__file__).resolve().parents[1]
 DRIVER_SCRIPT = ROOT / "docs" / "slurm" / "driver.sbatch"
@@ -124,8 +125,7 @@ def _workers() -> dict[str, str]:
 def slurm_study(tmp_path: Path) -> Iterator[Path]:
     """The study's folder; every job of this test cancelled afterwards."""
     d = tmp_path / "study"
-    d.mkdir()
-    (d / "study.py").write_text(STUDY)
+    write_study_file(d, STUDY)
     (d / "flags").mkdir()
     yield d
     for name in (f"simstudy-test-{os.getpid()}", f"driver-{os.getpid()}"):

@@ -39,13 +39,12 @@ def mean(x):
     ids=["float-for-int", "int-for-float"],
 )
 def test_levels_of_another_type_than_the_store_are_refused(
-    tmp_path, stored, given, said
+    write_study, tmp_path, stored, given, said
 ):
-    path = tmp_path / "lv.py"
-    path.write_text(LEVELS.format(levels=stored))
+    path = write_study(LEVELS.format(levels=stored), "lv.py")
     store = tmp_path / "lv.zarr"
     simstudy.run(path, store=store, scheduler="synchronous")
-    path.write_text(LEVELS.format(levels=given))
+    write_study(LEVELS.format(levels=given), "lv.py")
     with pytest.raises(FingerprintMismatch, match=r"factor 'n' has levels") as info:
         simstudy.run(path, store=store, scheduler="synchronous")
     assert said in str(info.value)
@@ -72,10 +71,9 @@ def mean(x):
 
 
 def test_a_run_with_no_finished_task_for_long_says_a_task_may_hang(
-    tmp_path,
+    write_study, tmp_path
 ):
-    path = tmp_path / "hang.py"
-    path.write_text(HANG)
+    path = write_study(HANG, "hang.py")
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     env["SIMSTUDY_STALL_SECONDS"] = "0.5"
     done = subprocess.run(

@@ -1,4 +1,4 @@
-"""Known answers for simstudy.rng.streams (STYLE B2.10; recipe in docs/streams.md)."""
+"""Known answers for simstudy.rng.streams (the recipe is in docs/streams.md)."""
 
 from __future__ import annotations
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +14,7 @@ import xarray as xr
 import simstudy
 from simstudy.analysis.summary import summarize
 from simstudy.errors import UsageError
+from tests.conftest import WriteStudy
 
 NAN = np.nan
 # dims (n, replicate, method); methods "a", "b"; truth 1.0 at n=10, 2.0 at n=20
@@ -238,11 +238,9 @@ def test_analytic_large_simulation() -> None:
     within("relerr_modelse", 100 * (math.sqrt(0.04) / 0.2 - 1) + 0.0)
 
 
-def test_end_to_end_with_stored_truth(tmp_path: Path) -> None:
-    study = tmp_path / "tiny.py"
-    study.write_text(
-        textwrap.dedent(
-            """
+def test_end_to_end_with_stored_truth(write_study: WriteStudy, tmp_path: Path) -> None:
+    study = write_study(
+        """
             import numpy as np
             from simstudy import Study
 
@@ -263,8 +261,8 @@ def test_end_to_end_with_stored_truth(tmp_path: Path) -> None:
             @study.truth
             def truth(mu):
                 return {"estimate": mu}
-            """
-        )
+            """,
+        "tiny.py",
     )
     store = tmp_path / "tiny.zarr"
     simstudy.run(study, store=store, scheduler="synchronous")
@@ -279,11 +277,11 @@ def test_end_to_end_with_stored_truth(tmp_path: Path) -> None:
     assert float(res["relprec"].sel({"mu": 0.0, "method_name": "mean"})) == 0.0
 
 
-def test_declared_outputs_are_summarised_per_method(tmp_path):
+def test_declared_outputs_are_summarised_per_method(write_study, tmp_path):
     """`@study.method(estimate=, se=, ci=, p=)` is stored in the cube; summarize
     uses each method's own outputs, and measures a method cannot have are NaN
     and listed, per method, as skipped."""
-    source = textwrap.dedent(
+    path = write_study(
         """
         import numpy as np
         from scipy import stats
@@ -306,10 +304,9 @@ def test_declared_outputs_are_summarised_per_method(tmp_path):
         @study.method
         def median(x):
             return np.median(x)
-        """
+        """,
+        "decl.py",
     )
-    path = tmp_path / "decl.py"
-    path.write_text(source)
     simstudy.run(path, store=tmp_path / "d.zarr", scheduler="synchronous")
     cube = simstudy.open_results(tmp_path / "d.zarr")
     out = simstudy.summarize(cube)
@@ -332,13 +329,13 @@ def test_declared_outputs_are_summarised_per_method(tmp_path):
     assert abs(float(med.bias)) < 3 * float(med.bias_mcse)
 
 
-def test_a_text_factor_with_a_truth_summarises_and_reports(tmp_path: Path) -> None:
+def test_a_text_factor_with_a_truth_summarises_and_reports(
+    write_study: WriteStudy, tmp_path: Path
+) -> None:
     """Text levels are no numpy scalars: summarize and report used to fail
     with "'str' object has no attribute 'item'"."""
-    path = tmp_path / "txt.py"
-    path.write_text(
-        textwrap.dedent(
-            """
+    path = write_study(
+        """
             from simstudy import Study
             study = Study("txt", factors={"dist": ["normal", "t3"]}, replicates=30,
                           seed=3)
@@ -349,8 +346,8 @@ def test_a_text_factor_with_a_truth_summarises_and_reports(tmp_path: Path) -> No
             def mean(x):
                 return {"estimate": x.mean()}
             study.truth(estimate=0.0)
-            """
-        )
+            """,
+        "txt.py",
     )
     store = tmp_path / "s.zarr"
     simstudy.run(path, store=store, scheduler="synchronous")

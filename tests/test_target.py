@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 import os
 import signal
-import textwrap
 
 import numpy as np
 import pytest
@@ -14,6 +13,7 @@ import simstudy
 from simstudy.cli import main
 from simstudy.errors import UsageError
 from tests.helpers import assert_store_consistent, cube_digest
+from tests.studies import write_study_file
 
 # the estimate is one N(0, sigma^2) draw: its SD is sigma, so the MCSE of the
 # bias after n replicates is about sigma / sqrt(n), and the target t needs
@@ -40,9 +40,7 @@ def half(x):
 
 
 def write(tmp_path, step=100, name="study.py"):
-    path = tmp_path / name
-    path.write_text(textwrap.dedent(SOURCE.format(step=step)))
-    return path
+    return write_study_file(tmp_path, SOURCE.format(step=step), name)
 
 
 def _replay_rule(x, first, target, limit, step=None):
