@@ -91,6 +91,41 @@ def test_an_html_protocol_reads_back_the_same_record(write_study, tmp_path):
     assert md["fingerprint"] == html["fingerprint"]
 
 
+def test_the_measures_are_those_summarize_computes_from_the_declarations(
+    write_study, tmp_path
+):
+    """An SE gives Wald intervals and tests: their measures are listed too."""
+    source = STUDY.replace(
+        "@study.method\ndef mean(x):", '@study.method(se="se")\ndef mean(x):'
+    ).replace(
+        '"estimate": shrink(x.mean())}',
+        '"estimate": shrink(x.mean()), "se": x.std() / len(x) ** 0.5}',
+    )
+    path = write_study(source)
+    _protocol(path, tmp_path / "protocol.md")
+    text = (tmp_path / "protocol.md").read_text()
+    table = text[text.index("## Performance measures") : text.index("## Number of")]
+    listed = [
+        line.split("`")[1] for line in table.splitlines() if line.startswith("| `")
+    ]
+    assert listed == [
+        "mean",
+        "bias",
+        "empse",
+        "mse",
+        "rmse",
+        "mae",
+        "modelse",
+        "relerr_modelse",
+        "coverage",
+        "becoverage",
+        "ci_width",
+        "power",
+        "failure_rate",
+        "warning_rate",
+    ]  # relbias is left out: the truth is 0
+
+
 def test_target_mcse_gives_the_replicates_each_target_needs(write_study, capsys):
     path = write_study(STUDY)
     argv = ["protocol", str(path), "--pilot", "4", "--target-mcse", "bias=0.01"]

@@ -67,6 +67,7 @@ MEASURES = {
     "ci_width": ("mean interval width", "Σ(uᵢ − lᵢ)/n", "sd(uᵢ − lᵢ)/√n"),
     "power": ("rejection rate", "#{pᵢ < α}/n", "√(r(1−r)/n)"),
     "failure_rate": ("failed share of tasks", "#failed/#finished", "√(f(1−f)/N)"),
+    "warning_rate": ("share of tasks that warned", "#warned/#finished", "√(w(1−w)/N)"),
 }
 PILOT_POINTS = 50  # design points a pilot runs, spread over a larger grid
 NOMINAL = 0.95  # the coverage the expected MCSE of coverage is given at
@@ -200,24 +201,27 @@ def _pilot(study: Study, replicates: int) -> dict[str, Any]:
 
 
 def _measures_for(study: Study) -> list[str]:
-    has_truth = study.truth_values is not None
-    names = ["mean", "empse"]
-    if has_truth:
-        names += ["bias", "relbias", "mse", "rmse", "mae"]
-        nonzero = any(
-            v != 0 for p in points(study) for v in study.truth_for(p).values()
-        )
-        if not nonzero:
-            names.remove("relbias")  # relative to a truth of 0: undefined
-    declared = [m.measures for m in study.methods]
-    if any("se" in d for d in declared):
-        names += ["modelse", "relerr_modelse"] + (["coverage"] if has_truth else [])
-    if any("ci" in d for d in declared):
-        names += (["coverage"] if has_truth else []) + ["becoverage", "ci_width"]
-    if any("p" in d for d in declared):
-        names.append("power")
-    names.append("failure_rate")
-    return list(dict.fromkeys(names))
+    """The measures a run may aim at (``--target-mcse``) whose outputs the
+    study declares: an SE gives Wald intervals and tests too, as in
+    ``summarize``; relative bias needs a nonzero truth somewhere."""
+    from simstudy.analysis.summary import MEASURES
+    from simstudy.running.options import TARGET_NEEDS
+
+    given = {k for m in study.methods for k in ("se", "ci", "p") if k in m.measures}
+    if "se" in given:
+        given |= {"ci", "p"}
+    if study.truth_values is not None:
+        given.add("truth")
+    names = [
+        name
+        for name in MEASURES
+        if name in TARGET_NEEDS and set(TARGET_NEEDS[name]) <= given
+    ]
+    if "truth" in given and not any(
+        v != 0 for p in points(study) for v in study.truth_for(p).values()
+    ):
+        names.remove("relbias")  # relative to a truth of 0: undefined
+    return names
 
 
 def _needed(sd: float, target: float, measure: str) -> int:
