@@ -9,8 +9,9 @@ reason, in ``result.attrs["skipped"]``.
 
 The work is split: ``summary`` checks the arguments, plans (which outputs
 each method's measures use, the truth) and labels the result; ``blocks``
-reads and summarises the cube block by block; ``measures`` holds the
-formulas. docs/analysis.md states every formula.
+reads and summarises the cube block by block; ``registry`` declares the
+built-in measures and ``measures`` computes them. docs/analysis.md states
+every formula.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -32,7 +34,8 @@ from simstudy.analysis.blocks import (
     summarize_block,
 )
 from simstudy.analysis.ledger import CONVERGED, KINDS, RecordIndex
-from simstudy.analysis.measures import Measure, UserFunc, Wald
+from simstudy.analysis.measures import NEEDS, Measure, UserFunc, Wald
+from simstudy.analysis.registry import BUILTINS, MEASURES
 from simstudy.analysis.selection import subset
 from simstudy.cube import METHOD
 from simstudy.cube import REPLICATE as REP
@@ -41,7 +44,6 @@ from simstudy.errors import UsageError
 __all__ = [
     "CASES",
     "LEDGER",
-    "MEASURES",
     "RESERVED",
     "Measure",
     "failure_ledger",
@@ -55,31 +57,6 @@ Truth = float | Sequence[float] | np.ndarray[Any, Any] | Mapping[str, Any] | Non
 UserMeasure = Measure | UserFunc
 CASES = ("available", "complete", "no_warnings", "fallback")
 BLOCK_BYTES = 32 * 2**20  # cube bytes per block; peak memory is ~10x (temporaries)
-MEASURES = (
-    "mean",
-    "bias",
-    "relbias",
-    "empse",
-    "mse",
-    "rmse",
-    "mae",
-    "modelse",
-    "relerr_modelse",
-    "coverage",
-    "becoverage",
-    "ci_width",
-    "power",
-    "relprec",
-    "bias_diff",
-    "mse_ratio",
-    "corr",
-    "median_bias",
-    "coverage_rejected",
-    "type_s",
-    "exaggeration",
-    "failure_rate",
-    "warning_rate",
-)
 # the failure ledger (simstudy.analysis.ledger): one rate per kind of non-result,
 # plus warning_rate_<category> for each warning category the cube has
 LEDGER = tuple(f"failure_rate_{k}" for k in KINDS)
@@ -109,7 +86,7 @@ def to_records(summary: xr.Dataset) -> list[dict[str, Any]]:
     of an array output), ``method``, ``n_ok``, ``n_failed``, ``n_pending``
     (and ``n_dropped`` with complete cases, ``n_nonfinite`` when some ok
     estimates are NaN or inf), ``measure``, ``value`` and
-    ``mcse`` (NaN -> None). Measures follow ``MEASURES``, then user-defined
+    ``mcse`` (NaN -> None). Measures follow ``registry.MEASURES``, then user-defined
     ones; a measure that is NaN for a cell is left out.
     """
     counts = [c for c in (*RESERVED,) if c in summary.data_vars]
@@ -332,7 +309,7 @@ def _summarize(
     """``summarize`` under one ``cases`` strategy."""
     if isinstance(measures, Mapping):
         custom, measures = {**measures, **(custom or {})}, None
-    specs = _custom_specs(custom or {})
+    mine = _custom(custom or {})
     _check_args(alpha=alpha, level=level, cases=cases, df=df)
     _check_winsorize(winsorize)
     if cases == "no_warnings" and "warnings" not in cube.data_vars:
@@ -342,7 +319,7 @@ def _summarize(
             hint='use cases="available", or run the study again into a new store',
         )
     methods = _methods(cube, reference)
-    keep = _selection(measures, specs)
+    keep = _selection(measures, mine)
     decls = _declarations(cube, methods, estimate=estimate, se=se, ci=ci, p=p)
     if reference is not None and decls[reference].get("skip"):
         raise UsageError(
@@ -350,31 +327,33 @@ def _summarize(
             f"with: {decls[reference]['skip']}.",
             hint="choose a method with an estimate as --reference",
         )
-    plans = _plans(cube, decls, truth, [*specs.values()], df)
+    plans = _plans(cube, decls, truth, mine, df)
     factors = [str(f) for f in cube["status"].dims if f not in (REP, METHOD)]
     records = RecordIndex.from_cube(cube)
     wald = Wald(level=level, alpha=alpha, df=df, null=null)
-    opts = Options(
+    options = Options(
         wald=wald,
         cases=cases,
-        specs=specs,
+        measures=(*(m for m in BUILTINS if not m.ledger), *mine),
         reference=reference,
         records=records,
         categories=tuple(records.categories()),
         winsorize=winsorize,
     )
     needed = {"status", "warnings", "target_replicates", CONVERGED}
-    needed |= _outputs(plans, specs, df)
+    needed |= _outputs(plans, mine, df)
     sub = cube[sorted(v for v in needed if v in cube.data_vars)]
     out = by_blocks(
         sub,
         block_axes(sub, factors, plans),
         block_bytes,
-        lambda b, ix: summarize_block(b, ix, plans, opts),
+        lambda block, index: summarize_block(block, index, plans, options),
     ).sel({METHOD: methods})
     out.attrs.update(alpha=alpha, level=level, df=df, null=null, reference=reference)
     out.attrs.update(cases=cases, outputs={m: decls[m] for m in methods})
     out.attrs.update(winsorize=winsorize)
+    if mine:  # how the plots and the report show the user's measures
+        out.attrs["custom"] = {m.name: m.shown() for m in mine}
     for variable in out.variables.values():  # not the store's dtypes (int8 status)
         variable.encoding = {}
     for count in RESERVED:  # a method without an estimate counts 0, not NaN
@@ -432,7 +411,7 @@ def _plans(
     cube: xr.Dataset,
     decls: dict[str, dict[str, Any]],
     truth: Truth,
-    specs: list[Measure],
+    custom: Sequence[Measure],
     df: float | str | None,
 ) -> list[Group]:
     """Group the methods declaring the same outputs; check the outputs exist."""
@@ -446,7 +425,7 @@ def _plans(
             plans.append(Group(names, d, None))
             continue
         wanted = [d["estimate"], d.get("se"), d.get("p"), *(d.get("ci") or ())]
-        wanted += [s.output for s in specs]
+        wanted += [m.output for m in custom]
         wanted.append(df if isinstance(df, str) else None)
         for name in wanted:
             _check_output(cube, name)
@@ -540,8 +519,9 @@ def _check_cases(cases: str) -> None:
         )
 
 
-def _custom_specs(custom: Mapping[str, UserMeasure]) -> dict[str, Measure]:
-    out = {}
+def _custom(custom: Mapping[str, UserMeasure]) -> tuple[Measure, ...]:
+    """The user's measures, named by their keys."""
+    out = []
     for name, spec in custom.items():
         if name in MEASURES or name in RESERVED:
             raise UsageError(
@@ -549,25 +529,42 @@ def _custom_specs(custom: Mapping[str, UserMeasure]) -> dict[str, Measure]:
                 hint=f"rename it, e.g. {name}_custom",
             )
         if isinstance(spec, Measure):
-            out[name] = spec
+            out.append(_checked(replace(spec, name=name)))
         elif callable(spec):
-            out[name] = Measure(spec)
+            out.append(Measure(spec, name=name))
         else:
             raise UsageError(
                 f"custom measure {name!r} is {spec!r}, not a function or Measure.",
                 hint="pass {name: func} with func(x, truth) -> one value per row",
             )
-    return out
+    return tuple(out)
+
+
+def _checked(measure: Measure) -> Measure:
+    """A user's ``Measure``: a function to compute it, needs simstudy knows."""
+    if measure.func is None and measure.kernel is None:
+        raise UsageError(
+            f"custom measure {measure.name!r} has no function.",
+            hint="write Measure(func) with func(x, truth) -> one value per row",
+        )
+    unknown = [need for need in measure.needs if need not in NEEDS]
+    if unknown:
+        raise UsageError(
+            f"custom measure {measure.name!r} needs {unknown[0]!r}, which is "
+            f"none of {', '.join(NEEDS)}.",
+            hint='write needs=("truth",) for a measure that needs the truth',
+        )
+    return measure
 
 
 def _selection(
-    measures: Sequence[str] | None, specs: Mapping[str, Measure]
+    measures: Sequence[str] | None, custom: Sequence[Measure]
 ) -> list[str] | None:
     if measures is None:
         return None
     if isinstance(measures, str):
         measures = [m.strip() for m in measures.split(",") if m.strip()]
-    valid = [*MEASURES, *LEDGER, *specs]
+    valid = [*MEASURES, *LEDGER, *(m.name for m in custom)]
     unknown = [
         m for m in measures if m not in valid and not m.startswith("warning_rate_")
     ]
@@ -593,15 +590,15 @@ def _select(out: xr.Dataset, keep: list[str]) -> xr.Dataset:
     return res
 
 
-def _outputs(plans: list[Group], specs: Mapping[str, Measure], df: Any) -> set[str]:
+def _outputs(plans: list[Group], custom: Sequence[Measure], df: Any) -> set[str]:
     names = {str(df)} if isinstance(df, str) else set()
-    for g in plans:
-        d = g.decl
-        if d.get("skip"):
+    for group in plans:
+        decl = group.decl
+        if decl.get("skip"):
             continue
-        names |= {d["estimate"], *(d.get("ci") or ())}
-        names |= {d[k] for k in ("se", "p") if d.get(k)}
-    names |= {s.output for s in specs.values() if s.output}
+        names |= {decl["estimate"], *(decl.get("ci") or ())}
+        names |= {decl[k] for k in ("se", "p") if decl.get(k)}
+    names |= {m.output for m in custom if m.output}
     return names
 
 

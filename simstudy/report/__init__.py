@@ -23,7 +23,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import xarray as xr
 
-from simstudy.analysis.summary import MEASURES, RESERVED, summarize, to_records
+from simstudy.analysis.registry import MEASURES
+from simstudy.analysis.summary import RESERVED, summarize, to_records
 from simstudy.atomic import write_text
 from simstudy.cube import METHOD, REPLICATE
 from simstudy.declare import deviations
