@@ -11,7 +11,8 @@ import xarray as xr
 
 from simstudy.analysis import registry
 from simstudy.analysis.measures import NEEDS, Measure
-from simstudy.analysis.summary import summarize, to_records
+from simstudy.analysis.records import to_records
+from simstudy.analysis.summary import summarize
 from simstudy.errors import UsageError
 from tests.test_summary import _cube
 

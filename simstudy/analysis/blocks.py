@@ -26,12 +26,12 @@ from simstudy.analysis.measures import (
     share,
     winsorized,
 )
+from simstudy.analysis.plans import Group
 from simstudy.cube import FAILED, FIXED_VARS, METHOD, OK, PENDING
 from simstudy.cube import REPLICATE as REP
 from simstudy.errors import UsageError
 
 __all__ = [
-    "Group",
     "Options",
     "block_axes",
     "by_blocks",
@@ -39,15 +39,6 @@ __all__ = [
     "planned",
     "summarize_block",
 ]
-
-
-@dataclass(frozen=True, slots=True)
-class Group:
-    """Methods that declare the same outputs, and their truth."""
-
-    names: list[str]
-    decl: dict[str, Any]
-    theta: xr.DataArray | None
 
 
 @dataclass(frozen=True, slots=True)

@@ -400,33 +400,30 @@ def _by_rows(measure: Measure, given: Inputs) -> Arrays:
 
         truth = xr.broadcast(given.theta, cells)[0].transpose(*cells.dims).values
         truth = np.asarray(truth, dtype=np.float64).reshape(-1)
-    value = _call(func, rows, truth, measure.vectorized, name)
+    value = _call(func, rows, truth, measure)
     out = {name: cells.copy(data=value.reshape(cells.shape))}
     if measure.mcse is None:
         return out
     if measure.mcse == "jackknife":
-        err = _jackknife(func, rows, truth, measure.vectorized, name)
+        err = _jackknife(measure, func, rows, truth)
     else:
-        err = _call(measure.mcse, rows, truth, measure.vectorized, name)
+        err = _call(measure.mcse, rows, truth, measure)
     out[f"{name}_mcse"] = cells.copy(data=err.reshape(cells.shape))
     return out
 
 
 def _call(
-    func: UserFunc,
-    rows: np.ndarray[Any, Any],
-    truth: np.ndarray[Any, Any],
-    vectorized: bool,
-    name: str,
+    func: UserFunc, rows: np.ndarray[Any, Any], truth: np.ndarray[Any, Any], of: Measure
 ) -> np.ndarray[Any, Any]:
-    """Run a user function on every row with a used value; one float per
-    row (NaN for rows without any, which the function never sees)."""
+    """Run a function (``of`` a measure: its value or MCSE) on every row with
+    a used value; one float per row (NaN for rows without any, which the
+    function never sees)."""
     alive = np.isfinite(rows).any(axis=1)
     out = np.full(rows.shape[0], np.nan)
     if not alive.any():
         return out
     live, truth = rows[alive], truth[alive]
-    if vectorized:
+    if of.vectorized:
         got = np.asarray(func(live, truth), dtype=np.float64)
     else:
         got = np.array(
@@ -437,7 +434,7 @@ def _call(
         )
     if got.shape != (live.shape[0],):
         raise UsageError(
-            f"measure {name!r} returned shape {got.shape}, expected "
+            f"measure {of.name!r} returned shape {got.shape}, expected "
             f"({live.shape[0]},): one value per row of x.",
             hint="reduce along the last axis, e.g. np.nanmean(x, axis=-1)",
         )
@@ -446,11 +443,10 @@ def _call(
 
 
 def _jackknife(
+    measure: Measure,
     func: UserFunc,
     rows: np.ndarray[Any, Any],
     truth: np.ndarray[Any, Any],
-    vectorized: bool,
-    name: str,
 ) -> np.ndarray[Any, Any]:
     """Leave-one-replicate-out SE, all cells at once: one call per replicate."""
     used = np.isfinite(rows)
@@ -461,7 +457,7 @@ def _jackknife(
             continue
         held = rows[:, j].copy()
         rows[:, j] = np.nan
-        leave[:, j] = _call(func, rows, truth, vectorized, name)
+        leave[:, j] = _call(func, rows, truth, measure)
         rows[:, j] = held
     leave[~used] = np.nan
     with np.errstate(divide="ignore", invalid="ignore"):

@@ -23,8 +23,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import xarray as xr
 
+from simstudy.analysis.records import RESERVED, to_records
 from simstudy.analysis.registry import MEASURES
-from simstudy.analysis.summary import RESERVED, summarize, to_records
+from simstudy.analysis.summary import summarize
 from simstudy.atomic import write_text
 from simstudy.cube import METHOD, REPLICATE
 from simstudy.declare import deviations
