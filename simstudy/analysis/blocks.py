@@ -324,21 +324,21 @@ def _aligned(
 def _like(cube: xr.Dataset, name: str, like: xr.DataArray) -> xr.DataArray:
     """Output ``name`` with its own dims renamed to those of ``like`` (the
     estimate), so an array output pairs element by element with its SE."""
-    a = cube[name]
-    if a.name == like.name:
-        return a
-    own = [d for d in a.dims if d not in like.dims]
-    extra = [d for d in like.dims if d not in a.dims]
+    output = cube[name]
+    if output.name == like.name:
+        return output
+    own = [d for d in output.dims if d not in like.dims]
+    extra = [d for d in like.dims if d not in output.dims]
     if not own:
-        return a
-    shape = [a.sizes[d] for d in own]
+        return output
+    shape = [output.sizes[d] for d in own]
     if len(own) != len(extra) or shape != [like.sizes[d] for d in extra]:
         raise UsageError(
             f"output {name!r} has shape {tuple(shape)} per task, but the estimate "
             f"{like.name!r} has {tuple(like.sizes[d] for d in extra)}.",
             hint="an SE, interval bound or p-value has the estimate's shape",
         )
-    return a.rename(dict(zip(own, extra, strict=True)))
+    return output.rename(dict(zip(own, extra, strict=True)))
 
 
 def _like_ref(ref: Paired, like: xr.DataArray) -> Paired:
