@@ -101,6 +101,22 @@ def _grid(
     return head, body
 
 
+def _noted_grid(
+    records: list[dict[str, Any]],
+    wide: bool,
+    skipped: Mapping[str, Any] | None,
+    methods: list[str] | None,
+    mark: Callable[[int], str],
+) -> tuple[list[str], list[list[str]], int, list[str]]:
+    """The table's head and body, how many columns hold text, and in the
+    wide layout the footnotes of its empty cells (each cell marked by
+    ``mark``)."""
+    head, body = _grid(records, wide, methods)
+    text_cols = len(_keys(records)) + 1
+    notes = _footnoted(head, body, skipped or {}, text_cols, mark) if wide else []
+    return head, body, text_cols, notes
+
+
 def _escape(text: str) -> str:
     for a, b in (("\\", r"\textbackslash{}"), ("_", r"\_"), ("%", r"\%"), ("&", r"\&")):
         text = text.replace(a, b)
@@ -117,11 +133,9 @@ def latex(
     """A booktabs ``tabular``: \\toprule, \\midrule, \\bottomrule. In the
     wide layout a measure a method lacks is an empty cell with a footnote
     (its reason, from ``skipped``) under the table."""
-    head, body = _grid(records, wide, methods)
-    text_cols = len(_keys(records)) + 1
-    notes = []
-    if wide:
-        notes = _footnoted(head, body, skipped or {}, text_cols, _latex_mark)
+    head, body, text_cols, notes = _noted_grid(
+        records, wide, skipped, methods, _latex_mark
+    )
     spec = "l" * text_cols + "r" * (len(head) - text_cols)
     lines = [
         f"\\begin{{tabular}}{{{spec}}}",
@@ -156,11 +170,9 @@ def markdown(
 ) -> str:
     """A pipe table (GitHub-flavoured), numbers right-aligned. In the wide
     layout a measure a method lacks is an empty cell with a footnote."""
-    head, body = _grid(records, wide, methods)
-    text_cols = len(_keys(records)) + 1
-    notes = []
-    if wide:
-        notes = _footnoted(head, body, skipped or {}, text_cols, _markdown_mark)
+    head, body, text_cols, notes = _noted_grid(
+        records, wide, skipped, methods, _markdown_mark
+    )
     rule = ["---"] * text_cols + ["---:"] * (len(head) - text_cols)
 
     def line(cells: list[str]) -> str:

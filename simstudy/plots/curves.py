@@ -19,6 +19,7 @@ from simstudy.plots.common import (
 
 if TYPE_CHECKING:
     import xarray as xr
+    from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
 __all__ = ["measure_curve"]
@@ -88,37 +89,59 @@ def measure_curve(
             hint="pass factor= one of those",
         )
     point = _other_levels(summary, factor, factors, at)
-    mcse_name = f"{measure}_mcse"
-    mcse = summary.get(mcse_name)
+    mcse = summary.get(f"{measure}_mcse")
     fig = new_figure(*(size or (6.0, 4.0)))
     ax = fig.add_subplot()
-    for m in chosen:
-        line = values.sel({**point, METHOD: m})
-        x = np.asarray(line[factor].values, dtype=float)
-        y = np.asarray(line.values, dtype=float)
-        keep = np.isfinite(y)
-        order = np.argsort(x[keep])
-        xs, ys = x[keep][order], y[keep][order]
-        (drawn,) = ax.plot(xs, ys, marker="o", ms=3, label=m, gid=f"curve:{m}")
-        if mcse is not None:
-            se = np.asarray(mcse.sel({**point, METHOD: m}).values, dtype=float)
-            se = se[keep][order]
-            ax.fill_between(
-                xs, ys - 1.96 * se, ys + 1.96 * se, color=drawn.get_color(), alpha=0.2
-            )
-    if target is not None:
-        ax.axhline(target, color="0.3", ls="--", lw=1, label=f"target {target:g}")
-    if solution is not None:
-        lo, hi = float(solution["lower"]), float(solution["upper"])
-        est = float(solution["estimate"])
-        ax.axvspan(lo, hi, color="C3", alpha=0.15)
-        ax.axvline(est, color="C3", lw=1.2, label=f"{factor} = {est:.4g}")
+    for method in chosen:
+        where = {**point, METHOD: method}
+        band = None if mcse is None else mcse.sel(where)
+        _draw_curve(ax, values.sel(where), band, factor, method)
+    _draw_marks(ax, factor, target, solution)
     ax.set_xlabel(factor)
     ax.set_ylabel(measure)
     if point:
         ax.set_title(label(point), fontsize="medium")
     ax.legend(fontsize="small", frameon=False)
     return fig
+
+
+def _draw_curve(
+    ax: Axes,
+    line: xr.DataArray,
+    mcse: xr.DataArray | None,
+    factor: str,
+    method: str,
+) -> None:
+    """One method's measure over ``factor``, its finite values in the
+    factor's order, with a band of ±1.96 MCSE."""
+    x = np.asarray(line[factor].values, dtype=float)
+    y = np.asarray(line.values, dtype=float)
+    keep = np.isfinite(y)
+    order = np.argsort(x[keep])
+    xs, ys = x[keep][order], y[keep][order]
+    (drawn,) = ax.plot(xs, ys, marker="o", ms=3, label=method, gid=f"curve:{method}")
+    if mcse is not None:
+        se = np.asarray(mcse.values, dtype=float)[keep][order]
+        ax.fill_between(
+            xs, ys - 1.96 * se, ys + 1.96 * se, color=drawn.get_color(), alpha=0.2
+        )
+
+
+def _draw_marks(
+    ax: Axes,
+    factor: str,
+    target: float | None,
+    solution: Mapping[str, float] | None,
+) -> None:
+    """The target as a horizontal line; the solution as a vertical line in
+    its shaded interval."""
+    if target is not None:
+        ax.axhline(target, color="0.3", ls="--", lw=1, label=f"target {target:g}")
+    if solution is not None:
+        lo, hi = float(solution["lower"]), float(solution["upper"])
+        estimate = float(solution["estimate"])
+        ax.axvspan(lo, hi, color="C3", alpha=0.15)
+        ax.axvline(estimate, color="C3", lw=1.2, label=f"{factor} = {estimate:.4g}")
 
 
 def _other_levels(
@@ -129,24 +152,24 @@ def _other_levels(
 ) -> dict[str, Any]:
     """The level of every other factor: given, or its only one."""
     point: dict[str, Any] = {}
-    for f in factors:
-        if f == factor:
+    for other in factors:
+        if other == factor:
             continue
-        levels = summary[f].values.tolist()
-        if at is not None and f in at:
-            if at[f] not in levels:
+        levels = summary[other].values.tolist()
+        if at is not None and other in at:
+            if at[other] not in levels:
                 raise UsageError(
-                    f"measure_curve: at {f}={at[f]!r} is not a level of the "
+                    f"measure_curve: at {other}={at[other]!r} is not a level of the "
                     f"summary (levels: {levels}).",
-                    hint=f"pass at={{{f!r}: {levels[0]!r}}}",
+                    hint=f"pass at={{{other!r}: {levels[0]!r}}}",
                 )
-            point[f] = at[f]
+            point[other] = at[other]
         elif len(levels) == 1:
-            point[f] = levels[0]
+            point[other] = levels[0]
         else:
             raise UsageError(
-                f"measure_curve: factor {f!r} has {len(levels)} levels; say "
+                f"measure_curve: factor {other!r} has {len(levels)} levels; say "
                 "which one to draw.",
-                hint=f"pass at={{{f!r}: {levels[0]!r}}}",
+                hint=f"pass at={{{other!r}: {levels[0]!r}}}",
             )
     return point

@@ -18,11 +18,9 @@ from matplotlib.axes import Axes
 from matplotlib.image import AxesImage
 
 from simstudy.cube import METHOD
-from simstudy.errors import UsageError
 from simstudy.plots.common import (
     COLORS,
     PlotFigure,
-    add_note,
     check_measure,
     check_methods,
     design_mask,
@@ -32,49 +30,26 @@ from simstudy.plots.common import (
     new_figure,
     outside_legend,
     plain_ticks,
-    reference_value,
     select_points,
-    title_fixed,
     with_mcse,
 )
+from simstudy.plots.panels import (
+    draw_panels,
+    finish,
+    loops_of,
+    on_scale,
+    series_of,
+    split_panels,
+)
 from simstudy.plots.scales import (
-    BOUNDED,
     check_scale,
     limits,
     mark_off_scale,
-    outliers,
 )
 
 __all__ = ["heatmap", "lollipop_plot", "nested_loop_plot"]
 
 Z95 = 1.959963984540054  # bars and bands span the Monte Carlo 95% interval
-
-
-def loops_of(values: xr.DataArray, order: Sequence[str] | None) -> list[str]:
-    """The dims to loop over (all but method), outermost first."""
-    dims = [str(d) for d in values.dims if d != METHOD]
-    if order is None:
-        return dims
-    chosen = [order] if isinstance(order, str) else list(order)  # one name
-    if sorted(chosen) != sorted(dims):
-        raise UsageError(
-            f"order= must name each factor once: got {chosen}, the factors are {dims}",
-            hint=f"write order={dims!r} in the nesting you want (outermost first)",
-        )
-    return chosen
-
-
-def _series(
-    summary: xr.Dataset, name: str, method: str, loops: list[str]
-) -> np.ndarray:
-    """One method's values of ``name`` in design-point order (NaN if absent)."""
-    keep = design_mask(summary, loops)  # where=: the design points alone
-    if name not in summary.data_vars:
-        values = np.full(int(np.prod([summary.sizes[d] for d in loops])), np.nan)
-    else:
-        cell = summary[name].sel({METHOD: method})
-        values = np.asarray(cell.transpose(*loops).values, dtype=float).ravel()
-    return values if keep is None else values[keep]
 
 
 def nested_loop_plot(
@@ -149,60 +124,50 @@ def nested_loop_plot(
     check_scale(scale)
     panels = split_panels(summary, split)
     loops = loops_of(values.isel({split: 0}) if split else values, order)
-    n_points = len(design_points(values, loops))
-    width = min(12.0, max(5.0, 3.5 + 0.1 * n_points))
+    style = {"mcse": mcse, "scale": scale, "ylim": ylim}
+    return _nested_figure(summary, measure, panels, split, chosen, loops, size, style)
+
+
+def _nested_figure(
+    summary: xr.Dataset,
+    measure: str,
+    panels: list[tuple[str, xr.Dataset]],
+    split: str | None,
+    chosen: list[str],
+    loops: list[str],
+    size: tuple[float, float] | None,
+    style: dict[str, Any],
+) -> PlotFigure:
+    """The nested-loop plot of checked arguments: in each panel the measure
+    on top (``style``: mcse, scale, ylim of ``_draw_measure``) and the
+    factors' levels underneath."""
+    steps = np.arange(1, len(design_points(summary[measure], loops)) + 1.0)
+    width = min(12.0, max(5.0, 3.5 + 0.1 * len(steps)))
     fig = new_figure(
         *(size or (min(20.0, width * len(panels)), 3.6 + 0.32 * len(loops)))
     )
-    targets = fig.subfigures(1, len(panels), squeeze=False)[0] if split else [fig]
-    off: dict[str, None] = {}
-    for target, (title, part) in zip(targets, panels, strict=True):
+
+    def panel(target: Any, part: xr.Dataset) -> list[str]:
         top, bottom = target.subplots(
             2, 1, sharex=True, height_ratios=[3.0, 0.45 * max(len(loops), 1) + 0.2]
         )
-        off.update(
-            dict.fromkeys(
-                _draw_measure(
-                    top, part, measure, chosen, loops, mcse=mcse, scale=scale, ylim=ylim
-                )
-            )
-        )
+        off = _draw_measure(top, part, measure, chosen, loops, **style)
         top.set_ylabel(measure)
         top.grid(axis="y", color="0.92")
         plain_ticks(top)
-        _draw_loops(bottom, part[measure], loops, np.arange(1, n_points + 1.0))
+        _draw_loops(bottom, part[measure], loops, steps)
         if not loops:  # every factor split or selected: no levels to step
             bottom.set_axis_off()
-        if title:
-            target.suptitle(title, fontsize="medium")
+        return off
+
+    targets, off = draw_panels(fig, panels, split, panel)
     outside_legend(fig, [*targets[0].axes[0].get_lines()], off)
-    title_fixed(fig, summary)
-    if off:
-        add_note(
-            fig,
-            f"off scale (arrow heads, labelled): {', '.join(off)}; "
-            "scale='symlog' draws every method",
-        )
-    return fig
-
-
-def split_panels(
-    summary: xr.Dataset, split: str | None
-) -> list[tuple[str, xr.Dataset]]:
-    """One (title, summary) per level of ``split`` (one untitled without)."""
-    if split is None:
-        return [("", summary)]
-    factors = [str(d) for d in summary.dims if d != METHOD]
-    if split not in factors:
-        raise UsageError(
-            f"split={split!r} is not a factor of this summary; its factors are: "
-            f"{', '.join(factors) or 'none'}",
-            hint="pass split= with one of those names",
-        )
-    return [
-        (f"{split}={level}", summary.sel({split: level}))
-        for level in summary[split].values.tolist()
-    ]
+    return finish(
+        fig,
+        summary,
+        list(off),
+        "off scale (arrow heads, labelled): {}; scale='symlog' draws every method",
+    )
 
 
 def _draw_measure(
@@ -219,28 +184,30 @@ def _draw_measure(
     """Step lines, dots and MCSE bands of each method, and the reference;
     return the methods drawn off scale."""
     x = np.arange(1, len(design_points(summary[measure], loops)) + 1)
-    ref = reference_value(measure, summary.attrs)
-    series = {m: _series(summary, measure, m, loops) for m in chosen}
+    series, ref, off = on_scale(summary, measure, chosen, loops, scale == "auto")
     bands = {
-        m: Z95 * _series(summary, f"{measure}_mcse", m, loops)
+        method: Z95 * series_of(summary, f"{measure}_mcse", method, loops)
         if mcse and f"{measure}_mcse" in summary.data_vars
         else np.zeros(len(x))
-        for m in chosen
+        for method in chosen
     }
-    off = outliers(series, ref) if scale == "auto" and measure not in BOUNDED else []
-    for j, m in enumerate(chosen):
+    for j, method in enumerate(chosen):
         color = COLORS[j % len(COLORS)]
-        y = series[m]
+        y = series[method]
         if not np.isfinite(y).any():  # e.g. coverage of a method without intervals
             continue
-        e = np.nan_to_num(bands[m])
-        if m not in off and len(x) == 1:  # one point: a band would have no width
+        half = np.nan_to_num(bands[method])
+        if method not in off and len(x) == 1:  # one point: a band would have no width
             side = x + 0.08 * (j - (len(chosen) - 1) / 2)  # side by side
-            top.errorbar(side, y, yerr=e, fmt="none", ecolor=color, capsize=4, lw=1.5)
+            top.errorbar(
+                side, y, yerr=half, fmt="none", ecolor=color, capsize=4, lw=1.5
+            )
             top.set_xlim(0.5, 1.5)
-        elif m not in off:
-            top.fill_between(x, y - e, y + e, step="mid", color=color, alpha=0.15, lw=0)
-        if m not in off:  # an off-scale line would only cross the axes
+        elif method not in off:
+            top.fill_between(
+                x, y - half, y + half, step="mid", color=color, alpha=0.15, lw=0
+            )
+        if method not in off:  # an off-scale line would only cross the axes
             top.step(
                 x,
                 y,
@@ -251,9 +218,9 @@ def _draw_measure(
         # earlier methods get larger dots, so equal values stay visible
         base, step = (3.5, 2.0) if len(x) <= 24 else (2.2, 1.2)  # many points: small
         dot = base + step * (len(chosen) - 1 - j)
-        shown = f"{m} (off scale)" if m in off else m
+        shown = f"{method} (off scale)" if method in off else method
         at = x if len(x) > 1 else x + 0.08 * (j - (len(chosen) - 1) / 2)
-        top.plot(at, y, "o", ms=dot, color=color, label=shown, gid=f"points:{m}")
+        top.plot(at, y, "o", ms=dot, color=color, label=shown, gid=f"points:{method}")
     if ref is not None:
         top.axhline(ref, color="0.25", ls=":", lw=1.2, gid="reference", zorder=0)
     if scale == "symlog":
@@ -267,19 +234,19 @@ def _draw_measure(
     span = ylim or (limits(kept, [] if ref is None else [ref]) if off else None)
     if span is not None:
         top.set_ylim(*span)
-        for j, m in enumerate(chosen):
+        for j, method in enumerate(chosen):
             if (
                 mark_off_scale(
                     top,
                     x,
-                    series[m],
+                    series[method],
                     COLORS[j % len(COLORS)],
-                    f"offscale:{m}",
+                    f"offscale:{method}",
                     annotate=len(x) <= 12,
                 )
-                and m not in off
+                and method not in off
             ):
-                off.append(m)
+                off.append(method)
     return off
 
 
@@ -287,20 +254,20 @@ def _draw_loops(
     ax: Axes, values: xr.DataArray, loops: list[str], x: np.ndarray
 ) -> None:
     """One band per factor under the plot: its level at each design point."""
-    sizes = [values.sizes[f] for f in loops]
+    sizes = [values.sizes[factor] for factor in loops]
     at = np.arange(int(np.prod(sizes)))  # each point's place in the cross
     keep = design_mask(values, loops)
     at = at if keep is None else at[keep]  # where=: the design points alone
     labels = []
-    for k, f in enumerate(loops):
+    for k, factor in enumerate(loops):
         inner = int(np.prod(sizes[k + 1 :]))
         index = (at // inner) % sizes[k]
         base = -k
         y = base + 0.1 + 0.6 * index / max(sizes[k] - 1, 1)
-        ax.step(x, y, where="mid", color="0.2", lw=1.1, gid=f"loop:{f}")
-        levels = [str(v) for v in values[f].values.tolist()]
+        ax.step(x, y, where="mid", color="0.2", lw=1.1, gid=f"loop:{factor}")
+        levels = [str(v) for v in values[factor].values.tolist()]
         shown = levels if len(levels) <= 6 else [*levels[:2], "…", *levels[-2:]]
-        labels.append(f"{f}: {', '.join(shown)}")
+        labels.append(f"{factor}: {', '.join(shown)}")
         if k == 0 and len(loops) > 1:  # separate the outermost blocks
             for edge in np.flatnonzero(np.diff(index)) + 1.5:
                 ax.axvline(edge, color="0.85", lw=0.8)
@@ -376,22 +343,15 @@ def lollipop_plot(
     rows = len(design_points(panels[0][1][measure], loops)) * len(chosen)
     width = 6.0 if split is None else min(20.0, 4.2 * len(panels))
     fig = new_figure(*(size or (width, min(40.0, 1.4 + 0.22 * rows))))
-    targets = fig.subfigures(1, len(panels), squeeze=False)[0] if split else [fig]
-    off: dict[str, None] = {}
-    for target, (title, part) in zip(targets, panels, strict=True):
-        ax = target.subplots()
-        off.update(dict.fromkeys(_lollipops(ax, part, measure, chosen, loops, mcse)))
-        if title:
-            target.suptitle(title, fontsize="medium")
+    targets, off = draw_panels(
+        fig, panels, split, _lollipops, measure, chosen, loops, mcse
+    )
     outside_legend(fig, targets[0].axes[0].get_lines())
-    title_fixed(fig, summary)
-    if off:
-        add_note(fig, f"off scale (arrow heads, labelled): {', '.join(off)}")
-    return fig
+    return finish(fig, summary, list(off), "off scale (arrow heads, labelled): {}")
 
 
 def _lollipops(
-    ax: Axes,
+    target: Any,
     summary: xr.Dataset,
     measure: str,
     chosen: list[str],
@@ -399,42 +359,41 @@ def _lollipops(
     mcse: bool,
 ) -> list[str]:
     """One panel of lollipops; return the methods drawn off scale."""
+    ax = target.subplots()
     grid = design_points(summary[measure], loops)
-    ref = reference_value(measure, summary.attrs)
-    series = {m: _series(summary, measure, m, loops) for m in chosen}
-    off = outliers(series, ref) if measure not in BOUNDED else []
+    series, ref, off = on_scale(summary, measure, chosen, loops)
     kept = []
-    for j, m in enumerate(chosen):
+    for j, method in enumerate(chosen):
         color = COLORS[j % len(COLORS)]
-        y = series[m]
-        e = Z95 * _series(summary, f"{measure}_mcse", m, loops)
+        y = series[method]
+        half = Z95 * series_of(summary, f"{measure}_mcse", method, loops)
         pos = np.arange(len(grid)) * (len(chosen) + 1) + j
         if not np.isfinite(y).any():  # e.g. coverage of a method without intervals
             continue
         if ref is not None:  # the lollipop's stick: from the reference
             ax.hlines(pos, ref, y, color=color, lw=0.8, alpha=0.5)
-        if mcse and m not in off:
-            ax.errorbar(y, pos, xerr=e, fmt="none", ecolor=color, capsize=3, lw=1.8)
-            kept += [y - np.nan_to_num(e), y + np.nan_to_num(e)]
-        shown = f"{m} (off scale)" if m in off else m
-        ax.plot(y, pos, "o", color=color, ms=5, label=shown, gid=f"points:{m}")
+        if mcse and method not in off:
+            ax.errorbar(y, pos, xerr=half, fmt="none", ecolor=color, capsize=3, lw=1.8)
+            kept += [y - np.nan_to_num(half), y + np.nan_to_num(half)]
+        shown = f"{method} (off scale)" if method in off else method
+        ax.plot(y, pos, "o", color=color, ms=5, label=shown, gid=f"points:{method}")
     if ref is not None:
         ax.axvline(ref, color="0.25", ls=":", lw=1.2, gid="reference")
     if off:  # limits of the kept methods; the others marked at the edge
         span = limits(
-            kept or [series[m] for m in chosen if m not in off],
+            kept or [series[method] for method in chosen if method not in off],
             [] if ref is None else [ref],
         )
         if span is not None:
             ax.set_xlim(*span)
-        for j, m in enumerate(chosen):
+        for j, method in enumerate(chosen):
             pos = np.arange(len(grid)) * (len(chosen) + 1) + j
             mark_off_scale(
                 ax,
                 pos,
-                series[m],
+                series[method],
                 COLORS[j % len(COLORS)],
-                f"offscale:{m}",
+                f"offscale:{method}",
                 vertical=False,
             )
     centres = np.arange(len(grid)) * (len(chosen) + 1) + (len(chosen) - 1) / 2
@@ -507,16 +466,8 @@ def heatmap(
     fig = new_figure(
         *(size or (min(20.0, width * len(panels)), min(40.0, 1.6 + 0.28 * rows)))
     )
-    targets = fig.subfigures(1, len(panels), squeeze=False)[0] if split else [fig]
-    off: dict[str, None] = {}
-    for target, (title, part) in zip(targets, panels, strict=True):
-        off.update(dict.fromkeys(_heat(target, part, measure, chosen, loops, annotate)))
-        if title:
-            target.suptitle(title, fontsize="medium")
-    title_fixed(fig, summary)
-    if off:
-        add_note(fig, f"colours saturate for {', '.join(off)} (off scale)")
-    return fig
+    _, off = draw_panels(fig, panels, split, _heat, measure, chosen, loops, annotate)
+    return finish(fig, summary, list(off), "colours saturate for {} (off scale)")
 
 
 def _heat(
@@ -529,25 +480,20 @@ def _heat(
 ) -> list[str]:
     """One heat map and its colour bar; return the methods off scale."""
     grid = design_points(summary[measure], loops)
-    table = np.column_stack([_series(summary, measure, m, loops) for m in chosen])
+    series, ref, off = on_scale(summary, measure, chosen, loops)
+    table = np.column_stack(list(series.values()))
     errors = np.column_stack(
-        [_series(summary, f"{measure}_mcse", m, loops) for m in chosen]
+        [series_of(summary, f"{measure}_mcse", method, loops) for method in chosen]
     )
     ax = target.subplots()
-    ref = reference_value(measure, summary.attrs)
-    off = (
-        outliers({m: table[:, j] for j, m in enumerate(chosen)}, ref)
-        if measure not in BOUNDED
-        else []
-    )
-    kept = table[:, [j for j, m in enumerate(chosen) if m not in off]]
+    kept = table[:, [j for j, method in enumerate(chosen) if method not in off]]
     image = _paint(ax, table, kept, ref)
     if annotate if annotate is not None else table.size <= 400:
-        for (i, j), v in np.ndenumerate(table):
+        for (i, j), value in np.ndenumerate(table):
             ax.text(
                 j,
                 i,
-                with_mcse(float(v), float(errors[i, j])),
+                with_mcse(float(value), float(errors[i, j])),
                 ha="center",
                 va="center",
                 fontsize="x-small",

@@ -272,31 +272,29 @@ def distribution_plot(
     chosen = check_methods(cube, methods)
     names = {m: output_name(cube, output, m) for m in chosen}
     cube, grid = read_points(cube, points, set(names.values()))
+    return _distribution_figure(cube, output, names, grid, kind, columns, scale)
+
+
+def _distribution_figure(
+    cube: xr.Dataset,
+    output: str,
+    names: dict[str, str],
+    grid: list[Point],
+    kind: str,
+    columns: int,
+    scale: str,
+) -> PlotFigure:
+    """The distribution plot of checked arguments (``names``: each method's
+    output), a panel per design point, ``columns`` to a row."""
+    chosen = list(names)
     rows, cols = grid_shape(len(grid), columns)
     fig = new_figure(
         min(0.9 + cols * (0.7 + 0.55 * len(chosen)), 20), min(0.6 + 2.4 * rows, 30)
     )
     axes = np.asarray(fig.subplots(rows, cols, squeeze=False, sharey=True)).ravel()
-    pos = np.arange(1, len(chosen) + 1)
     panels = []
     for ax, point in zip(axes, grid, strict=False):
-        data = [ok_values(cube, names[m], point, m) for m in chosen]
-        data = [d[np.isfinite(d)] for d in data]
-        panels.append(data)
-        if kind == "box":
-            ax.boxplot(data, positions=pos, widths=0.6, flierprops={"ms": 2})
-        else:
-            present = [k for k, d in enumerate(data) if d.size]
-            if present:
-                ax.violinplot(
-                    [data[k] for k in present], positions=pos[present], showmedians=True
-                )
-        ax.set_xticks(pos, chosen, rotation=30 if len(chosen) > 3 else 0)
-        theta = truth_at(cube, names[chosen[0]], point)
-        if output == "estimate" and theta is not None:
-            ax.axhline(theta, color="0.3", ls=":", lw=1.2, gid="truth")
-        ax.set_title(label(point), fontsize="small")
-        plain_ticks(ax)
+        panels.append(_distribution_panel(ax, cube, point, output, names, kind))
     if scale == "auto":
         _robust_range(fig, axes[: len(grid)], panels, chosen)
     elif scale == "symlog":
@@ -308,12 +306,45 @@ def distribution_plot(
     return fig
 
 
-def _whiskers(d: np.ndarray) -> tuple[float, float]:
+def _distribution_panel(
+    ax: Any,
+    cube: xr.Dataset,
+    point: Point,
+    output: str,
+    names: dict[str, str],
+    kind: str,
+) -> list[np.ndarray]:
+    """One design point: a box or violin per method, the truth of an
+    estimate; return each method's finite values."""
+    chosen = list(names)
+    positions = np.arange(1, len(chosen) + 1)
+    data = [ok_values(cube, names[m], point, m) for m in chosen]
+    data = [values[np.isfinite(values)] for values in data]
+    if kind == "box":
+        ax.boxplot(data, positions=positions, widths=0.6, flierprops={"ms": 2})
+    else:
+        present = [k for k, values in enumerate(data) if values.size]
+        if present:
+            ax.violinplot(
+                [data[k] for k in present],
+                positions=positions[present],
+                showmedians=True,
+            )
+    ax.set_xticks(positions, chosen, rotation=30 if len(chosen) > 3 else 0)
+    theta = truth_at(cube, names[chosen[0]], point)
+    if output == "estimate" and theta is not None:
+        ax.axhline(theta, color="0.3", ls=":", lw=1.2, gid="truth")
+    ax.set_title(label(point), fontsize="small")
+    plain_ticks(ax)
+    return data
+
+
+def _whiskers(values: np.ndarray) -> tuple[float, float]:
     """The ends of a box plot's whiskers: the data within 1.5 IQR."""
-    if not d.size:
+    if not values.size:
         return float("nan"), float("nan")
-    q1, q3 = np.quantile(d, [0.25, 0.75])
-    inside = d[(d >= q1 - 1.5 * (q3 - q1)) & (d <= q3 + 1.5 * (q3 - q1))]
+    q1, q3 = np.quantile(values, [0.25, 0.75])
+    inside = values[(values >= q1 - 1.5 * (q3 - q1)) & (values <= q3 + 1.5 * (q3 - q1))]
     return float(inside.min()), float(inside.max())
 
 
@@ -325,7 +356,7 @@ def _robust_range(
     at the edge (arrow head, count and extreme value) instead of squeezing
     the boxes. A method whose whiskers are 1000 times wider is off scale."""
     ends = {
-        m: np.array([_whiskers(p[k]) for p in panels]).ravel()
+        m: np.array([_whiskers(panel[k]) for panel in panels]).ravel()
         for k, m in enumerate(chosen)
     }
     every = np.concatenate(list(ends.values()))
@@ -338,8 +369,8 @@ def _robust_range(
     width = span[1] - span[0] or 1.0
     near = np.concatenate(
         [
-            p[k][(p[k] >= span[0] - width) & (p[k] <= span[1] + width)]
-            for p in panels
+            panel[k][(panel[k] >= span[0] - width) & (panel[k] <= span[1] + width)]
+            for panel in panels
             for k in kept
         ]
         + [np.asarray(span)]
@@ -348,8 +379,8 @@ def _robust_range(
     axes[0].set_ylim(lo, hi)
     clipped = 0
     for ax, data in zip(axes, panels, strict=True):
-        for k, d in enumerate(data):
-            clipped += _count_off(ax, k + 1, d, lo, hi)
+        for k, values in enumerate(data):
+            clipped += _count_off(ax, k + 1, values, lo, hi)
     if off:
         add_note(fig, f"off scale: {', '.join(off)} (its whiskers are 1000x wider)")
     elif clipped:
@@ -366,13 +397,13 @@ def _truths(ax: Any) -> list[float]:
     ]
 
 
-def _count_off(ax: Any, x: float, d: np.ndarray, lo: float, hi: float) -> int:
+def _count_off(ax: Any, x: float, values: np.ndarray, lo: float, hi: float) -> int:
     """Mark the values of one box beyond the axis: an arrow head at the edge
     with how many and the most extreme."""
     count = 0
     for sel, edge, marker, far, dy in (
-        (d > hi, hi, "^", np.max, -9),
-        (d < lo, lo, "v", np.min, 3),
+        (values > hi, hi, "^", np.max, -9),
+        (values < lo, lo, "v", np.min, 3),
     ):
         k = int(sel.sum())
         if not k:
@@ -382,7 +413,7 @@ def _count_off(ax: Any, x: float, d: np.ndarray, lo: float, hi: float) -> int:
             [x], [edge], marker, color="#D55E00", ms=6, clip_on=False, gid="offscale"
         )
         ax.annotate(
-            f"{k}: {short(float(far(d[sel])))}",
+            f"{k}: {short(float(far(values[sel])))}",
             (x, edge),
             xytext=(4, dy),
             textcoords="offset points",

@@ -21,6 +21,9 @@ from simstudy.plots.scales import outliers
 __all__ = ["Zip", "zip_intervals", "zip_plot"]
 
 COVERS, MISSES = "#0072B2", "#D55E00"
+# one method's (estimate, se, ci) outputs; se or ci may be absent
+Source = tuple[str, str | None, tuple[str, str] | None]
+Sources = dict[str, Source]
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,34 +74,43 @@ def _zip_sources(
     methods: list[str] | None,
     se: str | None,
     ci: tuple[str, str] | None,
-) -> dict[str, tuple[str, str | None, tuple[str, str] | None]]:
+) -> Sources:
     """Per method: (estimate, se, ci) outputs; only methods with intervals."""
-    known = [str(m) for m in cube[METHOD].values]
-    out = {}
-    for m in methods or known:
-        d = common.declared(cube, m)
-        s = se or d.get("se")
-        c = tuple(ci) if ci else (tuple(d["ci"]) if d.get("ci") else None)
-        if s is None and c is None:
+    known = [str(method) for method in cube[METHOD].values]
+    sources = {}
+    for method in methods or known:
+        outputs = common.declared(cube, method)
+        se_name = se or outputs.get("se")
+        ci_names = (
+            tuple(ci) if ci else (tuple(outputs["ci"]) if outputs.get("ci") else None)
+        )
+        if se_name is None and ci_names is None:
             if methods is not None:
                 raise UsageError(
-                    f"method {m!r} has no interval: it declares neither ci= nor se=",
+                    f"method {method!r} has no interval: "
+                    "it declares neither ci= nor se=",
                     hint="declare @study.method(ci=(lo, hi)) or se=..., or pass "
                     "ci=('lo', 'hi') / se='se' to zip_plot",
                 )
             continue
-        out[m] = (str(d["estimate"]), s, c if c is None else (str(c[0]), str(c[1])))
-        for name in (out[m][0], s, *(c or ())):
+        sources[method] = (
+            str(outputs["estimate"]),
+            se_name,
+            ci_names if ci_names is None else (str(ci_names[0]), str(ci_names[1])),
+        )
+        for name in (sources[method][0], se_name, *(ci_names or ())):
             if name is not None:
-                common.output_name(cube, str(name), m)  # known, and one number each
-    if not out:
+                common.output_name(
+                    cube, str(name), method
+                )  # known, and one number each
+    if not sources:
         raise UsageError(
             "the zip plot needs intervals, and no method declares ci= or se= "
             f"(methods: {', '.join(known)})",
             hint="declare @study.method(ci=('lo', 'hi')) or se='se' in the study, "
             "or pass ci= / se= to zip_plot",
         )
-    return out
+    return sources
 
 
 def zip_plot(
@@ -169,22 +181,43 @@ def zip_plot(
     _check_share(level=level, zoom=zoom)
     chosen = None if methods is None else common.check_methods(cube, methods)
     sources = _zip_sources(cube, chosen, se, ci)
+    cube, grid = common.read_points(cube, points, _outputs(cube, sources, df))
+    sources, untrue = _with_truth(cube, sources, grid, truth)
+    return _zip_figure(cube, sources, grid, untrue, truth, (level, df), zoom)
+
+
+def _outputs(cube: xr.Dataset, sources: Sources, df: float | str | None) -> set[str]:
+    """The outputs the zip plot reads: each method's estimate, se and ci,
+    and ``df`` when it names an output."""
     used = {x for e, s_, c in sources.values() for x in (e, s_, *(c or ())) if x}
     if isinstance(df, str):
         common.output_name(cube, df, next(iter(sources)))
         used.add(df)
-    cube, grid = common.read_points(cube, points, used)
-    sources, untrue = _with_truth(cube, sources, grid, truth)
+    return used
+
+
+def _zip_figure(
+    cube: xr.Dataset,
+    sources: Sources,
+    grid: list[common.Point],
+    untrue: dict[str, str],
+    truth: float | None,
+    wald: tuple[float, float | str | None],
+    zoom: float,
+) -> common.PlotFigure:
+    """The zip plot of checked arguments: a row per method, a column per
+    design point; notes for methods on their own scale or left out."""
+    level, df = wald
     rows, cols = len(sources), len(grid)
     fig = common.new_figure(min(2.6 * cols + 0.8, 20), min(2.3 * rows + 1.0, 30))
     axes = fig.subplots(rows, cols, squeeze=False, sharey=True)
     own: list[str] = []
     for j, point in enumerate(grid):
-        own += _zip_column(axes[:, j], cube, sources, point, truth, (level, df))
-    wald = all(c is None for _, _, c in sources.values())
+        own += _zip_column(axes[:, j], cube, sources, point, truth, wald)
+    all_wald = all(c is None for _, _, c in sources.values())
     kind = f"{100 * level:g}% {'Wald' if df is None else 't'} intervals"
     fig.supylabel("fractional centile of |z|", fontsize="medium")
-    fig.supxlabel(kind if wald else "intervals", fontsize="medium")
+    fig.supxlabel(kind if all_wald else "intervals", fontsize="medium")
     axes[0, 0].set_ylim(1 - zoom, 1.0)
     common.title_fixed(fig, cube)
     if own:
@@ -203,10 +236,10 @@ def zip_plot(
 
 def _with_truth(
     cube: xr.Dataset,
-    sources: dict[str, tuple[str, str | None, tuple[str, str] | None]],
+    sources: Sources,
     grid: list[common.Point],
     truth: float | None,
-) -> tuple[dict[str, tuple[str, str | None, tuple[str, str] | None]], dict[str, str]]:
+) -> tuple[Sources, dict[str, str]]:
     """The methods whose estimate has a truth at every design point, and the
     others (method -> estimate): those are left out with a note."""
     if truth is not None:
@@ -240,7 +273,7 @@ def _check_share(**shares: float) -> None:
 def _zip_column(
     axes: np.ndarray,
     cube: xr.Dataset,
-    sources: dict[str, tuple[str, str | None, tuple[str, str] | None]],
+    sources: Sources,
     point: common.Point,
     truth: float | None,
     wald: tuple[float, float | str | None],
@@ -252,28 +285,28 @@ def _zip_column(
     those methods."""
     edges: dict[str, list[float]] = {}
     theta = 0.0
-    for ax, (m, (est, s, c)) in zip(axes, sources.items(), strict=True):
-        found = truth if truth is not None else common.truth_at(cube, est, point)
+    for ax, (method, source) in zip(axes, sources.items(), strict=True):
+        found = truth if truth is not None else common.truth_at(cube, source[0], point)
         assert found is not None  # _with_truth kept methods with a truth
         theta = found
-        z = _zip_of(cube, point, m, (est, s, c), theta, wald)
-        _zip_panel(ax, z, theta, wald[0])
-        where = f"{m} · {common.label(point)}"
+        ranked = _zip_of(cube, point, method, source, theta, wald)
+        _zip_panel(ax, ranked, theta, wald[0])
+        where = f"{method} · {common.label(point)}"
         if len(where) > 32:  # a long name: one line each, never overlapping
-            where = f"{m}\n{common.label(point)}"
+            where = f"{method}\n{common.label(point)}"
         ax.set_title(
-            f"{where}\ncoverage {common.with_mcse(z.coverage, z.mcse)}",
+            f"{where}\ncoverage {common.with_mcse(ranked.coverage, ranked.mcse)}",
             fontsize="small",
         )
-        if z.lo.size:
-            edges[m] = [
-                float(np.quantile(z.lo, 0.005)),
-                float(np.quantile(z.hi, 0.995)),
+        if ranked.lo.size:
+            edges[method] = [
+                float(np.quantile(ranked.lo, 0.005)),
+                float(np.quantile(ranked.hi, 0.995)),
             ]
     own = outliers({m: np.array(e) for m, e in edges.items()}, theta)
     shared = [x for m, e in edges.items() if m not in own for x in e]
-    for ax, m in zip(axes, sources, strict=True):
-        span = edges.get(m, []) if m in own else shared
+    for ax, method in zip(axes, sources, strict=True):
+        span = edges.get(method, []) if method in own else shared
         if span:
             lo, hi = min(*span, theta), max(*span, theta)
             pad = 0.04 * (hi - lo or 1.0)
@@ -284,29 +317,29 @@ def _zip_column(
 def _zip_of(
     cube: xr.Dataset,
     point: common.Point,
-    m: str,
-    source: tuple[str, str | None, tuple[str, str] | None],
+    method: str,
+    source: Source,
     theta: float,
     wald: tuple[float, float | str | None],
 ) -> Zip:
     """One method's intervals at one design point, ranked."""
-    est, s, c = source
+    est, se_name, ci_names = source
     level, df = wald
     if isinstance(df, str):
         crit: float | np.ndarray = _critical(
-            level, common.ok_values(cube, df, point, m)
+            level, common.ok_values(cube, df, point, method)
         )
     else:
         crit = _critical(level, df)
     bounds = None
-    if c is not None:
+    if ci_names is not None:
         bounds = (
-            common.ok_values(cube, c[0], point, m),
-            common.ok_values(cube, c[1], point, m),
+            common.ok_values(cube, ci_names[0], point, method),
+            common.ok_values(cube, ci_names[1], point, method),
         )
     return zip_intervals(
-        common.ok_values(cube, est, point, m),
-        None if s is None else common.ok_values(cube, s, point, m),
+        common.ok_values(cube, est, point, method),
+        None if se_name is None else common.ok_values(cube, se_name, point, method),
         bounds,
         theta,
         crit,
@@ -325,18 +358,26 @@ def _critical(level: float, df: float | np.ndarray | None) -> float | np.ndarray
     return float(t) if np.ndim(t) == 0 else np.asarray(t, dtype=float)
 
 
-def _zip_panel(ax: Axes, z: Zip, truth: float, level: float) -> None:
+def _zip_panel(ax: Axes, ranked: Zip, truth: float, level: float) -> None:
     segments = np.stack(
-        [np.column_stack([z.lo, z.rank]), np.column_stack([z.hi, z.rank])], axis=1
+        [
+            np.column_stack([ranked.lo, ranked.rank]),
+            np.column_stack([ranked.hi, ranked.rank]),
+        ],
+        axis=1,
     )
-    colors = np.where(z.covers, COVERS, MISSES)
+    colors = np.where(ranked.covers, COVERS, MISSES)
     ax.add_collection(LineCollection(list(segments), colors=list(colors), lw=0.6))
     ax.autoscale_view()
     ax.axvline(truth, color="0.1", lw=1, gid="truth")
     ax.axhline(level, color="0.4", ls=":", lw=1, gid="level")
-    ax.axhline(z.coverage, color="black", lw=1.2, gid="coverage")
+    ax.axhline(ranked.coverage, color="black", lw=1.2, gid="coverage")
     for gid, sign in (("coverage-low", -1), ("coverage-high", 1)):
         ax.axhline(
-            z.coverage + sign * 1.96 * z.mcse, color="black", ls="--", lw=0.8, gid=gid
+            ranked.coverage + sign * 1.96 * ranked.mcse,
+            color="black",
+            ls="--",
+            lw=0.8,
+            gid=gid,
         )
     common.plain_ticks(ax)
