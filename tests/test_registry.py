@@ -3,6 +3,7 @@ protocol, plots and report read it, and a user's Measure goes its way."""
 
 from __future__ import annotations
 
+from html import escape as html_escape
 from typing import Any
 
 import numpy as np
@@ -101,3 +102,60 @@ def test_a_user_measure_without_a_function_or_with_an_unknown_need_is_refused():
         summarize(_cube(), custom={"x": Measure()})
     with pytest.raises(UsageError, match="needs 'truths'"):
         summarize(_cube(), custom={"x": Measure(np.nanmean, needs=("truths",))})  # type: ignore[arg-type]
+
+
+def _with_user_measures() -> xr.Dataset:
+    cube = _cube()
+    maxerr = Measure(
+        lambda x, t: np.nanmax(np.abs(x - t[:, None]), axis=-1),
+        reference=0.0,
+        section="Bias and precision",
+    )
+    custom = {"maxerr": maxerr, "q": lambda x, t: np.nanmax(x, axis=-1)}
+    cube = cube.assign(warnings=xr.zeros_like(cube["status"]))
+    return summarize(cube, custom=custom, **FULL)
+
+
+def test_plots_draw_the_registry_s_reference_lines_and_a_user_s():
+    from simstudy import plots
+    from simstudy.plots.common import reference_value
+    from simstudy.plots.scales import bounded
+
+    summary = _with_user_measures()
+    for measure in registry.BUILTINS:
+        ref = measure.reference
+        want = summary.attrs[ref] if isinstance(ref, str) else ref
+        assert reference_value(measure.name, summary.attrs) == want, measure.name
+        assert bounded(measure.name, summary.attrs) == measure.bounded
+    assert reference_value("maxerr", summary.attrs) == 0.0
+    assert reference_value("q", summary.attrs) is None
+
+    def lines(measure: str) -> list[str]:
+        fig = plots.nested_loop_plot(summary, measure)
+        return [str(ln.get_gid()) for ax in fig.axes for ln in ax.lines]
+
+    assert "reference" in lines("maxerr")
+    assert "reference" in lines("bias")
+    assert "reference" not in lines("q")
+
+
+def test_the_report_s_tables_are_the_registry_s_sections_and_a_user_s():
+    import re
+
+    from simstudy.report.tables import measures_table
+
+    summary = _with_user_measures()
+    html = measures_table(to_records(summary), summary)
+    tables = re.findall(r"<h3>(.*?)</h3><div class=scroll><table.*?</table>", html)
+    drawn = [m for m in registry.BUILTINS if m.section and m.drawn]
+    assert tables == [
+        *dict.fromkeys(html_escape(m.section or "") for m in drawn),
+        "Other measures",
+    ]
+    for title, body in re.findall(r"<h3>(.*?)</h3>(.*?)</table>", html):
+        heads = re.findall(r"<th>(\w+)</th>", body)
+        for name in heads:
+            found = registry.lookup(name, summary.attrs)
+            assert found is not None
+            assert html_escape(found.section or "") == title, name
+    assert "maxerr" in html.split("Bias and precision")[1].split("<h3>")[0]

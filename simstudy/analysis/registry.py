@@ -36,6 +36,7 @@ __all__ = [
     "BUILTINS",
     "BY_NAME",
     "MEASURES",
+    "SECTIONS",
     "TARGET_NEEDS",
     "lookup",
 ]
@@ -102,6 +103,8 @@ BUILTINS: tuple[Measure, ...] = (
 # fmt: on
 BY_NAME: dict[str, Measure] = {measure.name: measure for measure in BUILTINS}
 MEASURES = tuple(BY_NAME)
+# the report's tables of measures, in order (a user's measure may add one)
+SECTIONS = tuple(dict.fromkeys(m.section for m in BUILTINS if m.section))
 # measures a run may aim at (--target-mcse), and what each needs
 TARGET_NEEDS = {m.name: m.needs for m in BUILTINS if m.target}
 
