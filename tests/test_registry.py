@@ -111,7 +111,10 @@ def _with_user_measures() -> xr.Dataset:
         reference=0.0,
         section="Bias and precision",
     )
-    custom = {"maxerr": maxerr, "q": lambda x, t: np.nanmax(x, axis=-1)}
+    custom: dict[str, Any] = {
+        "maxerr": maxerr,
+        "q": lambda x, t: np.nanmax(x, axis=-1),
+    }
     cube = cube.assign(warnings=xr.zeros_like(cube["status"]))
     return summarize(cube, custom=custom, **FULL)
 
