@@ -267,9 +267,9 @@ def bias_measures(given: Inputs) -> Arrays:
 
 def modelse(given: Inputs) -> Arrays:
     """Model SE sqrt(mean se^2) and its relative error against the empirical SE."""
-    x, se = given.x, given.se
-    if se is None:
+    if given.se is None:
         return {}
+    x, se = given.x, given.se
     mask = given.ok & _finite(x)
     _, _, empse = mean_sd(x, mask)
     n, v_mean, v_sd = mean_sd(se**2, mask & _finite(se))
