@@ -11,7 +11,7 @@ import xarray as xr
 import zarr
 
 import simstudy
-from simstudy.analysis.summary import pair
+from simstudy.analysis.records import pair
 from simstudy.cli import main
 from tests.helpers import reseal
 from tests.studies import GOOD_STUDY

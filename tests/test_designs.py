@@ -195,7 +195,7 @@ def test_out_of_design_points_are_never_counted(write_study, tmp_path, capsys):
     assert "n1=10, n2=10, vr=4.0" not in out
     summary = simstudy.summarize(simstudy.open_results(store))
     assert int(summary["n_pending"].sum()) == 0
-    records = simstudy.analysis.summary.to_records(summary)
+    records = simstudy.analysis.records.to_records(summary)
     cells = {(r["n1"], r["n2"], r["vr"]) for r in records}
     assert len(cells) == 5
     assert (10, 10, 4.0) not in cells

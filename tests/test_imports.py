@@ -1,4 +1,5 @@
-"""Worker-side modules stay light; the layers hold at run time too."""
+"""Worker-side modules and the measure registry (the run's options read it) stay
+light; the layers hold at run time too."""
 
 from __future__ import annotations
 
@@ -12,8 +13,13 @@ HEAVY = ("xarray", "zarr", "matplotlib", "jax", "dask", "distributed")
 
 @pytest.mark.parametrize(
     "module",
-    ["simstudy", "simstudy.backends.numpy", "simstudy.backends.worker"],
-    ids=["package", "numpy-backend", "worker"],
+    [
+        "simstudy",
+        "simstudy.backends.numpy",
+        "simstudy.backends.worker",
+        "simstudy.analysis.registry",
+    ],
+    ids=["package", "numpy-backend", "worker", "measure-registry"],
 )
 def test_light_imports(module):
     code = (

@@ -14,7 +14,8 @@ import xarray as xr
 from scipy import stats
 
 import simstudy
-from simstudy.analysis.summary import Measure, summarize, to_records
+from simstudy.analysis.records import to_records
+from simstudy.analysis.summary import Measure, summarize
 from simstudy.cli import main
 from simstudy.errors import StudyError, UsageError
 from tests.studies import write_study_file

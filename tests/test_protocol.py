@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from simstudy.analysis.registry import BUILTINS
 from simstudy.cli import main
 from simstudy.declare.deviations import deviations, read_protocol, section_html
 from simstudy.declare.loader import load_study
@@ -89,6 +90,30 @@ def test_an_html_protocol_reads_back_the_same_record(write_study, tmp_path):
     md = read_protocol(tmp_path / "p.md")["record"]
     html = read_protocol(tmp_path / "p.html")["record"]
     assert md["fingerprint"] == html["fingerprint"]
+
+
+def test_the_measures_are_those_summarize_computes_from_the_declarations(
+    write_study, tmp_path
+):
+    """An SE gives Wald intervals and tests: their measures are listed too."""
+    source = STUDY.replace(
+        "@study.method\ndef mean(x):", '@study.method(se="se")\ndef mean(x):'
+    ).replace(
+        '"estimate": shrink(x.mean())}',
+        '"estimate": shrink(x.mean()), "se": x.std() / len(x) ** 0.5}',
+    )
+    path = write_study(source)
+    _protocol(path, tmp_path / "protocol.md")
+    text = (tmp_path / "protocol.md").read_text()
+    table = text[text.index("## Performance measures") : text.index("## Number of")]
+    listed = [
+        line.split("`")[1] for line in table.splitlines() if line.startswith("| `")
+    ]
+    # truth and an SE: every measure a run may aim at, in the summary's order,
+    # but relative bias (the truth is 0)
+    targets = [m.name for m in BUILTINS if m.target and m.name != "relbias"]
+    assert listed == targets
+    assert {"becoverage", "ci_width", "power", "warning_rate"} <= set(listed)
 
 
 def test_target_mcse_gives_the_replicates_each_target_needs(write_study, capsys):

@@ -18,29 +18,20 @@ import xarray as xr
 
 from simstudy.analysis.ledger import RecordIndex, kind_codes, ledger_rates, usable
 from simstudy.analysis.measures import (
+    Inputs,
     Measure,
     Paired,
     Wald,
-    bias_measures,
-    conditional_measures,
-    custom_measures,
-    interval_measures,
-    mean_sd,
-    median_bias,
-    modelse,
-    paired_measures,
-    power,
+    evaluate,
     share,
     winsorized,
 )
+from simstudy.analysis.plans import Group
 from simstudy.cube import FAILED, FIXED_VARS, METHOD, OK, PENDING
 from simstudy.cube import REPLICATE as REP
 from simstudy.errors import UsageError
 
 __all__ = [
-    "CONDITIONAL",
-    "GROUP_MEASURES",
-    "Group",
     "Options",
     "block_axes",
     "by_blocks",
@@ -50,43 +41,14 @@ __all__ = [
 ]
 
 
-# the measures one group of methods computes from its outputs
-TRUTH_MEASURES = ("bias", "relbias", "mse", "rmse", "mae", "median_bias")
-CONDITIONAL = ("coverage_rejected", "type_s", "exaggeration")
-GROUP_MEASURES = (
-    "mean",
-    "empse",
-    *TRUTH_MEASURES,
-    "modelse",
-    "relerr_modelse",
-    "coverage",
-    "becoverage",
-    "ci_width",
-    "power",
-    *CONDITIONAL,
-    "relprec",
-    "bias_diff",
-    "mse_ratio",
-    "corr",
-)
-
-
-@dataclass(frozen=True, slots=True)
-class Group:
-    """Methods that declare the same outputs, and their truth."""
-
-    names: list[str]
-    decl: dict[str, Any]
-    theta: xr.DataArray | None
-
-
 @dataclass(frozen=True, slots=True)
 class Options:
-    """What every block is summarised with."""
+    """What every block is summarised with: ``measures``, those each group
+    of methods computes (the registry's but the ledger's, then the user's)."""
 
     wald: Wald
     cases: str
-    specs: dict[str, Measure]
+    measures: tuple[Measure, ...]
     reference: str | None
     records: RecordIndex = field(default_factory=RecordIndex)
     categories: tuple[str, ...] = ()  # warning categories of the whole cube
@@ -157,7 +119,7 @@ def block_axes(
         for v in cube.data_vars
         if REP in cube[v].dims and str(v) not in FIXED_VARS
     }
-    names = {g.decl["estimate"] for g in plans if not g.decl.get("skip")}
+    names = {group.decl["estimate"] for group in plans if not group.decl.get("skip")}
     dims = [d[0] for d in first.values() if d]
     if len(names) != 1 or not dims or len(dims) != len(first):
         return axes
@@ -167,7 +129,7 @@ def block_axes(
 
 
 def summarize_block(
-    cube: xr.Dataset, index: dict[str, slice], plans: list[Group], opts: Options
+    cube: xr.Dataset, index: dict[str, slice], plans: list[Group], options: Options
 ) -> xr.Dataset:
     """Summarise one in-memory block of design points, every method."""
     status = cube["status"]
@@ -175,53 +137,41 @@ def summarize_block(
     out: dict[str, xr.DataArray] = _counts(status, planned(cube))
     skipped: dict[str, dict[str, str]] = {}
     estimates = {
-        m: cube[g.decl["estimate"]].sel({METHOD: m}, drop=True)
-        for g in plans
-        if not g.decl.get("skip")
-        for m in g.names
+        method: cube[group.decl["estimate"]].sel({METHOD: method}, drop=True)
+        for group in plans
+        if not group.decl.get("skip")
+        for method in group.names
     }
-    codes = kind_codes(cube, opts.records, estimates)
+    codes = kind_codes(cube, options.records, estimates)
     ran = codes >= 0  # tasks that finished, ok or failed
     out.update(share("failure_rate", status == FAILED, ran))
-    no_estimate = [m for g in plans if g.decl.get("skip") for m in g.names]
-    out.update(ledger_rates(codes, list(opts.categories), opts.records, no_estimate))
+    no_estimate = [m for group in plans if group.decl.get("skip") for m in group.names]
+    categories = list(options.categories)
+    out.update(ledger_rates(codes, categories, options.records, no_estimate))
     if "warnings" in cube.data_vars:
         out.update(share("warning_rate", cube["warnings"] > 0, ran))
     else:
         why = "the cube has no per-task warning counts (a store made before them)"
         skipped["warning_rate"] = dict.fromkeys(map(str, cube[METHOD].values), why)
     use = usable(cube)
-    ok = _cases(cube, use, opts.cases)
-    if opts.cases in ("complete", "no_warnings"):
+    ok = _cases(cube, use, options.cases)
+    if options.cases in ("complete", "no_warnings"):
         out["n_dropped"] = (use & ~ok).sum(REP).astype(np.int64)
-    if opts.cases == "fallback":
+    if options.cases == "fallback":
         cube, ok, out["n_fallback"] = fallback_block(cube, ok, codes, plans)
-    ref = _paired(cube, index, plans, ok, opts.reference)
+    reference = _paired(cube, index, plans, ok, options.reference)
     parts = []
-    for g in plans:
-        sub = cube.sel({METHOD: g.names}) if len(plans) > 1 else cube
-        theta = None if g.theta is None else _isel(g.theta, index)
-        group_ok = ok.sel({METHOD: g.names})
-        data, why_not = _group(sub, g, theta, group_ok, opts, ref)
+    for group in plans:
+        sub = cube.sel({METHOD: group.names}) if len(plans) > 1 else cube
+        theta = None if group.theta is None else _isel(group.theta, index)
+        group_ok = ok.sel({METHOD: group.names})
+        data, why_not = _group(sub, group, theta, group_ok, options, reference)
         for measure, why in why_not.items():
-            skipped.setdefault(measure, {}).update(dict.fromkeys(g.names, why))
+            skipped.setdefault(measure, {}).update(dict.fromkeys(group.names, why))
         parts.append(data)
-    names = {k for part in parts for k in part}
-    filled = [  # a measure one group cannot compute is NaN for its methods
-        xr.Dataset(part).assign(
-            {
-                k: xr.full_like(out["n_ok"], np.nan, dtype=np.float64).sel(
-                    {METHOD: g.names}
-                )
-                for k in names - set(part)
-            }
-        )
-        for part, g in zip(parts, plans, strict=True)
-    ]
-    measures = filled[0] if len(filled) == 1 else xr.concat(filled, dim=METHOD)
+    measures = _joined(parts, plans, out["n_ok"])
     res = xr.merge([xr.Dataset(out), measures], join="outer", compat="override")
-    order = [*factors, METHOD]
-    res = res.transpose(*order, ...)
+    res = res.transpose(*factors, METHOD, ...)
     n_methods = cube.sizes[METHOD]
     res.attrs = {
         # measure -> reason, or measure -> {method: reason} when it varies
@@ -231,10 +181,30 @@ def summarize_block(
             else v
             for k, v in skipped.items()
         },
-        "intervals": {m: _source(g, "ci") for g in plans for m in g.names},
-        "tests": {m: _source(g, "p") for g in plans for m in g.names},
+        "intervals": {m: _source(group, "ci") for group in plans for m in group.names},
+        "tests": {m: _source(group, "p") for group in plans for m in group.names},
     }
     return res
+
+
+def _joined(
+    parts: list[dict[str, xr.DataArray]], plans: list[Group], n_ok: xr.DataArray
+) -> xr.Dataset:
+    """The groups' measures along ``METHOD``; a measure one group cannot
+    compute is NaN for its methods."""
+    names = {k for part in parts for k in part}
+    filled = [
+        xr.Dataset(part).assign(
+            {
+                k: xr.full_like(n_ok, np.nan, dtype=np.float64).sel(
+                    {METHOD: group.names}
+                )
+                for k in names - set(part)
+            }
+        )
+        for part, group in zip(parts, plans, strict=True)
+    ]
+    return filled[0] if len(filled) == 1 else xr.concat(filled, dim=METHOD)
 
 
 def _paired(
@@ -247,16 +217,16 @@ def _paired(
     """The reference method's estimate (its own declared output), if any."""
     if reference is None:
         return None
-    g = next(g for g in plans if reference in g.names)
-    x = cube[g.decl["estimate"]].sel({METHOD: reference}, drop=True)
-    theta = None if g.theta is None else _isel(g.theta, index)
+    group = next(group for group in plans if reference in group.names)
+    x = cube[group.decl["estimate"]].sel({METHOD: reference}, drop=True)
+    theta = None if group.theta is None else _isel(group.theta, index)
     return Paired(reference, x, ok.sel({METHOD: reference}, drop=True), theta)
 
 
-def _source(g: Group, kind: str) -> str | None:
-    if g.decl.get(kind):
-        return f"declared: {g.decl[kind]}"
-    return None if not g.decl.get("se") else "Wald from se"
+def _source(group: Group, kind: str) -> str | None:
+    if group.decl.get(kind):
+        return f"declared: {group.decl[kind]}"
+    return None if not group.decl.get("se") else "Wald from se"
 
 
 def _isel(a: xr.DataArray, index: Mapping[str, slice]) -> xr.DataArray:
@@ -265,82 +235,76 @@ def _isel(a: xr.DataArray, index: Mapping[str, slice]) -> xr.DataArray:
 
 def _group(
     cube: xr.Dataset,
-    g: Group,
+    group: Group,
     theta: xr.DataArray | None,
     ok: xr.DataArray,
-    opts: Options,
-    ref: Paired | None,
+    options: Options,
+    reference: Paired | None,
 ) -> tuple[dict[str, xr.DataArray], dict[str, str]]:
-    """Measures of the methods sharing one output declaration."""
-    d, skipped = g.decl, {}
-    if d.get("skip"):
-        return {}, dict.fromkeys(GROUP_MEASURES, d["skip"])
-    est = d["estimate"]
-    x = cube[est]
-    extra: dict[str, xr.DataArray] = {}
-    if opts.winsorize is not None:
-        x, extra["n_winsorized"] = winsorized(x, ok, opts.winsorize)
-    n, mean, sd = mean_sd(x, ok & np.isfinite(x))
-    with np.errstate(divide="ignore", invalid="ignore"):
-        out = {"mean": mean, "mean_mcse": sd / n**0.5, "empse": sd}
-        out["empse_mcse"] = sd / (2.0 * (n - 1.0)) ** 0.5
+    """Measures of the methods sharing one output declaration, and why
+    those it cannot compute are missing (the need it does not meet)."""
+    decl = group.decl
+    if decl.get("skip"):
+        return {}, {m.name: decl["skip"] for m in options.measures}
+    x = cube[decl["estimate"]]
+    out: dict[str, xr.DataArray] = {}
+    if options.winsorize is not None:
+        x, out["n_winsorized"] = winsorized(x, ok, options.winsorize)
     # ok replicates whose estimate is NaN or inf: left out of the measures
     out["n_nonfinite"] = (ok & ~np.isfinite(x)).sum(REP).astype(np.int64)
-    out.update(extra)
-    if theta is None:
-        why = f"no truth for output {est!r} (declare study.truth(...) or pass truth=)"
-        for m in (*TRUTH_MEASURES, "coverage", "mse_ratio", *CONDITIONAL):
-            skipped[m] = why
-    else:
-        out.update(bias_measures(x, ok, theta))
-        out.update(median_bias(x, ok, theta))
-    se = _aligned(cube, d.get("se"), x)
-    if se is None:
-        for m in ("modelse", "relerr_modelse"):
-            skipped[m] = _undeclared(d, "se", "standard-error output", "se=...")
-    else:
-        out.update(modelse(se, x, ok))
-    wald = opts.wald
+    given = _inputs(cube, decl, x, ok, theta, reference, options)
+    skipped: dict[str, str] = {}
+    for need, why in _unmet(decl, given).items():  # the last unmet need wins
+        skipped.update({m.name: why for m in options.measures if need in m.needs})
+    out.update(evaluate([m for m in options.measures if m.name not in skipped], given))
+    return out, skipped
+
+
+def _inputs(
+    cube: xr.Dataset,
+    decl: dict[str, Any],
+    x: xr.DataArray,
+    ok: xr.DataArray,
+    theta: xr.DataArray | None,
+    reference: Paired | None,
+    options: Options,
+) -> Inputs:
+    """What the group's declaration gives its measures: the SE, the
+    interval and the test as declared, else Wald ones from the SE."""
+    se = _aligned(cube, decl.get("se"), x)
+    wald = options.wald
     interval: tuple[xr.DataArray, xr.DataArray] | None = None
-    if d.get("ci"):
-        lo, hi = (_like(cube, name, x) for name in d["ci"])
+    if decl.get("ci"):
+        lo, hi = (_like(cube, name, x) for name in decl["ci"])
         interval = (lo, hi)
     elif se is not None:
         q = wald.quantile(1.0 - (1.0 - wald.level) / 2.0, cube)
         interval = (x - q * se, x + q * se)
-    else:
-        for m in ("coverage", "becoverage", "ci_width", "coverage_rejected"):
-            skipped[m] = _undeclared(d, "ci", "interval outputs", "ci=(lo, hi)")
-    if interval is not None:
-        out.update(interval_measures(*interval, x, ok, theta))
     test: tuple[xr.DataArray, xr.DataArray] | None = None
-    if d.get("p"):
-        pv = _like(cube, d["p"], x)
+    if decl.get("p"):
+        pv = _like(cube, decl["p"], x)
         test = (pv < wald.alpha, pv)
     elif se is not None:
         stat = (x - wald.null) / se
         q = wald.quantile(1.0 - wald.alpha / 2.0, cube)
         test = (abs(stat) >= q, stat)  # as rsimsum: reject at |z| >= q
-    else:
-        for m in ("power", *CONDITIONAL):
-            skipped[m] = _undeclared(d, "p", "p-value output", "p=...")
-    if test is not None:
-        out.update(power(test[0], ok, test[1]))
-        if theta is not None:
-            used = ok & np.isfinite(test[1])
-            out.update(conditional_measures(x, used, test[0], theta, interval))
-    if ref is None:
-        for m in ("relprec", "bias_diff", "mse_ratio", "corr"):
-            skipped[m] = "no reference method (--reference / reference=)"
-    else:
-        out.update(paired_measures(x, ok, _like_ref(ref, x), theta))
-    if opts.specs:
-        values = {
-            k: _like(cube, s.output, x) if s.output else x
-            for k, s in opts.specs.items()
-        }
-        out.update(custom_measures(opts.specs, values, ok, theta))
-    return out, skipped
+    outputs = {m.output: _like(cube, m.output, x) for m in options.measures if m.output}
+    if reference is not None:
+        reference = _like_ref(reference, x)
+    return Inputs(x, ok, theta, se, interval, test, reference, outputs)
+
+
+def _unmet(decl: dict[str, Any], given: Inputs) -> dict[str, str]:
+    """Why the group lacks each need it does not meet (``NEEDS`` order)."""
+    reasons = {
+        "truth": f"no truth for output {decl['estimate']!r} "
+        "(declare study.truth(...) or pass truth=)",
+        "se": _undeclared(decl, "se", "standard-error output", "se=..."),
+        "ci": _undeclared(decl, "ci", "interval outputs", "ci=(lo, hi)"),
+        "p": _undeclared(decl, "p", "p-value output", "p=..."),
+        "reference": "no reference method (--reference / reference=)",
+    }
+    return {need: reasons[need] for need in given.missing()}
 
 
 def _undeclared(decl: dict[str, Any], key: str, what: str, example: str) -> str:
@@ -360,21 +324,21 @@ def _aligned(
 def _like(cube: xr.Dataset, name: str, like: xr.DataArray) -> xr.DataArray:
     """Output ``name`` with its own dims renamed to those of ``like`` (the
     estimate), so an array output pairs element by element with its SE."""
-    a = cube[name]
-    if a.name == like.name:
-        return a
-    own = [d for d in a.dims if d not in like.dims]
-    extra = [d for d in like.dims if d not in a.dims]
+    output = cube[name]
+    if output.name == like.name:
+        return output
+    own = [d for d in output.dims if d not in like.dims]
+    extra = [d for d in like.dims if d not in output.dims]
     if not own:
-        return a
-    shape = [a.sizes[d] for d in own]
+        return output
+    shape = [output.sizes[d] for d in own]
     if len(own) != len(extra) or shape != [like.sizes[d] for d in extra]:
         raise UsageError(
             f"output {name!r} has shape {tuple(shape)} per task, but the estimate "
             f"{like.name!r} has {tuple(like.sizes[d] for d in extra)}.",
             hint="an SE, interval bound or p-value has the estimate's shape",
         )
-    return a.rename(dict(zip(own, extra, strict=True)))
+    return output.rename(dict(zip(own, extra, strict=True)))
 
 
 def _like_ref(ref: Paired, like: xr.DataArray) -> Paired:
@@ -435,30 +399,34 @@ def fallback_block(
     Returns the block with those values in place, the replicates each
     method now uses, and per method the count of replicates filled in.
     """
-    by_method = {m: g for g in plans for m in g.names}
+    by_method = {method: group for group in plans for method in group.names}
     filled = xr.zeros_like(ok.isel({REP: 0}, drop=True), dtype=np.int64)
     cube = cube.copy()
     ok = ok.copy()
-    for m, g in by_method.items():
-        f = g.decl.get("fallback")
-        if not f or g.decl.get("skip") or by_method[f].decl.get("skip"):
+    for method, group in by_method.items():
+        fallback = group.decl.get("fallback")
+        if not fallback or group.decl.get("skip"):
             continue
-        fg = by_method[f]
-        take = (codes.sel({METHOD: m}) > 0) & (codes.sel({METHOD: f}) == 0)
+        spare = by_method[fallback].decl
+        if spare.get("skip"):
+            continue
+        take = (codes.sel({METHOD: method}) > 0) & (codes.sel({METHOD: fallback}) == 0)
         pairs: list[tuple[str, str]] = [
-            (str(g.decl[k]), str(fg.decl[k]))
+            (str(group.decl[k]), str(spare[k]))
             for k in ("estimate", "se", "p")
-            if g.decl.get(k) and fg.decl.get(k)
+            if group.decl.get(k) and spare.get(k)
         ]
         pairs += list(
-            zip(g.decl.get("ci") or (), fg.decl.get("ci") or (), strict=False)
+            zip(group.decl.get("ci") or (), spare.get("ci") or (), strict=False)
         )
         for own, other in pairs:
             target = cube[own].copy(deep=True)
-            source = _like(cube, other, target).sel({METHOD: f}, drop=True)
-            mine = target.sel({METHOD: m}, drop=True)
-            target.loc[{METHOD: m}] = mine.where(~take, source).transpose(*mine.dims)
+            source = _like(cube, other, target).sel({METHOD: fallback}, drop=True)
+            mine = target.sel({METHOD: method}, drop=True)
+            target.loc[{METHOD: method}] = mine.where(~take, source).transpose(
+                *mine.dims
+            )
             cube[own] = target
-        ok.loc[{METHOD: m}] = ok.sel({METHOD: m}) | take
-        filled.loc[{METHOD: m}] = take.sum(REP)
+        ok.loc[{METHOD: method}] = ok.sel({METHOD: method}) | take
+        filled.loc[{METHOD: method}] = take.sum(REP)
     return cube, ok, filled

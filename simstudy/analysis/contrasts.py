@@ -26,7 +26,8 @@ import xarray as xr
 
 from simstudy.analysis.ledger import usable
 from simstudy.analysis.measures import Wald
-from simstudy.analysis.summary import _declarations, _truth, summarize
+from simstudy.analysis.plans import declarations, truth_of
+from simstudy.analysis.summary import summarize
 from simstudy.cube import METHOD
 from simstudy.cube import REPLICATE as REP
 from simstudy.errors import UsageError
@@ -187,7 +188,7 @@ def _paired(
             f"methods= must name two of the cube's methods, got {methods!r}.",
             hint=f"choose two of: {', '.join(names)}",
         )
-    decls = _declarations(cube, list(methods))
+    decls = declarations(cube, list(methods))
     values, used = [], []
     for m in methods:
         v, ok = _contribution(cube, measure, m, decls[m], truth, wald)
@@ -226,7 +227,7 @@ def _contribution(
         )
     block = cube.sel({METHOD: method}, drop=True)
     x = block[decl["estimate"]].astype(np.float64)
-    theta = _truth(cube, decl["estimate"], truth)
+    theta = truth_of(cube, decl["estimate"], truth)
     se = block[decl["se"]] if decl.get("se") else None
     needs_truth = measure in ("bias", "relbias", "mse", "rmse", "mae", "coverage")
     if needs_truth and theta is None:

@@ -1,36 +1,49 @@
 """The performance measures and their Monte Carlo SEs, on in-memory blocks.
 
-Each function takes the replicate values of one group of methods (xarray,
-dims ``(*factors, replicate, method, *output dims)``) and a boolean mask of
-the replicates it may use, and returns ``{name: DataArray}`` reduced over
-``replicate``. Formulas follow Morris, White & Crowther (2019, Stat Med
-38:2074, Table 6); docs/analysis.md states each one. ``Measure`` declares a
-user-defined measure; ``custom_measures`` evaluates it, with a jackknife
-MCSE vectorised over design points x methods when the user gives none.
+``Measure`` is what a measure is, built-in or the user's: how it is
+computed, what it needs, how a summary's readers show it
+(``simstudy.analysis.registry`` declares the built-ins). A built-in is
+computed by a kernel that takes the ``Inputs`` of one group of methods
+(xarray, dims ``(*factors, replicate, method, *output dims)``, and the mask
+of the replicates it may use) and returns ``{name: DataArray}`` reduced
+over ``replicate``, for its whole family at once (bias, MSE, RMSE share
+their sums). A user's measure is a function of rows of replicate values;
+``evaluate`` runs both, with a jackknife MCSE vectorised over design
+points x methods when the user gives none. Formulas follow Morris, White
+& Crowther (2019, Stat Med 38:2074, Table 6); docs/analysis.md states each.
+xarray is imported where it is called: the registry naming these kernels
+stays light for the run's options and the command line.
 """
 
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import KW_ONLY, dataclass, field
 from statistics import NormalDist
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 import numpy as np
-import xarray as xr
 
 from simstudy.cube import METHOD
 from simstudy.cube import REPLICATE as REP
 from simstudy.errors import UsageError
 
+if TYPE_CHECKING:
+    import xarray as xr
+
 __all__ = [
+    "NEEDS",
+    "OTHER",
+    "SHOWN",
+    "Formula",
+    "Inputs",
     "Measure",
     "Paired",
     "Wald",
     "bias_measures",
     "conditional_measures",
-    "custom_measures",
+    "evaluate",
     "interval_measures",
     "mean_sd",
     "median_bias",
@@ -38,16 +51,32 @@ __all__ = [
     "paired_measures",
     "power",
     "share",
+    "spread",
     "winsorized",
 ]
 
-Arrays = dict[str, xr.DataArray]
+Arrays = dict[str, "xr.DataArray"]
 UserFunc = Callable[..., Any]  # func(x, truth) -> one value per row
+Need = Literal["truth", "se", "ci", "p", "reference"]
+# what a measure may need of a group of methods; when several are missing,
+# the last one in this order is the reason a summary gives
+NEEDS: tuple[Need, ...] = ("truth", "se", "ci", "p", "reference")
+OTHER = "Other measures"  # the report's table for measures without a section
+SHOWN = ("reference", "section", "drawn", "bounded")  # how readers show a measure
+Kernel = Callable[["Inputs"], Arrays]
+
+
+class Formula(NamedTuple):
+    """A measure as text: what it is, its estimate and its MCSE."""
+
+    what: str
+    estimate: str
+    mcse: str
 
 
 @dataclass(frozen=True, slots=True)
 class Measure:
-    """A user-defined measure: ``func(x, truth)`` per design point x method.
+    """A performance measure: a user's ``func(x, truth)``, or a built-in.
 
     ``x`` holds one row per cell (design point x method x output element)
     and one column per replicate, NaN where the replicate is not used
@@ -60,12 +89,37 @@ class Measure:
     the same form, or ``"jackknife"`` (the default: leave-one-replicate-out,
     vectorised over cells), or None for no MCSE. ``output`` names the
     output to summarise (default: the method's estimate).
+
+    The keywords say what the measure needs (``needs=("truth",)``: without
+    a truth it is skipped, with the reason) and how readers of a summary
+    show it: ``reference``, where the plots draw its reference line (a
+    number, or ``"level"`` / ``"alpha"``: the summary's); ``section``, its
+    table in the report; ``drawn``, a figure of its own there; ``bounded``,
+    a share drawn on 0-1 (and solved on the probit scale). A built-in also
+    has its ``name``, the ``kernel`` computing its family on a block (or
+    ``ledger``: a rate of the failure ledger), ``target`` (a run may aim at
+    its MCSE, ``--target-mcse``) and its ``formula`` as text.
     """
 
-    func: UserFunc
+    func: UserFunc | None = None
     mcse: UserFunc | Literal["jackknife"] | None = "jackknife"
     output: str | None = None
     vectorized: bool = True
+    _: KW_ONLY
+    name: str = ""
+    needs: tuple[Need, ...] = ()
+    reference: float | str | None = None
+    section: str | None = OTHER
+    drawn: bool = True
+    bounded: bool = False
+    target: bool = False
+    kernel: Kernel | None = None
+    ledger: bool = False
+    formula: Formula | None = None
+
+    def shown(self) -> dict[str, Any]:
+        """How a summary's readers show it (``SHOWN``), as plain values."""
+        return {key: getattr(self, key) for key in SHOWN}
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +130,34 @@ class Paired:
     x: xr.DataArray
     ok: xr.DataArray
     theta: xr.DataArray | None
+
+
+@dataclass(frozen=True, slots=True)
+class Inputs:
+    """What one group of methods gives its measures on one block: the
+    estimates ``x``, the replicates used, and what it declares (None: not
+    there): truth, SE, interval bounds, test (reject, p-value or statistic),
+    the reference method; ``outputs``: other outputs a measure reads."""
+
+    x: xr.DataArray
+    ok: xr.DataArray
+    theta: xr.DataArray | None = None
+    se: xr.DataArray | None = None
+    interval: tuple[xr.DataArray, xr.DataArray] | None = None
+    test: tuple[xr.DataArray, xr.DataArray] | None = None
+    reference: Paired | None = None
+    outputs: Mapping[str, xr.DataArray] = field(default_factory=dict)
+
+    def missing(self) -> list[Need]:
+        """The needs (``NEEDS``, in order) this group does not meet."""
+        given = {
+            "truth": self.theta,
+            "se": self.se,
+            "ci": self.interval,
+            "p": self.test,
+            "reference": self.reference,
+        }
+        return [need for need in NEEDS if given[need] is None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +176,8 @@ class Wald:
         from scipy import stats
 
         if isinstance(self.df, str):
+            import xarray as xr
+
             q: xr.DataArray = xr.apply_ufunc(stats.t.ppf, prob, cube[self.df])
             return q
         return float(stats.t.ppf(prob, self.df))
@@ -141,9 +225,24 @@ def share(name: str, hit: xr.DataArray, mask: xr.DataArray) -> Arrays:
         return {name: p, f"{name}_mcse": _sqrt(p * (1.0 - p) / n)}
 
 
-def bias_measures(x: xr.DataArray, ok: xr.DataArray, theta: xr.DataArray) -> Arrays:
-    """Bias, relative bias, MSE, RMSE and MAE against the truth ``theta``."""
-    mask = ok & _finite(x)
+def spread(given: Inputs) -> Arrays:
+    """Mean of the estimates and their SD, the empirical SE."""
+    n, mean, sd = mean_sd(given.x, given.ok & np.isfinite(given.x))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return {
+            "mean": mean,
+            "mean_mcse": sd / n**0.5,
+            "empse": sd,
+            "empse_mcse": sd / (2.0 * (n - 1.0)) ** 0.5,
+        }
+
+
+def bias_measures(given: Inputs) -> Arrays:
+    """Bias, relative bias, MSE, RMSE and MAE against the truth."""
+    x, theta = given.x, given.theta
+    if theta is None:
+        return {}
+    mask = given.ok & _finite(x)
     n, mean, sd = mean_sd(x, mask)
     with np.errstate(divide="ignore", invalid="ignore"):
         bias, bias_mcse = mean - theta, sd / _sqrt(n)
@@ -166,9 +265,12 @@ def bias_measures(x: xr.DataArray, ok: xr.DataArray, theta: xr.DataArray) -> Arr
         }
 
 
-def modelse(se: xr.DataArray, x: xr.DataArray, ok: xr.DataArray) -> Arrays:
+def modelse(given: Inputs) -> Arrays:
     """Model SE sqrt(mean se^2) and its relative error against the empirical SE."""
-    mask = ok & _finite(x)
+    if given.se is None:
+        return {}
+    x, se = given.x, given.se
+    mask = given.ok & _finite(x)
     _, _, empse = mean_sd(x, mask)
     n, v_mean, v_sd = mean_sd(se**2, mask & _finite(se))
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -184,14 +286,11 @@ def modelse(se: xr.DataArray, x: xr.DataArray, ok: xr.DataArray) -> Arrays:
         }
 
 
-def interval_measures(
-    lo: xr.DataArray,
-    hi: xr.DataArray,
-    x: xr.DataArray,
-    ok: xr.DataArray,
-    theta: xr.DataArray | None,
-) -> Arrays:
+def interval_measures(given: Inputs) -> Arrays:
     """Coverage (needs the truth), bias-eliminated coverage and CI width."""
+    if given.interval is None:
+        return {}
+    (lo, hi), x, ok, theta = given.interval, given.x, given.ok, given.theta
     mask = ok & _finite(lo, hi)
     _, mean, _ = mean_sd(x, ok & _finite(x))
     out: Arrays = {}
@@ -202,22 +301,23 @@ def interval_measures(
     return out
 
 
-def power(reject: xr.DataArray, ok: xr.DataArray, inputs: xr.DataArray) -> Arrays:
+def power(given: Inputs) -> Arrays:
     """Rejection rate: the share of used replicates where the test rejects."""
-    return share("power", reject, ok & _finite(inputs))
+    if given.test is None:
+        return {}
+    reject, inputs = given.test
+    return share("power", reject, given.ok & _finite(inputs))
 
 
-def paired_measures(
-    x: xr.DataArray,
-    ok: xr.DataArray,
-    ref: Paired,
-    theta: xr.DataArray | None,
-) -> Arrays:
+def paired_measures(given: Inputs) -> Arrays:
     """Comparisons with the reference method over replicates where both are
     used: relative precision, bias difference, MSE ratio (needs both
     truths) and the correlation of the estimates, each MCSE using the
     pairs' correlation. The reference itself gets 0, 0, 1, 1 exactly."""
-    both = ok & ref.ok & _finite(x) & _finite(ref.x)
+    x, ref, theta = given.x, given.reference, given.theta
+    if ref is None:
+        return {}
+    both = given.ok & ref.ok & _finite(x) & _finite(ref.x)
     n, mean, sd = mean_sd(x, both)
     _, ref_mean, ref_sd = mean_sd(ref.x, both)
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -264,53 +364,66 @@ def _mse_ratio(
     }
 
 
-def custom_measures(
-    measures: Mapping[str, Measure],
-    values: Mapping[str, xr.DataArray],
-    mask: xr.DataArray,
-    theta: xr.DataArray | None,
-) -> Arrays:
-    """Evaluate user measures on every cell at once (``values``: output -> data)."""
+def evaluate(measures: Sequence[Measure], given: Inputs) -> Arrays:
+    """Each measure's values and MCSEs: a kernel once for its whole family,
+    a user's function on rows of replicate values."""
     out: Arrays = {}
-    for name, spec in measures.items():
-        x = values[name]
-        used = mask & _finite(x)
-        y = x.where(used)
-        # cells first, replicates last: the layout Measure documents
-        y = y.transpose(..., REP)
-        cells = y.isel({REP: 0}, drop=True)
-        rows = y.values.reshape(-1, y.sizes[REP])
-        truth = np.full(rows.shape[0], np.nan)
-        if theta is not None:
-            truth = xr.broadcast(theta, cells)[0].transpose(*cells.dims).values
-            truth = np.asarray(truth, dtype=np.float64).reshape(-1)
-        value = _call(spec.func, rows, truth, spec.vectorized, name)
-        out[name] = cells.copy(data=value.reshape(cells.shape))
-        if spec.mcse is None:
-            continue
-        if spec.mcse == "jackknife":
-            err = _jackknife(spec, rows, truth, name)
-        else:
-            err = _call(spec.mcse, rows, truth, spec.vectorized, name)
-        out[f"{name}_mcse"] = cells.copy(data=err.reshape(cells.shape))
+    ran: set[Kernel] = set()
+    for measure in measures:
+        if measure.kernel is None:
+            out.update(_by_rows(measure, given))
+        elif measure.kernel not in ran:
+            ran.add(measure.kernel)
+            out.update(measure.kernel(given))
+    return out
+
+
+def _by_rows(measure: Measure, given: Inputs) -> Arrays:
+    """A measure's function on every cell at once: one row of replicate
+    values (of its output, default the estimate) per cell."""
+    name, func = measure.name, measure.func
+    if func is None:
+        raise UsageError(
+            f"measure {name!r} has no function to compute it.",
+            hint="give one: Measure(func) with func(x, truth) -> one value per row",
+        )
+    x = given.outputs[measure.output] if measure.output else given.x
+    used = given.ok & _finite(x)
+    y = x.where(used)
+    # cells first, replicates last: the layout Measure documents
+    y = y.transpose(..., REP)
+    cells = y.isel({REP: 0}, drop=True)
+    rows = y.values.reshape(-1, y.sizes[REP])
+    truth = np.full(rows.shape[0], np.nan)
+    if given.theta is not None:
+        import xarray as xr
+
+        truth = xr.broadcast(given.theta, cells)[0].transpose(*cells.dims).values
+        truth = np.asarray(truth, dtype=np.float64).reshape(-1)
+    value = _call(func, rows, truth, measure)
+    out = {name: cells.copy(data=value.reshape(cells.shape))}
+    if measure.mcse is None:
+        return out
+    if measure.mcse == "jackknife":
+        err = _jackknife(measure, func, rows, truth)
+    else:
+        err = _call(measure.mcse, rows, truth, measure)
+    out[f"{name}_mcse"] = cells.copy(data=err.reshape(cells.shape))
     return out
 
 
 def _call(
-    func: UserFunc,
-    rows: np.ndarray[Any, Any],
-    truth: np.ndarray[Any, Any],
-    vectorized: bool,
-    name: str,
+    func: UserFunc, rows: np.ndarray[Any, Any], truth: np.ndarray[Any, Any], of: Measure
 ) -> np.ndarray[Any, Any]:
-    """Run a user function on every row with a used value; one float per
-    row (NaN for rows without any, which the function never sees)."""
+    """Run a function (``of`` a measure: its value or MCSE) on every row with
+    a used value; one float per row (NaN for rows without any, which the
+    function never sees)."""
     alive = np.isfinite(rows).any(axis=1)
     out = np.full(rows.shape[0], np.nan)
     if not alive.any():
         return out
     live, truth = rows[alive], truth[alive]
-    if vectorized:
+    if of.vectorized:
         got = np.asarray(func(live, truth), dtype=np.float64)
     else:
         got = np.array(
@@ -321,7 +434,7 @@ def _call(
         )
     if got.shape != (live.shape[0],):
         raise UsageError(
-            f"measure {name!r} returned shape {got.shape}, expected "
+            f"measure {of.name!r} returned shape {got.shape}, expected "
             f"({live.shape[0]},): one value per row of x.",
             hint="reduce along the last axis, e.g. np.nanmean(x, axis=-1)",
         )
@@ -330,7 +443,10 @@ def _call(
 
 
 def _jackknife(
-    spec: Measure, rows: np.ndarray[Any, Any], truth: np.ndarray[Any, Any], name: str
+    measure: Measure,
+    func: UserFunc,
+    rows: np.ndarray[Any, Any],
+    truth: np.ndarray[Any, Any],
 ) -> np.ndarray[Any, Any]:
     """Leave-one-replicate-out SE, all cells at once: one call per replicate."""
     used = np.isfinite(rows)
@@ -341,7 +457,7 @@ def _jackknife(
             continue
         held = rows[:, j].copy()
         rows[:, j] = np.nan
-        leave[:, j] = _call(spec.func, rows, truth, spec.vectorized, name)
+        leave[:, j] = _call(func, rows, truth, measure)
         rows[:, j] = held
     leave[~used] = np.nan
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -353,12 +469,15 @@ def _jackknife(
 Z975 = 1.959963984540054  # the 0.975 quantile of N(0, 1)
 
 
-def median_bias(x: xr.DataArray, ok: xr.DataArray, theta: xr.DataArray) -> Arrays:
+def median_bias(given: Inputs) -> Arrays:
     """Median of the estimates minus the truth; MCSE from the order
     statistics that bound a distribution-free 95% interval of the median:
     ``(x_(k2) - x_(k1)) / (2 * 1.96)``, ``k1 = floor(n/2 - 1.96 sqrt(n)/2)``,
     ``k2 = ceil(n/2 + 1.96 sqrt(n)/2)`` (1-based, clipped to 1..n)."""
-    mask = ok & _finite(x)
+    x, theta = given.x, given.theta
+    if theta is None:
+        return {}
+    mask = given.ok & _finite(x)
     y = x.where(mask).transpose(..., REP)
     rows = np.sort(y.values, axis=-1)  # NaN last
     n = np.isfinite(rows).sum(axis=-1)
@@ -396,19 +515,21 @@ def winsorized(
     return x.clip(min=lower, max=upper).where(mask, x), clipped
 
 
-def conditional_measures(
-    x: xr.DataArray,
-    used: xr.DataArray,
-    reject: xr.DataArray,
-    theta: xr.DataArray,
-    interval: tuple[xr.DataArray, xr.DataArray] | None,
-) -> Arrays:
-    """Measures among the replicates whose test rejects (``used & reject``):
+def conditional_measures(given: Inputs) -> Arrays:
+    """Measures among the replicates whose test rejects (used, with a
+    finite test input, and rejecting):
     coverage given rejection, the type-S rate (the estimate's sign is not
     the truth's) and the exaggeration ratio mean(|estimate| / |truth|)
     (Gelman & Carlin 2014); MCSEs condition on the number of rejections.
     Type S and exaggeration are undefined (NaN) where the truth is 0."""
-    bounds = [] if interval is None else list(interval)
+    x, theta = given.x, given.theta
+    if theta is None or given.test is None:
+        return {}
+    reject, inputs = given.test
+    used = given.ok & np.isfinite(inputs)
+    bounds = [] if given.interval is None else list(given.interval)
+    import xarray as xr
+
     arrays = [
         a.transpose(..., REP) for a in xr.broadcast(x, used & reject, theta, *bounds)
     ]

@@ -7,175 +7,48 @@ Table 6) and ``n_ok, n_failed, n_pending``. Only tasks with status 1 (ok)
 count. Measures that cannot be computed are absent and listed, with the
 reason, in ``result.attrs["skipped"]``.
 
-The work is split: ``summary`` checks the arguments, plans (which outputs
-each method's measures use, the truth) and labels the result; ``blocks``
-reads and summarises the cube block by block; ``measures`` holds the
-formulas. docs/analysis.md states every formula.
+The work is split: ``summary`` checks the arguments and labels the
+result; ``plans`` says which outputs each method's measures read, and the
+truth; ``blocks`` reads and summarises the cube block by block;
+``registry`` declares the built-in measures and ``measures`` computes them;
+``records`` flattens a summary. docs/analysis.md states every formula.
 """
 
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
 import xarray as xr
 
-from simstudy.analysis.blocks import (
-    Group,
-    Options,
-    block_axes,
-    by_blocks,
-    planned,
-    summarize_block,
-)
+from simstudy.analysis.blocks import Options, block_axes, by_blocks, summarize_block
 from simstudy.analysis.ledger import CONVERGED, KINDS, RecordIndex
-from simstudy.analysis.measures import Measure, UserFunc, Wald
+from simstudy.analysis.measures import NEEDS, Measure, UserFunc, Wald
+from simstudy.analysis.plans import (
+    Truth,
+    declarations,
+    note_zero_truth,
+    outputs_of,
+    plans,
+)
+from simstudy.analysis.records import RESERVED
+from simstudy.analysis.registry import BUILTINS, MEASURES
 from simstudy.analysis.selection import subset
 from simstudy.cube import METHOD
 from simstudy.cube import REPLICATE as REP
 from simstudy.errors import UsageError
 
-__all__ = [
-    "CASES",
-    "LEDGER",
-    "MEASURES",
-    "RESERVED",
-    "Measure",
-    "failure_ledger",
-    "pair",
-    "planned",
-    "summarize",
-    "to_records",
-]
+__all__ = ["CASES", "LEDGER", "Measure", "failure_ledger", "summarize"]
 
-Truth = float | Sequence[float] | np.ndarray[Any, Any] | Mapping[str, Any] | None
 UserMeasure = Measure | UserFunc
 CASES = ("available", "complete", "no_warnings", "fallback")
 BLOCK_BYTES = 32 * 2**20  # cube bytes per block; peak memory is ~10x (temporaries)
-MEASURES = (
-    "mean",
-    "bias",
-    "relbias",
-    "empse",
-    "mse",
-    "rmse",
-    "mae",
-    "modelse",
-    "relerr_modelse",
-    "coverage",
-    "becoverage",
-    "ci_width",
-    "power",
-    "relprec",
-    "bias_diff",
-    "mse_ratio",
-    "corr",
-    "median_bias",
-    "coverage_rejected",
-    "type_s",
-    "exaggeration",
-    "failure_rate",
-    "warning_rate",
-)
 # the failure ledger (simstudy.analysis.ledger): one rate per kind of non-result,
 # plus warning_rate_<category> for each warning category the cube has
 LEDGER = tuple(f"failure_rate_{k}" for k in KINDS)
-RESERVED = (
-    "n_ok",
-    "n_failed",
-    "n_pending",
-    "n_dropped",
-    "n_nonfinite",
-    "n_fallback",
-    "n_winsorized",
-)
-
-
-def pair(value: float, mcse: float | None) -> str:
-    """``value (MCSE)``: two significant digits of the MCSE set the decimals."""
-    if mcse is None or not math.isfinite(mcse) or mcse <= 0:
-        return f"{value:.4g}"
-    decimals = min(8, max(0, 1 - math.floor(math.log10(mcse))))
-    return f"{value:.{decimals}f} ({mcse:.{decimals}f})"
-
-
-def to_records(summary: xr.Dataset) -> list[dict[str, Any]]:
-    """Flatten a summary: one record per design point x method x measure.
-
-    Each record holds the factor levels (and the index along each extra dim
-    of an array output), ``method``, ``n_ok``, ``n_failed``, ``n_pending``
-    (and ``n_dropped`` with complete cases, ``n_nonfinite`` when some ok
-    estimates are NaN or inf), ``measure``, ``value`` and
-    ``mcse`` (NaN -> None). Measures follow ``MEASURES``, then user-defined
-    ones; a measure that is NaN for a cell is left out.
-    """
-    counts = [c for c in (*RESERVED,) if c in summary.data_vars]
-    present = [m for m in MEASURES if m in summary.data_vars]
-    present += [
-        str(v)
-        for v in summary.data_vars
-        if str(v) not in present
-        and str(v) not in counts
-        and not str(v).endswith("_mcse")
-        and str(v) not in MEASURES
-    ]
-    dims = [str(d) for d in summary["n_ok"].dims if d != METHOD]
-    extra = [
-        str(d)
-        for m in present
-        for d in summary[m].dims
-        if d not in summary["n_ok"].dims
-    ]
-    extra = list(dict.fromkeys(extra))
-    order = [*dims, *extra, METHOD]
-    full = summary.transpose(*order, ...)
-
-    def values(name: str) -> np.ndarray[Any, Any]:
-        a = full[name]
-        for d in order:  # broadcast to every dim the records iterate over
-            if d not in a.dims:
-                a = a.expand_dims({d: full.sizes[d]})
-        return np.asarray(a.transpose(*order).values)
-
-    counted = {c: values(c) for c in counts}
-    vals = {m: values(m) for m in present}
-    errs = {
-        m: values(f"{m}_mcse") if f"{m}_mcse" in full.data_vars else None
-        for m in present
-    }
-    # plain Python levels (text levels are no numpy scalars: no .item())
-    levels = {d: full[d].values.tolist() if d in full.coords else None for d in order}
-    inside = values("in_design") if "in_design" in full.coords else None
-    records = []
-    for idx in np.ndindex(*(full.sizes[d] for d in order)):
-        if inside is not None and not inside[idx]:
-            continue  # outside the design: no row, not even an empty one
-        where = {
-            d: (levels[d][i] if levels[d] is not None else i)  # type: ignore[index]
-            for d, i in zip(order[:-1], idx, strict=False)
-        }
-        method = str(levels[METHOD][idx[-1]])  # type: ignore[index]
-        n = {c: int(counted[c][idx]) for c in counts}
-        for measure in present:
-            value = float(vals[measure][idx])
-            if np.isnan(value):
-                continue
-            err = errs[measure]
-            mcse = float("nan") if err is None else float(err[idx])
-            records.append(
-                {
-                    **where,
-                    "method": method,
-                    **n,
-                    "measure": measure,
-                    "value": value,
-                    "mcse": None if np.isnan(mcse) else mcse,
-                }
-            )
-    return records
 
 
 def summarize(
@@ -219,19 +92,15 @@ def summarize(
         Compare with this method: ``relprec, bias_diff, mse_ratio, corr``.
     cases
         Which replicates the measures use: ``"available"`` (each method's
-        usable ones), ``"complete"`` (only replicates every method has;
-        ``n_dropped`` counts the rest), ``"no_warnings"`` (replicates whose
-        task emitted no warning), ``"fallback"`` (where a method declaring
-        ``@study.method(fallback=...)`` gave no result, its fallback's values
-        in the same replicate; ``n_fallback`` counts them). A list of them
-        gives a ``cases`` dimension, the strategies side by side.
+        usable ones), ``"complete"`` (those every method has), ``"no_warnings"``
+        (from tasks without a warning), ``"fallback"`` (a declared fallback's
+        values where a method gave none); a list: side by side, dim ``cases``.
     winsorize
         ``k``: clip each cell's estimates to ``[Q1 - k IQR, Q3 + k IQR]``
         before every measure (simhelpers' ``winz``); ``n_winsorized``.
     measures, custom
         Names of the measures to keep (default: all); user-defined measures
-        ``{name: func or simstudy.analysis.summary.Measure}``. A mapping given as
-        ``measures`` is read as ``custom`` with every built-in measure.
+        ``{name: func or simstudy.Measure}`` (as ``measures``: with every built-in).
     methods, points
         Summarise only these methods (a name or a list) and levels
         (``{"n": [20, 50]}``; a level may be given as text, ``"20"``).
@@ -241,35 +110,27 @@ def summarize(
     xr.Dataset
         ``<measure>``, ``<measure>_mcse``, the failure ledger
         (``failure_rate_<kind>``, ``warning_rate_<category>``), ``n_ok,
-        n_failed, n_pending`` (+ ``n_dropped``, ``n_fallback``);
-        ``attrs["skipped"]``: why a measure is missing;
-        ``attrs["intervals"]``, ``["tests"]``: where coverage, power come from.
+        n_failed, n_pending`` (+ ``n_dropped``, ``n_fallback``); ``attrs``:
+        ``skipped`` (why a measure is missing), ``intervals``, ``tests``
+        (where coverage and power come from).
 
     Raises
     ------
     UsageError
-        Unknown output, method, measure, ``cases``; ``alpha``/``level``
-        outside (0, 1).
+        Unknown output, method, measure or ``cases``; alpha, level not in (0, 1).
     """
+    options = dict(locals())  # every keyword but the cut and the strategies
+    for name in ("cube", "cases", "methods", "points"):
+        del options[name]
     cube = subset(cube, methods=methods, points=points)
-    options: dict[str, Any] = {
-        "estimate": estimate,
-        "truth": truth,
-        "se": se,
-        "ci": ci,
-        "p": p,
-        "alpha": alpha,
-        "level": level,
-        "df": df,
-        "null": null,
-        "reference": reference,
-        "winsorize": winsorize,
-        "measures": measures,
-        "custom": custom,
-        "block_bytes": block_bytes,
-    }
     if isinstance(cases, str):
         return _summarize(cube, cases=cases, **options)
+    names = _strategies(cases)
+    return _side_by_side([_summarize(cube, cases=c, **options) for c in names], names)
+
+
+def _strategies(cases: Sequence[str]) -> list[str]:
+    """A list of ``cases``: each once, each known, at least one."""
     names = list(dict.fromkeys(cases))
     if not names:
         raise UsageError(
@@ -277,8 +138,7 @@ def summarize(
         )
     for name in names:
         _check_cases(name)
-    parts = [_summarize(cube, cases=name, **options) for name in names]
-    return _side_by_side(parts, names)
+    return names
 
 
 def _side_by_side(parts: list[xr.Dataset], names: list[str]) -> xr.Dataset:
@@ -332,49 +192,62 @@ def _summarize(
     """``summarize`` under one ``cases`` strategy."""
     if isinstance(measures, Mapping):
         custom, measures = {**measures, **(custom or {})}, None
-    specs = _custom_specs(custom or {})
+    mine = _custom(custom or {})
     _check_args(alpha=alpha, level=level, cases=cases, df=df)
     _check_winsorize(winsorize)
-    if cases == "no_warnings" and "warnings" not in cube.data_vars:
-        raise UsageError(
-            "cases='no_warnings' needs the per-task warning counts; this cube "
-            "has none (a store made before them).",
-            hint='use cases="available", or run the study again into a new store',
-        )
+    _check_warnings(cube, cases)
     methods = _methods(cube, reference)
-    keep = _selection(measures, specs)
-    decls = _declarations(cube, methods, estimate=estimate, se=se, ci=ci, p=p)
+    keep = _selection(measures, mine)
+    decls = declarations(cube, methods, estimate=estimate, se=se, ci=ci, p=p)
     if reference is not None and decls[reference].get("skip"):
         raise UsageError(
             f"the reference method {reference!r} has no estimate to compare "
             f"with: {decls[reference]['skip']}.",
             hint="choose a method with an estimate as --reference",
         )
-    plans = _plans(cube, decls, truth, [*specs.values()], df)
+    groups = plans(cube, decls, truth, mine, df)
     factors = [str(f) for f in cube["status"].dims if f not in (REP, METHOD)]
     records = RecordIndex.from_cube(cube)
-    wald = Wald(level=level, alpha=alpha, df=df, null=null)
-    opts = Options(
-        wald=wald,
+    options = Options(
+        wald=Wald(level=level, alpha=alpha, df=df, null=null),
         cases=cases,
-        specs=specs,
+        measures=(*(m for m in BUILTINS if not m.ledger), *mine),
         reference=reference,
         records=records,
         categories=tuple(records.categories()),
         winsorize=winsorize,
     )
     needed = {"status", "warnings", "target_replicates", CONVERGED}
-    needed |= _outputs(plans, specs, df)
+    needed |= outputs_of(groups, mine, df)
     sub = cube[sorted(v for v in needed if v in cube.data_vars)]
     out = by_blocks(
         sub,
-        block_axes(sub, factors, plans),
+        block_axes(sub, factors, groups),
         block_bytes,
-        lambda b, ix: summarize_block(b, ix, plans, opts),
+        lambda block, index: summarize_block(block, index, groups, options),
     ).sel({METHOD: methods})
     out.attrs.update(alpha=alpha, level=level, df=df, null=null, reference=reference)
     out.attrs.update(cases=cases, outputs={m: decls[m] for m in methods})
     out.attrs.update(winsorize=winsorize)
+    if mine:  # how the plots and the report show the user's measures
+        out.attrs["custom"] = {m.name: m.shown() for m in mine}
+    out = _tidy(out, cube)
+    note_zero_truth(out, groups)
+    return _select(out, keep) if keep is not None else out
+
+
+def _check_warnings(cube: xr.Dataset, cases: str) -> None:
+    if cases == "no_warnings" and "warnings" not in cube.data_vars:
+        raise UsageError(
+            "cases='no_warnings' needs the per-task warning counts; this cube "
+            "has none (a store made before them).",
+            hint='use cases="available", or run the study again into a new store',
+        )
+
+
+def _tidy(out: xr.Dataset, cube: xr.Dataset) -> xr.Dataset:
+    """Counts as integers, points outside the design blank, and the counts
+    and ledger kinds that are all zero left out."""
     for variable in out.variables.values():  # not the store's dtypes (int8 status)
         variable.encoding = {}
     for count in RESERVED:  # a method without an estimate counts 0, not NaN
@@ -386,8 +259,7 @@ def _summarize(
         out = out.drop_vars("n_nonfinite")  # shown only when there are some
     if not bool((out["failure_rate_unknown"] > 0).any()):  # no record missing
         out = out.drop_vars(["failure_rate_unknown", "failure_rate_unknown_mcse"])
-    _note_zero_truth(out, plans)
-    return _select(out, keep) if keep is not None else out
+    return out
 
 
 def _check_winsorize(given: float | None) -> None:
@@ -428,95 +300,6 @@ def _methods(cube: xr.Dataset, reference: str | None) -> list[str]:
     return methods
 
 
-def _plans(
-    cube: xr.Dataset,
-    decls: dict[str, dict[str, Any]],
-    truth: Truth,
-    specs: list[Measure],
-    df: float | str | None,
-) -> list[Group]:
-    """Group the methods declaring the same outputs; check the outputs exist."""
-    groups: dict[str, list[str]] = {}
-    for m, d in decls.items():
-        groups.setdefault(json.dumps(d, sort_keys=True), []).append(m)
-    plans = []
-    for key, names in groups.items():
-        d = json.loads(key)
-        if d.get("skip"):
-            plans.append(Group(names, d, None))
-            continue
-        wanted = [d["estimate"], d.get("se"), d.get("p"), *(d.get("ci") or ())]
-        wanted += [s.output for s in specs]
-        wanted.append(df if isinstance(df, str) else None)
-        for name in wanted:
-            _check_output(cube, name)
-        plans.append(Group(names, d, _truth(cube, d["estimate"], truth)))
-    return plans
-
-
-def _declarations(
-    cube: xr.Dataset,
-    methods: list[str],
-    **given: Any,
-) -> dict[str, dict[str, Any]]:
-    """Per method: the outputs to summarise (arguments win over declarations)."""
-    meta = cube.attrs.get("simstudy", {})
-    stored = meta.get("measures", {}) if isinstance(meta, Mapping) else {}
-    outputs = meta.get("outputs", {}) if isinstance(meta, Mapping) else {}
-    given = {k: v for k, v in given.items() if v is not None}
-    out = {}
-    for m in methods:
-        d = {k: v for k, v in dict(stored.get(m, {})).items() if v is not None}
-        d.update(
-            {
-                k: (list(v) if k == "ci" else v)
-                for k, v in given.items()
-                if v is not None
-            }
-        )
-        declared = "estimate" in d
-        if not declared:
-            d["estimate"] = "estimate" if "estimate" in cube.data_vars else "value"
-        if d.get("fallback") not in methods:  # the fallback is not in this cube
-            d.pop("fallback", None)
-        known = outputs.get(m)
-        for key in ("se", "p", "ci"):  # declared, never returned: not there
-            names = (d[key] if key == "ci" else [d[key]]) if key in d else []
-            if key not in given and any(
-                v not in cube.data_vars or (known is not None and v not in known)
-                for v in names
-            ):
-                d.setdefault("unreturned", {})[key] = d.pop(key)
-        if "estimate" not in given:
-            why = _no_estimate(cube, m, d["estimate"] if declared else None, known)
-            if why:
-                d["skip"] = why
-        out[m] = d
-    return out
-
-
-def _no_estimate(
-    cube: xr.Dataset, method: str, declared: str | None, known: list[str] | None
-) -> str | None:
-    """Why a method has no estimate to summarise (None: it has one);
-    ``declared``: its declared estimate (None: the default, estimate/value)."""
-    names = [declared] if declared else ["estimate", "value"]
-    if known is not None and not any(n in known for n in names):
-        what = (
-            f"returns no output {declared!r}"
-            if declared
-            else "declares no estimate and returns no output 'estimate' or 'value'"
-        )
-        return (
-            f"method {method!r} {what} (its outputs: {', '.join(known)}); "
-            "declare @study.method(estimate=...) to summarise one"
-        )
-    if not any(n in cube.data_vars for n in names):
-        either = " or ".join(map(repr, names))
-        return f"no ok task of method {method!r} returned output {either}"
-    return None
-
-
 def _check_args(*, alpha: float, level: float, cases: str, df: Any) -> None:
     for name, value in (("alpha", alpha), ("level", level)):
         if not 0 < value < 1:
@@ -540,8 +323,9 @@ def _check_cases(cases: str) -> None:
         )
 
 
-def _custom_specs(custom: Mapping[str, UserMeasure]) -> dict[str, Measure]:
-    out = {}
+def _custom(custom: Mapping[str, UserMeasure]) -> tuple[Measure, ...]:
+    """The user's measures, named by their keys."""
+    out = []
     for name, spec in custom.items():
         if name in MEASURES or name in RESERVED:
             raise UsageError(
@@ -549,25 +333,42 @@ def _custom_specs(custom: Mapping[str, UserMeasure]) -> dict[str, Measure]:
                 hint=f"rename it, e.g. {name}_custom",
             )
         if isinstance(spec, Measure):
-            out[name] = spec
+            out.append(_checked(replace(spec, name=name)))
         elif callable(spec):
-            out[name] = Measure(spec)
+            out.append(Measure(spec, name=name))
         else:
             raise UsageError(
                 f"custom measure {name!r} is {spec!r}, not a function or Measure.",
                 hint="pass {name: func} with func(x, truth) -> one value per row",
             )
-    return out
+    return tuple(out)
+
+
+def _checked(measure: Measure) -> Measure:
+    """A user's ``Measure``: a function to compute it, needs simstudy knows."""
+    if measure.func is None and measure.kernel is None:
+        raise UsageError(
+            f"custom measure {measure.name!r} has no function.",
+            hint="write Measure(func) with func(x, truth) -> one value per row",
+        )
+    unknown = [need for need in measure.needs if need not in NEEDS]
+    if unknown:
+        raise UsageError(
+            f"custom measure {measure.name!r} needs {unknown[0]!r}, which is "
+            f"none of {', '.join(NEEDS)}.",
+            hint='write needs=("truth",) for a measure that needs the truth',
+        )
+    return measure
 
 
 def _selection(
-    measures: Sequence[str] | None, specs: Mapping[str, Measure]
+    measures: Sequence[str] | None, custom: Sequence[Measure]
 ) -> list[str] | None:
     if measures is None:
         return None
     if isinstance(measures, str):
         measures = [m.strip() for m in measures.split(",") if m.strip()]
-    valid = [*MEASURES, *LEDGER, *specs]
+    valid = [*MEASURES, *LEDGER, *(m.name for m in custom)]
     unknown = [
         m for m in measures if m not in valid and not m.startswith("warning_rate_")
     ]
@@ -591,108 +392,6 @@ def _select(out: xr.Dataset, keep: list[str]) -> xr.Dataset:
     res.attrs = dict(out.attrs)
     res.attrs["skipped"] = {k: v for k, v in out.attrs["skipped"].items() if k in keep}
     return res
-
-
-def _outputs(plans: list[Group], specs: Mapping[str, Measure], df: Any) -> set[str]:
-    names = {str(df)} if isinstance(df, str) else set()
-    for g in plans:
-        d = g.decl
-        if d.get("skip"):
-            continue
-        names |= {d["estimate"], *(d.get("ci") or ())}
-        names |= {d[k] for k in ("se", "p") if d.get(k)}
-    names |= {s.output for s in specs.values() if s.output}
-    return names
-
-
-def _check_output(cube: xr.Dataset, name: str | None) -> None:
-    if name is None or name in cube.data_vars:
-        return
-    outputs = [str(v) for v in cube.data_vars if REP in cube[v].dims]
-    raise UsageError(
-        f"unknown output {name!r}",
-        hint=f"the cube's outputs are: {', '.join(sorted(outputs))}",
-    )
-
-
-def _truth(cube: xr.Dataset, estimate: str, truth: Truth) -> xr.DataArray | None:
-    """The true value per design point (and output element), or None."""
-    x = cube[estimate]
-    extra = [str(d) for d in x.dims if d not in cube["status"].dims]
-    shape = tuple(x.sizes[d] for d in extra)
-    if isinstance(truth, Mapping):
-        truth = truth.get(estimate)
-        if truth is None:
-            return None
-    if truth is not None:
-        return xr.DataArray(_value(truth, shape, estimate), dims=extra)
-    meta = cube.attrs.get("simstudy", {})
-    stored = meta.get("truth") if isinstance(meta, Mapping) else None
-    if not stored:
-        return None
-    factors = [str(d) for d in cube["status"].dims if d not in (REP, METHOD)]
-    grid = tuple(cube.sizes[f] for f in factors)
-    values = np.full(grid + shape, np.nan)
-    levels = {f: cube[f].values.tolist() for f in factors}  # text levels too
-    fixed = {  # factors selected down to one level: cube.sel(n=30)
-        str(f): cube.coords[f].item()
-        for f in meta.get("factor_order", [])
-        if f in cube.coords and cube.coords[f].ndim == 0
-    }
-    for idx in np.ndindex(*grid):
-        point = {
-            **fixed,
-            **{f: levels[f][i] for f, i in zip(factors, idx, strict=True)},
-        }
-        entry = stored.get(json.dumps(point, sort_keys=True), {})
-        if entry.get(estimate) is not None:
-            values[idx] = _value(entry[estimate], shape, estimate)
-    if np.isnan(values).all():
-        return None
-    coords = {f: cube[f] for f in factors}
-    return xr.DataArray(values, dims=[*factors, *extra], coords=coords)
-
-
-def _value(value: Any, shape: tuple[int, ...], estimate: str) -> np.ndarray[Any, Any]:
-    """A truth as an array of the estimate's shape (a number is broadcast)."""
-    a = np.asarray(value, dtype=np.float64)
-    if a.shape not in ((), shape):
-        raise UsageError(
-            f"the truth of {estimate!r} has shape {a.shape}, but the estimate "
-            f"has shape {shape} per task.",
-            hint="give one number, or an array of the estimate's shape",
-        )
-    return np.broadcast_to(a, shape)
-
-
-def _note_zero_truth(out: xr.Dataset, plans: list[Group]) -> None:
-    """Relative bias is undefined where the truth is 0: say where."""
-    reasons: dict[str, str] = {}
-    for g in plans:
-        if g.theta is None or not bool((g.theta == 0).any()):
-            continue
-        zero = g.theta == 0
-        factors = [d for d in zero.dims if d in out.dims and d != METHOD]
-        if factors:
-            at = zero.any([d for d in zero.dims if d not in factors])
-            pts = at.where(at, drop=True).to_dataframe(name="z").index
-            shown = [
-                ", ".join(
-                    f"{f}={v}" for f, v in zip(factors, np.atleast_1d(p), strict=True)
-                )
-                for p in pts[:3]
-            ]
-            where = " at " + "; ".join(shown) + (" ..." if len(pts) > 3 else "")
-        else:
-            where = ""
-        why = f"the truth is 0{where}: relative bias is undefined there"
-        reasons.update(dict.fromkeys(g.names, why))
-    if reasons:
-        methods = [str(m) for m in out[METHOD].values]
-        one = set(reasons.values())
-        out.attrs["skipped"]["relbias"] = (
-            one.pop() if len(one) == 1 and len(reasons) == len(methods) else reasons
-        )
 
 
 def failure_ledger(cube: xr.Dataset, **options: Any) -> xr.Dataset:

@@ -440,7 +440,8 @@ SUFFIX_FORMATS = {
 def cmd_summarize(args: argparse.Namespace) -> int:
     import json
 
-    from simstudy.analysis.summary import summarize, to_records
+    from simstudy.analysis.records import to_records
+    from simstudy.analysis.summary import summarize
     from simstudy.atomic import replacing, write_text
     from simstudy.cli import tables
     from simstudy.plots.common import subset

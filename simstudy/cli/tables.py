@@ -1,6 +1,6 @@
 """Summary records as text: the aligned table, CSV, LaTeX and Markdown.
 
-A record is one design point x method x measure (``summary.to_records``).
+A record is one design point x method x measure (``records.to_records``).
 The long layout has one row per design point x method and one column per
 measure; ``wide`` has one row per design point x measure and one column per
 method. Manuscript formats (LaTeX booktabs, Markdown) show ``value (MCSE)``
@@ -14,7 +14,7 @@ import io
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from simstudy.analysis.summary import pair
+from simstudy.analysis.records import RESERVED, pair
 
 __all__ = [
     "STYLES",
@@ -25,19 +25,7 @@ __all__ = [
     "wide_table",
 ]
 
-FIXED = {
-    "method",
-    "n_ok",
-    "n_failed",
-    "n_pending",
-    "n_dropped",
-    "n_nonfinite",
-    "n_fallback",
-    "n_winsorized",
-    "measure",
-    "value",
-    "mcse",
-}
+FIXED = {"method", *RESERVED, "measure", "value", "mcse"}
 
 
 USED = "replicates"  # the long layout's count column: replicates used

@@ -24,6 +24,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.text import Text
 
+from simstudy.analysis.registry import lookup
 from simstudy.analysis.selection import check_methods, factors_of, select_points, subset
 from simstudy.cube import METHOD, OK, REPLICATE
 from simstudy.errors import UsageError
@@ -78,21 +79,6 @@ COLORS = (
 Point = dict[str, Any]
 Points = Mapping[str, Any] | Sequence[Mapping[str, Any]] | None
 
-# measure -> where its reference line goes: a number, or the summary
-# attribute holding it ("level" for coverage, "alpha" for rejection)
-REFERENCES: dict[str, float | str] = {
-    "bias": 0.0,
-    "relbias": 0.0,
-    "relerr_modelse": 0.0,
-    "relprec": 0.0,
-    "coverage": "level",
-    "becoverage": "level",
-    "power": "alpha",
-    "bias_diff": 0.0,
-    "mse_ratio": 1.0,
-    "failure_rate": 0.0,
-    "warning_rate": 0.0,
-}
 COUNTS = ("n_ok", "n_failed", "n_pending", "n_dropped")
 
 
@@ -302,9 +288,11 @@ def ok_values(cube: xr.Dataset, output: str, point: Point, method: str) -> np.nd
 
 
 def reference_value(measure: str, attrs: Mapping[str, Any]) -> float | None:
-    """Where a measure's reference line goes: 0 for bias, the level for
+    """Where a measure's reference line goes (its ``reference`` in the
+    registry, or the user's ``Measure``): 0 for bias, the level for
     coverage, alpha for rejection; None when it has none."""
-    ref = REFERENCES.get(measure)
+    found = lookup(measure, attrs)
+    ref = None if found is None else found.reference
     if isinstance(ref, str):
         value = attrs.get(ref)
         return float(value) if value is not None else (0.95 if ref == "level" else 0.05)

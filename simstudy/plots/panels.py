@@ -19,7 +19,7 @@ from simstudy.plots.common import (
     reference_value,
     title_fixed,
 )
-from simstudy.plots.scales import BOUNDED, outliers
+from simstudy.plots.scales import bounded, outliers
 
 __all__ = [
     "draw_panels",
@@ -69,7 +69,8 @@ def on_scale(
     and (``auto``) the methods 1000 times further off, drawn off scale."""
     ref = reference_value(measure, summary.attrs)
     series = {m: series_of(summary, measure, m, loops) for m in chosen}
-    off = outliers(series, ref) if auto and measure not in BOUNDED else []
+    share = bounded(measure, summary.attrs)  # always on its 0-1 scale
+    off = outliers(series, ref) if auto and not share else []
     return series, ref, off
 
 

@@ -20,14 +20,15 @@ the shared scale, as it should: that difference is the finding.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 from matplotlib.axes import Axes
 
+from simstudy.analysis.registry import lookup
 from simstudy.errors import UsageError
 
 __all__ = [
-    "BOUNDED",
     "FACTOR",
     "SCALES",
     "check_scale",
@@ -39,8 +40,13 @@ __all__ = [
 
 FACTOR = 1000.0
 SCALES = ("auto", "linear", "symlog")
-# shares between 0 and 1 are always drawn on their natural 0-1 scale
-BOUNDED = ("coverage", "becoverage", "power", "failure_rate", "warning_rate")
+
+
+def bounded(measure: str, attrs: Mapping[str, Any]) -> bool:
+    """A share of replicates (coverage, power, the rates; the registry's
+    ``bounded``): always drawn on its natural 0-1 scale."""
+    found = lookup(measure, attrs)
+    return found is not None and found.bounded
 
 
 def check_scale(scale: str) -> None:

@@ -20,7 +20,8 @@ from typing import Any
 
 import xarray as xr
 
-from simstudy.analysis.summary import summarize, to_records
+from simstudy.analysis.records import to_records
+from simstudy.analysis.summary import summarize
 from simstudy.atomic import write_text
 from simstudy.cube import METHOD
 from simstudy.declare import deviations

@@ -5,43 +5,23 @@ side, and the failure and warning rates by design point and method."""
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 import xarray as xr
 
-from simstudy.analysis.summary import MEASURES, RESERVED, summarize
+from simstudy.analysis.measures import OTHER
+from simstudy.analysis.records import RESERVED
+from simstudy.analysis.registry import MEASURES, SECTIONS, lookup
+from simstudy.analysis.summary import summarize
 from simstudy.cube import METHOD
 from simstudy.report.markup import escape
 
 __all__ = ["failure_rates", "measures_table", "strategies_section", "worth_showing"]
 
-# the measures table, split so that no table is wider than the page
-TABLES = (
-    ("Bias and precision", ("mean", "bias", "relbias", "empse", "mse", "rmse", "mae")),
-    (
-        "Model SE, intervals and tests",
-        ("modelse", "relerr_modelse", "coverage", "becoverage", "ci_width", "power"),
-    ),
-    ("Against the reference method", ("relprec", "bias_diff", "mse_ratio", "corr")),
-    (
-        "Robust, and given rejection",
-        ("median_bias", "coverage_rejected", "type_s", "exaggeration"),
-    ),
-)
-
-
-# in the tables, not drawn as figures of their own (the failure ledger is
-# summary.failure_ledger; robust and conditional measures stay in tables)
-NOT_DRAWN: tuple[str, ...] = ("failure_rate_", "warning_rate_", "median_bias")
-NOT_DRAWN += ("coverage_rejected",)
-NOT_DRAWN += ("type_s", "exaggeration")
-
-
-# shown in their own section (failure_rates), always, not among the measures
-RATES = ("failure_rate", "warning_rate")
-
-
+# the failure ledger's kinds: in their own section (failure_rates), no figures
+LEDGER_KINDS = ("failure_rate_", "warning_rate_")
 LONG_TABLE = 60  # rows; a longer table is folded (an HTML <details>, no script)
 
 
@@ -57,12 +37,13 @@ def worth_showing(summary: xr.Dataset) -> list[str]:
         for v in summary.data_vars
         if str(v) not in known
         and not str(v).endswith("_mcse")
-        and str(v) not in ("n_ok", "n_failed", "n_pending", "n_dropped")
+        and str(v) not in RESERVED
         and np.issubdtype(summary[v].dtype, np.floating)
     ]
     shown = []
     for measure in [*known, *extra]:
-        if measure.startswith(NOT_DRAWN):
+        found = lookup(measure, summary.attrs)
+        if measure.startswith(LEDGER_KINDS) or (found is not None and not found.drawn):
             continue
         values = np.asarray(summary[measure].values, dtype=float)
         if not np.isfinite(values).any():
@@ -91,14 +72,8 @@ def measures_table(records: list[dict[str, Any]], summary: xr.Dataset) -> str:
         cells.setdefault(key, {})[record["measure"]] = value
         counts[key] = record["n_ok"]
     tables = "".join(
-        _table(title, [m for m in present if m in group], cells, counts)
-        for title, group in TABLES
-    )
-    tables += _table(
-        "Other measures",
-        [m for m in present if not any(m in g for _, g in TABLES) and m not in RATES],
-        cells,
-        counts,
+        _table(title, names, cells, counts)
+        for title, names in _by_section(present, summary.attrs).items()
     )
     skipped = summary.attrs.get("skipped", {})
     notes = "".join(
@@ -130,6 +105,19 @@ def measures_table(records: list[dict[str, Any]], summary: xr.Dataset) -> str:
             else ""
         )
     )
+
+
+def _by_section(present: list[str], attrs: Mapping[str, Any]) -> dict[str, list[str]]:
+    """The measures of each table: the registry's sections in order, a
+    user's own, then the other measures; the rates have their own section."""
+    tables: dict[str, list[str]] = {title: [] for title in SECTIONS}
+    for name in present:
+        found = lookup(name, attrs)
+        section = OTHER if found is None else found.section
+        if section is not None:
+            tables.setdefault(section, []).append(name)
+    tables[OTHER] = tables.pop(OTHER, [])
+    return tables
 
 
 def _table(

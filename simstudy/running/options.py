@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypedDict, Unpack
 
+from simstudy.analysis.registry import TARGET_NEEDS
 from simstudy.backends import Placement, backend_of
 from simstudy.cube import MAX_REPLICATES
 from simstudy.declare.methods import check_known
@@ -26,7 +27,6 @@ from simstudy.executors import SCHEDULERS
 
 __all__ = [
     "FAIL_FAST",
-    "TARGET_NEEDS",
     "RunKwargs",
     "RunOptions",
     "TargetSpec",
@@ -34,25 +34,6 @@ __all__ = [
 ]
 
 FAIL_FAST = 50  # a method whose first this many tasks all fail stops the run
-
-# measures a target may name: all of summarize's with an MCSE, and what each needs
-TARGET_NEEDS = {
-    "mean": (),
-    "empse": (),
-    "bias": ("truth",),
-    "relbias": ("truth",),
-    "mse": ("truth",),
-    "rmse": ("truth",),
-    "mae": ("truth",),
-    "coverage": ("truth", "ci"),  # ci: declared, or a Wald interval from se
-    "becoverage": ("ci",),
-    "ci_width": ("ci",),
-    "modelse": ("se",),
-    "relerr_modelse": ("se",),
-    "power": ("p",),
-    "failure_rate": (),
-    "warning_rate": (),
-}
 
 
 class RunKwargs(TypedDict, total=False):

@@ -28,6 +28,8 @@ from typing import Any
 
 import numpy as np
 
+from simstudy.analysis.measures import Measure
+from simstudy.analysis.registry import BUILTINS, BY_NAME
 from simstudy.atomic import check_target, write_text
 from simstudy.backends import backend_of
 from simstudy.cube import OK
@@ -38,7 +40,6 @@ from simstudy.declare.study import Study
 from simstudy.errors import UsageError
 
 __all__ = [
-    "MEASURES",
     "Protocol",
     "build",
     "compare",
@@ -47,27 +48,6 @@ __all__ = [
     "write",
 ]
 
-# name -> (measure, estimate, MCSE), as docs/analysis.md gives them
-MEASURES = {
-    "mean": ("mean of the estimates", "θ̄", "s/√n"),
-    "bias": ("bias", "θ̄ − θ", "s/√n"),
-    "relbias": ("relative bias", "(θ̄ − θ)/θ", "s/(√n·|θ|)"),
-    "empse": ("empirical SE", "s", "s/√(2(n−1))"),
-    "mse": ("mean squared error", "Σ(θ̂ᵢ − θ)²/n", "√(Σ[(θ̂ᵢ−θ)² − mse]²/(n(n−1)))"),
-    "rmse": ("root MSE", "√mse", "MCSE(mse)/(2·rmse)"),
-    "mae": ("mean absolute error", "Σ|θ̂ᵢ − θ|/n", "sd(|θ̂ᵢ − θ|)/√n"),
-    "modelse": ("model-based SE", "√(Σ ŝeᵢ²/n)", "√(Var(ŝe²)/(4n·modelse²))"),
-    "relerr_modelse": (
-        "relative % error in model SE",
-        "100(modelse/empse − 1)",
-        "100·(modelse/empse)·√(Var(ŝe²)/(4n·modelse⁴) + 1/(2(n−1)))",
-    ),
-    "coverage": ("coverage", "#{lᵢ ≤ θ ≤ uᵢ}/n", "√(c(1−c)/n)"),
-    "becoverage": ("bias-eliminated coverage", "#{lᵢ ≤ θ̄ ≤ uᵢ}/n", "√(c(1−c)/n)"),
-    "ci_width": ("mean interval width", "Σ(uᵢ − lᵢ)/n", "sd(uᵢ − lᵢ)/√n"),
-    "power": ("rejection rate", "#{pᵢ < α}/n", "√(r(1−r)/n)"),
-    "failure_rate": ("failed share of tasks", "#failed/#finished", "√(f(1−f)/N)"),
-}
 PILOT_POINTS = 50  # design points a pilot runs, spread over a larger grid
 NOMINAL = 0.95  # the coverage the expected MCSE of coverage is given at
 
@@ -199,25 +179,23 @@ def _pilot(study: Study, replicates: int) -> dict[str, Any]:
     }
 
 
-def _measures_for(study: Study) -> list[str]:
-    has_truth = study.truth_values is not None
-    names = ["mean", "empse"]
-    if has_truth:
-        names += ["bias", "relbias", "mse", "rmse", "mae"]
-        nonzero = any(
-            v != 0 for p in points(study) for v in study.truth_for(p).values()
-        )
-        if not nonzero:
-            names.remove("relbias")  # relative to a truth of 0: undefined
-    declared = [m.measures for m in study.methods]
-    if any("se" in d for d in declared):
-        names += ["modelse", "relerr_modelse"] + (["coverage"] if has_truth else [])
-    if any("ci" in d for d in declared):
-        names += (["coverage"] if has_truth else []) + ["becoverage", "ci_width"]
-    if any("p" in d for d in declared):
-        names.append("power")
-    names.append("failure_rate")
-    return list(dict.fromkeys(names))
+def _measures_for(study: Study) -> list[Measure]:
+    """The measures a run may aim at (``--target-mcse``) whose outputs the
+    study declares: an SE gives Wald intervals and tests too, as in
+    ``summarize``; relative bias needs a nonzero truth somewhere."""
+    given: set[str] = {
+        k for m in study.methods for k in ("se", "ci", "p") if k in m.measures
+    }
+    if "se" in given:
+        given |= {"ci", "p"}
+    if study.truth_values is not None:
+        given.add("truth")
+    listed = [m for m in BUILTINS if m.target and set(m.needs) <= given]
+    if "truth" in given and not any(
+        v != 0 for p in points(study) for v in study.truth_for(p).values()
+    ):
+        listed.remove(BY_NAME["relbias"])  # relative to a truth of 0: undefined
+    return listed
 
 
 def _needed(sd: float, target: float, measure: str) -> int:
@@ -388,9 +366,9 @@ def _measures(study: Study) -> list[str]:
         "| name | measure | estimate | MCSE |",
         "|---|---|---|---|",
     ]
-    for name in _measures_for(study):
-        what, est, mcse = MEASURES[name]
-        out.append(f"| `{name}` | {what} | {est} | {mcse} |")
+    for measure in _measures_for(study):
+        what, est, mcse = measure.formula or ("", "", "")
+        out.append(f"| `{measure.name}` | {what} | {est} | {mcse} |")
     return [*out, ""]
 
 

@@ -26,12 +26,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["PROPORTIONS", "Point", "RootFit", "Scale", "fit_root", "monotone_breach"]
+__all__ = ["Point", "RootFit", "Scale", "fit_root", "monotone_breach"]
 
-# measures that are proportions of replicates: fitted on the probit scale
-PROPORTIONS = frozenset(
-    {"power", "coverage", "becoverage", "failure_rate", "warning_rate"}
-)
 Z_BREACH = 3.5  # a pair of levels this many SEs out of order breaks monotonicity
 LACK_OF_FIT_P = 0.001  # below this the farthest level is left out of the fit
 MIN_POINTS = 3

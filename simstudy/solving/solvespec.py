@@ -15,11 +15,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from simstudy.analysis.registry import BY_NAME, MEASURES
 from simstudy.declare.loader import load_study
 from simstudy.declare.study import Study
 from simstudy.errors import UsageError
 from simstudy.running.options import default_store
-from simstudy.solving.rootfit import PROPORTIONS, Scale
+from simstudy.solving.rootfit import Scale
 
 __all__ = ["DEFAULT_BUDGET", "DEFAULT_TOLERANCE", "REFUSED", "SolveSpec", "validate"]
 
@@ -50,7 +51,7 @@ class SolveSpec:
     def scale(self) -> Scale:
         return Scale(
             sqrt_factor=self.integer and self.bounds[0] > 0,
-            probit=self.measure in PROPORTIONS,
+            probit=BY_NAME[self.measure].bounded,
         )
 
     def round_level(self, x: float) -> float:
@@ -148,8 +149,6 @@ def _target(target: Mapping[str, float]) -> tuple[str, float]:
             hint="e.g. --target power=0.8",
         )
     measure, goal = items[0]
-    from simstudy.analysis.summary import MEASURES
-
     if measure not in MEASURES:
         raise UsageError(
             f"solve: --target {measure!r} is not a measure of summarize "
@@ -161,7 +160,7 @@ def _target(target: Mapping[str, float]) -> tuple[str, float]:
             f"solve: --target {measure} must be a number, got {goal!r}.",
             hint="e.g. --target power=0.8",
         )
-    if not math.isfinite(goal) or (measure in PROPORTIONS and not 0 < goal < 1):
+    if not math.isfinite(goal) or (BY_NAME[measure].bounded and not 0 < goal < 1):
         raise UsageError(
             f"solve: --target {measure}={goal!r} is out of reach: a proportion's "
             "target must be strictly between 0 and 1.",
