@@ -90,6 +90,18 @@ def test_measures_table_shows_value_and_mcse_in_parentheses(report):
         assert len(digits) == 2 or decimals == 0 or float(mcse) == 0, mcse
 
 
+def test_measures_kept_out_of_the_figures_still_have_their_table(report):
+    """median_bias is a table measure (drawn=False): in a table, not a figure."""
+    text = report.read_text()
+    tables = text[
+        text.index("Performance measures") : text.index("Measures against factors")
+    ]
+    assert "Robust, and given rejection" in tables
+    assert "median_bias" in tables
+    figures = text[text.index("Measures against factors") :]
+    assert "median_bias" not in figures
+
+
 def test_chromium_renders_the_report_without_errors(report, tmp_path):
     chromium = _chromium()
     flags = ["--headless=new", "--no-sandbox", "--disable-gpu", "--hide-scrollbars"]

@@ -59,7 +59,7 @@ def measure_figures(summary: xr.Dataset, split: str | None = None) -> str:
     ``split``, one panel per level of that factor."""
     from simstudy.plots import lollipop_plot, nested_loop_plot
 
-    shown = worth_showing(summary)
+    shown = worth_showing(summary, figures=True)
     for implied, by in (("mean", "bias"), ("mse", "rmse")):  # same picture twice
         if implied in shown and by in shown:
             shown.remove(implied)

@@ -28,9 +28,10 @@ LONG_TABLE = 60  # rows; a longer table is folded (an HTML <details>, no script)
 STRATEGY_MEASURES = ("bias", "empse", "rmse", "coverage", "power")
 
 
-def worth_showing(summary: xr.Dataset) -> list[str]:
+def worth_showing(summary: xr.Dataset, *, figures: bool = False) -> list[str]:
     """The measures worth showing: some finite value, and for failure and
-    warning rates some nonzero one (an all-zero panel says nothing)."""
+    warning rates some nonzero one (an all-zero panel says nothing). With
+    ``figures``, only those drawn as a figure of their own (``drawn``)."""
     known = [m for m in MEASURES if m in summary.data_vars]
     extra = [
         str(v)
@@ -43,7 +44,8 @@ def worth_showing(summary: xr.Dataset) -> list[str]:
     shown = []
     for measure in [*known, *extra]:
         found = lookup(measure, summary.attrs)
-        if measure.startswith(LEDGER_KINDS) or (found is not None and not found.drawn):
+        undrawn = figures and found is not None and not found.drawn
+        if measure.startswith(LEDGER_KINDS) or undrawn:
             continue
         values = np.asarray(summary[measure].values, dtype=float)
         if not np.isfinite(values).any():
