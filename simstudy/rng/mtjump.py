@@ -6,7 +6,7 @@ Horner's rule, so ``jumped(k)`` costs k such applications. Here the powers
 ``p**d`` are precomputed (``d = 2**i`` for i < 32, and ``d = 1..16``), reduced
 modulo ``x * chi`` -- not ``chi`` alone, so that the 31 unused low bits of the
 state's first word come out exactly as numpy's chain leaves them -- and shipped
-in ``simstudy/data/mt19937_jumps.npz``. Stream k is then at most a few
+in ``simstudy/rng/data/mt19937_jumps.npz``. Stream k is then at most a few
 polynomial applications away from the seed (set bits of k) or from the
 stream computed last.
 
