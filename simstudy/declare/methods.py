@@ -1,7 +1,6 @@
 """A method's declaration: the Method record, the outputs its measures read,
 the parameters a study function asks for, and when a second declaration
-replaces the first (typed again in a notebook) instead of being an error;
-``check_known`` refuses an option that names no method of the study.
+replaces the first (typed again in a notebook) instead of being an error.
 """
 
 from __future__ import annotations
@@ -10,16 +9,15 @@ import contextvars
 import inspect
 import sys
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from simstudy.errors import StudyError, UsageError, option
+from simstudy.errors import StudyError
 
 __all__ = [
     "FROM_FILE",
     "Method",
-    "check_known",
     "measures_of",
     "params_of",
     "redeclared",
@@ -49,16 +47,6 @@ class Method:
     @property
     def takes_key(self) -> bool:
         return "key" in self.params
-
-
-def check_known(name: str, given: Sequence[str], methods: Sequence[str]) -> None:
-    """Refuse option ``name`` when it names no method of the study."""
-    unknown = [method for method in given if method not in methods]
-    if unknown:
-        raise UsageError(
-            f"{option(name, unknown[0])}: the study has no method {unknown[0]!r}.",
-            hint=f"methods: {', '.join(methods)}",
-        )
 
 
 def measures_of(method: str | None, **declared: Any) -> dict[str, Any]:

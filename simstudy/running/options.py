@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypedDict, Unpack
@@ -20,9 +20,8 @@ from typing import Any, TypedDict, Unpack
 from simstudy.analysis.registry import TARGET_NEEDS
 from simstudy.backends import Placement, backend_of
 from simstudy.cube import MAX_REPLICATES
-from simstudy.declare.methods import check_known
 from simstudy.declare.study import Study
-from simstudy.errors import UsageError
+from simstudy.errors import UsageError, option
 from simstudy.executors import SCHEDULERS
 
 __all__ = [
@@ -207,7 +206,7 @@ class RunOptions:
             strict=bool(given.get("strict", False)),
         )
         recompute = _names(given.get("recompute", ()))
-        check_known("recompute", recompute, study.method_names)
+        _check_known("recompute", recompute, study.method_names)
         scheduler = _scheduler(study, scheduler, remote=bool(address or cluster))
         backend_of(study).check(study, Placement(scheduler, device, task_timeout))
         workers, batch_size = given.get("workers"), given.get("batch_size")
@@ -461,3 +460,13 @@ def _check_goal(study: Study, measure: str, goal: float) -> None:
                 f"--target-mcse {measure}: no method declares {need}={also}.",
                 hint=f"declare @study.method({need}=...) or choose another measure",
             )
+
+
+def _check_known(name: str, given: Sequence[str], methods: Sequence[str]) -> None:
+    """Refuse option ``name`` when it names no method of the study."""
+    unknown = [method for method in given if method not in methods]
+    if unknown:
+        raise UsageError(
+            f"{option(name, unknown[0])}: the study has no method {unknown[0]!r}.",
+            hint=f"methods: {', '.join(methods)}",
+        )

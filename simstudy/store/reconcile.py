@@ -23,7 +23,6 @@ import zarr
 
 from simstudy.cube import FIXED_VARS, METHOD, REPLICATE
 from simstudy.declare import fingerprint
-from simstudy.declare.methods import check_known
 from simstudy.declare.study import Study
 from simstudy.errors import (
     FROM_CLI,
@@ -152,7 +151,6 @@ def reconcile(
     discard the results of the ``recompute`` methods."""
     new = study.fingerprint()
     old = upgrade(layout.meta.fingerprint, study, new)
-    check_known("recompute", recompute, study.method_names)
     changes = compare(old, new, ignore_methods=set(recompute))
     if changes:
         raise _mismatch(layout, changes)
