@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -13,6 +16,7 @@ import xarray as xr
 from numpy.random import MT19937, PCG64, Generator, SeedSequence
 
 from simstudy.store import open_results
+from simstudy.store.crash import KILL_AT
 
 FIXED = ("status", "seconds", "started", "worker", "warnings")
 
@@ -156,3 +160,28 @@ def pretend_versions(store: str | Path, **versions: str) -> None:
     with warnings.catch_warnings():  # .simstudy/ is not a zarr node
         warnings.simplefilter("ignore")
         zarr.consolidate_metadata(store)
+
+
+def run_study_cli(
+    folder: Path,
+    store: Path,
+    *args: str,
+    kill: str | None = None,
+    env: dict[str, str] | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """``simstudy run study.py`` in ``folder`` in a fresh process (synchronous,
+    no progress); ``kill``: the crash point where the driver SIGKILLs itself."""
+    environ = {**os.environ, **(env or {})}
+    environ["PYTHONPATH"] = str(Path(__file__).resolve().parents[1])
+    environ.pop(KILL_AT, None)
+    if kill is not None:
+        environ[KILL_AT] = kill
+    cmd = [sys.executable, "-m", "simstudy", "run", "study.py", "--store", str(store)]
+    return subprocess.run(
+        [*cmd, "--scheduler", "synchronous", "--no-progress", *args],
+        cwd=folder,
+        env=environ,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )

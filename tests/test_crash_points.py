@@ -6,17 +6,15 @@ uninterrupted run gives (issue 19). The kills land on purpose, not by timing:
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from simstudy.store.crash import KILL_AT, POINTS
-from tests.helpers import assert_store_consistent, cube_digest
+from simstudy.store.crash import POINTS
+from tests.helpers import assert_store_consistent, cube_digest, run_study_cli
 from tests.studies import write_study_file
 
 STUDY = """
@@ -58,20 +56,8 @@ def _source(
 def _run(
     folder: Path, store: Path, *args: str, kill: str | None = None
 ) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[1])
-    env["SIMSTUDY_FLUSH_SECONDS"] = "0.1"
-    env.pop(KILL_AT, None)
-    if kill is not None:
-        env[KILL_AT] = kill
-    cmd = [sys.executable, "-m", "simstudy", "run", "study.py", "--store", str(store)]
-    return subprocess.run(
-        [*cmd, "--scheduler", "synchronous", "--no-progress", *args],
-        cwd=folder,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
+    return run_study_cli(
+        folder, store, *args, kill=kill, env={"SIMSTUDY_FLUSH_SECONDS": "0.1"}
     )
 
 

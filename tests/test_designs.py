@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -16,8 +13,7 @@ from simstudy import Study
 from simstudy.cli import main
 from simstudy.declare.grid import points
 from simstudy.errors import FingerprintMismatch, StudyError
-from simstudy.store.crash import KILL_AT
-from tests.helpers import assert_store_consistent, cube_digest
+from tests.helpers import assert_store_consistent, cube_digest, run_study_cli
 
 PAIRS = [(10, 10), (10, 40), (40, 10)]
 
@@ -256,23 +252,6 @@ def test_a_positional_scheme_refuses_a_changed_design(write_study, tmp_path):
     assert again.computed == 0
 
 
-def _cli(folder, store, *args, kill=None):
-    env = dict(os.environ)
-    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[1])
-    env.pop(KILL_AT, None)
-    if kill is not None:
-        env[KILL_AT] = kill
-    cmd = [sys.executable, "-m", "simstudy", "run", "study.py", "--store", str(store)]
-    return subprocess.run(
-        [*cmd, "--scheduler", "synchronous", "--no-progress", *args],
-        cwd=folder,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-
-
 def test_a_kill_while_pruning_a_narrowed_design_is_finished_by_the_next_run(
     write_study, tmp_path
 ):
@@ -284,11 +263,11 @@ def test_a_kill_while_pruning_a_narrowed_design_is_finished_by_the_next_run(
         scheme="spawn",
     )
     store = tmp_path / "s.zarr"
-    assert _cli(tmp_path, store).returncode == 0
+    assert run_study_cli(tmp_path, store).returncode == 0
     write_study(narrow_src)
-    dead = _cli(tmp_path, store, "--prune", kill="prune:copied")
+    dead = run_study_cli(tmp_path, store, "--prune", kill="prune:copied")
     assert dead.returncode == -9, dead.stderr
-    again = _cli(tmp_path, store, "--prune")
+    again = run_study_cli(tmp_path, store, "--prune")
     assert again.returncode == 0, again.stderr
     assert_store_consistent(store)
     fresh = tmp_path / "fresh"
