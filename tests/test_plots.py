@@ -309,3 +309,15 @@ def test_array_outputs_ask_for_one_element(write_study, tmp_path):
     want = summary["bias"].sel(method_name="mean").transpose("n", "est_dim_0")
     np.testing.assert_allclose(line.get_ydata(), want.values.ravel())
     assert by_gid(fig.axes[1], "loop:est_dim_0")
+
+
+def test_a_table_cell_stays_short_for_a_method_far_off_or_a_constant_se():
+    """Huge values in powers of ten; an MCSE that is rounding noise is 0."""
+    from simstudy.plots.common import with_mcse
+
+    assert with_mcse(1677852348993288.0, 745288334582212.0) == "1.68e+15 (7.5e+14)"
+    assert with_mcse(16778523.0, 7452883.0) == "1.68e+07 (7.5e+06)"
+    assert with_mcse(0.31622777, 1.2e-17) == "0.3162 (0)"
+    assert with_mcse(-99.99999975, 1e-8) == "-100 (0)"
+    assert with_mcse(0.934, 0.011) == "0.934 (0.011)"
+    assert with_mcse(12345.6, 151.0) == "12346 (151)"

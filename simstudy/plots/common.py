@@ -329,8 +329,12 @@ def with_mcse(value: float, mcse: float | None) -> str:
         return ""
     if mcse is None or not np.isfinite(mcse):
         return f"{value:.4g}"
-    if mcse == 0:  # every replicate agrees (a share of 0 or 1): no digits to set
+    if mcse <= 1e-9 * abs(value) or mcse == 0:
+        # every replicate agrees (a share of 0 or 1, a constant SE) but for
+        # rounding: no digits to set
         return f"{value:.4g} (0)"
+    if max(abs(value), mcse) >= 1e6:  # a method far off: powers of ten
+        return f"{value:.3g} ({mcse:.2g})"
     d = decimals_for(mcse)
     return f"{value:.{d}f} ({mcse:.{d}f})"
 
