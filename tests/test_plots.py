@@ -312,12 +312,14 @@ def test_array_outputs_ask_for_one_element(write_study, tmp_path):
 
 
 def test_a_table_cell_stays_short_for_a_method_far_off_or_a_constant_se():
-    """Huge values in powers of ten; an MCSE that is rounding noise is 0."""
+    """Huge values and tiny MCSEs in powers of ten; rounding noise is (0)."""
     from simstudy.plots.common import with_mcse
 
     assert with_mcse(1677852348993288.0, 745288334582212.0) == "1.68e+15 (7.5e+14)"
     assert with_mcse(16778523.0, 7452883.0) == "1.68e+07 (7.5e+06)"
     assert with_mcse(0.31622777, 1.2e-17) == "0.3162 (0)"
     assert with_mcse(-99.99999975, 1e-8) == "-100 (0)"
+    assert with_mcse(0.55437172, 4e-9) == "0.5544 (0)"
+    assert with_mcse(2e-8, 1e-9) == "2e-08 (1e-09)"
     assert with_mcse(0.934, 0.011) == "0.934 (0.011)"
     assert with_mcse(12345.6, 151.0) == "12346 (151)"

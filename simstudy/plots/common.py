@@ -329,11 +329,12 @@ def with_mcse(value: float, mcse: float | None) -> str:
         return ""
     if mcse is None or not np.isfinite(mcse):
         return f"{value:.4g}"
-    if mcse <= 1e-9 * abs(value) or mcse == 0:
+    if mcse <= 1e-7 * abs(value) or mcse == 0:
         # every replicate agrees (a share of 0 or 1, a constant SE) but for
         # rounding: no digits to set
         return f"{value:.4g} (0)"
-    if max(abs(value), mcse) >= 1e6:  # a method far off: powers of ten
+    if max(abs(value), mcse) >= 1e6 or mcse < 5e-9:
+        # a method far off, or an MCSE below 8 decimals: powers of ten
         return f"{value:.3g} ({mcse:.2g})"
     d = decimals_for(mcse)
     return f"{value:.{d}f} ({mcse:.{d}f})"
