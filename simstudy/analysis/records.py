@@ -16,7 +16,7 @@ import xarray as xr
 from simstudy.analysis.registry import MEASURES
 from simstudy.cube import METHOD
 
-__all__ = ["RESERVED", "pair", "to_records"]
+__all__ = ["RESERVED", "decimals_for", "pair", "to_records", "with_mcse"]
 
 RESERVED = (
     "n_ok",
@@ -30,11 +30,38 @@ RESERVED = (
 
 
 def pair(value: float, mcse: float | None) -> str:
-    """``value (MCSE)``: two significant digits of the MCSE set the decimals."""
+    """``value (MCSE)`` as :func:`with_mcse` writes it; a value with no MCSE
+    (or a zero one) alone, to 4 significant digits."""
     if mcse is None or not math.isfinite(mcse) or mcse <= 0:
         return f"{value:.4g}"
-    decimals = min(8, max(0, 1 - math.floor(math.log10(mcse))))
-    return f"{value:.{decimals}f} ({mcse:.{decimals}f})"
+    return with_mcse(value, mcse)
+
+
+def decimals_for(mcse: float) -> int:
+    """Decimals that show an MCSE to two significant digits (0 to 8)."""
+    if not np.isfinite(mcse) or mcse <= 0:
+        return 4
+    d = 1 - math.floor(math.log10(mcse))
+    if round(mcse, d) >= 10.0 ** (2 - d):  # 0.00996 rounds up to 0.010
+        d -= 1
+    return int(min(8, max(0, d)))
+
+
+def with_mcse(value: float, mcse: float | None) -> str:
+    """``0.934 (0.011)``: the value to the decimals its MCSE supports."""
+    if not np.isfinite(value):
+        return ""
+    if mcse is None or not np.isfinite(mcse):
+        return f"{value:.4g}"
+    if mcse <= 1e-7 * abs(value) or mcse == 0:
+        # every replicate agrees (a share of 0 or 1, a constant SE) but for
+        # rounding: no digits to set
+        return f"{value:.4g} (0)"
+    if max(abs(value), mcse) >= 1e6 or mcse < 5e-9:
+        # a method far off, or an MCSE below 8 decimals: powers of ten
+        return f"{value:.3g} ({mcse:.2g})"
+    d = decimals_for(mcse)
+    return f"{value:.{d}f} ({mcse:.{d}f})"
 
 
 def to_records(summary: xr.Dataset) -> list[dict[str, Any]]:

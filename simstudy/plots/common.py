@@ -24,6 +24,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.text import Text
 
+from simstudy.analysis.records import RESERVED, decimals_for, with_mcse
 from simstudy.analysis.registry import lookup
 from simstudy.analysis.selection import check_methods, factors_of, select_points, subset
 from simstudy.cube import METHOD, OK, REPLICATE
@@ -78,8 +79,6 @@ COLORS = (
 
 Point = dict[str, Any]
 Points = Mapping[str, Any] | Sequence[Mapping[str, Any]] | None
-
-COUNTS = ("n_ok", "n_failed", "n_pending", "n_dropped")
 
 
 class PlotFigure(Figure):
@@ -143,7 +142,7 @@ def measures_of(summary: xr.Dataset) -> list[str]:
     return [
         str(v)
         for v in summary.data_vars
-        if not str(v).endswith("_mcse") and str(v) not in COUNTS
+        if not str(v).endswith("_mcse") and str(v) not in RESERVED
     ]
 
 
@@ -311,33 +310,6 @@ def plain_ticks(ax: Axes) -> None:
         formatter = axis.get_major_formatter()
         if hasattr(formatter, "set_useOffset"):
             formatter.set_useOffset(False)
-
-
-def decimals_for(mcse: float) -> int:
-    """Decimals that show an MCSE to two significant digits (0 to 8)."""
-    if not np.isfinite(mcse) or mcse <= 0:
-        return 4
-    d = 1 - math.floor(math.log10(mcse))
-    if round(mcse, d) >= 10.0 ** (2 - d):  # 0.00996 rounds up to 0.010
-        d -= 1
-    return int(min(8, max(0, d)))
-
-
-def with_mcse(value: float, mcse: float | None) -> str:
-    """``0.934 (0.011)``: the value to the decimals its MCSE supports."""
-    if not np.isfinite(value):
-        return ""
-    if mcse is None or not np.isfinite(mcse):
-        return f"{value:.4g}"
-    if mcse <= 1e-7 * abs(value) or mcse == 0:
-        # every replicate agrees (a share of 0 or 1, a constant SE) but for
-        # rounding: no digits to set
-        return f"{value:.4g} (0)"
-    if max(abs(value), mcse) >= 1e6 or mcse < 5e-9:
-        # a method far off, or an MCSE below 8 decimals: powers of ten
-        return f"{value:.3g} ({mcse:.2g})"
-    d = decimals_for(mcse)
-    return f"{value:.{d}f} ({mcse:.{d}f})"
 
 
 def method_dim(data: Any) -> Any:
