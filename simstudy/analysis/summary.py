@@ -211,7 +211,7 @@ def _summarize(
     options = Options(
         wald=Wald(level=level, alpha=alpha, df=df, null=null),
         cases=cases,
-        measures=(*(m for m in BUILTINS if not m.ledger), *mine),
+        measures=(*(m for m in BUILTINS if _computed(m, keep)), *mine),
         reference=reference,
         records=records,
         categories=tuple(records.categories()),
@@ -359,6 +359,12 @@ def _checked(measure: Measure) -> Measure:
             hint='write needs=("truth",) for a measure that needs the truth',
         )
     return measure
+
+
+def _computed(measure: Measure, keep: list[str] | None) -> bool:
+    """Whether summarize computes a built-in: not a ledger rate (counted
+    apart), and asked for (every one when ``measures`` is not given)."""
+    return not measure.ledger and (keep is None or measure.name in keep)
 
 
 def _selection(
