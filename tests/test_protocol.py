@@ -155,6 +155,22 @@ def test_a_changed_constant_and_method_are_deviations_in_the_report(
     ]
 
 
+def test_a_changed_estimate_output_of_a_method_is_a_deviation(write_study, tmp_path):
+    path = write_study(STUDY)
+    proto = tmp_path / "protocol.md"
+    _protocol(path, proto)
+    text = path.read_text().replace(
+        '@study.method\ndef median(x):\n    return {"estimate": np.median(x)}',
+        '@study.method(estimate="middle")\ndef median(x):\n    return {"middle": np.median(x)}',
+    )
+    path.write_text(text)
+    found = compare(load_study(path), proto)
+    assert (
+        "method 'median': the outputs its measures read changed "
+        "(None -> {'estimate': 'middle'})"
+    ) in found, found
+
+
 def test_no_change_says_none(write_study, tmp_path):
     path = write_study(STUDY)
     proto = tmp_path / "protocol.md"

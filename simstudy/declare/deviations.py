@@ -202,8 +202,8 @@ def deviations(registered: dict[str, Any], now: dict[str, Any]) -> list[str]:
 def _declared(old: dict[str, Any], new: dict[str, Any], common: set[str]) -> list[str]:
     out = []
     truth_old, truth_new = old.get("truth") or {}, new.get("truth") or {}
-    common = set(truth_old) & set(truth_new)
-    if any(truth_old[k] != truth_new[k] for k in common):
+    points = set(truth_old) & set(truth_new)
+    if any(truth_old[k] != truth_new[k] for k in points):
         out.append("the truth changed at some design point(s)")
     elif not truth_old and truth_new:
         out.append("a truth was declared")
