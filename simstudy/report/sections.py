@@ -9,7 +9,8 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from simstudy.cube import METHOD, REPLICATE
+from simstudy.analysis.blocks import planned
+from simstudy.cube import METHOD
 from simstudy.report.markup import escape, svg
 from simstudy.store.versionlog import notes as version_notes
 
@@ -29,13 +30,10 @@ def study_section(cube: xr.Dataset, meta: dict[str, Any]) -> str:
     if "in_design" in cube.coords:  # where=: points outside are never planned
         design = cube["in_design"].broadcast_like(cube["status"])
         inside &= design.transpose(*cube["status"].dims).values
-    if "target_replicates" in cube:  # past a point's target stop: not planned
-        within = (cube[REPLICATE] < cube["target_replicates"]).broadcast_like(
-            cube["status"]
-        )
-        inside &= within.transpose(*cube["status"].dims).values
+    within = planned(cube).broadcast_like(cube["status"])  # a target's stop
+    inside &= within.transpose(*cube["status"].dims).values
     counts = [int(((status == c) & inside).sum()) for c in (1, 2, 0)]
-    planned = int(inside.sum())
+    total = int(inside.sum())
     rows = [
         (
             "factors",
@@ -49,7 +47,7 @@ def study_section(cube: xr.Dataset, meta: dict[str, Any]) -> str:
         (
             "tasks",
             (
-                f"{planned:,}: {counts[0]:,} ok, {counts[1]:,} failed, "
+                f"{total:,}: {counts[0]:,} ok, {counts[1]:,} failed, "
                 f"{counts[2]:,} pending"
             ),
         ),
