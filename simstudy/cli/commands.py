@@ -444,17 +444,16 @@ def cmd_summarize(args: argparse.Namespace) -> int:
     from simstudy.analysis.summary import summarize
     from simstudy.atomic import replacing, write_text
     from simstudy.cli import tables
-    from simstudy.plots.common import subset
     from simstudy.store import open_results
 
     fmt = _summary_format(args)
     options = summary_options(args)
-    cube = subset(
+    result = summarize(
         open_results(args.store),
         methods=_names(args.methods),
         points=_points(args.points),
+        **options,
     )
-    result = summarize(cube, **options)
     if fmt == "netcdf":
         out = result.copy()
         out.attrs = {k: json.dumps(v) for k, v in result.attrs.items()}

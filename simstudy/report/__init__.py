@@ -60,7 +60,7 @@ def write_report(
     ``simstudy.summarize``, so the report shows the numbers the user's
     summary shows (t intervals with ``df=``, for instance).
     """
-    from simstudy.plots.common import factors_of, subset
+    from simstudy.analysis.selection import factors_of, subset
 
     cube = open_results(store)
     meta = cube.attrs["simstudy"]
@@ -108,7 +108,7 @@ def write_report(
 def _within(records: list[dict[str, Any]], cube: xr.Dataset) -> list[dict[str, Any]]:
     """The failure or warning records of the cube's methods and levels (all
     of them unless --methods or --points cut the cube down)."""
-    from simstudy.plots.common import factors_of
+    from simstudy.analysis.selection import factors_of
 
     keep = {f: set(cube[f].values.tolist()) for f in factors_of(cube)}
     keep[METHOD] = set(cube[METHOD].values.tolist())

@@ -59,7 +59,7 @@ def worth_showing(summary: xr.Dataset, *, figures: bool = False) -> list[str]:
 def measures_table(records: list[dict[str, Any]], summary: xr.Dataset) -> str:
     """One row per design point and method; each cell ``value (MCSE)`` with
     as many decimals as the MCSE supports."""
-    from simstudy.plots.common import with_mcse
+    from simstudy.analysis.records import with_mcse
 
     present = worth_showing(summary)
     fixed = {"method", "measure", "value", "mcse", *RESERVED}
@@ -274,7 +274,7 @@ def _row(point: str, span: int, method: str, count: int, values: list[str]) -> s
 
 def _rate(cell: xr.Dataset, name: str) -> str:
     """``0.075 (0.019)``: a rate with its MCSE (when the summary has one)."""
-    from simstudy.plots.common import with_mcse
+    from simstudy.analysis.records import with_mcse
 
     mcse = float(cell[f"{name}_mcse"]) if f"{name}_mcse" in cell else None
     return with_mcse(float(cell[name]), mcse)
