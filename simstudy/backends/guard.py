@@ -173,8 +173,11 @@ def read_only_inputs(values: dict[str, Any]) -> dict[str, Any]:
     copy per call of a large input would cost too much)."""
     out = {}
     for name, value in values.items():
-        g = Guard(value)
-        out[name] = g.prepared if g.shared else value
+        if type(value) is np.ndarray or isinstance(value, tuple):
+            guard = Guard(value)  # only these can come back shared
+            out[name] = guard.prepared if guard.shared else value
+        else:  # a list, dict or object would be prepared to be thrown away
+            out[name] = value
     return out
 
 
