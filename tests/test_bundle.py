@@ -225,3 +225,14 @@ def test_bad_bundle_commands_exit_2_and_write_nothing(tmp_path, capsys, argv, ex
     assert main([a.format(tmp=tmp_path) for a in argv]) == 2
     assert expected in capsys.readouterr().err
     assert sorted(tmp_path.iterdir()) == before
+
+
+def test_a_refused_verify_flag_hints_a_command_that_pastes(tmp_path, capsys):
+    odd = tmp_path / "my bundle $(touch pwned).tar"
+    odd.write_text("not read: the flag is refused first")
+    before = sorted(tmp_path.iterdir())
+    assert main(["verify", str(odd), "--workers", "2"]) == 2
+    err = capsys.readouterr().err
+    assert "--workers does not apply" in err
+    assert f"write python -m simstudy verify '{odd}' [--sample N]" in err
+    assert sorted(tmp_path.iterdir()) == before

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from simstudy import shell
 from simstudy.errors import EXIT_FAILED, EXIT_OK, UsageError
 
 __all__ = ["cmd_bundle", "cmd_protocol", "protocol_note", "run_bundle", "verify_bundle"]
@@ -84,7 +85,7 @@ def verify_bundle(args: argparse.Namespace) -> int:
             raise UsageError(
                 f"verify {args.store}: a bundle holds its study and store; {name} "
                 "does not apply.",
-                hint=f"write python -m simstudy verify {args.store} [--sample N]",
+                hint=f"write {shell.command('verify', args.store)} [--sample N]",
             )
     print(
         f"note: verifying {args.store} runs the study code it holds",
