@@ -218,17 +218,13 @@ def failure_rates(summary: xr.Dataset) -> str:
         summary = summary.assign(
             failure_rate=share, failure_rate_mcse=np.sqrt(share * (1 - share) / done)
         )
-    rates = [v for v in ("failure_rate", "warning_rate") if v in summary.data_vars]
-    ledger = [  # the failure ledger by kind (simstudy.analysis.ledger), beside the totals
-        str(v)
-        for v in summary.data_vars
-        if str(v).startswith(("failure_rate_", "warning_rate_"))
-        and not str(v).endswith("_mcse")
+    names = [str(v) for v in summary.data_vars if not str(v).endswith("_mcse")]
+    rates = [  # each total, then the failure ledger by kind (analysis.ledger)
+        v
+        for total in ("failure_rate", "warning_rate")
+        for v in [total, *(n for n in names if n.startswith(f"{total}_"))]
+        if v in names
     ]
-    rates = [r for r in rates if r == "failure_rate"]
-    rates += [v for v in ledger if v.startswith("failure_rate_")]
-    rates += [v for v in ("warning_rate",) if v in summary.data_vars]
-    rates += [v for v in ledger if v.startswith("warning_rate_")]
     title = "<h2>Failures and warnings by design point and method</h2>"
     if not rates:
         return title + "<p>This summary has no failure or warning rates.</p>"
