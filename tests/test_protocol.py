@@ -10,9 +10,10 @@ import pytest
 
 from simstudy.analysis.registry import BUILTINS
 from simstudy.cli import main
-from simstudy.declare.deviations import deviations, read_protocol, section_html
+from simstudy.declare.deviations import deviations, read_protocol
 from simstudy.declare.loader import load_study
 from simstudy.errors import UsageError
+from simstudy.report.sections import deviations_section
 from simstudy.sharing.protocol import compare
 
 STUDY = '''
@@ -248,7 +249,7 @@ def test_design_changes_are_listed_one_line_each():
 def test_the_section_escapes_what_it_shows():
     reg = {"file": "<b>p.md", "sha256": "ab" * 32, "record": _record()}
     meta = {**_record(methods={"a": "h1", "b": "h2", "<i>": "h"}), "truth": {}}
-    shown = section_html(reg, meta)
+    shown = deviations_section(reg, meta)
     assert "&lt;b&gt;p.md" in shown
     assert "method &#x27;&lt;i&gt;&#x27; added" in shown
     assert "<b>" not in shown

@@ -9,8 +9,7 @@ and says, one line each, what changed: seed, scheme, backend, design points,
 replicates, methods, the code of the data function, of a method or of
 anything of the user's they use (a helper function, a module constant, a
 local module), fixed inputs, truths, declared measure outputs, and stored
-results hidden from the measures. ``section_html`` renders the report's
-"Deviations from the protocol" section (every text HTML-escaped).
+results hidden from the measures.
 """
 
 from __future__ import annotations
@@ -34,7 +33,6 @@ __all__ = [
     "deviations",
     "from_store_meta",
     "read_protocol",
-    "section_html",
 ]
 
 FORMAT = 1  # the protocol block's format
@@ -217,22 +215,3 @@ def _declared(old: dict[str, Any], new: dict[str, Any], common: set[str]) -> lis
         if m in common and m_old.get(m) != m_new.get(m)
     ]
     return out
-
-
-def section_html(registration: dict[str, Any] | None, meta: dict[str, Any]) -> str:
-    """The report's "Deviations from the protocol" section ('' without one)."""
-    if not registration:
-        return ""
-    found = deviations(registration["record"], from_store_meta(meta))
-    head = (
-        f"<h2>Deviations from the protocol</h2><p class=muted>Registered protocol "
-        f"{html.escape(str(registration.get('file', '')))} (sha256 "
-        f"{html.escape(str(registration.get('sha256', ''))[:16])}…), compared "
-        "with the fingerprint of what this store holds.</p>"
-    )
-    if not found:
-        return (
-            head + "<p>None: the store holds exactly what the protocol registered.</p>"
-        )
-    items = "".join(f"<li>{html.escape(line)}</li>" for line in found)
-    return head + f"<ul>{items}</ul>"

@@ -24,11 +24,11 @@ from simstudy.analysis.records import to_records
 from simstudy.analysis.summary import summarize
 from simstudy.atomic import write_text
 from simstudy.cube import METHOD
-from simstudy.declare import deviations
 from simstudy.errors import UsageError
 from simstudy.report.figures import measure_figures, replicate_sections
 from simstudy.report.markup import STYLE, escape
 from simstudy.report.sections import (
+    deviations_section,
     failures_section,
     solve_section,
     study_section,
@@ -88,7 +88,7 @@ def write_report(
         f"<h1>Simulation study <i>{escape(meta['study'])}</i></h1>",
         study_section(cube, meta),
         solve_section(summary, meta),
-        deviations.section_html(meta.get("protocol"), meta),
+        deviations_section(meta.get("protocol"), meta),
         measures_table(records, summary),
         strategies_section(cube, options, several),
         failure_rates(summary),

@@ -11,10 +11,12 @@ import xarray as xr
 
 from simstudy.analysis.blocks import planned
 from simstudy.cube import METHOD
+from simstudy.declare import deviations
 from simstudy.report.markup import escape, svg
 from simstudy.store.versionlog import notes as version_notes
 
 __all__ = [
+    "deviations_section",
     "failures_section",
     "solve_section",
     "study_section",
@@ -105,6 +107,29 @@ def _target_rows(cube: xr.Dataset, meta: dict[str, Any]) -> list[tuple[str, str]
         for stop in points
     )
     return [("target MCSE", rule), ("target_replicates", where)]
+
+
+def deviations_section(
+    registration: dict[str, Any] | None, meta: dict[str, Any]
+) -> str:
+    """The report's "Deviations from the protocol" section ('' without one)."""
+    if not registration:
+        return ""
+    found = deviations.deviations(
+        registration["record"], deviations.from_store_meta(meta)
+    )
+    head = (
+        f"<h2>Deviations from the protocol</h2><p class=muted>Registered protocol "
+        f"{escape(str(registration.get('file', '')))} (sha256 "
+        f"{escape(str(registration.get('sha256', ''))[:16])}…), compared "
+        "with the fingerprint of what this store holds.</p>"
+    )
+    if not found:
+        return (
+            head + "<p>None: the store holds exactly what the protocol registered.</p>"
+        )
+    items = "".join(f"<li>{escape(line)}</li>" for line in found)
+    return head + f"<ul>{items}</ul>"
 
 
 def solve_section(summary: xr.Dataset, meta: dict[str, Any]) -> str:
