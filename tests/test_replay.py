@@ -168,6 +168,21 @@ def test_the_lint_is_quiet_for_a_study_that_uses_its_rng(tmp_path):
     assert main(["verify", str(path), "--store", store, "--sample", "5"]) == 0
 
 
+def test_verify_checks_its_scheduler_as_a_run_does(tmp_path, capsys):
+    path = _study(tmp_path)
+    store = tmp_path / "s.zarr"
+    simstudy.run(path, store=store, scheduler="synchronous")
+    before = sorted(p.relative_to(store) for p in store.rglob("*"))
+    argv = ["verify", str(path), "--store", str(store), "--scheduler"]
+    assert main([*argv, "jax"]) == 2
+    assert "--scheduler jax runs studies declared with backend='jax'" in (
+        capsys.readouterr().err
+    )
+    with pytest.raises(UsageError, match="unknown scheduler 'slurm'"):
+        verify(path, store, scheduler="slurm")
+    assert sorted(p.relative_to(store) for p in store.rglob("*")) == before
+
+
 @pytest.mark.parametrize(
     "call",
     [

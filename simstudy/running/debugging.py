@@ -383,18 +383,18 @@ def verify(
     numbers the second time; it is named in ``differ``. Runs
     in this process unless ``scheduler`` says otherwise.
     """
-    from simstudy.executors import SCHEDULERS, make_executor, study_payload
+    from simstudy.executors import make_executor, study_payload
     from simstudy.running.options import RunOptions
     from simstudy.store import open_results
 
     if not isinstance(study, Study):
         study = load_study(study)
-    scheduler = scheduler or backend_of(study).local_scheduler
-    if scheduler not in SCHEDULERS:
-        raise UsageError(
-            f"unknown scheduler {scheduler!r}; expected one of {list(SCHEDULERS)}.",
-            hint="drop --scheduler (verify runs in this process by default)",
-        )
+    options = RunOptions.build(  # checked as a run's are (scheduler, backend)
+        study,
+        store=Path(store),
+        scheduler=scheduler or backend_of(study).local_scheduler,
+        workers=workers or 2,
+    )
     if sample < 1:
         raise UsageError(
             f"--sample must be >= 1, got {sample}.", hint="write --sample 20"
@@ -420,7 +420,6 @@ def verify(
     specs = _stored_specs(Path(store))
     differ: dict[str, list[str]] = {}
     tasks = 0
-    options = RunOptions(store=Path(store), scheduler=scheduler, workers=workers or 2)
     executor = make_executor(study, options, payload=study_payload(study))
     try:
         executor.wait()
