@@ -9,6 +9,10 @@ status) take these names from here.
 
 from __future__ import annotations
 
+import json
+from collections.abc import Mapping
+from typing import Any
+
 __all__ = [
     "FAILED",
     "FIXED_VARS",
@@ -20,6 +24,7 @@ __all__ = [
     "OK",
     "PENDING",
     "REPLICATE",
+    "point_json",
 ]
 
 REPLICATE = "replicate"
@@ -44,3 +49,9 @@ MAX_REPLICATES = 10**9
 MAX_LEVELS = 10**6  # per factor
 MAX_METHODS = 10**4
 MAX_TASKS = 10**12  # design points x replicates x methods
+
+
+def point_json(point: Mapping[str, Any]) -> str:
+    """A design point as one string, JSON with sorted keys: how stored truths,
+    targets, solve records and bundle hashes are keyed by point."""
+    return json.dumps(dict(point), sort_keys=True)

@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from simstudy.cube import FAILED, METHOD, OK, PENDING
+from simstudy.cube import FAILED, METHOD, OK, PENDING, point_json
 from simstudy.cube import REPLICATE as REP
 
 __all__ = [
@@ -75,11 +75,6 @@ def failure_kind(record: Mapping[str, Any]) -> str:
     return "method_error"
 
 
-def point_key(point: Mapping[str, Any]) -> str:
-    """A design point as one string (its levels, JSON with sorted keys)."""
-    return json.dumps(dict(point), sort_keys=True)
-
-
 @dataclass(frozen=True, slots=True)
 class RecordIndex:
     """Failure kinds and warning categories by design point.
@@ -108,7 +103,7 @@ class RecordIndex:
                 levels = json.loads(point)
                 if any(levels.get(f, v) != v for f, v in fixed.items()):
                     continue
-                key = point_key({f: levels[f] for f in factors if f in levels})
+                key = point_json({f: levels[f] for f in factors if f in levels})
                 target.setdefault(key, {})[(int(replicate), str(method))] = str(what)
         return out
 
@@ -135,7 +130,7 @@ def compact_records(
     """What ``open_results`` attaches: [point, replicate, method, kind/category]."""
 
     def row(r: Mapping[str, Any], what: str) -> list[Any]:
-        point = point_key({f: r[f] for f in factors if f in r})
+        point = point_json({f: r[f] for f in factors if f in r})
         return [point, int(r["replicate"]), str(r["method"]), what]
 
     return {
@@ -151,7 +146,7 @@ def _points(status: xr.DataArray) -> list[tuple[tuple[int, ...], str]]:
     out = []
     for idx in np.ndindex(*(status.sizes[f] for f in factors)):
         point = {f: levels[f][i] for f, i in zip(factors, idx, strict=True)}
-        out.append((idx, point_key(point)))
+        out.append((idx, point_json(point)))
     return out
 
 

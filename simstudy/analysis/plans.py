@@ -19,7 +19,7 @@ import numpy as np
 import xarray as xr
 
 from simstudy.analysis.measures import Measure
-from simstudy.cube import METHOD
+from simstudy.cube import METHOD, point_json
 from simstudy.cube import REPLICATE as REP
 from simstudy.errors import UsageError
 
@@ -181,7 +181,7 @@ def truth_of(cube: xr.Dataset, estimate: str, truth: Truth) -> xr.DataArray | No
             **fixed,
             **{f: levels[f][i] for f, i in zip(factors, idx, strict=True)},
         }
-        entry = stored.get(json.dumps(point, sort_keys=True), {})
+        entry = stored.get(point_json(point), {})
         if entry.get(estimate) is not None:
             values[idx] = _value(entry[estimate], shape, estimate)
     if np.isnan(values).all():

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import io
 import itertools
-import json
 import math
 import weakref
 from collections.abc import Mapping, Sequence
@@ -27,7 +26,7 @@ from matplotlib.text import Text
 from simstudy.analysis.records import RESERVED, decimals_for, with_mcse
 from simstudy.analysis.registry import lookup
 from simstudy.analysis.selection import check_methods, factors_of, select_points, subset
-from simstudy.cube import METHOD, OK, REPLICATE
+from simstudy.cube import METHOD, OK, REPLICATE, point_json
 from simstudy.errors import UsageError
 
 __all__ = [
@@ -271,7 +270,7 @@ def truth_at(cube: xr.Dataset, output: str, point: Mapping[str, Any]) -> float |
     if not stored:
         return None
     full = {**fixed_levels(cube), **point}
-    entry = stored.get(json.dumps(full, sort_keys=True), {})
+    entry = stored.get(point_json(full), {})
     value = entry.get(output) if isinstance(entry, Mapping) else None
     if value is None or isinstance(value, list | dict):
         return None

@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 
 from simstudy.atomic import check_target, replacing
-from simstudy.cube import FIXED_VARS, METHOD, OK, REPLICATE
+from simstudy.cube import FIXED_VARS, METHOD, OK, REPLICATE, point_json
 from simstudy.declare.loader import study_imports
 from simstudy.declare.study import Study
 from simstudy.errors import StoreError, UsageError
@@ -131,7 +131,6 @@ def task_hashes(store: Path) -> dict[str, Any]:
     """Per design point and method, a hash of each ok task's outputs (None
     for a task not ok), with the dtypes hashed."""
     from simstudy.store import open_results
-    from simstudy.store.store import json_key
 
     ds = open_results(store)
     names = _output_vars(ds)
@@ -160,7 +159,7 @@ def task_hashes(store: Path) -> dict[str, Any]:
                     continue
                 col.append(task_hash([loaded[v][(*idx, r, m)] for v in names]))
             per[name] = col
-        out["hashes"][json_key(point)] = per
+        out["hashes"][point_json(point)] = per
     ds.close()
     return out
 
@@ -311,7 +310,6 @@ def verify(
     from simstudy.declare.loader import load_study
     from simstudy.running.debugging import task_spec
     from simstudy.running.recompute import task_batch
-    from simstudy.store.store import json_key
 
     if sample < 1:
         raise UsageError(
@@ -328,7 +326,7 @@ def verify(
             for r in range(hashes["replicates"])
             if any(
                 col[r] is not None
-                for col in hashes["hashes"].get(json_key(point), {}).values()
+                for col in hashes["hashes"].get(point_json(point), {}).values()
             )
         ]
         if not rows:
@@ -347,7 +345,7 @@ def verify(
             p, r = rows[int(i)]
             point = grid[p]
             result = backend.run_batch(study, task_batch(study, p, point, r, every))
-            stored = hashes["hashes"][json_key(point)]
+            stored = hashes["hashes"][point_json(point)]
             for j, m in enumerate(study.methods):
                 if stored.get(m.name, [None] * (r + 1))[r] is None:
                     continue

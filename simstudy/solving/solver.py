@@ -34,7 +34,7 @@ from typing import Any, Unpack
 
 import numpy as np
 
-from simstudy.cube import METHOD, REPLICATE
+from simstudy.cube import METHOD, REPLICATE, point_json
 from simstudy.declare.study import Study
 from simstudy.errors import EXIT_INTERRUPTED, EXIT_OK, NoSolution, UsageError
 from simstudy.running.options import RunKwargs
@@ -353,14 +353,13 @@ class _Solver:
     def _with_truth(self, meta: dict[str, Any], levels: list[float]) -> dict[str, Any]:
         """The metadata with the truth at every evaluated level: a run
         records it for its own study's points only, a round's."""
-        from simstudy.store.store import json_key
 
         spec, truths = self.spec, dict(meta.get("truth") or {})
         for lv in levels:
             point = {**self.point, spec.factor: lv}
             truth = spec.study.truth_for(point)
             if truth:
-                truths[json_key(point)] = truth
+                truths[point_json(point)] = truth
         return {**meta, "truth": truths}
 
     def _fit(self) -> RootFit:

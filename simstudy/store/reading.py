@@ -7,7 +7,6 @@ A store of an older format reads as this version's through
 from __future__ import annotations
 
 import itertools
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from simstudy.analysis.ledger import compact_records
-from simstudy.cube import METHOD
+from simstudy.cube import METHOD, point_json
 from simstudy.errors import StoreError
 from simstudy.store.chunks import ChunkedArray
 from simstudy.store.files import scan
@@ -190,9 +189,7 @@ def status_counts(
     shown = {f: list((active.get("factors") or levels)[f]) for f in factors}
     midx = np.array([methods.index(m) for m in active.get("methods") or methods])
     record = meta.get("target_mcse") or {}
-    targets = {
-        json.dumps(e["point"], sort_keys=True): e for e in record.get("points", [])
-    }
+    targets = {point_json(e["point"]): e for e in record.get("points", [])}
     status = ChunkedArray(store, "status", root["status"])
     n = len(factors)
     rows, cols = status.chunks[n], status.chunks[n + 1]
@@ -209,7 +206,7 @@ def status_counts(
             continue  # outside the design: never a task, never counted
         point = dict(zip(factors, combo, strict=True))
         pidx = tuple(levels[f].index(v) for f, v in point.items())
-        entry = targets.get(json.dumps(point, sort_keys=True))
+        entry = targets.get(point_json(point))
         want = replicates
         if entry is not None and entry["replicates"]:
             want = min(replicates, int(entry["replicates"]))

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from simstudy.cube import REPLICATE
+from simstudy.cube import REPLICATE, point_json
 from simstudy.declare.grid import points
 from simstudy.declare.outputs import OutputSpecs
 from simstudy.declare.results import BatchResult
@@ -346,13 +346,6 @@ def declared_of(study: Study) -> dict[str, Any]:
     for point in points(study):
         t = study.truth_for(point)
         if t:
-            truths[json_key(point)] = t
+            truths[point_json(point)] = t
     measures = {m.name: m.measures for m in study.methods if m.measures}
     return {"truth": truths, "measures": measures, "source_file": study.source_file}
-
-
-def json_key(point: Mapping[str, Any]) -> str:
-    """The key of a design point in the stored truth: sorted-key JSON."""
-    import json
-
-    return json.dumps(dict(point), sort_keys=True)
