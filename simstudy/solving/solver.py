@@ -458,14 +458,15 @@ def _record(problem: SolveSpec, solutions: list[Solution]) -> None:
     own entry) for the report."""
     from simstudy.backends import Placement, backend_of
     from simstudy.running.options import RunOptions
-    from simstudy.store import Store, open_results
+    from simstudy.store import Store
+    from simstudy.store.files import read_meta
 
     def key(s: Mapping[str, Any]) -> tuple[Any, ...]:
         return (s["factor"], s["measure"], s["method"], sorted(s["point"].items()))
 
     new = [s.to_json() for s in solutions]
     keys = [key(s) for s in new]
-    old = open_results(problem.store, include_hidden=True).attrs["simstudy"]
+    old = read_meta(Path(problem.store)) or {}
     kept = [s for s in old.get("solve", []) if key(s) not in keys]
     record = kept + new
     study = problem.study

@@ -22,14 +22,23 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import json
 import os
 import stat
 import uuid
 from pathlib import Path
+from typing import Any
 
 from simstudy.errors import StoreError
 
-__all__ = ["open_append", "open_read", "read_bytes", "scan", "write_atomic"]
+__all__ = [
+    "open_append",
+    "open_read",
+    "read_bytes",
+    "read_meta",
+    "scan",
+    "write_atomic",
+]
 
 # O_NOFOLLOW and O_NONBLOCK are POSIX; elsewhere the scan and the regular-file
 # check on the open file remain
@@ -131,6 +140,16 @@ def read_bytes(path: Path, *, limit: int | None = None) -> bytes:
         return b"".join(parts)
     finally:
         os.close(fd)
+
+
+def read_meta(store: Path) -> dict[str, Any] | None:
+    """The store's simstudy metadata (``zarr.json``'s attributes), read as
+    every store file is (no link, a regular file); None when there is none."""
+    try:
+        meta = json.loads(read_bytes(store / "zarr.json"))["attributes"]["simstudy"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return meta if isinstance(meta, dict) else None
 
 
 def open_read(path: Path) -> int:

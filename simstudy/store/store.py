@@ -22,7 +22,7 @@ from simstudy.declare.results import BatchResult
 from simstudy.declare.study import Level, Study
 from simstudy.errors import StoreError
 from simstudy.store import migrations, reconcile
-from simstudy.store.files import read_bytes, scan
+from simstudy.store.files import read_meta, scan
 from simstudy.store.integrity import (
     check_codecs,
     drop_damaged_chunks,
@@ -329,13 +329,7 @@ class Store:
 
 def _registered_protocol(p: Path) -> dict[str, Any] | None:
     """The protocol ``run --protocol`` recorded in a store, if any."""
-    import json
-
-    try:
-        attrs = json.loads(read_bytes(p / "zarr.json"))["attributes"]
-        found: dict[str, Any] | None = attrs["simstudy"].get("protocol")
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
-        return None
+    found: dict[str, Any] | None = (read_meta(p) or {}).get("protocol")
     return found
 
 

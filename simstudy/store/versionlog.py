@@ -21,6 +21,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from simstudy.store.files import read_meta
+
 __all__ = ["entry", "notes", "read_notes"]
 
 
@@ -78,9 +80,5 @@ def notes(meta: dict[str, Any]) -> list[str]:
 
 def read_notes(path: str | os.PathLike[str]) -> list[str]:
     """``notes`` of the store at ``path`` (its root metadata only)."""
-    try:
-        root = json.loads((Path(path) / "zarr.json").read_text())
-        meta = root["attributes"]["simstudy"]
-    except (OSError, ValueError, KeyError, TypeError):
-        return []
-    return notes(meta) if isinstance(meta, dict) else []
+    meta = read_meta(Path(path))
+    return notes(meta) if meta is not None else []
