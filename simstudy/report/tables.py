@@ -162,7 +162,11 @@ def strategies_section(
     strategy side by side (value and MCSE), per design point and method."""
     if len(several) < 2:
         return ""
-    side = summarize(cube, **{**options, "cases": several})
+    # only the measures shown here (the first strategy's full summary is
+    # the page's; the user's measures= still narrows them)
+    side = summarize(
+        cube, **{"measures": list(STRATEGY_MEASURES), **options, "cases": several}
+    )
     shown = [m for m in STRATEGY_MEASURES if m in side.data_vars]
     factors = [str(d) for d in side["n_ok"].dims if d not in ("cases", METHOD)]
     head = "".join(
