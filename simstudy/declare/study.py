@@ -198,7 +198,6 @@ class Study:
             )
         self.name: str = name_
         self.design: Design = design_of(factors, where)
-        self.factors = self.design.factors
         if isinstance(replicates_, bool) or not isinstance(
             replicates_, numbers.Integral
         ):
@@ -451,10 +450,14 @@ class Study:
             {name: list(levels) for name, levels in factors.items()},
             self.design.where,
         )
-        new.factors = new.design.factors
         return new
 
     # ---- derived -----------------------------------------------------
+    @property
+    def factors(self) -> dict[str, tuple[Level, ...]]:
+        """Each factor's levels (the design's; tied factors one by one)."""
+        return self.design.factors
+
     @property
     def method_names(self) -> list[str]:
         return [m.name for m in self.methods]
