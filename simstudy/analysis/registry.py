@@ -35,11 +35,15 @@ from simstudy.analysis.measures import (
 __all__ = [
     "BUILTINS",
     "BY_NAME",
+    "CASES",
     "MEASURES",
     "SECTIONS",
     "TARGET_NEEDS",
     "lookup",
 ]
+
+# which replicates a summary uses (summarize(cases=...), --cases)
+CASES = ("available", "complete", "no_warnings", "fallback")
 
 # the report's tables, split so that none is wider than the page
 PRECISION = "Bias and precision"

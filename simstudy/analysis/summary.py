@@ -35,7 +35,7 @@ from simstudy.analysis.plans import (
     plans,
 )
 from simstudy.analysis.records import RESERVED
-from simstudy.analysis.registry import BUILTINS, MEASURES
+from simstudy.analysis.registry import BUILTINS, CASES, MEASURES
 from simstudy.analysis.selection import subset
 from simstudy.cube import METHOD
 from simstudy.cube import REPLICATE as REP
@@ -44,7 +44,6 @@ from simstudy.errors import UsageError
 __all__ = ["CASES", "LEDGER", "Measure", "failure_ledger", "summarize"]
 
 UserMeasure = Measure | UserFunc
-CASES = ("available", "complete", "no_warnings", "fallback")
 BLOCK_BYTES = 32 * 2**20  # cube bytes per block; peak memory is ~10x (temporaries)
 # the failure ledger (simstudy.analysis.ledger): one rate per kind of non-result,
 # plus warning_rate_<category> for each warning category the cube has

@@ -497,12 +497,6 @@ def cmd_summarize(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _cases(text: str) -> str | list[str]:
-    """``--cases a,b``: one strategy, or several side by side."""
-    names = [c.strip() for c in text.split(",") if c.strip()]
-    return names[0] if len(names) == 1 else names
-
-
 def _summary_format(args: argparse.Namespace) -> str:
     """The output format (from --format or -o's suffix), arguments checked."""
     fmt: str | None = args.format
@@ -540,7 +534,7 @@ def summary_options(args: argparse.Namespace) -> dict[str, Any]:
         "level": args.level,
         "df": _df(args.df),
         "null": args.null,
-        "cases": _cases(args.cases),
+        "cases": args.cases,
         "winsorize": args.winsorize,
         "measures": args.measures,  # "bias, coverage": summarize splits it
     }

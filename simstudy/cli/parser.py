@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 from typing import Any, NoReturn
 
+from simstudy.analysis.registry import CASES
 from simstudy.cli.solve import add_solve
 from simstudy.errors import UsageError
 from simstudy.executors import SCHEDULERS
@@ -224,17 +225,15 @@ def _add_run_study(run: Any) -> None:
     )
 
 
-CASES = ("available", "complete", "no_warnings", "fallback")
-
-
-def _cases(text: str) -> str:
-    """``--cases a,b``: each name checked here, split by the command."""
-    for name in (c.strip() for c in text.split(",")):
+def _cases(text: str) -> str | list[str]:
+    """``--cases a,b``: one strategy, or several side by side; each checked."""
+    names = [c.strip() for c in text.split(",") if c.strip()]
+    for name in names:
         if name not in CASES:
             raise argparse.ArgumentTypeError(
                 f"invalid choice: {name!r} (choose from {', '.join(CASES)})"
             )
-    return text
+    return names[0] if len(names) == 1 else names
 
 
 def _add_summarize(sub: Any) -> None:
