@@ -209,6 +209,26 @@ def test_an_added_method_may_not_reuse_a_name(bundle, tmp_path, monkeypatch, cap
 
 
 @pytest.mark.parametrize(
+    ("source", "expected"),
+    [
+        ("def mine(x):\n    return {'estimate': 1.0\n", "mine.py:2: syntax error"),
+        ("raise RuntimeError('boom')\n", "mine.py:1: importing --add-method mine.py"),
+    ],
+    ids=["syntax-error", "raises"],
+)
+def test_a_broken_method_file_names_its_line_and_writes_nothing(
+    bundle, tmp_path, monkeypatch, capsys, source, expected
+):
+    mine = tmp_path / "mine.py"
+    mine.write_text(source)
+    monkeypatch.chdir(tmp_path)
+    before = sorted(tmp_path.iterdir())
+    assert main(["run", str(bundle), "--add-method", str(mine)]) == 2
+    assert expected in capsys.readouterr().err
+    assert sorted(tmp_path.iterdir()) == before
+
+
+@pytest.mark.parametrize(
     ("argv", "expected"),
     [
         (["verify", "{tmp}/junk.tar"], "not a readable bundle"),

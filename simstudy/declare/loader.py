@@ -30,7 +30,7 @@ from simstudy.declare.methods import FROM_FILE
 from simstudy.declare.study import Study
 from simstudy.errors import StudyError
 
-__all__ = ["installed_modules", "load_study", "study_imports"]
+__all__ = ["import_file", "installed_modules", "load_study", "study_imports"]
 
 
 def study_imports(path: str | os.PathLike[str] | None) -> list[str]:
@@ -209,14 +209,13 @@ def load_study(path: str | os.PathLike[str], *, lazy: bool = False) -> Study:
             f"{path}: a study file must be a Python file ending in .py.",
             hint="pass the study's .py file (a store is a .zarr directory)",
         )
-    module = _import(file, _lazy_names(file) if lazy else [])
+    module = import_file(file, _lazy_names(file) if lazy else [])
     found = _the_study(module, file)
     try:
         found.validate()
     except StudyError as exc:
         raise StudyError(f"{file.name}: {exc.message}", hint=exc.hint) from exc
     found.source_file = str(file)
-    _ship_by_value(module, file.parent)
     return found
 
 
@@ -233,9 +232,14 @@ def _ship_by_value(module: ModuleType, folder: Path) -> None:
             cloudpickle.register_pickle_by_value(other)
 
 
-def _import(p: Path, lazy: list[str]) -> ModuleType:
-    """Import a study file as a module of its own; errors name its lines.
-    The ``lazy`` modules load on first use (``_LazyLibraries``)."""
+def import_file(
+    p: Path, lazy: list[str] | None = None, *, what: str = "the study file"
+) -> ModuleType:
+    """Import a study file (or a file of methods, ``what``) as a module of its
+    own, its folder's modules importable and sent to workers by value;
+    errors name its lines. The ``lazy`` modules load on first use
+    (``_LazyLibraries``)."""
+    lazy = lazy or []
     digest = hashlib.sha256(str(p).encode()).hexdigest()[:10]
     modname = f"simstudy_study_{p.stem if p.stem.isidentifier() else 'file'}_{digest}"
     folder = str(p.parent)
@@ -268,17 +272,18 @@ def _import(p: Path, lazy: list[str]) -> ModuleType:
     except (ValueError, UnicodeDecodeError) as exc:
         sys.modules.pop(modname, None)
         if _user_frames(exc, p) != p.name:  # raised by the file's own code
-            raise _import_error(exc, p) from exc
+            raise _import_error(exc, p, what) from exc
         raise _unreadable(p, str(exc)) from exc
     except BaseException as exc:
         sys.modules.pop(modname, None)
         if isinstance(exc, KeyboardInterrupt | SystemExit):
             raise
-        raise _import_error(exc, p) from exc
+        raise _import_error(exc, p, what) from exc
     finally:
         FROM_FILE.reset(token)
         if finder is not None:
             sys.meta_path.remove(finder)
+    _ship_by_value(module, p.parent)
     return module
 
 
@@ -291,7 +296,7 @@ def _unreadable(p: Path, why: str) -> StudyError:
     )
 
 
-def _import_error(exc: BaseException, p: Path) -> StudyError:
+def _import_error(exc: BaseException, p: Path, what: str) -> StudyError:
     hint = "run `python FILE` to see the full traceback, or add --debug"
     missing = exc.name if isinstance(exc, ModuleNotFoundError) else None
     if missing:
@@ -302,8 +307,7 @@ def _import_error(exc: BaseException, p: Path) -> StudyError:
             else " (the package's name may differ, e.g. scikit-learn for sklearn)"
         )
     return StudyError(
-        f"{_user_frames(exc, p)}: importing the study file raised "
-        f"{type(exc).__name__}: {exc}",
+        f"{_user_frames(exc, p)}: importing {what} raised {type(exc).__name__}: {exc}",
         hint=hint,
     )
 

@@ -19,14 +19,12 @@ Verifying or extending a bundle runs its code: only for bundles you trust.
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import inspect
 import io
 import json
 import os
 import platform
 import shutil
-import sys
 import tarfile
 import tempfile
 import time
@@ -41,7 +39,7 @@ import numpy as np
 
 from simstudy.atomic import check_target, replacing
 from simstudy.cube import FIXED_VARS, METHOD, OK, REPLICATE, point_json
-from simstudy.declare.loader import study_imports
+from simstudy.declare.loader import import_file, study_imports
 from simstudy.declare.study import Study
 from simstudy.errors import StoreError, UsageError
 from simstudy.sharing.checks import (
@@ -383,24 +381,8 @@ class AddResult:
 
 def _added_methods(study: Study, path: Path) -> list[str]:
     """Register the public functions defined in ``path`` as methods."""
-    import cloudpickle
-
-    name = f"simstudy_added_{hashlib.sha256(str(path).encode()).hexdigest()[:10]}"
-    spec = importlib.util.spec_from_file_location(name, path)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    try:
-        spec.loader.exec_module(module)
-    except Exception as exc:
-        sys.modules.pop(name, None)
-        raise UsageError(
-            f"--add-method {path.name}: importing it raised "
-            f"{type(exc).__name__}: {exc}.",
-            hint=f"run python {path.name} to see the error",
-        ) from exc
-    cloudpickle.register_pickle_by_value(module)
+    module = import_file(path, what=f"--add-method {path.name}")
+    name = module.__name__
     funcs = [
         f
         for n, f in vars(module).items()
