@@ -414,8 +414,8 @@ def verify(
     # number that depends on the methods run before it in a batch differs
     batches = [
         task_batch(study, p, grid[p], r, (m,))
-        for p, r in (rows[i] for i in chosen)
-        for m in range(len(study.methods))
+        for p, r, methods in (rows[i] for i in chosen)
+        for m in methods
     ]
     specs = _stored_specs(Path(store))
     differ: dict[str, list[str]] = {}
@@ -429,8 +429,6 @@ def verify(
             for j, m in enumerate(batch.methods):
                 name = study.methods[m].name
                 where = {**point, REPLICATE: batch.start, METHOD: name}
-                if int(status.sel(where)) != OK:
-                    continue
                 tasks += 1
                 new = {v: result.outputs[v][0, j] for v in result.outputs}
                 old = {v: np.asarray(ds[v].sel(where).values) for v in result.outputs}
@@ -445,14 +443,23 @@ def verify(
 
 def _finished(
     study: Study, grid: list[dict[str, Level]], status: Any
-) -> list[tuple[int, int]]:
-    """(point index, replicate) of every replicate with at least one ok task."""
+) -> list[tuple[int, int, tuple[int, ...]]]:
+    """(point index, replicate, the study's methods ok there) of every
+    replicate with at least one ok task."""
+    stored = [str(name) for name in status[METHOD].values]
+    columns = {
+        m: stored.index(meth.name)
+        for m, meth in enumerate(study.methods)
+        if meth.name in stored
+    }
     rows = []
     for p, point in enumerate(grid):
         try:
             codes = status.sel(point).values  # (replicate, method) in store order
         except KeyError:
             continue
-        done = np.flatnonzero((codes[: study.replicates] == OK).any(axis=1))
-        rows += [(p, int(r)) for r in done]
+        ok = codes[: study.replicates] == OK
+        for r in np.flatnonzero(ok.any(axis=1)):
+            methods = tuple(m for m, col in columns.items() if ok[r, col])
+            rows.append((p, int(r), methods))
     return rows
