@@ -23,10 +23,7 @@ carries its exit code (``exit_code``).
 
 from __future__ import annotations
 
-import contextvars
 import errno
-import json
-import shlex
 
 __all__ = [
     "EXIT_BAD_INPUT",
@@ -36,7 +33,6 @@ __all__ = [
     "EXIT_NO_SOLUTION",
     "EXIT_OK",
     "EXIT_TARGET_MISSED",
-    "FROM_CLI",
     "NO_SPACE",
     "DiskFull",
     "FingerprintMismatch",
@@ -45,7 +41,6 @@ __all__ = [
     "StoreError",
     "StudyError",
     "UsageError",
-    "option",
 ]
 
 EXIT_OK, EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INTERRUPTED = 0, 2, 3, 130
@@ -56,31 +51,6 @@ EXIT_TARGET_MISSED = 6  # run --target-mcse --strict: a point missed its target
 NO_SPACE = frozenset(
     {errno.ENOSPC, errno.EFBIG, getattr(errno, "EDQUOT", errno.ENOSPC)}
 )
-
-
-# set by the command line while a command runs: hints then name its flags
-# (``--recompute median``); from Python they name run()'s keywords
-FROM_CLI: contextvars.ContextVar[bool] = contextvars.ContextVar(
-    "simstudy_from_cli", default=False
-)
-
-
-def option(name: str, value: object = True) -> str:
-    """An option as the user spells it here: ``--recompute median`` on the
-    command line, ``recompute="median"`` from Python (a list for several)."""
-    if FROM_CLI.get():
-        flag = "--" + name.replace("_", "-")
-        if value is True:
-            return flag
-        values = value if isinstance(value, list | tuple) else [value]
-        return " ".join(f"{flag} {shlex.quote(str(v))}" for v in values)
-    if isinstance(value, list | tuple):
-        return f"{name}=[{', '.join(_py(v) for v in value)}]"
-    return f"{name}={_py(value)}"
-
-
-def _py(value: object) -> str:
-    return json.dumps(value) if isinstance(value, str) else repr(value)
 
 
 class SimstudyError(Exception):

@@ -8,10 +8,12 @@ nothing and is not split.
 
 from __future__ import annotations
 
+import contextvars
+import json
 import os
 import shlex
 
-__all__ = ["command", "quote"]
+__all__ = ["FROM_CLI", "command", "option", "quote"]
 
 PROGRAM = "python -m simstudy"
 
@@ -24,3 +26,28 @@ def quote(arg: str | os.PathLike[str] | float) -> str:
 def command(*args: str | os.PathLike[str] | float) -> str:
     """``python -m simstudy ARG ...`` with every argument quoted."""
     return " ".join([PROGRAM, *(quote(a) for a in args)])
+
+
+# set by the command line while a command runs: hints then name its flags
+# (``--recompute median``); from Python they name run()'s keywords
+FROM_CLI: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "simstudy_from_cli", default=False
+)
+
+
+def option(name: str, value: object = True) -> str:
+    """An option as the user spells it here: ``--recompute median`` on the
+    command line, ``recompute="median"`` from Python (a list for several)."""
+    if FROM_CLI.get():
+        flag = "--" + name.replace("_", "-")
+        if value is True:
+            return flag
+        values = value if isinstance(value, list | tuple) else [value]
+        return " ".join(f"{flag} {quote(str(v))}" for v in values)
+    if isinstance(value, list | tuple):
+        return f"{name}=[{', '.join(_py(v) for v in value)}]"
+    return f"{name}={_py(value)}"
+
+
+def _py(value: object) -> str:
+    return json.dumps(value) if isinstance(value, str) else repr(value)

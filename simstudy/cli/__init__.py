@@ -25,7 +25,8 @@ import warnings
 from collections.abc import Sequence
 from typing import TextIO
 
-from simstudy.errors import EXIT_INTERRUPTED, FROM_CLI, SimstudyError
+from simstudy.errors import EXIT_INTERRUPTED, SimstudyError
+from simstudy.shell import FROM_CLI
 
 __all__ = ["main"]
 

@@ -21,8 +21,9 @@ from simstudy.analysis.registry import TARGET_NEEDS
 from simstudy.backends import Placement, backend_of
 from simstudy.cube import MAX_REPLICATES
 from simstudy.declare.study import Study
-from simstudy.errors import UsageError, option
+from simstudy.errors import UsageError
 from simstudy.executors import SCHEDULERS
+from simstudy.shell import option
 
 __all__ = [
     "FAIL_FAST",

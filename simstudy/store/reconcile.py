@@ -24,12 +24,8 @@ import zarr
 from simstudy.cube import FIXED_VARS, METHOD, REPLICATE
 from simstudy.declare import fingerprint
 from simstudy.declare.study import Study
-from simstudy.errors import (
-    FROM_CLI,
-    FingerprintMismatch,
-    StoreError,
-    option,
-)
+from simstudy.errors import FingerprintMismatch, StoreError
+from simstudy.shell import FROM_CLI, option
 from simstudy.store import seals
 from simstudy.store.chunks import ChunkedArray
 from simstudy.store.crash import crash_point
